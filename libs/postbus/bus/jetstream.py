@@ -1,0 +1,126 @@
+"""Connecting to NATS and declaring the streams the queue lives in.
+
+Streams are declared from one list, idempotently, by whichever service
+starts first; every service calls :func:`ensure_streams` at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from postbus.bus import subjects as s
+
+log = logging.getLogger("postbus.bus")
+
+DUPLICATE_WINDOW = 120.0  # seconds JetStream remembers a Nats-Msg-Id
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    retention: RetentionPolicy
+    max_age: float = 0.0  # seconds, 0 = forever
+
+
+STREAMS: tuple[StreamSpec, ...] = (
+    StreamSpec(s.MSG_STREAM, (f"{s.ROOT}.msg.*", f"{s.ROOT}.part.*.*"), RetentionPolicy.LIMITS),
+    StreamSpec(s.DELIVER_STREAM, (f"{s.ROOT}.deliver.*",), RetentionPolicy.WORK_QUEUE),
+    StreamSpec(s.STATUS_STREAM, (f"{s.ROOT}.status.*",), RetentionPolicy.WORK_QUEUE),
+    StreamSpec(s.DEFER_STREAM, (f"{s.ROOT}.defer.*",), RetentionPolicy.WORK_QUEUE),
+    StreamSpec(s.EVENTS_STREAM, (f"{s.ROOT}.event.*",), RetentionPolicy.LIMITS, 86400.0),
+)
+
+
+async def connect(
+    url: str,
+    name: str,
+    *,
+    connect_timeout: float = 2.0,
+    closing: Callable[[], bool] = lambda: False,
+) -> NATS:
+    """Connect with endless reconnects: a NATS restart must not kill a service."""
+
+    async def on_disconnect() -> None:
+        if not closing():
+            log.warning("warning: disconnected from NATS at %s", url)
+
+    async def on_reconnect() -> None:
+        log.info("reconnected to NATS at %s", url)
+
+    async def on_error(exc: Exception) -> None:
+        log.debug("NATS client error: %s", exc)
+
+    return await nats.connect(
+        url,
+        name=name,
+        connect_timeout=connect_timeout,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.25,
+        allow_reconnect=True,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        error_cb=on_error,
+        pending_size=64 * 1024 * 1024,
+    )
+
+
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create (or leave alone) every stream and the queue-entry bucket."""
+    for spec in STREAMS:
+        config = StreamConfig(
+            name=spec.name,
+            subjects=list(spec.subjects),
+            retention=spec.retention,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=DUPLICATE_WINDOW,
+            max_age=spec.max_age,
+            discard=DiscardPolicy.OLD,
+            allow_direct=True,
+        )
+        await _add_or_update(js, config)
+    try:
+        await js.key_value(s.QUEUE_BUCKET)
+    except (NotFoundError, BadRequestError):
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=s.QUEUE_BUCKET,
+                history=1,
+                storage=StorageType.FILE,
+                replicas=replicas,
+                direct=True,
+            )
+        )
+
+
+async def _add_or_update(js: JetStreamContext, config: StreamConfig) -> None:
+    assert config.name is not None
+    for _ in range(20):
+        try:
+            await js.stream_info(config.name)
+            return
+        except NotFoundError:
+            pass
+        try:
+            await js.add_stream(config)
+            return
+        except BadRequestError as exc:  # a concurrent creator won the race
+            log.debug("add_stream %s: %s", config.name, exc)
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"cannot declare stream {config.name}")

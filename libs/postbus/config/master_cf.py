@@ -1,0 +1,303 @@
+"""master.cf parsing and printing (≈ master_ent.c, postconf_master.c).
+
+Each logical line (continuation and comment rules as in main.cf) holds::
+
+    service type private unpriv chroot wakeup maxproc command [args...]
+
+Fields keep their text as written (``-`` stands for the default) so that
+:meth:`MasterEntry.render` can print them like ``postconf -M``; the resolved
+values come from :meth:`MasterEntry.is_private` and friends.  Defaults per
+master(5) for Postfix 3.x: private ``y``, unpriv ``y``, chroot ``n``,
+wakeup ``0`` (never), maxproc ``$default_process_limit``.
+
+Daemon options are normalised like postconf does: ``-oname=value`` becomes
+``-o name=value`` and ``-o { name = value }`` (Postfix 3.0) becomes
+``-o name=value``; a non-option argument in ``{}`` loses its braces.
+The ``-o`` settings are collected, in order, into :attr:`MasterEntry.overrides`.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from postbus.config.conv import ConfigError, split_list
+
+__all__ = ["SERVICE_PORTS", "MasterEntry", "parse_master_cf", "service_port"]
+
+_BLANKS = " \t\r\n"
+_TYPES = frozenset({"inet", "unix", "unix-dgram", "fifo", "pass"})
+_OPTIONS_WITH_VALUE = "o"
+_COLUMN_GOAL = (0, 11, 17, 25, 33, 41, 49, 57)
+_LINE_LIMIT = 80
+_INDENT = "    "
+
+#: Well-known service names, so ``smtp inet`` works without /etc/services.
+SERVICE_PORTS: dict[str, int] = {
+    "smtp": 25,
+    "submission": 587,
+    "smtps": 465,
+    "submissions": 465,
+    "lmtp": 24,
+    "qmqp": 628,
+}
+
+
+def service_port(name: str) -> int:
+    """Port number of a numeric or named service (≈ find_inet_port())."""
+    if name.isascii() and name.isdigit():
+        port = int(name)
+        if 0 < port < 65536:
+            return port
+        raise ConfigError(f'bad port number: "{name}"')
+    if name in SERVICE_PORTS:
+        return SERVICE_PORTS[name]
+    try:
+        return socket.getservbyname(name, "tcp")
+    except OSError:
+        raise ConfigError(f'unknown service: "{name}"') from None
+
+
+def _strip_braces(text: str) -> str:
+    """``{ text }`` → ``text`` (≈ extpar() with EXTPAR_FLAG_STRIP)."""
+    if text.startswith("{") and text.endswith("}"):
+        return text[1:-1].strip(_BLANKS)
+    raise ConfigError(f'syntax error after "}}" in "{text}"')
+
+
+def _normalize_args(args: list[str]) -> list[str]:
+    """Bring daemon arguments into canonical form (≈ pcf_normalize_daemon_args())."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("-") or arg == "--":
+            break
+        # Split "-vo name=value" into "-v" and "-o name=value".
+        for pos in range(2, len(arg)):
+            if arg[pos] in _OPTIONS_WITH_VALUE:
+                out.append(arg[:pos])
+                arg = "-" + arg[pos:]
+                break
+        i += 1
+        if len(arg) < 2 or arg[1] not in _OPTIONS_WITH_VALUE:
+            out.append(arg)
+            continue
+        if len(arg) > 2:
+            value: str | None = arg[2:]
+            arg = arg[:2]
+        elif i < len(args):
+            value = args[i]
+            i += 1
+        else:
+            value = None
+        out.append(arg)
+        if value is None:
+            continue
+        if value.startswith("{"):
+            value = _strip_braces(value)
+            name, sep, rest = value.partition("=")
+            if sep and name.strip(_BLANKS):
+                value = f"{name.strip(_BLANKS)}={rest.strip(_BLANKS)}"
+        out.append(value)
+    for arg in args[i:]:
+        out.append(_strip_braces(arg) if arg.startswith("{") else arg)
+    return out
+
+
+@dataclass
+class MasterEntry:
+    """One master.cf service."""
+
+    service: str
+    type: str
+    private: str
+    unpriv: str
+    chroot: str
+    wakeup: str
+    maxproc: str
+    command: str
+    args: list[str] = field(default_factory=list)  # arguments other than -o pairs
+    overrides: dict[str, str] = field(default_factory=dict)  # -o name=value, in order
+    line: int = 0
+    file: str = "master.cf"
+    argv: list[str] = field(default_factory=list)  # all arguments, normalised, in order
+
+    # -- resolved fields ---------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """``service/type``, the key postconf uses (``smtp/inet``)."""
+        return f"{self.service}/{self.type}"
+
+    def is_private(self) -> bool:
+        return self.private != "n"
+
+    def is_unpriv(self) -> bool:
+        return self.unpriv != "n"
+
+    def is_chroot(self) -> bool:
+        return self.chroot == "y"
+
+    def wakeup_seconds(self) -> int:
+        """Wakeup period in seconds; 0 means never.  A ``?`` suffix is dropped."""
+        text = self.wakeup.rstrip("?")
+        return 0 if text in ("-", "") else int(text)
+
+    def max_processes(self, default_process_limit: int = 100) -> int:
+        """Process limit; 0 means no limit."""
+        return default_process_limit if self.maxproc == "-" else int(self.maxproc)
+
+    def listen_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` an inet service listens on; host ``""`` means all.
+
+        ``smtp`` → ("", 25), ``127.0.0.1:2525`` → ("127.0.0.1", 2525),
+        ``[::1]:2525`` → ("::1", 2525), ``2525`` → ("", 2525).
+        """
+        if self.type != "inet":
+            return None
+        host, sep, port = self.service.rpartition(":")
+        if not sep:
+            host, port = "", self.service
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        try:
+            return host, service_port(port)
+        except ConfigError as err:
+            raise err.located(file=self.file, line=self.line) from None
+
+    # -- printing ------------------------------------------------------------
+
+    def render(self, fold: bool = False) -> str:
+        """The entry as ``postconf -M`` prints it (``-Mf`` with fold).
+
+        Like postconf, a first non-option argument with blanks is printed
+        without braces; later ones get ``{}``.
+        """
+        fields = [self.service, self.type, self.private, self.unpriv, self.chroot]
+        fields += [self.wakeup, self.maxproc, self.command]
+        out: list[str] = []
+        length = 0
+        for index, text in enumerate(fields):
+            if length > 0:
+                pad = max(1, _COLUMN_GOAL[index] - length)
+                out.append(" " * pad)
+                length += pad
+            out.append(text)
+            length += len(text)
+        in_options = True
+        first_plain = True
+        i = 0
+        while i < len(self.argv):
+            arg = self.argv[i]
+            value: str | None = None
+            braces = False
+            size = len(arg)
+            if in_options and (not arg.startswith("-") or arg == "--"):
+                in_options = False
+            elif (
+                in_options
+                and len(arg) > 1
+                and arg[1] in _OPTIONS_WITH_VALUE
+                and i + 1 < len(self.argv)
+            ):
+                length = _LINE_LIMIT
+                value = self.argv[i + 1]
+                braces = any(ch in _BLANKS for ch in value)
+                size += len(value) + 3 + (2 if braces else 0)
+            if not in_options:
+                braces = not first_plain and any(ch in _BLANKS for ch in arg)
+                first_plain = False
+            if length > len(_INDENT):
+                if not fold or length + 1 + size < _LINE_LIMIT:
+                    out.append(" ")
+                    length += 1
+                else:
+                    out.append("\n" + _INDENT)
+                    length = len(_INDENT)
+            text = f"{{{arg}}}" if braces and value is None else arg
+            out.append(text)
+            length += len(text)
+            if value is not None:
+                out.append(" " + (f"{{{value}}}" if braces else value))
+                length = _LINE_LIMIT
+                i += 1
+            i += 1
+        return "".join(out)
+
+
+def _check(fields: list[str], text: str, filename: str, lineno: int) -> None:
+    """Per-field sanity checks (≈ pcf_check_master_entry())."""
+
+    def fail(what: str, value: str) -> ConfigError:
+        reason = f'invalid {what} field "{value}" in "{text}"'
+        return ConfigError(reason, file=filename, line=lineno)
+
+    if fields[1] not in _TYPES:
+        raise fail("type", fields[1])
+    for what, value in zip(("private", "unpriv", "chroot"), fields[2:5], strict=True):
+        if value not in ("y", "n", "-"):
+            raise fail(what, value)
+    wakeup = fields[5][:-1] if fields[5].endswith("?") else fields[5]
+    if wakeup != "-" and not (wakeup.isascii() and wakeup.isdigit()):
+        raise fail("wakeup", fields[5])
+    if fields[6] != "-" and not (fields[6].isascii() and fields[6].isdigit()):
+        raise fail("maxproc", fields[6])
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """Join continuation lines; skip blank and comment lines (≈ readllines())."""
+    result: list[tuple[int, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip(_BLANKS)
+        if not stripped or stripped.startswith("#"):
+            continue
+        if line[0] in _BLANKS and result:
+            start, joined = result[-1]
+            result[-1] = (start, f"{joined} {stripped}")
+        else:
+            result.append((number, stripped))
+    return result
+
+
+def parse_master_cf(text: str, filename: str = "master.cf") -> list[MasterEntry]:
+    """Parse master.cf text into entries, in file order."""
+    entries: list[MasterEntry] = []
+    for lineno, logical in _logical_lines(text):
+        fields = split_list(logical, _BLANKS)
+        if len(fields) < 8:
+            raise ConfigError("bad field count", file=filename, line=lineno)
+        _check(fields, logical, filename, lineno)
+        try:
+            argv = _normalize_args(fields[8:])
+        except ConfigError as err:
+            raise err.located(file=filename, line=lineno) from None
+        args: list[str] = []
+        overrides: dict[str, str] = {}
+        i = 0
+        while i < len(argv):
+            if argv[i] == "-o" and i + 1 < len(argv) and "=" in argv[i + 1]:
+                name, _, value = argv[i + 1].partition("=")
+                overrides[name.strip(_BLANKS)] = value.strip(_BLANKS)
+                i += 2
+                continue
+            args.append(argv[i])
+            i += 1
+        entries.append(
+            MasterEntry(
+                service=fields[0],
+                type=fields[1],
+                private=fields[2],
+                unpriv=fields[3],
+                chroot=fields[4],
+                wakeup=fields[5],
+                maxproc=fields[6],
+                command=fields[7],
+                args=args,
+                overrides=overrides,
+                line=lineno,
+                file=filename,
+                argv=argv,
+            )
+        )
+    return entries

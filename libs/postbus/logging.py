@@ -1,0 +1,93 @@
+"""Log lines in Postfix's format, so pflogsumm and grep habits keep working.
+
+``Nov 25 13:18:27 mail postbus/smtpd[1234]: 4F2A1C7D3E: client=host[1.2.3.4]``
+
+Every service logs through the standard ``logging`` module; this module
+only shapes the line (syslog-style prefix, Postfix's ``warning:``/``fatal:``
+severity words) and sends it to stderr and, when ``maillog_file`` is set,
+appends it to that file as Postfix's postlogd does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+_SEVERITY = {
+    logging.WARNING: "warning: ",
+    logging.ERROR: "error: ",
+    logging.CRITICAL: "fatal: ",
+}
+
+
+class PostfixFormatter(logging.Formatter):
+    def __init__(self, ident: str, hostname: str) -> None:
+        super().__init__()
+        self.ident = ident
+        self.hostname = hostname
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%b %e %H:%M:%S", time.localtime(record.created))
+        text = record.getMessage()
+        prefix = _SEVERITY.get(record.levelno, "")
+        if prefix and text.startswith(prefix):
+            prefix = ""
+        if record.exc_info and record.levelno >= logging.ERROR:
+            text += " (" + repr(record.exc_info[1]) + ")"
+        return f"{stamp} {self.hostname} {self.ident}[{os.getpid()}]: {prefix}{text}"
+
+
+class JsonFormatter(PostfixFormatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(
+            {
+                "time": record.created,
+                "host": self.hostname,
+                "program": self.ident,
+                "pid": os.getpid(),
+                "level": record.levelname.lower(),
+                "message": record.getMessage(),
+            }
+        )
+
+
+class _AppendHandler(logging.Handler):
+    """One ``write`` per line on an O_APPEND file: lines from many processes never mix."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            os.write(self.fd, (self.format(record) + "\n").encode("utf-8", "replace"))
+        except OSError:
+            self.handleError(record)
+
+
+def setup_logging(
+    ident: str,
+    hostname: str,
+    *,
+    maillog_file: str = "",
+    json_format: bool = False,
+    verbose: bool = False,
+) -> None:
+    """Configure the root logger for one process; ``ident`` is e.g. ``postbus/smtpd``."""
+    formatter_cls = JsonFormatter if json_format else PostfixFormatter
+    formatter = formatter_cls(ident, hostname)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if maillog_file:
+        handlers.append(_AppendHandler(maillog_file))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("nats", "asyncio", "uvicorn.access", "mail.log"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,79 @@
+"""Every Prometheus metric, declared once (names follow research/ecosystem.md §1.6).
+
+Services import these objects; no metric name is written anywhere else.
+Labels have closed value sets (no addresses, domains or queue IDs).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
+
+from prometheus_client import Counter, Gauge, Histogram, Info  # noqa: E402
+
+build_info = Info("postbus_build", "Postbus version and the role of this process", ["component"])
+
+# ingress-smtpd
+smtpd_connections = Counter(
+    "postbus_smtpd_connections", "SMTP connections accepted", ["listener"]
+)
+smtpd_active_connections = Gauge(
+    "postbus_smtpd_active_connections", "SMTP sessions open now", ["listener"]
+)
+smtpd_messages_accepted = Counter(
+    "postbus_smtpd_messages_accepted", "messages queued by smtpd", ["listener"]
+)
+smtpd_rejects = Counter(
+    "postbus_smtpd_rejects", "SMTP commands rejected", ["listener", "stage", "code"]
+)
+smtpd_message_size = Histogram(
+    "postbus_smtpd_message_size_bytes",
+    "size of messages queued by smtpd",
+    ["listener"],
+    buckets=(1e3, 5e3, 1e4, 5e4, 1e5, 5e5, 1e6, 5e6, 1e7, 5e7),
+)
+smtpd_queue_write_seconds = Histogram(
+    "postbus_smtpd_queue_write_seconds",
+    "time from end of DATA until JetStream acknowledged the message",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
+)
+
+# qmgr
+queue_messages = Gauge("postbus_queue_messages", "messages per queue", ["queue"])
+qmgr_messages_inserted = Counter("postbus_qmgr_messages_inserted", "messages taken in by qmgr")
+qmgr_messages_removed = Counter(
+    "postbus_qmgr_messages_removed", "messages removed from the queue", ["reason"]
+)
+bounces_generated = Counter(
+    "postbus_bounces_generated", "delivery status notifications sent", ["kind"]
+)
+
+# delivery agents
+delivery_attempts = Counter(
+    "postbus_delivery_attempts", "recipient delivery attempts", ["transport", "status", "dsn_class"]
+)
+delivery_duration = Histogram(
+    "postbus_delivery_duration_seconds",
+    "time per delivery stage (Postfix delays=a/b/c/d)",
+    ["transport", "stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+delivery_delay = Histogram(
+    "postbus_delivery_delay_seconds",
+    "arrival to final disposition",
+    ["transport", "status"],
+    buckets=(1, 10, 60, 300, 900, 3600, 14400, 86400, 172800, 432000),
+)
+
+# bus (every service)
+bus_messages_processed = Counter(
+    "postbus_bus_messages_processed", "bus messages handled", ["consumer", "result"]
+)
+bus_redeliveries = Counter(
+    "postbus_bus_redeliveries", "bus messages seen more than once", ["consumer"]
+)
+
+QUEUE_STAGES = ("before_queue_manager", "queue_manager", "connection_setup", "transmission")
+for _queue in ("incoming", "active", "deferred", "hold", "corrupt"):
+    queue_messages.labels(_queue).set(0)

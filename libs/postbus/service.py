@@ -1,0 +1,254 @@
+"""The skeleton every service runs under (≈ Postfix single_server.c / multi_server.c).
+
+A role's ``__main__`` hands :func:`run` its program name and a coroutine;
+the skeleton does the rest: arguments (``-c``, ``-n``, ``-o``, ``-v``,
+``--metrics``), configuration, Postfix-style logging, the health/metrics
+endpoint, the NATS connection and streams, and a graceful drain on SIGTERM.
+:func:`consume` is the shared JetStream pull-consumer loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, NoServersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from postbus import metrics
+from postbus.bus.jetstream import connect, ensure_streams
+from postbus.config.loader import Config
+from postbus.health import HealthServer
+from postbus.logging import setup_logging
+from postbus.queue.store import QueueStore
+
+log = logging.getLogger("postbus.service")
+
+
+@dataclass
+class ServiceContext:
+    """What a role's main coroutine gets: configuration, bus, queue, stop signal."""
+
+    cfg: Config
+    program: str  # Postfix daemon name: smtpd, qmgr, smtp, local, ...
+    service: str  # master.cf service name, e.g. "127.0.0.1:2525" or "relay"
+    nc: NATS | None = None
+    store: QueueStore | None = None
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: bool = False
+
+    @property
+    def queue(self) -> QueueStore:
+        assert self.store is not None, "service started without the bus"
+        return self.store
+
+
+def parse_args(program: str, argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=program)
+    parser.add_argument("-c", dest="config_dir", default=None, help="configuration directory")
+    parser.add_argument("-n", dest="service", default=program, help="master.cf service name")
+    parser.add_argument(
+        "-o", dest="overrides", action="append", default=[], help="name=value override"
+    )
+    parser.add_argument("-v", dest="verbose", action="store_true", help="verbose logging")
+    parser.add_argument("--metrics", default="", help="host:port for /metrics and /healthz")
+    return parser.parse_args(argv)
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def run(
+    program: str,
+    main: Callable[[ServiceContext], Awaitable[None]],
+    *,
+    needs_bus: bool = True,
+    argv: list[str] | None = None,
+) -> None:
+    """Run one service process until SIGTERM; exits non-zero on a fatal error."""
+    args = parse_args(program, argv)
+    try:
+        cfg = Config.load(args.config_dir, service=args.service, overrides=_overrides(args.overrides))
+    except Exception as exc:  # configuration errors are fatal, with the reason
+        print(f"postbus/{program}: fatal: {exc}", file=sys.stderr)
+        sys.exit(1)
+    setup_logging(
+        f"{cfg.get('syslog_name')}/{program}",
+        cfg.get("myhostname"),
+        maillog_file=cfg.get("maillog_file"),
+        json_format=cfg.get("postbus_log_format") == "json",
+        verbose=args.verbose,
+    )
+    metrics.build_info.labels(program).info({"version": "0.1.0"})
+    ctx = ServiceContext(cfg=cfg, program=program, service=args.service)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        pass
+    try:
+        asyncio.run(_serve(ctx, main, needs_bus, args.metrics))
+    except Exception:
+        log.critical("%s: unexpected error", program, exc_info=True)
+        sys.exit(1)
+
+
+async def _serve(
+    ctx: ServiceContext,
+    main: Callable[[ServiceContext], Awaitable[None]],
+    needs_bus: bool,
+    metrics_addr: str,
+) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, ctx.stopping.set)
+    health = None
+    if metrics_addr:
+        host, _, port = metrics_addr.rpartition(":")
+        health = HealthServer(host.strip("[]") or "0.0.0.0", int(port), lambda: ctx.ready)
+        await health.start()
+    try:
+        if needs_bus:
+            ctx.nc = await _connect_until_up(ctx)
+            await ensure_streams(ctx.nc.jetstream(), ctx.cfg.int("postbus_stream_replicas"))
+            ctx.store = await QueueStore.open(ctx.nc)
+        await main(ctx)
+    finally:
+        if ctx.nc is not None and not ctx.nc.is_closed:
+            # handlers have finished; flush what they published, then close
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ctx.nc.flush(), 2)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ctx.nc.close(), 2)
+        if health:
+            await health.close()
+
+
+async def _connect_until_up(ctx: ServiceContext) -> NATS:
+    url = ctx.cfg.get("postbus_nats_url")
+    delay = 0.1
+    while True:
+        try:
+            return await connect(url, f"{ctx.program}/{ctx.service}", closing=ctx.stopping.is_set)
+        except (NoServersError, OSError, TimeoutError) as exc:
+            if ctx.stopping.is_set():
+                raise
+            log.warning("cannot connect to NATS at %s: %s; retrying", url, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+Handler = Callable[[Msg], Awaitable[None]]
+
+
+async def consume(
+    ctx: ServiceContext,
+    *,
+    stream: str,
+    subject: str,
+    durable: str,
+    handler: Handler,
+    concurrency: int = 64,
+    batch: int = 64,
+    ack_wait: float | None = None,
+) -> None:
+    """Pull work from a durable consumer until the service stops.
+
+    Any number of replicas share one durable consumer, so work is split
+    between them. ``handler`` acks, naks or terms each message itself; if it
+    raises, the message is nak'ed with a delay and handled again later,
+    never dropped. In-flight handlers finish before this returns.
+    """
+    assert ctx.nc is not None
+    js = ctx.nc.jetstream()
+    wait = ack_wait if ack_wait is not None else ctx.cfg.time("postbus_ack_wait")
+    config = ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=wait,
+        max_deliver=-1,
+        max_ack_pending=max(1000, concurrency * 4),
+        filter_subject=subject,
+    )
+    sub = None
+    while sub is None:
+        try:
+            sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
+        except Exception as exc:
+            if ctx.stopping.is_set():
+                return
+            log.warning("cannot subscribe %s: %s; retrying", durable, exc)
+            await asyncio.sleep(0.5)
+    slots = asyncio.Semaphore(concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+    ctx.ready = True
+
+    async def handle(msg: Msg) -> None:
+        try:
+            if msg.metadata.num_delivered and msg.metadata.num_delivered > 1:
+                metrics.bus_redeliveries.labels(durable).inc()
+            await handler(msg)
+        except Exception:
+            log.error("%s: cannot handle %s; will retry", durable, msg.subject, exc_info=True)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=1.0)
+            metrics.bus_messages_processed.labels(durable, "nak").inc()
+        finally:
+            slots.release()
+
+    while not ctx.stopping.is_set():
+        await slots.acquire()
+        free = 1
+        while free < batch and not slots.locked():
+            await slots.acquire()
+            free += 1
+        try:
+            msgs = await sub.fetch(free, timeout=1.0)
+        except (NatsTimeout, TimeoutError):
+            msgs = []
+        except (ConnectionClosedError, Exception) as exc:
+            if not ctx.stopping.is_set():
+                log.debug("%s: fetch failed: %s", durable, exc)
+                await asyncio.sleep(0.2)
+            msgs = []
+        for _ in range(free - len(msgs)):
+            slots.release()
+        for msg in msgs:
+            task = asyncio.create_task(handle(msg))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def keep_alive(msg: Msg, interval: float) -> AsyncIterator[None]:
+    """Tell JetStream we are still working on ``msg`` (long deliveries)."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()

@@ -1,0 +1,29 @@
+"""qmgr: the queue manager role (≈ Postfix qmgr(8) + trivial-rewrite(8))."""
+
+from __future__ import annotations
+
+import asyncio
+
+from postbus.bus import subjects as s
+from postbus.service import ServiceContext, consume, run
+from qmgr.active import QueueManager
+
+
+async def main(ctx: ServiceContext) -> None:
+    qmgr = QueueManager(ctx)
+    await asyncio.gather(
+        consume(ctx, stream=s.MSG_STREAM, subject=s.MSG_TRIGGER_FILTER,
+                durable=s.QMGR_INCOMING_CONSUMER, handler=qmgr.on_incoming, ack_wait=30),
+        consume(ctx, stream=s.STATUS_STREAM, subject=f"{s.ROOT}.status.*",
+                durable=s.QMGR_STATUS_CONSUMER, handler=qmgr.on_status, ack_wait=30),
+        consume(ctx, stream=s.DEFER_STREAM, subject=f"{s.ROOT}.defer.*",
+                durable=s.QMGR_DEFER_CONSUMER, handler=qmgr.on_wakeup, ack_wait=30),
+    )
+
+
+def entry() -> None:
+    run("qmgr", main)
+
+
+if __name__ == "__main__":
+    entry()

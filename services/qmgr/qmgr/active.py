@@ -1,0 +1,153 @@
+"""Taking messages in, handing out deliveries, settling results (≈ qmgr_active.c).
+
+Three kinds of bus work arrive here, each from its own durable consumer so
+any number of qmgr replicas can share them:
+
+* new mail: chunk 0 of a message's content (the entry is already stored);
+* delivery results from the delivery agents;
+* wake-ups for deferred mail whose next attempt is due.
+
+Every change to an entry is a compare-and-set on the queue bucket, so
+replicas never overwrite each other. What to do next is always derived
+from the stored state, which makes every handler safe to run twice: a
+killed qmgr is restarted and JetStream hands it the same work again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from nats.aio.msg import Msg
+
+from postbus import metrics
+from postbus.queue.entry import DeliveryStatus, QueueEntry
+from postbus.service import ServiceContext
+from qmgr.bounce import Bouncer
+from qmgr.defer import backoff
+from qmgr.scheduler import Scheduler
+
+log = logging.getLogger("postbus.qmgr")
+
+ORPHAN_AGE = 120.0  # content without an entry for this long was never accepted
+
+
+class QueueManager:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.store = ctx.queue
+        self.scheduler = Scheduler(ctx)
+        self.bouncer = Bouncer(ctx)
+
+    # -- new mail ----------------------------------------------------------------
+
+    async def on_incoming(self, msg: Msg) -> None:
+        queue_id = msg.subject.rsplit(".", 1)[-1]
+        got = await self.store.get(queue_id)
+        if got is None:
+            age = time.time() - (msg.metadata.timestamp.timestamp() if msg.metadata else 0)
+            if age > ORPHAN_AGE:
+                log.warning("%s: content without queue entry; removed", queue_id)
+                await msg.ack()
+            else:
+                await msg.nak(delay=0.5)
+            return
+        entry, _ = got
+        if entry.queue == "incoming":
+            log.info(
+                "%s: from=<%s>, size=%d, nrcpt=%d (queue active)",
+                queue_id, entry.sender, entry.size, len(entry.recipients),
+            )
+            metrics.qmgr_messages_inserted.inc()
+        if entry.queue in ("incoming", "active"):
+            await self.start_attempt(queue_id)
+        await msg.ack()
+
+    async def start_attempt(self, queue_id: str) -> None:
+        entry = await self.scheduler.activate(queue_id)
+        if entry is None or entry.pending():
+            return
+        # every recipient was settled by the qmgr itself (error:, discard:, retry:)
+        entry = await self.store.modify(queue_id, lambda e: self._settle(e) or True)
+        if entry is not None:
+            await self.finish(entry)
+
+    # -- results -----------------------------------------------------------------
+
+    async def on_status(self, msg: Msg) -> None:
+        status = DeliveryStatus.decode(msg.data)
+        changed = False
+
+        def apply(entry: QueueEntry) -> bool:
+            nonlocal changed
+            changed = False
+            if entry.attempts != status.attempt:
+                return False
+            for result in status.results:
+                if result.index >= len(entry.recipients):
+                    continue
+                rcpt = entry.recipients[result.index]
+                if rcpt.state != "active":
+                    continue
+                rcpt.state = result.status
+                rcpt.dsn, rcpt.reason, rcpt.relay = result.dsn, result.reason, result.relay
+                changed = True
+            if changed and not entry.pending():
+                self._settle(entry)
+            return changed
+
+        entry = await self.store.modify(status.queue_id, apply)
+        if entry is not None and not entry.pending():
+            await self.finish(entry)
+        await msg.ack()
+
+    def _settle(self, entry: QueueEntry) -> None:
+        """All recipients of this attempt are done: defer or expire the rest."""
+        deferred = [r for r in entry.recipients if r.state == "deferred"]
+        if not deferred:
+            return
+        now = time.time()
+        lifetime_param = "bounce_queue_lifetime" if not entry.sender else "maximal_queue_lifetime"
+        if now - entry.arrival_time >= self.ctx.cfg.time(lifetime_param):
+            for rcpt in deferred:
+                rcpt.state = "expired"
+                rcpt.reason = f"message expired: {rcpt.reason}" if rcpt.reason else "expired"
+            return
+        entry.queue = "deferred"
+        entry.next_attempt = now + backoff(self.ctx.cfg, entry.arrival_time, now)
+
+    async def finish(self, entry: QueueEntry) -> None:
+        """Act on a settled entry: wake it later, or notify and remove it."""
+        if entry.queue == "deferred":
+            await self.store.wake_later(entry)
+            await self.store.event("deferred", entry.queue_id, next_attempt=entry.next_attempt)
+            return
+        if not entry.finished():
+            return
+        if any(r.state in ("bounced", "expired") for r in entry.recipients):
+            await self.bouncer.notify(entry)
+        await self.store.remove(entry)
+        log.info("%s: removed", entry.queue_id)
+        reason = "bounced" if any(r.state != "sent" for r in entry.recipients) else "delivered"
+        metrics.qmgr_messages_removed.labels(reason).inc()
+        await self.store.event("removed", entry.queue_id, reason=reason)
+
+    # -- deferred mail -------------------------------------------------------------
+
+    async def on_wakeup(self, msg: Msg) -> None:
+        data = json.loads(msg.data)
+        got = await self.store.get(data["queue_id"])
+        if got is None:
+            await msg.ack()
+            return
+        entry, _ = got
+        if entry.queue != "deferred" or entry.attempts != data["attempts"]:
+            await msg.ack()  # stale: released, requeued, held or already retried
+            return
+        wait = entry.next_attempt - time.time()
+        if wait > 0:
+            await msg.nak(delay=wait)
+            return
+        await self.start_attempt(entry.queue_id)
+        await msg.ack()

@@ -1,0 +1,76 @@
+"""Mail flows end to end through real processes: SMTP in, Maildir or remote SMTP out."""
+
+from __future__ import annotations
+
+import email
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.peers import Peer
+from tests.harness import MailSystem
+
+pytestmark = pytest.mark.e2e
+
+MESSAGE = (
+    "From: Alice <alice@client.test>\r\n"
+    "To: Bob <bob@postbus.test>\r\n"
+    "Subject: hello\r\n"
+    "Message-ID: <m1@client.test>\r\n"
+    "\r\n"
+    "Hello Bob.\r\n"
+    ".leading dot stays\r\n"
+)
+
+
+def test_local_mail_lands_in_maildir_within_two_seconds(tmp_path: Path) -> None:
+    system = MailSystem(tmp_path).start()
+    try:
+        qid = system.send("alice@client.test", ["bob@postbus.test"], MESSAGE)
+        files = system.wait_for(lambda: list(system.maildir("bob").glob("*")), timeout=2.0)
+        assert len(files) == 1, system.maillog.read_text()
+        msg = email.message_from_bytes(files[0].read_bytes())
+        assert msg["Subject"] == "hello"
+        assert msg["Delivered-To"] == "bob@postbus.test"
+        assert msg["Return-Path"] == "<alice@client.test>"
+        assert qid in msg["Received"]
+        assert b".leading dot stays" in files[0].read_bytes()
+    finally:
+        system.stop()
+
+
+def test_relayhost_mail_arrives_at_remote_peer_intact(tmp_path: Path) -> None:
+    with Peer() as peer:
+        system = MailSystem(tmp_path, {"relayhost": f"[127.0.0.1]:{peer.port}"}).start()
+        try:
+            body = MESSAGE.replace("bob@postbus.test", "carol@remote.test")
+            qid = system.send("alice@client.test", ["carol@remote.test"], body)
+            got = system.wait_for(lambda: peer.handler.messages, timeout=5.0)
+            assert got, system.maillog.read_text()
+            received = got[0]
+            assert received.sender == "alice@client.test"
+            assert received.recipients == ["carol@remote.test"]
+            content = received.content.replace(b"\r\n", b"\n")
+            headers, _, body_part = content.partition(b"\n\n")
+            assert headers.startswith(b"Received: from client.postbus.test")
+            assert qid.encode() in headers
+            assert b"Subject: hello" in headers
+            assert body_part == b"Hello Bob.\n.leading dot stays\n"
+            log = system.wait_for(lambda: f"{qid}: removed" in system.maillog.read_text())
+            assert log, system.maillog.read_text()
+        finally:
+            system.stop()
+
+
+def test_nine_megabyte_message_end_to_end(tmp_path: Path) -> None:
+    with Peer() as peer:
+        system = MailSystem(tmp_path, {"relayhost": f"[127.0.0.1]:{peer.port}"}).start()
+        try:
+            line = ("x" * 76 + "\r\n")
+            body = "Subject: big\r\n\r\n" + line * (9 * 1024 * 1024 // len(line))
+            system.send("alice@client.test", ["carol@remote.test"], body)
+            got = system.wait_for(lambda: peer.handler.messages, timeout=30.0)
+            assert got, system.maillog.read_text()
+            assert got[0].content.count(b"x" * 76) == 9 * 1024 * 1024 // len(line)
+        finally:
+            system.stop()

@@ -1,0 +1,126 @@
+"""qmgr against a real nats-server: jobs out, results in, defer, bounce, remove."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from postbus.bus import subjects as s
+from postbus.bus.jetstream import connect, ensure_streams
+from postbus.queue.entry import DeliveryJob, DeliveryStatus, QueueEntry, RcptResult, Recipient
+from postbus.queue.store import QueueStore
+from postbus.servers import ServerProcess, free_port
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def qmgr(tmp_path: Path, nats: ServerProcess) -> Iterator[Path]:
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "main.cf").write_text(
+        f"postbus_nats_url = {nats.url}\n"
+        "myhostname = mail.postbus.test\n"
+        "mydestination = $myhostname, postbus.test\n"
+        "relayhost = [127.0.0.1]:2526\n"
+        "transport_maps = inline:{ {blocked.test=error:5.7.1 no mail here}, "
+        "gone.test=discard:, slow.test=relay:[10.0.0.1] }\n"
+        "minimal_backoff_time = 1s\nmaximal_backoff_time = 1s\n"
+        f"data_directory = {tmp_path}\n"
+    )
+    (conf / "master.cf").write_text("qmgr unix n - n 300 1 qmgr\n")
+    log = open(tmp_path / "qmgr.out", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qmgr", "-c", str(conf), "-n", "qmgr",
+         "--metrics", f"127.0.0.1:{free_port()}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    log.close()
+    yield tmp_path / "qmgr.out"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+async def store(nats: ServerProcess) -> AsyncIterator[QueueStore]:
+    nc = await connect(nats.url, "test")
+    await ensure_streams(nc.jetstream())
+    yield await QueueStore.open(nc)
+    await nc.close()
+
+
+async def next_job(store: QueueStore, transport: str, timeout: float = 10) -> DeliveryJob:
+    sub = await store.js.pull_subscribe(
+        s.deliver_subject(transport), durable=s.deliver_consumer(transport), stream=s.DELIVER_STREAM
+    )
+    msgs = await sub.fetch(1, timeout=timeout)
+    await msgs[0].ack()
+    return DeliveryJob.decode(msgs[0].data)
+
+
+async def wait_gone(store: QueueStore, qid: str, timeout: float = 10) -> bool:
+    for _ in range(int(timeout / 0.05)):
+        if await store.get(qid) is None:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def test_jobs_grouped_by_nexthop_and_removed_when_all_sent(
+    qmgr: Path, store: QueueStore
+) -> None:
+    entry = QueueEntry("", "alice@client.test", [
+        Recipient("bob@postbus.test"), Recipient("x@remote.test"), Recipient("y@remote.test"),
+    ])
+    qid = await store.enqueue(entry, b"Subject: t\r\n\r\nbody\r\n")
+    local = await next_job(store, "local")
+    remote = await next_job(store, "smtp")
+    assert local.nexthop == "mail.postbus.test" and local.indexes == [0]
+    assert remote.nexthop == "[127.0.0.1]:2526" and remote.indexes == [1, 2]
+    assert remote.attempt == 1 and remote.queue_id == qid
+    got = await store.get(qid)
+    assert got is not None and got[0].queue == "active"
+    for job in (local, remote):
+        await store.report(DeliveryStatus(qid, job.attempt, job.transport, job.nexthop, [
+            RcptResult(i, "sent", "2.0.0", "250 ok") for i in job.indexes
+        ]))
+    assert await wait_gone(store, qid)
+    assert "removed" in qmgr.read_text()
+
+
+async def test_deferred_recipient_is_retried_with_a_new_attempt(
+    qmgr: Path, store: QueueStore
+) -> None:
+    qid = await store.enqueue(QueueEntry("", "a@client.test", [Recipient("x@remote.test")]),
+                              b"\r\nbody\r\n")
+    job = await next_job(store, "smtp")
+    await store.report(DeliveryStatus(qid, 1, "smtp", job.nexthop, [
+        RcptResult(0, "deferred", "4.4.1", "connect to x: Connection refused")
+    ]))
+    await asyncio.sleep(0.3)
+    got = await store.get(qid)
+    assert got is not None and got[0].queue == "deferred"
+    assert got[0].recipients[0].reason == "connect to x: Connection refused"
+    retry = await next_job(store, "smtp")
+    assert retry.attempt == 2 and retry.indexes == [0]
+
+
+async def test_error_and_discard_transports_settle_without_agents(
+    qmgr: Path, store: QueueStore
+) -> None:
+    qid = await store.enqueue(
+        QueueEntry("", "alice@postbus.test", [Recipient("u@blocked.test"), Recipient("v@gone.test")]),
+        b"Subject: t\r\n\r\nbody\r\n",
+    )
+    assert await wait_gone(store, qid)
+    bounce = await next_job(store, "local")  # the bounce to alice@postbus.test
+    assert bounce.sender == "" and bounce.recipients[0].address == "alice@postbus.test"
+    content = await store.content(bounce.queue_id, bounce.chunks)
+    assert b"Status: 5.7.1" in content and b"no mail here" in content
+    assert b"Final-Recipient: rfc822; u@blocked.test" in content
+    assert b"v@gone.test" not in content.split(b"Delivery report")[1].split(b"Undelivered")[0]

@@ -1,0 +1,129 @@
+"""Differential tests against the real Postfix postconf(1).
+
+Registry defaults must equal ``postconf -d`` verbatim, and our expansion of
+a main.cf full of tricky values must equal ``postconf -x``.  Each side is
+one postconf run over many names, so the tests stay fast.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from postbus.config.loader import Config
+from postbus.params import DIFFERS_FROM_POSTFIX, HOST_DEPENDENT, PARAMS
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("postconf") is None, reason="Postfix postconf(1) is not installed"
+)
+
+
+def postconf(config_dir: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["postconf", "-c", str(config_dir), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return result.stdout
+
+
+def parse_settings(output: str) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for line in output.splitlines():
+        name, sep, value = line.partition(" = ")
+        if not sep:
+            name, value = line.removesuffix(" ="), ""
+        settings[name] = value
+    return settings
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    """A config dir with the stock master.cf: postconf knows transport-specific
+    names such as smtp_destination_concurrency_limit only for transports there."""
+    (tmp_path / "main.cf").write_text("")
+    shutil.copy(Path(__file__).parent / "data" / "master.cf", tmp_path / "master.cf")
+    return tmp_path
+
+
+def comparable() -> list[str]:
+    return [
+        name
+        for name in PARAMS
+        if name not in HOST_DEPENDENT
+        and name not in DIFFERS_FROM_POSTFIX
+        and not name.startswith("postbus_")
+    ]
+
+
+def test_registry_defaults_equal_postconf_d(config_dir: Path) -> None:
+    names = comparable()
+    assert len(names) > 300
+    real = parse_settings(postconf(config_dir, "-d", *names))
+    ours = {name: PARAMS[name].default for name in names}
+    assert ours == {name: real[name] for name in names}
+
+
+TRICKY_MAIN_CF = """\
+# Tricky values; each must expand exactly as postconf -x expands it.
+compatibility_level = 3.6
+mail_name = Postfix
+myhostname = mx.example.com
+mydomain = example.com
+mynetworks = 10.0.0.0/8
+relay_domains = x${myhostname?{yes}:{no}}y
+relayhost = ${undefined_x?{yes}:{no}}
+smtpd_banner = ${{$mail_name} == {Postfix} ? {eq} : {ne}} $myhostname
+smtp_helo_name = ${myhostname??foo:{b}ar}
+alias_maps = $$myhostname $(mail_name) ${mail_name} a$$$mail_name
+virtual_alias_maps = ${mail_name:foo}${empty:bar} $empty
+empty =
+transport_maps = ${mail_name?{ a b } : { c }}
+canonical_maps = $mail_name-$mail_version. $mail-name $1abc
+body_checks = ${mail_name?x:y}
+mime_header_checks = ${empty?{a}:{b}}${mail_name?{a}:{b}}
+nested_header_checks = ${mail_name?{a}:b} ${ mail_name } x${mail_name? a }y
+bounce_notice_recipient = ${{a} != {b}}|${{a}=={a}}|${{$empty}=={}?yes}
+delay_notice_recipient = $( mail_name )
+error_notice_recipient = ${mail_name?$(myorigin)}
+header_checks = $myorigin_x $mail_name_$mail_version
+content_filter = ${{10}<{9}?x:y}${{a}<{b}?{lt}}${{2}>={10}?{ge}:{lt}}
+smtpd_proxy_ehlo = ${{$compatibility_level} <level {3.6.1} ? {older} : {newer}}
+luser_relay = $user@$mydomain
+mua_sender_restrictions = permit_sasl_authenticated,
+    reject_non_fqdn_sender
+  # a comment inside the continuation
+\treject_unknown_sender_domain
+smtpd_sender_restrictions = $mua_sender_restrictions, check_policy_service
+    { inet:127.0.0.1:9998, timeout=10s }
+smtpd_reject_footer = \\c footer # not a comment
+mydestination = $myhostname, localhost.$mydomain, ${relayhost:{$mydomain}}
+smtpd_client_restrictions = ${smtpd_helo_required?{reject}:{permit}}
+myorigin = $mydomain
+local_recipient_maps = ${{$mydestination} != {} ? {$alias_maps} : {}}
+smtpd_client_restrictions = last, wins
+"""
+
+
+def test_expansion_equals_postconf_x(config_dir: Path) -> None:
+    (config_dir / "main.cf").write_text(TRICKY_MAIN_CF)
+    names = [n for n in comparable() if n != "config_directory"]
+    names += ["config_directory", "mydestination", "mydomain", "myhostname", "mynetworks"]
+    real = postconf(config_dir, "-x", "-h", *names).splitlines()
+    cfg = Config.load(config_dir)
+    # postconf prints values without leading/trailing blanks; inner ones stay.
+    ours = [cfg.get(name).strip(" \t") for name in names]
+    assert dict(zip(names, ours, strict=True)) == dict(zip(names, real, strict=True))
+
+
+def test_main_cf_values_equal_postconf_n(config_dir: Path) -> None:
+    (config_dir / "main.cf").write_text(TRICKY_MAIN_CF)
+    real = parse_settings(postconf(config_dir, "-n"))
+    real.pop("config_directory")  # postconf -c shows it as set
+    cfg = Config.load(config_dir)
+    ours = {name: cfg.raw(name) for name in cfg.main_cf_names()}
+    assert ours == real
