@@ -16,7 +16,12 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import (
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NoKeysError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 
 from postbus.bus import subjects as s
@@ -47,20 +52,35 @@ class QueueStore:
 
     # -- new mail -------------------------------------------------------------
 
-    async def enqueue(self, entry: QueueEntry, content: bytes, long_ids: bool = False) -> str:
+    async def enqueue(
+        self,
+        entry: QueueEntry,
+        content: bytes,
+        long_ids: bool = False,
+        *,
+        build: Callable[[str], bytes] | None = None,
+    ) -> str:
         """Store a new message durably; returns its queue ID.
 
         The entry is created first (``create`` fails on an ID already in use,
         so IDs stay unique across replicas), then the content; chunk 0 goes
         last because its arrival is the qmgr's trigger.
+
+        ``build(queue_id)``, when given, returns the content to store under a
+        freshly drawn ID (smtpd's Received: and Message-Id: headers name it);
+        it runs again if that ID was taken, and may set entry fields that
+        depend on the ID. ``content`` is then ignored.
         """
-        chunks = [
-            content[i : i + self.chunk_size] for i in range(0, len(content), self.chunk_size)
-        ] or [b""]
-        entry.size = entry.size or len(content)
-        entry.chunks = len(chunks)
+        given_size = entry.size
+        chunks: list[bytes] = []
         for _ in range(10):
             entry.queue_id = new_queue_id(long_ids)
+            data = build(entry.queue_id) if build is not None else content
+            chunks = [
+                data[i : i + self.chunk_size] for i in range(0, len(data), self.chunk_size)
+            ] or [b""]
+            entry.size = given_size or len(data)
+            entry.chunks = len(chunks)
             try:
                 await self.kv.create(entry.queue_id, entry.encode())
                 break
@@ -143,7 +163,7 @@ class QueueStore:
         """Every queue entry, for postqueue -p and postsuper."""
         try:
             keys = await self.kv.keys()
-        except NotFoundError:
+        except (NotFoundError, NoKeysError):
             return
         for key in keys:
             got = await self.get(key)

@@ -107,6 +107,8 @@ class QueueManager:
         deferred = [r for r in entry.recipients if r.state == "deferred"]
         if not deferred:
             return
+        if entry.queue == "hold":
+            return  # postsuper -h: stays on hold until released
         now = time.time()
         lifetime_param = "bounce_queue_lifetime" if not entry.sender else "maximal_queue_lifetime"
         if now - entry.arrival_time >= self.ctx.cfg.time(lifetime_param):
@@ -119,6 +121,8 @@ class QueueManager:
 
     async def finish(self, entry: QueueEntry) -> None:
         """Act on a settled entry: wake it later, or notify and remove it."""
+        if entry.queue == "hold" and not entry.finished():
+            return
         if entry.queue == "deferred":
             await self.store.wake_later(entry)
             await self.store.event("deferred", entry.queue_id, next_attempt=entry.next_attempt)

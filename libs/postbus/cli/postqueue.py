@@ -1,0 +1,100 @@
+"""postbus postqueue: list (-p, -j) and flush (-f, -i) the queue, as postqueue(1)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+from postbus.config.loader import Config
+from postbus.queue import admin
+from postbus.queue.entry import QueueEntry
+
+S_LINE = "{:<11} {:>7} {:<20} {}"
+L_LINE = "{:<17} {:>8} {:<19} {}"
+STATUS = {"active": "*", "hold": "!"}
+
+
+def format_entry(entry: QueueEntry, long_ids: bool) -> list[str]:
+    line = L_LINE if long_ids else S_LINE
+    width = 19 if long_ids else 20
+    arrival = time.asctime(time.localtime(entry.arrival_time))[:width]
+    ident = entry.queue_id + STATUS.get(entry.queue, "")
+    lines = [line.format(ident, entry.size, arrival, entry.sender or "MAILER-DAEMON")]
+    saved = ""
+    for rcpt in entry.recipients:
+        if rcpt.final:
+            continue
+        why = rcpt.reason if rcpt.state == "deferred" or entry.queue != "active" else ""
+        if why != saved:
+            saved = why
+            shown = why or "reason unavailable"
+            lines.append(" " * max(0, 76 - len(shown)) + f"({shown})")
+        lines.append(line.format("", "", "", rcpt.address))
+    return lines
+
+
+def format_queue(entries: list[QueueEntry], long_ids: bool) -> str:
+    if not entries:
+        return "Mail queue is empty\n"
+    head = (L_LINE if long_ids else S_LINE).format(
+        *(("----Queue ID-----", "--Size--", "---Arrival Time----", "--Sender/Recipient------")
+          if long_ids else
+          ("-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------"))
+    )
+    blocks = ["\n".join(format_entry(e, long_ids)) for e in entries]
+    total = sum(e.size for e in entries) // 1024
+    plural = "" if len(entries) == 1 else "s"
+    return (head + "\n" + "\n\n".join(blocks)
+            + f"\n\n-- {total} Kbytes in {len(entries)} Request{plural}.\n")
+
+
+def as_json(entry: QueueEntry) -> str:
+    return json.dumps({
+        "queue_name": entry.queue,
+        "queue_id": entry.queue_id,
+        "arrival_time": int(entry.arrival_time),
+        "message_size": entry.size,
+        "forced_expire": False,
+        "sender": entry.sender,
+        "recipients": [
+            {"address": r.address, **({"delay_reason": r.reason} if r.reason else {})}
+            for r in entry.recipients if not r.final
+        ],
+    })
+
+
+async def run(cfg: Config, args: argparse.Namespace) -> int:
+    async with admin.open_queue(cfg, "postqueue") as store:
+        entries = sorted([e async for e in store.entries()], key=lambda e: e.arrival_time)
+        if args.p:
+            sys.stdout.write(format_queue(entries, cfg.bool("enable_long_queue_ids")))
+        elif args.j:
+            for entry in entries:
+                print(as_json(entry))
+        else:
+            ids = [args.i] if args.i else [e.queue_id for e in entries]
+            for entry in await admin.change_each(store, ids, admin.flush):
+                await admin.wake_now(store, entry)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="postqueue")
+    parser.add_argument("-c", dest="config_dir")
+    parser.add_argument("-v", action="count", default=0)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("-p", action="store_true", help="list the queue")
+    mode.add_argument("-j", action="store_true", help="list the queue as JSON lines")
+    mode.add_argument("-f", action="store_true", help="flush: try deferred mail now")
+    mode.add_argument("-i", metavar="queue_id", help="try one deferred message now")
+    args = parser.parse_args(argv)
+    cfg = Config.load(args.config_dir)
+    try:
+        return asyncio.run(run(cfg, args))
+    except (OSError, TimeoutError) as exc:
+        print(f"postqueue: fatal: cannot reach the queue at "
+              f"{cfg.get('postbus_nats_url')}: {exc}", file=sys.stderr)
+        return 75  # EX_TEMPFAIL, as postqueue when the mail system is down

@@ -1,0 +1,101 @@
+"""Queue administration shared by postqueue and postsuper (≈ showq(8) + postsuper(1)).
+
+Both tools talk to JetStream directly, so they work from any host that
+reaches the bus, for every qmgr replica at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from postbus.bus import subjects as s
+from postbus.bus.jetstream import connect, ensure_streams
+from postbus.config.loader import Config
+from postbus.queue.entry import QueueEntry
+from postbus.queue.store import QueueStore
+
+
+@asynccontextmanager
+async def open_queue(cfg: Config, name: str) -> AsyncIterator[QueueStore]:
+    nc = await connect(cfg.get("postbus_nats_url"), name, connect_timeout=5)
+    try:
+        await ensure_streams(nc.jetstream(), cfg.int("postbus_stream_replicas"))
+        yield await QueueStore.open(nc)
+    finally:
+        await nc.close()
+
+
+async def wake_now(store: QueueStore, entry: QueueEntry) -> None:
+    """Ask the qmgr to look at a deferred message now (postqueue -f, postsuper -H/-r)."""
+    payload = json.dumps({"queue_id": entry.queue_id, "attempts": entry.attempts})
+    await store.js.publish(
+        s.defer_subject(entry.queue_id),
+        payload.encode(),
+        stream=s.DEFER_STREAM,
+        headers={"Nats-Msg-Id": f"{entry.queue_id}.wake.{uuid.uuid4().hex}"},
+    )
+
+
+async def select(store: QueueStore, ids: list[str], queues: set[str] | None) -> list[str]:
+    """Queue IDs named on the command line; ``ALL`` means every message (in ``queues``)."""
+    if "ALL" in ids:
+        return [e.queue_id async for e in store.entries() if not queues or e.queue in queues]
+    return ids
+
+
+async def change_each(
+    store: QueueStore, ids: list[str], change: Callable[[QueueEntry], bool]
+) -> list[QueueEntry]:
+    """Apply ``change`` to each entry; returns the entries it changed."""
+    changed: list[QueueEntry] = []
+    for queue_id in ids:
+        done = False
+
+        def apply(entry: QueueEntry) -> bool:
+            nonlocal done
+            done = change(entry)
+            return done
+
+        entry = await store.modify(queue_id, apply)
+        if entry is not None and done:
+            changed.append(entry)
+    return changed
+
+
+def release(entry: QueueEntry) -> bool:
+    if entry.queue != "hold":
+        return False
+    entry.queue = "deferred"
+    entry.next_attempt = time.time()
+    return True
+
+
+def hold(entry: QueueEntry) -> bool:
+    if entry.queue == "hold":
+        return False
+    entry.queue = "hold"
+    return True
+
+
+def requeue(entry: QueueEntry) -> bool:
+    """Forget routing decisions so the next attempt resolves every recipient again."""
+    if entry.queue not in ("deferred", "hold", "incoming"):
+        return False
+    for rcpt in entry.recipients:
+        if rcpt.state == "deferred":
+            rcpt.state = "pending"
+    if entry.queue != "hold":
+        entry.queue = "deferred"
+    entry.next_attempt = time.time()
+    return True
+
+
+def flush(entry: QueueEntry) -> bool:
+    if entry.queue != "deferred":
+        return False
+    entry.next_attempt = time.time()
+    return True

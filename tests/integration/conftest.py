@@ -1,0 +1,51 @@
+"""Fixtures for integration tests: a qmgr process and a QueueStore on a real nats-server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from postbus.bus.jetstream import connect, ensure_streams
+from postbus.queue.store import QueueStore
+from postbus.servers import ServerProcess, free_port
+
+
+@pytest.fixture
+def qmgr(tmp_path: Path, nats: ServerProcess) -> Iterator[Path]:
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "main.cf").write_text(
+        f"postbus_nats_url = {nats.url}\n"
+        "myhostname = mail.postbus.test\n"
+        "mydestination = $myhostname, postbus.test\n"
+        "relayhost = [127.0.0.1]:2526\n"
+        "transport_maps = inline:{ {blocked.test=error:5.7.1 no mail here}, "
+        "gone.test=discard:, slow.test=relay:[10.0.0.1], {later.test=retry:4.4.1 try again later} }\n"
+        "minimal_backoff_time = 1s\nmaximal_backoff_time = 1s\n"
+        f"data_directory = {tmp_path}\n"
+    )
+    (conf / "master.cf").write_text("qmgr unix n - n 300 1 qmgr\n")
+    log = open(tmp_path / "qmgr.out", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qmgr", "-c", str(conf), "-n", "qmgr",
+         "--metrics", f"127.0.0.1:{free_port()}"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    log.close()
+    yield tmp_path / "qmgr.out"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+async def store(nats: ServerProcess) -> AsyncIterator[QueueStore]:
+    nc = await connect(nats.url, "test")
+    await ensure_streams(nc.jetstream())
+    yield await QueueStore.open(nc)
+    await nc.close()
+
+

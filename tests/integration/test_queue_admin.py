@@ -1,0 +1,71 @@
+"""postbus postqueue and postsuper against a real queue (nats-server + qmgr)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from postbus.queue.entry import QueueEntry, Recipient
+from postbus.queue.store import QueueStore
+
+pytestmark = pytest.mark.integration
+
+
+def postbus(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "postbus.cli.main", "-c", str(conf), *args],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+async def wait_queue(store: QueueStore, qid: str, queue: str, timeout: float = 10) -> QueueEntry:
+    for _ in range(int(timeout / 0.05)):
+        got = await store.get(qid)
+        if got and got[0].queue == queue:
+            return got[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{qid} never reached {queue}: {await store.get(qid)}")
+
+
+async def test_postqueue_lists_deferred_mail_with_reason(qmgr: Path, store: QueueStore) -> None:
+    conf = qmgr.parent / "etc"
+    assert "Mail queue is empty" in (await asyncio.to_thread(postbus, conf, "postqueue", "-p")).stdout
+    entry = QueueEntry("", "alice@client.test", [Recipient("x@later.test")])
+    qid = await store.enqueue(entry, b"Subject: t\r\n\r\n" + b"x" * 3000 + b"\r\n")
+    await wait_queue(store, qid, "deferred")
+    out = (await asyncio.to_thread(postbus, conf, "postqueue", "-p")).stdout
+    lines = out.splitlines()
+    assert lines[0] == "-Queue ID-  --Size-- ----Arrival Time---- -Sender/Recipient-------"
+    assert lines[1].startswith(f"{qid:<11} ") and lines[1].endswith(" alice@client.test")
+    assert lines[2].strip() == "(try again later)" and len(lines[2]) == 76 + 2
+    assert lines[3].strip() == "x@later.test"
+    assert lines[-1] == "-- 2 Kbytes in 1 Request."
+    js = json.loads((await asyncio.to_thread(postbus, conf, "postqueue", "-j")).stdout)
+    assert js["queue_name"] == "deferred" and js["queue_id"] == qid
+    assert js["recipients"] == [{"address": "x@later.test", "delay_reason": "try again later"}]
+
+
+async def test_postsuper_hold_release_and_delete(qmgr: Path, store: QueueStore) -> None:
+    conf = qmgr.parent / "etc"
+    qid = await store.enqueue(QueueEntry("", "a@client.test", [Recipient("y@later.test")]),
+                              b"\r\nbody\r\n")
+    await wait_queue(store, qid, "deferred")
+    result = await asyncio.to_thread(postbus, conf, "postsuper", "-h", qid)
+    assert "postsuper: Placed on hold: 1 message" in result.stderr
+    await wait_queue(store, qid, "hold")
+    out = (await asyncio.to_thread(postbus, conf, "postqueue", "-p")).stdout
+    assert f"{qid}!" in out
+    result = await asyncio.to_thread(postbus, conf, "postsuper", "-H", "ALL")
+    assert "postsuper: Released from hold: 1 message" in result.stderr
+    entry = await wait_queue(store, qid, "deferred")
+    assert entry.attempts >= 2  # released mail was tried again at once
+    result = await asyncio.to_thread(postbus, conf, "postsuper", "-d", "ALL", "deferred")
+    assert "postsuper: Deleted: 1 message" in result.stderr
+    assert await store.get(qid) is None
+    content = await store.js.stream_info("POSTBUS_MSG")
+    assert content.state.messages == 0
