@@ -45,6 +45,11 @@ class ServiceContext:
     store: QueueStore | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     ready: bool = False
+    reload_hooks: list[Callable[[Config], None]] = field(default_factory=list)
+
+    def on_reload(self, hook: Callable[[Config], None]) -> None:
+        """Call ``hook(new_cfg)`` after main.cf or master.cf changed and loaded cleanly."""
+        self.reload_hooks.append(hook)
 
     @property
     def queue(self) -> QueueStore:
@@ -95,6 +100,7 @@ def run(
     )
     metrics.build_info.labels(program).info({"version": "0.1.0"})
     ctx = ServiceContext(cfg=cfg, program=program, service=args.service)
+    loader = ConfigWatcher(ctx, args.config_dir, _overrides(args.overrides))
     try:
         import uvloop
 
@@ -102,7 +108,7 @@ def run(
     except ImportError:  # pragma: no cover - uvloop is a dependency
         pass
     try:
-        asyncio.run(_serve(ctx, main, needs_bus, args.metrics))
+        asyncio.run(_serve(ctx, main, needs_bus, args.metrics, loader))
     except Exception:
         log.critical("%s: unexpected error", program, exc_info=True)
         sys.exit(1)
@@ -113,10 +119,13 @@ async def _serve(
     main: Callable[[ServiceContext], Awaitable[None]],
     needs_bus: bool,
     metrics_addr: str,
+    watcher: ConfigWatcher,
 ) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, ctx.stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, watcher.reload)
+    watch_task = asyncio.create_task(watcher.watch())
     health = None
     if metrics_addr:
         host, _, port = metrics_addr.rpartition(":")
@@ -137,6 +146,47 @@ async def _serve(
                 await asyncio.wait_for(ctx.nc.close(), 2)
         if health:
             await health.close()
+        watch_task.cancel()
+
+
+class ConfigWatcher:
+    """Reload without losing mail (≈ postfix reload): on SIGHUP or when main.cf or
+    master.cf changes, load the files again; apply them only if they are valid,
+    else keep the last good configuration and say why."""
+
+    INTERVAL = 2.0
+
+    def __init__(self, ctx: ServiceContext, config_dir: str | None, overrides: dict[str, str]):
+        self.ctx = ctx
+        self.config_dir = config_dir
+        self.overrides = overrides
+        self.stamp = self._stamp()
+
+    def _stamp(self) -> tuple[float, ...]:
+        files = (self.ctx.cfg.config_dir / "main.cf", self.ctx.cfg.config_dir / "master.cf")
+        return tuple(f.stat().st_mtime if f.exists() else 0.0 for f in files)
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.INTERVAL)
+            stamp = self._stamp()
+            if stamp != self.stamp:
+                self.stamp = stamp
+                self.reload()
+
+    def reload(self) -> None:
+        try:
+            cfg = Config.load(self.config_dir, service=self.ctx.service, overrides=self.overrides)
+        except Exception as exc:
+            log.error("%s; keeping the last good configuration", exc)
+            return
+        self.ctx.cfg = cfg
+        for hook in self.ctx.reload_hooks:
+            try:
+                hook(cfg)
+            except Exception as exc:
+                log.error("reload of %s failed: %s", self.ctx.program, exc)
+        log.info("reload -- configuration %s", cfg.config_dir)
 
 
 async def _connect_until_up(ctx: ServiceContext) -> NATS:

@@ -84,3 +84,30 @@ async def test_error_and_discard_transports_settle_without_agents(
     assert b"Status: 5.7.1" in content and b"no mail here" in content
     assert b"Final-Recipient: rfc822; u@blocked.test" in content
     assert b"v@gone.test" not in content.split(b"Delivery report")[1].split(b"Undelivered")[0]
+
+
+async def test_main_cf_change_is_picked_up_and_a_bad_one_is_refused(
+    qmgr: Path, store: QueueStore
+) -> None:
+    main_cf = qmgr.parent / "etc" / "main.cf"
+    text = main_cf.read_text()
+    main_cf.write_text(text + "relayhost = [127.0.0.2]:2599\n")
+    for _ in range(100):
+        if "reload -- configuration" in qmgr.read_text():
+            break
+        await asyncio.sleep(0.1)
+    qid = await store.enqueue(QueueEntry("", "a@client.test", [Recipient("x@remote.test")]),
+                              b"\r\nbody\r\n")
+    job = await next_job(store, "smtp")
+    assert job.queue_id == qid and job.nexthop == "[127.0.0.2]:2599"
+    main_cf.write_text(text + "relayhost = [127.0.0.2]:2599\nmessage_size_limit = lots\n")
+    for _ in range(100):
+        if "keeping the last good configuration" in qmgr.read_text():
+            break
+        await asyncio.sleep(0.1)
+    log = qmgr.read_text()
+    assert "message_size_limit" in log and "keeping the last good configuration" in log
+    qid = await store.enqueue(QueueEntry("", "a@client.test", [Recipient("y@remote.test")]),
+                              b"\r\nbody\r\n")
+    job = await next_job(store, "smtp")
+    assert job.queue_id == qid and job.nexthop == "[127.0.0.2]:2599"

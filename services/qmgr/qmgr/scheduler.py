@@ -13,6 +13,7 @@ import logging
 import time
 from collections import defaultdict
 
+from postbus.config.loader import Config
 from postbus.queue.entry import DeliveryJob, QueueEntry
 from postbus.service import ServiceContext
 from qmgr.resolve import Route, RouteResolver
@@ -26,8 +27,12 @@ class Scheduler:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.store = ctx.queue
-        self.resolver = RouteResolver(ctx.cfg)
-        self.limit = max(1, ctx.cfg.int("default_destination_recipient_limit"))
+        self.reconfigure(ctx.cfg)
+        ctx.on_reload(self.reconfigure)
+
+    def reconfigure(self, cfg: Config) -> None:
+        self.resolver = RouteResolver(cfg)
+        self.limit = max(1, cfg.int("default_destination_recipient_limit"))
 
     async def activate(self, queue_id: str) -> QueueEntry | None:
         """Begin a new attempt (incoming or due deferred mail), or re-send the
