@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.postfix import PostfixInstance, available  # noqa: E402
-from postbus.servers import free_port  # noqa: E402
-from tests.harness import MailSystem  # noqa: E402
+from bench.postfix import PostfixInstance, available
+from postbus.servers import free_port
+from tests.harness import MailSystem
 
 SENT = re.compile(r" status=sent ")
 DELAY = re.compile(r" delay=([\d.]+),")

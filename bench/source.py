@@ -11,7 +11,7 @@ async def one(port: int, body: bytes) -> None:
     for command in (b"EHLO source\r\n", b"MAIL FROM:<load@bench.test>\r\n",
                     b"RCPT TO:<sink@remote.test>\r\n", b"DATA\r\n"):
         writer.write(command)
-        while (line := await reader.readline())[3:4] == b"-":
+        while (await reader.readline())[3:4] == b"-":
             pass
     writer.write(body + b".\r\nQUIT\r\n")
     await reader.readline()

@@ -108,10 +108,9 @@ class MailSystem:
             proc = self.procs[label]
             if proc.poll() is not None:
                 raise RuntimeError(f"{label} exited with {proc.returncode}: {self.output(label)}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=1) as reply:
-                    if reply.status == 200:
-                        return
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return
             time.sleep(0.05)
         raise TimeoutError(f"{label} not ready: {self.output(label)}")
 

@@ -58,6 +58,7 @@ BUILT_IN = {
     "scache": "delivery-smtp",
     "tlsmgr": "ingress-smtpd",
     "postlog": "every service (maillog_file)",
+    "postlogd": "every service (maillog_file)",
     "pickup": "postbus sendmail",
 }
 SCALING = {"ingress_smtpd", "delivery_smtp", "delivery_local", "policy", "content_filter"}
@@ -70,19 +71,22 @@ class Child:
     module: str
     index: int
     metrics_port: int
+    type: str = "unix"
     pid: int = 0
     listen: str = ""
+    shared_name: bool = False  # another master.cf line has the same service name
 
     @property
     def label(self) -> str:
-        return f"{self.service}#{self.index}" if self.index else self.service
+        name = f"{self.service}/{self.type}" if self.shared_name else self.service
+        return f"{name}#{self.index}" if self.index else name
 
     def argv(self, config_dir: Path | str) -> list[str]:
         """The command line that runs this child (also used by the test harness)."""
         return [
             sys.executable, "-m", self.module,
             "-c", str(config_dir),
-            "-n", self.service,
+            "-n", f"{self.service}/{self.type}",
             "--metrics", f"127.0.0.1:{self.metrics_port}",
         ]
 
@@ -109,8 +113,13 @@ def plan(cfg: Config) -> tuple[list[Child], list[str]]:
                 addr = entry.listen_address()
                 if addr:
                     listen = f"{addr[0] or '0.0.0.0'}:{addr[1]}"
-            children.append(Child(entry.service, entry.command, module, index, port, listen=listen))
+            children.append(
+                Child(entry.service, entry.command, module, index, port, entry.type, listen=listen)
+            )
             port += 1
+    names = [e.service for e in cfg.master]
+    for child in children:
+        child.shared_name = names.count(child.service) > 1
     return children, notes
 
 

@@ -10,7 +10,7 @@ import os
 
 os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
 
-from prometheus_client import Counter, Gauge, Histogram, Info  # noqa: E402
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 build_info = Info("postbus_build", "Postbus version and the role of this process", ["component"])
 

@@ -89,10 +89,9 @@ class ServerProcess:
         url = f"http://{self.host}:{monitor}/healthz?js-enabled-only=true"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=1) as reply:
-                    if reply.status == 200:
-                        return
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return
             time.sleep(0.05)
         raise TimeoutError(f"{self.name} JetStream not ready")
 

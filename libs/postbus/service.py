@@ -27,6 +27,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from postbus import metrics
 from postbus.bus.jetstream import connect, ensure_streams
 from postbus.config.loader import Config
+from postbus.config.master_cf import MasterEntry
 from postbus.health import HealthServer
 from postbus.logging import setup_logging
 from postbus.queue.store import QueueStore
@@ -41,6 +42,7 @@ class ServiceContext:
     cfg: Config
     program: str  # Postfix daemon name: smtpd, qmgr, smtp, local, ...
     service: str  # master.cf service name, e.g. "127.0.0.1:2525" or "relay"
+    service_type: str = ""  # master.cf type (inet, unix, ...) when given as -n name/type
     nc: NATS | None = None
     store: QueueStore | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -50,6 +52,11 @@ class ServiceContext:
     def on_reload(self, hook: Callable[[Config], None]) -> None:
         """Call ``hook(new_cfg)`` after main.cf or master.cf changed and loaded cleanly."""
         self.reload_hooks.append(hook)
+
+    def master_entry(self) -> MasterEntry | None:
+        """This process's master.cf line (name/type, so smtp/inet and smtp/unix differ)."""
+        key = f"{self.service}/{self.service_type}" if self.service_type else self.service
+        return self.cfg.master_entry(key)
 
     @property
     def queue(self) -> QueueStore:
@@ -87,7 +94,9 @@ def run(
     """Run one service process until SIGTERM; exits non-zero on a fatal error."""
     args = parse_args(program, argv)
     try:
-        cfg = Config.load(args.config_dir, service=args.service, overrides=_overrides(args.overrides))
+        cfg = Config.load(
+            args.config_dir, service=args.service, overrides=_overrides(args.overrides)
+        )
     except Exception as exc:  # configuration errors are fatal, with the reason
         print(f"postbus/{program}: fatal: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -99,7 +108,8 @@ def run(
         verbose=args.verbose,
     )
     metrics.build_info.labels(program).info({"version": "0.1.0"})
-    ctx = ServiceContext(cfg=cfg, program=program, service=args.service)
+    name, _, kind = args.service.partition("/")
+    ctx = ServiceContext(cfg=cfg, program=program, service=name, service_type=kind)
     loader = ConfigWatcher(ctx, args.config_dir, _overrides(args.overrides))
     try:
         import uvloop
@@ -176,7 +186,8 @@ class ConfigWatcher:
 
     def reload(self) -> None:
         try:
-            cfg = Config.load(self.config_dir, service=self.ctx.service, overrides=self.overrides)
+            key = self.ctx.service + (f"/{self.ctx.service_type}" if self.ctx.service_type else "")
+            cfg = Config.load(self.config_dir, service=key, overrides=self.overrides)
         except Exception as exc:
             log.error("%s; keeping the last good configuration", exc)
             return

@@ -37,7 +37,8 @@ def test_log_lines_follow_postfix_format_and_pflogsumm_reads_them(tmp_path: Path
         rf"{prefix}smtpd\[\d+\]: {qid}: client=\S+\[127\.0\.0\.1\]",
         rf"{prefix}cleanup\[\d+\]: {qid}: message-id=",
         rf"{prefix}qmgr\[\d+\]: {qid}: from=<a@client\.test>, size=\d+, nrcpt=1 \(queue active\)$",
-        rf"{prefix}smtp\[\d+\]: {qid}: to=<x0@remote\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, "
+        rf"{prefix}smtp\[\d+\]: {qid}: to=<x0@remote\.test>, "
+        rf"relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, "
         rf"delay=[\d.]+, delays=[\d.]+/[\d.]+/[\d.]+/[\d.]+, dsn=2\.0\.0, status=sent \(250 .*\)$",
         rf"{prefix}local\[\d+\]: {qids[3]}: to=<bob@postbus\.test>, relay=local, .*status=sent",
         rf"{prefix}qmgr\[\d+\]: {qid}: removed$",

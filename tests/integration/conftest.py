@@ -24,7 +24,8 @@ def qmgr(tmp_path: Path, nats: ServerProcess) -> Iterator[Path]:
         "mydestination = $myhostname, postbus.test\n"
         "relayhost = [127.0.0.1]:2526\n"
         "transport_maps = inline:{ {blocked.test=error:5.7.1 no mail here}, "
-        "gone.test=discard:, slow.test=relay:[10.0.0.1], {later.test=retry:4.4.1 try again later} }\n"
+        "gone.test=discard:, slow.test=relay:[10.0.0.1], "
+        "{later.test=retry:4.4.1 try again later} }\n"
         "minimal_backoff_time = 1s\nmaximal_backoff_time = 1s\n"
         f"data_directory = {tmp_path}\n"
     )

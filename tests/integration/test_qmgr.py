@@ -74,7 +74,9 @@ async def test_error_and_discard_transports_settle_without_agents(
     qmgr: Path, store: QueueStore
 ) -> None:
     qid = await store.enqueue(
-        QueueEntry("", "alice@postbus.test", [Recipient("u@blocked.test"), Recipient("v@gone.test")]),
+        QueueEntry(
+            "", "alice@postbus.test", [Recipient("u@blocked.test"), Recipient("v@gone.test")]
+        ),
         b"Subject: t\r\n\r\nbody\r\n",
     )
     assert await wait_gone(store, qid)

@@ -34,7 +34,8 @@ async def wait_queue(store: QueueStore, qid: str, queue: str, timeout: float = 1
 
 async def test_postqueue_lists_deferred_mail_with_reason(qmgr: Path, store: QueueStore) -> None:
     conf = qmgr.parent / "etc"
-    assert "Mail queue is empty" in (await asyncio.to_thread(postbus, conf, "postqueue", "-p")).stdout
+    empty = await asyncio.to_thread(postbus, conf, "postqueue", "-p")
+    assert "Mail queue is empty" in empty.stdout
     entry = QueueEntry("", "alice@client.test", [Recipient("x@later.test")])
     qid = await store.enqueue(entry, b"Subject: t\r\n\r\n" + b"x" * 3000 + b"\r\n")
     await wait_queue(store, qid, "deferred")

@@ -14,6 +14,9 @@ The queue is JetStream state:
 * ``POSTBUS_DEFER`` holds one wake-up per deferred message; the qmgr naks it
   with a delay until the message's next attempt is due.
 * ``POSTBUS_EVENTS`` records every state change, for observers.
+* ``postbus.maps.changed`` (core NATS, not a stream) announces that a lookup
+  table was loaded or edited; the payload is the table's ``type:name``.
+  Services drop that table from their lookup cache.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ QMGR_STATUS_CONSUMER = "qmgr-status"
 QMGR_DEFER_CONSUMER = "qmgr-defer"
 
 MSG_TRIGGER_FILTER = f"{ROOT}.msg.*"
+
+#: Core NATS subject of table-change events; payload: the table spec, UTF-8.
+MAPS_CHANGED_SUBJECT = f"{ROOT}.maps.changed"
 
 
 def msg_subject(queue_id: str) -> str:

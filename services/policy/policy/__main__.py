@@ -35,7 +35,7 @@ async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
 
 
 async def main(ctx: ServiceContext) -> None:
-    entry = ctx.cfg.master_entry(ctx.service)
+    entry = ctx.master_entry()
     address = entry.listen_address() if entry else None
     if address is None:
         raise SystemExit(f"policy: fatal: service {ctx.service} needs an inet address")

@@ -69,7 +69,11 @@ class QueueManager:
         if entry is None or entry.pending():
             return
         # every recipient was settled by the qmgr itself (error:, discard:, retry:)
-        entry = await self.store.modify(queue_id, lambda e: self._settle(e) or True)
+        def settle(e: QueueEntry) -> bool:
+            self._settle(e)
+            return True
+
+        entry = await self.store.modify(queue_id, settle)
         if entry is not None:
             await self.finish(entry)
 

@@ -61,13 +61,13 @@ class Scheduler:
                 self._apply(e, i, route)
             return True
 
-        entry = await self.store.modify(queue_id, start)
-        if entry is None or entry.attempts != attempt + 1:
-            return entry
-        if not entry.pending():
-            return entry  # nothing left for agents: the caller's status path settles it
-        await self._publish(entry)
-        return entry
+        started = await self.store.modify(queue_id, start)
+        if started is None or started.attempts != attempt + 1:
+            return started
+        if not started.pending():
+            return started  # nothing left for agents: the caller settles it
+        await self._publish(started)
+        return started
 
     @staticmethod
     def _apply(entry: QueueEntry, index: int, route: Route) -> None:

@@ -1,0 +1,32 @@
+"""The local and virtual delivery agents (≈ Postfix local(8) and virtual(8)).
+
+The master.cf command of the service (``local`` or ``virtual``) picks the
+behaviour; aliases to remote addresses are re-queued through the queue.
+"""
+
+from __future__ import annotations
+
+from postbus.delivery import serve_jobs
+from postbus.queue.entry import QueueEntry
+from postbus.service import ServiceContext, run
+
+from delivery_local.local import LocalAgent
+
+
+def is_virtual(ctx: ServiceContext) -> bool:
+    for entry in ctx.cfg.master:
+        if entry.service == ctx.service and entry.command in ("local", "virtual"):
+            return entry.command == "virtual"
+    return ctx.service == "virtual"
+
+
+async def main(ctx: ServiceContext) -> None:
+    async def reinject(entry: QueueEntry, content: bytes) -> str:
+        return await ctx.queue.enqueue(entry, content)
+
+    agent = LocalAgent(ctx.cfg, ctx.service, virtual=is_virtual(ctx), reinject=reinject)
+    await serve_jobs(ctx, agent.deliver)
+
+
+if __name__ == "__main__":
+    run("local", main)

@@ -1,0 +1,81 @@
+"""Delivery to a command from an alias (≈ local/command.c, pipe_command.c, sys_exits.c).
+
+The command runs under ``/bin/sh -c`` with the message (From_ line and
+local headers first) on stdin, the usual environment (``SENDER``,
+``RECIPIENT``, ``LOCAL``, ``DOMAIN``, ``EXTENSION``...), and
+``command_time_limit``. The exit status maps to a DSN as sys_exits.c
+does: 75 (EX_TEMPFAIL) defers, other sysexits codes and any other
+non-zero status bounce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Mapping
+
+from postbus.delivery import Outcome
+
+# sysexits.h code -> (dsn, text) (≈ sys_exits.c)
+SYS_EXITS: dict[int, tuple[str, str]] = {
+    64: ("5.3.0", "command line usage error"),
+    65: ("5.6.0", "data format error"),
+    66: ("5.3.0", "cannot open input"),
+    67: ("5.1.1", "user unknown"),
+    68: ("5.1.2", "host name unknown"),
+    69: ("5.3.0", "service unavailable"),
+    70: ("5.3.0", "internal software error"),
+    71: ("4.3.0", "system resource problem"),
+    72: ("5.3.0", "critical OS file missing"),
+    73: ("5.2.0", "can't create user output file"),
+    74: ("5.3.0", "input/output error"),
+    75: ("4.3.0", "temporary failure"),
+    76: ("5.5.0", "remote error in protocol"),
+    77: ("5.7.0", "permission denied"),
+    78: ("5.3.5", "local configuration error"),
+}
+
+
+async def deliver_command(
+    command: str,
+    data: bytes,
+    env: Mapping[str, str],
+    *,
+    time_limit: float,
+    user: str | None = None,
+) -> Outcome:
+    """Run ``command`` with ``data`` on stdin; the outcome as Postfix reports it."""
+    extra: dict[str, object] = {}
+    if user and os.geteuid() == 0:
+        extra["user"] = user
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh", "-c", command,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(env),
+        start_new_session=True,
+        **extra,  # type: ignore[arg-type]
+    )
+    try:
+        output, _ = await asyncio.wait_for(proc.communicate(data), time_limit)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        await proc.wait()
+        return Outcome("bounced", "5.3.0", f'Command time limit exceeded: "{command}"')
+    except (BrokenPipeError, ConnectionResetError):
+        output = b""
+        await proc.wait()
+    status = proc.returncode or 0
+    if status == 0:
+        return Outcome("sent", "2.0.0", f"delivered to command: {command}")
+    said = " ".join(output.decode("utf-8", "replace").split())[:200]
+    tail = f". Command output: {said} " if said else ""
+    if status < 0:
+        return Outcome("bounced", "5.3.0", f'Command died with signal {-status}: "{command}"{tail}')
+    if status in SYS_EXITS:
+        dsn, text = SYS_EXITS[status]
+        return Outcome.by_dsn(dsn, f"{text}{tail}".rstrip())
+    return Outcome("bounced", "5.3.0", f'Command died with status {status}: "{command}"{tail}')

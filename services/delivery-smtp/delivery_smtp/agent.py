@@ -1,0 +1,75 @@
+"""The smtp/lmtp agent put together (≈ smtp.c: deliver_message()).
+
+:func:`build` reads the configuration of one master.cf service into a
+:class:`~delivery_smtp.connect.Connector`; :func:`agent` wraps it into the
+per-job function the shared job loop calls, logging each recipient's
+outcome in Postfix's format.
+"""
+
+from __future__ import annotations
+
+import time
+
+from postbus.config.loader import Config
+from postbus.delivery import Deliver, Stats, log_delivery
+from postbus.queue.entry import DeliveryJob, RcptResult
+
+from delivery_smtp.addr import HostResolver, families
+from delivery_smtp.connect import Connector
+from delivery_smtp.proto import Settings
+from delivery_smtp.reuse import SessionCache
+
+
+def is_lmtp(cfg: Config, service: str) -> bool:
+    """True when master.cf runs ``service`` with the lmtp command."""
+    for entry in cfg.master:
+        if entry.service == service and entry.command in ("smtp", "lmtp"):
+            return entry.command == "lmtp"
+    return service == "lmtp"
+
+
+def build(cfg: Config, service: str) -> Connector:
+    lmtp = is_lmtp(cfg, service)
+    settings = Settings.from_config(cfg, lmtp)
+    prefix = "lmtp" if lmtp else "smtp"
+    use_dns = not cfg.bool("disable_dns_lookups") and (
+        cfg.get("smtp_dns_support_level").strip().lower() != "disabled"
+    ) and "dns" in [w.lower() for w in cfg.list(f"{prefix}_host_lookup")]
+    resolver = HostResolver(
+        use_dns=use_dns,
+        dns_servers=cfg.list("postbus_dns_servers"),
+        families=families(cfg.list("inet_protocols")),
+    )
+    cache = SessionCache(
+        idle_limit=cfg.time("smtp_connection_cache_time_limit"),
+        time_limit=cfg.time("smtp_connection_reuse_time_limit"),
+        count_limit=cfg.int("smtp_connection_reuse_count_limit"),
+        quit_timeout=settings.quit_timeout,
+    )
+    return Connector(
+        settings,
+        resolver,
+        cache,
+        caching=cfg.bool("smtp_connection_cache_on_demand"),
+        address_limit=cfg.int("smtp_mx_address_limit") or 1000,
+        session_limit=cfg.int("smtp_mx_session_limit") or 1000,
+    )
+
+
+def agent(cfg: Config, service: str, connector: Connector) -> Deliver:
+    """The per-job delivery function: deliver, then log each recipient as Postfix does."""
+    resolution = cfg.int("delay_logging_resolution_limit")
+
+    async def deliver(job: DeliveryJob, content: bytes, stats: Stats) -> list[RcptResult]:
+        outcomes, relay = await connector.deliver(job, content, stats)
+        now = time.time()
+        results = []
+        for index, rcpt, outcome in zip(job.indexes, job.recipients, outcomes, strict=True):
+            log_delivery(
+                job.queue_id, rcpt, relay, stats, outcome.dsn, outcome.status, outcome.reason,
+                transport=service, resolution=resolution, now=now,
+            )
+            results.append(RcptResult(index, outcome.status, outcome.dsn, outcome.reason, relay))
+        return results
+
+    return deliver

@@ -1,0 +1,202 @@
+"""From a job's next hop to a delivered message (≈ smtp_connect.c).
+
+The next hop is Postfix's (relayhost and transport_maps are already
+applied by the qmgr), possibly a list separated by commas or spaces:
+
+* ``[host]:port`` / ``[1.2.3.4]`` — that host, no MX lookup;
+* ``host`` / ``host:port`` — MX lookup (SMTP only; LMTP never does MX);
+* ``inet:host:port`` and ``unix:/path`` — LMTP's forms.
+
+A session parked for the same next hop is tried first (after an RSET
+probe); otherwise each address is tried in turn, up to
+``smtp_mx_address_limit`` addresses and ``smtp_mx_session_limit``
+sessions that got as far as a greeting, and the last failure is what the
+recipients get when none worked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass
+
+from postbus.delivery import Outcome, Stats
+from postbus.queue.entry import DeliveryJob
+
+from delivery_smtp.addr import HostLookupError, HostResolver, Target, numeric
+from delivery_smtp.proto import Settings, SiteFailure, handshake, probe, transfer
+from delivery_smtp.reuse import SessionCache
+from delivery_smtp.session import Chat, LmtpChat, SmtpChat
+
+
+@dataclass(frozen=True)
+class NextHop:
+    host: str
+    port: int
+    mx: bool  # look up MX records for host
+    path: str = ""  # LMTP over a UNIX-domain socket
+
+
+def _port(text: str) -> int:
+    if text.isdigit():
+        return int(text)
+    return socket.getservbyname(text, "tcp")
+
+
+def parse_nexthops(nexthop: str, default_port: int, lmtp: bool = False) -> list[NextHop]:
+    """Every destination in a next-hop value, in order; ValueError when malformed."""
+    hops: list[NextHop] = []
+    for item in re.split(r"[\s,]+", nexthop.strip()):
+        if not item:
+            continue
+        if item.startswith("unix:"):
+            hops.append(NextHop(item[5:], 0, False, path=item[5:]))
+            continue
+        if item.startswith("inet:"):
+            item = item[5:]
+        if item.startswith("["):
+            host, close, rest = item[1:].partition("]")
+            if not close or not host or (rest and not rest.startswith(":")):
+                raise ValueError(f"malformed next-hop destination: {item}")
+            port = _port(rest[1:]) if rest else default_port
+            hops.append(NextHop(host, port, False))
+            continue
+        host, port = item, default_port
+        if item.count(":") == 1:
+            host, _, text = item.partition(":")
+            port = _port(text)
+        hops.append(NextHop(host, port, not lmtp and numeric(host) is None))
+    if not hops:
+        raise ValueError("empty next-hop destination")
+    return hops
+
+
+class ConnectFailed(Exception):
+    pass
+
+
+def _strerror(exc: OSError) -> str:
+    """The system's words ("Connection refused"), not asyncio's "Connect call failed"."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+async def open_socket(target: Target, timeout: float | None) -> socket.socket:
+    """A connected non-blocking TCP socket; ConnectFailed with the system's words."""
+    family = socket.AF_INET6 if ":" in target.addr else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(
+            asyncio.get_running_loop().sock_connect(sock, (target.addr, target.port)), timeout
+        )
+    except TimeoutError as exc:
+        sock.close()
+        raise ConnectFailed("Connection timed out") from exc
+    except OSError as exc:
+        sock.close()
+        raise ConnectFailed(_strerror(exc)) from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class Connector:
+    """Delivers jobs for one transport: lookups, sessions, the cache."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        resolver: HostResolver,
+        cache: SessionCache,
+        *,
+        caching: bool = True,
+        address_limit: int = 5,
+        session_limit: int = 2,
+    ) -> None:
+        self.st = settings
+        self.resolver = resolver
+        self.cache = cache
+        self.caching = caching
+        self.address_limit = address_limit
+        self.session_limit = session_limit
+
+    async def deliver(
+        self, job: DeliveryJob, content: bytes, stats: Stats
+    ) -> tuple[list[Outcome], str]:
+        """Outcomes per recipient and the relay (``host[addr]:port`` or ``none``)."""
+        count = len(job.recipients)
+        key = job.nexthop
+        while (chat := self.cache.take(key)) is not None:
+            if await probe(chat, self.st):
+                stats.conn_setup_done = time.time()
+                stats.reuse_count = chat.reuse_count
+                return await self._transfer(key, chat, job, content), chat.relay
+            self.cache.retire(chat)
+        try:
+            hops = parse_nexthops(job.nexthop, self.st.default_port, self.st.lmtp)
+        except (ValueError, OSError) as exc:
+            return [Outcome("deferred", "4.3.5", str(exc))] * count, "none"
+        last = Outcome("deferred", "4.4.1", f"no route to {job.nexthop}")
+        relay = "none"
+        sessions = addresses = 0
+        for hop in hops:
+            try:
+                targets = await self._targets(hop)
+            except HostLookupError as exc:
+                last, relay = exc.outcome, "none"
+                continue
+            for target in targets:
+                if addresses >= self.address_limit or sessions >= self.session_limit:
+                    break
+                addresses += 1
+                try:
+                    chat = await self._open(target)
+                except ConnectFailed as exc:
+                    text = f"connect to {target.namaddrport}: {exc}"
+                    last, relay = Outcome("deferred", "4.4.1", text), "none"
+                    continue
+                sessions += 1
+                try:
+                    await handshake(chat, self.st)
+                except SiteFailure as exc:
+                    chat.broken = True
+                    self.cache.retire(chat)
+                    last, relay = exc.outcome, exc.relay
+                    continue
+                stats.conn_setup_done = time.time()
+                return await self._transfer(key, chat, job, content), chat.relay
+        return [last] * count, relay
+
+    async def _transfer(
+        self, key: str, chat: Chat, job: DeliveryJob, content: bytes
+    ) -> list[Outcome]:
+        try:
+            return await transfer(chat, self.st, job, content)
+        finally:
+            self.cache.release(key, chat, self.caching)
+
+    async def _targets(self, hop: NextHop) -> list[Target]:
+        if hop.path:
+            return [Target(self.st.helo_name, hop.path, 0)]
+        if hop.mx:
+            return await self.resolver.mx_targets(hop.host, hop.port)
+        return await self.resolver.host_targets(hop.host, hop.port)
+
+    async def _open(self, target: Target) -> Chat:
+        if target.port == 0:  # LMTP over a UNIX-domain socket
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_unix_connection(target.addr), self.st.connect_timeout
+                )
+            except TimeoutError as exc:
+                raise ConnectFailed("Connection timed out") from exc
+            except OSError as exc:
+                raise ConnectFailed(_strerror(exc)) from exc
+            return LmtpChat(target, reader, writer)
+        sock = await open_socket(target, self.st.connect_timeout)
+        if self.st.lmtp:
+            reader, writer = await asyncio.open_connection(sock=sock)
+            return LmtpChat(target, reader, writer)
+        return SmtpChat(target, sock, self.st.helo_name)

@@ -1,0 +1,296 @@
+"""The SMTP/LMTP conversation (≈ smtp_proto.c, smtp_trouble.c).
+
+:func:`handshake` reads the greeting, says EHLO (HELO as fallback) or
+LHLO and applies the TLS level; :func:`transfer` runs one mail
+transaction and returns one :class:`~postbus.delivery.Outcome` per
+recipient. Reasons read exactly as Postfix writes them::
+
+    host mx[10.0.0.1] said: 550 5.1.1 <u@d>: unknown (in reply to RCPT TO command)
+    lost connection with mx[10.0.0.1] while sending message body
+    conversation with mx[10.0.0.1] timed out while sending MAIL FROM
+"""
+
+from __future__ import annotations
+
+import socket
+import re
+import ssl
+from dataclasses import dataclass
+
+from postbus.config.loader import Config
+from postbus.delivery import Outcome, Reply, soften
+from postbus.queue.entry import DeliveryJob
+
+from delivery_smtp.session import Chat, Lost, TimedOut, data_bytes
+
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Protocol parameters of one transport (``smtp_*``, or ``lmtp_*`` for LMTP)."""
+
+    lmtp: bool = False
+    helo_name: str = "localhost"
+    connect_timeout: float | None = 30.0
+    helo_timeout: float = 300.0
+    mail_timeout: float = 300.0
+    rcpt_timeout: float = 300.0
+    data_init_timeout: float = 120.0
+    data_xfer_timeout: float = 180.0
+    data_done_timeout: float = 600.0
+    rset_timeout: float = 20.0
+    quit_timeout: float = 300.0
+    starttls_timeout: float = 300.0
+    tls_level: str = ""
+    tls_cafile: str = ""
+    skip_5xx_greeting: bool = True
+    default_port: int = 25
+
+    @classmethod
+    def from_config(cls, cfg: Config, lmtp: bool) -> Settings:
+        """Read ``lmtp_<x>`` for LMTP when Postfix has one, else ``smtp_<x>``."""
+
+        def name(smtp_name: str) -> str:
+            if lmtp:
+                twin = "lmtp_" + smtp_name[5:].replace("helo", "lhlo")
+                try:
+                    cfg.raw(twin)
+                    return twin
+                except KeyError:
+                    pass
+            return smtp_name
+
+        def seconds(smtp_name: str) -> float:
+            return cfg.time(name(smtp_name))
+
+        connect = seconds("smtp_connect_timeout")
+        return cls(
+            lmtp=lmtp,
+            helo_name=cfg.get(name("smtp_helo_name")),
+            connect_timeout=connect or None,  # 0 = the system's own limit
+            helo_timeout=seconds("smtp_helo_timeout"),
+            mail_timeout=seconds("smtp_mail_timeout"),
+            rcpt_timeout=seconds("smtp_rcpt_timeout"),
+            data_init_timeout=seconds("smtp_data_init_timeout"),
+            data_xfer_timeout=seconds("smtp_data_xfer_timeout"),
+            data_done_timeout=seconds("smtp_data_done_timeout"),
+            rset_timeout=seconds("smtp_rset_timeout"),
+            quit_timeout=seconds("smtp_quit_timeout"),
+            starttls_timeout=seconds("smtp_starttls_timeout"),
+            tls_level=cfg.get(name("smtp_tls_security_level")).strip().lower(),
+            tls_cafile=cfg.get("smtp_tls_CAfile"),
+            skip_5xx_greeting=cfg.bool("smtp_skip_5xx_greeting"),
+            default_port=_lmtp_port(cfg) if lmtp else 25,
+        )
+
+
+def _lmtp_port(cfg: Config) -> int:
+    value = cfg.get("lmtp_tcp_port")
+    return int(value) if value.isdigit() else socket.getservbyname(value, "tcp")
+
+
+class SiteFailure(Exception):
+    """The session cannot go on; ``outcome`` applies to every recipient still open."""
+
+    def __init__(self, outcome: Outcome, relay: str = "none") -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
+        self.relay = relay
+
+
+def said(chat: Chat, reply: Reply, request: str) -> str:
+    return f"host {chat.namaddr} said: {reply} (in reply to {request})"
+
+
+def broken(chat: Chat, exc: Exception, where: str) -> Outcome:
+    """The 4.4.2 outcome for a lost or timed-out conversation."""
+    if isinstance(exc, TimedOut):
+        text = f"conversation with {chat.namaddr} timed out while {where}"
+    else:
+        text = f"lost connection with {chat.namaddr} while {where}"
+    return Outcome("deferred", "4.4.2", text)
+
+
+def _refused(chat: Chat, reply: Reply, soft: bool = False) -> SiteFailure:
+    dsn = soften(reply.dsn) if soft else reply.dsn
+    text = f"host {chat.namaddr} refused to talk to me: {reply}"
+    return SiteFailure(Outcome.by_dsn(dsn, text), chat.relay)
+
+
+# -- handshake ------------------------------------------------------------------
+
+
+def tls_context(level: str, cafile: str) -> ssl.SSLContext:
+    """Opportunistic and "encrypt" TLS do not verify (Postfix); verify/secure do."""
+    context = ssl.create_default_context(cafile=cafile or None)
+    if level not in ("verify", "secure"):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+async def handshake(chat: Chat, st: Settings) -> None:
+    """Greeting, EHLO/HELO or LHLO, STARTTLS; raises SiteFailure (≈ smtp_helo())."""
+    where = "receiving the initial server greeting"
+    try:
+        greeting = await chat.greeting(st.helo_timeout)
+        if greeting.code // 100 != 2:
+            raise _refused(chat, greeting, soft=st.skip_5xx_greeting)
+        where = await _hello(chat, st)
+        level = st.tls_level
+        if level in ("", "none"):
+            return
+        required = level != "may"
+        if "starttls" not in chat.features:
+            if required:
+                text = f"TLS is required, but was not offered by host {chat.namaddr}"
+                raise SiteFailure(Outcome("deferred", "4.7.4", text), chat.relay)
+            return
+        where = "performing the STARTTLS handshake"
+        got = await chat.starttls(
+            tls_context(level, st.tls_cafile), chat.target.host, st.starttls_timeout
+        )
+        if got.code != 220:
+            if required:
+                text = f"TLS is required, but host {chat.namaddr} refused to start TLS: {got}"
+                raise SiteFailure(Outcome("deferred", "4.7.5", text), chat.relay)
+            return
+        where = await _hello(chat, st)
+    except (Lost, TimedOut) as exc:
+        raise SiteFailure(broken(chat, exc, where), chat.relay) from exc
+
+
+async def _hello(chat: Chat, st: Settings) -> str:
+    verb = "LHLO" if st.lmtp else "EHLO"
+    got = await chat.hello(verb, st.helo_name, st.helo_timeout)
+    if got.code // 100 == 2:
+        return f"performing the {verb} handshake"
+    if st.lmtp or got.code == 421:
+        raise _refused(chat, got)
+    got = await chat.hello("HELO", st.helo_name, st.helo_timeout)
+    if got.code // 100 != 2:
+        raise _refused(chat, got)
+    return "performing the HELO handshake"
+
+
+# -- the mail transaction -------------------------------------------------------------
+
+
+def quote_addr(address: str) -> str:
+    """The address for MAIL FROM/RCPT TO, local part quoted when RFC 5321 needs it."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        local, domain = address, ""
+    if local and not _ATOM.fullmatch(local) and not local.startswith('"'):
+        local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{local}@{domain}" if at else local
+
+
+def xtext(text: str) -> str:
+    """RFC 3461 xtext: ``+`` ``=`` and non-printables as ``+HH``."""
+    return "".join(
+        c if 33 <= ord(c) <= 126 and c not in "+=" else "".join(f"+{b:02X}" for b in c.encode())
+        for c in text
+    )
+
+
+def _mail_args(chat: Chat, job: DeliveryJob, size: int, utf8: bool, eight_bit: bool) -> list[bytes]:
+    args = [f"FROM:<{quote_addr(job.sender)}>" if job.sender else "FROM:<>"]
+    if "size" in chat.features:
+        args.append(f"SIZE={size}")
+    if eight_bit and "8bitmime" in chat.features:
+        args.append("BODY=8BITMIME")
+    if utf8:
+        args.append("SMTPUTF8")
+    if "dsn" in chat.features:
+        if job.ret:
+            args.append(f"RET={job.ret}")
+        if job.env_id:
+            args.append(f"ENVID={xtext(job.env_id)}")
+    return [b"MAIL", *(a.encode() for a in args)]
+
+
+async def _rset(chat: Chat, st: Settings) -> None:
+    """End an aborted transaction so the session can be reused; a failure spoils it."""
+    try:
+        if (await chat.command(b"RSET", timeout=st.rset_timeout)).code // 100 != 2:
+            chat.broken = True
+    except (Lost, TimedOut):
+        chat.broken = True
+
+
+async def probe(chat: Chat, st: Settings) -> bool:
+    """RSET before reusing a cached session: is it still alive and in sync?"""
+    await _rset(chat, st)
+    return not chat.broken and chat.connected
+
+
+def _final(chat: Chat, got: Reply) -> Outcome:
+    reason = str(got) if got.code // 100 == 2 else said(chat, got, "end of DATA command")
+    return Outcome.from_reply(got, reason)
+
+
+async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -> list[Outcome]:
+    """MAIL, RCPT per recipient, DATA, body; one outcome per job recipient (≈ smtp_xfer())."""
+    count = len(job.recipients)
+    out: list[Outcome | None] = [None] * count
+    utf8 = not (job.sender.isascii() and all(r.address.isascii() for r in job.recipients))
+    limit = chat.features.get("size", "")
+    if limit.isdigit() and 0 < int(limit) < len(content):
+        text = (
+            f"message size {len(content)} exceeds size limit {limit} of server {chat.namaddr}"
+        )
+        return [Outcome("bounced", "5.3.4", text)] * count
+    if utf8 and "smtputf8" not in chat.features:
+        text = f"SMTPUTF8 is required, but was not offered by host {chat.namaddr}"
+        return [Outcome("bounced", "5.6.7", text)] * count
+    where = "sending MAIL FROM"
+    accepted: list[int] = []
+    try:
+        eight_bit = any(b > 127 for b in content)
+        got = await chat.command(
+            *_mail_args(chat, job, len(content), utf8, eight_bit), timeout=st.mail_timeout
+        )
+        if got.code // 100 != 2:
+            await _rset(chat, st)
+            return [Outcome.from_reply(got, said(chat, got, "MAIL FROM command"))] * count
+        where = "sending RCPT TO"
+        for i, rcpt in enumerate(job.recipients):
+            words = [b"RCPT", f"TO:<{quote_addr(rcpt.address)}>".encode()]
+            if "dsn" in chat.features:
+                if rcpt.notify:
+                    words.append(f"NOTIFY={rcpt.notify}".encode())
+                if rcpt.orig_rcpt:
+                    words.append(f"ORCPT=rfc822;{xtext(rcpt.orig_rcpt)}".encode())
+            got = await chat.command(*words, timeout=st.rcpt_timeout)
+            if got.code // 100 == 2:
+                accepted.append(i)
+            else:
+                out[i] = Outcome.from_reply(got, said(chat, got, "RCPT TO command"))
+        if not accepted:
+            await _rset(chat, st)
+            return [o or Outcome("deferred", "4.3.0", "no outcome") for o in out]
+        where = "sending DATA command"
+        got = await chat.command(b"DATA", timeout=st.data_init_timeout)
+        if got.code // 100 != 3:
+            await _rset(chat, st)
+            for i in accepted:
+                out[i] = Outcome.from_reply(got, said(chat, got, "DATA command"))
+            accepted = []
+        else:
+            where = "sending message body"
+            await chat.send(data_bytes(content), st.data_xfer_timeout)
+            where = "sending end of data -- message may be sent more than once"
+            if st.lmtp:  # one reply per accepted recipient, in RCPT order
+                for i in accepted:
+                    out[i] = _final(chat, await chat.reply(st.data_done_timeout))
+            else:
+                got = await chat.reply(st.data_done_timeout)
+                for i in accepted:
+                    out[i] = _final(chat, got)
+    except (Lost, TimedOut) as exc:
+        chat.broken = True
+        failure = broken(chat, exc, where)
+        out = [o or failure for o in out]
+    return [o or Outcome("deferred", "4.3.0", "no outcome") for o in out]

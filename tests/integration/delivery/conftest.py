@@ -1,0 +1,135 @@
+"""Fixtures for the delivery agents: a real nats-server, the queue, jobs in, statuses out.
+
+The agent under test runs in-process through its real ``main`` (the shared
+job loop on a durable JetStream consumer); the remote side is a real
+server on loopback (aiosmtpd, or Postfix's smtp-sink where installed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from nats.aio.client import Client as NATS
+from postbus.bus import subjects as s
+from postbus.bus.jetstream import connect, ensure_streams
+from postbus.config.loader import Config
+from postbus.queue.entry import DeliveryJob, DeliveryStatus, QueueEntry, Recipient
+from postbus.queue.store import QueueStore
+from postbus.servers import ServerProcess
+from postbus.service import ServiceContext
+
+MASTER_CF = """\
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+lmtp      unix  -       -       n       -       -       lmtp
+local     unix  -       n       n       -       -       local
+virtual   unix  -       n       n       -       -       virtual
+"""
+
+MESSAGE = (
+    b"Received: from client.test (client.test [127.0.0.1])\r\n"
+    b"\tby mail.postbus.test (Postbus) with ESMTP id QID\r\n"
+    b"From: alice@postbus.test\r\nTo: bob@remote.test\r\nSubject: hello\r\n"
+    b"Message-ID: <1@postbus.test>\r\n\r\n"
+    b"Hello Bob.\r\n.leading dot\r\nFrom the start of a line\r\n"
+)
+
+
+@dataclass
+class Bus:
+    nc: NATS
+    store: QueueStore
+
+    async def submit(
+        self,
+        transport: str,
+        nexthop: str,
+        recipients: list[str],
+        content: bytes = MESSAGE,
+        sender: str = "alice@postbus.test",
+    ) -> DeliveryJob:
+        """Queue the content and hand out one delivery job, as the qmgr would."""
+        rcpts = [Recipient(r) for r in recipients]
+        qid = await self.store.enqueue(QueueEntry("", sender, rcpts), content)
+        now = time.time()
+        got = await self.store.get(qid)
+        assert got is not None
+        entry = got[0]
+        job = DeliveryJob(
+            queue_id=qid, transport=transport, nexthop=nexthop, sender=sender,
+            recipients=rcpts, indexes=list(range(len(rcpts))), attempt=1,
+            arrival_time=entry.arrival_time, size=entry.size, chunks=entry.chunks,
+            queued_time=now, active_time=now,
+        )
+        await self.store.submit_job(job)
+        return job
+
+    async def status(self, queue_id: str, timeout: float = 20.0) -> DeliveryStatus:
+        """The one DeliveryStatus the agent reports for a message."""
+        js = self.nc.jetstream()
+        sub = await js.pull_subscribe(s.status_subject(queue_id), stream=s.STATUS_STREAM)
+        try:
+            msgs = await sub.fetch(1, timeout=timeout)
+            await msgs[0].ack()
+            return DeliveryStatus.decode(msgs[0].data)
+        finally:
+            await sub.unsubscribe()
+
+
+@pytest.fixture
+async def bus(nats: ServerProcess) -> AsyncIterator[Bus]:
+    nc = await connect(nats.url, "delivery-test")
+    await ensure_streams(nc.jetstream())
+    yield Bus(nc, await QueueStore.open(nc))
+    with contextlib.suppress(Exception):
+        await nc.close()
+
+
+Main = Callable[[ServiceContext], Coroutine[Any, Any, None]]
+
+
+class RunAgent:
+    """Starts agents' ``main`` in-process; ``stop()`` drains them (also done at teardown)."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.running: list[tuple[ServiceContext, asyncio.Task[None]]] = []
+
+    async def __call__(self, main: Main, service: str, settings: dict[str, str]) -> ServiceContext:
+        text = "".join(f"{k} = {v}\n" for k, v in {"postbus_ack_wait": "10s", **settings}.items())
+        cfg = Config.from_text(text, MASTER_CF, service=service)
+        program = "local" if service in ("local", "virtual") else "smtp"
+        ctx = ServiceContext(
+            cfg=cfg, program=program, service=service, nc=self.bus.nc, store=self.bus.store
+        )
+        self.running.append((ctx, asyncio.create_task(main(ctx))))
+        return ctx
+
+    async def stop(self) -> None:
+        """Stop every agent, closing its cached sessions (before the peer goes away)."""
+        for ctx, _ in self.running:
+            ctx.stopping.set()
+        for _, task in self.running:
+            await asyncio.wait_for(task, 15)
+        self.running.clear()
+
+
+@pytest.fixture
+async def run_agent(bus: Bus) -> AsyncIterator[RunAgent]:
+    agents = RunAgent(bus)
+    yield agents
+    await agents.stop()
+
+
+def need(binary: str) -> str:
+    path = shutil.which(binary)
+    if path is None:
+        pytest.skip(f"{binary} is not installed (Debian package postfix)")
+    return path

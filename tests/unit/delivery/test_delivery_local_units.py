@@ -1,0 +1,55 @@
+"""delivery-local pieces that need no bus: alias syntax, mailbox bytes, Maildir and mbox files."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from delivery_local.alias import Target, parse, split_value
+from delivery_local.copy import delivered_to_seen, header_lines, mbox_message, unix_text
+from delivery_local.mailbox import deliver_mbox
+from delivery_local.maildir import deliver_maildir
+
+
+def test_alias_values() -> None:
+    assert split_value('bob, "|/bin/filter -a, -b", /tmp/x\n carol') == [
+        "bob", "|/bin/filter -a, -b", "/tmp/x", "carol",
+    ]
+    assert parse("root, |cat, /var/a/, :include:/etc/l, u@remote.test") == [
+        Target("local", "root"),
+        Target("command", "cat"),
+        Target("file", "/var/a/"),
+        Target("include", "/etc/l"),
+        Target("address", "u@remote.test"),
+    ]
+
+
+def test_headers_and_mbox_quoting() -> None:
+    headers = header_lines("a@x.test", "Orig@x.test", "Bob@X.test")
+    assert headers == (
+        b"Return-Path: <a@x.test>\nX-Original-To: Orig@x.test\nDelivered-To: bob@x.test\n"
+    )
+    entry = mbox_message(b"Subject: s\n\nFrom here\n>From there\n", "", headers)
+    assert re.match(rb"From MAILER-DAEMON  \w{3} \w{3} [ \d]\d \d\d:\d\d:\d\d \d{4}\n", entry)
+    assert entry.endswith(b"\n>From here\n>From there\n\n")
+    assert unix_text(b"a\r\nb") == b"a\nb\n"
+    assert delivered_to_seen(b"Delivered-To: BOB@x.test\nSubject: s\n\nbody", "bob@x.test")
+    assert not delivered_to_seen(b"Subject: s\n\nDelivered-To: bob@x.test\n", "bob@x.test")
+
+
+def test_maildir_write_is_atomic_and_named_as_postfix(tmp_path: Path) -> None:
+    box = tmp_path / "Maildir"
+    path = deliver_maildir(box, b"Subject: hi\n\nbody\n")
+    assert path.parent == box / "new"
+    assert re.fullmatch(r"\d+\.V[0-9a-f]+I[0-9a-f]+M\d+\..+", path.name)
+    assert path.read_bytes() == b"Subject: hi\n\nbody\n"
+    assert os.listdir(box / "tmp") == [] and (box / "cur").is_dir()
+
+
+def test_mbox_appends(tmp_path: Path) -> None:
+    box = tmp_path / "bob"
+    deliver_mbox(box, b"From a  x\n\nOne\n\n")
+    deliver_mbox(box, b"From b  y\n\nTwo\n\n")
+    assert box.read_bytes() == b"From a  x\n\nOne\n\nFrom b  y\n\nTwo\n\n"
+    assert box.stat().st_mode & 0o777 == 0o600
