@@ -1,0 +1,254 @@
+"""Differential tests: ``postbus postconf`` against the real postconf(1).
+
+Each case directory in data/ (main.cf + master.cf, with every TLS, SASL,
+relay, transport and policy example of the talk in the seed) is read by
+``postconf -c DIR`` and by ``postbus postconf -c DIR`` (in-process) with the
+same flags; stdout must be equal byte for byte and stderr line for line
+(sorted: Postfix 3.7 reports unused parameters in hash-table order, which
+varies between runs).  Edits run on two copies and the resulting files
+must be identical.
+
+Expected differences, and only these, are filtered out:
+
+- parameters Postfix knows but the Postbus registry lacks: Postfix shows
+  them with ``-n``, Postbus reports them as unused (it ignores them);
+- DIFFERS_FROM_POSTFIX (mail_name, ...) and host-dependent defaults, which
+  the -x/-d name lists avoid.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from postbus.cli import postconf as postbus_postconf
+from postbus.params import DIFFERS_FROM_POSTFIX, HOST_DEPENDENT, PARAMS
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("postconf") is None,
+    reason="Postfix postconf(1) is not on PATH: differential tests skipped",
+)
+
+DATA = Path(__file__).parent / "data"
+CASES = sorted(p.name for p in DATA.iterdir() if (p / "main.cf").exists())
+
+#: Parameters compared with -x (values must not depend on mail_name or the host).
+X_NAMES = [
+    "relayhost", "mydestination", "myorigin", "smtpd_recipient_restrictions",
+    "smtpd_sender_restrictions", "smtpd_tls_cert_file", "smtpd_tls_session_cache_database",
+    "smtp_tls_policy_maps", "transport_maps", "relay_domains", "virtual_alias_maps",
+    "non_smtpd_milters", "mime_header_checks", "default_rbl_reply", "smtpd_client_restrictions",
+    "local_recipient_maps", "relay_destination_concurrency_limit", "slow_destination_rate_delay",
+    "unused_thing", "my_networks_extra", "nosuch_parameter",
+]
+D_NAMES = [
+    "relayhost", "myorigin", "mydestination", "smtpd_tls_security_level", "smtpd_sasl_type",
+    "smtp_tls_session_cache_database", "smtpd_recipient_restrictions", "relay_domains",
+    "maximal_queue_lifetime", "relay_destination_concurrency_limit", "nosuch_parameter",
+]
+
+
+def age(directory: Path) -> None:
+    """postconf delays reading files modified within the last second."""
+    past = time.time() - 10
+    for path in directory.iterdir():
+        os.utime(path, (past, past))
+
+
+def copy_case(case: str, target: Path) -> Path:
+    shutil.copytree(DATA / case, target)
+    age(target)
+    return target
+
+
+def real(directory: Path, *args: str) -> tuple[int, str, str]:
+    result = subprocess.run(
+        ["postconf", "-c", str(directory), *args],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    return result.returncode, result.stdout, result.stderr
+
+
+def ours(directory: Path, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = postbus_postconf.main(["-c", str(directory), *args], out, err)
+    return status, out.getvalue(), err.getvalue()
+
+
+_POSTFIX_ONLY: dict[str, frozenset[str]] = {}
+
+
+def postfix_only(directory: Path) -> frozenset[str]:
+    """Names postconf -d knows (with this master.cf) that postbus postconf does not."""
+    key = directory.name
+    if key not in _POSTFIX_ONLY:
+        theirs = {line.partition(" =")[0] for line in real(directory, "-d")[1].splitlines()}
+        mine = {line.partition(" =")[0] for line in ours(directory, "-d")[1].splitlines()}
+        _POSTFIX_ONLY[key] = frozenset(theirs - mine)
+    return _POSTFIX_ONLY[key]
+
+
+def drop_postfix_only(text: str, names: frozenset[str]) -> str:
+    """Remove `name = value` lines of names only Postfix knows."""
+    return "".join(
+        line for line in text.splitlines(keepends=True)
+        if line.partition(" =")[0] not in names
+    )
+
+
+def drop_unused_warnings(text: str, names: frozenset[str]) -> str:
+    """Remove Postbus's "unused parameter" warnings for names only Postfix knows."""
+    kept = []
+    for line in text.splitlines(keepends=True):
+        _, sep, rest = line.partition(": unused parameter: ")
+        if sep and rest.partition("=")[0] in names:
+            continue
+        kept.append(line)
+    return "".join(kept)
+
+
+def as_postfix_names_itself(text: str) -> str:
+    """mail_name is Postbus by design (DIFFERS_FROM_POSTFIX); undo it in -x output."""
+    assert "mail_name" in DIFFERS_FROM_POSTFIX
+    return text.replace(f"ESMTP {PARAMS['mail_name'].default}", "ESMTP Postfix")
+
+
+def same(
+    directory: Path, args: list[str], names: frozenset[str], filter_stdout: bool = False
+) -> None:
+    r_status, r_out, r_err = real(directory, *args)
+    o_status, o_out, o_err = ours(directory, *args)
+    if filter_stdout and "h" in args[0]:
+        # Values only: take the names from the same run without -h.
+        named = real(directory, args[0].replace("h", ""), *args[1:])[1]
+        assert [line.partition(" =")[2].lstrip(" ") for line in named.splitlines()] == (
+            r_out.splitlines())
+        r_out = "".join(
+            line.partition(" =")[2].lstrip(" ") + "\n"
+            for line in drop_postfix_only(named, names).splitlines()
+        )
+    elif filter_stdout:
+        r_out = drop_postfix_only(r_out, names)
+    o_err = drop_unused_warnings(o_err, names)
+    o_out = as_postfix_names_itself(o_out)
+    assert o_status == r_status, (args, o_err, r_err)
+    assert o_out == r_out, args
+    assert sorted(o_err.splitlines()) == sorted(r_err.splitlines()), args
+
+
+SHOW_ARGS = [
+    ["-n"], ["-nf"], ["-nh"], ["-nx"], ["-M"], ["-Mf"], ["-P"], ["-Pf"], ["-Px"], ["-Ph"],
+    ["-M", "smtp", "submission/inet", "nope/inet", "*/unix"],
+    ["-P", "submission/inet", "smtp/inet/content_filter", "relay/*/syslog_name", "nope"],
+    ["-Pf", "*/*/smtpd_recipient_restrictions"],
+    ["-x", *X_NAMES], ["-xh", *X_NAMES], ["-d", *D_NAMES], ["-dx", *D_NAMES],
+    ["-h", *D_NAMES], ["-n", *X_NAMES], ["-H", *X_NAMES], ["nosuch_parameter", "relayhost"],
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("args", SHOW_ARGS, ids=" ".join)
+def test_show(case: str, args: list[str], tmp_path: Path) -> None:
+    directory = copy_case(case, tmp_path / case)
+    same(directory, args, postfix_only(directory), filter_stdout=args[0].startswith("-n"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_all_parameters(case: str, tmp_path: Path) -> None:
+    """postconf with no arguments: every name Postbus prints has Postfix's value."""
+    directory = copy_case(case, tmp_path / case)
+    r_status, r_out, _ = real(directory)
+    o_status, o_out, _ = ours(directory)
+    assert o_status == r_status == 0
+
+    def parse(text: str) -> dict[str, str]:
+        pairs = (line.partition(" =") for line in text.splitlines())
+        return {name: value.removeprefix(" ") for name, _, value in pairs}
+
+    theirs, mine = parse(r_out), parse(o_out)
+    assert list(mine) == sorted(mine)
+    skip = set(HOST_DEPENDENT) | set(DIFFERS_FROM_POSTFIX) | {"process_id"}
+    compared = {
+        name: value for name, value in mine.items()
+        if name not in skip and not name.startswith("postbus_")
+    }
+    assert compared == {name: theirs.get(name) for name in compared}
+    assert set(theirs) - set(mine) <= postfix_only(directory)
+
+
+def test_mail_name_is_an_intended_difference(tmp_path: Path) -> None:
+    directory = copy_case("debian-stock", tmp_path / "d")
+    banner = "mail.example.org ESMTP {} (Debian/GNU)\n"
+    assert real(directory, "-xh", "smtpd_banner")[1] == banner.format("Postfix")
+    assert ours(directory, "-xh", "smtpd_banner")[1] == banner.format("Postbus")
+
+
+# One new name per -e: Postfix appends several new names in hash-table
+# order, which varies between runs (Postbus uses argument order).
+EDITS = [
+    ["-e", "relayhost=[mail.example.net]:587", "smtpd_sender_restrictions="],
+    ["-e", "  new_knob =  a  b  "],
+    ["-e", "relayhost="],
+    ["-e", "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination"],
+    ["-e", "relayhost=a", "relayhost=b"],
+    ["relayhost=[direct.example]"],
+    ["-X", "smtpd_tls_session_cache_database", "relayhost", "nothere"],
+    ["-#", "smtpd_recipient_restrictions", "relayhost"],
+    ["-e", "foo"],
+    ["-Me", "submission/inet=submission inet n - y - - smtpd -o smtpd_tls_security_level=encrypt"
+            " -o smtpd_sasl_auth_enable=yes -o smtpd_client_restrictions=permit_sasl_authenticated,"
+            "reject -o milter_macro_daemon_name=ORIGINATING"],
+    ["-Me", "new/unix=new unix - n n - - pipe flags=R user=nobody argv=/bin/cat ${recipient}"],
+    ["-Me", "smtp/inet=127.0.0.1:10031 inet n - n - - policy"],
+    ["-MX", "smtps/inet", "scan/unix"],
+    ["-M#", "submission/inet", "relay/unix"],
+    ["-Pe", "submission/inet/smtpd_tls_security_level=may", "smtp/inet/syslog_name=x/y"],
+    ["-PX", "submission/inet/syslog_name", "relay/unix/syslog_name"],
+    ["-Pe", "nope/inet/x=1"],
+]
+
+
+@pytest.mark.parametrize("case", ["tls-sasl", "quirks", "policy"])
+@pytest.mark.parametrize("args", EDITS, ids=" ".join)
+def test_edit(case: str, args: list[str], tmp_path: Path) -> None:
+    theirs = copy_case(case, tmp_path / "real")
+    mine = copy_case(case, tmp_path / "ours")
+    r_status, r_out, r_err = real(theirs, *args)
+    o_status, o_out, o_err = ours(mine, *args)
+    assert (o_status, o_out) == (r_status, r_out)
+    assert o_err.replace(str(mine), "DIR") == r_err.replace(str(theirs), "DIR")
+    for name in ("main.cf", "master.cf"):
+        assert (mine / name).read_bytes() == (theirs / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_edit_then_show_round_trip(case: str, tmp_path: Path) -> None:
+    """-e / -Me then -n / -M / -P: both tools agree on the edited files."""
+    directory = copy_case(case, tmp_path / case)
+    edits = [
+        ["-e", "relayhost=[relay.example]:2525", "message_size_limit=1024"],
+        ["-Me", "smtp/inet=smtp inet n - y - - smtpd -o smtpd_sasl_auth_enable=no"],
+    ]
+    for args in edits:
+        assert ours(directory, *args)[0] == 0
+    age(directory)
+    for args in (["-n"], ["-M"], ["-P"]):
+        same(directory, args, postfix_only(directory), filter_stdout=args == ["-n"])
+
+
+def test_several_new_names_are_appended(tmp_path: Path) -> None:
+    theirs = copy_case("quirks", tmp_path / "real")
+    mine = copy_case("quirks", tmp_path / "ours")
+    args = ["-e", "alpha_knob=1", "zeta_knob=2", "relayhost=x"]
+    real(theirs, *args)
+    ours(mine, *args)
+    real_lines = (theirs / "main.cf").read_text().splitlines()
+    our_lines = (mine / "main.cf").read_text().splitlines()
+    assert our_lines[-2:] == ["alpha_knob = 1", "zeta_knob = 2"]
+    assert sorted(our_lines) == sorted(real_lines)
