@@ -23,11 +23,19 @@ _SEVERITY = {
 }
 
 
+# Loggers named for a Postfix daemon whose work a Postbus role does inside
+# its own process: their lines carry that daemon's name, as in Postfix
+# (cleanup's ``message-id=`` line comes from the SMTP server process).
+BUILT_IN_PROGRAMS = {"postbus.cleanup": "cleanup", "postbus.bounce": "bounce"}
+
+
 class PostfixFormatter(logging.Formatter):
     def __init__(self, ident: str, hostname: str) -> None:
         super().__init__()
         self.ident = ident
         self.hostname = hostname
+        base = ident.rsplit("/", 1)[0] if "/" in ident else ident
+        self.idents = {name: f"{base}/{program}" for name, program in BUILT_IN_PROGRAMS.items()}
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%b %e %H:%M:%S", time.localtime(record.created))
@@ -37,7 +45,8 @@ class PostfixFormatter(logging.Formatter):
             prefix = ""
         if record.exc_info and record.levelno >= logging.ERROR:
             text += " (" + repr(record.exc_info[1]) + ")"
-        return f"{stamp} {self.hostname} {self.ident}[{os.getpid()}]: {prefix}{text}"
+        ident = self.idents.get(record.name, self.ident)
+        return f"{stamp} {self.hostname} {ident}[{os.getpid()}]: {prefix}{text}"
 
 
 class JsonFormatter(PostfixFormatter):
@@ -46,7 +55,7 @@ class JsonFormatter(PostfixFormatter):
             {
                 "time": record.created,
                 "host": self.hostname,
-                "program": self.ident,
+                "program": self.idents.get(record.name, self.ident),
                 "pid": os.getpid(),
                 "level": record.levelname.lower(),
                 "message": record.getMessage(),

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -194,6 +195,8 @@ class Master:
             self.start_servers()
             for child in self.children:
                 self.spawn(child)
+            self.write_state(ready=False)
+            self._wait_ready()
             self.write_state(ready=True)
             self._supervise()
         finally:
@@ -201,6 +204,18 @@ class Master:
             with contextlib.suppress(FileNotFoundError):
                 state_path(self.cfg).unlink()
         return 0
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until every child answers /readyz, so `postbus start` returns
+        only when mail can flow; a child that is slow is reported, not fatal."""
+        deadline = time.monotonic() + timeout
+        pending = list(self.children)
+        while pending and time.monotonic() < deadline and not self.stopping:
+            pending = [c for c in pending if not _ready(c.metrics_port)]
+            if pending:
+                time.sleep(0.1)
+        for child in pending:
+            log.warning("warning: %s is not ready after %.0fs", child.label, timeout)
 
     def _supervise(self) -> None:
         while not self.stopping:
@@ -236,6 +251,14 @@ class Master:
                 proc.kill()
         for server in reversed(self.servers):
             server.stop()
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
 
 
 def read_state(cfg: Config) -> dict[str, object] | None:

@@ -30,6 +30,8 @@ from postbus.config.loader import Config
 from postbus.config.master_cf import MasterEntry
 from postbus.health import HealthServer
 from postbus.logging import setup_logging
+from postbus.maps import context as maps_context
+from postbus.maps.types import proxy as proxy_table
 from postbus.queue.store import QueueStore
 
 log = logging.getLogger("postbus.service")
@@ -146,8 +148,12 @@ async def _serve(
             ctx.nc = await _connect_until_up(ctx)
             await ensure_streams(ctx.nc.jetstream(), ctx.cfg.int("postbus_stream_replicas"))
             ctx.store = await QueueStore.open(ctx.nc)
+        await _open_maps(ctx)
         await main(ctx)
     finally:
+        with contextlib.suppress(Exception):
+            await maps_context.aclose()
+            await proxy_table.aclose()
         if ctx.nc is not None and not ctx.nc.is_closed:
             # handlers have finished; flush what they published, then close
             with contextlib.suppress(Exception):
@@ -198,6 +204,15 @@ class ConfigWatcher:
             except Exception as exc:
                 log.error("reload of %s failed: %s", self.ctx.program, exc)
         log.info("reload -- configuration %s", cfg.config_dir)
+
+
+async def _open_maps(ctx: ServiceContext) -> None:
+    """Point the lookup tables at Redis and maps-api; drop cached answers of a
+    table whenever `postbus postmap` or maps-api changes it."""
+    maps_context.configure(ctx.cfg.get("postbus_redis_url"), ctx.nc)
+    proxy_table.configure(ctx.cfg.get("postbus_maps_api_url"))
+    if ctx.nc is not None:
+        await maps_context.watch_changes(ctx.nc)
 
 
 async def _connect_until_up(ctx: ServiceContext) -> NATS:

@@ -13,11 +13,11 @@ async def main(ctx: ServiceContext) -> None:
     qmgr = QueueManager(ctx)
     await asyncio.gather(
         consume(ctx, stream=s.MSG_STREAM, subject=s.MSG_TRIGGER_FILTER,
-                durable=s.QMGR_INCOMING_CONSUMER, handler=qmgr.on_incoming, ack_wait=30),
+                durable=s.QMGR_INCOMING_CONSUMER, handler=qmgr.on_incoming),
         consume(ctx, stream=s.STATUS_STREAM, subject=f"{s.ROOT}.status.*",
-                durable=s.QMGR_STATUS_CONSUMER, handler=qmgr.on_status, ack_wait=30),
+                durable=s.QMGR_STATUS_CONSUMER, handler=qmgr.on_status),
         consume(ctx, stream=s.DEFER_STREAM, subject=f"{s.ROOT}.defer.*",
-                durable=s.QMGR_DEFER_CONSUMER, handler=qmgr.on_wakeup, ack_wait=30),
+                durable=s.QMGR_DEFER_CONSUMER, handler=qmgr.on_wakeup),
     )
 
 

@@ -19,7 +19,7 @@ from postbus import metrics
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.service import ServiceContext
 
-log = logging.getLogger("postbus.qmgr")
+log = logging.getLogger("postbus.bounce")
 
 _SAID = re.compile(r" said: (.*?)(?: \(in reply to [^)]*\))?$", re.S)
 

@@ -1,17 +1,20 @@
-"""Key/value tables: ``texthash:`` and the indexed types (≈ dict_thash.c, postmap.c).
+"""Key/value source files: the one parser, and ``texthash:`` (≈ dict_thash.c, postmap.c).
 
-``hash:``, ``btree:``, ``lmdb:``, ``cdb:`` and ``dbm:`` name a source file
-that Postfix compiles with postmap.  For now we read that *source* file
-directly, like ``texthash:``, and re-read it when it changes; a later step
-stores the parsed pairs in Redis after ``postbus postmap``, reusing
-:func:`parse_kv_source` so both paths agree on the syntax.
+:func:`iter_kv_source` is the only reader of ``key whitespace value`` text:
+``texthash:`` parses its file with it at lookup time, and ``postbus
+postmap`` parses the source of ``hash:``/``btree:``/``lmdb:``/``cdb:``/
+``dbm:`` tables with it before storing the pairs in Redis (see
+:mod:`postbus.maps.types.redis_table` for those types' lookups).
 """
 
 from __future__ import annotations
 
-from postbus.maps.table import TableFactory, fold_key, log, register_type
+from collections.abc import Iterator
+
+from postbus.maps.table import fold_key, log, register_type
 from postbus.maps.types._syntax import SPACE, FileBackedTable, logical_lines
 
+#: Types that postmap compiles; their tables live in Redis (types/redis_table.py).
 INDEXED_TYPES = ("hash", "btree", "lmdb", "cdb", "dbm", "sdbm")
 
 
@@ -39,14 +42,15 @@ def split_kv_line(line: str) -> tuple[str, str] | None:
     return line[:i], line[i + 1 :].strip(SPACE)
 
 
-def parse_kv_source(text: str, path: str, fold: bool = True) -> dict[str, str]:
-    """Parse a postmap source file into a dict, Postfix-style.
+def iter_kv_source(text: str, path: str, *, postmap: bool = False
+                   ) -> Iterator[tuple[int, str, str]]:
+    """Yield ``(line_number, key, value)`` of a postmap source text, keys as written.
 
     Malformed lines get Postfix's warning (``path, line N: ...``) and are
-    skipped; for a duplicate key Postfix warns and keeps the first value.
-    Keys are case-folded when ``fold`` (the default for fixed tables).
+    skipped.  ``postmap`` selects the wording of postmap.c, which differs
+    from dict_thash.c's in one message; duplicates are the caller's
+    business (postmap warns about them with the database name).
     """
-    table: dict[str, str] = {}
     for lineno, line in logical_lines(text, path):
         parts = split_kv_line(line)
         if parts is None:
@@ -55,23 +59,34 @@ def parse_kv_source(text: str, path: str, fold: bool = True) -> dict[str, str]:
             continue
         key, value = parts
         if not key or not value:
-            log.warning("%s, line %d: expected format: key whitespace value"
-                        " -- ignoring this line", path, lineno)
+            log.warning("%s, line %d: expected format: key whitespace value%s",
+                        path, lineno, "" if postmap else " -- ignoring this line")
             continue
         if key.endswith(":"):
             log.warning('%s, line %d: record is in "key: value" format;'
                         " is this an alias file?", path, lineno)
-        if fold:
-            key = fold_key(key)
-        if key in table:
+        yield lineno, key, value
+
+
+def parse_kv_source(text: str, path: str, fold: bool = True) -> dict[str, str]:
+    """Parse a source file into a dict, as ``texthash:`` does.
+
+    For a duplicate key Postfix warns (naming the key as written) and keeps
+    the first value.  Keys are case-folded when ``fold`` (the default for
+    fixed tables).
+    """
+    table: dict[str, str] = {}
+    for lineno, key, value in iter_kv_source(text, path):
+        folded = fold_key(key) if fold else key
+        if folded in table:
             log.warning('%s, line %d: duplicate entry: "%s"', path, lineno, key)
             continue
-        table[key] = value
+        table[folded] = value
     return table
 
 
 class KeyValueFileTable(FileBackedTable[dict[str, str]]):
-    """A fixed-key table read from a ``key value`` source file."""
+    """``texthash:``: a fixed-key table read from its source file, re-read when it changes."""
 
     fixed = True
 
@@ -86,9 +101,4 @@ class KeyValueFileTable(FileBackedTable[dict[str, str]]):
         return self.current().get(fold_key(key))
 
 
-def _factory(type_name: str) -> TableFactory:
-    return lambda spec, name: KeyValueFileTable(spec, name, type_name)
-
-
-for _name in ("texthash", *INDEXED_TYPES):
-    register_type(_name, _factory(_name))
+register_type("texthash", lambda spec, name: KeyValueFileTable(spec, name, "texthash"))
