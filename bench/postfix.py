@@ -20,6 +20,7 @@ class PostfixInstance:
         self.maillog = root / "maillog"
         self.etc.mkdir(parents=True, exist_ok=True)
         (root / "data").mkdir(exist_ok=True)
+        (root / "spool").mkdir(exist_ok=True)
         shutil.chown(root / "data", "postfix")
         main = {
             "compatibility_level": "3.6",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import statistics
@@ -86,6 +87,15 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process, from /proc (clock ticks)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_postbus(root: Path, args: argparse.Namespace, sink_port: int) -> dict[str, float]:
     system = MailSystem(root, {
         "relayhost": f"[127.0.0.1]:{sink_port}",
@@ -96,11 +106,19 @@ def run_postbus(root: Path, args: argparse.Namespace, sink_port: int) -> dict[st
         accept_time = send_load(system.smtp_port, args.count, args.size, args.sessions)
         done, delays = wait_delivered(system.maillog, args.count, args.timeout)
         memory = {label: peak_rss_mib(p.pid) for label, p in system.procs.items()}
+        pids = {label: p.pid for label, p in system.procs.items()}
+        for server in (system.nats, system.redis):
+            assert server.proc is not None
+            pids[f"{server.name}-server"] = server.proc.pid
+        cpu = {label: cpu_seconds(pid) for label, pid in pids.items()}
     finally:
         system.stop()
     result = summarize("postbus", args, accept_time, done - t0, delays)
-    for label, mib in memory.items():
-        print(f"  peak memory {label:<18} {mib:7.1f} MiB")
+    for label in pids:
+        print(f"  {label:<18} peak memory {memory.get(label, peak_rss_mib(0)):7.1f} MiB,"
+              f" CPU {cpu[label] / args.count * 1000:6.3f} ms/msg")
+    print(f"  total CPU of Postbus and its servers: "
+          f"{sum(cpu.values()) / args.count * 1000:.3f} ms/msg")
     return result
 
 

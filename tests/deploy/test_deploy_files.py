@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from postbus.config.master_cf import MasterEntry, parse_master_cf
 from postbus.master import ROLE_MODULES
 
@@ -366,8 +367,9 @@ def test_dashboard_uses_only_known_metrics() -> None:
 
 
 def test_known_metrics_exist_in_the_registry() -> None:
-    import postbus.metrics  # noqa: F401  (registers the collectors)
     from prometheus_client import REGISTRY
+
+    import postbus.metrics  # noqa: F401  (registers the collectors)
 
     suffixes = {"counter": ["_total"], "gauge": [""], "histogram": ["_bucket", "_sum", "_count"]}
     exposed = {

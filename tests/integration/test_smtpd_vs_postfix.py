@@ -88,7 +88,13 @@ def postfix() -> Iterator[tuple[int, Path]]:
     subprocess.run([POSTFIX, "-c", str(etc), "start"], check=True, capture_output=True)
     try:
         wait_port("127.0.0.1", port, 20)
-        yield port, root / "maillog"
+        maillog = root / "maillog"
+        deadline = time.monotonic() + 10  # let the port probe's session end in the log
+        while time.monotonic() < deadline and (
+            not maillog.exists() or "disconnect from" not in maillog.read_text(errors="replace")
+        ):
+            time.sleep(0.05)
+        yield port, maillog
     finally:
         subprocess.run([POSTFIX, "-c", str(etc), "stop"], capture_output=True, timeout=60)
         shutil.rmtree(root, ignore_errors=True)

@@ -6,11 +6,10 @@ behaviour; aliases to remote addresses are re-queued through the queue.
 
 from __future__ import annotations
 
+from delivery_local.local import LocalAgent
 from postbus.delivery import serve_jobs
 from postbus.queue.entry import QueueEntry
 from postbus.service import ServiceContext, run
-
-from delivery_local.local import LocalAgent
 
 
 def is_virtual(ctx: ServiceContext) -> bool:

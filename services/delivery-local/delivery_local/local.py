@@ -39,18 +39,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from delivery_local import alias
+from delivery_local.command import deliver_command
+from delivery_local.copy import delivered_to_seen, header_lines, mbox_message, unix_text
+from delivery_local.mailbox import MailboxBusy, deliver_mbox
+from delivery_local.maildir import deliver_maildir
 from postbus.config.loader import Config
 from postbus.delivery import Outcome, Stats, log_delivery
 from postbus.maps.addr_find import Strategy, mail_addr_find, split_extension
 from postbus.maps.maps import open_maps
 from postbus.maps.table import TableRetry
 from postbus.queue.entry import DeliveryJob, QueueEntry, RcptResult, Recipient
-
-from delivery_local import alias
-from delivery_local.command import deliver_command
-from delivery_local.copy import delivered_to_seen, header_lines, mbox_message, unix_text
-from delivery_local.mailbox import MailboxBusy, deliver_mbox
-from delivery_local.maildir import deliver_maildir
 
 #: Re-queue a message (alias to a remote address); returns the new queue ID.
 Reinject = Callable[[QueueEntry, bytes], Awaitable[str]]

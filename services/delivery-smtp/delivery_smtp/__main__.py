@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 
+from delivery_smtp.agent import agent, build
 from postbus.delivery import serve_jobs
 from postbus.service import ServiceContext, run
-
-from delivery_smtp.agent import agent, build
 
 
 async def main(ctx: ServiceContext) -> None:

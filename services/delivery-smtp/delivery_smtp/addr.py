@@ -27,6 +27,7 @@ import dns.exception
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
+
 from postbus.delivery import Outcome
 
 

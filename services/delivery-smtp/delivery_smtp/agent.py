@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import time
 
-from postbus.config.loader import Config
-from postbus.delivery import Deliver, Stats, log_delivery
-from postbus.queue.entry import DeliveryJob, RcptResult
-
 from delivery_smtp.addr import HostResolver, families
 from delivery_smtp.connect import Connector
 from delivery_smtp.proto import Settings
 from delivery_smtp.reuse import SessionCache
+from postbus.config.loader import Config
+from postbus.delivery import Deliver, Stats, log_delivery
+from postbus.queue.entry import DeliveryJob, RcptResult
 
 
 def is_lmtp(cfg: Config, service: str) -> bool:

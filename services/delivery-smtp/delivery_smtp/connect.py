@@ -23,13 +23,12 @@ import socket
 import time
 from dataclasses import dataclass
 
-from postbus.delivery import Outcome, Stats
-from postbus.queue.entry import DeliveryJob
-
 from delivery_smtp.addr import HostLookupError, HostResolver, Target, numeric
 from delivery_smtp.proto import Settings, SiteFailure, handshake, probe, transfer
 from delivery_smtp.reuse import SessionCache
 from delivery_smtp.session import Chat, LmtpChat, SmtpChat
+from postbus.delivery import Outcome, Stats
+from postbus.queue.entry import DeliveryJob
 
 
 @dataclass(frozen=True)

@@ -12,16 +12,15 @@ recipient. Reasons read exactly as Postfix writes them::
 
 from __future__ import annotations
 
-import socket
 import re
+import socket
 import ssl
 from dataclasses import dataclass
 
+from delivery_smtp.session import Chat, Lost, TimedOut, data_bytes
 from postbus.config.loader import Config
 from postbus.delivery import Outcome, Reply, soften
 from postbus.queue.entry import DeliveryJob
-
-from delivery_smtp.session import Chat, Lost, TimedOut, data_bytes
 
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 

@@ -21,9 +21,9 @@ from collections.abc import Awaitable
 
 import aiosmtplib
 from aiosmtplib.esmtp import parse_esmtp_extensions
-from postbus.delivery import Reply
 
 from delivery_smtp.addr import Target
+from postbus.delivery import Reply
 
 
 class Lost(Exception):

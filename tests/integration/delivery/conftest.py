@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client as NATS
+
 from postbus.bus import subjects as s
 from postbus.bus.jetstream import connect, ensure_streams
 from postbus.config.loader import Config

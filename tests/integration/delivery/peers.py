@@ -16,6 +16,7 @@ import dns.rrset
 from aiosmtpd.controller import Controller
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
 from postbus.servers import free_port, wait_port
 
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
+
 from delivery_local.__main__ import main
 from postbus.bus import subjects as s
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from delivery_smtp.__main__ import main
 from postbus.servers import ServerProcess, free_port
 

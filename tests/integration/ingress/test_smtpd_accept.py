@@ -38,7 +38,7 @@ async def send_one(run: Running, sender: str, rcpts: list[str], body: bytes) -> 
 async def test_accepted_message_is_in_the_queue(
     smtpd: StartSmtpd, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "postbus.smtpd")
+    caplog.set_level(logging.INFO)  # postbus.smtpd and postbus.cleanup
     run = await smtpd()
     body = b"Subject: hello\r\n\r\nline 1\r\n..dotted\r\nbare\nlf\r\n"
     reply = await send_one(run, "s@example.org", ["user@postbus.test"], body)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from postbus.config.conv import (
     ConfigError,
     parse_bool,

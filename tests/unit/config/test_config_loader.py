@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.params import PARAMS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from postbus.config.conv import ConfigError
 from postbus.config.main_cf import MainCf
 

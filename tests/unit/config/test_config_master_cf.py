@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from postbus.config.conv import ConfigError
 from postbus.config.master_cf import MasterEntry, parse_master_cf
 

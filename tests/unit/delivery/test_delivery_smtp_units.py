@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from delivery_smtp.connect import NextHop, parse_nexthops
 from delivery_smtp.proto import quote_addr, xtext
 from delivery_smtp.session import data_bytes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from postbus.maps.addr_find import (
     ExtensionRules,
     Found,

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from postbus.maps.table import open_table
 
 POSTMAP = shutil.which("postmap") or (

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+
 from postbus.maps.table import Table, open_table
 
 

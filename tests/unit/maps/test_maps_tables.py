@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from postbus.maps.maps import Maps, open_maps
 from postbus.maps.table import (
     SurrogateTable,

@@ -1,0 +1,115 @@
+"""Every SMTP server reply Postbus sends, verbatim as Postfix 3.7 sends it.
+
+Recorded from a real Postfix 3.7.11 smtpd (``tests/integration/
+test_smtpd_vs_postfix.py`` replays the dialogues against both servers), so
+clients, log parsers and monitoring that know Postfix see the same text.
+Note the irregularities that are Postfix's, kept on purpose: the EHLO/HELO
+and ETRN syntax replies carry no enhanced status code, ``VRFY`` answers
+``252`` after the recipient checks, ``DATA`` before any ``MAIL`` says "need
+RCPT command" but inside a transaction "no valid recipients".
+
+Templates use ``str.format`` fields; ``{host}`` is ``$myhostname``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- session ----------------------------------------------------------------------
+BANNER: Final = "220 {banner}"
+HELO_OK: Final = "250 {host}"
+BYE: Final = "221 2.0.0 Bye"
+TOO_MANY_ERRORS: Final = "421 4.7.0 {host} Error: too many errors"
+TIMEOUT: Final = "421 4.4.2 {host} Error: timeout exceeded"
+
+#: EHLO keywords in Postfix's order; SIZE takes message_size_limit (0: no number).
+EHLO_KEYWORDS: Final = (
+    "PIPELINING", "SIZE", "VRFY", "ETRN", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8",
+)
+
+# -- command syntax and sequence --------------------------------------------------
+UNRECOGNIZED: Final = "500 5.5.2 Error: command not recognized"
+NOT_IMPLEMENTED: Final = "502 5.5.1 Error: command not implemented"
+AUTH_NOT_ENABLED: Final = "503 5.5.1 Error: authentication not enabled"
+EHLO_SYNTAX: Final = "501 Syntax: EHLO hostname"
+HELO_SYNTAX: Final = "501 Syntax: HELO hostname"
+NEED_HELO: Final = "503 5.5.1 Error: send HELO/EHLO first"
+NEED_MAIL: Final = "503 5.5.1 Error: need MAIL command"
+NEED_RCPT: Final = "503 5.5.1 Error: need RCPT command"
+NESTED_MAIL: Final = "503 5.5.1 Error: nested MAIL command"
+NO_VALID_RECIPIENTS: Final = "554 5.5.1 Error: no valid recipients"
+MAIL_SYNTAX: Final = "501 5.5.4 Syntax: MAIL FROM:<address>"
+RCPT_SYNTAX: Final = "501 5.5.4 Syntax: RCPT TO:<address>"
+DATA_SYNTAX: Final = "501 5.5.4 Syntax: DATA"
+RSET_SYNTAX: Final = "501 5.5.4 Syntax: RSET"
+VRFY_SYNTAX: Final = "501 5.5.4 Syntax: VRFY address [SMTPUTF8]"
+VRFY_DISABLED: Final = "502 5.5.1 VRFY command is disabled"
+ETRN_SYNTAX: Final = "500 Syntax: ETRN domain"
+ETRN_NEED_HELO: Final = "503 Error: send HELO/EHLO first"
+ETRN_IN_TRANSACTION: Final = "503 Error: MAIL transaction in progress"
+ETRN_UNAVAILABLE: Final = "459 <{domain}>: service unavailable"
+
+# -- MAIL / RCPT parameters and addresses -------------------------------------------
+BAD_SENDER_SYNTAX: Final = "501 5.1.7 Bad sender address syntax"
+BAD_RECIPIENT_SYNTAX: Final = "501 5.1.3 Bad recipient address syntax"
+UNSUPPORTED_OPTION: Final = "555 5.5.4 Unsupported option: {option}"
+BAD_SIZE: Final = "501 5.5.4 Bad message size syntax"
+BAD_RET: Final = "501 5.5.4 Bad RET parameter syntax"
+BAD_ENVID: Final = "501 5.5.4 Bad ENVID parameter syntax"
+BAD_NOTIFY: Final = "501 5.5.4 Error: Bad NOTIFY parameter syntax"
+BAD_ORCPT: Final = "501 5.5.4 Error: Bad ORCPT parameter syntax"
+SIZE_EXCEEDS_LIMIT: Final = "552 5.3.4 Message size exceeds fixed limit"
+TOO_MANY_RECIPIENTS: Final = "452 4.5.3 Error: too many recipients"
+
+# -- success ------------------------------------------------------------------------
+OK: Final = "250 2.0.0 Ok"
+MAIL_OK: Final = "250 2.1.0 Ok"
+RCPT_OK: Final = "250 2.1.5 Ok"
+VRFY_OK: Final = "252 2.0.0 {address}"
+DATA_GO_AHEAD: Final = "354 End data with <CR><LF>.<CR><LF>"
+QUEUED: Final = "250 2.0.0 Ok: queued as {queue_id}"
+
+# -- end of DATA ----------------------------------------------------------------------
+MESSAGE_TOO_BIG: Final = "552 5.3.4 Error: message file too big"
+QUEUE_WRITE_ERROR: Final = "451 4.3.0 Error: queue file write error"
+
+# -- restrictions (smtpd_check.c) -------------------------------------------------------
+#: ``{code} {dsn} <{what}>: {kind} rejected: {text}``; kind is one of the next four.
+ACCESS_REJECT: Final = "{code} {dsn} <{what}>: {kind} rejected: {text}"
+CLIENT: Final = "Client host"
+HELO: Final = "Helo command"
+SENDER: Final = "Sender address"
+RECIPIENT: Final = "Recipient address"
+ACCESS_DENIED: Final = "Access denied"
+#: reject_unauth_destination (relay_domains_reject_code 554) / defer_unauth_destination (454).
+RELAY_DENIED: Final = "{code} {dsn} <{address}>: Relay access denied"
+USER_UNKNOWN: Final = (
+    "{code} 5.1.1 <{address}>: Recipient address rejected: User unknown in {table}"
+)
+LOCAL_RECIPIENT_TABLE: Final = "local recipient table"
+VIRTUAL_ALIAS_TABLE: Final = "virtual alias table"
+VIRTUAL_MAILBOX_TABLE: Final = "virtual mailbox table"
+RELAY_RECIPIENT_TABLE: Final = "relay recipient table"
+TEMPORARY_LOOKUP_FAILURE: Final = "451 4.3.0 <{what}>: Temporary lookup failure"
+SERVER_CONFIGURATION_ERROR: Final = "451 4.3.5 Server configuration error"
+
+
+def ehlo_lines(
+    host: str, size_limit: int, *, vrfy: bool = True, discard: frozenset[str] = frozenset()
+) -> list[str]:
+    """The EHLO response lines, without the ``250-``/``250 `` prefixes."""
+    lines = [host]
+    for keyword in EHLO_KEYWORDS:
+        if keyword.lower() in discard or (keyword == "VRFY" and not vrfy):
+            continue
+        if keyword == "SIZE":
+            lines.append(f"SIZE {size_limit}" if size_limit else "SIZE")
+        else:
+            lines.append(keyword)
+    return lines
+
+
+def multiline(code: int, lines: list[str]) -> str:
+    """``250-a\\r\\n250 b`` (without the final CRLF)."""
+    last = len(lines) - 1
+    return "\r\n".join(f"{code}{' ' if i == last else '-'}{line}" for i, line in enumerate(lines))

@@ -1,0 +1,557 @@
+"""smtpd access restrictions, registered by name (≈ smtpd_check.c, split into small functions).
+
+A restriction list (``smtpd_relay_restrictions = permit_mynetworks,
+defer_unauth_destination``) is compiled once at start by :func:`compile_list`;
+an unknown name is a configuration error then, not a surprise at the first
+mail.  Each restriction is a coroutine returning ``None`` (DUNNO: go on),
+:data:`PERMIT` (stop this list, accept) or a reply line (stop, reject or
+defer).  At RCPT time :meth:`Policy.check_rcpt` runs, as Postfix 2.10+ with
+``smtpd_delay_reject = yes`` does: the client, helo and sender lists, then
+smtpd_relay_restrictions, then smtpd_recipient_restrictions, then the
+"unlisted recipient" table check for the recipient's address class.
+
+Restrictions not implemented yet (reject_unknown_*, RBLs, policy services,
+smtpd_restriction_classes) are refused at start with the name.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import pwd
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from postbus.config.conv import ConfigError
+from postbus.config.loader import Config
+from postbus.maps.addr_find import (
+    find_access,
+    find_client_access,
+    find_domain_access,
+    find_virtual,
+)
+from postbus.maps.maps import Maps, open_maps
+from postbus.maps.table import Table, TableRetry, fold_key
+from postbus.resolve import AddressClass
+from postbus.smtp import replies as r
+from postbus.smtp.address import quote_local
+
+log = logging.getLogger("postbus.smtpd")
+
+PERMIT: Final = "PERMIT"
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class CheckState:
+    """What the restrictions see of the session (≈ the SMTPD_STATE fields they read)."""
+
+    client_name: str
+    client_addr: str
+    helo: str = ""
+    sender: str | None = None
+    recipient: str = ""
+    reply_class: str = r.RECIPIENT  # whose name goes into a generic reject
+
+
+Restriction = Callable[["Policy", CheckState, Maps | None], Awaitable[str | None]]
+REGISTRY: dict[str, Restriction] = {}
+TABLE_RESTRICTIONS: set[str] = set()
+
+
+def restriction(name: str, *, table: bool = False) -> Callable[[Restriction], Restriction]:
+    def register(fn: Restriction) -> Restriction:
+        REGISTRY[name] = fn
+        if table:
+            TABLE_RESTRICTIONS.add(name)
+        return fn
+
+    return register
+
+
+@dataclass
+class Step:
+    name: str
+    fn: Restriction
+    maps: Maps | None = None
+
+
+def compile_list(cfg: Config, param: str) -> list[Step]:
+    """Parse one restriction-list parameter; ConfigError names an unknown restriction."""
+    steps: list[Step] = []
+    words = cfg.list(param)
+    i = 0
+    while i < len(words):
+        name = words[i]
+        fn = REGISTRY.get(name.lower())
+        if fn is None:
+            raise ConfigError(f'unknown smtpd restriction: "{name}"', parameter=param)
+        maps = None
+        if name.lower() in TABLE_RESTRICTIONS:
+            i += 1
+            if i >= len(words) or ":" not in words[i]:
+                raise ConfigError(f"restriction {name} requires type:table", parameter=param)
+            maps = open_maps(words[i], param)
+        steps.append(Step(name.lower(), fn, maps))
+        i += 1
+    return steps
+
+
+LEGACY_RECIPIENT_RESTRICTIONS = "permit_mynetworks reject_unauth_destination"
+_RELAY_GUARDS = {"reject_unauth_destination", "defer_unauth_destination", "reject", "defer"}
+
+
+class _PasswdTable(Table):
+    """``unix:passwd.byname`` through getpwnam() (what proxy:unix:passwd.byname reads)."""
+
+    fixed = True
+
+    async def lookup(self, key: str) -> str | None:
+        if "@" in key:
+            return None
+        try:
+            entry = pwd.getpwnam(fold_key(key))
+        except KeyError:
+            return None
+        return f"{entry.pw_name}:x:{entry.pw_uid}:{entry.pw_gid}:{entry.pw_gecos}:{entry.pw_dir}"
+
+
+def _open_recipient_maps(value: str, title: str) -> Maps:
+    maps = Maps(title=title)
+    for spec in value.replace(",", " ").split():
+        if spec in ("proxy:unix:passwd.byname", "unix:passwd.byname"):
+            maps.tables.append(_PasswdTable(spec))
+        else:
+            maps.tables.extend(open_maps(spec.removeprefix("proxy:"), title).tables)
+    return maps
+
+
+def _network(text: str) -> Network | None:
+    text = text.strip()
+    if text.startswith("["):
+        text = text.replace("[", "").replace("]", "")
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return None
+
+
+@dataclass
+class _DomainList:
+    """A Postfix domain list: names, ``.parent`` names, ``!`` exclusions, type:table."""
+
+    items: list[tuple[bool, str, Maps | None]]
+    parent: bool
+
+    async def matches(self, domain: str) -> bool:
+        for negate, name, maps in self.items:
+            if maps is not None:
+                if self.parent:
+                    value = await find_domain_access(maps, domain, parent_matches_subdomains=True)
+                else:
+                    value = await maps.find(domain)
+                hit = value is not None
+            else:
+                hit = domain == name or (
+                    domain.endswith("." + name.lstrip("."))
+                    and (self.parent or name.startswith("."))
+                )
+            if hit:
+                return not negate
+        return False
+
+
+def _domain_list(cfg: Config, param: str, parent_params: set[str]) -> _DomainList:
+    items: list[tuple[bool, str, Maps | None]] = []
+    for word in cfg.list(param):
+        negate = word.startswith("!")
+        word = word.lstrip("!")
+        if ":" in word and not word.startswith("["):
+            items.append((negate, word, open_maps(word, param)))
+        else:
+            items.append((negate, word.lower().rstrip("."), None))
+    return _DomainList(items, param in parent_params)
+
+
+@dataclass
+class Policy:
+    """Everything the restrictions need, read once from the configuration."""
+
+    cfg: Config
+    client: list[Step] = field(default_factory=list)
+    helo: list[Step] = field(default_factory=list)
+    sender: list[Step] = field(default_factory=list)
+    relay: list[Step] = field(default_factory=list)
+    recipient: list[Step] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        cfg = self.cfg
+        self.client = compile_list(cfg, "smtpd_client_restrictions")
+        self.helo = compile_list(cfg, "smtpd_helo_restrictions")
+        self.sender = compile_list(cfg, "smtpd_sender_restrictions")
+        self.relay = compile_list(cfg, "smtpd_relay_restrictions")
+        self.recipient = compile_list(cfg, "smtpd_recipient_restrictions")
+        names = {s.name for s in self.relay + self.recipient}
+        explicit = cfg.is_set("smtpd_relay_restrictions") or cfg.is_set(
+            "smtpd_recipient_restrictions"
+        )
+        if not names & _RELAY_GUARDS and not explicit:
+            # compatibility_level 0 without either list: Postfix < 2.10's default
+            log.info("using backwards-compatible default setting "
+                     "smtpd_recipient_restrictions = %s", LEGACY_RECIPIENT_RESTRICTIONS)
+            self.recipient = [Step(n, REGISTRY[n]) for n in LEGACY_RECIPIENT_RESTRICTIONS.split()]
+        elif not names & _RELAY_GUARDS:
+            raise ConfigError(
+                "in parameters smtpd_relay_restrictions and smtpd_recipient_restrictions, "
+                "specify at least one working instance of: reject_unauth_destination, "
+                "defer_unauth_destination, reject, defer"
+            )
+        parent = set(cfg.list("parent_domain_matches_subdomains"))
+        self.access_parent = "smtpd_access_maps" in parent
+        self.delimiter = cfg.get("recipient_delimiter")
+        self.null_key = cfg.get("smtpd_null_access_lookup_key")
+        self.myorigin = cfg.get("myorigin").lower()
+        self.networks: list[tuple[bool, Network | Maps]] = []
+        for word in cfg.list("mynetworks"):
+            negate = word.startswith("!")
+            word = word.lstrip("!")
+            net = _network(word)
+            if net is None and ":" in word and not word.startswith("["):
+                self.networks.append((negate, open_maps(word, "mynetworks")))
+                continue
+            if net is None:
+                log.warning("mynetworks: ignoring unparsable entry %s", word)
+                continue
+            self.networks.append((negate, net))
+        self.mydestination = _domain_list(cfg, "mydestination", parent)
+        self.virtual_alias = _domain_list(cfg, "virtual_alias_domains", parent)
+        self.virtual_mailbox = _domain_list(cfg, "virtual_mailbox_domains", parent)
+        self.relay_domains = _domain_list(cfg, "relay_domains", parent)
+        self.interfaces = [_network(a) for a in cfg.list("inet_interfaces")]
+        self.interfaces += [_network(a) for a in cfg.list("proxy_interfaces")]
+        self.unlisted = cfg.bool("smtpd_reject_unlisted_recipient")
+        self.local_maps = _open_recipient_maps(
+            cfg.get("local_recipient_maps"), "local_recipient_maps"
+        )
+        self.alias_maps = open_maps(cfg.get("virtual_alias_maps"), "virtual_alias_maps")
+        self.mailbox_maps = open_maps(cfg.get("virtual_mailbox_maps"), "virtual_mailbox_maps")
+        self.relay_maps = open_maps(cfg.get("relay_recipient_maps"), "relay_recipient_maps")
+
+    # -- facts ------------------------------------------------------------------------
+
+    async def in_mynetworks(self, addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        for negate, net in self.networks:
+            if isinstance(net, Maps):
+                hit = await net.find(addr) is not None
+            else:
+                hit = ip.version == net.version and ip in net
+            if hit:
+                return not negate
+        return False
+
+    def _local_literal(self, domain: str) -> bool:
+        if not (domain.startswith("[") and domain.endswith("]")):
+            return False
+        literal = domain[1:-1]
+        if literal[:5].lower() == "ipv6:":
+            literal = literal[5:]
+        try:
+            ip = ipaddress.ip_address(literal)
+        except ValueError:
+            return False
+        words = self.cfg.list("inet_interfaces")
+        if ip.is_loopback and ("all" in words or "loopback-only" in words):
+            return True
+        return any(n is not None and ip.version == n.version and ip in n for n in self.interfaces)
+
+    async def address_class(self, address: str) -> AddressClass:
+        """The class of the recipient's domain (≈ resolve_clnt()): local, virtual, relay..."""
+        local, at, domain = address.rpartition("@")
+        domain = domain.lower().rstrip(".") if at else self.myorigin
+        if not at:
+            local = address
+        if await self._is_local(domain) and "%" in local:  # allow_percent_hack
+            domain = local.rsplit("%", 1)[1].lower()
+        if await self._is_local(domain):
+            return AddressClass.LOCAL
+        if await self.virtual_alias.matches(domain):
+            return AddressClass.VIRTUAL_ALIAS
+        if await self.virtual_mailbox.matches(domain):
+            return AddressClass.VIRTUAL_MAILBOX
+        if await self.relay_domains.matches(domain):
+            return AddressClass.RELAY
+        return AddressClass.DEFAULT
+
+    async def _is_local(self, domain: str) -> bool:
+        return self._local_literal(domain) or await self.mydestination.matches(domain)
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    async def evaluate(self, steps: list[Step], state: CheckState) -> str | None:
+        for step in steps:
+            result = await step.fn(self, state, step.maps)
+            if result is not None:
+                return result
+        return None
+
+    async def check_rcpt(self, state: CheckState) -> str | None:
+        """The reply that rejects ``state.recipient``, or None to accept it."""
+        try:
+            for steps, kind in (
+                (self.client, r.CLIENT),
+                (self.helo, r.HELO),
+                (self.sender, r.SENDER),
+                (self.relay, r.RECIPIENT),
+                (self.recipient, r.RECIPIENT),
+            ):
+                state.reply_class = kind
+                result = await self.evaluate(steps, state)
+                if result is not None and result != PERMIT:
+                    return result
+            if self.unlisted:
+                return await self.check_unlisted(state.recipient)
+        except TableRetry as exc:
+            log.warning("%s", exc)
+            return r.TEMPORARY_LOOKUP_FAILURE.format(what=state.recipient)
+        return None
+
+    async def check_unlisted(self, address: str) -> str | None:
+        """reject_unlisted_recipient: the address must exist in its class's table."""
+        cls = await self.address_class(address)
+        table_param = {
+            AddressClass.LOCAL: ("local_maps", r.LOCAL_RECIPIENT_TABLE,
+                                 "unknown_local_recipient_reject_code"),
+            AddressClass.VIRTUAL_ALIAS: ("alias_maps", r.VIRTUAL_ALIAS_TABLE,
+                                         "unknown_virtual_alias_reject_code"),
+            AddressClass.VIRTUAL_MAILBOX: ("mailbox_maps", r.VIRTUAL_MAILBOX_TABLE,
+                                           "unknown_virtual_mailbox_reject_code"),
+            AddressClass.RELAY: ("relay_maps", r.RELAY_RECIPIENT_TABLE,
+                                 "unknown_relay_recipient_reject_code"),
+        }.get(cls)
+        if table_param is None:
+            return None
+        attr, table, code_param = table_param
+        maps: Maps = getattr(self, attr)
+        if not maps.tables:
+            return None
+        key = address if "@" in address else f"{address}@{self.myorigin}"
+        key = quote_local(key)
+        if cls is AddressClass.VIRTUAL_MAILBOX and await self.alias_maps.find(key) is not None:
+            return None
+        local = cls is AddressClass.LOCAL
+        found = await find_virtual(
+            maps, key, recipient_delimiter=self.delimiter, is_local=lambda _domain: local
+        )
+        if found is not None:
+            return None
+        return r.USER_UNKNOWN.format(code=self.cfg.int(code_param), address=address, table=table)
+
+
+# -- the restrictions -----------------------------------------------------------------------
+
+
+def _what(state: CheckState) -> str:
+    if state.reply_class == r.CLIENT:
+        return f"{state.client_name}[{state.client_addr}]"
+    if state.reply_class == r.HELO:
+        return state.helo
+    if state.reply_class == r.SENDER:
+        return state.sender or ""
+    return state.recipient
+
+
+def _reject(state: CheckState, code: int, dsn: str, text: str) -> str:
+    return r.ACCESS_REJECT.format(
+        code=code, dsn=dsn, what=_what(state), kind=state.reply_class, text=text
+    )
+
+
+@restriction("permit")
+async def permit(policy: Policy, state: CheckState, maps: Maps | None) -> str | None:
+    return PERMIT
+
+
+@restriction("reject")
+async def reject(policy: Policy, state: CheckState, maps: Maps | None) -> str | None:
+    return _reject(state, policy.cfg.int("reject_code"), "5.7.1", r.ACCESS_DENIED)
+
+
+@restriction("defer")
+async def defer(policy: Policy, state: CheckState, maps: Maps | None) -> str | None:
+    return _reject(state, policy.cfg.int("defer_code"), "4.7.1", r.ACCESS_DENIED)
+
+
+@restriction("permit_mynetworks")
+async def permit_mynetworks(policy: Policy, state: CheckState, maps: Maps | None) -> str | None:
+    return PERMIT if await policy.in_mynetworks(state.client_addr) else None
+
+
+async def _unauth(policy: Policy, state: CheckState, code: int, dsn: str) -> str | None:
+    if not state.recipient:
+        return None
+    if await policy.address_class(state.recipient) is not AddressClass.DEFAULT:
+        return None
+    return r.RELAY_DENIED.format(code=code, dsn=dsn, address=state.recipient)
+
+
+@restriction("reject_unauth_destination")
+async def reject_unauth_destination(
+    policy: Policy, state: CheckState, maps: Maps | None
+) -> str | None:
+    return await _unauth(policy, state, policy.cfg.int("relay_domains_reject_code"), "5.7.1")
+
+
+@restriction("defer_unauth_destination")
+async def defer_unauth_destination(
+    policy: Policy, state: CheckState, maps: Maps | None
+) -> str | None:
+    return await _unauth(policy, state, 454, "4.7.1")  # fixed in Postfix too
+
+
+@restriction("permit_auth_destination")
+async def permit_auth_destination(
+    policy: Policy, state: CheckState, maps: Maps | None
+) -> str | None:
+    if state.recipient and await policy.address_class(state.recipient) is not AddressClass.DEFAULT:
+        return PERMIT
+    return None
+
+
+@restriction("reject_unlisted_recipient")
+async def reject_unlisted_recipient(
+    policy: Policy, state: CheckState, maps: Maps | None
+) -> str | None:
+    return await policy.check_unlisted(state.recipient) if state.recipient else None
+
+
+_NUMERIC_REPLY = re.compile(r"([45])(\d\d)(?:\s+([45]\.\d{1,3}\.\d{1,3}))?\s*(.*)", re.S)
+_HARMLESS = {"WARN", "INFO", "PREPEND"}
+
+
+async def _access_action(
+    policy: Policy, state: CheckState, value: str, kind: str
+) -> str | None:
+    """Apply an access(5) result (≈ check_table_result())."""
+    state.reply_class = kind
+    word, _, text = value.strip().partition(" ")
+    text = text.strip()
+    upper = word.upper()
+    if upper == "OK" or (word.isdigit() and len(value.split()) == 1):
+        return PERMIT
+    if upper == "DUNNO":
+        return None
+    if upper == "REJECT":
+        return _reject(state, policy.cfg.int("access_map_reject_code"), "5.7.1",
+                       text or r.ACCESS_DENIED)
+    if upper == "DEFER":
+        return _reject(state, policy.cfg.int("access_map_defer_code"), "4.7.1",
+                       text or r.ACCESS_DENIED)
+    match = _NUMERIC_REPLY.fullmatch(value.strip())
+    if match:
+        klass, rest, dsn, msg = match.groups()
+        return _reject(state, int(klass + rest), dsn or f"{klass}.7.1", msg or r.ACCESS_DENIED)
+    if upper in _HARMLESS:
+        if upper != "PREPEND":
+            log.info("%s: %s", upper.lower(), text)
+        return None
+    fn = REGISTRY.get(word.lower())
+    if fn is None or word.lower() in TABLE_RESTRICTIONS:
+        log.warning('unknown smtpd restriction: "%s"', word)
+        return r.SERVER_CONFIGURATION_ERROR
+    return await fn(policy, state, None)
+
+
+@restriction("check_recipient_access", table=True)
+async def check_recipient_access(
+    policy: Policy, state: CheckState, maps: Maps | None
+) -> str | None:
+    assert maps is not None
+    if not state.recipient:
+        return None
+    found = await find_access(
+        maps, quote_local(state.recipient), recipient_delimiter=policy.delimiter,
+        parent_matches_subdomains=policy.access_parent, null_key=policy.null_key,
+    )
+    if found is None:
+        return None
+    return await _access_action(policy, state, found.value, r.RECIPIENT)
+
+
+@restriction("check_sender_access", table=True)
+async def check_sender_access(
+    policy: Policy, state: CheckState, maps: Maps | None
+) -> str | None:
+    assert maps is not None
+    if state.sender is None:
+        return None
+    found = await find_access(
+        maps, quote_local(state.sender), recipient_delimiter=policy.delimiter,
+        parent_matches_subdomains=policy.access_parent, null_key=policy.null_key,
+    )
+    if found is None:
+        return None
+    return await _access_action(policy, state, found.value, r.SENDER)
+
+
+@restriction("check_client_access", table=True)
+async def check_client_access(
+    policy: Policy, state: CheckState, maps: Maps | None
+) -> str | None:
+    assert maps is not None
+    value = await find_client_access(
+        maps, state.client_name, state.client_addr,
+        parent_matches_subdomains=policy.access_parent,
+    )
+    return None if value is None else await _access_action(policy, state, value, r.CLIENT)
+
+
+@restriction("check_helo_access", table=True)
+async def check_helo_access(policy: Policy, state: CheckState, maps: Maps | None) -> str | None:
+    assert maps is not None
+    if not state.helo:
+        return None
+    value = await find_domain_access(
+        maps, state.helo, parent_matches_subdomains=policy.access_parent
+    )
+    return None if value is None else await _access_action(policy, state, value, r.HELO)
+
+
+@restriction("permit_sasl_authenticated")
+async def permit_sasl_authenticated(
+    policy: Policy, state: CheckState, maps: Maps | None
+) -> str | None:
+    return None  # no SMTP AUTH yet: nobody is authenticated
+
+
+def _non_fqdn(address: str) -> bool:
+    domain = address.rpartition("@")[2]
+    return "@" not in address or ("." not in domain and not domain.startswith("["))
+
+
+@restriction("reject_non_fqdn_recipient")
+async def reject_non_fqdn_recipient(
+    policy: Policy, state: CheckState, maps: Maps | None
+) -> str | None:
+    if not state.recipient or not _non_fqdn(state.recipient):
+        return None
+    state.reply_class = r.RECIPIENT
+    return _reject(state, policy.cfg.int("non_fqdn_reject_code"), "5.5.2",
+                   "need fully-qualified address")
+
+
+@restriction("reject_non_fqdn_sender")
+async def reject_non_fqdn_sender(
+    policy: Policy, state: CheckState, maps: Maps | None
+) -> str | None:
+    if not state.sender or not _non_fqdn(state.sender):
+        return None
+    state.reply_class = r.SENDER
+    return _reject(state, policy.cfg.int("non_fqdn_reject_code"), "5.5.2",
+                   "need fully-qualified address")

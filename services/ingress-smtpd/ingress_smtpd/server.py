@@ -1,0 +1,249 @@
+"""The SMTP listener of the ingress role (≈ Postfix master's inet listener + smtpd's main).
+
+:func:`main` is what ``python -m ingress_smtpd`` runs under the service
+skeleton: it listens on the address of this service's master.cf line and
+writes every accepted message through ``ctx.queue``.  :class:`SmtpServer`
+can also run without the bus, with any :data:`QueueWriter` (tests that
+compare replies with Postfix).
+
+Client host names: Postfix looks up the PTR name of each client
+(``smtpd_peername_lookup = yes``).  We do it only when postbus_dns_servers
+is set too, with dnspython's async resolver and a forward-confirming
+lookup; otherwise every client is ``unknown``, as Postfix logs a client
+without a verified name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ingress_smtpd.connection import Connection
+from ingress_smtpd.restrictions import Policy
+from ingress_smtpd.session import QueueWriter, Session
+from postbus import metrics
+from postbus.config.conv import ConfigError
+from postbus.config.loader import Config
+from postbus.queue.entry import QueueEntry
+from postbus.service import ServiceContext
+from postbus.smtp import replies as r
+
+log = logging.getLogger("postbus.smtpd")
+
+QUEUE_WRITE_TIMEOUT = 10.0  # seconds for JetStream to acknowledge a new message
+DRAIN_SECONDS = 5.0  # how long open sessions may go on after SIGTERM
+
+
+@dataclass
+class Settings:
+    """The smtpd parameters, read once at start."""
+
+    myhostname: str
+    mail_name: str
+    banner: str
+    size_limit: int
+    line_limit: int
+    header_size_limit: int
+    timeout: float
+    recipient_limit: int
+    soft_error_limit: int
+    hard_error_limit: int
+    error_sleep: float
+    junk_limit: int
+    helo_required: bool
+    disable_vrfy: bool
+    strict_envelopes: bool
+    always_add_headers: bool
+    peername_lookup: bool
+    dns_servers: list[str]
+    forbidden: frozenset[str]
+    ehlo_lines: list[str]
+    long_queue_ids: bool
+    queue_timeout: float = QUEUE_WRITE_TIMEOUT
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Settings:
+        discard = frozenset(k.lower() for k in cfg.list("smtpd_discard_ehlo_keywords"))
+        disable_vrfy = cfg.bool("disable_vrfy_command")
+        size_limit = cfg.size("message_size_limit")
+        myhostname = cfg.get("myhostname")
+        return cls(
+            myhostname=myhostname,
+            mail_name=cfg.get("mail_name"),
+            banner=cfg.get("smtpd_banner"),
+            size_limit=size_limit,
+            line_limit=max(cfg.size("line_length_limit"), 512),
+            header_size_limit=cfg.size("header_size_limit"),
+            timeout=cfg.time("smtpd_timeout"),
+            recipient_limit=cfg.int("smtpd_recipient_limit"),
+            soft_error_limit=cfg.int("smtpd_soft_error_limit"),
+            hard_error_limit=cfg.int("smtpd_hard_error_limit"),
+            error_sleep=cfg.time("smtpd_error_sleep_time"),
+            junk_limit=cfg.int("smtpd_junk_command_limit"),
+            helo_required=cfg.bool("smtpd_helo_required"),
+            disable_vrfy=disable_vrfy,
+            strict_envelopes=cfg.bool("strict_rfc821_envelopes"),
+            always_add_headers=cfg.bool("always_add_missing_headers"),
+            peername_lookup=cfg.bool("smtpd_peername_lookup"),
+            dns_servers=cfg.list("postbus_dns_servers"),
+            forbidden=frozenset(
+                w.upper() for w in cfg.list("smtpd_forbidden_commands") if w.isalpha()
+            ),
+            ehlo_lines=r.ehlo_lines(myhostname, size_limit, vrfy=not disable_vrfy,
+                                    discard=discard),
+            long_queue_ids=cfg.bool("enable_long_queue_ids"),
+        )
+
+
+class SmtpServer:
+    """Listens, runs one :class:`Session` per connection, drains on stop."""
+
+    def __init__(self, cfg: Config, writer: QueueWriter, listener: str = "smtp") -> None:
+        for param in ("smtpd_data_restrictions", "smtpd_end_of_data_restrictions"):
+            if cfg.list(param):
+                raise ConfigError("not supported yet by Postbus", parameter=param)
+        self.cfg = cfg
+        self.settings = Settings.from_config(cfg)
+        self.policy = Policy(cfg)
+        self.writer = writer
+        self.listener = listener
+        self.accepted = metrics.smtpd_messages_accepted.labels(listener)
+        self.sizes = metrics.smtpd_message_size.labels(listener)
+        self.sessions: set[asyncio.Task[None]] = set()
+        self.servers: list[asyncio.AbstractServer] = []
+        self._rewrite = cfg.list("local_header_rewrite_clients")
+
+    async def start(self, host: str, port: int) -> list[tuple[str, int]]:
+        """Listen on host:port (host "": inet_interfaces); returns the bound addresses."""
+        loop = asyncio.get_running_loop()
+        addresses: list[tuple[str, int]] = []
+        for h in self._hosts(host):
+            server = await loop.create_server(
+                lambda: Connection(self._accept, self.settings.timeout),
+                h, port, reuse_address=True, backlog=1024,
+            )
+            self.servers.append(server)
+            for sock in server.sockets:
+                name = sock.getsockname()
+                addresses.append((str(name[0]), int(name[1])))
+        return addresses
+
+    def _hosts(self, host: str) -> list[str | None]:
+        if host:
+            return [host]
+        words = self.cfg.list("inet_interfaces")
+        if "all" in words:
+            return [None]
+        hosts: list[str | None] = []
+        for word in words:
+            if word in ("loopback-only", "localhost"):
+                hosts.append("127.0.0.1")
+            else:
+                hosts.append(word.strip("[]"))
+        return hosts or [None]
+
+    def _accept(self, conn: Connection) -> None:
+        task = asyncio.create_task(self._session(conn))
+        self.sessions.add(task)
+        task.add_done_callback(self.sessions.discard)
+
+    async def _session(self, conn: Connection) -> None:
+        addr = conn.peer[0]
+        if addr.startswith("::ffff:") and "." in addr:
+            addr = addr[7:]
+        metrics.smtpd_connections.labels(self.listener).inc()
+        active = metrics.smtpd_active_connections.labels(self.listener)
+        active.inc()
+        try:
+            name = await self._peername(addr)
+            await Session(self, conn, name, addr).run()
+        except Exception:
+            log.error("session with %s[%s] failed", "unknown", addr, exc_info=True)
+            conn.close()
+        finally:
+            active.dec()
+
+    async def _peername(self, addr: str) -> str:
+        if not (self.settings.peername_lookup and self.settings.dns_servers):
+            return "unknown"
+        import dns.asyncresolver
+        import dns.exception
+        import dns.reversename
+
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = self.settings.dns_servers
+        resolver.lifetime = 5.0
+        try:
+            answer = await resolver.resolve(dns.reversename.from_address(addr), "PTR")
+            name = str(answer[0]).rstrip(".")
+            kind = "AAAA" if ":" in addr else "A"
+            forward = await resolver.resolve(name, kind)
+            if any(ipaddress.ip_address(str(a)) == ipaddress.ip_address(addr) for a in forward):
+                return name
+        except (dns.exception.DNSException, ValueError, OSError):
+            pass
+        return "unknown"
+
+    async def rewrites_headers(self, addr: str) -> bool:
+        """local_header_rewrite_clients / always_add_missing_headers for this client."""
+        if self.settings.always_add_headers:
+            return True
+        for word in self._rewrite:
+            if word == "permit_mynetworks" and await self.policy.in_mynetworks(addr):
+                return True
+            if word == "permit_inet_interfaces" and self._local_address(addr):
+                return True
+            if word == "static:all":
+                return True
+        return False
+
+    def _local_address(self, addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        words = self.cfg.list("inet_interfaces")
+        if ip.is_loopback and ("all" in words or "loopback-only" in words):
+            return True
+        return addr in words or f"[{addr}]" in words
+
+    async def stop(self, grace: float = DRAIN_SECONDS) -> None:
+        """Stop accepting; let sessions finish for ``grace`` seconds, then cut them."""
+        for server in self.servers:
+            server.close()
+        if self.sessions:
+            _, pending = await asyncio.wait(set(self.sessions), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+
+
+async def main(ctx: ServiceContext) -> None:
+    cfg = ctx.cfg
+    entry = ctx.master_entry()
+    where = entry.listen_address() if entry is not None else None
+    if where is None:
+        raise ConfigError(f"service {ctx.service} is not an inet service")
+    long_ids = cfg.bool("enable_long_queue_ids")
+    store = ctx.queue
+
+    async def write(entry: QueueEntry, build: Callable[[str], bytes]) -> str:
+        return await store.enqueue(entry, b"", long_ids, build=build)
+
+    server = SmtpServer(cfg, write, listener=ctx.service)
+    host, port = where
+    bound = await server.start(host, port)
+    log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in bound))
+    ctx.ready = True
+    await ctx.stopping.wait()
+    ctx.ready = False
+    await server.stop()
+

@@ -1,0 +1,402 @@
+"""One SMTP session: the command loop and one method per verb (≈ smtpd.c's smtpd_proto()).
+
+Replies and log lines are Postfix's (see :mod:`postbus.smtp.replies`).
+The session state (client, HELO, counters) is separate from the
+transaction (sender, recipients), which RSET, HELO/EHLO, a queued or a
+failed message reset.  Every failed command counts as an error: from
+smtpd_soft_error_limit on each reply is delayed by smtpd_error_sleep_time,
+and at smtpd_hard_error_limit the next command gets ``421`` and the session
+ends.  Nothing is queued until the whole message is in and JetStream has
+acknowledged it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ingress_smtpd.cleanup import Message, unstuff
+from ingress_smtpd.connection import Connection
+from ingress_smtpd.restrictions import CheckState
+from postbus import metrics
+from postbus.queue.entry import QueueEntry
+from postbus.smtp import replies as r
+from postbus.smtp.address import (
+    MailArgs,
+    RcptArgs,
+    ReplyError,
+    parse_address,
+    parse_mail,
+    parse_rcpt,
+    quote_local,
+    split_args,
+)
+
+if TYPE_CHECKING:
+    from ingress_smtpd.server import SmtpServer
+
+log = logging.getLogger("postbus.smtpd")
+cleanup_log = logging.getLogger("postbus.cleanup")  # logged as postbus/cleanup, as Postfix does
+
+#: Postfix's command table order, used for the counters of the disconnect line.
+COUNTED = ("helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat",
+           "rset", "noop", "vrfy", "etrn", "quit", "unknown")
+JUNK = frozenset({"rset", "noop", "vrfy", "etrn"})  # SMTPD_CMD_FLAG_LIMIT
+LAST = frozenset({"helo", "ehlo", "data", "noop", "vrfy", "starttls", "auth"})  # must end a batch
+
+#: Writes a message to the queue: (entry, build(queue_id) -> content) -> queue ID.
+QueueWriter = Callable[[QueueEntry, Callable[[str], bytes]], Awaitable[str]]
+
+
+class Quit(Exception):
+    """End the session after the replies written so far."""
+
+
+class Session:
+    def __init__(self, server: SmtpServer, conn: Connection, name: str, addr: str) -> None:
+        self.server = server
+        self.s = server.settings
+        self.conn = conn
+        self.client_name = name
+        self.client_addr = addr
+        self.namaddr = f"{name}[{addr}]"
+        self.helo = ""
+        self.protocol = "SMTP"
+        self.where = "CONNECT"
+        self.errors = 0
+        self.junk = 0
+        self.counts: dict[str, list[int]] = {}
+        self.pipelining_logged = False
+        self.rewrite_headers = False
+        self.reset()
+
+    def reset(self) -> None:
+        self.sender: str | None = None
+        self.mail: MailArgs | None = None
+        self.recipients: list[RcptArgs] = []
+
+    # -- output -----------------------------------------------------------------------
+
+    async def reply(self, text: str) -> None:
+        if self.errors >= self.s.soft_error_limit and self.s.error_sleep > 0:
+            await self.conn.flush()
+            await asyncio.sleep(self.s.error_sleep)
+        self.conn.write(text)
+
+    def _log_reject(self, stage: str, reply: str, rcpt: str | None = None) -> None:
+        parts = []
+        if self.sender is not None:
+            parts.append(f"from=<{quote_local(self.sender)}>")
+        if rcpt is not None:
+            parts.append(f"to=<{quote_local(rcpt)}>")
+        parts.append(f"proto={self.protocol}")
+        if self.helo:
+            parts.append(f"helo=<{self.helo}>")
+        log.info("NOQUEUE: reject: %s from %s: %s; %s", stage, self.namaddr, reply, " ".join(parts))
+        metrics.smtpd_rejects.labels(self.server.listener, stage.lower(), reply[:3]).inc()
+
+    # -- the loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        conn = self.conn
+        log.info("connect from %s", self.namaddr)
+        self.rewrite_headers = await self.server.rewrites_headers(self.client_addr)
+        conn.write(r.BANNER.format(banner=self.s.banner))
+        try:
+            while True:
+                line = await conn.readline(self.s.line_limit)
+                if line is None:
+                    self._lost()
+                    break
+                if not line.endswith(b"\n"):
+                    text = line.decode("utf-8", "surrogateescape")
+                    log.warning("%s: request longer than %d: %.30s...",
+                                self.namaddr, self.s.line_limit, text)
+                    await conn.skip_line(self.s.line_limit)
+                text = line.decode("utf-8", "surrogateescape").rstrip("\r\n")
+                if self.errors >= self.s.hard_error_limit:
+                    log.info("too many errors after %s from %s", self.where, self.namaddr)
+                    conn.write(r.TOO_MANY_ERRORS.format(host=self.s.myhostname))
+                    break
+                if not await self.command(text):
+                    break
+        except TimeoutError:
+            log.info("timeout after %s%s from %s", self.where, self._data_bytes(), self.namaddr)
+            conn.write(r.TIMEOUT.format(host=self.s.myhostname))
+        except (ConnectionError, OSError):
+            self._lost()
+        finally:
+            with contextlib.suppress(TimeoutError, ConnectionError, OSError):
+                await asyncio.wait_for(conn.flush(), 5)
+            conn.close()
+            log.info("disconnect from %s%s", self.namaddr, self._stats())
+
+    def _lost(self) -> None:
+        log.info("lost connection after %s%s from %s", self.where, self._data_bytes(),
+                 self.namaddr)
+
+    def _data_bytes(self) -> str:
+        return f" ({self.conn.data_bytes} bytes)" if self.where == "DATA" else ""
+
+    def _stats(self) -> str:
+        out = []
+        ok_all = total_all = 0
+        for name in COUNTED:
+            if name in self.counts:
+                ok, total = self.counts[name]
+                ok_all += ok
+                total_all += total
+                out.append(f" {name}={ok}" if ok == total else f" {name}={ok}/{total}")
+        if total_all:
+            out.append(f" commands={ok_all}" if ok_all == total_all
+                       else f" commands={ok_all}/{total_all}")
+        return "".join(out)
+
+    async def command(self, text: str) -> bool:
+        """Run one command line; False ends the session."""
+        verb, _, arg = text.strip().replace("\t", " ").partition(" ")
+        name = verb.lower()
+        handler = self.HANDLERS.get(name)
+        if handler is None:
+            if verb.upper() in self.s.forbidden:
+                log.warning("non-SMTP command from %s: %.100s", self.namaddr, text)
+                self.conn.write("221 2.7.0 Error: I can break rules, too. Goodbye.")
+                return False
+            name = "unknown"
+            self.where = "UNKNOWN"
+        else:
+            self.where = verb.upper()
+        counter = self.counts.setdefault(name, [0, 0])
+        counter[1] += 1
+        try:
+            ok = await handler(self, arg.strip()) if handler else await self.unknown(arg)
+        except Quit:
+            counter[0] += 1
+            return False
+        if ok:
+            counter[0] += 1
+        else:
+            self.errors += 1
+        if name in JUNK:
+            self.junk += 1
+            if self.junk > self.s.junk_limit:
+                self.errors += 1
+        if name in LAST and not self.pipelining_logged and self.conn.pending():
+            self._log_pipelining(name)
+        return True
+
+    def _log_pipelining(self, name: str) -> None:
+        self.pipelining_logged = True
+        pending = bytes(self.conn.buf[:100]).decode("utf-8", "replace")
+        pending = pending.replace("\r", "\\r").replace("\n", "\\n")
+        log.info("improper command pipelining after %s from %s: %s",
+                 name.upper(), self.namaddr, pending)
+
+    # -- verbs -----------------------------------------------------------------------------
+
+    async def unknown(self, arg: str) -> bool:
+        await self.reply(r.UNRECOGNIZED)
+        return False
+
+    async def do_helo(self, arg: str, esmtp: bool = False) -> bool:
+        if not arg:
+            await self.reply(r.EHLO_SYNTAX if esmtp else r.HELO_SYNTAX)
+            return False
+        self.reset()
+        self.helo = " ".join(arg.split())
+        self.protocol = "ESMTP" if esmtp else "SMTP"
+        if esmtp:
+            self.conn.write(r.multiline(250, self.s.ehlo_lines))
+        else:
+            self.conn.write(r.HELO_OK.format(host=self.s.myhostname))
+        return True
+
+    async def do_ehlo(self, arg: str) -> bool:
+        return await self.do_helo(arg, esmtp=True)
+
+    async def do_mail(self, arg: str) -> bool:
+        if self.s.helo_required and not self.helo:
+            await self.reply(r.NEED_HELO)
+            return False
+        if self.sender is not None:
+            await self.reply(r.NESTED_MAIL)
+            return False
+        try:
+            mail = parse_mail(arg, strict=self.s.strict_envelopes)
+        except ReplyError as exc:
+            if exc.bad_address is not None:
+                log.warning("Illegal address syntax from %s in MAIL command: %s",
+                            self.namaddr, exc.bad_address)
+            await self.reply(exc.reply)
+            return False
+        if mail.size is not None and self.s.size_limit and mail.size > self.s.size_limit:
+            self.sender = mail.sender  # for the log line only
+            self._log_reject("MAIL", r.SIZE_EXCEEDS_LIMIT)
+            self.sender = None
+            await self.reply(r.SIZE_EXCEEDS_LIMIT)
+            return False
+        self.sender, self.mail = mail.sender, mail
+        self.conn.write(r.MAIL_OK)
+        return True
+
+    async def do_rcpt(self, arg: str) -> bool:
+        if self.sender is None:
+            await self.reply(r.NEED_MAIL)
+            return False
+        try:
+            rcpt = parse_rcpt(arg, strict=self.s.strict_envelopes)
+        except ReplyError as exc:
+            if exc.bad_address is not None:
+                log.warning("Illegal address syntax from %s in RCPT command: %s",
+                            self.namaddr, exc.bad_address)
+            if exc.warning:
+                log.warning("%s", exc.warning)
+            await self.reply(exc.reply)
+            return False
+        if len(self.recipients) >= self.s.recipient_limit:
+            await self.reply(r.TOO_MANY_RECIPIENTS)
+            return False
+        reject = await self.server.policy.check_rcpt(self._check_state(rcpt.address))
+        if reject is not None:
+            self._log_reject("RCPT", reject, rcpt.address)
+            await self.reply(reject)
+            return False
+        self.recipients.append(rcpt)
+        self.conn.write(r.RCPT_OK)
+        return True
+
+    def _check_state(self, recipient: str) -> CheckState:
+        return CheckState(self.client_name, self.client_addr, self.helo, self.sender, recipient)
+
+    async def do_data(self, arg: str) -> bool:
+        if not self.recipients:
+            await self.reply(r.NEED_RCPT if self.sender is None else r.NO_VALID_RECIPIENTS)
+            return False
+        if arg:
+            await self.reply(r.DATA_SYNTAX)
+            return False
+        self.conn.write(r.DATA_GO_AHEAD)
+        if not self.pipelining_logged and self.conn.pending():
+            self._log_pipelining("data")
+        raw, _size = await self.conn.read_data(self.s.size_limit)
+        self.where = "END-OF-MESSAGE"
+        if raw is None:
+            log.warning("NOQUEUE: queue file size limit exceeded")
+            self.reset()
+            await self.reply(r.MESSAGE_TOO_BIG)
+            return False
+        ok = await self._queue(raw)
+        self.reset()
+        return ok
+
+    async def _queue(self, raw: bytes) -> bool:
+        assert self.sender is not None and self.mail is not None
+        s = self.s
+        message = Message(
+            sender=self.sender, mail=self.mail, recipients=self.recipients,
+            content=unstuff(raw), client_name=self.client_name, client_addr=self.client_addr,
+            helo=self.helo, protocol=self.protocol, myhostname=s.myhostname,
+            mail_name=s.mail_name, header_size_limit=s.header_size_limit,
+            add_missing=self.rewrite_headers,
+        )
+        entry = message.entry()
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(s.queue_timeout):
+                qid = await self.server.writer(entry, lambda _qid: message.build(entry))
+        except Exception as exc:  # NATS down, timeout, anything: never 250
+            log.warning("queue file write error from %s: %s", self.namaddr,
+                        exc.__class__.__name__ if not str(exc) else exc)
+            await self.reply(r.QUEUE_WRITE_ERROR)
+            return False
+        metrics.smtpd_queue_write_seconds.observe(time.perf_counter() - started)
+        self.server.accepted.inc()
+        self.server.sizes.observe(entry.size)
+        log.info("%s: client=%s", qid, self.namaddr)
+        cleanup_log.info("%s: message-id=%s", qid, message.message_id or "<>")
+        self.conn.write(r.QUEUED.format(queue_id=qid))
+        return True
+
+    async def do_rset(self, arg: str) -> bool:
+        if arg:
+            await self.reply(r.RSET_SYNTAX)
+            return False
+        self.reset()
+        self.conn.write(r.OK)
+        return True
+
+    async def do_noop(self, arg: str) -> bool:
+        self.conn.write(r.OK)
+        return True
+
+    async def do_quit(self, arg: str) -> bool:
+        self.conn.write(r.BYE)
+        raise Quit
+
+    async def do_vrfy(self, arg: str) -> bool:
+        if self.s.disable_vrfy:
+            await self.reply(r.VRFY_DISABLED)
+            return False
+        tokens = split_args(arg)
+        if len(tokens) > 1 and tokens[-1].upper() == "SMTPUTF8":
+            tokens.pop()
+        if not tokens:
+            await self.reply(r.VRFY_SYNTAX)
+            return False
+        try:
+            address = parse_address(tokens[0]) if len(tokens) == 1 else ""
+        except ValueError:
+            address = ""
+        if not address:
+            log.warning("Illegal address syntax from %s in VRFY command: %s", self.namaddr, arg)
+            await self.reply(r.BAD_RECIPIENT_SYNTAX)
+            return False
+        reject = await self.server.policy.check_rcpt(self._check_state(address))
+        if reject is not None:
+            self._log_reject("VRFY", reject, address)
+            await self.reply(reject)
+            return False
+        self.conn.write(r.VRFY_OK.format(address=tokens[0]))
+        return True
+
+    async def do_etrn(self, arg: str) -> bool:
+        if self.s.helo_required and not self.helo:
+            await self.reply(r.ETRN_NEED_HELO)
+            return False
+        if self.sender is not None:
+            await self.reply(r.ETRN_IN_TRANSACTION)
+            return False
+        if not arg:
+            await self.reply(r.ETRN_SYNTAX)
+            return False
+        domain = arg.split()[0].lstrip("@")
+        log.warning("reject: ETRN %.100s... from %s", arg, self.namaddr)
+        await self.reply(r.ETRN_UNAVAILABLE.format(domain=domain))
+        return False
+
+    async def do_starttls(self, arg: str) -> bool:
+        await self.reply(r.NOT_IMPLEMENTED)
+        return False
+
+    async def do_auth(self, arg: str) -> bool:
+        await self.reply(r.AUTH_NOT_ENABLED)
+        return False
+
+    HANDLERS: dict[str, Callable[[Session, str], Awaitable[bool]]] = {
+        "helo": do_helo,
+        "ehlo": do_ehlo,
+        "mail": do_mail,
+        "rcpt": do_rcpt,
+        "data": do_data,
+        "rset": do_rset,
+        "noop": do_noop,
+        "quit": do_quit,
+        "vrfy": do_vrfy,
+        "etrn": do_etrn,
+        "starttls": do_starttls,
+        "auth": do_auth,
+    }
