@@ -1,21 +1,33 @@
-"""Address classes and next hops (≈ trivial-rewrite's resolve.c), shared by
-ingress (is this an authorized destination?) and qmgr (where does it go?).
+"""Address classes, networks and next hops (≈ trivial-rewrite's resolve.c and
+Postfix's domain_list / namadr_list), shared by ingress (is this an authorized
+destination? is the client in mynetworks?) and qmgr (where does it go?).
 
 Postfix sorts every recipient domain into one class, checked in this order:
-local (mydestination, $inet_interfaces literals), virtual alias
-(virtual_alias_domains), virtual mailbox (virtual_mailbox_domains), relay
-(relay_domains) and default. Each class has its transport parameter; the
-relay and default classes send to ``relayhost`` when it is set.
-transport_maps (transport(5) order) overrides the class's choice.
+local (mydestination, address literals of $inet_interfaces and
+$proxy_interfaces), virtual alias (virtual_alias_domains), virtual mailbox
+(virtual_mailbox_domains), relay (relay_domains) and default. Each class has
+its transport parameter; the relay and default classes send to ``relayhost``
+when it is set. transport_maps (transport(5) order) overrides the class's
+choice; that is the qmgr's business.
+
+Domain lists hold names, ``.parent`` names, ``!`` exclusions and type:table
+entries; the first entry that matches decides.
 """
 
 from __future__ import annotations
 
 import enum
 import ipaddress
+import logging
 from dataclasses import dataclass
 
 from postbus.config.loader import Config
+from postbus.maps.addr_find import find_domain_access
+from postbus.maps.maps import Maps, open_maps
+
+log = logging.getLogger("postbus.resolve")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class AddressClass(enum.Enum):
@@ -34,39 +46,52 @@ def split_address(address: str) -> tuple[str, str]:
     return local, domain.lower().rstrip(".")
 
 
-def _matches_domain_list(domain: str, items: list[str], parent_match: bool) -> bool:
-    """Postfix domain_list matching for plain names (tables handled by callers)."""
-    for item in items:
-        name = item.lower().rstrip(".")
-        if ":" in name and not name.startswith("["):
-            continue  # type:table entries are looked up by the maps layer
-        if name.startswith("!"):
-            if _matches_domain_list(domain, [name[1:]], parent_match):
-                return False
-            continue
-        if domain == name:
-            return True
-        if parent_match and domain.endswith("." + name.lstrip(".")):
-            return True
-        if name.startswith(".") and domain.endswith(name):
-            return True
-    return False
-
-
-def _is_local_literal(domain: str, cfg: Config) -> bool:
-    if not (domain.startswith("[") and domain.endswith("]")):
-        return False
-    literal = domain[1:-1].removeprefix("ipv6:")
+def parse_network(text: str) -> Network | None:
+    """``10.0.0.0/8``, ``[::1]/128``, ``1.2.3.4``; None when it is no network."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text.replace("[", "").replace("]", "")
     try:
-        addr = ipaddress.ip_address(literal)
+        return ipaddress.ip_network(text, strict=False)
     except ValueError:
+        return None
+
+
+@dataclass
+class DomainList:
+    """A Postfix domain list such as mydestination or relay_domains."""
+
+    items: list[tuple[bool, str, Maps | None]]
+    parent: bool  # parent_domain_matches_subdomains names this parameter
+
+    @classmethod
+    def from_config(cls, cfg: Config, param: str, parent_params: set[str]) -> DomainList:
+        items: list[tuple[bool, str, Maps | None]] = []
+        for word in cfg.list(param):
+            negate = word.startswith("!")
+            word = word.lstrip("!")
+            if ":" in word and not word.startswith("["):
+                items.append((negate, word, open_maps(word, param)))
+            else:
+                items.append((negate, word.lower().rstrip("."), None))
+        return cls(items, param in parent_params)
+
+    async def matches(self, domain: str) -> bool:
+        for negate, name, maps in self.items:
+            if maps is not None:
+                if self.parent:
+                    value = await find_domain_access(maps, domain, parent_matches_subdomains=True)
+                else:
+                    value = await maps.find(domain)
+                hit = value is not None
+            else:
+                hit = domain == name or (
+                    domain.endswith("." + name.lstrip("."))
+                    and (self.parent or name.startswith("."))
+                )
+            if hit:
+                return not negate
         return False
-    interfaces = cfg.list("inet_interfaces")
-    if "all" in interfaces:
-        return True
-    if "loopback-only" in interfaces or "localhost" in interfaces:
-        return addr.is_loopback
-    return literal in interfaces or (addr.is_loopback and "127.0.0.1" in interfaces)
 
 
 @dataclass(frozen=True)
@@ -79,35 +104,86 @@ class Resolved:
 
 
 class Resolver:
-    """Answers address-class and next-hop questions from one Config."""
+    """Answers address-class, network and next-hop questions from one Config."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        parent = cfg.get("parent_domain_matches_subdomains")
-        self._parent = {p.strip() for p in parent.replace(",", " ").split()}
+        parent = set(cfg.list("parent_domain_matches_subdomains"))
+        self.myorigin = cfg.get("myorigin").lower()
+        self.mydestination = DomainList.from_config(cfg, "mydestination", parent)
+        self.virtual_alias = DomainList.from_config(cfg, "virtual_alias_domains", parent)
+        self.virtual_mailbox = DomainList.from_config(cfg, "virtual_mailbox_domains", parent)
+        self.relay_domains = DomainList.from_config(cfg, "relay_domains", parent)
+        self.interface_words = cfg.list("inet_interfaces")
+        self.interfaces = [parse_network(a) for a in cfg.list("inet_interfaces")]
+        self.interfaces += [parse_network(a) for a in cfg.list("proxy_interfaces")]
+        self.networks: list[tuple[bool, Network | Maps]] = []
+        for word in cfg.list("mynetworks"):
+            negate = word.startswith("!")
+            word = word.lstrip("!")
+            net = parse_network(word)
+            if net is None and ":" in word and not word.startswith("["):
+                self.networks.append((negate, open_maps(word, "mynetworks")))
+            elif net is None:
+                log.warning("warning: mynetworks: ignoring unparsable entry %s", word)
+            else:
+                self.networks.append((negate, net))
 
-    def _in(self, param: str, domain: str) -> bool:
-        return _matches_domain_list(domain, self.cfg.list(param), param in self._parent)
+    async def in_mynetworks(self, addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        for negate, net in self.networks:
+            if isinstance(net, Maps):
+                hit = await net.find(addr) is not None
+            else:
+                hit = ip.version == net.version and ip in net
+            if hit:
+                return not negate
+        return False
 
-    def address_class(self, domain: str) -> AddressClass:
-        if not domain or self._in("mydestination", domain) or _is_local_literal(domain, self.cfg):
+    def local_literal(self, domain: str) -> bool:
+        """``[127.0.0.1]`` style domains naming one of our own addresses."""
+        if not (domain.startswith("[") and domain.endswith("]")):
+            return False
+        literal = domain[1:-1]
+        if literal[:5].lower() == "ipv6:":
+            literal = literal[5:]
+        try:
+            ip = ipaddress.ip_address(literal)
+        except ValueError:
+            return False
+        words = self.interface_words
+        if ip.is_loopback and ("all" in words or "loopback-only" in words):
+            return True
+        return any(n is not None and ip.version == n.version and ip in n for n in self.interfaces)
+
+    async def is_local(self, domain: str) -> bool:
+        return self.local_literal(domain) or await self.mydestination.matches(domain)
+
+    async def address_class(self, address: str) -> AddressClass:
+        """The class of an address's domain; a bare name gets @$myorigin."""
+        local, at, domain = address.rpartition("@")
+        domain = domain.lower().rstrip(".") if at else self.myorigin
+        if not at:
+            local = address
+        if "%" in local and await self.is_local(domain):  # allow_percent_hack
+            domain = local.rsplit("%", 1)[1].lower()
+        if await self.is_local(domain):
             return AddressClass.LOCAL
-        if self._in("virtual_alias_domains", domain):
+        if await self.virtual_alias.matches(domain):
             return AddressClass.VIRTUAL_ALIAS
-        if self._in("virtual_mailbox_domains", domain):
+        if await self.virtual_mailbox.matches(domain):
             return AddressClass.VIRTUAL_MAILBOX
-        if self._in("relay_domains", domain):
+        if await self.relay_domains.matches(domain):
             return AddressClass.RELAY
         return AddressClass.DEFAULT
 
-    def is_auth_destination(self, domain: str) -> bool:
-        """Mail for this domain may be accepted from anyone (reject_unauth_destination)."""
-        return self.address_class(domain) is not AddressClass.DEFAULT
-
-    def default_route(self, address: str) -> Resolved:
+    async def default_route(self, address: str) -> Resolved:
         """The class's transport and next hop, before transport_maps."""
         _, domain = split_address(address)
-        cls = self.address_class(domain)
+        cls = await self.address_class(address)
         param = {
             AddressClass.LOCAL: "local_transport",
             AddressClass.VIRTUAL_ALIAS: "error",

@@ -154,10 +154,13 @@ class QueueStore:
     async def remove(self, entry: QueueEntry) -> None:
         """Forget a message entirely: entry and content, leaving no markers."""
         qid = entry.queue_id
-        await self.js.purge_stream(s.MSG_STREAM, subject=s.msg_subject(qid))
+        purges = [
+            self.js.purge_stream(s.MSG_STREAM, subject=s.msg_subject(qid)),
+            self.js.purge_stream(KV_STREAM, subject=f"$KV.{s.QUEUE_BUCKET}.{qid}"),
+        ]
         if entry.chunks > 1:
-            await self.js.purge_stream(s.MSG_STREAM, subject=s.parts_filter(qid))
-        await self.js.purge_stream(KV_STREAM, subject=f"$KV.{s.QUEUE_BUCKET}.{qid}")
+            purges.append(self.js.purge_stream(s.MSG_STREAM, subject=s.parts_filter(qid)))
+        await asyncio.gather(*purges)
 
     async def entries(self) -> AsyncIterator[QueueEntry]:
         """Every queue entry, for postqueue -p and postsuper."""

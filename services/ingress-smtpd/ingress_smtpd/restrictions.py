@@ -16,7 +16,6 @@ smtpd_restriction_classes) are refused at start with the name.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import pwd
 import re
@@ -34,7 +33,7 @@ from postbus.maps.addr_find import (
 )
 from postbus.maps.maps import Maps, open_maps
 from postbus.maps.table import Table, TableRetry, fold_key
-from postbus.resolve import AddressClass
+from postbus.resolve import AddressClass, Resolver
 from postbus.smtp import replies as r
 from postbus.smtp.address import quote_local
 
@@ -42,7 +41,6 @@ log = logging.getLogger("postbus.smtpd")
 
 PERMIT: Final = "PERMIT"
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass
@@ -129,53 +127,6 @@ def _open_recipient_maps(value: str, title: str) -> Maps:
     return maps
 
 
-def _network(text: str) -> Network | None:
-    text = text.strip()
-    if text.startswith("["):
-        text = text.replace("[", "").replace("]", "")
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return None
-
-
-@dataclass
-class _DomainList:
-    """A Postfix domain list: names, ``.parent`` names, ``!`` exclusions, type:table."""
-
-    items: list[tuple[bool, str, Maps | None]]
-    parent: bool
-
-    async def matches(self, domain: str) -> bool:
-        for negate, name, maps in self.items:
-            if maps is not None:
-                if self.parent:
-                    value = await find_domain_access(maps, domain, parent_matches_subdomains=True)
-                else:
-                    value = await maps.find(domain)
-                hit = value is not None
-            else:
-                hit = domain == name or (
-                    domain.endswith("." + name.lstrip("."))
-                    and (self.parent or name.startswith("."))
-                )
-            if hit:
-                return not negate
-        return False
-
-
-def _domain_list(cfg: Config, param: str, parent_params: set[str]) -> _DomainList:
-    items: list[tuple[bool, str, Maps | None]] = []
-    for word in cfg.list(param):
-        negate = word.startswith("!")
-        word = word.lstrip("!")
-        if ":" in word and not word.startswith("["):
-            items.append((negate, word, open_maps(word, param)))
-        else:
-            items.append((negate, word.lower().rstrip("."), None))
-    return _DomainList(items, param in parent_params)
-
-
 @dataclass
 class Policy:
     """Everything the restrictions need, read once from the configuration."""
@@ -209,29 +160,10 @@ class Policy:
                 "specify at least one working instance of: reject_unauth_destination, "
                 "defer_unauth_destination, reject, defer"
             )
-        parent = set(cfg.list("parent_domain_matches_subdomains"))
-        self.access_parent = "smtpd_access_maps" in parent
+        self.access_parent = "smtpd_access_maps" in cfg.list("parent_domain_matches_subdomains")
         self.delimiter = cfg.get("recipient_delimiter")
         self.null_key = cfg.get("smtpd_null_access_lookup_key")
-        self.myorigin = cfg.get("myorigin").lower()
-        self.networks: list[tuple[bool, Network | Maps]] = []
-        for word in cfg.list("mynetworks"):
-            negate = word.startswith("!")
-            word = word.lstrip("!")
-            net = _network(word)
-            if net is None and ":" in word and not word.startswith("["):
-                self.networks.append((negate, open_maps(word, "mynetworks")))
-                continue
-            if net is None:
-                log.warning("mynetworks: ignoring unparsable entry %s", word)
-                continue
-            self.networks.append((negate, net))
-        self.mydestination = _domain_list(cfg, "mydestination", parent)
-        self.virtual_alias = _domain_list(cfg, "virtual_alias_domains", parent)
-        self.virtual_mailbox = _domain_list(cfg, "virtual_mailbox_domains", parent)
-        self.relay_domains = _domain_list(cfg, "relay_domains", parent)
-        self.interfaces = [_network(a) for a in cfg.list("inet_interfaces")]
-        self.interfaces += [_network(a) for a in cfg.list("proxy_interfaces")]
+        self.resolver = Resolver(cfg)
         self.unlisted = cfg.bool("smtpd_reject_unlisted_recipient")
         self.local_maps = _open_recipient_maps(
             cfg.get("local_recipient_maps"), "local_recipient_maps"
@@ -243,54 +175,11 @@ class Policy:
     # -- facts ------------------------------------------------------------------------
 
     async def in_mynetworks(self, addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        for negate, net in self.networks:
-            if isinstance(net, Maps):
-                hit = await net.find(addr) is not None
-            else:
-                hit = ip.version == net.version and ip in net
-            if hit:
-                return not negate
-        return False
-
-    def _local_literal(self, domain: str) -> bool:
-        if not (domain.startswith("[") and domain.endswith("]")):
-            return False
-        literal = domain[1:-1]
-        if literal[:5].lower() == "ipv6:":
-            literal = literal[5:]
-        try:
-            ip = ipaddress.ip_address(literal)
-        except ValueError:
-            return False
-        words = self.cfg.list("inet_interfaces")
-        if ip.is_loopback and ("all" in words or "loopback-only" in words):
-            return True
-        return any(n is not None and ip.version == n.version and ip in n for n in self.interfaces)
+        return await self.resolver.in_mynetworks(addr)
 
     async def address_class(self, address: str) -> AddressClass:
         """The class of the recipient's domain (≈ resolve_clnt()): local, virtual, relay..."""
-        local, at, domain = address.rpartition("@")
-        domain = domain.lower().rstrip(".") if at else self.myorigin
-        if not at:
-            local = address
-        if await self._is_local(domain) and "%" in local:  # allow_percent_hack
-            domain = local.rsplit("%", 1)[1].lower()
-        if await self._is_local(domain):
-            return AddressClass.LOCAL
-        if await self.virtual_alias.matches(domain):
-            return AddressClass.VIRTUAL_ALIAS
-        if await self.virtual_mailbox.matches(domain):
-            return AddressClass.VIRTUAL_MAILBOX
-        if await self.relay_domains.matches(domain):
-            return AddressClass.RELAY
-        return AddressClass.DEFAULT
-
-    async def _is_local(self, domain: str) -> bool:
-        return self._local_literal(domain) or await self.mydestination.matches(domain)
+        return await self.resolver.address_class(address)
 
     # -- evaluation ---------------------------------------------------------------------
 
@@ -341,7 +230,7 @@ class Policy:
         maps: Maps = getattr(self, attr)
         if not maps.tables:
             return None
-        key = address if "@" in address else f"{address}@{self.myorigin}"
+        key = address if "@" in address else f"{address}@{self.resolver.myorigin}"
         key = quote_local(key)
         if cls is AddressClass.VIRTUAL_MAILBOX and await self.alias_maps.find(key) is not None:
             return None

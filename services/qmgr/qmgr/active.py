@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 
 from postbus import metrics
 from postbus.queue.entry import DeliveryStatus, QueueEntry
+from postbus.queue.store import QueueConflict
 from postbus.service import ServiceContext
 from qmgr.bounce import Bouncer
 from qmgr.defer import backoff
@@ -31,6 +32,10 @@ from qmgr.scheduler import Scheduler
 log = logging.getLogger("postbus.qmgr")
 
 ORPHAN_AGE = 120.0  # content without an entry for this long was never accepted
+
+
+def _needs_notice(entry: QueueEntry) -> bool:
+    return bool(entry.sender) and any(r.state in ("bounced", "expired") for r in entry.recipients)
 
 
 class QueueManager:
@@ -61,11 +66,13 @@ class QueueManager:
             )
             metrics.qmgr_messages_inserted.inc()
         if entry.queue in ("incoming", "active"):
-            await self.start_attempt(queue_id)
+            await self.start_attempt(queue_id, got)
         await msg.ack()
 
-    async def start_attempt(self, queue_id: str) -> None:
-        entry = await self.scheduler.activate(queue_id)
+    async def start_attempt(
+        self, queue_id: str, got: tuple[QueueEntry, int] | None = None
+    ) -> None:
+        entry = await self.scheduler.activate(queue_id, got)
         if entry is None or entry.pending():
             return
         # every recipient was settled by the qmgr itself (error:, discard:, retry:)
@@ -81,30 +88,45 @@ class QueueManager:
 
     async def on_status(self, msg: Msg) -> None:
         status = DeliveryStatus.decode(msg.data)
-        changed = False
-
-        def apply(entry: QueueEntry) -> bool:
-            nonlocal changed
-            changed = False
-            if entry.attempts != status.attempt:
-                return False
-            for result in status.results:
-                if result.index >= len(entry.recipients):
-                    continue
-                rcpt = entry.recipients[result.index]
-                if rcpt.state != "active":
-                    continue
-                rcpt.state = result.status
-                rcpt.dsn, rcpt.reason, rcpt.relay = result.dsn, result.reason, result.relay
-                changed = True
+        for _ in range(50):
+            got = await self.store.get(status.queue_id)
+            if got is None:
+                break  # already removed: a duplicate report
+            entry, revision = got
+            changed = self._apply(entry, status)
             if changed and not entry.pending():
                 self._settle(entry)
-            return changed
-
-        entry = await self.store.modify(status.queue_id, apply)
-        if entry is not None and not entry.pending():
-            await self.finish(entry)
+            # A message whose every recipient is final and that needs no notice
+            # is removed at once: writing its last state first would only be
+            # thrown away (no other report can be outstanding, since no
+            # recipient is still active).
+            done = entry.finished() and not _needs_notice(entry)
+            if changed and not done:
+                try:
+                    await self.store.update(entry, revision)
+                except QueueConflict:
+                    continue
+            if not entry.pending():
+                await self.finish(entry)
+            break
         await msg.ack()
+
+    @staticmethod
+    def _apply(entry: QueueEntry, status: DeliveryStatus) -> bool:
+        """Record one delivery report; False when it is stale or a duplicate."""
+        if entry.attempts != status.attempt:
+            return False
+        changed = False
+        for result in status.results:
+            if result.index >= len(entry.recipients):
+                continue
+            rcpt = entry.recipients[result.index]
+            if rcpt.state != "active":
+                continue
+            rcpt.state = result.status
+            rcpt.dsn, rcpt.reason, rcpt.relay = result.dsn, result.reason, result.relay
+            changed = True
+        return changed
 
     def _settle(self, entry: QueueEntry) -> None:
         """All recipients of this attempt are done: defer or expire the rest."""
@@ -157,5 +179,5 @@ class QueueManager:
         if wait > 0:
             await msg.nak(delay=wait)
             return
-        await self.start_attempt(entry.queue_id)
+        await self.start_attempt(entry.queue_id, got)
         await msg.ack()

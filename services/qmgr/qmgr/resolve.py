@@ -45,7 +45,7 @@ class RouteResolver:
         self.transport_maps = open_maps(cfg.get("transport_maps"))
 
     async def route(self, address: str) -> Route:
-        default = self.classes.default_route(address)
+        default = await self.classes.default_route(address)
         route = TransportRoute(default.transport, default.nexthop)
         found = await resolve_transport(
             self.transport_maps,

@@ -15,6 +15,7 @@ from collections import defaultdict
 
 from postbus.config.loader import Config
 from postbus.queue.entry import DeliveryJob, QueueEntry
+from postbus.queue.store import QueueConflict
 from postbus.service import ServiceContext
 from qmgr.resolve import Route, RouteResolver
 
@@ -34,13 +35,16 @@ class Scheduler:
         self.resolver = RouteResolver(cfg)
         self.limit = max(1, cfg.int("default_destination_recipient_limit"))
 
-    async def activate(self, queue_id: str) -> QueueEntry | None:
+    async def activate(
+        self, queue_id: str, got: tuple[QueueEntry, int] | None = None
+    ) -> QueueEntry | None:
         """Begin a new attempt (incoming or due deferred mail), or re-send the
-        jobs of an attempt that is already active (after a restart)."""
-        got = await self.store.get(queue_id)
+        jobs of an attempt that is already active (after a restart).
+        ``got`` is the entry and revision when the caller has just read them."""
+        got = got or await self.store.get(queue_id)
         if got is None:
             return None
-        entry, _ = got
+        entry, revision = got
         if entry.queue == "active":
             await self._publish(entry)
             return entry
@@ -61,7 +65,13 @@ class Scheduler:
                 self._apply(e, i, route)
             return True
 
-        started = await self.store.modify(queue_id, start)
+        started: QueueEntry | None = entry
+        if not start(entry):
+            return entry
+        try:
+            await self.store.update(entry, revision)
+        except QueueConflict:
+            started = await self.store.modify(queue_id, start)
         if started is None or started.attempts != attempt + 1:
             return started
         if not started.pending():
