@@ -164,6 +164,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="postbus-bench-") as tmp:
         root = Path(tmp)
+        root.chmod(0o755)  # Postfix's daemons run as user postfix and must enter it
         sink_port = free_port()
         sink = start_sink(sink_port, root)
         try:

@@ -24,6 +24,7 @@ from nats.js.errors import NotFoundError
 from postbus import metrics
 from postbus.bus.subjects import DELIVER_STREAM, deliver_consumer, deliver_subject
 from postbus.queue.entry import CodecError, DeliveryJob, DeliveryStatus, RcptResult, Recipient
+from postbus.queue.store import QueueStore
 from postbus.service import ServiceContext, consume, keep_alive
 
 log = logging.getLogger("postbus.delivery")
@@ -232,7 +233,7 @@ async def handle_job(ctx: ServiceContext, msg: Msg, deliver: Deliver) -> None:
     (deleted by postsuper meanwhile) is acked without a report.
     """
     try:
-        job = DeliveryJob.decode(msg.data)
+        job, content = QueueStore.read_job(msg)
     except CodecError as exc:
         log.error("%s: bad delivery job: %s", msg.subject, exc)
         await msg.term()
@@ -241,13 +242,14 @@ async def handle_job(ctx: ServiceContext, msg: Msg, deliver: Deliver) -> None:
     stats = Stats.for_job(job)
     async with keep_alive(msg, max(1.0, ctx.cfg.time("postbus_ack_wait") / 3)):
         try:
-            content = await ctx.queue.content(job.queue_id, job.chunks)
+            if content is None:
+                content = await ctx.queue.content(job.queue_id, job.chunks)
         except NotFoundError:
             log.warning("%s: message content is gone; dropping delivery job", job.queue_id)
             await msg.ack()
             return
         results = await deliver(job, content, stats)
-        await ctx.queue.report(
+        await ctx.queue.settle(
             DeliveryStatus(job.queue_id, job.attempt, job.transport, job.nexthop, results)
         )
     await msg.ack()

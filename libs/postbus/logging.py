@@ -26,7 +26,11 @@ _SEVERITY = {
 # Loggers named for a Postfix daemon whose work a Postbus role does inside
 # its own process: their lines carry that daemon's name, as in Postfix
 # (cleanup's ``message-id=`` line comes from the SMTP server process).
-BUILT_IN_PROGRAMS = {"postbus.cleanup": "cleanup", "postbus.bounce": "bounce"}
+BUILT_IN_PROGRAMS = {
+    "postbus.cleanup": "cleanup",
+    "postbus.bounce": "bounce",
+    "postbus.qmgr": "qmgr",
+}
 
 
 class PostfixFormatter(logging.Formatter):
@@ -36,9 +40,18 @@ class PostfixFormatter(logging.Formatter):
         self.hostname = hostname
         base = ident.rsplit("/", 1)[0] if "/" in ident else ident
         self.idents = {name: f"{base}/{program}" for name, program in BUILT_IN_PROGRAMS.items()}
+        self._second = -1
+        self._stamp_text = ""
+
+    def _stamp(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:  # one strftime per second, not per line
+            self._second = second
+            self._stamp_text = time.strftime("%b %e %H:%M:%S", time.localtime(second))
+        return self._stamp_text
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = time.strftime("%b %e %H:%M:%S", time.localtime(record.created))
+        stamp = self._stamp(record.created)
         text = record.getMessage()
         prefix = _SEVERITY.get(record.levelno, "")
         if prefix and text.startswith(prefix):
@@ -91,8 +104,12 @@ def setup_logging(
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    # With maillog_file set, the file has every line and stderr only warnings
+    # and worse (one write per line on the hot path); else stderr has all.
+    stderr = logging.StreamHandler(sys.stderr)
+    handlers: list[logging.Handler] = [stderr]
     if maillog_file:
+        stderr.setLevel(logging.WARNING)
         handlers.append(_AppendHandler(maillog_file))
     for handler in handlers:
         handler.setFormatter(formatter)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
+import os
 import logging
 import signal
 import sys
@@ -119,11 +121,19 @@ def run(
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency
         pass
+    profile = os.environ.get("POSTBUS_PROFILE_DIR")  # developers: cProfile each role
+    profiler = cProfile.Profile() if profile else None
+    if profiler:
+        profiler.enable()
     try:
         asyncio.run(_serve(ctx, main, needs_bus, args.metrics, loader))
     except Exception:
         log.critical("%s: unexpected error", program, exc_info=True)
         sys.exit(1)
+    finally:
+        if profiler and profile:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile, f"{program}-{ctx.service}.prof"))
 
 
 async def _serve(

@@ -20,7 +20,7 @@ async def next_job(store: QueueStore, transport: str, timeout: float = 10) -> De
     )
     msgs = await sub.fetch(1, timeout=timeout)
     await msgs[0].ack()
-    return DeliveryJob.decode(msgs[0].data)
+    return QueueStore.read_job(msgs[0])[0]
 
 
 async def wait_gone(store: QueueStore, qid: str, timeout: float = 10) -> bool:

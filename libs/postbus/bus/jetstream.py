@@ -36,6 +36,8 @@ class StreamSpec:
     subjects: tuple[str, ...]
     retention: RetentionPolicy
     max_age: float = 0.0  # seconds, 0 = forever
+    storage: StorageType = StorageType.FILE
+    max_bytes: int = -1
 
 
 STREAMS: tuple[StreamSpec, ...] = (
@@ -43,7 +45,11 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(s.DELIVER_STREAM, (f"{s.ROOT}.deliver.*",), RetentionPolicy.WORK_QUEUE),
     StreamSpec(s.STATUS_STREAM, (f"{s.ROOT}.status.*",), RetentionPolicy.WORK_QUEUE),
     StreamSpec(s.DEFER_STREAM, (f"{s.ROOT}.defer.*",), RetentionPolicy.WORK_QUEUE),
-    StreamSpec(s.EVENTS_STREAM, (f"{s.ROOT}.event.*",), RetentionPolicy.LIMITS, 86400.0),
+    # Events are for observers, not for recovery: memory spares a disk sync each.
+    StreamSpec(
+        s.EVENTS_STREAM, (f"{s.ROOT}.event.*",), RetentionPolicy.LIMITS, 3600.0, StorageType.MEMORY,
+        64 * 1024 * 1024,
+    ),
 )
 
 
@@ -87,10 +93,11 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             name=spec.name,
             subjects=list(spec.subjects),
             retention=spec.retention,
-            storage=StorageType.FILE,
+            storage=spec.storage,
             num_replicas=replicas,
             duplicate_window=DUPLICATE_WINDOW,
             max_age=spec.max_age,
+            max_bytes=spec.max_bytes,
             discard=DiscardPolicy.OLD,
             allow_direct=True,
         )

@@ -8,10 +8,11 @@ version or a missing field is an error, never a guess.
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import orjson
 
 CODEC_VERSION = 1
 
@@ -70,6 +71,26 @@ class QueueEntry:
     warned: bool = False  # delay warning sent
     notified: bool = False  # non-delivery notification already queued
 
+    def record(self, status: DeliveryStatus) -> bool:
+        """Apply a delivery report to the recipients it covers (as Postfix's agents
+        mark recipients done in the queue file); False when stale or a duplicate."""
+        if self.attempts != status.attempt:
+            return False
+        changed = False
+        for result in status.results:
+            if result.index >= len(self.recipients):
+                continue
+            rcpt = self.recipients[result.index]
+            if rcpt.state != "active":
+                continue
+            rcpt.state = result.status
+            rcpt.dsn, rcpt.reason, rcpt.relay = result.dsn, result.reason, result.relay
+            changed = True
+        return changed
+
+    def all_sent(self) -> bool:
+        return all(r.state == "sent" for r in self.recipients)
+
     def pending(self) -> list[Recipient]:
         return [r for r in self.recipients if r.state in ("pending", "active")]
 
@@ -77,8 +98,7 @@ class QueueEntry:
         return all(r.final for r in self.recipients)
 
     def encode(self) -> bytes:
-        data = {"v": CODEC_VERSION, **asdict(self)}
-        return json.dumps(data, separators=(",", ":")).encode()
+        return _dump(self, "recipients")
 
     @classmethod
     def decode(cls, raw: bytes) -> QueueEntry:
@@ -90,9 +110,18 @@ class QueueEntry:
             raise CodecError(f"bad queue entry: {exc}") from exc
 
 
+def _dump(obj: Any, nested: str) -> bytes:
+    """Versioned JSON of a flat dataclass whose ``nested`` field lists dataclasses
+    (hand-rolled rather than dataclasses.asdict: this runs for every message)."""
+    data = dict(obj.__dict__)
+    data[nested] = [item.__dict__ for item in data[nested]]
+    data["v"] = CODEC_VERSION
+    return orjson.dumps(data)
+
+
 def _load(raw: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(raw)
+        data = orjson.loads(raw)
     except ValueError as exc:
         raise CodecError(f"not JSON: {exc}") from exc
     if not isinstance(data, dict) or data.pop("v", None) != CODEC_VERSION:
@@ -120,7 +149,7 @@ class DeliveryJob:
     ret: str = ""
 
     def encode(self) -> bytes:
-        return json.dumps({"v": CODEC_VERSION, **asdict(self)}, separators=(",", ":")).encode()
+        return _dump(self, "recipients")
 
     @classmethod
     def decode(cls, raw: bytes) -> DeliveryJob:
@@ -154,7 +183,7 @@ class DeliveryStatus:
     results: list[RcptResult]
 
     def encode(self) -> bytes:
-        return json.dumps({"v": CODEC_VERSION, **asdict(self)}, separators=(",", ":")).encode()
+        return _dump(self, "results")
 
     @classmethod
     def decode(cls, raw: bytes) -> DeliveryStatus:

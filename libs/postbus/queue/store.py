@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import (
     KeyNotFoundError,
@@ -24,11 +26,17 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
+from postbus import metrics
 from postbus.bus import subjects as s
-from postbus.queue.entry import DeliveryJob, DeliveryStatus, QueueEntry
+from postbus.queue.entry import CodecError, DeliveryJob, DeliveryStatus, QueueEntry
 from postbus.queue.ids import new_queue_id
 
+qmgr_log = logging.getLogger("postbus.qmgr")
+
 KV_STREAM = f"KV_{s.QUEUE_BUCKET}"
+ENTRY_HEADER = "Postbus-Entry"
+REVISION_HEADER = "Postbus-Revision"
+JOB_HEADER = "Postbus-Job"
 CHUNK_HEADROOM = 16 * 1024  # room for headers inside max_payload
 
 
@@ -73,6 +81,7 @@ class QueueStore:
         """
         given_size = entry.size
         chunks: list[bytes] = []
+        revision = 0
         for _ in range(10):
             entry.queue_id = new_queue_id(long_ids)
             data = build(entry.queue_id) if build is not None else content
@@ -82,7 +91,7 @@ class QueueStore:
             entry.size = given_size or len(data)
             entry.chunks = len(chunks)
             try:
-                await self.kv.create(entry.queue_id, entry.encode())
+                revision = await self.kv.create(entry.queue_id, entry.encode())
                 break
             except KeyWrongLastSequenceError:
                 continue
@@ -96,13 +105,30 @@ class QueueStore:
                     for i, chunk in enumerate(chunks[1:], start=1)
                 )
             )
-        await self._publish_once(s.msg_subject(qid), chunks[0], qid)
+        # The trigger carries the entry and its revision, so the qmgr need
+        # not read back what was just written (it still compare-and-sets).
+        await self._publish_once(
+            s.msg_subject(qid), chunks[0], qid,
+            {ENTRY_HEADER: entry.encode().decode(), REVISION_HEADER: str(revision)},
+        )
         return qid
 
-    async def _publish_once(self, subject: str, data: bytes, msg_id: str) -> None:
-        await self.js.publish(
-            subject, data, stream=s.MSG_STREAM, headers={"Nats-Msg-Id": msg_id}
-        )
+    async def _publish_once(
+        self, subject: str, data: bytes, msg_id: str, extra: dict[str, str] | None = None
+    ) -> None:
+        headers = {"Nats-Msg-Id": msg_id, **(extra or {})}
+        await self.js.publish(subject, data, stream=s.MSG_STREAM, headers=headers)
+
+    @staticmethod
+    def trigger_entry(msg: Msg) -> tuple[QueueEntry, int] | None:
+        """The entry and revision a new-mail trigger carries (None when absent)."""
+        headers = msg.headers or {}
+        if ENTRY_HEADER not in headers or REVISION_HEADER not in headers:
+            return None
+        try:
+            return QueueEntry.decode(headers[ENTRY_HEADER].encode()), int(headers[REVISION_HEADER])
+        except (CodecError, ValueError):
+            return None
 
     # -- content --------------------------------------------------------------
 
@@ -162,6 +188,28 @@ class QueueStore:
             purges.append(self.js.purge_stream(s.MSG_STREAM, subject=s.parts_filter(qid)))
         await asyncio.gather(*purges)
 
+    async def retire(self, entry: QueueEntry) -> None:
+        """Remove a message whose every recipient is final (≈ qmgr's "removed")."""
+        await self.remove(entry)
+        qmgr_log.info("%s: removed", entry.queue_id)
+        reason = "delivered" if entry.all_sent() else "bounced"
+        metrics.qmgr_messages_removed.labels(reason).inc()
+        await self.event("removed", entry.queue_id, reason=reason)
+
+    async def settle(self, status: DeliveryStatus) -> None:
+        """A delivery agent's report. When it completes a message with every
+        recipient sent, the agent removes the message itself, as Postfix's
+        agents mark recipients done in the queue file; anything else (partial
+        progress, deferrals, bounces) goes to the qmgr, which owns retries and
+        notices."""
+        got = await self.get(status.queue_id)
+        if got is not None:
+            entry, _ = got
+            if entry.record(status) and entry.all_sent():
+                await self.retire(entry)
+                return
+        await self.report(status)
+
     async def entries(self) -> AsyncIterator[QueueEntry]:
         """Every queue entry, for postqueue -p and postsuper."""
         try:
@@ -175,14 +223,26 @@ class QueueStore:
 
     # -- work for other roles ---------------------------------------------------
 
-    async def submit_job(self, job: DeliveryJob) -> None:
+    async def submit_job(self, job: DeliveryJob, content: bytes | None = None) -> None:
+        """Hand a job to its transport; small content may ride along, which
+        spares the agent a read (the job then travels in a header)."""
         msg_id = f"{job.queue_id}.{job.attempt}.{job.transport}.{job.indexes[0]}"
+        headers = {"Nats-Msg-Id": msg_id}
+        data = job.encode()
+        if content is not None:
+            headers[JOB_HEADER] = data.decode()
+            data = content
         await self.js.publish(
-            s.deliver_subject(job.transport),
-            job.encode(),
-            stream=s.DELIVER_STREAM,
-            headers={"Nats-Msg-Id": msg_id},
+            s.deliver_subject(job.transport), data, stream=s.DELIVER_STREAM, headers=headers
         )
+
+    @staticmethod
+    def read_job(msg: Msg) -> tuple[DeliveryJob, bytes | None]:
+        """The job in a delivery message, and its content when it came along."""
+        job_header = (msg.headers or {}).get(JOB_HEADER)
+        if job_header is not None:
+            return DeliveryJob.decode(job_header.encode()), msg.data
+        return DeliveryJob.decode(msg.data), None
 
     async def report(self, status: DeliveryStatus) -> None:
         first = status.results[0].index if status.results else 0

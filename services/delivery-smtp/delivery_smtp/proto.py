@@ -247,7 +247,7 @@ async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -
     where = "sending MAIL FROM"
     accepted: list[int] = []
     try:
-        eight_bit = any(b > 127 for b in content)
+        eight_bit = not content.isascii()
         got = await chat.command(
             *_mail_args(chat, job, len(content), utf8, eight_bit), timeout=st.mail_timeout
         )

@@ -35,15 +35,24 @@ class TimedOut(Exception):
 
 
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
-_DOT_LINE = re.compile(rb"(?m)^\.")
 
 
 def data_bytes(content: bytes) -> bytes:
-    """Content as sent after DATA: CRLF line ends, leading dots doubled, then ``.``."""
-    body = _LINE_ENDS.sub(b"\r\n", content)
+    """Content as sent after DATA: CRLF line ends, leading dots doubled, then ``.``.
+
+    Queued content already has CRLF line ends (cleanup writes them), so the
+    common case is two C-speed scans and one replace, not a regex pass."""
+    crlf = content.count(b"\r\n")
+    if content.count(b"\n") == crlf and content.count(b"\r") == crlf:
+        body = content
+    else:
+        body = _LINE_ENDS.sub(b"\r\n", content)
     if body and not body.endswith(b"\r\n"):
         body += b"\r\n"
-    return _DOT_LINE.sub(b"..", body) + b".\r\n"
+    body = body.replace(b"\r\n.", b"\r\n..")
+    if body.startswith(b"."):
+        body = b"." + body
+    return body + b".\r\n"
 
 
 class Chat(abc.ABC):

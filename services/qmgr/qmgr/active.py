@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 
 from postbus import metrics
 from postbus.queue.entry import DeliveryStatus, QueueEntry
-from postbus.queue.store import QueueConflict
+from postbus.queue.store import QueueConflict, QueueStore
 from postbus.service import ServiceContext
 from qmgr.bounce import Bouncer
 from qmgr.defer import backoff
@@ -49,7 +49,7 @@ class QueueManager:
 
     async def on_incoming(self, msg: Msg) -> None:
         queue_id = msg.subject.rsplit(".", 1)[-1]
-        got = await self.store.get(queue_id)
+        got = QueueStore.trigger_entry(msg) or await self.store.get(queue_id)
         if got is None:
             age = time.time() - (msg.metadata.timestamp.timestamp() if msg.metadata else 0)
             if age > ORPHAN_AGE:
@@ -66,13 +66,17 @@ class QueueManager:
             )
             metrics.qmgr_messages_inserted.inc()
         if entry.queue in ("incoming", "active"):
-            await self.start_attempt(queue_id, got)
+            content = msg.data if entry.chunks == 1 else None
+            await self.start_attempt(queue_id, got, content)
         await msg.ack()
 
     async def start_attempt(
-        self, queue_id: str, got: tuple[QueueEntry, int] | None = None
+        self,
+        queue_id: str,
+        got: tuple[QueueEntry, int] | None = None,
+        content: bytes | None = None,
     ) -> None:
-        entry = await self.scheduler.activate(queue_id, got)
+        entry = await self.scheduler.activate(queue_id, got, content)
         if entry is None or entry.pending():
             return
         # every recipient was settled by the qmgr itself (error:, discard:, retry:)
@@ -93,7 +97,7 @@ class QueueManager:
             if got is None:
                 break  # already removed: a duplicate report
             entry, revision = got
-            changed = self._apply(entry, status)
+            changed = entry.record(status)
             if changed and not entry.pending():
                 self._settle(entry)
             # A message whose every recipient is final and that needs no notice
@@ -110,23 +114,6 @@ class QueueManager:
                 await self.finish(entry)
             break
         await msg.ack()
-
-    @staticmethod
-    def _apply(entry: QueueEntry, status: DeliveryStatus) -> bool:
-        """Record one delivery report; False when it is stale or a duplicate."""
-        if entry.attempts != status.attempt:
-            return False
-        changed = False
-        for result in status.results:
-            if result.index >= len(entry.recipients):
-                continue
-            rcpt = entry.recipients[result.index]
-            if rcpt.state != "active":
-                continue
-            rcpt.state = result.status
-            rcpt.dsn, rcpt.reason, rcpt.relay = result.dsn, result.reason, result.relay
-            changed = True
-        return changed
 
     def _settle(self, entry: QueueEntry) -> None:
         """All recipients of this attempt are done: defer or expire the rest."""
@@ -157,11 +144,7 @@ class QueueManager:
             return
         if any(r.state in ("bounced", "expired") for r in entry.recipients):
             await self.bouncer.notify(entry)
-        await self.store.remove(entry)
-        log.info("%s: removed", entry.queue_id)
-        reason = "bounced" if any(r.state != "sent" for r in entry.recipients) else "delivered"
-        metrics.qmgr_messages_removed.labels(reason).inc()
-        await self.store.event("removed", entry.queue_id, reason=reason)
+        await self.store.retire(entry)
 
     # -- deferred mail -------------------------------------------------------------
 

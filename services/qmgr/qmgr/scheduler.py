@@ -22,6 +22,7 @@ from qmgr.resolve import Route, RouteResolver
 log = logging.getLogger("postbus.qmgr")
 
 LOCAL_TRANSPORTS = {"error", "discard", "retry"}
+INLINE_MAX = 256 * 1024  # content up to this size rides along with its jobs
 
 
 class Scheduler:
@@ -36,7 +37,10 @@ class Scheduler:
         self.limit = max(1, cfg.int("default_destination_recipient_limit"))
 
     async def activate(
-        self, queue_id: str, got: tuple[QueueEntry, int] | None = None
+        self,
+        queue_id: str,
+        got: tuple[QueueEntry, int] | None = None,
+        content: bytes | None = None,
     ) -> QueueEntry | None:
         """Begin a new attempt (incoming or due deferred mail), or re-send the
         jobs of an attempt that is already active (after a restart).
@@ -46,7 +50,7 @@ class Scheduler:
             return None
         entry, revision = got
         if entry.queue == "active":
-            await self._publish(entry)
+            await self._publish(entry, content)
             return entry
         routes = {
             i: await self.resolver.route(r.address)
@@ -76,7 +80,7 @@ class Scheduler:
             return started
         if not started.pending():
             return started  # nothing left for agents: the caller settles it
-        await self._publish(started)
+        await self._publish(started, content)
         return started
 
     @staticmethod
@@ -94,7 +98,7 @@ class Scheduler:
         else:
             rcpt.state = "active"
 
-    async def _publish(self, entry: QueueEntry) -> None:
+    async def _publish(self, entry: QueueEntry, content: bytes | None = None) -> None:
         groups: dict[tuple[str, str], list[int]] = defaultdict(list)
         for i, rcpt in enumerate(entry.recipients):
             if rcpt.state == "active":
@@ -120,4 +124,5 @@ class Scheduler:
                     env_id=entry.env_id,
                     ret=entry.ret,
                 )
-                await self.store.submit_job(job)
+                inline = content if content is not None and len(content) <= INLINE_MAX else None
+                await self.store.submit_job(job, inline)
