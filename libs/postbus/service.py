@@ -13,8 +13,8 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import os
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
