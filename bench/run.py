@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.postfix import PostfixInstance, available
 from postbus.servers import free_port
 from tests.harness import MailSystem
+from tests.postfix_instance import PostfixInstance, available
 
 SENT = re.compile(r" status=sent ")
 DELAY = re.compile(r" delay=([\d.]+),")
@@ -122,9 +122,11 @@ def run_postbus(root: Path, args: argparse.Namespace, sink_port: int) -> dict[st
     return result
 
 
-def run_postfix(root: Path, args: argparse.Namespace, sink_port: int) -> dict[str, float]:
+def run_postfix(args: argparse.Namespace, sink_port: int) -> dict[str, float]:
     port = free_port()
-    instance = PostfixInstance(root, port, {"relayhost": f"[127.0.0.1]:{sink_port}"})
+    instance = PostfixInstance(port, {
+        "relayhost": f"[127.0.0.1]:{sink_port}", "myhostname": "postfix.bench.test",
+    })
     instance.start()
     try:
         from postbus.servers import wait_port
@@ -164,13 +166,12 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="postbus-bench-") as tmp:
         root = Path(tmp)
-        root.chmod(0o755)  # Postfix's daemons run as user postfix and must enter it
         sink_port = free_port()
         sink = start_sink(sink_port, root)
         try:
             ours = run_postbus(root / "postbus", args, sink_port)
             if not args.no_postfix and available():
-                theirs = run_postfix(root / "postfix", args, sink_port)
+                theirs = run_postfix(args, sink_port)
                 print(f"ratio Postbus/Postfix end to end: "
                       f"{ours['delivered'] / theirs['delivered']:.2f}")
             else:

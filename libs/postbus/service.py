@@ -325,16 +325,27 @@ async def consume(
 
 @contextlib.asynccontextmanager
 async def keep_alive(msg: Msg, interval: float) -> AsyncIterator[None]:
-    """Tell JetStream we are still working on ``msg`` (long deliveries)."""
+    """Tell JetStream we are still working on ``msg`` (long deliveries).
 
-    async def beat() -> None:
-        while True:
-            await asyncio.sleep(interval)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+    A timer, not a task: most deliveries end long before the first beat."""
+    loop = asyncio.get_running_loop()
+    handle: asyncio.TimerHandle | None = None
+    beats: set[asyncio.Task[None]] = set()
 
-    task = asyncio.create_task(beat())
+    def beat() -> None:
+        nonlocal handle
+        task = loop.create_task(_in_progress(msg))
+        beats.add(task)
+        task.add_done_callback(beats.discard)
+        handle = loop.call_later(interval, beat)
+
+    handle = loop.call_later(interval, beat)
     try:
         yield
     finally:
-        task.cancel()
+        handle.cancel()
+
+
+async def _in_progress(msg: Msg) -> None:
+    with contextlib.suppress(Exception):
+        await msg.in_progress()

@@ -16,8 +16,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ from postbus.queue.entry import QueueEntry
 from postbus.servers import free_port, wait_port
 from postbus.smtp import replies as r
 from tests.integration.ingress.conftest import BASE_MAIN_CF, Client, make_config
+from tests.postfix_instance import PostfixInstance
 
 pytestmark = pytest.mark.integration
 
@@ -59,36 +58,15 @@ def postfix() -> Iterator[tuple[int, Path]]:
         pytest.skip("the postfix binary is not installed: cannot compare with a real Postfix")
     if os.geteuid() != 0:
         pytest.skip("a private Postfix instance must be started as root")
-    # not under pytest's 0700 tmp dirs: Postfix's daemons run as user postfix
-    root = Path(tempfile.mkdtemp(prefix="postbus-postfix-"))
-    root.chmod(0o755)
-    etc, spool, data = root / "etc", root / "spool", root / "data"
-    for d in (etc, spool, data):
-        d.mkdir()
-    shutil.chown(data, "postfix")
     port = free_port()
-    settings = {
+    instance = PostfixInstance(port, {
         **SHARED,
-        "queue_directory": str(spool),
-        "data_directory": str(data),
-        "inet_interfaces": "127.0.0.1",
-        "inet_protocols": "ipv4",
-        "maillog_file": str(root / "maillog"),
-        "maillog_file_prefixes": str(root),
-        "alias_maps": "",
-        "alias_database": "",
         "smtpd_discard_ehlo_keywords": "chunking",  # we do not offer BDAT
-    }
-    (etc / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
-    master = Path("/etc/postfix/master.cf").read_text()
-    master = re.sub(r"(?m)^smtp(\s+)inet", f"127.0.0.1:{port}\\1inet", master)
-    master = re.sub(r"(?m)^#postlog", "postlog", master)
-    (etc / "master.cf").write_text(master)
-    subprocess.run([POSTFIX, "-c", str(etc), "check"], check=True, capture_output=True)
-    subprocess.run([POSTFIX, "-c", str(etc), "start"], check=True, capture_output=True)
+    })
+    instance.start()
     try:
         wait_port("127.0.0.1", port, 20)
-        maillog = root / "maillog"
+        maillog = instance.maillog
         deadline = time.monotonic() + 10  # let the port probe's session end in the log
         while time.monotonic() < deadline and (
             not maillog.exists() or "disconnect from" not in maillog.read_text(errors="replace")
@@ -96,8 +74,7 @@ def postfix() -> Iterator[tuple[int, Path]]:
             time.sleep(0.05)
         yield port, maillog
     finally:
-        subprocess.run([POSTFIX, "-c", str(etc), "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+        instance.stop()
 
 
 @pytest.fixture

@@ -77,7 +77,7 @@ async def run(cfg: Config, args: argparse.Namespace) -> int:
         else:
             ids = [args.i] if args.i else [e.queue_id for e in entries]
             for entry in await admin.change_each(store, ids, admin.flush):
-                await admin.wake_now(store, entry)
+                await store.wake_later(entry, now=True)
     return 0
 
 

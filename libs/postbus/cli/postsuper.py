@@ -57,7 +57,7 @@ async def run(cfg: Config, args: argparse.Namespace) -> int:
             )
             for entry in changed:
                 if entry.queue == "deferred":
-                    await admin.wake_now(store, entry)
+                    await store.wake_later(entry, now=True)
                 log.info("%s: %s", entry.queue_id,
                          {"Placed on hold": "placed on hold",
                           "Released from hold": "released from hold",

@@ -6,13 +6,10 @@ reaches the bus, for every qmgr replica at once.
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
-from postbus.bus import subjects as s
 from postbus.bus.jetstream import connect, ensure_streams
 from postbus.config.loader import Config
 from postbus.queue.entry import QueueEntry
@@ -27,17 +24,6 @@ async def open_queue(cfg: Config, name: str) -> AsyncIterator[QueueStore]:
         yield await QueueStore.open(nc)
     finally:
         await nc.close()
-
-
-async def wake_now(store: QueueStore, entry: QueueEntry) -> None:
-    """Ask the qmgr to look at a deferred message now (postqueue -f, postsuper -H/-r)."""
-    payload = json.dumps({"queue_id": entry.queue_id, "attempts": entry.attempts})
-    await store.js.publish(
-        s.defer_subject(entry.queue_id),
-        payload.encode(),
-        stream=s.DEFER_STREAM,
-        headers={"Nats-Msg-Id": f"{entry.queue_id}.wake.{uuid.uuid4().hex}"},
-    )
 
 
 async def select(store: QueueStore, ids: list[str], queues: set[str] | None) -> list[str]:

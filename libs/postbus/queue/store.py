@@ -9,12 +9,13 @@ content chunk: the caller may then answer ``250``.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -254,17 +255,21 @@ class QueueStore:
             headers={"Nats-Msg-Id": msg_id},
         )
 
-    async def wake_later(self, entry: QueueEntry) -> None:
-        """Leave a wake-up for a deferred message (consumed by the qmgr)."""
-        payload = json.dumps({"queue_id": entry.queue_id, "attempts": entry.attempts})
+    async def wake_later(self, entry: QueueEntry, *, now: bool = False) -> None:
+        """Leave a wake-up for a deferred message (consumed by the qmgr).
+
+        One wake-up per attempt is de-duplicated; ``now`` (postqueue -f,
+        postsuper -H/-r) always adds another, which finds the message due."""
+        payload = orjson.dumps({"queue_id": entry.queue_id, "attempts": entry.attempts})
+        tag = f"wake.{uuid.uuid4().hex}" if now else f"defer.{entry.attempts}"
         await self.js.publish(
             s.defer_subject(entry.queue_id),
-            payload.encode(),
+            payload,
             stream=s.DEFER_STREAM,
-            headers={"Nats-Msg-Id": f"{entry.queue_id}.defer.{entry.attempts}"},
+            headers={"Nats-Msg-Id": f"{entry.queue_id}.{tag}"},
         )
 
     async def event(self, kind: str, queue_id: str, **fields: Any) -> None:
         """Record a state change for observers; fire and forget."""
-        data = json.dumps({"queue_id": queue_id, "time": time.time(), **fields})
-        await self.nc.publish(s.event_subject(kind), data.encode())
+        data = orjson.dumps({"queue_id": queue_id, "time": time.time(), **fields})
+        await self.nc.publish(s.event_subject(kind), data)
