@@ -48,6 +48,7 @@ test: $(STAMP)  ## the whole suite: lint, unit, integration, end to end
 
 bench: $(STAMP)  ## throughput and latency through the whole system (and Postfix when installed)
 	$(PY) bench/run.py $(BENCH_ARGS)
+	$(PY) bench/maps_bench.py
 
 clean:  ## remove run state (not the venv)
 	rm -rf $(RUNDIR)

@@ -1,0 +1,64 @@
+"""Lookup tables in smtpd restrictions: Redis-backed tables, and what happens when
+Redis is gone (a temporary error: 451 4.3.0, never a silent accept or reject)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from postbus.config.conv import ConfigError
+from postbus.maps import context as maps_context
+from postbus.servers import ServerProcess
+from tests.integration.ingress.conftest import StartSmtpd
+
+pytestmark = pytest.mark.integration
+
+
+def postmap(tmp_path: Path, redis: ServerProcess, spec: str) -> None:
+    conf = tmp_path / "etc"
+    conf.mkdir(exist_ok=True)
+    (conf / "main.cf").write_text(f"postbus_redis_url = {redis.url}/0\n")
+    subprocess.run(
+        [sys.executable, "-m", "postbus.cli.main", "-c", str(conf), "postmap", spec],
+        check=True, capture_output=True, timeout=60,
+    )
+
+
+async def test_access_table_in_redis_rejects_then_redis_down_defers(
+    tmp_path: Path, redis: ServerProcess, smtpd: StartSmtpd
+) -> None:
+    access = tmp_path / "access"
+    access.write_text("spammer@example.org REJECT go away\n")
+    postmap(tmp_path, redis, f"hash:{access}")
+    maps_context.configure(f"{redis.url}/0")
+    try:
+        run = await smtpd(
+            mynetworks="127.0.0.0/8",
+            smtpd_recipient_restrictions=f"check_sender_access hash:{access}, "
+            "permit_mynetworks, reject_unauth_destination",
+        )
+        client = await run.client()
+        await client.cmd("HELO c")
+        await client.cmd("MAIL FROM:<spammer@example.org>")
+        reply = await client.cmd("RCPT TO:<bob@postbus.test>")
+        assert reply.startswith("554 5.7.1 <spammer@example.org>: Sender address rejected: go away")
+        await client.cmd("RSET")
+        await client.cmd("MAIL FROM:<friend@example.org>")
+        assert (await client.cmd("RCPT TO:<bob@postbus.test>")).startswith("250 2.1.5")
+        redis.stop()
+        await client.cmd("RSET")
+        await client.cmd("MAIL FROM:<other@example.org>")
+        reply = await client.cmd("RCPT TO:<bob@postbus.test>")
+        assert reply.startswith("451 4.3.0 <bob@postbus.test>: Temporary lookup failure"), reply
+        assert (await client.cmd("DATA")).startswith("554 5.5.1 Error: no valid recipients")
+    finally:
+        await maps_context.aclose()
+
+
+async def test_unknown_restriction_stops_the_server_from_starting(smtpd: StartSmtpd) -> None:
+    with pytest.raises(ConfigError, match="frobnicate_everything"):
+        await smtpd(smtpd_recipient_restrictions="permit_mynetworks, frobnicate_everything, "
+                    "reject_unauth_destination")
