@@ -18,11 +18,15 @@ from postbus.queue.store import QueueStore
 
 @asynccontextmanager
 async def open_queue(cfg: Config, name: str) -> AsyncIterator[QueueStore]:
-    nc = await connect(cfg.get("postbus_nats_url"), name, connect_timeout=5)
+    closing = False
+    nc = await connect(
+        cfg.get("postbus_nats_url"), name, connect_timeout=5, closing=lambda: closing
+    )
     try:
         await ensure_streams(nc.jetstream(), cfg.int("postbus_stream_replicas"))
         yield await QueueStore.open(nc)
     finally:
+        closing = True
         await nc.close()
 
 

@@ -1,33 +1,37 @@
-"""One open connection to a server, command by command (≈ smtp_session.c, smtp_chat.c).
+"""One open connection to a server, reply by reply (≈ smtp_session.c, smtp_chat.c).
 
-:class:`SmtpChat` drives aiosmtplib's low-level calls; :class:`LmtpChat`
-is a small hand-written client, because aiosmtplib has no LMTP (LHLO and
-one reply per recipient after DATA). Both raise only :class:`Lost` and
-:class:`TimedOut` for broken conversations, so the protocol code above
-them (proto.py) is the same for both; every reply is a
-:class:`~postbus.delivery.Reply`, never an exception.
+:class:`Chat` is a small asyncio client shared by SMTP and LMTP: one
+:class:`_Wire` protocol turns the bytes that arrive into whole replies,
+queued in the order they came, so the protocol code above (proto.py) can
+write several commands at once (RFC 2920 pipelining) and then take their
+replies one by one. LMTP is the same conversation with LHLO and one reply
+per accepted recipient after the data, so nothing here depends on which
+of the two is spoken. Broken conversations raise only :class:`Lost` and
+:class:`TimedOut`; every reply is a :class:`~postbus.delivery.Reply`,
+never an exception.
+
+Time limits are ``asyncio.timeout()`` blocks around the rare waits; a
+reply that has already arrived (the usual case for all but the first
+reply to a pipelined group) is taken without any waiting machinery.
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import contextlib
 import re
 import socket
 import ssl
 import time
-from collections.abc import Awaitable
-
-import aiosmtplib
-from aiosmtplib.esmtp import parse_esmtp_extensions
+from collections import deque
+from typing import cast
 
 from delivery_smtp.addr import Target
 from postbus.delivery import Reply
 
 
 class Lost(Exception):
-    """The server closed the connection."""
+    """The server closed the connection (or sent what is not a reply)."""
 
 
 class TimedOut(Exception):
@@ -35,6 +39,10 @@ class TimedOut(Exception):
 
 
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+
+# A line that long without an end, or a reply with that many lines, is not SMTP.
+_MAX_LINE = 64 * 1024
+_MAX_LINES = 1000
 
 
 def data_bytes(content: bytes) -> bytes:
@@ -55,16 +63,141 @@ def data_bytes(content: bytes) -> bytes:
     return body + b".\r\n"
 
 
-class Chat(abc.ABC):
-    """A connected session; ``features`` are the EHLO/LHLO keywords (lower case)."""
+def parse_extensions(text: str) -> dict[str, str]:
+    """EHLO/LHLO keywords (lower case) and their parameters; the first line is the greeting.
 
-    def __init__(self, target: Target) -> None:
+    The old-style ``AUTH=method ...`` line counts as ``auth``, as Postfix reads it."""
+    features: dict[str, str] = {}
+    for line in text.split("\n")[1:]:
+        line = line.strip()
+        if not line:
+            continue
+        if line[:5].upper() == "AUTH=":
+            features["auth"] = line[5:].strip()
+            continue
+        keyword, _, params = line.partition(" ")
+        features[keyword.lower()] = params
+    return features
+
+
+class _Wire(asyncio.Protocol):
+    """The byte stream of one connection: whole replies in, flow control out."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.replies: deque[Reply] = deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.closed = False
+        self._partial = b""
+        self._lines: list[str] = []
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self._partial:
+            data = self._partial + data
+        start = 0
+        find = data.find
+        while (end := find(b"\n", start)) >= 0:
+            if not self._line(data[start:end]):
+                return
+            start = end + 1
+        self._partial = data[start:]
+        if len(self._partial) > _MAX_LINE:
+            self._garbled()
+            return
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._wake()
+        self._resume()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._resume()
+
+    # -- replies --------------------------------------------------------------------
+
+    def _line(self, line: bytes) -> bool:
+        """Add one reply line; False when it is not one (the connection is then dropped)."""
+        code = line[:3]
+        if len(code) != 3 or not code.isdigit() or len(self._lines) >= _MAX_LINES:
+            self._garbled()
+            return False
+        self._lines.append(line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape"))
+        if line[3:4] != b"-":
+            self.replies.append(Reply(int(code), "\n".join(self._lines)))
+            self._lines = []
+        return True
+
+    def _garbled(self) -> None:
+        """Not SMTP: keep the replies read so far, then behave as a lost connection."""
+        self.closed = True
+        self._partial = b""
+        if self.transport is not None:
+            self.transport.abort()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- writes -----------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the transport's buffer is below its high-water mark again."""
+        while self._paused and not self.closed:
+            self._drained = asyncio.get_running_loop().create_future()
+            try:
+                await self._drained
+            finally:
+                self._drained = None
+        if self.closed:
+            raise Lost()
+
+
+class Chat:
+    """A connected SMTP or LMTP session; ``features`` are the EHLO/LHLO keywords (lower case)."""
+
+    def __init__(self, target: Target, wire: _Wire) -> None:
         self.target = target
+        self.wire = wire
         self.features: dict[str, str] = {}
         self.tls = False
         self.created = time.monotonic()
         self.reuse_count = 0
         self.broken = False  # not fit for reuse (lost, timed out, out of sync)
+
+    @classmethod
+    async def over_socket(cls, target: Target, sock: socket.socket) -> Chat:
+        """A session on a connected TCP socket (connected by the caller, for Postfix's texts)."""
+        wire = _Wire()
+        await asyncio.get_running_loop().create_connection(lambda: wire, sock=sock)
+        return cls(target, wire)
+
+    @classmethod
+    async def over_unix(cls, target: Target, path: str) -> Chat:
+        """A session on a UNIX-domain socket (LMTP); OSError when it cannot connect."""
+        wire = _Wire()
+        await asyncio.get_running_loop().create_unix_connection(lambda: wire, path)
+        return cls(target, wire)
 
     @property
     def namaddr(self) -> str:
@@ -74,36 +207,105 @@ class Chat(abc.ABC):
     def relay(self) -> str:
         return self.target.namaddrport
 
-    @abc.abstractmethod
+    @property
+    def connected(self) -> bool:
+        transport = self.wire.transport
+        return not self.wire.closed and transport is not None and not transport.is_closing()
+
+    # -- the reply reader -----------------------------------------------------------
+
+    async def reply(self, timeout: float | None) -> Reply:
+        """The next reply, in the order the commands were sent."""
+        wire = self.wire
+        while True:
+            if wire.replies:
+                return wire.replies.popleft()
+            if wire.closed:
+                self.broken = True
+                raise Lost()
+            waiter = wire.waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await waiter
+            except TimeoutError as exc:
+                self.broken = True
+                raise TimedOut() from exc
+            finally:
+                wire.waiter = None
+
     async def greeting(self, timeout: float | None) -> Reply:
         """The server's banner (read once, right after the connection is made)."""
+        return await self.reply(timeout)
 
-    @abc.abstractmethod
-    async def command(self, *words: bytes, timeout: float | None) -> Reply: ...
+    # -- the command layer ----------------------------------------------------------
 
-    @abc.abstractmethod
+    def write(self, data: bytes) -> None:
+        """Queue bytes for the server without waiting (one or more whole commands)."""
+        transport = self.wire.transport
+        if self.wire.closed or transport is None or transport.is_closing():
+            self.broken = True
+            raise Lost()
+        transport.write(data)
+
+    async def send(self, data: bytes, timeout: float | None) -> None:
+        """Write raw bytes (the message body) and wait until the transport has room again."""
+        self.write(data)
+        if self.wire._paused:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.wire.drain()
+            except TimeoutError as exc:
+                self.broken = True
+                raise TimedOut() from exc
+            except Lost:
+                self.broken = True
+                raise
+
+    async def command(self, *words: bytes, timeout: float | None) -> Reply:
+        self.write(b" ".join(words) + b"\r\n")
+        return await self.reply(timeout)
+
     async def hello(self, verb: str, name: str, timeout: float | None) -> Reply:
         """EHLO/HELO/LHLO; a 2xx EHLO or LHLO reply sets ``features``."""
+        got = await self.command(verb.encode(), name.encode(), timeout=timeout)
+        ok = got.code // 100 == 2 and verb != "HELO"
+        self.features = parse_extensions(got.text) if ok else {}
+        return got
 
-    @abc.abstractmethod
     async def starttls(
         self, context: ssl.SSLContext, server_hostname: str, timeout: float | None
-    ) -> Reply: ...
+    ) -> Reply:
+        got = await self.command(b"STARTTLS", timeout=timeout)
+        if got.code != 220:
+            return got
+        wire = self.wire
+        if wire.transport is None or wire.replies:  # replies after 220 would be in clear
+            self.broken = True
+            raise Lost()
+        try:
+            async with asyncio.timeout(timeout):
+                transport = await asyncio.get_running_loop().start_tls(
+                    wire.transport, wire, context, server_hostname=server_hostname or None
+                )
+        except TimeoutError as exc:
+            self.broken = True
+            raise TimedOut() from exc
+        except (OSError, ssl.SSLError, ConnectionError, RuntimeError) as exc:
+            self.broken = True
+            raise Lost() from exc
+        if transport is None:
+            self.broken = True
+            raise Lost()
+        wire.transport = cast(asyncio.Transport, transport)
+        self.tls = True
+        self.features = {}
+        return got
 
-    @abc.abstractmethod
-    async def send(self, data: bytes, timeout: float | None) -> None:
-        """Write raw bytes (the message body) and wait until they are sent."""
-
-    @abc.abstractmethod
-    async def reply(self, timeout: float | None) -> Reply:
-        """Read one more reply (after the body; LMTP reads one per recipient)."""
-
-    @abc.abstractmethod
-    def close(self) -> None: ...
-
-    @property
-    @abc.abstractmethod
-    def connected(self) -> bool: ...
+    def close(self) -> None:
+        transport = self.wire.transport
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                transport.close()
 
     async def quit(self, timeout: float | None) -> None:
         """Say goodbye if we still can; never raises."""
@@ -111,176 +313,3 @@ class Chat(abc.ABC):
             with contextlib.suppress(Exception):
                 await self.command(b"QUIT", timeout=timeout)
         self.close()
-
-
-class SmtpChat(Chat):
-    """SMTP over aiosmtplib, on a socket we connected ourselves (for Postfix's error texts)."""
-
-    def __init__(self, target: Target, sock: socket.socket, helo_name: str) -> None:
-        super().__init__(target)
-        self.smtp = aiosmtplib.SMTP(
-            sock=sock, local_hostname=helo_name, start_tls=False, validate_certs=False
-        )
-
-    async def greeting(self, timeout: float | None) -> Reply:
-        try:
-            got = await self.smtp.connect(timeout=timeout)
-        except aiosmtplib.SMTPConnectResponseError as exc:
-            return Reply(exc.code, exc.message)
-        except aiosmtplib.SMTPTimeoutError as exc:
-            raise TimedOut() from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise Lost() from exc
-        return Reply(got.code, got.message)
-
-    async def _call(self, coro: Awaitable[aiosmtplib.SMTPResponse]) -> Reply:
-        try:
-            got = await coro
-        except aiosmtplib.SMTPResponseException as exc:
-            return Reply(exc.code, exc.message)
-        except aiosmtplib.SMTPTimeoutError as exc:
-            self.broken = True
-            raise TimedOut() from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            self.broken = True
-            raise Lost() from exc
-        return Reply(got.code, got.message)
-
-    async def command(self, *words: bytes, timeout: float | None) -> Reply:
-        return await self._call(self.smtp.execute_command(*words, timeout=timeout))
-
-    async def hello(self, verb: str, name: str, timeout: float | None) -> Reply:
-        if verb == "EHLO":
-            got = await self._call(self.smtp.ehlo(hostname=name, timeout=timeout))
-            self.features = dict(self.smtp.esmtp_extensions) if got.code // 100 == 2 else {}
-            return got
-        self.features = {}
-        return await self._call(self.smtp.helo(hostname=name, timeout=timeout))
-
-    async def starttls(
-        self, context: ssl.SSLContext, server_hostname: str, timeout: float | None
-    ) -> Reply:
-        got = await self._call(
-            self.smtp.starttls(
-                tls_context=context, server_hostname=server_hostname, timeout=timeout
-            )
-        )
-        if got.code == 220:
-            self.tls = True
-            self.features = {}
-        return got
-
-    async def send(self, data: bytes, timeout: float | None) -> None:
-        protocol = self.smtp.protocol
-        if protocol is None:
-            raise Lost()
-        try:
-            # The end-of-data reply may arrive before reply() is called; like
-            # aiosmtplib's own DATA code, mark it expected or it is dropped.
-            protocol._response_pending = True
-            protocol.write(data)
-            await asyncio.wait_for(protocol._drain_helper(), timeout)
-        except TimeoutError as exc:
-            self.broken = True
-            raise TimedOut() from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            self.broken = True
-            raise Lost() from exc
-
-    async def reply(self, timeout: float | None) -> Reply:
-        protocol = self.smtp.protocol
-        if protocol is None:
-            raise Lost()
-        return await self._call(protocol.read_response(timeout=timeout))
-
-    def close(self) -> None:
-        self.smtp.close()
-
-    @property
-    def connected(self) -> bool:
-        return self.smtp.is_connected
-
-
-class LmtpChat(Chat):
-    """A minimal LMTP client (RFC 2033) on asyncio streams."""
-
-    def __init__(
-        self, target: Target, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        super().__init__(target)
-        self.reader = reader
-        self.writer = writer
-
-    async def greeting(self, timeout: float | None) -> Reply:
-        return await self.reply(timeout)
-
-    async def reply(self, timeout: float | None) -> Reply:
-        try:
-            return await asyncio.wait_for(self._read_reply(), timeout)
-        except TimeoutError as exc:
-            self.broken = True
-            raise TimedOut() from exc
-        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            self.broken = True
-            raise Lost() from exc
-
-    async def _read_reply(self) -> Reply:
-        lines: list[str] = []
-        while True:
-            raw = await self.reader.readline()
-            if not raw.endswith(b"\n"):
-                raise asyncio.IncompleteReadError(raw, None)
-            line = raw.rstrip(b"\r\n").decode("utf-8", "surrogateescape")
-            if len(line) < 3 or not line[:3].isdigit():
-                raise ValueError(f"malformed reply {line!r}")
-            lines.append(line[4:])
-            if line[3:4] != "-":
-                return Reply(int(line[:3]), "\n".join(lines))
-
-    async def command(self, *words: bytes, timeout: float | None) -> Reply:
-        await self.send(b" ".join(words) + b"\r\n", timeout)
-        return await self.reply(timeout)
-
-    async def hello(self, verb: str, name: str, timeout: float | None) -> Reply:
-        got = await self.command(verb.encode(), name.encode(), timeout=timeout)
-        ok = got.code // 100 == 2 and verb != "HELO"
-        self.features = parse_esmtp_extensions(got.text)[0] if ok else {}
-        return got
-
-    async def starttls(
-        self, context: ssl.SSLContext, server_hostname: str, timeout: float | None
-    ) -> Reply:
-        got = await self.command(b"STARTTLS", timeout=timeout)
-        if got.code == 220:
-            try:
-                await asyncio.wait_for(
-                    self.writer.start_tls(context, server_hostname=server_hostname), timeout
-                )
-            except TimeoutError as exc:
-                self.broken = True
-                raise TimedOut() from exc
-            except (OSError, ssl.SSLError) as exc:
-                self.broken = True
-                raise Lost() from exc
-            self.tls = True
-            self.features = {}
-        return got
-
-    async def send(self, data: bytes, timeout: float | None) -> None:
-        try:
-            self.writer.write(data)
-            await asyncio.wait_for(self.writer.drain(), timeout)
-        except TimeoutError as exc:
-            self.broken = True
-            raise TimedOut() from exc
-        except OSError as exc:
-            self.broken = True
-            raise Lost() from exc
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-    @property
-    def connected(self) -> bool:
-        return not self.writer.is_closing() and not self.reader.at_eof()
