@@ -162,3 +162,16 @@ async def test_maps_partial_skips_pattern_tables() -> None:
 async def test_maps_empty_result_is_config_error() -> None:
     with pytest.raises(TableRetry):
         await open_maps("static:{}").find("x")
+
+
+async def test_nis_without_a_domain_finds_nothing_after_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from postbus.maps.types.static import NisTable
+
+    NisTable.warned = False
+    table = open_table("nis:mail.aliases", strict=True)
+    assert await table.lookup("root") is None
+    assert await table.lookup("postmaster") is None
+    warnings = [r for r in caplog.records if "NIS lookups disabled" in r.getMessage()]
+    assert len(warnings) == 1

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from postbus.maps.table import Table, TableConfigError, TableRetry, register_type
 from postbus.maps.types._syntax import extpar
+
+log = logging.getLogger("postbus.maps")
 
 
 class StaticTable(Table):
@@ -50,6 +53,22 @@ class EnvironTable(Table):
         return os.environ.get(key)
 
 
+class NisTable(Table):
+    """``nis:map``: Postbus has no NIS client, so it behaves as Postfix does on a
+    host without a NIS domain: one warning, then every key is not found.
+    (Postfix's default alias_maps is ``hash:/etc/aliases, nis:mail.aliases``.)"""
+
+    fixed = True
+    warned = False
+
+    async def lookup(self, key: str) -> str | None:
+        if not NisTable.warned:
+            NisTable.warned = True
+            log.warning("warning: dict_nis_init: NIS domain name not set - NIS lookups disabled")
+        return None
+
+
 register_type("static", StaticTable)
+register_type("nis", lambda spec, name: NisTable(spec))
 register_type("fail", lambda spec, name: FailTable(spec))
 register_type("environ", lambda spec, name: EnvironTable(spec))
