@@ -3,8 +3,8 @@
 Syntax, as Postfix reads it:
 
 - ``name = value``; whitespace around ``=`` and at line ends is dropped.
-- A line that starts with whitespace continues the previous logical line;
-  the pieces are joined with one space (``a,`` + ``  b`` gives ``a, b``).
+- A line that starts with whitespace continues the previous logical line,
+  blanks and all (``a,`` + ``  b`` gives ``a,  b``), as Postfix's readlline.
 - A line whose first non-blank character is ``#`` is a comment and so is
   skipped, even between continuation lines; a ``#`` later in a line is part
   of the value.  Blank lines are skipped.
@@ -104,14 +104,15 @@ class MainCf:
 
         def flush() -> None:
             if start is not None:
-                name, value = _split_setting(" ".join(pieces), self.filename, start)
+                name, value = _split_setting("".join(pieces), self.filename, start)
                 entries.append(Entry(name, value, start, last + 1))
 
         for number, line in enumerate(self.lines, start=1):
             if _is_skipped(line):
                 continue
             if line[0] in _BLANKS and start is not None:
-                pieces.append(line.strip(_BLANKS))
+                # Postfix keeps a continuation line's leading blanks (readlline)
+                pieces.append(line.rstrip(_BLANKS))
                 last = number
                 continue
             flush()
@@ -179,7 +180,7 @@ class MainCf:
     def set(self, name: str, value: str) -> None:
         """Set name like ``postconf -e``: every existing entry is replaced in
         place with one line, or a new line is appended at the end."""
-        line = f"{name} = {value}".rstrip(_BLANKS) if value else f"{name} ="
+        line = f"{name} = {value}"  # postconf -e writes "name = " for an empty value
         if any(ch in _BLANKS for ch in name) or "=" in name or not name:
             raise ConfigError(f'bad parameter name: "{name}"', file=self.filename)
         if not self._rewrite(name, line):

@@ -29,7 +29,8 @@ def test_values_and_lines() -> None:
     cf = MainCf(TEXT, "/etc/postbus/main.cf")
     assert cf.values == {
         "myhostname": "mx.example.com",
-        "mydestination": "$myhostname, localhost example.net example.org",
+        # continuation lines keep their leading blanks, as Postfix's readlline
+        "mydestination": "$myhostname,      localhost\t  example.net example.org",
         "relayhost": "[relay.example.com]:587 # not a comment",
         "myorigin": "example.com",
         "empty": "",
@@ -60,7 +61,7 @@ def test_last_setting_wins() -> None:
         ("a = 1\nfoo\n", 2, "missing '=' after attribute name"),
         ("a = 1\n= x\n", 2, "missing attribute name"),
         ("a b = 1\n", 1, "whitespace in attribute name"),
-        ("a = 1\n\n\nfoo\n  bar\n", 4, 'missing \'=\' after attribute name: "foo bar"'),
+        ("a = 1\n\n\nfoo\n  bar\n", 4, 'missing \'=\' after attribute name: "foo  bar"'),
     ],
 )
 def test_syntax_errors_name_file_and_line(text: str, line: int, reason: str) -> None:
@@ -91,7 +92,7 @@ EDIT_IN = "# head\nrelayhost = a\n   b\nmyorigin = x\nrelayhost = c\n# tail\n"
         (lambda cf: (cf.set("newparam", "zz"), cf.set("myorigin", "q")),
          "# head\nrelayhost = a\n   b\nmyorigin = q\nrelayhost = c\n# tail\nnewparam = zz\n"),
         (lambda cf: cf.set("myorigin", ""),
-         "# head\nrelayhost = a\n   b\nmyorigin =\nrelayhost = c\n# tail\n"),
+         "# head\nrelayhost = a\n   b\nmyorigin = \nrelayhost = c\n# tail\n"),
         (lambda cf: cf.remove("nothere"), EDIT_IN),
     ],
 )
