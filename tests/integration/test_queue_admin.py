@@ -68,5 +68,5 @@ async def test_postsuper_hold_release_and_delete(qmgr: Path, store: QueueStore) 
     result = await asyncio.to_thread(postbus, conf, "postsuper", "-d", "ALL", "deferred")
     assert "postsuper: Deleted: 1 message" in result.stderr
     assert await store.get(qid) is None
-    content = await store.js.stream_info("POSTBUS_MSG")
+    content = await store.js.stream_info("POSTBUS_QUEUE")
     assert content.state.messages == 0

@@ -16,7 +16,6 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
-    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -38,10 +37,11 @@ class StreamSpec:
     max_age: float = 0.0  # seconds, 0 = forever
     storage: StorageType = StorageType.FILE
     max_bytes: int = -1
+    per_subject: int = -1  # messages kept per subject (1: only the latest entry)
 
 
 STREAMS: tuple[StreamSpec, ...] = (
-    StreamSpec(s.MSG_STREAM, (f"{s.ROOT}.msg.*", f"{s.ROOT}.part.*.*"), RetentionPolicy.LIMITS),
+    StreamSpec(s.QUEUE_STREAM, (s.QUEUE_SUBJECTS,), RetentionPolicy.LIMITS, per_subject=1),
     StreamSpec(s.DELIVER_STREAM, (f"{s.ROOT}.deliver.*",), RetentionPolicy.WORK_QUEUE),
     StreamSpec(s.STATUS_STREAM, (f"{s.ROOT}.status.*",), RetentionPolicy.WORK_QUEUE),
     StreamSpec(s.DEFER_STREAM, (f"{s.ROOT}.defer.*",), RetentionPolicy.WORK_QUEUE),
@@ -87,7 +87,7 @@ async def connect(
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
-    """Create (or leave alone) every stream and the queue-entry bucket."""
+    """Create (or leave alone) every stream."""
     for spec in STREAMS:
         config = StreamConfig(
             name=spec.name,
@@ -98,22 +98,11 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             duplicate_window=DUPLICATE_WINDOW,
             max_age=spec.max_age,
             max_bytes=spec.max_bytes,
+            max_msgs_per_subject=spec.per_subject,
             discard=DiscardPolicy.OLD,
             allow_direct=True,
         )
         await _add_or_update(js, config)
-    try:
-        await js.key_value(s.QUEUE_BUCKET)
-    except (NotFoundError, BadRequestError):
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=s.QUEUE_BUCKET,
-                history=1,
-                storage=StorageType.FILE,
-                replicas=replicas,
-                direct=True,
-            )
-        )
 
 
 async def _add_or_update(js: JetStreamContext, config: StreamConfig) -> None:

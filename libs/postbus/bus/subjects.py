@@ -2,11 +2,12 @@
 
 The queue is JetStream state:
 
-* ``POSTBUS_MSG`` holds each message's content (the queue file). Chunk 0 is
-  published on ``postbus.msg.<qid>`` and doubles as the "new mail" trigger
-  the qmgr consumes; larger bodies continue on ``postbus.part.<qid>.<n>``.
-* the ``POSTBUS_QUEUE`` key/value bucket holds one queue entry per message
-  (envelope, per-recipient state, queue name), keyed by queue ID.
+* ``POSTBUS_QUEUE`` holds every queued message under ``postbus.q.<qid>.>``
+  (the queue file): its entry (envelope, per-recipient state, queue name) on
+  ``.entry``, changed by compare-and-set and kept once per subject, and its
+  content: chunk 0 on ``.msg``, which doubles as the "new mail" trigger the
+  qmgr consumes, larger bodies continuing on ``.part.<n>``. Removing a
+  message is one purge of ``postbus.q.<qid>.>``.
 * ``POSTBUS_DELIVER`` is a work queue of delivery jobs, one subject per
   transport (the master.cf service name), so transport_maps results route
   straight to subjects.
@@ -23,8 +24,7 @@ from __future__ import annotations
 
 ROOT = "postbus"
 
-MSG_STREAM = "POSTBUS_MSG"
-QUEUE_BUCKET = "POSTBUS_QUEUE"
+QUEUE_STREAM = "POSTBUS_QUEUE"
 DELIVER_STREAM = "POSTBUS_DELIVER"
 STATUS_STREAM = "POSTBUS_STATUS"
 DEFER_STREAM = "POSTBUS_DEFER"
@@ -34,25 +34,37 @@ QMGR_INCOMING_CONSUMER = "qmgr-incoming"
 QMGR_STATUS_CONSUMER = "qmgr-status"
 QMGR_DEFER_CONSUMER = "qmgr-defer"
 
-MSG_TRIGGER_FILTER = f"{ROOT}.msg.*"
+QUEUE_SUBJECTS = f"{ROOT}.q.>"
+MSG_TRIGGER_FILTER = f"{ROOT}.q.*.msg"
+ENTRY_FILTER = f"{ROOT}.q.*.entry"
 
 #: Core NATS subject of table-change events; payload: the table spec, UTF-8.
 MAPS_CHANGED_SUBJECT = f"{ROOT}.maps.changed"
 
 
+def entry_subject(queue_id: str) -> str:
+    """A message's queue entry (the latest version only)."""
+    return f"{ROOT}.q.{queue_id}.entry"
+
+
 def msg_subject(queue_id: str) -> str:
     """Chunk 0 of a message's content: also the qmgr's new-mail trigger."""
-    return f"{ROOT}.msg.{queue_id}"
+    return f"{ROOT}.q.{queue_id}.msg"
 
 
 def part_subject(queue_id: str, index: int) -> str:
     """Continuation chunk ``index`` (1-based) of a large message."""
-    return f"{ROOT}.part.{queue_id}.{index}"
+    return f"{ROOT}.q.{queue_id}.part.{index}"
 
 
-def parts_filter(queue_id: str) -> str:
-    """Wildcard matching every continuation chunk of one message, for purging."""
-    return f"{ROOT}.part.{queue_id}.*"
+def message_filter(queue_id: str) -> str:
+    """Everything stored for one message, for removing it in one purge."""
+    return f"{ROOT}.q.{queue_id}.>"
+
+
+def queue_id_of(subject: str) -> str:
+    """``postbus.q.<qid>.msg`` -> ``<qid>``."""
+    return subject.split(".")[2]
 
 
 def deliver_subject(transport: str) -> str:

@@ -19,13 +19,7 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import (
-    KeyNotFoundError,
-    KeyWrongLastSequenceError,
-    NoKeysError,
-    NotFoundError,
-)
-from nats.js.kv import KeyValue
+from nats.js.errors import APIError, NotFoundError
 
 from postbus import metrics
 from postbus.bus import subjects as s
@@ -34,7 +28,7 @@ from postbus.queue.ids import new_queue_id
 
 qmgr_log = logging.getLogger("postbus.qmgr")
 
-KV_STREAM = f"KV_{s.QUEUE_BUCKET}"
+WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: expected last subject sequence differs
 ENTRY_HEADER = "Postbus-Entry"
 REVISION_HEADER = "Postbus-Revision"
 JOB_HEADER = "Postbus-Job"
@@ -48,16 +42,30 @@ class QueueConflict(Exception):
 class QueueStore:
     """Read and change the queue: every service holds one of these."""
 
-    def __init__(self, nc: NATS, js: JetStreamContext, kv: KeyValue) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext) -> None:
         self.nc = nc
         self.js = js
-        self.kv = kv
         self.chunk_size = max(64 * 1024, nc.max_payload - CHUNK_HEADROOM)
 
     @classmethod
     async def open(cls, nc: NATS) -> QueueStore:
-        js = nc.jetstream()
-        return cls(nc, js, await js.key_value(s.QUEUE_BUCKET))
+        return cls(nc, nc.jetstream())
+
+    async def _put_entry(self, entry: QueueEntry, last: int) -> int:
+        """Write an entry only if its subject is still at sequence ``last``
+        (0: must not exist yet); returns the new revision."""
+        try:
+            ack = await self.js.publish(
+                s.entry_subject(entry.queue_id),
+                entry.encode(),
+                stream=s.QUEUE_STREAM,
+                headers={"Nats-Expected-Last-Subject-Sequence": str(last)},
+            )
+        except APIError as exc:
+            if exc.err_code in WRONG_LAST_SEQUENCE:
+                raise QueueConflict(entry.queue_id) from exc
+            raise
+        return int(ack.seq)
 
     # -- new mail -------------------------------------------------------------
 
@@ -92,9 +100,9 @@ class QueueStore:
             entry.size = given_size or len(data)
             entry.chunks = len(chunks)
             try:
-                revision = await self.kv.create(entry.queue_id, entry.encode())
+                revision = await self._put_entry(entry, 0)
                 break
-            except KeyWrongLastSequenceError:
+            except QueueConflict:
                 continue
         else:
             raise RuntimeError("cannot allocate a queue ID")
@@ -118,7 +126,7 @@ class QueueStore:
         self, subject: str, data: bytes, msg_id: str, extra: dict[str, str] | None = None
     ) -> None:
         headers = {"Nats-Msg-Id": msg_id, **(extra or {})}
-        await self.js.publish(subject, data, stream=s.MSG_STREAM, headers=headers)
+        await self.js.publish(subject, data, stream=s.QUEUE_STREAM, headers=headers)
 
     @staticmethod
     def trigger_entry(msg: Msg) -> tuple[QueueEntry, int] | None:
@@ -134,9 +142,9 @@ class QueueStore:
     # -- content --------------------------------------------------------------
 
     async def content(self, queue_id: str, chunks: int = 1) -> bytes:
-        first = self.js.get_last_msg(s.MSG_STREAM, s.msg_subject(queue_id), direct=True)
+        first = self.js.get_last_msg(s.QUEUE_STREAM, s.msg_subject(queue_id), direct=True)
         rest = [
-            self.js.get_last_msg(s.MSG_STREAM, s.part_subject(queue_id, i), direct=True)
+            self.js.get_last_msg(s.QUEUE_STREAM, s.part_subject(queue_id, i), direct=True)
             for i in range(1, chunks)
         ]
         msgs = await asyncio.gather(first, *rest)
@@ -147,18 +155,17 @@ class QueueStore:
     async def get(self, queue_id: str) -> tuple[QueueEntry, int] | None:
         """The entry and its revision, or None when the message is gone."""
         try:
-            item = await self.kv.get(queue_id)
-        except (KeyNotFoundError, NotFoundError):
+            msg = await self.js.get_last_msg(
+                s.QUEUE_STREAM, s.entry_subject(queue_id), direct=True
+            )
+        except NotFoundError:
             return None
-        if item.value is None or item.revision is None:
+        if not msg.data or msg.seq is None:
             return None
-        return QueueEntry.decode(item.value), item.revision
+        return QueueEntry.decode(msg.data), msg.seq
 
     async def update(self, entry: QueueEntry, revision: int) -> int:
-        try:
-            return await self.kv.update(entry.queue_id, entry.encode(), last=revision)
-        except KeyWrongLastSequenceError as exc:
-            raise QueueConflict(entry.queue_id) from exc
+        return await self._put_entry(entry, revision)
 
     async def modify(
         self, queue_id: str, change: Callable[[QueueEntry], bool]
@@ -179,15 +186,8 @@ class QueueStore:
         raise QueueConflict(queue_id)
 
     async def remove(self, entry: QueueEntry) -> None:
-        """Forget a message entirely: entry and content, leaving no markers."""
-        qid = entry.queue_id
-        purges = [
-            self.js.purge_stream(s.MSG_STREAM, subject=s.msg_subject(qid)),
-            self.js.purge_stream(KV_STREAM, subject=f"$KV.{s.QUEUE_BUCKET}.{qid}"),
-        ]
-        if entry.chunks > 1:
-            purges.append(self.js.purge_stream(s.MSG_STREAM, subject=s.parts_filter(qid)))
-        await asyncio.gather(*purges)
+        """Forget a message entirely, entry and content, in one purge."""
+        await self.js.purge_stream(s.QUEUE_STREAM, subject=s.message_filter(entry.queue_id))
 
     async def retire(self, entry: QueueEntry) -> None:
         """Remove a message whose every recipient is final (≈ qmgr's "removed")."""
@@ -213,12 +213,9 @@ class QueueStore:
 
     async def entries(self) -> AsyncIterator[QueueEntry]:
         """Every queue entry, for postqueue -p and postsuper."""
-        try:
-            keys = await self.kv.keys()
-        except (NotFoundError, NoKeysError):
-            return
-        for key in keys:
-            got = await self.get(key)
+        info = await self.js.stream_info(s.QUEUE_STREAM, subjects_filter=s.ENTRY_FILTER)
+        for subject in (info.state.subjects or {}):
+            got = await self.get(s.queue_id_of(subject))
             if got is not None:
                 yield got[0]
 

@@ -12,7 +12,7 @@ from qmgr.active import QueueManager
 async def main(ctx: ServiceContext) -> None:
     qmgr = QueueManager(ctx)
     await asyncio.gather(
-        consume(ctx, stream=s.MSG_STREAM, subject=s.MSG_TRIGGER_FILTER,
+        consume(ctx, stream=s.QUEUE_STREAM, subject=s.MSG_TRIGGER_FILTER,
                 durable=s.QMGR_INCOMING_CONSUMER, handler=qmgr.on_incoming),
         consume(ctx, stream=s.STATUS_STREAM, subject=f"{s.ROOT}.status.*",
                 durable=s.QMGR_STATUS_CONSUMER, handler=qmgr.on_status),

@@ -22,6 +22,7 @@ import time
 from nats.aio.msg import Msg
 
 from postbus import metrics
+from postbus.bus import subjects as s
 from postbus.queue.entry import DeliveryStatus, QueueEntry
 from postbus.queue.store import QueueConflict, QueueStore
 from postbus.service import ServiceContext
@@ -30,9 +31,6 @@ from qmgr.defer import backoff
 from qmgr.scheduler import Scheduler
 
 log = logging.getLogger("postbus.qmgr")
-
-ORPHAN_AGE = 120.0  # content without an entry for this long was never accepted
-
 
 def _needs_notice(entry: QueueEntry) -> bool:
     return bool(entry.sender) and any(r.state in ("bounced", "expired") for r in entry.recipients)
@@ -48,15 +46,10 @@ class QueueManager:
     # -- new mail ----------------------------------------------------------------
 
     async def on_incoming(self, msg: Msg) -> None:
-        queue_id = msg.subject.rsplit(".", 1)[-1]
+        queue_id = s.queue_id_of(msg.subject)
         got = QueueStore.trigger_entry(msg) or await self.store.get(queue_id)
         if got is None:
-            age = time.time() - (msg.metadata.timestamp.timestamp() if msg.metadata else 0)
-            if age > ORPHAN_AGE:
-                log.warning("%s: content without queue entry; removed", queue_id)
-                await msg.ack()
-            else:
-                await msg.nak(delay=0.5)
+            await msg.ack()  # removed meanwhile (delivered, or postsuper -d)
             return
         entry, _ = got
         if entry.queue == "incoming":
