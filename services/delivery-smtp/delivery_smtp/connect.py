@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from delivery_smtp.addr import HostLookupError, HostResolver, Target, numeric
 from delivery_smtp.proto import Settings, SiteFailure, handshake, probe, transfer
 from delivery_smtp.reuse import SessionCache
-from delivery_smtp.session import Chat, LmtpChat, SmtpChat
+from delivery_smtp.session import Chat
 from postbus.delivery import Outcome, Stats
 from postbus.queue.entry import DeliveryJob
 
@@ -186,16 +186,15 @@ class Connector:
     async def _open(self, target: Target) -> Chat:
         if target.port == 0:  # LMTP over a UNIX-domain socket
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_unix_connection(target.addr), self.st.connect_timeout
-                )
+                async with asyncio.timeout(self.st.connect_timeout):
+                    return await Chat.over_unix(target, target.addr)
             except TimeoutError as exc:
                 raise ConnectFailed("Connection timed out") from exc
             except OSError as exc:
                 raise ConnectFailed(_strerror(exc)) from exc
-            return LmtpChat(target, reader, writer)
         sock = await open_socket(target, self.st.connect_timeout)
-        if self.st.lmtp:
-            reader, writer = await asyncio.open_connection(sock=sock)
-            return LmtpChat(target, reader, writer)
-        return SmtpChat(target, sock, self.st.helo_name)
+        try:
+            return await Chat.over_socket(target, sock)
+        except OSError as exc:
+            sock.close()
+            raise ConnectFailed(_strerror(exc)) from exc

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from delivery_smtp.session import Chat, Lost, TimedOut, data_bytes
 from postbus.config.loader import Config
 from postbus.delivery import Outcome, Reply, soften
-from postbus.queue.entry import DeliveryJob
+from postbus.queue.entry import DeliveryJob, Recipient
 
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
@@ -194,8 +194,10 @@ def xtext(text: str) -> str:
     )
 
 
-def _mail_args(chat: Chat, job: DeliveryJob, size: int, utf8: bool, eight_bit: bool) -> list[bytes]:
-    args = [f"FROM:<{quote_addr(job.sender)}>" if job.sender else "FROM:<>"]
+def _mail_command(
+    chat: Chat, job: DeliveryJob, size: int, utf8: bool, eight_bit: bool
+) -> bytes:
+    args = [f"MAIL FROM:<{quote_addr(job.sender)}>" if job.sender else "MAIL FROM:<>"]
     if "size" in chat.features:
         args.append(f"SIZE={size}")
     if eight_bit and "8bitmime" in chat.features:
@@ -207,7 +209,17 @@ def _mail_args(chat: Chat, job: DeliveryJob, size: int, utf8: bool, eight_bit: b
             args.append(f"RET={job.ret}")
         if job.env_id:
             args.append(f"ENVID={xtext(job.env_id)}")
-    return [b"MAIL", *(a.encode() for a in args)]
+    return (" ".join(args) + "\r\n").encode()
+
+
+def _rcpt_command(chat: Chat, rcpt: Recipient) -> bytes:
+    words = [f"RCPT TO:<{quote_addr(rcpt.address)}>"]
+    if "dsn" in chat.features:
+        if rcpt.notify:
+            words.append(f"NOTIFY={rcpt.notify}")
+        if rcpt.orig_rcpt:
+            words.append(f"ORCPT=rfc822;{xtext(rcpt.orig_rcpt)}")
+    return (" ".join(words) + "\r\n").encode()
 
 
 async def _rset(chat: Chat, st: Settings) -> None:
@@ -220,7 +232,10 @@ async def _rset(chat: Chat, st: Settings) -> None:
 
 
 async def probe(chat: Chat, st: Settings) -> bool:
-    """RSET before reusing a cached session: is it still alive and in sync?"""
+    """RSET before reusing a cached session: is it still alive and in sync?
+
+    Postfix does the same (smtp_reuse.c: "Send an RSET probe to verify that
+    the session is still good"), as its own round trip before the next MAIL."""
     await _rset(chat, st)
     return not chat.broken and chat.connected
 
@@ -231,7 +246,19 @@ def _final(chat: Chat, got: Reply) -> Outcome:
 
 
 async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -> list[Outcome]:
-    """MAIL, RCPT per recipient, DATA, body; one outcome per job recipient (≈ smtp_xfer())."""
+    """MAIL, RCPT per recipient, DATA, body; one outcome per job recipient (≈ smtp_xfer()).
+
+    When the server offers PIPELINING, MAIL, every RCPT and DATA go out in one
+    write and the replies are then read in order, each with its own time
+    limit and its own "while ..." text, as Postfix's receiver loop does.
+    Postfix's course corrections apply once all those replies are in: a
+    rejected MAIL FROM fails every recipient and the RCPT replies that follow
+    are read but ignored; a rejected DATA is followed by RSET; a DATA that
+    was accepted although no recipient was gets just "." (an empty message,
+    RFC 2197), never the content, and the reply to it is ignored. Without
+    PIPELINING each command waits for its reply, and RSET ends the
+    transaction as soon as it cannot succeed.
+    """
     count = len(job.recipients)
     out: list[Outcome | None] = [None] * count
     utf8 = not (job.sender.isascii() and all(r.address.isascii() for r in job.recipients))
@@ -244,39 +271,46 @@ async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -
     if utf8 and "smtputf8" not in chat.features:
         text = f"SMTPUTF8 is required, but was not offered by host {chat.namaddr}"
         return [Outcome("bounced", "5.6.7", text)] * count
+    pipelining = "pipelining" in chat.features
+    mail = _mail_command(chat, job, len(content), utf8, not content.isascii())
+    rcpts = [_rcpt_command(chat, rcpt) for rcpt in job.recipients]
     where = "sending MAIL FROM"
     accepted: list[int] = []
     try:
-        eight_bit = not content.isascii()
-        got = await chat.command(
-            *_mail_args(chat, job, len(content), utf8, eight_bit), timeout=st.mail_timeout
-        )
-        if got.code // 100 != 2:
-            await _rset(chat, st)
-            return [Outcome.from_reply(got, said(chat, got, "MAIL FROM command"))] * count
+        chat.write(b"".join([mail, *rcpts, b"DATA\r\n"]) if pipelining else mail)
+        got = await chat.reply(st.mail_timeout)
+        mail_ok = got.code // 100 == 2
+        if not mail_ok:
+            out = [Outcome.from_reply(got, said(chat, got, "MAIL FROM command"))] * count
+            if not pipelining:
+                await _rset(chat, st)
+                return _done(out)
         where = "sending RCPT TO"
-        for i, rcpt in enumerate(job.recipients):
-            words = [b"RCPT", f"TO:<{quote_addr(rcpt.address)}>".encode()]
-            if "dsn" in chat.features:
-                if rcpt.notify:
-                    words.append(f"NOTIFY={rcpt.notify}".encode())
-                if rcpt.orig_rcpt:
-                    words.append(f"ORCPT=rfc822;{xtext(rcpt.orig_rcpt)}".encode())
-            got = await chat.command(*words, timeout=st.rcpt_timeout)
+        for i, rcpt in enumerate(rcpts):
+            if not pipelining:
+                chat.write(rcpt)
+            got = await chat.reply(st.rcpt_timeout)
+            if not mail_ok:
+                continue  # every recipient already failed with MAIL FROM
             if got.code // 100 == 2:
                 accepted.append(i)
             else:
                 out[i] = Outcome.from_reply(got, said(chat, got, "RCPT TO command"))
-        if not accepted:
+        if not pipelining and not accepted:
             await _rset(chat, st)
-            return [o or Outcome("deferred", "4.3.0", "no outcome") for o in out]
+            return _done(out)
         where = "sending DATA command"
-        got = await chat.command(b"DATA", timeout=st.data_init_timeout)
+        if not pipelining:
+            chat.write(b"DATA\r\n")
+        got = await chat.reply(st.data_init_timeout)
         if got.code // 100 != 3:
-            await _rset(chat, st)
             for i in accepted:
                 out[i] = Outcome.from_reply(got, said(chat, got, "DATA command"))
-            accepted = []
+            await _rset(chat, st)
+        elif not accepted:  # pipelined DATA accepted with nobody to send to
+            where = "sending end of data -- message may be sent more than once"
+            await chat.send(b".\r\n", st.data_xfer_timeout)
+            await chat.reply(st.data_done_timeout)
         else:
             where = "sending message body"
             await chat.send(data_bytes(content), st.data_xfer_timeout)
@@ -292,4 +326,8 @@ async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -
         chat.broken = True
         failure = broken(chat, exc, where)
         out = [o or failure for o in out]
+    return _done(out)
+
+
+def _done(out: list[Outcome | None]) -> list[Outcome]:
     return [o or Outcome("deferred", "4.3.0", "no outcome") for o in out]

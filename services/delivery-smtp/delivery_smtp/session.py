@@ -90,7 +90,7 @@ class _Wire(asyncio.Protocol):
         self.closed = False
         self._partial = b""
         self._lines: list[str] = []
-        self._paused = False
+        self.paused = False
         self._drained: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------
@@ -121,10 +121,10 @@ class _Wire(asyncio.Protocol):
         self._resume()
 
     def pause_writing(self) -> None:
-        self._paused = True
+        self.paused = True
 
     def resume_writing(self) -> None:
-        self._paused = False
+        self.paused = False
         self._resume()
 
     # -- replies --------------------------------------------------------------------
@@ -163,7 +163,7 @@ class _Wire(asyncio.Protocol):
 
     async def drain(self) -> None:
         """Wait until the transport's buffer is below its high-water mark again."""
-        while self._paused and not self.closed:
+        while self.paused and not self.closed:
             self._drained = asyncio.get_running_loop().create_future()
             try:
                 await self._drained
@@ -250,7 +250,7 @@ class Chat:
     async def send(self, data: bytes, timeout: float | None) -> None:
         """Write raw bytes (the message body) and wait until the transport has room again."""
         self.write(data)
-        if self.wire._paused:
+        if self.wire.paused:
             try:
                 async with asyncio.timeout(timeout):
                     await self.wire.drain()

@@ -197,14 +197,22 @@ async def test_lmtp_reports_each_recipient(bus: Bus, run_agent: RunAgent) -> Non
         (["-r", "mail"], "deferred", "4.", "(in reply to MAIL FROM command)"),
         (["-q", "rcpt"], "deferred", "4.4.2",
          "lost connection with 127.0.0.1[127.0.0.1] while sending RCPT TO"),
-        (["-w", "3"], "deferred", "4.4.2", "conversation with 127.0.0.1[127.0.0.1] timed out"),
+        # -w delays the DATA reply; smtp-sink holds back the replies before it too, so
+        # with PIPELINING the wait shows on the first reply read (MAIL FROM), as in Postfix.
+        (["-p", "-w", "3"], "deferred", "4.4.2",
+         "conversation with 127.0.0.1[127.0.0.1] timed out while sending DATA command"),
+        (["-w", "3"], "deferred", "4.4.2",
+         "conversation with 127.0.0.1[127.0.0.1] timed out while sending MAIL FROM"),
     ],
 )
 async def test_smtp_sink_failures(
     bus: Bus, run_agent: RunAgent, switches: list[str], status: str, dsn: str, reason: str
 ) -> None:
     binary = need("smtp-sink")
-    settings = {**FAST, "smtp_data_init_timeout": "1s", "smtp_data_done_timeout": "1s"}
+    settings = {
+        **FAST, "smtp_mail_timeout": "1s",
+        "smtp_data_init_timeout": "1s", "smtp_data_done_timeout": "1s",
+    }
     with SmtpSink(binary, *switches) as sink:
         await run_agent(main, "smtp", settings)
         rcpts = ["a@remote.test", "b@remote.test"]
