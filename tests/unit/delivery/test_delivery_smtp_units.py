@@ -6,7 +6,8 @@ import pytest
 
 from delivery_smtp.connect import NextHop, parse_nexthops
 from delivery_smtp.proto import quote_addr, xtext
-from delivery_smtp.session import data_bytes
+from delivery_smtp.session import _Wire, data_bytes, parse_extensions
+from postbus.delivery import Reply
 
 
 @pytest.mark.parametrize(
@@ -46,3 +47,31 @@ def test_quote_addr_and_xtext() -> None:
     assert quote_addr("john doe@example.com") == '"john doe"@example.com'
     assert quote_addr("postmaster") == "postmaster"
     assert xtext("a+b=c d") == "a+2Bb+3Dc+20d"
+
+
+# -- the reply reader shared by SMTP and LMTP ----------------------------------------
+
+
+def test_replies_are_whole_in_order_and_split_anywhere() -> None:
+    wire = _Wire()
+    stream = b"250-mx.test\r\n250-PIPELINING\r\n250 SIZE 1000\r\n250 2.1.0 Ok\r\n354 go\r\n"
+    for i in range(0, len(stream), 7):  # arbitrary segment boundaries
+        wire.data_received(stream[i : i + 7])
+    assert list(wire.replies) == [
+        Reply(250, "mx.test\nPIPELINING\nSIZE 1000"), Reply(250, "2.1.0 Ok"), Reply(354, "go"),
+    ]
+    assert str(wire.replies[0]) == "250 mx.test PIPELINING SIZE 1000"
+
+
+def test_garbage_ends_the_conversation_after_the_good_replies() -> None:
+    wire = _Wire()
+    wire.data_received(b"250 2.1.0 Ok\r\nHTTP/1.1 400 Bad Request\r\n250 Ok\r\n")
+    assert list(wire.replies) == [Reply(250, "2.1.0 Ok")]
+    assert wire.closed
+
+
+def test_ehlo_keywords() -> None:
+    text = "mx.test\nPIPELINING\nSIZE 10240000\nAUTH=LOGIN PLAIN\n8BITMIME\nDSN"
+    assert parse_extensions(text) == {
+        "pipelining": "", "size": "10240000", "auth": "LOGIN PLAIN", "8bitmime": "", "dsn": "",
+    }
