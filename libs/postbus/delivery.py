@@ -250,7 +250,8 @@ async def handle_job(ctx: ServiceContext, msg: Msg, deliver: Deliver) -> None:
             return
         results = await deliver(job, content, stats)
         await ctx.queue.settle(
-            DeliveryStatus(job.queue_id, job.attempt, job.transport, job.nexthop, results)
+            DeliveryStatus(job.queue_id, job.attempt, job.transport, job.nexthop, results),
+            whole=job.whole,
         )
     await msg.ack()
     metrics.bus_messages_processed.labels(deliver_consumer(ctx.service), "ack").inc()

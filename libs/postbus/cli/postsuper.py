@@ -39,7 +39,7 @@ async def run(cfg: Config, args: argparse.Namespace) -> int:
                 got = await store.get(queue_id)
                 if got is None:
                     continue
-                await store.remove(got[0])
+                await store.remove(queue_id)
                 log.info("%s: removed", queue_id)
                 count += 1
             print(f"postsuper: Deleted: {count} message{'s' if count != 1 else ''}",

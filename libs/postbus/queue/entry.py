@@ -147,6 +147,7 @@ class DeliveryJob:
     active_time: float = 0.0  # when qmgr took the message in (delays= a)
     env_id: str = ""
     ret: str = ""
+    whole: bool = False  # these are all of the message's recipients, none settled before
 
     def encode(self) -> bytes:
         return _dump(self, "recipients")

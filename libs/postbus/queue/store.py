@@ -185,29 +185,33 @@ class QueueStore:
                 await asyncio.sleep(0.005)
         raise QueueConflict(queue_id)
 
-    async def remove(self, entry: QueueEntry) -> None:
+    async def remove(self, queue_id: str) -> None:
         """Forget a message entirely, entry and content, in one purge."""
-        await self.js.purge_stream(s.QUEUE_STREAM, subject=s.message_filter(entry.queue_id))
+        await self.js.purge_stream(s.QUEUE_STREAM, subject=s.message_filter(queue_id))
 
-    async def retire(self, entry: QueueEntry) -> None:
+    async def retire(self, queue_id: str, all_sent: bool) -> None:
         """Remove a message whose every recipient is final (≈ qmgr's "removed")."""
-        await self.remove(entry)
-        qmgr_log.info("%s: removed", entry.queue_id)
-        reason = "delivered" if entry.all_sent() else "bounced"
+        await self.remove(queue_id)
+        qmgr_log.info("%s: removed", queue_id)
+        reason = "delivered" if all_sent else "bounced"
         metrics.qmgr_messages_removed.labels(reason).inc()
-        await self.event("removed", entry.queue_id, reason=reason)
+        await self.event("removed", queue_id, reason=reason)
 
-    async def settle(self, status: DeliveryStatus) -> None:
+    async def settle(self, status: DeliveryStatus, whole: bool = False) -> None:
         """A delivery agent's report. When it completes a message with every
         recipient sent, the agent removes the message itself, as Postfix's
         agents mark recipients done in the queue file; anything else (partial
         progress, deferrals, bounces) goes to the qmgr, which owns retries and
-        notices."""
+        notices. ``whole``: the job held every recipient of the message, so
+        all-sent needs no look at the entry."""
+        if whole and all(r.status == "sent" for r in status.results):
+            await self.retire(status.queue_id, True)
+            return
         got = await self.get(status.queue_id)
         if got is not None:
             entry, _ = got
             if entry.record(status) and entry.all_sent():
-                await self.retire(entry)
+                await self.retire(entry.queue_id, True)
                 return
         await self.report(status)
 

@@ -137,7 +137,7 @@ class QueueManager:
             return
         if any(r.state in ("bounced", "expired") for r in entry.recipients):
             await self.bouncer.notify(entry)
-        await self.store.retire(entry)
+        await self.store.retire(entry.queue_id, entry.all_sent())
 
     # -- deferred mail -------------------------------------------------------------
 

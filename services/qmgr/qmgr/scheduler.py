@@ -123,6 +123,7 @@ class Scheduler:
                     active_time=entry.last_attempt,
                     env_id=entry.env_id,
                     ret=entry.ret,
+                    whole=len(chunk) == len(entry.recipients),
                 )
                 inline = content if content is not None and len(content) <= INLINE_MAX else None
                 await self.store.submit_job(job, inline)
