@@ -7,8 +7,9 @@ behaviour; aliases to remote addresses are re-queued through the queue.
 from __future__ import annotations
 
 from delivery_local.local import LocalAgent
-from postbus.delivery import serve_jobs
-from postbus.queue.entry import QueueEntry
+from postbus.config.loader import Config
+from postbus.delivery import Stats, serve_jobs
+from postbus.queue.entry import DeliveryJob, QueueEntry, RcptResult
 from postbus.service import ServiceContext, run
 
 
@@ -23,8 +24,17 @@ async def main(ctx: ServiceContext) -> None:
     async def reinject(entry: QueueEntry, content: bytes) -> str:
         return await ctx.queue.enqueue(entry, content)
 
-    agent = LocalAgent(ctx.cfg, ctx.service, virtual=is_virtual(ctx), reinject=reinject)
-    await serve_jobs(ctx, agent.deliver)
+    agents = [LocalAgent(ctx.cfg, ctx.service, virtual=is_virtual(ctx), reinject=reinject)]
+
+    def configure(cfg: Config) -> None:
+        """On reload: new jobs use the new settings (mailboxes, aliases...)."""
+        agents[0] = LocalAgent(cfg, ctx.service, virtual=is_virtual(ctx), reinject=reinject)
+
+    async def deliver(job: DeliveryJob, content: bytes, stats: Stats) -> list[RcptResult]:
+        return await agents[0].deliver(job, content, stats)
+
+    ctx.on_reload(configure)
+    await serve_jobs(ctx, deliver)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,32 @@ from __future__ import annotations
 import asyncio
 
 from delivery_smtp.agent import agent, build
-from postbus.delivery import serve_jobs
+from postbus.config.loader import Config
+from postbus.delivery import Deliver, Stats, serve_jobs
+from postbus.queue.entry import DeliveryJob, RcptResult
 from postbus.service import ServiceContext, run
 
 
 async def main(ctx: ServiceContext) -> None:
-    connector = build(ctx.cfg, ctx.service)
-    sweeper = asyncio.create_task(connector.cache.run(ctx.stopping))
+    sweepers: list[asyncio.Task[None]] = []
+    current: list[Deliver] = []
+
+    def configure(cfg: Config) -> None:
+        """At start and on reload: new jobs use the new settings."""
+        connector = build(cfg, ctx.service)
+        sweepers.append(asyncio.create_task(connector.cache.run(ctx.stopping)))
+        current[:] = [agent(cfg, ctx.service, connector)]
+
+    async def deliver(job: DeliveryJob, content: bytes, stats: Stats) -> list[RcptResult]:
+        return await current[0](job, content, stats)
+
+    configure(ctx.cfg)
+    ctx.on_reload(configure)
     try:
-        await serve_jobs(ctx, agent(ctx.cfg, ctx.service, connector))
+        await serve_jobs(ctx, deliver)
     finally:
         ctx.stopping.set()
-        await sweeper
+        await asyncio.gather(*sweepers)
 
 
 if __name__ == "__main__":

@@ -103,18 +103,23 @@ class SmtpServer:
     """Listens, runs one :class:`Session` per connection, drains on stop."""
 
     def __init__(self, cfg: Config, writer: QueueWriter, listener: str = "smtp") -> None:
-        for param in ("smtpd_data_restrictions", "smtpd_end_of_data_restrictions"):
-            if cfg.list(param):
-                raise ConfigError("not supported yet by Postbus", parameter=param)
-        self.cfg = cfg
-        self.settings = Settings.from_config(cfg)
-        self.policy = Policy(cfg)
+        self.reconfigure(cfg)
         self.writer = writer
         self.listener = listener
         self.accepted = metrics.smtpd_messages_accepted.labels(listener)
         self.sizes = metrics.smtpd_message_size.labels(listener)
         self.sessions: set[asyncio.Task[None]] = set()
         self.servers: list[asyncio.AbstractServer] = []
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Apply a (re)loaded configuration to new sessions; sessions already
+        running finish with the settings they started with. Raises
+        ConfigError, leaving the old settings in place, when it is unusable."""
+        for param in ("smtpd_data_restrictions", "smtpd_end_of_data_restrictions"):
+            if cfg.list(param):
+                raise ConfigError("not supported yet by Postbus", parameter=param)
+        settings, policy = Settings.from_config(cfg), Policy(cfg)
+        self.cfg, self.settings, self.policy = cfg, settings, policy
         self._rewrite = cfg.list("local_header_rewrite_clients")
 
     async def start(self, host: str, port: int) -> list[tuple[str, int]]:
@@ -239,6 +244,7 @@ async def main(ctx: ServiceContext) -> None:
         return await store.enqueue(entry, b"", long_ids, build=build)
 
     server = SmtpServer(cfg, write, listener=ctx.service)
+    ctx.on_reload(server.reconfigure)
     host, port = where
     bound = await server.start(host, port)
     log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in bound))
