@@ -105,17 +105,17 @@ def run_postbus(root: Path, args: argparse.Namespace, sink_port: int) -> dict[st
         t0 = time.monotonic()
         accept_time = send_load(system.smtp_port, args.count, args.size, args.sessions)
         done, delays = wait_delivered(system.maillog, args.count, args.timeout)
-        memory = {label: peak_rss_mib(p.pid) for label, p in system.procs.items()}
         pids = {label: p.pid for label, p in system.procs.items()}
         for server in (system.nats, system.redis):
             assert server.proc is not None
             pids[f"{server.name}-server"] = server.proc.pid
+        memory = {label: peak_rss_mib(pid) for label, pid in pids.items()}
         cpu = {label: cpu_seconds(pid) for label, pid in pids.items()}
     finally:
         system.stop()
     result = summarize("postbus", args, accept_time, done - t0, delays)
     for label in pids:
-        print(f"  {label:<18} peak memory {memory.get(label, peak_rss_mib(0)):7.1f} MiB,"
+        print(f"  {label:<18} peak memory {memory[label]:7.1f} MiB,"
               f" CPU {cpu[label] / args.count * 1000:6.3f} ms/msg")
     print(f"  total CPU of Postbus and its servers: "
           f"{sum(cpu.values()) / args.count * 1000:.3f} ms/msg")

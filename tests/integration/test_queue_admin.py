@@ -12,6 +12,7 @@ import pytest
 
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.queue.store import QueueStore
+from postbus.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +71,24 @@ async def test_postsuper_hold_release_and_delete(qmgr: Path, store: QueueStore) 
     assert await store.get(qid) is None
     content = await store.js.stream_info("POSTBUS_QUEUE")
     assert content.state.messages == 0
+
+
+async def test_incoming_mail_is_listed_and_can_be_held_and_deleted_before_qmgr_sees_it(
+    tmp_path: Path, nats: ServerProcess, store: QueueStore
+) -> None:
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "main.cf").write_text(f"postbus_nats_url = {nats.url}\n")
+    (conf / "master.cf").write_text("")
+    qid = await store.enqueue(
+        QueueEntry("", "early@client.test", [Recipient("x@remote.test")]), b"\r\nbody\r\n"
+    )
+    out = (await asyncio.to_thread(postbus, conf, "postqueue", "-p")).stdout
+    assert f"{qid} " in out and "early@client.test" in out and f"{qid}*" not in out
+    result = await asyncio.to_thread(postbus, conf, "postsuper", "-h", qid)
+    assert "Placed on hold: 1 message" in result.stderr
+    got = await store.get(qid)
+    assert got is not None and got[0].queue == "hold" and got[1] > 0
+    result = await asyncio.to_thread(postbus, conf, "postsuper", "-d", qid)
+    assert "Deleted: 1 message" in result.stderr
+    assert await store.get(qid) is None

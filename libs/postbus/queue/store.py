@@ -30,7 +30,6 @@ qmgr_log = logging.getLogger("postbus.qmgr")
 
 WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: expected last subject sequence differs
 ENTRY_HEADER = "Postbus-Entry"
-REVISION_HEADER = "Postbus-Revision"
 JOB_HEADER = "Postbus-Job"
 CHUNK_HEADROOM = 16 * 1024  # room for headers inside max_payload
 
@@ -79,9 +78,14 @@ class QueueStore:
     ) -> str:
         """Store a new message durably; returns its queue ID.
 
-        The entry is created first (``create`` fails on an ID already in use,
-        so IDs stay unique across replicas), then the content; chunk 0 goes
-        last because its arrival is the qmgr's trigger.
+        One write makes a message queued: chunk 0 of the content, carrying
+        the queue entry in its headers, published only if its subject is
+        new (so IDs stay unique across replicas). That message is also the
+        qmgr's trigger; until the qmgr first stores the entry on its own
+        subject, :meth:`get` reads it from there. Continuation chunks of a
+        large message go first, so the trigger never precedes its content.
+        (Should a drawn ID collide, the chunks already written under it
+        belong to the other message's subjects and leave with it.)
 
         ``build(queue_id)``, when given, returns the content to store under a
         freshly drawn ID (smtpd's Received: and Message-Id: headers name it);
@@ -89,54 +93,50 @@ class QueueStore:
         depend on the ID. ``content`` is then ignored.
         """
         given_size = entry.size
-        chunks: list[bytes] = []
-        revision = 0
         for _ in range(10):
-            entry.queue_id = new_queue_id(long_ids)
-            data = build(entry.queue_id) if build is not None else content
+            entry.queue_id = qid = new_queue_id(long_ids)
+            data = build(qid) if build is not None else content
             chunks = [
                 data[i : i + self.chunk_size] for i in range(0, len(data), self.chunk_size)
             ] or [b""]
             entry.size = given_size or len(data)
             entry.chunks = len(chunks)
             try:
-                revision = await self._put_entry(entry, 0)
-                break
+                if len(chunks) > 1:
+                    await asyncio.gather(*(
+                        self._publish_new(s.part_subject(qid, i), chunk)
+                        for i, chunk in enumerate(chunks[1:], start=1)
+                    ))
+                await self._publish_new(
+                    s.msg_subject(qid), chunks[0], {ENTRY_HEADER: entry.encode().decode()}
+                )
+                return qid
             except QueueConflict:
                 continue
-        else:
-            raise RuntimeError("cannot allocate a queue ID")
-        qid = entry.queue_id
-        if len(chunks) > 1:
-            await asyncio.gather(
-                *(
-                    self._publish_once(s.part_subject(qid, i), chunk, f"{qid}.{i}")
-                    for i, chunk in enumerate(chunks[1:], start=1)
-                )
-            )
-        # The trigger carries the entry and its revision, so the qmgr need
-        # not read back what was just written (it still compare-and-sets).
-        await self._publish_once(
-            s.msg_subject(qid), chunks[0], qid,
-            {ENTRY_HEADER: entry.encode().decode(), REVISION_HEADER: str(revision)},
-        )
-        return qid
+        raise RuntimeError("cannot allocate a queue ID")
 
-    async def _publish_once(
-        self, subject: str, data: bytes, msg_id: str, extra: dict[str, str] | None = None
+    async def _publish_new(
+        self, subject: str, data: bytes, extra: dict[str, str] | None = None
     ) -> None:
-        headers = {"Nats-Msg-Id": msg_id, **(extra or {})}
-        await self.js.publish(subject, data, stream=s.QUEUE_STREAM, headers=headers)
+        """Publish on a subject that must not exist yet (QueueConflict if it does)."""
+        headers = {"Nats-Expected-Last-Subject-Sequence": "0", **(extra or {})}
+        try:
+            await self.js.publish(subject, data, stream=s.QUEUE_STREAM, headers=headers)
+        except APIError as exc:
+            if exc.err_code in WRONG_LAST_SEQUENCE:
+                raise QueueConflict(subject) from exc
+            raise
 
     @staticmethod
     def trigger_entry(msg: Msg) -> tuple[QueueEntry, int] | None:
-        """The entry and revision a new-mail trigger carries (None when absent)."""
-        headers = msg.headers or {}
-        if ENTRY_HEADER not in headers or REVISION_HEADER not in headers:
+        """The entry a new-mail trigger carries, at revision 0 ("not stored
+        on its own subject yet"); None when absent."""
+        raw = (msg.headers or {}).get(ENTRY_HEADER)
+        if raw is None:
             return None
         try:
-            return QueueEntry.decode(headers[ENTRY_HEADER].encode()), int(headers[REVISION_HEADER])
-        except (CodecError, ValueError):
+            return QueueEntry.decode(raw.encode()), 0
+        except CodecError:
             return None
 
     # -- content --------------------------------------------------------------
@@ -159,10 +159,19 @@ class QueueStore:
                 s.QUEUE_STREAM, s.entry_subject(queue_id), direct=True
             )
         except NotFoundError:
-            return None
+            return await self._incoming(queue_id)
         if not msg.data or msg.seq is None:
             return None
         return QueueEntry.decode(msg.data), msg.seq
+
+    async def _incoming(self, queue_id: str) -> tuple[QueueEntry, int] | None:
+        """A message the qmgr has not taken in yet: its entry is in the trigger."""
+        try:
+            msg = await self.js.get_last_msg(s.QUEUE_STREAM, s.msg_subject(queue_id), direct=True)
+        except NotFoundError:
+            return None
+        raw = (msg.headers or {}).get(ENTRY_HEADER)
+        return (QueueEntry.decode(raw.encode()), 0) if raw else None
 
     async def update(self, entry: QueueEntry, revision: int) -> int:
         return await self._put_entry(entry, revision)
@@ -217,9 +226,12 @@ class QueueStore:
 
     async def entries(self) -> AsyncIterator[QueueEntry]:
         """Every queue entry, for postqueue -p and postsuper."""
-        info = await self.js.stream_info(s.QUEUE_STREAM, subjects_filter=s.ENTRY_FILTER)
-        for subject in (info.state.subjects or {}):
-            got = await self.get(s.queue_id_of(subject))
+        ids: dict[str, None] = {}
+        for subjects in (s.ENTRY_FILTER, s.MSG_TRIGGER_FILTER):  # taken in, then incoming
+            info = await self.js.stream_info(s.QUEUE_STREAM, subjects_filter=subjects)
+            ids.update((s.queue_id_of(subject), None) for subject in info.state.subjects or {})
+        for queue_id in ids:
+            got = await self.get(queue_id)
             if got is not None:
                 yield got[0]
 
