@@ -716,6 +716,8 @@ _TABLE: tuple[Param, ...] = (
        "Tables the tcp_table server answers from, first match wins."),
     _p("postbus_maps_api_token", "str", "",
        "Bearer token for maps-api writes; empty: every write is refused."),
+    _p("postbus_queue_scan_interval", "time", "30s",
+       "How often the qmgr recounts the queues for the postbus_queue_messages gauge.", min=1),
     _p("postbus_start_servers", "bool", "yes",
        "Whether postbus start runs its own nats-server and redis-server."),
     _p("postbus_nats_monitor_port", "int", "0",

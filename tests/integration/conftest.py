@@ -27,13 +27,16 @@ def qmgr(tmp_path: Path, nats: ServerProcess) -> Iterator[Path]:
         "gone.test=discard:, slow.test=relay:[10.0.0.1], "
         "{later.test=retry:4.4.1 try again later} }\n"
         "minimal_backoff_time = 1s\nmaximal_backoff_time = 1s\n"
+        "postbus_queue_scan_interval = 1s\n"
         f"data_directory = {tmp_path}\n"
     )
     (conf / "master.cf").write_text("qmgr unix n - n 300 1 qmgr\n")
     log = open(tmp_path / "qmgr.out", "wb")  # noqa: SIM115
+    metrics_port = free_port()
+    (tmp_path / "metrics.port").write_text(str(metrics_port))
     proc = subprocess.Popen(
         [sys.executable, "-m", "qmgr", "-c", str(conf), "-n", "qmgr",
-         "--metrics", f"127.0.0.1:{free_port()}"],
+         "--metrics", f"127.0.0.1:{metrics_port}"],
         stdout=log, stderr=subprocess.STDOUT,
     )
     log.close()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,31 @@ async def test_incoming_mail_is_listed_and_can_be_held_and_deleted_before_qmgr_s
     result = await asyncio.to_thread(postbus, conf, "postsuper", "-d", qid)
     assert "Deleted: 1 message" in result.stderr
     assert await store.get(qid) is None
+
+
+async def test_queue_gauges_count_deferred_and_held_mail(qmgr: Path, store: QueueStore) -> None:
+    port = int((qmgr.parent / "metrics.port").read_text())
+    deferred = await store.enqueue(
+        QueueEntry("", "a@client.test", [Recipient("x@later.test")]), b"\r\nbody\r\n"
+    )
+    held = await store.enqueue(
+        QueueEntry("", "a@client.test", [Recipient("y@later.test")]), b"\r\nbody\r\n"
+    )
+    await wait_queue(store, deferred, "deferred")
+    await wait_queue(store, held, "deferred")
+    conf = qmgr.parent / "etc"
+    await asyncio.to_thread(postbus, conf, "postsuper", "-h", held)
+
+    def scrape() -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        found = re.findall(r'^postbus_queue_messages\{queue="(\w+)"\} ([\d.]+)$', text, re.M)
+        return {name: float(value) for name, value in found}
+
+    for _ in range(60):
+        gauges = await asyncio.to_thread(scrape)
+        if gauges.get("deferred") == 1 and gauges.get("hold") == 1:
+            break
+        await asyncio.sleep(0.2)
+    assert gauges["deferred"] == 1 and gauges["hold"] == 1, gauges
+    assert gauges["incoming"] == 0 and gauges["active"] == 0

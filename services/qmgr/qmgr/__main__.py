@@ -7,11 +7,13 @@ import asyncio
 from postbus.bus import subjects as s
 from postbus.service import ServiceContext, consume, run
 from qmgr.active import QueueManager
+from qmgr.gauges import refresh_gauges
 
 
 async def main(ctx: ServiceContext) -> None:
     qmgr = QueueManager(ctx)
     await asyncio.gather(
+        refresh_gauges(ctx),
         consume(ctx, stream=s.QUEUE_STREAM, subject=s.MSG_TRIGGER_FILTER,
                 durable=s.QMGR_INCOMING_CONSUMER, handler=qmgr.on_incoming),
         consume(ctx, stream=s.STATUS_STREAM, subject=f"{s.ROOT}.status.*",
