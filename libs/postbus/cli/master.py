@@ -83,13 +83,21 @@ def _describe(cfg: Config, state: dict[str, object]) -> None:
     print("  stop with: make stop (or: postbus -c DIR stop)")
 
 
-def stop(cfg: Config) -> int:
+def _master_pid(cfg: Config) -> int | None:
+    """The running master's pid, or None after saying it is not running."""
     state = read_state(cfg)
     if not state:
         print("postbus/postfix-script: fatal: the Postbus mail system is not running")
-        return 1
+        return None
     pid = state["pid"]
     assert isinstance(pid, int)
+    return pid
+
+
+def stop(cfg: Config) -> int:
+    pid = _master_pid(cfg)
+    if pid is None:
+        return 1
     print("postbus/postfix-script: stopping the Postbus mail system")
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 60
@@ -113,12 +121,9 @@ def status(cfg: Config) -> int:
 
 
 def reload(cfg: Config) -> int:
-    state = read_state(cfg)
-    if not state:
-        print("postbus/postfix-script: fatal: the Postbus mail system is not running")
+    pid = _master_pid(cfg)
+    if pid is None:
         return 1
-    pid = state["pid"]
-    assert isinstance(pid, int)
     os.kill(pid, signal.SIGHUP)
     print("postbus/postfix-script: refreshing the Postbus mail system")
     return 0

@@ -364,13 +364,20 @@ async def check_recipient_access(
     assert maps is not None
     if not state.recipient:
         return None
+    return await _check_address(policy, state, maps, state.recipient, r.RECIPIENT)
+
+
+async def _check_address(
+    policy: Policy, state: CheckState, maps: Maps, address: str, kind: str
+) -> str | None:
+    """access(5) lookup of an envelope address, then the action it names."""
     found = await find_access(
-        maps, quote_local(state.recipient), recipient_delimiter=policy.delimiter,
+        maps, quote_local(address), recipient_delimiter=policy.delimiter,
         parent_matches_subdomains=policy.access_parent, null_key=policy.null_key,
     )
     if found is None:
         return None
-    return await _access_action(policy, state, found.value, r.RECIPIENT)
+    return await _access_action(policy, state, found.value, kind)
 
 
 @restriction("check_sender_access", table=True)
@@ -380,13 +387,7 @@ async def check_sender_access(
     assert maps is not None
     if state.sender is None:
         return None
-    found = await find_access(
-        maps, quote_local(state.sender), recipient_delimiter=policy.delimiter,
-        parent_matches_subdomains=policy.access_parent, null_key=policy.null_key,
-    )
-    if found is None:
-        return None
-    return await _access_action(policy, state, found.value, r.SENDER)
+    return await _check_address(policy, state, maps, state.sender, r.SENDER)
 
 
 @restriction("check_client_access", table=True)
