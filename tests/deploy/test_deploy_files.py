@@ -441,8 +441,7 @@ def test_role_module_exists(module: str) -> None:
     assert len(packages) == 1, f"no package {module} under services/"
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f'"services/{packages[0].parent.name}"' in pyproject
-    if not (packages[0] / "__main__.py").exists():
-        pytest.skip(f"{module}/__main__.py not written yet: `python -m {module}` cannot start")
+    assert (packages[0] / "__main__.py").exists(), f"`python -m {module}` cannot start"
 
 
 def test_container_config() -> None:
