@@ -74,3 +74,34 @@ def test_nine_megabyte_message_end_to_end(tmp_path: Path) -> None:
             assert got[0].content.count(b"x" * 76) == 9 * 1024 * 1024 // len(line)
         finally:
             system.stop()
+
+
+def test_every_state_change_is_an_event_on_the_bus(tmp_path: Path) -> None:
+    import asyncio
+    import json
+
+    from postbus.bus.jetstream import connect
+
+    system = MailSystem(tmp_path).start()
+
+    async def watch() -> tuple[str, list[str]]:
+        nc = await connect(system.nats.url, "observer")
+        kinds: list[tuple[str, str]] = []
+
+        async def seen(msg) -> None:  # type: ignore[no-untyped-def]
+            kinds.append((msg.subject.rsplit(".", 1)[-1], json.loads(msg.data)["queue_id"]))
+
+        await nc.subscribe("postbus.event.*", cb=seen)
+        qid = await asyncio.to_thread(system.send, "a@client.test", ["bob@postbus.test"], MESSAGE)
+        for _ in range(100):
+            if ("removed", qid) in kinds:
+                break
+            await asyncio.sleep(0.05)
+        await nc.close()
+        return qid, [kind for kind, q in kinds if q == qid]
+
+    try:
+        qid, kinds = asyncio.run(watch())
+        assert kinds == ["incoming", "active", "removed"], (qid, kinds)
+    finally:
+        system.stop()

@@ -14,7 +14,9 @@ The queue is JetStream state:
 * ``POSTBUS_STATUS`` carries delivery results back to the qmgr.
 * ``POSTBUS_DEFER`` holds one wake-up per deferred message; the qmgr naks it
   with a delay until the message's next attempt is due.
-* ``POSTBUS_EVENTS`` records every state change, for observers.
+* ``POSTBUS_EVENTS`` records every state change, for observers, on
+  ``postbus.event.<kind>`` with kind incoming, active, deferred, hold,
+  requeued or removed (JSON: queue_id, time and details).
 * ``postbus.maps.changed`` (core NATS, not a stream) announces that a lookup
   table was loaded or edited; the payload is the table's ``type:name``.
   Services drop that table from their lookup cache.

@@ -40,6 +40,7 @@ async def run(cfg: Config, args: argparse.Namespace) -> int:
                 if got is None:
                     continue
                 await store.remove(queue_id)
+                await store.event("removed", queue_id, reason="deleted")
                 log.info("%s: removed", queue_id)
                 count += 1
             print(f"postsuper: Deleted: {count} message{'s' if count != 1 else ''}",
@@ -56,6 +57,8 @@ async def run(cfg: Config, args: argparse.Namespace) -> int:
                 store, await admin.select(store, ids, queues), change
             )
             for entry in changed:
+                await store.event(entry.queue if verb != "Requeued" else "requeued",
+                                  entry.queue_id)
                 if entry.queue == "deferred":
                     await store.wake_later(entry, now=True)
                 log.info("%s: %s", entry.queue_id,

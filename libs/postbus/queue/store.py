@@ -110,6 +110,7 @@ class QueueStore:
                 await self._publish_new(
                     s.msg_subject(qid), chunks[0], {ENTRY_HEADER: entry.encode().decode()}
                 )
+                await self.event("incoming", qid, size=entry.size, nrcpt=len(entry.recipients))
                 return qid
             except QueueConflict:
                 continue

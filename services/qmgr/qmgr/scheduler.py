@@ -78,6 +78,7 @@ class Scheduler:
             started = await self.store.modify(queue_id, start)
         if started is None or started.attempts != attempt + 1:
             return started
+        await self.store.event("active", queue_id, attempt=started.attempts)
         if not started.pending():
             return started  # nothing left for agents: the caller settles it
         await self._publish(started, content)
