@@ -294,16 +294,24 @@ def _path_token(tokens: list[str], keyword: str) -> tuple[str, list[str]] | None
     return tokens[1], tokens[2:]
 
 
-def parse_mail(arg: str, *, strict: bool = False) -> MailArgs:
-    """``MAIL`` arguments; raises ReplyError with Postfix's reply."""
-    split = _path_token(split_args(arg), "FROM:")
+def _envelope(
+    arg: str, keyword: str, syntax: str, bad: str, strict: bool
+) -> tuple[str, str, list[str]]:
+    """The address, the path as written, and the ESMTP parameters of MAIL/RCPT."""
+    split = _path_token(split_args(arg), keyword)
     if split is None:
-        raise ReplyError(r.MAIL_SYNTAX)
+        raise ReplyError(syntax)
     path, params = split
     try:
-        mail = MailArgs(parse_address(path, strict=strict))
+        return parse_address(path, strict=strict), path, params
     except ValueError:
-        raise _bad(r.BAD_SENDER_SYNTAX, path) from None
+        raise _bad(bad, path) from None
+
+
+def parse_mail(arg: str, *, strict: bool = False) -> MailArgs:
+    """``MAIL`` arguments; raises ReplyError with Postfix's reply."""
+    address, _, params = _envelope(arg, "FROM:", r.MAIL_SYNTAX, r.BAD_SENDER_SYNTAX, strict)
+    mail = MailArgs(address)
     for param in params:
         name, eq, value = param.partition("=")
         key = name.upper()
@@ -335,14 +343,8 @@ _NOTIFY_WORDS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 
 def parse_rcpt(arg: str, *, strict: bool = False) -> RcptArgs:
     """``RCPT`` arguments; raises ReplyError with Postfix's reply."""
-    split = _path_token(split_args(arg), "TO:")
-    if split is None:
-        raise ReplyError(r.RCPT_SYNTAX)
-    path, params = split
-    try:
-        rcpt = RcptArgs(parse_address(path, strict=strict))
-    except ValueError:
-        raise _bad(r.BAD_RECIPIENT_SYNTAX, path) from None
+    address, path, params = _envelope(arg, "TO:", r.RCPT_SYNTAX, r.BAD_RECIPIENT_SYNTAX, strict)
+    rcpt = RcptArgs(address)
     if not rcpt.address:
         raise _bad(r.BAD_RECIPIENT_SYNTAX, path)
     for param in params:
