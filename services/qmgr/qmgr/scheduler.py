@@ -87,6 +87,8 @@ class Scheduler:
     @staticmethod
     def _apply(entry: QueueEntry, index: int, route: Route) -> None:
         rcpt = entry.recipients[index]
+        if route.recipient:
+            rcpt.address = route.recipient  # delivered as resolved, as Postfix's qmgr does
         rcpt.transport = f"{route.transport}:{route.nexthop}"
         if route.transport == "discard":
             rcpt.state, rcpt.dsn, rcpt.reason = "sent", "2.0.0", route.nexthop or "discarded"
