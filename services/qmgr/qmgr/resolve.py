@@ -4,6 +4,12 @@ The address class gives the default route (postbus.resolve); transport_maps,
 looked up in transport(5) order, may replace the transport, the next hop or
 both (an empty field keeps the default). ``error:`` and ``retry:`` carry a
 text, optionally starting with an enhanced status code.
+
+A table that cannot answer (TableRetry: Redis away, a bad table) makes the
+recipient's route ``retry:4.3.0 address resolver failure``, as Postfix's
+qmgr does when trivial-rewrite reports RESOLVE_FLAG_FAIL: the recipient is
+deferred and tried again after the usual backoff. ``Route.failure`` says
+which lookup failed and why, for the log.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from postbus.config.loader import Config
 from postbus.maps.addr_find import Route as TransportRoute
 from postbus.maps.addr_find import resolve_transport
 from postbus.maps.maps import open_maps
+from postbus.maps.table import TableRetry
 from postbus.resolve import Resolver, split_address
 
 _DSN = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+(.*)$", re.S)
@@ -26,6 +33,13 @@ class Route:
     nexthop: str
     dsn: str = ""
     text: str = ""
+    failure: str = ""  # why the resolver failed, e.g. "transport_maps lookup failure: ..."
+
+
+def resolver_failure(why: str) -> Route:
+    """The route of a recipient that could not be resolved (≈ qmgr_resolve_one())."""
+    return Route("retry", "4.3.0 address resolver failure", "4.3.0", "address resolver failure",
+                 why)
 
 
 def _make_route(transport: str, nexthop: str) -> Route:
@@ -45,17 +59,23 @@ class RouteResolver:
         self.transport_maps = open_maps(cfg.get("transport_maps"))
 
     async def route(self, address: str) -> Route:
-        default = await self.classes.default_route(address)
+        try:
+            default = await self.classes.default_route(address)
+        except TableRetry as exc:
+            return resolver_failure(f"address class lookup failure: {exc}")
         route = TransportRoute(default.transport, default.nexthop)
-        found = await resolve_transport(
-            self.transport_maps,
-            address,
-            split_address(address)[1],
-            route,
-            recipient_delimiter=self.cfg.get("recipient_delimiter"),
-            parent_matches_subdomains="transport_maps"
-            in self.cfg.get("parent_domain_matches_subdomains"),
-        )
+        try:
+            found = await resolve_transport(
+                self.transport_maps,
+                address,
+                split_address(address)[1],
+                route,
+                recipient_delimiter=self.cfg.get("recipient_delimiter"),
+                parent_matches_subdomains="transport_maps"
+                in self.cfg.get("parent_domain_matches_subdomains"),
+            )
+        except TableRetry as exc:
+            return resolver_failure(f"transport_maps lookup failure: {exc}")
         if found is not None:
             route = found
         return _make_route(route.transport, route.nexthop)
