@@ -50,7 +50,6 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import ServiceUnavailableError
 
 from postbus import metrics
-from postbus.bus import subjects as s
 from postbus.maps.table import TableRetry
 from postbus.queue import corrupt
 from postbus.queue.entry import CodecError
@@ -108,7 +107,7 @@ class RetryPolicy:
 
     async def retry(self, msg: Msg, exc: Exception, deliveries: int, limit: int) -> None:
         delay = retry_delay(deliveries, self.ctx.cfg.time("postbus_bus_retry_max_delay"))
-        qid = s.subject_queue_id(msg.subject)
+        qid = corrupt.queue_id_of(msg, corrupt.kind_of(msg.subject))
         of = "" if isinstance(exc, TRANSIENT) else f" of {limit}"
         log.warning("%s%s: cannot handle %s (delivery %d%s): %s: %s; trying again in %gs",
                     f"{qid}: " if qid else "", self.durable, msg.subject, deliveries, of,

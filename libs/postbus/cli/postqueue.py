@@ -45,7 +45,7 @@ def format_corrupt(found: CorruptMessage, long_ids: bool) -> list[str]:
     when = time.asctime(time.localtime(found.shown_time))[:width]
     sender = "" if found.sender is None else found.sender or "MAILER-DAEMON"
     shown = f"corrupt {corrupt.KINDS.get(found.kind, found.kind)}: {found.reason}"
-    lines = [line.format(found.record_id + CORRUPT_MARK, found.size, when, sender)]
+    lines = [line.format(found.record_id + CORRUPT_MARK, found.size, when, sender).rstrip()]
     lines.append(" " * max(0, 76 - len(shown)) + f"({shown})")
     lines += [line.format("", "", "", rcpt) for rcpt in found.recipients]
     return lines
@@ -99,6 +99,7 @@ def corrupt_json(found: CorruptMessage) -> str:
         "corrupt_reason": found.reason,
         "corrupt_subject": found.subject,
         "corrupt_time": int(found.moved),
+        "corrupt_deliveries": found.deliveries,
     })
 
 

@@ -155,6 +155,7 @@ class CorruptMessage:
     moved: float = 0.0
     size: int = 0
     records: int = 0
+    deliveries: int = 0  # times the bus had handed it out when it was moved
     sender: str | None = None  # None: unknown (nothing decodable names it)
     recipients: list[str] = field(default_factory=list)
     arrival: float | None = None
@@ -165,6 +166,13 @@ class CorruptMessage:
         return self.arrival if self.arrival is not None else self.moved
 
 
+def _number(text: str | None) -> float:
+    try:
+        return float(text or 0)
+    except ValueError:
+        return 0.0
+
+
 def _learn(found: CorruptMessage, headers: Mapping[str, str], data: bytes) -> None:
     """Fold one record into its message: reason, size, and what can be decoded."""
     subject = headers.get(SUBJECT, "")
@@ -173,7 +181,8 @@ def _learn(found: CorruptMessage, headers: Mapping[str, str], data: bytes) -> No
         found.kind = headers.get(KIND, found.kind)
         found.reason = headers.get(REASON, found.reason)
         found.subject = subject or found.subject
-        found.moved = float(headers.get(TIME, "0") or 0)
+        found.moved = _number(headers.get(TIME))
+        found.deliveries = int(_number(headers.get(DELIVERIES)))
     found.records += 1
     entry: QueueEntry | DeliveryJob | None = None
     raw_entry = data if subject.endswith(".entry") else headers.get(ENTRY_HEADER, "").encode()
@@ -189,7 +198,7 @@ def _learn(found: CorruptMessage, headers: Mapping[str, str], data: bytes) -> No
         found.size += len(data)
     if entry is not None:
         found.sender = entry.sender
-        found.recipients = [r.address for r in entry.recipients if not r.final]
+        found.recipients = [str(r.address) for r in entry.recipients if not r.final]
         found.arrival = entry.arrival_time
         if isinstance(entry, QueueEntry):
             found.size = max(found.size, entry.size)
