@@ -731,6 +731,12 @@ _TABLE: tuple[Param, ...] = (
        min=0, max=65535),
     _p("postbus_stream_replicas", "int", "1",
        "JetStream replicas of every Postbus stream (3 on a NATS cluster).", min=1, max=5),
+    _p("postbus_bus_retry_limit", "int", "10",
+       "Deliveries of one bus message whose handler keeps failing before it moves to the"
+       " corrupt queue.", min=1, max=1000),
+    _p("postbus_bus_retry_max_delay", "time", "60s",
+       "Longest wait before a failed bus message is handled again (from 1s, doubling).",
+       min=1),
 )
 
 PARAMS: dict[str, Param] = {param.name: param for param in _TABLE}

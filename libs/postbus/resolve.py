@@ -115,7 +115,7 @@ class Resolver:
             domain = domain[:-1]
         if not domain or domain.endswith("."):
             return False
-        if await self.mydestination.matches(domain):
+        if await _matches(self.mydestination, "mydestination", domain):
             return True
         return parse_literal(domain) is not None and self.interfaces.own(domain)
 
@@ -188,13 +188,13 @@ class Resolver:
         routed = recipient[first + 1 :] != domain
         if not remote:
             cls, param = AddressClass.LOCAL, "local_transport"
-        elif await self.virtual_alias.matches(domain):
+        elif await _matches(self.virtual_alias, "virtual_alias_domains", domain):
             table = " in virtual alias table" if self.unknown_table else ""
             return ResolveReply(recipient, "error", f"5.1.1 User unknown{table}",
                                 AddressClass.VIRTUAL_ALIAS, routed)
-        elif await self.virtual_mailbox.matches(domain):
+        elif await _matches(self.virtual_mailbox, "virtual_mailbox_domains", domain):
             cls, param = AddressClass.VIRTUAL_MAILBOX, "virtual_transport"
-        elif await self.relay_domains.matches(domain):
+        elif await _matches(self.relay_domains, "relay_domains", domain):
             cls, param = AddressClass.RELAY, "relay_transport"
         else:
             cls, param = AddressClass.DEFAULT, "default_transport"
@@ -203,13 +203,25 @@ class Resolver:
             relayhost = self.cfg.get("relayhost")
             relayed = cls in (AddressClass.RELAY, AddressClass.DEFAULT)
             nexthop = relayhost if relayed and relayhost else domain
-        found = await resolve_transport(
-            self.transport_maps, recipient, domain.lower(), Route(transport, nexthop),
-            recipient_delimiter=self.delimiter, parent_matches_subdomains=self.transport_parent,
-        )
+        try:
+            found = await resolve_transport(
+                self.transport_maps, recipient, domain.lower(), Route(transport, nexthop),
+                recipient_delimiter=self.delimiter,
+                parent_matches_subdomains=self.transport_parent,
+            )
+        except TableRetry as exc:
+            raise TableRetry(f"transport_maps lookup failure: {exc}") from exc
         if found is not None:
             transport, nexthop = found.transport, found.nexthop
         return ResolveReply(recipient, transport, nexthop, cls, routed)
+
+
+async def _matches(domains: DomainList, param: str, domain: str) -> bool:
+    """A domain list match; a table that cannot answer names the list (≈ "%s lookup failure")."""
+    try:
+        return await domains.matches(domain)
+    except TableRetry as exc:
+        raise TableRetry(f"{param} lookup failure: {exc}") from exc
 
 
 def _is_ip(text: str) -> bool:

@@ -7,6 +7,12 @@ delivers to the *resolved* address, as Postfix's qmgr replaces the
 recipient with the resolver's answer. ``error:`` and ``retry:`` carry a
 text, optionally starting with an enhanced status code; an address the
 resolver calls malformed bounces.
+
+A table that cannot answer (TableRetry: Redis away, a bad table) makes the
+recipient's route ``retry:4.3.0 address resolver failure``, as Postfix's
+qmgr does when trivial-rewrite reports RESOLVE_FLAG_FAIL: the recipient is
+deferred and tried again after the usual backoff. ``Route.failure`` says
+which lookup failed and why, for the log.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import re
 from dataclasses import dataclass
 
 from postbus.config.loader import Config
+from postbus.maps.table import TableRetry
 from postbus.resolve import Resolver
 
 _DSN = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+(.*)$", re.S)
@@ -27,6 +34,13 @@ class Route:
     dsn: str = ""
     text: str = ""
     recipient: str = ""  # the resolved address
+    failure: str = ""  # why the resolver failed, e.g. "transport_maps lookup failure: ..."
+
+
+def resolver_failure(why: str) -> Route:
+    """The route of a recipient that could not be resolved (≈ qmgr_resolve_one())."""
+    return Route("retry", "4.3.0 address resolver failure", "4.3.0", "address resolver failure",
+                 failure=why)
 
 
 def _make_route(transport: str, nexthop: str, recipient: str) -> Route:
@@ -45,7 +59,10 @@ class RouteResolver:
         self.resolver = Resolver(cfg)
 
     async def route(self, address: str) -> Route:
-        reply = await self.resolver.resolve(address)
+        try:
+            reply = await self.resolver.resolve(address)
+        except TableRetry as exc:
+            return resolver_failure(str(exc))
         if reply.error:
             return Route("error", "", "5.1.3", "bad address syntax", address)
         return _make_route(reply.transport, reply.nexthop, reply.recipient)

@@ -57,6 +57,8 @@ class Scheduler:
             for i, r in enumerate(entry.recipients)
             if r.state in ("pending", "deferred")
         }
+        for failure in dict.fromkeys(r.failure for r in routes.values() if r.failure):
+            log.warning("%s: %s", queue_id, failure)  # once per message, not per recipient
         attempt = entry.attempts
 
         def start(e: QueueEntry) -> bool:
