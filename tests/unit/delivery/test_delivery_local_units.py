@@ -40,16 +40,17 @@ def test_headers_and_mbox_quoting() -> None:
 
 def test_maildir_write_is_atomic_and_named_as_postfix(tmp_path: Path) -> None:
     box = tmp_path / "Maildir"
-    path = deliver_maildir(box, b"Subject: hi\n\nbody\n")
+    path = Path(deliver_maildir(str(tmp_path), ("Maildir",), b"Subject: hi\n\nbody\n"))
     assert path.parent == box / "new"
     assert re.fullmatch(r"\d+\.V[0-9a-f]+I[0-9a-f]+M\d+\..+", path.name)
     assert path.read_bytes() == b"Subject: hi\n\nbody\n"
+    assert (box.stat().st_mode & 0o777, path.stat().st_mode & 0o777) == (0o700, 0o600)
     assert os.listdir(box / "tmp") == [] and (box / "cur").is_dir()
 
 
 def test_mbox_appends(tmp_path: Path) -> None:
     box = tmp_path / "bob"
-    deliver_mbox(box, b"From a  x\n\nOne\n\n")
-    deliver_mbox(box, b"From b  y\n\nTwo\n\n")
+    deliver_mbox(str(tmp_path), (), "bob", b"From a  x\n\nOne\n\n")
+    deliver_mbox(str(tmp_path), (), "bob", b"From b  y\n\nTwo\n\n")
     assert box.read_bytes() == b"From a  x\n\nOne\n\nFrom b  y\n\nTwo\n\n"
     assert box.stat().st_mode & 0o777 == 0o600
