@@ -55,7 +55,11 @@ def deliver_mbox(
     the file must have (-1: not checked); ``any_file``: an alias ``/file``, which
     may be a device but not executable.
     """
-    parent = walk(base, parts)
+    try:
+        parent = walk(base, parts)
+    except OSError as exc:  # as safe_open() words a missing or unusable directory
+        why = "cannot create file exclusively" if exc.errno == errno.ENOENT else "cannot open file"
+        raise OSError(exc.errno, f"{why}: {exc.strerror}") from None
     try:
         fd, st = open_append(parent, name, owner=owner)
     finally:

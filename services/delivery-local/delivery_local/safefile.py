@@ -33,13 +33,22 @@ def open_base(base: str) -> int:
 def open_dir(parent: int, name: str, *, create: bool = False, mode: int = 0o700) -> int:
     """``name`` below the directory ``parent``, never through a link; made when missing."""
     try:
-        return os.open(name, _DIR, dir_fd=parent)
+        return _open_dir(parent, name)
     except FileNotFoundError:
         if not create:
             raise
     with contextlib.suppress(FileExistsError):
         os.mkdir(name, mode, dir_fd=parent)
-    return os.open(name, _DIR, dir_fd=parent)
+    return _open_dir(parent, name)
+
+
+def _open_dir(parent: int, name: str) -> int:
+    try:
+        return os.open(name, _DIR, dir_fd=parent)
+    except NotADirectoryError:  # O_DIRECTORY|O_NOFOLLOW on a link: say that it is one
+        if stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
+        raise
 
 
 def walk(base: str, parts: Sequence[str], *, create: bool = False) -> int:
