@@ -175,7 +175,8 @@ async def test_virtual_table_values_that_escape_defer_with_a_warning(
     *bad, ok = (await bus.status(job.queue_id)).results
     for key, result in zip(values, bad, strict=False):
         assert (result.status, result.dsn, result.reason) == CONFIG_ERROR, key
-        warning = f"recipient {key}@virt.test: bad mailbox path {values[key]} in virtual_mailbox_maps"
+        warning = (f"recipient {key}@virt.test: bad mailbox path {values[key]} "
+                   "in virtual_mailbox_maps")
         assert warning in [r.getMessage() for r in caplog.records], key
     assert (ok.status, ok.reason) == ("sent", "delivered to maildir")
     assert len(os.listdir(base / "virt.test" / "ok" / "new")) == 1
