@@ -140,7 +140,7 @@ def account(cfg: Config, param: str) -> pwd.struct_passwd:
     """The unprivileged account a parameter names (default_privs, mail_owner), checked as
     Postfix checks it at start (mail_params.c); ConfigProblem with Postfix's text."""
     name = cfg.get(param)
-    where = f"file {cfg.config_dir}/main.cf: parameter {param}"
+    where = f"file {cfg.get('config_directory')}/main.cf: parameter {param}"
     try:
         entry = pwd.getpwnam(name)
     except (KeyError, ValueError):
@@ -159,7 +159,7 @@ def default_rights(cfg: Config) -> Rights:
 def owner_rights(cfg: Config) -> Rights:
     """mail_owner: the rights of users found only in a local_recipient_maps table."""
     owner, privs = account(cfg, "mail_owner"), account(cfg, "default_privs")
-    where = f"file {cfg.config_dir}/main.cf: parameters default_privs and mail_owner"
+    where = f"file {cfg.get('config_directory')}/main.cf: parameters default_privs and mail_owner"
     if owner.pw_name == privs.pw_name:
         raise ConfigProblem(f"{where} specify the same user {owner.pw_name}")
     if owner.pw_uid == privs.pw_uid:
