@@ -138,7 +138,8 @@ async def test_alias_commands_and_files_run_as_default_privs(
     await run_agent(main, "local", _settings(mailroot, alias_maps=f"texthash:{mailroot}/aliases"))
     job = await bus.submit("local", "mail.postbus.test", ["run@postbus.test", "keep@postbus.test"])
     run, keep = (await bus.status(job.queue_id)).results
-    assert (run.status, keep.status, keep.reason) == ("sent", "sent", f"delivered to file: {out}/kept")
+    assert (run.status, keep.status) == ("sent", "sent")
+    assert keep.reason == f"delivered to file: {out}/kept"
     uid, gid = owner_of("nobody")
     ids = (out / "ids").read_text().split("\n")
     assert ids[:2] == [str(uid), str(gid)]
@@ -233,8 +234,8 @@ async def test_virtual_mailboxes_get_virtual_uid_maps_rights(
         virtual_uid_maps=f"texthash:{mailroot}/uids",
         virtual_gid_maps=f"texthash:{mailroot}/gids",
     ))
-    job = await bus.submit("virtual", "virt.test",
-                           ["ok@virt.test", "low@virt.test", "rootgid@virt.test", "nouid@virt.test"])
+    job = await bus.submit("virtual", "virt.test", [
+        "ok@virt.test", "low@virt.test", "rootgid@virt.test", "nouid@virt.test"])
     ok, low, rootgid, nouid = (await bus.status(job.queue_id)).results
     assert (ok.status, ok.reason) == ("sent", "delivered to maildir")
     [message] = list((base / "virt.test" / "ok" / "new").iterdir())
