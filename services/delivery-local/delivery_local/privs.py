@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import logging
 import os
 import pwd
@@ -150,14 +151,18 @@ def account(cfg: Config, param: str) -> pwd.struct_passwd:
     return entry
 
 
+@functools.lru_cache(maxsize=4)
 def default_rights(cfg: Config) -> Rights:
-    """default_privs: the rights of alias deliveries to files and commands."""
+    """default_privs: the rights of alias deliveries to files and commands (looked up once
+    per configuration, as Postfix does at start)."""
     entry = account(cfg, "default_privs")
     return Rights(entry.pw_uid, entry.pw_gid)
 
 
+@functools.lru_cache(maxsize=4)
 def owner_rights(cfg: Config) -> Rights:
-    """mail_owner: the rights of users found only in a local_recipient_maps table."""
+    """mail_owner: the rights of users found only in a local_recipient_maps table (looked up
+    once per configuration)."""
     owner, privs = account(cfg, "mail_owner"), account(cfg, "default_privs")
     where = f"file {cfg.get('config_directory')}/main.cf: parameters default_privs and mail_owner"
     if owner.pw_name == privs.pw_name:

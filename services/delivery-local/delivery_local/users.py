@@ -45,7 +45,7 @@ def open_user_tables(value: str) -> Maps:
 
 
 async def find_user(user: str, domain: str, tables: Maps) -> LocalUser | None:
-    """The passwd entry of ``user``, else a table entry (``user@domain``, then ``user``).
+    """The passwd entry of ``user``, else a table entry (``user``, then ``user@domain``).
 
     None when the name is not a valid mailbox name or nobody knows it.
     TableRetry propagates (the caller defers).
@@ -61,8 +61,8 @@ async def find_user(user: str, domain: str, tables: Maps) -> LocalUser | None:
             return None
         return LocalUser(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
     if tables.tables and (
-        await tables.find(f"{user}@{domain}") is not None
-        or await tables.find(user, partial=True) is not None
+        await tables.find(user, partial=True) is not None
+        or await tables.find(f"{user}@{domain}") is not None
     ):
         return LocalUser(user)
     return None
