@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install Postbus with its tools
 
-$(CONF)/main.cf: etc/postbus/main.cf etc/postbus/master.cf
+$(CONF)/main.cf: etc/postbus/main.cf etc/postbus/master.cf etc/postbus/local_users
 	mkdir -p $(CONF) $(RUNDIR)/mail
 	cp etc/postbus/master.cf $(CONF)/master.cf
+	cp etc/postbus/local_users $(CONF)/local_users
 	cp etc/postbus/main.cf $(CONF)/main.cf
 	printf '\n# set by make run: keep state in this checkout\ndata_directory = %s\nmail_spool_directory = %s/mail/\n' \
 		'$(RUNDIR)' '$(RUNDIR)' >> $(CONF)/main.cf

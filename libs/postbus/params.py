@@ -292,6 +292,8 @@ _TABLE: tuple[Param, ...] = (
     _p("mailbox_delivery_lock", "list", "fcntl, dotlock",
        "File locking used for mailbox delivery."),
     _p("luser_relay", "str", "", "Destination for unknown local recipients."),
+    _p("strict_mailbox_ownership", "bool", "yes",
+       "Defer delivery when a mailbox file is not owned by its recipient."),
     # -- Virtual mailbox delivery ----------------------------------
     _p("virtual_mailbox_domains", "list", "$virtual_mailbox_maps",
        "Domains of the virtual mailbox address class."),

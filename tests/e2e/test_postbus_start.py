@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
+import shutil
 import smtplib
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -27,10 +31,21 @@ def postbus(conf: Path, *args: str, stdin: bytes | None = None) -> subprocess.Co
     )
 
 
-def sample_config(tmp_path: Path) -> tuple[Path, int]:
+def spool_parent(tmp_path: Path) -> Path:
+    """Where the spool goes: as root the local agent writes as mail_owner, who cannot
+    traverse pytest's 0700 tmp_path, so then a 0755 directory of its own."""
+    if os.geteuid() != 0:
+        return tmp_path / "var"
+    path = Path(tempfile.mkdtemp(prefix="postbus-start-"))
+    path.chmod(0o755)
+    return path
+
+
+def sample_config(tmp_path: Path, spool: Path) -> tuple[Path, int]:
     """The repo's sample config with its own ports and paths, as make run writes it."""
     conf = tmp_path / "etc"
     conf.mkdir()
+    shutil.copy(REPO / "etc/postbus/local_users", conf / "local_users")
     smtp, policy, maps_api = free_port(), free_port(), free_port()
     master = (REPO / "etc/postbus/master.cf").read_text()
     master = master.replace("127.0.0.1:2525 ", f"127.0.0.1:{smtp} ")
@@ -39,32 +54,44 @@ def sample_config(tmp_path: Path) -> tuple[Path, int]:
     (conf / "master.cf").write_text(master)
     main = (REPO / "etc/postbus/main.cf").read_text() + (
         f"\ndata_directory = {tmp_path}/var\n"
-        f"mail_spool_directory = {tmp_path}/var/mail/\n"
+        f"mail_spool_directory = {spool}/mail/\n"
         f"postbus_nats_url = nats://127.0.0.1:{free_port()}\n"
         f"postbus_redis_url = redis://127.0.0.1:{free_port()}/0\n"
         f"postbus_metrics_port = {free_port()}\n"
     )
+    try:
+        pwd.getpwnam("postfix")
+    except KeyError:  # the sample's mail_owner is Postfix's account; without it, Debian's daemon
+        main += "mail_owner = daemon\n"
     (conf / "main.cf").write_text(main)
     return conf, smtp
 
 
 def test_start_runs_every_master_cf_role_and_delivers(tmp_path: Path) -> None:
-    conf, smtp_port = sample_config(tmp_path)
+    spool = spool_parent(tmp_path)
+    conf, smtp_port = sample_config(tmp_path, spool)
     started = postbus(conf, "start")
     try:
         assert started.returncode == 0, started.stdout + started.stderr
         out = started.stdout
         assert f"SMTP: 127.0.0.1:{smtp_port}" in out
-        assert f"Maildir under {tmp_path}/var/mail/<user>/new/" in out
+        assert f"Maildir under {spool}/mail/<user>/new/" in out
         ports = [int(p) for p in re.findall(r"metrics http://127\.0\.0\.1:(\d+)/metrics", out)]
         assert len(ports) == 9, out  # smtpd qmgr smtp relay local virtual policy filter maps-api
         for port in ports:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
                 assert b"postbus_build_info" in r.read()
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=30) as client:
+            client.ehlo("client.example")
+            client.mail("alice@example.com")
+            # not in local_users: refused at RCPT, never a path (issue #7)
+            assert client.rcpt("/tmp/x@postbus.test") == (
+                550, b"5.1.1 </tmp/x@postbus.test>: Recipient address rejected: "
+                     b"User unknown in local recipient table")
+            client.rset()
             client.sendmail("alice@example.com", ["bob@postbus.test"],
                             "Subject: hi\r\n\r\nhello\r\n")
-        maildir = tmp_path / "var/mail/bob/new"
+        maildir = spool / "mail/bob/new"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not (maildir.exists() and any(maildir.iterdir())):
             time.sleep(0.05)
@@ -72,7 +99,7 @@ def test_start_runs_every_master_cf_role_and_delivers(tmp_path: Path) -> None:
         sent = postbus(conf, "sendmail", "-f", "alice@example.com", "carol@postbus.test",
                        stdin=b"Subject: via sendmail\n\nbody\n")
         assert sent.returncode == 0, sent.stderr
-        carol = tmp_path / "var/mail/carol/new"
+        carol = spool / "mail/carol/new"
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not (carol.exists() and any(carol.iterdir())):
             time.sleep(0.05)
@@ -81,5 +108,7 @@ def test_start_runs_every_master_cf_role_and_delivers(tmp_path: Path) -> None:
         assert status.returncode == 0 and "is running" in status.stdout
     finally:
         stopped = postbus(conf, "stop")
+        if spool != tmp_path / "var":
+            shutil.rmtree(spool)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     assert postbus(conf, "status").returncode == 1
