@@ -1,8 +1,10 @@
 # Postbus: `make run` starts the whole system on loopback, `make test` runs the suite.
-PYTHON ?= python3
+# Started as root, the roles run as mail_owner, which must be able to run the
+# interpreter: the system's Python, not one under /root (pyenv) that only root reaches.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+STAMP  := $(VENV)/.installed-$(subst /,_,$(PYTHON))
 RUNDIR := $(CURDIR)/var
 CONF   := $(RUNDIR)/etc
 
@@ -12,7 +14,7 @@ help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)

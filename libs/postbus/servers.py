@@ -23,6 +23,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def find_binary(name: str) -> str:
@@ -60,10 +61,18 @@ def free_port() -> int:
 def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
+        if _connects(host, port):
             return
         time.sleep(0.05)
     raise TimeoutError(f"{host}:{port} did not open within {timeout}s")
+
+
+def _connects(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), 0.2):
+            return True
+    except OSError:
+        return False
 
 
 @dataclass
@@ -79,16 +88,29 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None = None
     extra: dict[str, int] = field(default_factory=dict)
 
-    def start(self, timeout: float = 20.0) -> ServerProcess:
+    def start(self, timeout: float = 20.0, **popen: Any) -> ServerProcess:
+        """Start the server and wait until it serves; ``popen``: e.g. the user to run as."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.proc = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **popen
         )
         log.close()
-        wait_port(self.host, self.port, timeout)
+        deadline = time.monotonic() + timeout
+        while not _connects(self.host, self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise OSError(f"{self.name} did not start: {self._last_log_line()}")
+            time.sleep(0.05)
         self.wait_ready(timeout)
         return self
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            lines = []
+        return lines[-1] if lines else f"see {self.log_path}"
 
     def wait_ready(self, timeout: float) -> None:
         monitor = self.extra.get("monitor")
