@@ -7,8 +7,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(subst /,_,$(PYTHON))
 RUNDIR := $(CURDIR)/var
 CONF   := $(RUNDIR)/etc
+# mail_owner of etc/postbus/main.cf: the user the roles run as when started as root
+MAIL_OWNER := postbus
 
-.PHONY: help install run stop status test test-unit lint bench clean
+.PHONY: help install mail-owner run stop status test test-unit lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
@@ -28,7 +30,14 @@ $(CONF)/main.cf: etc/postbus/main.cf etc/postbus/master.cf
 	printf '\n# set by make run: keep state in this checkout\ndata_directory = %s\nmail_spool_directory = %s/mail/\n' \
 		'$(RUNDIR)' '$(RUNDIR)' >> $(CONF)/main.cf
 
-run: $(STAMP) $(CONF)/main.cf  ## start NATS, Redis and every service (SMTP on 127.0.0.1:2525)
+mail-owner:  ## as root: create the system user the roles run as (mail_owner), if missing
+	@if [ "$$(id -u)" = 0 ] && ! id -u $(MAIL_OWNER) >/dev/null 2>&1; then \
+		echo "useradd --system $(MAIL_OWNER)"; \
+		useradd --system --user-group --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin $(MAIL_OWNER); \
+	fi
+
+run: $(STAMP) $(CONF)/main.cf mail-owner  ## start NATS, Redis and every service (SMTP on 127.0.0.1:2525)
 	$(VENV)/bin/postbus -c $(CONF) start
 
 stop: $(STAMP)  ## stop what `make run` started
@@ -44,7 +53,7 @@ lint: $(STAMP)  ## ruff and mypy
 test-unit: $(STAMP)  ## unit tests only (fast)
 	$(VENV)/bin/pytest -q tests/unit
 
-test: $(STAMP)  ## the whole suite: lint, unit, integration, end to end
+test: $(STAMP) mail-owner  ## the whole suite: lint, unit, integration, end to end
 	$(MAKE) lint
 	$(VENV)/bin/pytest -q tests
 

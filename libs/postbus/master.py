@@ -170,6 +170,7 @@ class Master:
                          for run in self.runs],
             "notes": self.notes,
             "servers": {s.name: s.url for s in self.servers},
+            "server_pids": {s.name: s.proc.pid for s in self.servers if s.proc},
             "user": self.owner.name if self.owner else "",
         }
         tmp = state_path(self.cfg).with_suffix(".tmp")

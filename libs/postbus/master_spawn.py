@@ -47,6 +47,7 @@ class Process:
     since: float = field(default_factory=time.time)  # wall clock of the last state change
     started: float = 0.0  # monotonic start of the current process
     ready_at: float = 0.0  # monotonic time it became ready; 0: not yet
+    started_at: float = 0.0  # wall clock of the current process's start
     throttled_until: float = 0.0  # monotonic
     last_fatal: str = ""
     user: str = ""
@@ -56,7 +57,7 @@ class Process:
 
     def status(self) -> dict[str, object]:
         return {"state": self.state, "since": self.since, "last_fatal": self.last_fatal,
-                "user": self.user}
+                "user": self.user, "started": self.started_at}
 
 
 class Spawner:
@@ -98,7 +99,7 @@ class Spawner:
                 run.set_state(FAILED)
                 return False
         child.pid = run.proc.pid
-        run.started, run.ready_at = time.monotonic(), 0.0
+        run.started, run.ready_at, run.started_at = time.monotonic(), 0.0, time.time()
         run.set_state(STARTING)
         return True
 
