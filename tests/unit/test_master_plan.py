@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from postbus.config.loader import Config
-from postbus.master import plan
+from postbus.master_plan import plan
 
 STOCK = Path(__file__).parent / "config" / "data"
 
