@@ -8,7 +8,10 @@ throttled by :mod:`postbus.master_spawn`.
 
 `postbus start` must fail fast and say why: a child that exits before every
 role is ready stops the whole start; the master writes the child's fatal
-line to the state file (``$data_directory/master.state``) and exits 1.
+line to the state file (``$data_directory/master/master.state``) and exits 1.
+The master's own files (state, each child's stderr, the servers' config and
+logs) live in ``$data_directory/master/``, which stays root's when mail_owner
+owns the rest.
 Afterwards a child that dies is started again, or throttled.
 """
 
@@ -34,7 +37,9 @@ from postbus.master_plan import ROLE_MODULES, Child, plan
 from postbus.master_spawn import RUNNING, STARTING, THROTTLED, Process, Spawner
 from postbus.servers import ServerProcess, nats_server, pid_alive, redis_server
 
-__all__ = ["ROLE_MODULES", "Child", "Master", "main", "plan", "read_state", "state_path"]
+__all__ = [
+    "ROLE_MODULES", "Child", "Master", "main", "master_dir", "plan", "read_state", "state_path",
+]
 
 log = logging.getLogger("postbus.master")
 
@@ -43,8 +48,12 @@ STOP_GRACE = 20.0  # seconds children get to drain on stop
 FAILED_START_GRACE = 3.0  # ... when a failed start stops what it started
 
 
+def master_dir(cfg: Config) -> Path:
+    return Path(cfg.get("data_directory")) / "master"
+
+
 def state_path(cfg: Config) -> Path:
-    return Path(cfg.get("data_directory")) / "master.state"
+    return master_dir(cfg) / "master.state"
 
 
 class Master:
@@ -55,6 +64,7 @@ class Master:
         self.runs = [Process(child) for child in self.children]
         self.servers: list[ServerProcess] = []
         self.owner: privs.Owner | None = None
+        self.private: Path | None = None  # master_dir(), as privs.private_directory() opened it
         self.failures: list[str] = []
         self.ready = False
         self.stopping = False
@@ -77,17 +87,18 @@ class Master:
             if self.failures:
                 with contextlib.suppress(OSError):
                     self.write_state()  # `postbus start` and `status` show why
-            else:
+            elif self.private:
                 with contextlib.suppress(FileNotFoundError):
-                    state_path(self.cfg).unlink()
+                    (self.private / "master.state").unlink()
         return 1 if self.failures else 0
 
     def _start(self) -> None:
         if privs.started_as_root():
             self.owner = privs.check_mail_owner(self.cfg)
         privs.prepare_directories(self.cfg, self.owner)
+        self.private = privs.private_directory(master_dir(self.cfg))
         self.spawner = Spawner(
-            self.ident, self.cfg.config_dir, Path(self.cfg.get("data_directory")) / "stderr",
+            self.ident, self.cfg.config_dir, self.private / "stderr",
             self.owner, self.cfg.time("service_throttle_time"),
         )
         self.write_state()
@@ -112,13 +123,16 @@ class Master:
             port=nats_url.port or 4222,
             monitor_port=self.cfg.int("postbus_nats_monitor_port"),
             host=nats_url.hostname or "127.0.0.1",
+            run_dir=master_dir(self.cfg),
         )
         redis = redis_server(
             Path(self.cfg.get("postbus_redis_dir")),
             port=redis_url.port or 6379,
             host=redis_url.hostname or "127.0.0.1",
+            run_dir=master_dir(self.cfg),
         )
         for server in (nats, redis):
+            server.write_dir = self.private
             server.start(**privs.spawn_options(self.owner))
             self.servers.append(server)
 
@@ -162,6 +176,8 @@ class Master:
                 self.write_state()
 
     def write_state(self) -> None:
+        if self.private is None:
+            return
         state = {
             "pid": os.getpid(),
             "ready": self.ready,
@@ -173,9 +189,9 @@ class Master:
             "server_pids": {s.name: s.proc.pid for s in self.servers if s.proc},
             "user": self.owner.name if self.owner else "",
         }
-        tmp = state_path(self.cfg).with_suffix(".tmp")
+        tmp = self.private / "master.state.tmp"
         tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(state_path(self.cfg))
+        tmp.replace(self.private / "master.state")
 
     def _on_term(self, signum: int, frame: object) -> None:
         self.stopping = True
@@ -232,11 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     from postbus.logging import setup_logging
 
-    setup_logging(
-        f"{cfg.get('syslog_name')}/master",
-        cfg.get("myhostname"),
-        maillog_file=cfg.get("maillog_file"),
-    )
+    maillog = cfg.get("maillog_file")
+    if maillog and privs.started_as_root() and not maillog.startswith("/dev/"):
+        Path(maillog).parent.mkdir(parents=True, exist_ok=True)
+        maillog = f"/proc/self/fd/{privs.open_log(maillog)}"  # no link followed as root
+    setup_logging(f"{cfg.get('syslog_name')}/master", cfg.get("myhostname"), maillog_file=maillog)
     return Master(cfg).run()
 
 

@@ -1,7 +1,7 @@
 """Child process birth and death (≈ Postfix master_spawn.c).
 
 Each child runs with its stdout and stderr in a file of its own,
-``$data_directory/stderr/<service>``, emptied at each start: when the child
+``$data_directory/master/stderr/<service>``, emptied at each start: when the child
 exits, the master reads its ``fatal:`` line there, for `postbus start` and
 `postbus status` to show.
 

@@ -18,6 +18,7 @@ CAP_NET_BIND_SERVICE, as an ambient capability (what systemd's
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import pwd
 from collections.abc import Callable
@@ -28,7 +29,15 @@ from typing import Any
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 
-__all__ = ["Owner", "check_mail_owner", "prepare_directories", "spawn_options", "started_as_root"]
+__all__ = [
+    "Owner",
+    "check_mail_owner",
+    "open_log",
+    "prepare_directories",
+    "private_directory",
+    "spawn_options",
+    "started_as_root",
+]
 
 PRIVILEGED_PORTS = 1024
 
@@ -90,6 +99,33 @@ def _user(cfg: Config, param: str, fatal: Callable[[str], ConfigError]) -> Owner
     return Owner(name, entry.pw_uid, entry.pw_gid)
 
 
+def private_directory(path: Path) -> Path:
+    """A directory that only we can write, for the files the master writes as
+    root inside the data_directory that mail_owner owns (state, each child's
+    stderr, the server logs): made if missing, refused if it is a symbolic
+    link, someone else's, or writable by others. Returned as
+    ``/proc/self/fd/N``: a later rename of it cannot redirect our writes."""
+    path.mkdir(mode=0o755, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            raise ConfigError(f"unsafe directory {path}: not a directory; remove it") from None
+        raise
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        os.close(fd)
+        raise ConfigError(f"unsafe directory {path}: owned by user ID {st.st_uid},"
+                          f" mode {st.st_mode & 0o7777:04o}; remove it")
+    return Path(f"/proc/self/fd/{fd}")
+
+
+def open_log(path: Path | str) -> int:
+    """A log file opened for appending without following a symbolic link
+    (as root, a link planted by mail_owner must not lead our writes elsewhere)."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+
+
 def prepare_directories(cfg: Config, owner: Owner | None) -> None:
     """Create data_directory and give mail_owner what the processes write
     (≈ postfix-script set-permissions): data_directory itself, the NATS and
@@ -104,16 +140,17 @@ def prepare_directories(cfg: Config, owner: Owner | None) -> None:
     for param in ("postbus_nats_dir", "postbus_redis_dir"):
         path = Path(cfg.get(param))
         path.mkdir(parents=True, exist_ok=True)
-        if path.stat().st_uid != owner.uid:
-            _own(path, owner)
-            for root, dirs, files in os.walk(path):
+        if os.lstat(path).st_uid == os.geteuid():  # ours: new, or left by a run as root
+            for _, dirs, files, fd in os.fwalk(path, follow_symlinks=False):
                 for name in dirs + files:
-                    os.chown(os.path.join(root, name), owner.uid, owner.gid, follow_symlinks=False)
+                    os.chown(name, owner.uid, owner.gid, dir_fd=fd, follow_symlinks=False)
+            _own(path, owner)
     maillog = cfg.get("maillog_file")
     if maillog and not maillog.startswith("/dev/"):
         Path(maillog).parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(maillog, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
-        _own(Path(maillog), owner)
+        fd = open_log(maillog)
+        os.fchown(fd, owner.uid, owner.gid)
+        os.close(fd)
     spool = Path(cfg.get("mail_spool_directory"))
     if spool.resolve().is_relative_to(data.resolve()):
         spool.mkdir(parents=True, exist_ok=True)

@@ -63,7 +63,7 @@ def sample_config(tmp_path: Path, extra: str = "", master_cf: str = "") -> tuple
 
 def state(tmp_path: Path) -> dict[str, Any]:
     try:
-        result: dict[str, Any] = json.loads((tmp_path / "var/master.state").read_text())
+        result: dict[str, Any] = json.loads((tmp_path / "var/master/master.state").read_text())
     except (FileNotFoundError, ValueError):
         return {}
     return result
@@ -160,6 +160,23 @@ def test_roles_run_as_mail_owner_when_started_as_root(started: tuple[Path, Path]
     owned = ("var", "var/maillog", "var/nats", "var/redis") + (("var/mail",) if ROOT else ())
     for path in owned:
         assert (tmp_path / path).stat().st_uid == owner.pw_uid, path
+    private = (tmp_path / "var/master").stat()  # the master's files stay its own
+    assert private.st_uid == os.geteuid() and private.st_mode & 0o022 == 0
+
+
+def test_start_follows_no_link_planted_in_data_directory(shared_tmp_path: Path) -> None:
+    """mail_owner owns data_directory: a link it plants must not lead the
+    master's writes (as root) elsewhere."""
+    conf, _ = sample_config(shared_tmp_path)
+    elsewhere = shared_tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (shared_tmp_path / "var").mkdir()
+    (shared_tmp_path / "var/master").symlink_to(elsewhere)
+    result = postbus(conf, "start")
+    assert result.returncode == 1
+    assert result.stderr == (f"postbus: fatal: unsafe directory {shared_tmp_path}/var/master:"
+                             " not a directory; remove it\n")
+    assert list(elsewhere.iterdir()) == []
 
 
 @pytest.mark.parametrize(("setting", "message"), [
@@ -198,7 +215,7 @@ def test_a_role_that_cannot_start_fails_the_start_with_its_fatal_line(
     assert result.stderr.splitlines()[0] == fatal, result.stderr
     assert "did not start" in result.stderr.splitlines()[-1]
     # within 5 s of the failure (the time smtpd wrote its fatal line), all stopped
-    smtpd_stderr = next((shared_tmp_path / "var/stderr").glob("127.0.0.1_*"))
+    smtpd_stderr = next((shared_tmp_path / "var/master/stderr").glob("127.0.0.1_*"))
     assert done - smtpd_stderr.stat().st_mtime < 5.0
     last = state(shared_tmp_path)
     assert all(not alive(c["pid"]) for c in last["children"] if c["pid"])

@@ -13,7 +13,7 @@ from pathlib import Path
 from postbus import privs
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
-from postbus.master import READY_TIMEOUT, read_state, state_path
+from postbus.master import READY_TIMEOUT, master_dir, read_state, state_path
 from postbus.servers import pid_alive
 
 
@@ -41,28 +41,33 @@ def start(cfg: Config) -> int:
         except ConfigError as exc:
             print(f"postbus: fatal: {exc}", file=sys.stderr)
             return 1
-    data = Path(cfg.get("data_directory"))
-    data.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        state_path(cfg).unlink()  # what a failed start left
-    log = open(data / "master.log", "ab")  # noqa: SIM115 - handed to the child
+    Path(cfg.get("data_directory")).mkdir(parents=True, exist_ok=True)
+    try:
+        private = privs.private_directory(master_dir(cfg))
+        with contextlib.suppress(FileNotFoundError):
+            (private / "master.state").unlink()  # what a failed start left
+        log = privs.open_log(private / "master.log")
+    except (ConfigError, OSError) as exc:
+        print(f"postbus: fatal: {exc}", file=sys.stderr)
+        return 1
     master = subprocess.Popen(
         [sys.executable, "-m", "postbus.master", "-c", str(cfg.config_dir)],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    log.close()
+    os.close(log)
+    master_log = master_dir(cfg) / "master.log"
     deadline = time.monotonic() + READY_TIMEOUT + 30
     while True:
         state = read_state(cfg, running=False)
         if master.poll() is not None:
-            _failed(cfg, state, data / "master.log")
+            _failed(cfg, state, master_log)
             return 1
         if state and state.get("ready"):
             break
         if time.monotonic() > deadline:
             master.terminate()
             master.wait()
-            _failed(cfg, read_state(cfg, running=False), data / "master.log")
+            _failed(cfg, read_state(cfg, running=False), master_log)
             return 1
         time.sleep(0.1)
     print("postbus/postfix-script: starting the Postbus mail system")
