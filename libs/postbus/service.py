@@ -13,17 +13,11 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import errno
 import logging
 import os
-import re
 import signal
-import sys
-import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import NoReturn
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -31,11 +25,10 @@ from nats.errors import ConnectionClosedError, NoServersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from postbus import metrics
+from postbus import fatal, metrics
 from postbus.bus.jetstream import connect, ensure_streams
 from postbus.config.conv import ConfigError
-from postbus.config.loader import DEFAULT_CONFIG_DIR, ENV_CONFIG_DIR, Config
-from postbus.config.main_cf import MainCf
+from postbus.config.loader import Config
 from postbus.config.master_cf import MasterEntry
 from postbus.health import HealthServer
 from postbus.logging import setup_logging
@@ -115,8 +108,8 @@ def run(
             args.config_dir, service=args.service, overrides=_overrides(args.overrides)
         )
     except Exception as exc:  # whatever stops the configuration from loading is fatal
-        _log_early(program, args.config_dir)
-        _fatal(str(exc))
+        fatal.log_early(program, args.config_dir)
+        fatal.fatal(str(exc))
     setup_logging(
         f"{cfg.get('syslog_name')}/{program}",
         cfg.get("myhostname"),
@@ -141,74 +134,22 @@ def run(
     try:
         asyncio.run(_serve(ctx, main, needs_bus, args.metrics, loader))
     except ConfigError as exc:
-        _fatal(str(_located(exc, ctx.cfg)))
+        fatal.fatal(str(fatal.located(exc, ctx.cfg)))
     except OSError as exc:
-        text = _bind_error(exc)
+        text = fatal.bind_error(exc)
         if text is None:
-            _crash(program)
-        _fatal(text)
+            fatal.crash(program)
+        fatal.fatal(text)
     except SystemExit as exc:  # a role's own SystemExit("<program>: fatal: text")
         if not isinstance(exc.code, str):
             raise
-        _fatal(exc.code.split(": fatal: ", 1)[-1])
+        fatal.fatal(exc.code.split(": fatal: ", 1)[-1])
     except Exception:
-        _crash(program)
+        fatal.crash(program)
     finally:
         if profiler and profile:
             profiler.disable()
             profiler.dump_stats(os.path.join(profile, f"{program}-{ctx.service}.prof"))
-
-
-def _fatal(text: str) -> NoReturn:
-    """Postfix's msg_fatal(): one ``fatal:`` line, exit status 1."""
-    log.critical("%s", text)
-    sys.exit(1)
-
-
-def _crash(program: str) -> NoReturn:
-    """A bug: say so in the log, and leave the traceback on stderr for the developer."""
-    log.critical("%s: unexpected error", program, exc_info=True)
-    traceback.print_exc()
-    sys.exit(1)
-
-
-def _located(err: ConfigError, cfg: Config) -> ConfigError:
-    """Name the file and line that set the parameter a role found wrong."""
-    if err.parameter and not err.file:
-        file, line = cfg.origin(err.parameter)
-        return err.located(file=file, line=line)
-    return err
-
-
-_BIND_ERROR = re.compile(r"error while attempting to bind on address \('?([^',]*)'?, (\d+)")
-
-
-def _bind_error(exc: OSError) -> str | None:
-    """Postfix's ``bind ADDR port PORT: REASON`` for a listener that cannot bind."""
-    match = _BIND_ERROR.search(str(exc))
-    if match is None or exc.errno is None:
-        return None
-    host, port = match.groups()
-    text = f"bind {host or '0.0.0.0'} port {port}: {os.strerror(exc.errno)}"
-    if exc.errno == errno.EACCES and int(port) < 1024:
-        text += " (a port below 1024 needs root or CAP_NET_BIND_SERVICE)"
-    return text
-
-
-def _log_early(program: str, config_dir: str | None) -> None:
-    """Logging for a role whose configuration does not load: stderr, and the
-    maillog too when main.cf still names one (Postfix's msg_fatal reaches syslog)."""
-    ident, hostname, maillog = f"postbus/{program}", "localhost", ""
-    with contextlib.suppress(Exception):
-        directory = Path(config_dir or os.environ.get(ENV_CONFIG_DIR) or DEFAULT_CONFIG_DIR)
-        main_cf = MainCf.read(str(directory / "main.cf"))
-        cfg = Config(config_dir=directory, main_cf=main_cf, master=[], validate=False)
-        ident = f"{cfg.get('syslog_name')}/{program}"
-        hostname = cfg.get("myhostname")
-        maillog = cfg.get("maillog_file")
-    setup_logging(ident, hostname)
-    with contextlib.suppress(Exception):
-        setup_logging(ident, hostname, maillog_file=maillog)
 
 
 async def _serve(
