@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,15 +37,20 @@ def mail_system(tmp_path: Path) -> Iterator[MailSystem]:
 
 
 @pytest.fixture
-def shared_tmp_path(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tmp_path that processes of another user can enter: as root, `postbus start`
-    runs the roles as mail_owner, and pytest makes each level of tmp_path 0700.
-    Adds search permission only (o+x: the names inside stay unlistable), from
-    tmp_path up to pytest's own directory; pytest makes it 0700 again next session."""
-    if os.geteuid() == 0:
-        top = tmp_path_factory.getbasetemp().parent  # /tmp/pytest-of-root
-        for path in (tmp_path, *tmp_path.parents):
-            path.chmod(path.stat().st_mode | 0o111)
-            if path == top:
-                break
-    return tmp_path
+def shared_tmp_path(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A tmp_path that processes of another user can enter: as root, `postbus
+    start` runs the roles as mail_owner, and pytest's tmp_path lies in
+    /tmp/pytest-of-root, which pytest makes 0700 again at each session start
+    (another session's included). So as root this is a directory of its own
+    in /tmp, searchable by others (0711: its names stay unlistable), removed
+    afterwards; otherwise tmp_path."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    name = re.sub(r"[^\w.-]", "_", request.node.name)[:40]
+    path = Path(tempfile.mkdtemp(prefix=f"postbus-{name}-"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
