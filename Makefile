@@ -27,8 +27,8 @@ $(CONF)/main.cf: etc/postbus/main.cf etc/postbus/master.cf
 	mkdir -p $(CONF) $(RUNDIR)/mail
 	cp etc/postbus/master.cf $(CONF)/master.cf
 	cp etc/postbus/main.cf $(CONF)/main.cf
-	printf '\n# set by make run: keep state in this checkout\ndata_directory = %s\nmail_spool_directory = %s/mail/\n' \
-		'$(RUNDIR)' '$(RUNDIR)' >> $(CONF)/main.cf
+	printf '\n# set by make run: keep state in this checkout; data_directory (which\n# mail_owner owns when run as root) holds neither this file nor the mailboxes\ndata_directory = %s/lib\nmail_spool_directory = %s/mail/\nmaillog_file = %s/maillog\n' \
+		'$(RUNDIR)' '$(RUNDIR)' '$(RUNDIR)' >> $(CONF)/main.cf
 
 mail-owner:  ## as root: create the system user the roles run as (mail_owner), if missing
 	@if [ "$$(id -u)" = 0 ] && ! id -u $(MAIL_OWNER) >/dev/null 2>&1; then \
