@@ -22,14 +22,19 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from postbus import metrics
+from postbus.bus.consumer import consume, keep_alive
 from postbus.bus.subjects import DELIVER_STREAM, deliver_consumer, deliver_subject
 from postbus.queue.entry import CodecError, DeliveryJob, DeliveryStatus, RcptResult, Recipient
 from postbus.queue.store import QueueStore
-from postbus.service import ServiceContext, consume, keep_alive
+from postbus.service import ServiceContext
 
 log = logging.getLogger("postbus.delivery")
 
 Status = Literal["sent", "deferred", "bounced"]
+
+#: What a job's recipients get when its agent cannot handle it (≈ qmgr_deliver.c).
+CRASH_DSN = "4.3.0"
+CRASH_TEXT = "unknown mail transport error"
 
 _DSN_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 
@@ -229,16 +234,11 @@ async def handle_job(ctx: ServiceContext, msg: Msg, deliver: Deliver) -> None:
 
     The ack comes only after the status is on the bus, so a crash anywhere
     before means the job is redelivered (at least once, never lost). A job
-    that cannot be decoded is terminated; a message whose content is gone
-    (deleted by postsuper meanwhile) is acked without a report.
+    that cannot be decoded raises CodecError: the consumer loop moves it to
+    the corrupt queue. A message whose content is gone (deleted by
+    postsuper meanwhile) is acked without a report.
     """
-    try:
-        job, content = QueueStore.read_job(msg)
-    except CodecError as exc:
-        log.error("%s: bad delivery job: %s", msg.subject, exc)
-        await msg.term()
-        metrics.bus_messages_processed.labels(msg.metadata.consumer or "", "term").inc()
-        return
+    job, content = QueueStore.read_job(msg)
     stats = Stats.for_job(job)
     async with keep_alive(msg, max(1.0, ctx.cfg.time("postbus_ack_wait") / 3)):
         try:
@@ -257,11 +257,34 @@ async def handle_job(ctx: ServiceContext, msg: Msg, deliver: Deliver) -> None:
     metrics.bus_messages_processed.labels(deliver_consumer(ctx.service), "ack").inc()
 
 
+async def report_crash(ctx: ServiceContext, msg: Msg) -> None:
+    """A job that went to the corrupt queue will never report: defer its
+    recipients as Postfix's qmgr does when an agent dies ("4.3.0 unknown mail
+    transport error"), so the message is retried with backoff instead of
+    staying active. An undecodable job names no recipients: nothing to do."""
+    try:
+        job, _ = QueueStore.read_job(msg)
+    except CodecError:
+        return
+    stats = Stats.for_job(job)
+    results = []
+    for index, rcpt in zip(job.indexes, job.recipients, strict=False):
+        log_delivery(job.queue_id, rcpt, "none", stats, CRASH_DSN, "deferred", CRASH_TEXT,
+                     transport=job.transport)
+        results.append(RcptResult(index, "deferred", CRASH_DSN, CRASH_TEXT, "none"))
+    await ctx.queue.report(
+        DeliveryStatus(job.queue_id, job.attempt, job.transport, job.nexthop, results)
+    )
+
+
 async def serve_jobs(ctx: ServiceContext, deliver: Deliver, *, concurrency: int = 64) -> None:
     """Consume ``postbus.deliver.<service>`` until the service stops."""
 
     async def handler(msg: Msg) -> None:
         await handle_job(ctx, msg, deliver)
+
+    async def crashed(msg: Msg) -> None:
+        await report_crash(ctx, msg)
 
     await consume(
         ctx,
@@ -270,4 +293,5 @@ async def serve_jobs(ctx: ServiceContext, deliver: Deliver, *, concurrency: int 
         durable=deliver_consumer(ctx.service),
         handler=handler,
         concurrency=concurrency,
+        on_poison=crashed,
     )

@@ -74,6 +74,14 @@ bus_redeliveries = Counter(
     "postbus_bus_redeliveries", "bus messages seen more than once", ["consumer"]
 )
 
+corrupt_messages = Counter(
+    "postbus_corrupt_messages",
+    "bus work moved to the corrupt queue (kind: message, status, wakeup, job, other)",
+    ["kind"],
+)
+for _kind in ("message", "status", "wakeup", "job", "other"):
+    corrupt_messages.labels(_kind)
+
 QUEUE_STAGES = ("before_queue_manager", "queue_manager", "connection_setup", "transmission")
 for _queue in ("incoming", "active", "deferred", "hold", "corrupt"):
     queue_messages.labels(_queue).set(0)

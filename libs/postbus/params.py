@@ -125,6 +125,12 @@ _TABLE: tuple[Param, ...] = (
        "Resolve the address after removing quotes around the local part."),
     _p("resolve_null_domain", "bool", "no",
        "Resolve user@ (empty domain) as an address in the default domain class."),
+    _p("resolve_numeric_domain", "bool", "no",
+       "Resolve user@ipaddress as user@[ipaddress]."),
+    _p("allow_untrusted_routing", "bool", "no",
+       "Relay mail with sender-specified routing (user%domain@domain) for untrusted clients."),
+    _p("show_user_unknown_table_name", "bool", "yes",
+       "Name the table in \"User unknown\" replies and bounces."),
     _p("remote_header_rewrite_domain", "str", "",
        "Domain appended to incomplete header addresses of remote clients."),
     _p("local_header_rewrite_clients", "list", "permit_inet_interfaces",
@@ -728,6 +734,12 @@ _TABLE: tuple[Param, ...] = (
        min=0, max=65535),
     _p("postbus_stream_replicas", "int", "1",
        "JetStream replicas of every Postbus stream (3 on a NATS cluster).", min=1, max=5),
+    _p("postbus_bus_retry_limit", "int", "10",
+       "Deliveries of one bus message whose handler keeps failing before it moves to the"
+       " corrupt queue.", min=1, max=1000),
+    _p("postbus_bus_retry_max_delay", "time", "60s",
+       "Longest wait before a failed bus message is handled again (from 1s, doubling).",
+       min=1),
 )
 
 PARAMS: dict[str, Param] = {param.name: param for param in _TABLE}

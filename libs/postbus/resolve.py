@@ -1,17 +1,26 @@
-"""Address classes, networks and next hops (≈ trivial-rewrite's resolve.c and
-Postfix's domain_list / namadr_list), shared by ingress (is this an authorized
-destination? is the client in mynetworks?) and qmgr (where does it go?).
+"""Where an address goes (≈ trivial-rewrite's resolve.c, resolve_local.c), for smtpd's
+relay and recipient checks and for the qmgr's routing alike.
 
-Postfix sorts every recipient domain into one class, checked in this order:
-local (mydestination, address literals of $inet_interfaces and
-$proxy_interfaces), virtual alias (virtual_alias_domains), virtual mailbox
-(virtual_mailbox_domains), relay (relay_domains) and default. Each class has
-its transport parameter; the relay and default classes send to ``relayhost``
-when it is set. transport_maps (transport(5) order) overrides the class's
-choice; that is the qmgr's business.
+:meth:`Resolver.resolve` follows Postfix's resolver loop to the letter:
+strip every local domain (mydestination, our own address literals) off the
+end of the address; while routing operators remain in the local part
+(``@``, ``!`` with swap_bangpath, ``%`` with allow_percent_hack, also inside
+a quoted local part with resolve_dequoted_address) rewrite and strip again.
+So ``user%remote@local``, ``remote!user@local`` and ``"user@remote"@local``
+all resolve to ``user@remote``: a remote destination, which smtpd relays
+only for authorized clients. An empty local part becomes
+empty_address_recipient; a bare name gets ``@$myhostname``. The result is
+checked (a malformed domain sets ``error``: smtpd answers "Bad address
+syntax") and tagged ``routed`` when routing operators remain.
 
-Domain lists hold names, ``.parent`` names, ``!`` exclusions and type:table
-entries; the first entry that matches decides.
+The domain then picks the address class, checked in this order: local (the
+loop stripped it), virtual alias (virtual_alias_domains: the error
+transport, "User unknown in virtual alias table"), virtual mailbox
+(virtual_mailbox_domains), relay (relay_domains) and default. Each class
+has its transport parameter; relay and default mail goes to ``relayhost``
+when set; a ``transport:nexthop`` parameter value overrides the next hop;
+transport_maps (transport(5) order) overrides both, except for the virtual
+alias class. Lookup failures raise :class:`~postbus.maps.table.TableRetry`.
 """
 
 from __future__ import annotations
@@ -22,12 +31,15 @@ import logging
 from dataclasses import dataclass
 
 from postbus.config.loader import Config
-from postbus.maps.addr_find import find_domain_access
-from postbus.maps.maps import Maps, open_maps
+from postbus.maps.addr_find import Route, resolve_transport
+from postbus.maps.maps import open_maps
+from postbus.maps.table import TableRetry
+from postbus.match_lists import DomainList, Interfaces, NetworkList, parse_literal
+from postbus.rewrite import RewriteRules
+from postbus.smtp.address import valid_domain
+from postbus.tok822 import QSTRING, Token, internalize, quote_822_local, rfind, scan
 
 log = logging.getLogger("postbus.resolve")
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class AddressClass(enum.Enum):
@@ -38,6 +50,10 @@ class AddressClass(enum.Enum):
     DEFAULT = "default"
 
 
+FINAL_CLASSES = frozenset({AddressClass.LOCAL, AddressClass.VIRTUAL_ALIAS,
+                           AddressClass.VIRTUAL_MAILBOX})
+
+
 def split_address(address: str) -> tuple[str, str]:
     """``user@Example.COM`` -> (``user``, ``example.com``); no domain -> ''."""
     local, at, domain = address.rpartition("@")
@@ -46,159 +62,180 @@ def split_address(address: str) -> tuple[str, str]:
     return local, domain.lower().rstrip(".")
 
 
-def parse_network(text: str) -> Network | None:
-    """``10.0.0.0/8``, ``[::1]/128``, ``1.2.3.4``; None when it is no network."""
-    text = text.strip()
-    if text.startswith("["):
-        text = text.replace("[", "").replace("]", "")
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError:
-        return None
-
-
-@dataclass
-class DomainList:
-    """A Postfix domain list such as mydestination or relay_domains."""
-
-    items: list[tuple[bool, str, Maps | None]]
-    parent: bool  # parent_domain_matches_subdomains names this parameter
-
-    @classmethod
-    def from_config(cls, cfg: Config, param: str, parent_params: set[str]) -> DomainList:
-        items: list[tuple[bool, str, Maps | None]] = []
-        for word in cfg.list(param):
-            negate = word.startswith("!")
-            word = word.lstrip("!")
-            if ":" in word and not word.startswith("["):
-                items.append((negate, word, open_maps(word, param)))
-            else:
-                items.append((negate, word.lower().rstrip("."), None))
-        return cls(items, param in parent_params)
-
-    async def matches(self, domain: str) -> bool:
-        for negate, name, maps in self.items:
-            if maps is not None:
-                if self.parent:
-                    value = await find_domain_access(maps, domain, parent_matches_subdomains=True)
-                else:
-                    value = await maps.find(domain)
-                hit = value is not None
-            else:
-                hit = domain == name or (
-                    domain.endswith("." + name.lstrip("."))
-                    and (self.parent or name.startswith("."))
-                )
-            if hit:
-                return not negate
-        return False
-
-
 @dataclass(frozen=True)
-class Resolved:
-    """Where a recipient goes: ``transport:nexthop`` plus its class."""
+class ResolveReply:
+    """What the resolver says of one address (≈ RESOLVE_REPLY)."""
 
-    address_class: AddressClass
+    recipient: str  # the resolved address, internal form
     transport: str
     nexthop: str
+    address_class: AddressClass
+    routed: bool = False  # routing operators left in the local part
+    error: bool = False  # malformed result: "Bad ... address syntax"
+
+    @property
+    def final(self) -> bool:
+        """Mail for this class ends here (RESOLVE_CLASS_FINAL)."""
+        return self.address_class in FINAL_CLASSES
+
+
+_ROUTING = "@!%"
 
 
 class Resolver:
-    """Answers address-class, network and next-hop questions from one Config."""
+    """Address classes, next hops and networks, read once from one Config."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         parent = set(cfg.list("parent_domain_matches_subdomains"))
         self.myorigin = cfg.get("myorigin").lower()
+        self.myhostname = cfg.get("myhostname")
+        self.rules = RewriteRules.local(cfg)
         self.mydestination = DomainList.from_config(cfg, "mydestination", parent)
         self.virtual_alias = DomainList.from_config(cfg, "virtual_alias_domains", parent)
         self.virtual_mailbox = DomainList.from_config(cfg, "virtual_mailbox_domains", parent)
         self.relay_domains = DomainList.from_config(cfg, "relay_domains", parent)
-        self.interface_words = cfg.list("inet_interfaces")
-        self.interfaces = [parse_network(a) for a in cfg.list("inet_interfaces")]
-        self.interfaces += [parse_network(a) for a in cfg.list("proxy_interfaces")]
-        self.networks: list[tuple[bool, Network | Maps]] = []
-        for word in cfg.list("mynetworks"):
-            negate = word.startswith("!")
-            word = word.lstrip("!")
-            net = parse_network(word)
-            if net is None and ":" in word and not word.startswith("["):
-                self.networks.append((negate, open_maps(word, "mynetworks")))
-            elif net is None:
-                log.warning("warning: mynetworks: ignoring unparsable entry %s", word)
-            else:
-                self.networks.append((negate, net))
+        self.interfaces = Interfaces(cfg)
+        self.networks = NetworkList(cfg, "mynetworks")
+        self.transport_maps = open_maps(cfg.get("transport_maps"), "transport_maps")
+        self.transport_parent = "transport_maps" in parent
+        self.delimiter = cfg.get("recipient_delimiter")
+        self.empty_address = cfg.get("empty_address_recipient")
+        self.null_domain = cfg.bool("resolve_null_domain")
+        self.numeric_domain = cfg.bool("resolve_numeric_domain")
+        self.dequoted = cfg.bool("resolve_dequoted_address")
+        self.unknown_table = cfg.bool("show_user_unknown_table_name")
 
     async def in_mynetworks(self, addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        for negate, net in self.networks:
-            if isinstance(net, Maps):
-                hit = await net.find(addr) is not None
-            else:
-                hit = ip.version == net.version and ip in net
-            if hit:
-                return not negate
-        return False
-
-    def local_literal(self, domain: str) -> bool:
-        """``[127.0.0.1]`` style domains naming one of our own addresses."""
-        if not (domain.startswith("[") and domain.endswith("]")):
-            return False
-        literal = domain[1:-1]
-        if literal[:5].lower() == "ipv6:":
-            literal = literal[5:]
-        try:
-            ip = ipaddress.ip_address(literal)
-        except ValueError:
-            return False
-        words = self.interface_words
-        if ip.is_loopback and ("all" in words or "loopback-only" in words):
-            return True
-        return any(n is not None and ip.version == n.version and ip in n for n in self.interfaces)
+        return await self.networks.matches(addr)
 
     async def is_local(self, domain: str) -> bool:
-        return self.local_literal(domain) or await self.mydestination.matches(domain)
+        """mydestination or one of our own address literals (≈ resolve_local())."""
+        if domain.endswith("."):
+            domain = domain[:-1]
+        if not domain or domain.endswith("."):
+            return False
+        if await _matches(self.mydestination, "mydestination", domain):
+            return True
+        return parse_literal(domain) is not None and self.interfaces.own(domain)
 
     async def address_class(self, address: str) -> AddressClass:
-        """The class of an address's domain; a bare name gets @$myorigin."""
-        local, at, domain = address.rpartition("@")
-        domain = domain.lower().rstrip(".") if at else self.myorigin
-        if not at:
-            local = address
-        if "%" in local and await self.is_local(domain):  # allow_percent_hack
-            domain = local.rsplit("%", 1)[1].lower()
-        if await self.is_local(domain):
-            return AddressClass.LOCAL
-        if await self.virtual_alias.matches(domain):
-            return AddressClass.VIRTUAL_ALIAS
-        if await self.virtual_mailbox.matches(domain):
-            return AddressClass.VIRTUAL_MAILBOX
-        if await self.relay_domains.matches(domain):
-            return AddressClass.RELAY
-        return AddressClass.DEFAULT
+        return (await self.resolve(address)).address_class
 
-    async def default_route(self, address: str) -> Resolved:
-        """The class's transport and next hop, before transport_maps."""
-        _, domain = split_address(address)
-        cls = await self.address_class(address)
-        param = {
-            AddressClass.LOCAL: "local_transport",
-            AddressClass.VIRTUAL_ALIAS: "error",
-            AddressClass.VIRTUAL_MAILBOX: "virtual_transport",
-            AddressClass.RELAY: "relay_transport",
-            AddressClass.DEFAULT: "default_transport",
-        }[cls]
-        if param == "error":
-            return Resolved(cls, "error", "5.1.1 User unknown in virtual alias table")
+    # -- the resolver loop ------------------------------------------------------------
+
+    async def _strip_local(self, address: str) -> tuple[list[Token], bool]:
+        """The address with every local domain stripped and routing undone; True when
+        a remote domain is left on the end (≈ the big loop of resolve_addr())."""
+        tokens = scan(quote_822_local(address))
+        rules = self.rules
+        saved: list[Token] | None = None
+        for _ in range(len(address) + 100):
+            if (len(tokens) > 1 and tokens[-1][0] == "." and rfind(tokens, "@") >= 0
+                    and tokens[-2][0] not in (".", "@")):
+                tokens = tokens[:-1]
+            if self.null_domain and tokens and tokens[-1][0] == "@":
+                tokens = tokens[:-1]
+            at = rfind(tokens, "@")
+            if at >= 0:
+                if at + 1 < len(tokens) and not await self.is_local(internalize(tokens[at + 1 :])):
+                    return tokens, True
+                tokens, saved = tokens[:at], tokens[at:]
+            if rfind(tokens, "@") >= 0 or (rules.swap_bangpath and rfind(tokens, "!") >= 0) or (
+                rules.percent_hack and rfind(tokens, "%") >= 0
+            ):
+                tokens = rules.rewrite(tokens)
+                continue
+            if self.dequoted and len(tokens) == 1 and tokens[0][0] == QSTRING:
+                local = tokens[0][1]
+                oper = local.rfind("@")
+                if oper < 0 and rules.percent_hack:
+                    oper = local.rfind("%")
+                if oper < 0 and rules.swap_bangpath:
+                    oper = local.rfind("!")
+                if oper >= 0:
+                    if local[oper] == "%":
+                        local = f"{local[:oper]}@{local[oper + 1:]}"
+                    if local[oper] == "@":
+                        local = quote_822_local(local)
+                    tokens = rules.rewrite(scan(local))
+                    continue
+            if tokens == [(QSTRING, "")]:
+                tokens = []
+            if not tokens:
+                tokens = scan(self.empty_address)
+                continue
+            if saved is None:
+                tokens = [*tokens, ("@", "@"), *scan(self.myhostname)]
+                continue
+            return [*tokens, *saved], False
+        log.warning("warning: resolve_addr: <%s>: giving up after %d iterations",
+                    address, len(address) + 100)
+        raise TableRetry(f"resolve_addr: <{address}>: giving up")
+
+    async def resolve(self, address: str) -> ResolveReply:
+        """Resolve one address (≈ resolve_addr())."""
+        tokens, remote = await self._strip_local(address)
+        recipient = internalize(tokens)
+        domain = recipient[recipient.rfind("@") + 1 :]
+        if self.numeric_domain and _is_ip(domain):  # resolve_numeric_domain: user@[1.2.3.4]
+            domain = f"[{domain}]"
+            recipient = f"{recipient[: recipient.rfind('@')]}@{domain}"
+            remote = remote and not await self.is_local(domain)
+        if not _valid_result(recipient, domain):
+            return ResolveReply(recipient, "", "", AddressClass.DEFAULT, error=True)
+        first = min((recipient.find(op) for op in _ROUTING if op in recipient), default=-1)
+        routed = recipient[first + 1 :] != domain
+        if not remote:
+            cls, param = AddressClass.LOCAL, "local_transport"
+        elif await _matches(self.virtual_alias, "virtual_alias_domains", domain):
+            table = " in virtual alias table" if self.unknown_table else ""
+            return ResolveReply(recipient, "error", f"5.1.1 User unknown{table}",
+                                AddressClass.VIRTUAL_ALIAS, routed)
+        elif await _matches(self.virtual_mailbox, "virtual_mailbox_domains", domain):
+            cls, param = AddressClass.VIRTUAL_MAILBOX, "virtual_transport"
+        elif await _matches(self.relay_domains, "relay_domains", domain):
+            cls, param = AddressClass.RELAY, "relay_transport"
+        else:
+            cls, param = AddressClass.DEFAULT, "default_transport"
         transport, _, nexthop = self.cfg.get(param).partition(":")
         if not nexthop:
-            if cls is AddressClass.LOCAL:
-                nexthop = self.cfg.get("myhostname")
-            elif cls in (AddressClass.RELAY, AddressClass.DEFAULT) and self.cfg.get("relayhost"):
-                nexthop = self.cfg.get("relayhost")
-            else:
-                nexthop = domain
-        return Resolved(cls, transport, nexthop)
+            relayhost = self.cfg.get("relayhost")
+            relayed = cls in (AddressClass.RELAY, AddressClass.DEFAULT)
+            nexthop = relayhost if relayed and relayhost else domain
+        try:
+            found = await resolve_transport(
+                self.transport_maps, recipient, domain.lower(), Route(transport, nexthop),
+                recipient_delimiter=self.delimiter,
+                parent_matches_subdomains=self.transport_parent,
+            )
+        except TableRetry as exc:
+            raise TableRetry(f"transport_maps lookup failure: {exc}") from exc
+        if found is not None:
+            transport, nexthop = found.transport, found.nexthop
+        return ResolveReply(recipient, transport, nexthop, cls, routed)
+
+
+async def _matches(domains: DomainList, param: str, domain: str) -> bool:
+    """A domain list match; a table that cannot answer names the list (≈ "%s lookup failure")."""
+    try:
+        return await domains.matches(domain)
+    except TableRetry as exc:
+        raise TableRetry(f"{param} lookup failure: {exc}") from exc
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _valid_result(recipient: str, domain: str) -> bool:
+    """The resolved address is usable: a valid host name or address literal, valid UTF-8."""
+    if "@" not in recipient or any("\udc80" <= ch <= "\udcff" for ch in recipient):
+        return False
+    if domain.startswith("["):
+        return parse_literal(domain) is not None
+    return valid_domain(domain)

@@ -4,7 +4,8 @@ A role's ``__main__`` hands :func:`run` its program name and a coroutine;
 the skeleton does the rest: arguments (``-c``, ``-n``, ``-o``, ``-v``,
 ``--metrics``), configuration, Postfix-style logging, the health/metrics
 endpoint, the NATS connection and streams, and a graceful drain on SIGTERM.
-:func:`consume` is the shared JetStream pull-consumer loop.
+:func:`consume` (from :mod:`postbus.bus.consumer`) is the shared JetStream
+pull-consumer loop, with its retry and poison policy.
 """
 
 from __future__ import annotations
@@ -16,14 +17,11 @@ import cProfile
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError, NoServersError
-from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.errors import NoServersError
 
 from postbus import fatal, metrics
 from postbus.bus.jetstream import connect, ensure_streams
@@ -255,113 +253,7 @@ async def _connect_until_up(ctx: ServiceContext) -> NATS:
             delay = min(delay * 2, 2.0)
 
 
-Handler = Callable[[Msg], Awaitable[None]]
+# The consumer loop lives in postbus.bus.consumer; roles may still import it from here.
+from postbus.bus.consumer import Handler, consume, keep_alive  # noqa: E402
 
-
-async def consume(
-    ctx: ServiceContext,
-    *,
-    stream: str,
-    subject: str,
-    durable: str,
-    handler: Handler,
-    concurrency: int = 64,
-    batch: int = 64,
-    ack_wait: float | None = None,
-) -> None:
-    """Pull work from a durable consumer until the service stops.
-
-    Any number of replicas share one durable consumer, so work is split
-    between them. ``handler`` acks, naks or terms each message itself; if it
-    raises, the message is nak'ed with a delay and handled again later,
-    never dropped. In-flight handlers finish before this returns.
-    """
-    assert ctx.nc is not None
-    js = ctx.nc.jetstream()
-    wait = ack_wait if ack_wait is not None else ctx.cfg.time("postbus_ack_wait")
-    config = ConsumerConfig(
-        durable_name=durable,
-        ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL,
-        ack_wait=wait,
-        max_deliver=-1,
-        max_ack_pending=max(1000, concurrency * 4),
-        filter_subject=subject,
-    )
-    sub = None
-    while sub is None:
-        try:
-            sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
-        except Exception as exc:
-            if ctx.stopping.is_set():
-                return
-            log.warning("cannot subscribe %s: %s; retrying", durable, exc)
-            await asyncio.sleep(0.5)
-    slots = asyncio.Semaphore(concurrency)
-    tasks: set[asyncio.Task[None]] = set()
-    ctx.ready = True
-
-    async def handle(msg: Msg) -> None:
-        try:
-            if msg.metadata.num_delivered and msg.metadata.num_delivered > 1:
-                metrics.bus_redeliveries.labels(durable).inc()
-            await handler(msg)
-        except Exception:
-            log.error("%s: cannot handle %s; will retry", durable, msg.subject, exc_info=True)
-            with contextlib.suppress(Exception):
-                await msg.nak(delay=1.0)
-            metrics.bus_messages_processed.labels(durable, "nak").inc()
-        finally:
-            slots.release()
-
-    while not ctx.stopping.is_set():
-        await slots.acquire()
-        free = 1
-        while free < batch and not slots.locked():
-            await slots.acquire()
-            free += 1
-        try:
-            msgs = await sub.fetch(free, timeout=1.0)
-        except (NatsTimeout, TimeoutError):
-            msgs = []
-        except (ConnectionClosedError, Exception) as exc:
-            if not ctx.stopping.is_set():
-                log.debug("%s: fetch failed: %s", durable, exc)
-                await asyncio.sleep(0.2)
-            msgs = []
-        for _ in range(free - len(msgs)):
-            slots.release()
-        for msg in msgs:
-            task = asyncio.create_task(handle(msg))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-
-@contextlib.asynccontextmanager
-async def keep_alive(msg: Msg, interval: float) -> AsyncIterator[None]:
-    """Tell JetStream we are still working on ``msg`` (long deliveries).
-
-    A timer, not a task: most deliveries end long before the first beat."""
-    loop = asyncio.get_running_loop()
-    handle: asyncio.TimerHandle | None = None
-    beats: set[asyncio.Task[None]] = set()
-
-    def beat() -> None:
-        nonlocal handle
-        task = loop.create_task(_in_progress(msg))
-        beats.add(task)
-        task.add_done_callback(beats.discard)
-        handle = loop.call_later(interval, beat)
-
-    handle = loop.call_later(interval, beat)
-    try:
-        yield
-    finally:
-        handle.cancel()
-
-
-async def _in_progress(msg: Msg) -> None:
-    with contextlib.suppress(Exception):
-        await msg.in_progress()
+__all__ = ["Handler", "ServiceContext", "consume", "keep_alive", "run"]

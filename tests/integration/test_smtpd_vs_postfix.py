@@ -1,38 +1,31 @@
 """Our smtpd against a real Postfix: the same dialogues must get the same replies and log lines.
 
 A private Postfix (the Debian package's binaries) runs on a loopback port
-from a temporary directory with the same main.cf settings as our server.
-Only dialogues that never complete a DATA phase are compared (ours has a
-queue writer that fails the test if called); queueing is tested against
-the real bus elsewhere.  Skipped when no ``postfix`` binary is installed
-or when not running as root (Postfix's master must start as root).
+from a temporary directory with the same main.cf settings as our server,
+where Postfix is installed; everywhere else Postfix's recorded answers
+(``tests/data/postfix/smtpd_dialogues.json``) stand in, so the comparison
+always runs. Only dialogues that never complete a DATA phase are compared
+(ours has a queue writer that fails the test if called); queueing is tested
+against the real bus elsewhere.
 """
 
 from __future__ import annotations
 
-import asyncio
 import difflib
-import logging
-import os
-import re
-import shutil
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from ingress_smtpd.server import SmtpServer
 from postbus.queue.entry import QueueEntry
-from postbus.servers import free_port, wait_port
 from postbus.smtp import replies as r
-from tests.integration.ingress.conftest import BASE_MAIN_CF, Client, make_config
-from tests.postfix_instance import PostfixInstance
+from tests.integration.ingress.conftest import BASE_MAIN_CF, make_config
+from tests.integration.postfix_dialogue import READ_ALL, Line, LivePostfix, compare
+from tests.recorded import Recording
 
 pytestmark = pytest.mark.integration
 
-POSTFIX = shutil.which("postfix") or ("/usr/sbin/postfix" if os.path.exists("/usr/sbin/postfix")
-                                      else None)
+RECORDING = Recording("smtpd_dialogues")
 
 SHARED = {
     **BASE_MAIN_CF,
@@ -53,26 +46,12 @@ SHARED = {
 
 
 @pytest.fixture(scope="module")
-def postfix() -> Iterator[tuple[int, Path]]:
-    if POSTFIX is None:
-        pytest.skip("the postfix binary is not installed: cannot compare with a real Postfix")
-    port = free_port()
-    instance = PostfixInstance(port, {
+def postfix() -> Iterator[LivePostfix | None]:
+    with LivePostfix.running({
         **SHARED,
         "smtpd_discard_ehlo_keywords": "chunking",  # we do not offer BDAT
-    })
-    instance.start()
-    try:
-        wait_port("127.0.0.1", port, 20)
-        maillog = instance.maillog
-        deadline = time.monotonic() + 10  # let the port probe's session end in the log
-        while time.monotonic() < deadline and (
-            not maillog.exists() or "disconnect from" not in maillog.read_text(errors="replace")
-        ):
-            time.sleep(0.05)
-        yield port, maillog
-    finally:
-        instance.stop()
+    }) as live:
+        yield live
 
 
 @pytest.fixture
@@ -86,65 +65,7 @@ async def ours() -> AsyncIterator[int]:
     await server.stop(grace=1.0)
 
 
-READ_ALL = "<read all replies until the server closes>"
-
-
-async def dialogue(port: int, lines: list[str | bytes]) -> list[str]:
-    """Banner, then one reply per str line; bytes are sent without waiting for a reply."""
-    client = await Client.connect(port)
-    out = [await client.reply()]
-    for line in lines:
-        if line == READ_ALL:
-            while not out[-1].endswith("<EOF>"):
-                out.append(await client.reply())
-            break
-        if isinstance(line, bytes):
-            await client.send(line)
-            continue
-        await client.send(line + "\r\n")
-        out.append(f"{line[:60]} -> {await client.reply()}")
-        if out[-1].endswith("<EOF>") or out[-1].split("-> ")[1][:3] in ("221", "421"):
-            break
-    await client.close()
-    return out
-
-
-_PREFIX = re.compile(r"^.*? postfix/smtpd\[(\d+)\]: ")
-_QID = re.compile(r"^[0-9A-F]{6,}: ")
-
-
-def postfix_log(maillog: Path, start: int) -> list[str]:
-    """smtpd lines since offset ``start``, as message texts; queue IDs read NOQUEUE."""
-    deadline = time.monotonic() + 10
-    while True:
-        text = maillog.read_text(errors="replace")[start:]
-        if "disconnect from" in text[text.rfind("connect from") - 3 :] or (
-            time.monotonic() > deadline
-        ):
-            break
-        time.sleep(0.05)
-    lines: list[str] = []
-    pid = ""
-    for line in text.splitlines():
-        prefix = _PREFIX.match(line)
-        if prefix is None:
-            continue
-        msg = line[prefix.end() :]
-        if msg.startswith("connect from"):
-            lines, pid = [], prefix.group(1)  # the last session: not the fixture's port probe
-        if prefix.group(1) != pid:
-            continue
-        if re.match(r"^[0-9A-F]{6,}: client=", msg):
-            continue  # Postfix opens its queue file at the first accepted RCPT; we at the end
-        if msg.startswith("discarding EHLO keywords"):
-            continue  # from smtpd_discard_ehlo_keywords = chunking, set for Postfix only
-        lines.append(_QID.sub("NOQUEUE: ", msg.replace("warning: ", "", 1)))
-        if msg.startswith("warning: "):
-            lines[-1] = "warning: " + lines[-1]
-    return lines
-
-
-DIALOGUES: dict[str, list[str | bytes]] = {
+DIALOGUES: dict[str, list[Line]] = {
     "sequence": [
         "EHLO", "EHLO client.example", "FOO", "RCPT TO:<a@localhost>", "DATA",
         "MAIL FROM:<a@b.example>", "MAIL FROM:<a@b.example>", "DATA",
@@ -209,29 +130,16 @@ DIALOGUES: dict[str, list[str | bytes]] = {
 
 @pytest.mark.parametrize("name", list(DIALOGUES))
 async def test_same_replies_and_log_as_postfix(
-    name: str, postfix: tuple[int, Path], ours: int, caplog: pytest.LogCaptureFixture
+    name: str, postfix: LivePostfix | None, ours: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pf_port, maillog = postfix
     lines = DIALOGUES[name]
     if name == "lost_in_data":  # the client hangs up in the middle of DATA
         lines = lines[:-1]
-    start = maillog.stat().st_size if maillog.exists() else 0
-    expected = await dialogue(pf_port, lines)
-    caplog.set_level(logging.INFO, "postbus.smtpd")
-    got = await dialogue(ours, lines)
-    for _ in range(100):
-        if any(rec.getMessage().startswith("disconnect from") for rec in caplog.records):
-            break
-        await asyncio.sleep(0.02)
-    assert got == expected
-    pf_lines = await asyncio.to_thread(postfix_log, maillog, start)
-    our_lines = [
-        ("warning: " if rec.levelno == logging.WARNING else "") + rec.getMessage()
-        for rec in caplog.records
-        if rec.name == "postbus.smtpd"
-    ]
-    diff = "\n".join(difflib.unified_diff(pf_lines, our_lines, "postfix", "postbus", lineterm=""))
-    assert our_lines == pf_lines, diff
+    expected, got = await compare(RECORDING, name, lines, ours, postfix, caplog)
+    assert got["replies"] == expected["replies"]
+    diff = "\n".join(difflib.unified_diff(expected["log"], got["log"], "postfix", "postbus",
+                                          lineterm=""))
+    assert got["log"] == expected["log"], diff
 
 
 def test_replies_module_matches_what_postfix_said() -> None:

@@ -27,6 +27,9 @@ from postbus.bus import subjects as s
 log = logging.getLogger("postbus.bus")
 
 DUPLICATE_WINDOW = 120.0  # seconds JetStream remembers a Nats-Msg-Id
+CORRUPT_MAX_AGE = 30 * 86400.0  # corrupt records older than 30 days are dropped
+CORRUPT_MAX_BYTES = 1024 * 1024 * 1024
+CORRUPT_MAX_MSGS = 100_000
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class StreamSpec:
     storage: StorageType = StorageType.FILE
     max_bytes: int = -1
     per_subject: int = -1  # messages kept per subject (1: only the latest entry)
+    max_msgs: int = -1
 
 
 STREAMS: tuple[StreamSpec, ...] = (
@@ -49,6 +53,12 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(
         s.EVENTS_STREAM, (f"{s.ROOT}.event.*",), RetentionPolicy.LIMITS, 3600.0, StorageType.MEMORY,
         64 * 1024 * 1024,
+    ),
+    # The corrupt queue waits for an administrator (postsuper -d), but a flood
+    # of bad input must not fill the disk: the oldest records go first.
+    StreamSpec(
+        s.CORRUPT_STREAM, (s.CORRUPT_SUBJECTS,), RetentionPolicy.LIMITS, CORRUPT_MAX_AGE,
+        max_bytes=CORRUPT_MAX_BYTES, max_msgs=CORRUPT_MAX_MSGS,
     ),
 )
 
@@ -99,6 +109,7 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
             max_age=spec.max_age,
             max_bytes=spec.max_bytes,
             max_msgs_per_subject=spec.per_subject,
+            max_msgs=spec.max_msgs,
             discard=DiscardPolicy.OLD,
             allow_direct=True,
         )

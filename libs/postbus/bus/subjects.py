@@ -17,6 +17,13 @@ The queue is JetStream state:
 * ``POSTBUS_EVENTS`` records every state change, for observers, on
   ``postbus.event.<kind>`` with kind incoming, active, deferred, hold,
   requeued or removed (JSON: queue_id, time and details).
+* ``POSTBUS_CORRUPT`` is the corrupt queue (Postfix's ``corrupt/``): bus
+  work that cannot be decoded, or whose handler failed
+  ``postbus_bus_retry_limit`` times, is moved there once, on
+  ``postbus.corrupt.<id>`` (``<id>`` is the queue ID when the work names
+  one, else a fresh one), with its payload, its original headers and
+  ``Postbus-Corrupt-*`` headers: reason, kind, original subject and
+  stream, time. A queue file (``postbus.q.<qid>.>``) moves there whole.
 * ``postbus.maps.changed`` (core NATS, not a stream) announces that a lookup
   table was loaded or edited; the payload is the table's ``type:name``.
   Services drop that table from their lookup cache.
@@ -31,6 +38,7 @@ DELIVER_STREAM = "POSTBUS_DELIVER"
 STATUS_STREAM = "POSTBUS_STATUS"
 DEFER_STREAM = "POSTBUS_DEFER"
 EVENTS_STREAM = "POSTBUS_EVENTS"
+CORRUPT_STREAM = "POSTBUS_CORRUPT"
 
 QMGR_INCOMING_CONSUMER = "qmgr-incoming"
 QMGR_STATUS_CONSUMER = "qmgr-status"
@@ -39,6 +47,7 @@ QMGR_DEFER_CONSUMER = "qmgr-defer"
 QUEUE_SUBJECTS = f"{ROOT}.q.>"
 MSG_TRIGGER_FILTER = f"{ROOT}.q.*.msg"
 ENTRY_FILTER = f"{ROOT}.q.*.entry"
+CORRUPT_SUBJECTS = f"{ROOT}.corrupt.*"
 
 #: Core NATS subject of table-change events; payload: the table spec, UTF-8.
 MAPS_CHANGED_SUBJECT = f"{ROOT}.maps.changed"
@@ -87,3 +96,18 @@ def defer_subject(queue_id: str) -> str:
 
 def event_subject(kind: str) -> str:
     return f"{ROOT}.event.{kind}"
+
+
+def corrupt_subject(record_id: str) -> str:
+    """Where the corrupt queue keeps what was moved under ``record_id``."""
+    return f"{ROOT}.corrupt.{record_id}"
+
+
+def subject_queue_id(subject: str) -> str:
+    """The queue ID a subject names (queue file, status, wake-up, corrupt); '' if none."""
+    parts = subject.split(".")
+    if len(parts) >= 4 and parts[:2] == [ROOT, "q"]:
+        return parts[2]
+    if len(parts) == 3 and parts[0] == ROOT and parts[1] in ("status", "defer", "corrupt"):
+        return parts[2]
+    return ""

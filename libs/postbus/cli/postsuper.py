@@ -1,4 +1,9 @@
-"""postbus postsuper: delete, hold, release and requeue messages, as postsuper(1)."""
+"""postbus postsuper: delete, hold, release and requeue messages, as postsuper(1).
+
+``-d`` reaches the corrupt queue for a queue ID named on the command line
+(whatever queue it is in) and for ``ALL corrupt``; a bare ``-d ALL`` leaves
+it alone, as Postfix's default queues (hold, incoming, active, deferred) do.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import sys
 
 from postbus.config.loader import Config
 from postbus.logging import setup_logging
-from postbus.queue import admin
+from postbus.queue import admin, corrupt
 from postbus.queue.entry import QUEUE_NAMES
 
 log = logging.getLogger("postbus.postsuper")
@@ -35,14 +40,20 @@ async def run(cfg: Config, args: argparse.Namespace) -> int:
         if args.d:
             ids, queues = _ids(args.d)
             count = 0
-            for queue_id in await admin.select(store, ids, queues):
-                got = await store.get(queue_id)
-                if got is None:
-                    continue
-                await store.remove(queue_id)
-                await store.event("removed", queue_id, reason="deleted")
-                log.info("%s: removed", queue_id)
-                count += 1
+            live = queues - {"corrupt"} if queues else None
+            if queues is None or live:
+                for queue_id in await admin.select(store, ids, live):
+                    got = await store.get(queue_id)
+                    if got is None:
+                        continue
+                    await store.remove(queue_id)
+                    await store.event("removed", queue_id, reason="deleted")
+                    log.info("%s: removed", queue_id)
+                    count += 1
+            for queue_id in await admin.select_corrupt(store, ids, queues):
+                if await corrupt.remove(store.js, queue_id):
+                    log.info("%s: removed", queue_id)
+                    count += 1
             print(f"postsuper: Deleted: {count} message{'s' if count != 1 else ''}",
                   file=sys.stderr)
         for option, change, verb in (

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from postbus.maps.table import Table, TableRetry, log, open_table
 from postbus.maps.types._syntax import split_tokens
 
-__all__ = ["Maps", "open_maps"]
+__all__ = ["Maps", "open_maps", "table_specs"]
 
 
 class Maps:
@@ -60,6 +60,11 @@ class Maps:
         return None
 
 
+def table_specs(value: str) -> list[str]:
+    """The ``type:name`` items of a parameter value (commas or whitespace; braces kept whole)."""
+    return split_tokens(value)
+
+
 def open_maps(value: str, title: str = "", *, strict: bool = False) -> Maps:
     """Open every ``type:name`` in a parameter value (separated by commas or whitespace)."""
-    return Maps([open_table(spec, strict=strict) for spec in split_tokens(value)], title)
+    return Maps([open_table(spec, strict=strict) for spec in table_specs(value)], title)

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 from postbus.bus.jetstream import connect, ensure_streams
 from postbus.config.loader import Config
+from postbus.queue import corrupt
 from postbus.queue.entry import QueueEntry
 from postbus.queue.store import QueueStore
 
@@ -34,6 +35,18 @@ async def select(store: QueueStore, ids: list[str], queues: set[str] | None) -> 
     """Queue IDs named on the command line; ``ALL`` means every message (in ``queues``)."""
     if "ALL" in ids:
         return [e.queue_id async for e in store.entries() if not queues or e.queue in queues]
+    return ids
+
+
+async def select_corrupt(store: QueueStore, ids: list[str], queues: set[str] | None) -> list[str]:
+    """IDs to delete from the corrupt queue: those named (unless only other
+    queues are named), or every one for ``ALL corrupt``."""
+    if queues is not None and "corrupt" not in queues:
+        return []
+    if "ALL" in ids:
+        if queues is None:
+            return []  # Postfix's default queues do not include corrupt
+        return [m.record_id for m in await corrupt.corrupt_messages(store.js)]
     return ids
 
 

@@ -172,7 +172,9 @@ class QueueStore:
         except NotFoundError:
             return None
         raw = (msg.headers or {}).get(ENTRY_HEADER)
-        return (QueueEntry.decode(raw.encode()), 0) if raw else None
+        if raw is None:  # every queue file starts with its entry: this one is damaged
+            raise CodecError("queue file without a queue entry")
+        return QueueEntry.decode(raw.encode()), 0
 
     async def update(self, entry: QueueEntry, revision: int) -> int:
         return await self._put_entry(entry, revision)
@@ -232,7 +234,10 @@ class QueueStore:
             info = await self.js.stream_info(s.QUEUE_STREAM, subjects_filter=subjects)
             ids.update((s.queue_id_of(subject), None) for subject in info.state.subjects or {})
         for queue_id in ids:
-            got = await self.get(queue_id)
+            try:
+                got = await self.get(queue_id)
+            except CodecError:
+                continue  # the qmgr moves it to the corrupt queue (postbus.queue.corrupt)
             if got is not None:
                 yield got[0]
 
@@ -282,6 +287,18 @@ class QueueStore:
             stream=s.DEFER_STREAM,
             headers={"Nats-Msg-Id": f"{entry.queue_id}.{tag}"},
         )
+
+    @staticmethod
+    def read_wakeup(data: bytes) -> tuple[str, int]:
+        """The queue ID and attempt count a wake-up names (see :meth:`wake_later`)."""
+        try:
+            wakeup = orjson.loads(data)
+            queue_id, attempts = wakeup["queue_id"], wakeup["attempts"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CodecError(f"bad wake-up: {exc}") from exc
+        if not isinstance(queue_id, str) or type(attempts) is not int:
+            raise CodecError("bad wake-up: queue_id or attempts of the wrong type")
+        return queue_id, attempts
 
     async def event(self, kind: str, queue_id: str, **fields: Any) -> None:
         """Record a state change for observers; fire and forget."""

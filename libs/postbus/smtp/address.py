@@ -36,6 +36,7 @@ __all__ = [
     "parse_rcpt",
     "quote_local",
     "split_args",
+    "valid_domain",
     "xtext_decode",
 ]
 
@@ -66,6 +67,7 @@ def _bad(reply: str, path: str) -> ReplyError:
 @dataclass
 class MailArgs:
     sender: str
+    path: str = ""  # the path as the client wrote it, for log lines
     size: int | None = None
     body: str = ""  # "7BIT" or "8BITMIME" when given
     smtputf8: bool = False
@@ -76,6 +78,7 @@ class MailArgs:
 @dataclass
 class RcptArgs:
     address: str
+    path: str = ""  # the path as the client wrote it, for log lines
     notify: str = ""  # NEVER or a comma list of SUCCESS, FAILURE, DELAY
     orcpt: str = ""  # decoded address of ORCPT=type;xtext
 
@@ -119,14 +122,17 @@ _LETTER = r"A-Za-z0-9_\x80-\U0010ffff"  # underscores and UTF-8 are allowed, as 
 _LABEL = re.compile(rf"[{_LETTER}]([{_LETTER}\-]*[{_LETTER}])?")
 _NUMERIC = re.compile(r"[0-9.]+")
 _PLAIN = re.compile(r'[^<>\[\],;:@" \t\\()\x00-\x1f\x7f]*(@[^@" \t\\()<>\x00-\x1f\x7f]*)?')
-_LOCAL_SPECIALS = frozenset('<>[],;:@" \t')
+_DOMAIN_JUNK = re.compile(r'["\\()<>\s]')
+_LOCAL_SPECIALS = frozenset('<>],;:" \t')
 _ATEXT = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
 )
 
 
 @functools.lru_cache(maxsize=4096)
-def _valid_domain(domain: str) -> bool:
+def valid_domain(domain: str) -> bool:
+    """A host name or address literal as Postfix accepts it
+    (≈ valid_hostname(), valid_mailhost_literal())."""
     if domain.startswith("["):
         if not domain.endswith("]"):
             return False
@@ -168,6 +174,11 @@ def _unquote_local(local: str) -> str | None:
                 out.append(ch)
         elif ch == '"' and depth == 0:
             quote = True
+        elif ch == "[" and depth == 0:  # a domain literal, even here, as tok822 reads it
+            close = local.find("]", i)
+            out.append(local[i : close + 1] if close >= 0 else local[i:] + "]")
+            i = close + 1 if close >= 0 else n
+            continue
         elif ch == "(":
             depth += 1
         elif ch == ")" and depth:
@@ -185,8 +196,8 @@ def _unquote_local(local: str) -> str | None:
 
 
 def _split_at(addr: str) -> int:
-    """Index of the ``@`` that starts the domain (outside quotes), or -1."""
-    quote = False
+    """Index of the ``@`` that starts the domain (outside quotes and brackets), or -1."""
+    quote = bracket = False
     at = -1
     i = 0
     while i < len(addr):
@@ -194,9 +205,13 @@ def _split_at(addr: str) -> int:
         if ch == "\\":
             i += 2
             continue
-        if ch == '"':
+        if ch == '"' and not bracket:
             quote = not quote
-        elif ch == "@" and not quote:
+        elif ch == "[" and not quote:
+            bracket = True
+        elif ch == "]" and not quote:
+            bracket = False
+        elif ch == "@" and not quote and not bracket:
             at = i
         i += 1
     return at
@@ -226,9 +241,6 @@ def parse_address(token: str, *, strict: bool = False) -> str:
     if not inner:
         return ""
     if _PLAIN.fullmatch(inner):  # the common case: nothing quoted, escaped or commented
-        at_sign, domain = inner.rpartition("@")[1:]
-        if at_sign and not _valid_domain(domain):
-            raise ValueError("bad address")
         return inner
     at = _split_at(inner)
     if at < 0:
@@ -238,7 +250,7 @@ def parse_address(token: str, *, strict: bool = False) -> str:
         return bare
     unquoted = _unquote_local(inner[:at])
     domain = inner[at + 1 :]
-    if unquoted is None or not _valid_domain(domain):
+    if unquoted is None or _DOMAIN_JUNK.search(domain):
         raise ValueError("bad address")
     return f"{unquoted}@{domain}"
 
@@ -310,8 +322,8 @@ def _envelope(
 
 def parse_mail(arg: str, *, strict: bool = False) -> MailArgs:
     """``MAIL`` arguments; raises ReplyError with Postfix's reply."""
-    address, _, params = _envelope(arg, "FROM:", r.MAIL_SYNTAX, r.BAD_SENDER_SYNTAX, strict)
-    mail = MailArgs(address)
+    address, path, params = _envelope(arg, "FROM:", r.MAIL_SYNTAX, r.BAD_SENDER_SYNTAX, strict)
+    mail = MailArgs(address, path)
     for param in params:
         name, eq, value = param.partition("=")
         key = name.upper()
@@ -344,7 +356,7 @@ _NOTIFY_WORDS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 def parse_rcpt(arg: str, *, strict: bool = False) -> RcptArgs:
     """``RCPT`` arguments; raises ReplyError with Postfix's reply."""
     address, path, params = _envelope(arg, "TO:", r.RCPT_SYNTAX, r.BAD_RECIPIENT_SYNTAX, strict)
-    rcpt = RcptArgs(address)
+    rcpt = RcptArgs(address, path)
     if not rcpt.address:
         raise _bad(r.BAD_RECIPIENT_SYNTAX, path)
     for param in params:

@@ -29,6 +29,7 @@ EHLO_KEYWORDS: Final = (
 
 # -- command syntax and sequence --------------------------------------------------
 UNRECOGNIZED: Final = "500 5.5.2 Error: command not recognized"
+BAD_UTF8: Final = "500 5.5.2 Error: bad UTF-8 syntax"
 NOT_IMPLEMENTED: Final = "502 5.5.1 Error: command not implemented"
 AUTH_NOT_ENABLED: Final = "503 5.5.1 Error: authentication not enabled"
 EHLO_SYNTAX: Final = "501 Syntax: EHLO hostname"

@@ -31,9 +31,9 @@ from postbus.maps.addr_find import (
     find_domain_access,
     find_virtual,
 )
-from postbus.maps.maps import Maps, open_maps
+from postbus.maps.maps import Maps, open_maps, table_specs
 from postbus.maps.table import Table, TableRetry, fold_key
-from postbus.resolve import AddressClass, Resolver
+from postbus.resolve import AddressClass, Resolver, ResolveReply
 from postbus.smtp import replies as r
 from postbus.smtp.address import quote_local
 
@@ -53,6 +53,7 @@ class CheckState:
     sender: str | None = None
     recipient: str = ""
     reply_class: str = r.RECIPIENT  # whose name goes into a generic reject
+    resolved: dict[str, ResolveReply] = field(default_factory=dict)  # per-command cache
 
 
 Restriction = Callable[["Policy", CheckState, Maps | None], Awaitable[str | None]]
@@ -119,7 +120,7 @@ class _PasswdTable(Table):
 
 def _open_recipient_maps(value: str, title: str) -> Maps:
     maps = Maps(title=title)
-    for spec in value.replace(",", " ").split():
+    for spec in table_specs(value):
         if spec in ("proxy:unix:passwd.byname", "unix:passwd.byname"):
             maps.tables.append(_PasswdTable(spec))
         else:
@@ -161,6 +162,8 @@ class Policy:
                 "defer_unauth_destination, reject, defer"
             )
         self.access_parent = "smtpd_access_maps" in cfg.list("parent_domain_matches_subdomains")
+        self.untrusted_routing = cfg.bool("allow_untrusted_routing")
+        self.double_bounce = cfg.get("double_bounce_sender").lower()
         self.delimiter = cfg.get("recipient_delimiter")
         self.null_key = cfg.get("smtpd_null_access_lookup_key")
         self.resolver = Resolver(cfg)
@@ -177,9 +180,21 @@ class Policy:
     async def in_mynetworks(self, addr: str) -> bool:
         return await self.resolver.in_mynetworks(addr)
 
-    async def address_class(self, address: str) -> AddressClass:
-        """The class of the recipient's domain (≈ resolve_clnt()): local, virtual, relay..."""
-        return await self.resolver.address_class(address)
+    async def resolve(self, state: CheckState, address: str) -> ResolveReply:
+        """The resolver's answer for ``address`` (≈ smtpd_resolve_addr(), cached per command)."""
+        reply = state.resolved.get(address)
+        if reply is None:
+            reply = state.resolved[address] = await self.resolver.resolve(address)
+        return reply
+
+    async def auth_destination(self, state: CheckState) -> bool:
+        """Mail to this recipient ends here or is ours to relay (≈ permit_auth_destination())."""
+        reply = await self.resolve(state, state.recipient)
+        if "@" not in reply.recipient:
+            return True
+        if reply.routed and not self.untrusted_routing:
+            return False  # source-routed: an uncertain destination
+        return reply.final or reply.address_class is AddressClass.RELAY
 
     # -- evaluation ---------------------------------------------------------------------
 
@@ -191,7 +206,11 @@ class Policy:
         return None
 
     async def check_rcpt(self, state: CheckState) -> str | None:
-        """The reply that rejects ``state.recipient``, or None to accept it."""
+        """The reply that rejects ``state.recipient``, or None to accept it.
+
+        A bare ``postmaster`` is always accepted (RFC 5321 section 4.5.1)."""
+        if state.recipient.lower() == "postmaster":
+            return None
         try:
             for steps, kind in (
                 (self.client, r.CLIENT),
@@ -205,42 +224,66 @@ class Policy:
                 if result is not None and result != PERMIT:
                     return result
             if self.unlisted:
-                return await self.check_unlisted(state.recipient)
+                return await self.check_unlisted(state)
         except TableRetry as exc:
             log.warning("%s", exc)
             return r.TEMPORARY_LOOKUP_FAILURE.format(what=state.recipient)
         return None
 
-    async def check_unlisted(self, address: str) -> str | None:
-        """reject_unlisted_recipient: the address must exist in its class's table."""
-        cls = await self.address_class(address)
+    async def check_unlisted(self, state: CheckState) -> str | None:
+        """reject_unlisted_recipient (≈ check_rcpt_maps()): the address must exist in
+        its class's table; the error and retry transports reject at once."""
+        address = state.recipient
+        reply = await self.resolve(state, address)
+        key = quote_local(reply.recipient)
+        if await self.alias_maps.find(key) is not None:
+            return None
+        if reply.transport in ("error", "retry"):
+            soft = reply.transport == "retry"
+            dsn, text = _dsn_split(reply.nexthop, "4.1.1" if soft else "5.1.1")
+            code = 450 if soft else (
+                self.cfg.int("unknown_virtual_alias_reject_code")
+                if reply.address_class is AddressClass.VIRTUAL_ALIAS else 550
+            )
+            return r.ACCESS_REJECT.format(code=code, dsn=dsn, what=address, kind=r.RECIPIENT,
+                                          text=text)
         table_param = {
             AddressClass.LOCAL: ("local_maps", r.LOCAL_RECIPIENT_TABLE,
                                  "unknown_local_recipient_reject_code"),
-            AddressClass.VIRTUAL_ALIAS: ("alias_maps", r.VIRTUAL_ALIAS_TABLE,
-                                         "unknown_virtual_alias_reject_code"),
             AddressClass.VIRTUAL_MAILBOX: ("mailbox_maps", r.VIRTUAL_MAILBOX_TABLE,
                                            "unknown_virtual_mailbox_reject_code"),
             AddressClass.RELAY: ("relay_maps", r.RELAY_RECIPIENT_TABLE,
                                  "unknown_relay_recipient_reject_code"),
-        }.get(cls)
+        }.get(reply.address_class)
         if table_param is None:
             return None
         attr, table, code_param = table_param
         maps: Maps = getattr(self, attr)
         if not maps.tables:
             return None
-        key = address if "@" in address else f"{address}@{self.resolver.myorigin}"
-        key = quote_local(key)
-        if cls is AddressClass.VIRTUAL_MAILBOX and await self.alias_maps.find(key) is not None:
+        local = reply.address_class is AddressClass.LOCAL
+        if local and self._mail_system_name(reply.recipient):
             return None
-        local = cls is AddressClass.LOCAL
         found = await find_virtual(
             maps, key, recipient_delimiter=self.delimiter, is_local=lambda _domain: local
         )
         if found is not None:
             return None
         return r.USER_UNKNOWN.format(code=self.cfg.int(code_param), address=address, table=table)
+
+    def _mail_system_name(self, recipient: str) -> bool:
+        """postmaster, MAILER-DAEMON and the double-bounce sender exist in every local domain."""
+        local = recipient.rpartition("@")[0].lower()
+        return local in ("postmaster", "mailer-daemon", self.double_bounce)
+
+
+def _dsn_split(text: str, default: str) -> tuple[str, str]:
+    """``5.1.1 User unknown`` -> (``5.1.1``, ``User unknown``) (≈ dsn_split())."""
+    word, _, rest = text.partition(" ")
+    parts = word.split(".")
+    if len(parts) == 3 and all(p.isdigit() for p in parts) and word[0] in "245":
+        return word, rest
+    return default, text
 
 
 # -- the restrictions -----------------------------------------------------------------------
@@ -283,9 +326,7 @@ async def permit_mynetworks(policy: Policy, state: CheckState, maps: Maps | None
 
 
 async def _unauth(policy: Policy, state: CheckState, code: int, dsn: str) -> str | None:
-    if not state.recipient:
-        return None
-    if await policy.address_class(state.recipient) is not AddressClass.DEFAULT:
+    if not state.recipient or await policy.auth_destination(state):
         return None
     return r.RELAY_DENIED.format(code=code, dsn=dsn, address=state.recipient)
 
@@ -308,16 +349,14 @@ async def defer_unauth_destination(
 async def permit_auth_destination(
     policy: Policy, state: CheckState, maps: Maps | None
 ) -> str | None:
-    if state.recipient and await policy.address_class(state.recipient) is not AddressClass.DEFAULT:
-        return PERMIT
-    return None
+    return PERMIT if state.recipient and await policy.auth_destination(state) else None
 
 
 @restriction("reject_unlisted_recipient")
 async def reject_unlisted_recipient(
     policy: Policy, state: CheckState, maps: Maps | None
 ) -> str | None:
-    return await policy.check_unlisted(state.recipient) if state.recipient else None
+    return await policy.check_unlisted(state) if state.recipient else None
 
 
 _NUMERIC_REPLY = re.compile(r"([45])(\d\d)(?:\s+([45]\.\d{1,3}\.\d{1,3}))?\s*(.*)", re.S)

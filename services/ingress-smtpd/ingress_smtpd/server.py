@@ -63,6 +63,7 @@ class Settings:
     forbidden: frozenset[str]
     ehlo_lines: list[str]
     long_queue_ids: bool
+    smtputf8: bool
     queue_timeout: float = QUEUE_WRITE_TIMEOUT
 
     @classmethod
@@ -96,6 +97,7 @@ class Settings:
             ehlo_lines=r.ehlo_lines(myhostname, size_limit, vrfy=not disable_vrfy,
                                     discard=discard),
             long_queue_ids=cfg.bool("enable_long_queue_ids"),
+            smtputf8=cfg.bool("smtputf8_enable"),
         )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from ingress_smtpd.cleanup import Message, unstuff
 from ingress_smtpd.connection import Connection
 from ingress_smtpd.restrictions import CheckState
 from postbus import metrics
+from postbus.maps.table import TableRetry
 from postbus.queue.entry import QueueEntry
 from postbus.smtp import replies as r
 from postbus.smtp.address import (
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from ingress_smtpd.server import SmtpServer
 
 log = logging.getLogger("postbus.smtpd")
+_SURROGATES = re.compile("[\udc80-\udcff]")
 cleanup_log = logging.getLogger("postbus.cleanup")  # logged as postbus/cleanup, as Postfix does
 
 #: Postfix's command table order, used for the counters of the disconnect line.
@@ -157,7 +160,17 @@ class Session:
         return "".join(out)
 
     async def command(self, text: str) -> bool:
-        """Run one command line; False ends the session."""
+        """Run one command line; False ends the session.
+
+        Postfix reads a command as a C string, so it ends at the first NUL;
+        with smtputf8_enable a line that is not valid UTF-8 is refused
+        before it is parsed (surrogates stand for the undecodable bytes)."""
+        text = text.partition("\x00")[0]
+        if self.s.smtputf8 and _SURROGATES.search(text):
+            self.where = "UNKNOWN"
+            await self.reply(r.BAD_UTF8)
+            self.errors += 1
+            return True
         verb, _, arg = text.strip().replace("\t", " ").partition(" ")
         name = verb.lower()
         handler = self.HANDLERS.get(name)
@@ -207,7 +220,9 @@ class Session:
             await self.reply(r.EHLO_SYNTAX if esmtp else r.HELO_SYNTAX)
             return False
         self.reset()
-        self.helo = " ".join(arg.split())
+        # Without smtputf8_enable undecodable bytes get this far; keep them printable
+        # (≈ printable()) so the queue entry stays valid UTF-8.
+        self.helo = _SURROGATES.sub("?", " ".join(arg.split()))
         self.protocol = "ESMTP" if esmtp else "SMTP"
         if esmtp:
             self.conn.write(r.multiline(250, self.s.ehlo_lines))
@@ -233,6 +248,9 @@ class Session:
                             self.namaddr, exc.bad_address)
             await self.reply(exc.reply)
             return False
+        if not await self._check_addr(mail.sender, mail.smtputf8, "MAIL", mail.path):
+            await self.reply(r.BAD_SENDER_SYNTAX)
+            return False
         if mail.size is not None and self.s.size_limit and mail.size > self.s.size_limit:
             self.sender = mail.sender  # for the log line only
             self._log_reject("MAIL", r.SIZE_EXCEEDS_LIMIT)
@@ -257,6 +275,10 @@ class Session:
                 log.warning("%s", exc.warning)
             await self.reply(exc.reply)
             return False
+        smtputf8 = self.mail is not None and self.mail.smtputf8
+        if not await self._check_addr(rcpt.address, smtputf8, "RCPT", rcpt.path):
+            await self.reply(r.BAD_RECIPIENT_SYNTAX)
+            return False
         if len(self.recipients) >= self.s.recipient_limit:
             await self.reply(r.TOO_MANY_RECIPIENTS)
             return False
@@ -268,6 +290,23 @@ class Session:
         self.recipients.append(rcpt)
         self.conn.write(r.RCPT_OK)
         return True
+
+    async def _check_addr(self, address: str, smtputf8: bool, verb: str, path: str) -> bool:
+        """The address resolves to something usable (≈ smtpd_check_addr()): a valid
+        domain after rewriting, and an ASCII domain unless the client said SMTPUTF8."""
+        if not address:
+            return True
+        if _SURROGATES.search(address):
+            return False  # not UTF-8 (smtputf8_enable = no): cannot be queued
+        try:
+            reply = await self.server.policy.resolver.resolve(address)
+        except TableRetry:
+            return True  # the restrictions meet the same failure and answer 451
+        domain = reply.recipient.rpartition("@")[2]
+        if not reply.error and (smtputf8 or domain.isascii()):
+            return True
+        log.warning("Illegal address syntax from %s in %s command: %s", self.namaddr, verb, path)
+        return False
 
     def _check_state(self, recipient: str) -> CheckState:
         return CheckState(self.client_name, self.client_addr, self.helo, self.sender, recipient)
@@ -342,7 +381,8 @@ class Session:
             await self.reply(r.VRFY_DISABLED)
             return False
         tokens = split_args(arg)
-        if len(tokens) > 1 and tokens[-1].upper() == "SMTPUTF8":
+        smtputf8 = len(tokens) > 1 and tokens[-1].upper() == "SMTPUTF8"
+        if smtputf8:
             tokens.pop()
         if not tokens:
             await self.reply(r.VRFY_SYNTAX)
@@ -353,6 +393,9 @@ class Session:
             address = ""
         if not address:
             log.warning("Illegal address syntax from %s in VRFY command: %s", self.namaddr, arg)
+            await self.reply(r.BAD_RECIPIENT_SYNTAX)
+            return False
+        if not await self._check_addr(address, smtputf8, "VRFY", tokens[0]):
             await self.reply(r.BAD_RECIPIENT_SYNTAX)
             return False
         reject = await self.server.policy.check_rcpt(self._check_state(address))

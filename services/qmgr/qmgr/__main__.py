@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from postbus.bus import subjects as s
-from postbus.service import ServiceContext, consume, run
+from postbus.bus.consumer import consume
+from postbus.service import ServiceContext, run
 from qmgr.active import QueueManager
 from qmgr.gauges import refresh_gauges
 
@@ -19,7 +20,8 @@ async def main(ctx: ServiceContext) -> None:
         consume(ctx, stream=s.STATUS_STREAM, subject=f"{s.ROOT}.status.*",
                 durable=s.QMGR_STATUS_CONSUMER, handler=qmgr.on_status),
         consume(ctx, stream=s.DEFER_STREAM, subject=f"{s.ROOT}.defer.*",
-                durable=s.QMGR_DEFER_CONSUMER, handler=qmgr.on_wakeup),
+                durable=s.QMGR_DEFER_CONSUMER, handler=qmgr.on_wakeup,
+                on_poison=qmgr.after_bad_wakeup),
     )
 
 

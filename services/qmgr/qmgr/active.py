@@ -15,7 +15,6 @@ killed qmgr is restarted and JetStream hands it the same work again.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -23,7 +22,7 @@ from nats.aio.msg import Msg
 
 from postbus import metrics
 from postbus.bus import subjects as s
-from postbus.queue.entry import DeliveryStatus, QueueEntry
+from postbus.queue.entry import CodecError, DeliveryStatus, QueueEntry
 from postbus.queue.store import QueueConflict, QueueStore
 from postbus.service import ServiceContext
 from qmgr.bounce import Bouncer
@@ -142,13 +141,13 @@ class QueueManager:
     # -- deferred mail -------------------------------------------------------------
 
     async def on_wakeup(self, msg: Msg) -> None:
-        data = json.loads(msg.data)
-        got = await self.store.get(data["queue_id"])
+        queue_id, attempts = QueueStore.read_wakeup(msg.data)
+        got = await self.store.get(queue_id)
         if got is None:
             await msg.ack()
             return
         entry, _ = got
-        if entry.queue != "deferred" or entry.attempts != data["attempts"]:
+        if entry.queue != "deferred" or entry.attempts != attempts:
             await msg.ack()  # stale: released, requeued, held or already retried
             return
         wait = entry.next_attempt - time.time()
@@ -157,3 +156,17 @@ class QueueManager:
             return
         await self.start_attempt(entry.queue_id, got)
         await msg.ack()
+
+    async def after_bad_wakeup(self, msg: Msg) -> None:
+        """A wake-up that went to the corrupt queue because it could not be read
+        must not leave its message deferred forever: leave a good one. (One that
+        was read but whose handling failed is not replaced: that would loop.)"""
+        try:
+            QueueStore.read_wakeup(msg.data)
+            return
+        except CodecError:
+            pass
+        queue_id = s.subject_queue_id(msg.subject)
+        got = await self.store.get(queue_id) if queue_id else None
+        if got is not None and got[0].queue == "deferred":
+            await self.store.wake_later(got[0], now=True)

@@ -14,6 +14,7 @@ import logging
 from collections import Counter
 
 from postbus import metrics
+from postbus.bus import subjects as s
 from postbus.queue.entry import QUEUE_NAMES
 from postbus.service import ServiceContext
 
@@ -24,6 +25,8 @@ async def count_queues(ctx: ServiceContext) -> Counter[str]:
     counts: Counter[str] = Counter()
     async for entry in ctx.queue.entries():
         counts[entry.queue] += 1
+    info = await ctx.queue.js.stream_info(s.CORRUPT_STREAM, subjects_filter=s.CORRUPT_SUBJECTS)
+    counts["corrupt"] = len(info.state.subjects or {})  # one subject per corrupt message
     return counts
 
 

@@ -57,6 +57,8 @@ class Scheduler:
             for i, r in enumerate(entry.recipients)
             if r.state in ("pending", "deferred")
         }
+        for failure in dict.fromkeys(r.failure for r in routes.values() if r.failure):
+            log.warning("%s: %s", queue_id, failure)  # once per message, not per recipient
         attempt = entry.attempts
 
         def start(e: QueueEntry) -> bool:
@@ -87,6 +89,8 @@ class Scheduler:
     @staticmethod
     def _apply(entry: QueueEntry, index: int, route: Route) -> None:
         rcpt = entry.recipients[index]
+        if route.recipient:
+            rcpt.address = route.recipient  # delivered as resolved, as Postfix's qmgr does
         rcpt.transport = f"{route.transport}:{route.nexthop}"
         if route.transport == "discard":
             rcpt.state, rcpt.dsn, rcpt.reason = "sent", "2.0.0", route.nexthop or "discarded"

@@ -66,7 +66,8 @@ class Client:
         return "\n".join(lines)
 
     async def send(self, data: bytes | str) -> None:
-        self.writer.write(data.encode() if isinstance(data, str) else data)
+        raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+        self.writer.write(raw)
         await self.writer.drain()
 
     async def cmd(self, line: str) -> str:

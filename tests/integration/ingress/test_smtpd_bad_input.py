@@ -178,8 +178,12 @@ async def test_binary_junk_gets_replies_not_tracebacks(smtpd: StartSmtpd) -> Non
     run = await smtpd()
     c = await run.client()
     await c.send(b"\xff\xfe\x00\x01garbage\r\nMAIL FROM:<\xc3\xa4@example.org>\r\n")
-    assert await c.reply() == r.UNRECOGNIZED
-    assert await c.reply() == r.MAIL_OK
+    assert await c.reply() == "500 5.5.2 Error: bad UTF-8 syntax"  # what Postfix answers
+    assert await c.reply() == "250 2.1.0 Ok"
+    await c.send(b"NOOP\x00\xff trailing junk after a NUL is never read\r\n")
+    assert await c.reply() == "250 2.0.0 Ok"
+    await c.send(b"\x01\x02garbage\r\n")
+    assert await c.reply() == "500 5.5.2 Error: command not recognized"
     assert await c.cmd("GET / HTTP/1.1") == "221 2.7.0 Error: I can break rules, too. Goodbye."
     assert await c.reply() == "<EOF>"
 
@@ -204,3 +208,24 @@ async def nats_goes_away(run: Running, nats: ServerProcess) -> None:
     await c.send(b"Subject: lost bus\r\n\r\nbody\r\n.\r\n")
     assert await c.reply(timeout=20) == r.QUEUE_WRITE_ERROR
     assert await c.cmd("QUIT") == r.BYE
+
+
+async def test_undecodable_bytes_without_smtputf8_never_loop_on_451(smtpd: StartSmtpd) -> None:
+    """With smtputf8_enable = no bytes that are not UTF-8 reach the parser; an address
+    that cannot be queued is refused as bad syntax, a HELO name is kept printable, and a
+    message from such a client is queued, not answered 451 forever."""
+    run = await smtpd(smtputf8_enable="no")
+    c = await run.client()
+    await c.send(b"EHLO bad\xffname\r\n")
+    assert (await c.reply()).startswith("250-mx.postbus.test")
+    await c.send(b"MAIL FROM:<a\xff@example.org>\r\n")
+    assert await c.reply() == "501 5.1.7 Bad sender address syntax"
+    assert await c.cmd("MAIL FROM:<s@example.org>") == "250 2.1.0 Ok"
+    await c.send(b"RCPT TO:<b\xfe@postbus.test>\r\n")
+    assert await c.reply() == "501 5.1.3 Bad recipient address syntax"
+    assert await c.cmd("RCPT TO:<bob@postbus.test>") == "250 2.1.5 Ok"
+    assert await c.cmd("DATA") == "354 End data with <CR><LF>.<CR><LF>"
+    reply = await c.cmd("Subject: x\r\n\r\nbody\r\n.")
+    assert reply.startswith("250 2.0.0 Ok: queued as "), reply
+    got = await run.store.get(reply.rsplit(" ", 1)[1])
+    assert got is not None and got[0].helo == "bad?name"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from postbus.config.loader import Config
+from postbus.resolve import Resolver
 from postbus.smtp import replies as r
 from postbus.smtp.address import (
     ReplyError,
@@ -43,16 +45,21 @@ GOOD = [
     ("<user@ex\u00e4mple.org>", "user@ex\u00e4mple.org"),
 ]
 
+# refused by the parser (≈ extract_addr())
 BAD = [
     "<user@example.org",
     "<<user@example.org>",
     "<a b@example.org>",
     "<a,b@example.org>",
     "<a;b@example.org>",
+    "<user@exa mple.org>",
+    '<"open@example.org>',
+    "<a\x01b@example.org>",
+]
+# parsed, then refused because the resolved address is malformed (≈ smtpd_check_addr())
+BAD_RESOLVED = [
     "<a[b@example.org>",
     "<user@>",
-    "<user@@example.org>",
-    "<user@exa mple.org>",
     "<user@a..b>",
     "<user@-a.example>",
     "<user@a-.example>",
@@ -60,9 +67,8 @@ BAD = [
     "<user@[300.1.1.1]>",
     "<user@[1.2.3]>",
     "<user@[ipv6:zz]>",
-    "<user@[1.2.3.4>",
-    '<"open@example.org>',
-    "<a\x01b@example.org>",
+    "<user%bad..example@localhost>",
+    "<user%@localhost>",
 ]
 
 
@@ -75,6 +81,12 @@ def test_good_paths(token: str, internal: str) -> None:
 def test_bad_paths(token: str) -> None:
     with pytest.raises(ValueError):
         parse_address(token)
+
+
+@pytest.mark.parametrize("token", BAD_RESOLVED)
+async def test_bad_resolved_paths(token: str) -> None:
+    cfg = Config.from_text("mydestination = localhost\nmyhostname = mx.example.org\n", "")
+    assert (await Resolver(cfg).resolve(parse_address(token))).error
 
 
 def test_strict_rfc821_envelopes_wants_brackets() -> None:
