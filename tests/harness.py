@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from postbus.config.loader import Config
-from postbus.master import Child, plan
+from postbus.master_plan import Child, plan
 from postbus.servers import ServerProcess, free_port, nats_server, redis_server
 
 MASTER_CF = """\

@@ -147,6 +147,9 @@ _TABLE: tuple[Param, ...] = (
        "Directory with the Postfix daemon programs."),
     _p("command_directory", "str", "/usr/sbin", "Directory with the administrative commands."),
     _p("meta_directory", "str", "/etc/postfix", "Directory with non-executable support files."),
+    _p("service_throttle_time", "time", "60s",
+       "How long the master waits before it starts again a service that failed at startup.",
+       min=1),
     # -- Queue -----------------------------------------------------
     _p("maximal_queue_lifetime", "time", "5d",
        "How long a deferred message stays queued before it bounces.", min=0, time_unit="d"),
