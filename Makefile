@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install Postbus with its tools
 
 $(CONF)/main.cf: etc/postbus/main.cf etc/postbus/master.cf etc/postbus/local_users
-	mkdir -p $(CONF) $(RUNDIR)/mail
+	mkdir -p $(CONF)
 	cp etc/postbus/master.cf $(CONF)/master.cf
 	cp etc/postbus/local_users $(CONF)/local_users
 	cp etc/postbus/main.cf $(CONF)/main.cf
