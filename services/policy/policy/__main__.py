@@ -18,6 +18,7 @@ import logging
 
 from postbus import policy_protocol as proto
 from postbus.config.loader import Config
+from postbus.logging import peer_name
 from postbus.service import ServiceContext, run
 
 log = logging.getLogger("postbus.policy")
@@ -45,11 +46,7 @@ class Server:
 
     async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One client connection: any number of requests, each ended by an empty line."""
-        peername = writer.get_extra_info("peername")
-        peer = "unknown"
-        if peername:
-            host = peername[0]
-            peer = f"[{host}]:{peername[1]}" if ":" in host else f"{host}:{peername[1]}"
+        peer = peer_name(writer)
         self.writers.add(writer)
         try:
             while True:
