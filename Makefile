@@ -10,7 +10,7 @@ CONF   := $(RUNDIR)/etc
 # mail_owner of etc/postbus/main.cf: the user the roles run as when started as root
 MAIL_OWNER := postbus
 
-.PHONY: help install mail-owner run stop status test test-unit lint bench clean
+.PHONY: help install mail-owner run stop status test test-unit fuzz lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
@@ -54,7 +54,10 @@ lint: $(STAMP)  ## ruff and mypy
 test-unit: $(STAMP)  ## unit tests only (fast)
 	$(VENV)/bin/pytest -q tests/unit
 
-test: $(STAMP) mail-owner  ## the whole suite: lint, unit, integration, end to end
+fuzz: $(STAMP)  ## the fuzzers of tests/fuzz with many more examples and random seeds (minutes)
+	HYPOTHESIS_PROFILE=fuzz $(VENV)/bin/pytest -q --timeout=0 tests/fuzz $(FUZZ_ARGS)
+
+test: $(STAMP) mail-owner  ## the whole suite: lint, unit, integration, end to end, fuzzers (fixed seed)
 	$(MAKE) lint
 	$(VENV)/bin/pytest -q tests
 

@@ -15,6 +15,10 @@ import logging
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 _SEVERITY = {
     logging.WARNING: "warning: ",
@@ -123,3 +127,12 @@ def setup_logging(
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("nats", "asyncio", "uvicorn.access", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def peer_name(writer: asyncio.StreamWriter) -> str:
+    """A listener's client as log lines name it: ``addr:port``, ``[addr]:port`` for IPv6."""
+    peer = writer.get_extra_info("peername")
+    if not peer:
+        return "unknown"
+    host = str(peer[0])
+    return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"

@@ -26,30 +26,45 @@ def encode(data: bytes) -> bytes:
     return b"%d:%s," % (len(data), data)
 
 
-async def read_netstring(reader: asyncio.StreamReader, max_length: int) -> bytes:
+async def read_netstring(
+    reader: asyncio.StreamReader,
+    max_length: int,
+    *,
+    idle_timeout: float | None = None,
+    timeout: float | None = None,
+) -> bytes:
     """Read one netstring of at most ``max_length`` bytes of payload.
 
     Raises ``asyncio.IncompleteReadError`` with empty ``partial`` when the
     peer closed before sending anything (a normal end of session), and
     :class:`NetstringError` for anything else that is not a netstring:
     a non-digit in the length, a length over ``max_length``, a missing
-    ``,`` or a close in the middle of a frame.
+    ``,`` or a close in the middle of a frame.  A server passes the
+    timeouts: ``idle_timeout`` for the first byte (``TimeoutError``: the
+    peer was silent, no frame lost), ``timeout`` from there to the ``,``
+    (NetstringError: a half-sent frame).  None means no limit.
     """
+    async with asyncio.timeout(idle_timeout):
+        first = await reader.readexactly(1)
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_frame(reader, first, max_length)
+    except TimeoutError:
+        raise NetstringError(f"timeout after {timeout:g}s in the middle of a netstring") from None
+
+
+async def _read_frame(reader: asyncio.StreamReader, ch: bytes, max_length: int) -> bytes:
     digits = b""
-    while True:
-        try:
-            ch = await reader.readexactly(1)
-        except asyncio.IncompleteReadError as exc:
-            if not digits:
-                raise
-            raise NetstringError("unexpected end of input in netstring length") from exc
-        if ch == b":":
-            break
+    while ch != b":":
         if not ch.isdigit():
             raise NetstringError(f"unexpected character {ch!r} in netstring length")
         digits += ch
         if len(digits) > MAX_LENGTH_DIGITS:
             raise NetstringError("netstring length has too many digits")
+        try:
+            ch = await reader.readexactly(1)
+        except asyncio.IncompleteReadError as exc:
+            raise NetstringError("unexpected end of input in netstring length") from exc
     if not digits:
         raise NetstringError("netstring without length")
     length = int(digits)

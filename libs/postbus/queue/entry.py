@@ -3,18 +3,23 @@
 An entry is the mutable half of a queued message (envelope, per-recipient
 state, which queue it is in); the content is stored once, immutably, beside
 it. Entries are encoded as versioned JSON and decoded strictly: an unknown
-version or a missing field is an error, never a guess.
+version, a missing or unknown field, or a field of the wrong type (a string
+for a count, a state outside its Literal, a bool for an int) is a
+:class:`CodecError`, never a guess and never a TypeError later.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import orjson
 
 CODEC_VERSION = 1
+
+_T = TypeVar("_T")
 
 QueueName = Literal["incoming", "active", "deferred", "hold", "corrupt"]
 QUEUE_NAMES: tuple[QueueName, ...] = ("incoming", "active", "deferred", "hold", "corrupt")
@@ -102,12 +107,7 @@ class QueueEntry:
 
     @classmethod
     def decode(cls, raw: bytes) -> QueueEntry:
-        data = _load(raw)
-        try:
-            recipients = [Recipient(**r) for r in data.pop("recipients")]
-            return cls(recipients=recipients, **data)
-        except (KeyError, TypeError) as exc:
-            raise CodecError(f"bad queue entry: {exc}") from exc
+        return _build(cls, _load(raw), "recipients", Recipient, "queue entry")
 
 
 def _dump(obj: Any, nested: str) -> bytes:
@@ -154,12 +154,7 @@ class DeliveryJob:
 
     @classmethod
     def decode(cls, raw: bytes) -> DeliveryJob:
-        data = _load(raw)
-        try:
-            data["recipients"] = [Recipient(**r) for r in data["recipients"]]
-            return cls(**data)
-        except (KeyError, TypeError) as exc:
-            raise CodecError(f"bad delivery job: {exc}") from exc
+        return _build(cls, _load(raw), "recipients", Recipient, "delivery job")
 
 
 @dataclass
@@ -188,9 +183,62 @@ class DeliveryStatus:
 
     @classmethod
     def decode(cls, raw: bytes) -> DeliveryStatus:
-        data = _load(raw)
-        try:
-            data["results"] = [RcptResult(**r) for r in data["results"]]
-            return cls(**data)
-        except (KeyError, TypeError) as exc:
-            raise CodecError(f"bad delivery status: {exc}") from exc
+        return _build(cls, _load(raw), "results", RcptResult, "delivery status")
+
+
+# -- strict decoding -------------------------------------------------------------
+
+_Check = Callable[[Any], bool]
+
+
+def _check_for(hint: Any) -> _Check:
+    """A type test for one field as JSON gives it back (a float field takes an int too)."""
+    if get_origin(hint) is Literal:
+        allowed = frozenset(get_args(hint))
+        return lambda v: type(v) is str and v in allowed
+    if get_origin(hint) is list and get_args(hint) == (int,):
+        return lambda v: type(v) is list and all(type(i) is int for i in v)
+    if hint is float:
+        return lambda v: type(v) is float or type(v) is int
+    if hint in (str, int, bool):
+        return lambda v: type(v) is hint
+    raise TypeError(f"no JSON check for {hint}")  # pragma: no cover - a new field type
+
+
+def _checks(cls: type, nested: str = "") -> dict[str, _Check]:
+    hints = get_type_hints(cls)
+    return {f.name: _check_for(hints[f.name]) for f in fields(cls) if f.name != nested}
+
+
+_CHECKS: dict[type, dict[str, _Check]] = {
+    QueueEntry: _checks(QueueEntry, "recipients"),
+    DeliveryJob: _checks(DeliveryJob, "recipients"),
+    DeliveryStatus: _checks(DeliveryStatus, "results"),
+    Recipient: _checks(Recipient),
+    RcptResult: _checks(RcptResult),
+}
+
+
+def _typed(cls: type, data: Any, what: str) -> dict[str, Any]:
+    if type(data) is not dict:
+        raise CodecError(f"bad {what}: not an object")
+    checks = _CHECKS[cls]
+    for name, value in data.items():
+        check = checks.get(name)
+        if check is None:
+            raise CodecError(f"bad {what}: unknown field {name!r}")
+        if not check(value):
+            raise CodecError(f"bad {what}: field {name} has a bad value {value!r:.60}")
+    return data
+
+
+def _build(cls: type[_T], data: dict[str, Any], nested: str, item: type, what: str) -> _T:
+    """``cls(**data)`` after every field and every item of ``data[nested]`` was checked."""
+    items = data.pop(nested, None)
+    if type(items) is not list:
+        raise CodecError(f"bad {what}: {nested} is missing or not a list")
+    try:
+        built = [item(**_typed(item, one, what)) for one in items]
+        return cls(**{nested: built}, **_typed(cls, data, what))
+    except TypeError as exc:  # a missing field
+        raise CodecError(f"bad {what}: {exc}") from exc

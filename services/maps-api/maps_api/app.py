@@ -19,6 +19,7 @@ otherwise).  Writes need ``Authorization: Bearer <postbus_maps_api_token>``
 ``hash:``/``btree:``/``lmdb:``/``cdb:``/``dbm:``/``sdbm:``/``redis:`` tables in
 Redis, fold keys to lower case as ``postbus postmap`` does, and publish a
 change event on the bus.  A temporary failure (Redis down) is 503.
+Request bodies are bounded (413 beyond the limits of :mod:`maps_api.body_limit`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from maps_api.body_limit import BodyLimit
 from maps_api.tables import NotApproved, TableService
 from postbus.maps.table import TableConfigError, TableRetry
 
@@ -83,6 +85,7 @@ def create_app(tables: TableService) -> FastAPI:
         version=VERSION,
         description="Postfix lookup tables over HTTP: lookups, listing and atomic uploads.",
     )
+    app.add_middleware(BodyLimit)
 
     def writer(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -132,7 +135,8 @@ def create_app(tables: TableService) -> FastAPI:
         return LookupResult(table=spec, key=key, found=True, value=value)
 
     @app.put("/v1/tables/{spec:path}", response_model=WriteResult,
-             response_model_exclude_none=True, dependencies=[Depends(writer)])
+             response_model_exclude_none=True, dependencies=[Depends(writer)],
+             responses={413: {"description": "body larger than MAX_TABLE_BODY"}})
     async def replace(spec: str, entries: Entries) -> Any:
         """Replace the whole table with ``{key: value, ...}``; readers never see half of it."""
         _check_entries(entries)
@@ -140,7 +144,8 @@ def create_app(tables: TableService) -> FastAPI:
         return WriteResult(table=spec, version=version, published=published, entries=len(entries))
 
     @app.post("/v1/tables/{spec:path}/keys", response_model=WriteResult,
-              response_model_exclude_none=True, dependencies=[Depends(writer)])
+              response_model_exclude_none=True, dependencies=[Depends(writer)],
+              responses={413: {"description": "body larger than MAX_TABLE_BODY"}})
     async def add(spec: str, entries: Entries) -> Any:
         """Add keys, or change their values (the table is created when missing)."""
         _check_entries(entries)

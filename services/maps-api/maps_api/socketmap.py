@@ -11,9 +11,10 @@ netstring ``NAME SPACE KEY`` and expects one netstring back:
 NAME is resolved by :meth:`maps_api.tables.TableService.resolve_name`.
 A connection serves any number of requests.  A malformed netstring (a
 non-digit length, a length over :data:`MAX_REQUEST`, a missing ``,``)
-loses the framing, so it gets ``PERM protocol error: ...`` and the
-connection is closed; an idle connection is closed after
-:data:`IDLE_TIMEOUT` seconds, as Postfix's servers do.
+loses the framing, so it gets ``PERM protocol error: ...``, a warning is
+logged and the connection is closed; so does a frame that is not complete
+:data:`REQUEST_TIMEOUT` seconds after its first byte.  A connection idle
+between requests is closed after :data:`IDLE_TIMEOUT` seconds.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ import logging
 
 from maps_api.connections import Handler
 from maps_api.tables import NotApproved, TableService, UnknownName
+from postbus.logging import peer_name
 from postbus.maps import netstring
 from postbus.maps.table import TableRetry
 
 log = logging.getLogger("postbus.maps_api")
 
 MAX_REQUEST = 100000  # bytes of name + key, as Postfix's socketmap reply limit
-IDLE_TIMEOUT = 100.0  # seconds a client may stay silent
+IDLE_TIMEOUT = 100.0  # seconds a client may stay silent between requests
+REQUEST_TIMEOUT = 30.0  # seconds from the first byte of a request to its last
 LOOKUP_TIMEOUT = 30.0  # seconds before a lookup is answered TIMEOUT
 
 
@@ -60,20 +63,28 @@ def _reply(status: str, text: str) -> bytes:
     return f"{status} {text}".encode("utf-8", "surrogateescape")
 
 
-def handler(tables: TableService) -> Handler:
+def handler(
+    tables: TableService,
+    *,
+    idle_timeout: float = IDLE_TIMEOUT,
+    request_timeout: float = REQUEST_TIMEOUT,
+) -> Handler:
     """The per-connection coroutine of the socketmap server."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             try:
-                request = await asyncio.wait_for(
-                    netstring.read_netstring(reader, MAX_REQUEST), IDLE_TIMEOUT
+                request = await netstring.read_netstring(
+                    reader, MAX_REQUEST, idle_timeout=idle_timeout, timeout=request_timeout
                 )
             except asyncio.IncompleteReadError:
                 return  # the client closed between requests
+            except TimeoutError:
+                log.info("socketmap: idle timeout after %gs from %s", idle_timeout,
+                         peer_name(writer))
+                return
             except netstring.NetstringError as exc:
-                log.warning("socketmap: protocol error from %s: %s",
-                            writer.get_extra_info("peername"), exc)
+                log.warning("socketmap: protocol error from %s: %s", peer_name(writer), exc)
                 writer.write(netstring.encode(_reply("PERM", f"protocol error: {exc}")))
                 await writer.drain()
                 return

@@ -133,7 +133,10 @@ async def test_socketmap_bad_input(maps_api: MapsApi, data: bytes, reply: bytes)
     (b"get " + b"a" * 10000 + b"\n", b"400 request%20longer%20than%208192%20bytes\n"),
     (b"get nothing-here\n", b"500 not%20found\n"),
     (b"get postmaster\nget POSTMASTER\r\n", b"200 root\n200 root\n"),
-    (b"get partial-line-without-newline", b""),
+    (b"get partial-line-without-newline", b"400 unexpected%20end%20of%20input%20in%20request\n"),
+    (b"get " + b"a" * 8188 + b"\n", b"500 not%20found\n"),  # 8192 bytes: at the limit
+    (b"get " + b"a" * 8189 + b"\n", b"400 request%20longer%20than%208192%20bytes\n"),
+    (b"g" + b"a" * 20000, b"400 request%20longer%20than%208192%20bytes\n"),
 ])
 async def test_tcp_bad_input(maps_api: MapsApi, tmp_path: Path, data: bytes, reply: bytes) -> None:
     _upload(maps_api, tmp_path)

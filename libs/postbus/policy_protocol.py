@@ -1,0 +1,157 @@
+"""The policy delegation protocol codec (≈ attr_scan_plain.c, attr_print_plain.c).
+
+SMTPD_POLICY_README: a request is ``name=value`` lines ended by an empty
+line; the reply is ``action=...`` and an empty line.  Both ends of the
+protocol use this module: the policy server reads requests and writes
+replies, the smtpd policy client writes requests and reads replies.
+
+Postfix reads these lines without a length limit (the 4 * line_length_limit
+check in attr_scan_plain_string() is compiled out) and keeps at most
+ATTR_HASH_LIMIT (1024) attributes.  A server facing any client is stricter,
+so a peer can never make us buffer without bound or wait forever:
+
+* :data:`MAX_LINE` bytes per line (4 * Postfix's line_length_limit default
+  of 2048, the limit attr_scan_plain.c would apply; Postfix's smtpd sends
+  values that came through SMTP command lines of at most 2048 bytes);
+* :data:`MAX_ATTRIBUTES` attributes per request (Postfix 3.7 smtpd sends about 33);
+* :data:`MAX_REQUEST` bytes per request;
+* an idle timeout before a request starts and a timeout for the whole
+  request once it started (the server passes ``postbus_policy_max_idle``
+  and ``postbus_policy_timeout``).
+
+A violation raises :class:`PolicyProtocolError` whose text is the warning
+to log (in Postfix's words where Postfix has them); the caller closes the
+connection, since the framing is lost.  Values are decoded as UTF-8, with
+invalid bytes replaced by U+FFFD (Postfix's printable() makes them ``?``):
+bad bytes never crash a check.  As RECV_ATTR_HASH, the first instance of
+a repeated attribute wins.  A trailing CR is dropped, for ``telnet``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+__all__ = [
+    "MAX_ATTRIBUTES",
+    "MAX_LINE",
+    "MAX_REQUEST",
+    "PolicyIdle",
+    "PolicyProtocolError",
+    "encode_attributes",
+    "encode_reply",
+    "read_attributes",
+]
+
+#: Bytes per ``name=value`` line, newline included (4 * line_length_limit).
+MAX_LINE = 8192
+#: Attributes per request (Postfix's ATTR_HASH_LIMIT is 1024; smtpd sends about 33).
+MAX_ATTRIBUTES = 100
+#: Bytes per request, every line and the empty line included.
+MAX_REQUEST = 65536
+
+
+class PolicyProtocolError(Exception):
+    """Input that is not a policy request within the limits; the text is the warning."""
+
+
+class PolicyIdle(PolicyProtocolError):
+    """The peer sent nothing for ``idle_timeout`` between requests (not a warning)."""
+
+
+async def read_attributes(
+    reader: asyncio.StreamReader,
+    *,
+    idle_timeout: float,
+    timeout: float,
+    peer: str = "unknown",
+) -> dict[str, str] | None:
+    """Read one attribute list up to its empty line; None when the peer closed before it.
+
+    ``idle_timeout`` bounds the wait for the first byte of a request
+    (:class:`PolicyIdle`), ``timeout`` the time from that byte to the empty
+    line.  The reader's own limit should be at least :data:`MAX_LINE` (a
+    smaller one only makes long lines fail earlier).
+    """
+    try:
+        async with asyncio.timeout(idle_timeout):
+            first = await reader.readexactly(1)
+    except TimeoutError:
+        raise PolicyIdle(f"idle timeout after {idle_timeout:g}s from {peer}") from None
+    except asyncio.IncompleteReadError:
+        return None
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_lines(reader, first, peer)
+    except TimeoutError:
+        raise PolicyProtocolError(
+            f"timeout on {peer} while reading input attribute"
+        ) from None
+
+
+async def _read_lines(reader: asyncio.StreamReader, first: bytes, peer: str) -> dict[str, str]:
+    attrs: dict[str, str] = {}
+    size = count = 0
+    while True:
+        try:
+            line = first + await reader.readuntil(b"\n") if first != b"\n" else first
+        except asyncio.IncompleteReadError:
+            raise PolicyProtocolError(
+                f"premature end-of-input on {peer} while reading input attribute"
+            ) from None
+        except asyncio.LimitOverrunError:
+            line = b""  # too long: reported below
+        first = b""
+        if not line or len(line) > MAX_LINE:
+            raise PolicyProtocolError(
+                f"string length > {MAX_LINE} characters from {peer}"
+                " while reading input attribute"
+            )
+        size += len(line)
+        if size > MAX_REQUEST:
+            raise PolicyProtocolError(
+                f"request size exceeds limit {MAX_REQUEST} in input from {peer}"
+            )
+        text = line[:-1]
+        if text.endswith(b"\r"):
+            text = text[:-1]
+        if not text:
+            return attrs
+        name, eq, value = text.partition(b"=")
+        if not eq:
+            shown = "".join(c if c.isprintable() else "?" for c in name[:100].decode(
+                "utf-8", "replace"))  # as printable(): no control characters in the log
+            raise PolicyProtocolError(f"missing value for string attribute {shown} from {peer}")
+        count += 1
+        if count > MAX_ATTRIBUTES:
+            raise PolicyProtocolError(
+                f"attribute count exceeds limit {MAX_ATTRIBUTES} in input from {peer}"
+            )
+        attrs.setdefault(name.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+
+
+def encode_attributes(attrs: Mapping[str, str]) -> bytes:
+    """``name=value`` lines and the empty line (≈ attr_print_plain()).
+
+    ValueError for what the other end could not read back: an empty name,
+    a ``=`` in a name, a newline or NUL anywhere, a line over :data:`MAX_LINE`.
+    """
+    out = bytearray()
+    for name, value in attrs.items():
+        if not name or "=" in name or _bad_chars(name) or _bad_chars(value):
+            raise ValueError(f"attribute {name!r} cannot be sent as a policy attribute")
+        line = f"{name}={value}\n".encode("utf-8", "surrogateescape")
+        if len(line) > MAX_LINE:
+            raise ValueError(f"attribute {name} is longer than {MAX_LINE} bytes")
+        out += line
+    out += b"\n"
+    return bytes(out)
+
+
+def encode_reply(action: str) -> bytes:
+    """The server's reply: ``action=...`` and the empty line."""
+    return encode_attributes({"action": action})
+
+
+def _bad_chars(text: str) -> bool:
+    return "\n" in text or "\r" in text or "\0" in text
