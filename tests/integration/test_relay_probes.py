@@ -103,7 +103,15 @@ ENCODING: list[Line] = [
     "NOOP\x00x", "MAIL FROM:<s@example.org>",
     'RCPT TO:<"' + "a" * 1500 + '"@postbus.test>', 'RCPT TO:<"' + "a" * 3000 + '"@postbus.test>',
     "RCPT TO:<" + "a" * 300 + "@postbus.test>", "RCPT TO:<a@" + "b" * 300 + ".example>",
-    "VRFY user%example.com@postbus.test", "VRFY <user@b\u00fccher.example>", "QUIT",
+    "VRFY user%example.com@postbus.test", "VRFY <user@b\u00fccher.example>", "RSET",
+    # found by the fuzzers: quoted brackets, blanks other than space and tab, huge SIZE
+    "MAIL FROM:<s@example.org>", 'RCPT TO:<"a<b"@postbus.test>', 'RCPT TO:<"a>b"@postbus.test>',
+    "RCPT TO:a\x1cb@postbus.test", "RCPT TO:<a\x1cb@postbus.test>", "RCPT TO:<a\x01b@postbus.test>",
+    "RCPT TO:<a\u00a0b@postbus.test>", "RCPT TO:<a@postbus.test>\u00a0", "RSET",
+    "MAIL FROM:<a@b.example> SIZE=99999999999999999999", "RSET",
+    "MAIL FROM:<a@b.example> SIZE=9223372036854775807", "RSET",
+    "MAIL FROM:<a@b.example> SIZE=9223372036854775808", "RSET",
+    "MAIL FROM:<a@b.example> SIZE=9999999999", "RSET", "MAIL FROM:<@[127.0.0.1]>", "QUIT",
 ]
 
 

@@ -59,7 +59,7 @@ class ReplyError(ValueError):
 
 
 def _bad(reply: str, path: str) -> ReplyError:
-    text = path.strip()
+    text = path.strip(_BLANKS)
     logged = not text.startswith("<") or (">" in text and text.count("<") == 1)
     return ReplyError(reply, path if logged else None)
 
@@ -86,7 +86,7 @@ class RcptArgs:
 def split_args(text: str) -> list[str]:
     """Split on blanks, keeping ``<...>`` and ``"..."`` (with ``\\`` escapes) whole."""
     if '"' not in text and "\\" not in text:
-        words = text.split()
+        words = [w for w in _BLANK_RUN.split(text) if w]
         if all(w.count("<") == w.count(">") for w in words):
             return words  # the common case: no blanks inside brackets
     tokens: list[str] = []
@@ -122,6 +122,8 @@ _LETTER = r"A-Za-z0-9_\x80-\U0010ffff"  # underscores and UTF-8 are allowed, as 
 _LABEL = re.compile(rf"[{_LETTER}]([{_LETTER}\-]*[{_LETTER}])?")
 _NUMERIC = re.compile(r"[0-9.]+")
 _PLAIN = re.compile(r'[^<>\[\],;:@" \t\\()\x00-\x1f\x7f]*(@[^@" \t\\()<>\x00-\x1f\x7f]*)?')
+_BLANKS = " \t"  # what separates SMTP words: only these, as Postfix's smtpd_token()
+_BLANK_RUN = re.compile("[ \t]+")
 _DOMAIN_JUNK = re.compile(r'["\\()<>\s]')
 _LOCAL_SPECIALS = frozenset('<>],;:" \t')
 _ATEXT = frozenset(
@@ -185,7 +187,7 @@ def _unquote_local(local: str) -> str | None:
             depth -= 1
         elif depth:
             pass
-        elif ch in _LOCAL_SPECIALS or ord(ch) < 32 or ch == "\x7f":
+        elif ch in _LOCAL_SPECIALS:  # control characters pass, as in Postfix's tok822
             return None
         else:
             out.append(ch)
@@ -217,24 +219,42 @@ def _split_at(addr: str) -> int:
     return at
 
 
+def _unquoted_rfind(text: str, char: str) -> int:
+    """Index of the last ``char`` outside double quotes (backslash escapes), or -1."""
+    found = -1
+    quote = False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == '"':
+            quote = not quote
+        elif ch == char and not quote:
+            found = i
+        i += 1
+    return found
+
+
 def parse_address(token: str, *, strict: bool = False) -> str:
     """The internal form of a MAIL/RCPT path token; ``""`` for ``<>``.
 
     Raises ValueError for what Postfix rejects as "Bad ... address syntax".
     """
-    text = token.strip()
+    text = token.strip(_BLANKS)
     if text.startswith("<"):
-        end = text.rfind(">")
+        end = _unquoted_rfind(text, ">")
         if end < 0:
             raise ValueError("missing >")
-        inner = text[1:end].strip().rstrip(">").strip()
-        if text[end + 1 :].strip():
+        inner = text[1:end].strip(_BLANKS).rstrip(">").strip(_BLANKS)
+        if text[end + 1 :].strip(_BLANKS):
             raise ValueError("text after >")
     elif strict:
         raise ValueError("missing <>")
     else:
-        inner = text.rstrip(">").strip()
-    if "<" in inner:
+        inner = text.rstrip(">").strip(_BLANKS)
+    if _unquoted_rfind(inner, "<") >= 0:
         raise ValueError("nested <")
     if inner.startswith("@") and ":" in inner:  # source route: @a,@b:user@domain
         inner = inner[inner.index(":") + 1 :]
@@ -330,6 +350,9 @@ def parse_mail(arg: str, *, strict: bool = False) -> MailArgs:
         if key == "SIZE" and eq:
             if not value.isdigit() or not value.isascii():
                 raise ReplyError(r.BAD_SIZE)
+            digits = value.lstrip("0")
+            if len(digits) > 19 or (digits and int(digits) > OFF_T_MAX):
+                raise ReplyError(r.SIZE_EXCEEDS_FS_LIMIT)  # more than Postfix's off_t holds
             mail.size = int(value)
         elif key == "BODY" and eq and value.upper() in ("7BIT", "8BITMIME"):
             mail.body = value.upper()
@@ -350,6 +373,7 @@ def parse_mail(arg: str, *, strict: bool = False) -> MailArgs:
     return mail
 
 
+OFF_T_MAX = 2**63 - 1
 _NOTIFY_WORDS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 
 

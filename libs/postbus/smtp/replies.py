@@ -60,6 +60,7 @@ BAD_ENVID: Final = "501 5.5.4 Bad ENVID parameter syntax"
 BAD_NOTIFY: Final = "501 5.5.4 Error: Bad NOTIFY parameter syntax"
 BAD_ORCPT: Final = "501 5.5.4 Error: Bad ORCPT parameter syntax"
 SIZE_EXCEEDS_LIMIT: Final = "552 5.3.4 Message size exceeds fixed limit"
+SIZE_EXCEEDS_FS_LIMIT: Final = "552 5.3.4 Message size exceeds file system imposed limit"
 TOO_MANY_RECIPIENTS: Final = "452 4.5.3 Error: too many recipients"
 
 # -- success ------------------------------------------------------------------------

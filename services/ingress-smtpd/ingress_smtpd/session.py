@@ -171,7 +171,7 @@ class Session:
             await self.reply(r.BAD_UTF8)
             self.errors += 1
             return True
-        verb, _, arg = text.strip().replace("\t", " ").partition(" ")
+        verb, _, arg = text.strip(" \t").replace("\t", " ").partition(" ")
         name = verb.lower()
         handler = self.HANDLERS.get(name)
         if handler is None:
@@ -186,7 +186,7 @@ class Session:
         counter = self.counts.setdefault(name, [0, 0])
         counter[1] += 1
         try:
-            ok = await handler(self, arg.strip()) if handler else await self.unknown(arg)
+            ok = await handler(self, arg.strip(" ")) if handler else await self.unknown(arg)
         except Quit:
             counter[0] += 1
             return False
