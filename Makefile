@@ -36,7 +36,7 @@ status: $(STAMP)  ## is it running?
 	$(VENV)/bin/postbus -c $(CONF) status
 
 lint: $(STAMP)  ## ruff and mypy
-	$(VENV)/bin/ruff check libs services tests bench
+	$(VENV)/bin/ruff check libs services tests bench tools
 	$(VENV)/bin/mypy libs/postbus services
 
 test-unit: $(STAMP)  ## unit tests only (fast)
