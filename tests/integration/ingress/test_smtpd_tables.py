@@ -62,3 +62,22 @@ async def test_unknown_restriction_stops_the_server_from_starting(smtpd: StartSm
     with pytest.raises(ConfigError, match="frobnicate_everything"):
         await smtpd(smtpd_recipient_restrictions="permit_mynetworks, frobnicate_everything, "
                     "reject_unauth_destination")
+
+
+@pytest.mark.parametrize(("relay_first", "reply"), [
+    ("yes", "554 5.7.1 <u@remote.test>: Relay access denied"),
+    ("no", "550 5.7.1 <u@remote.test>: Recipient address rejected: listed"),
+])
+async def test_relay_before_recipient_restrictions_orders_the_lists(
+    smtpd: StartSmtpd, relay_first: str, reply: str
+) -> None:
+    """Both lists reject: the one evaluated first answers."""
+    run = await smtpd(
+        smtpd_relay_before_recipient_restrictions=relay_first,
+        smtpd_relay_restrictions="reject_unauth_destination",
+        smtpd_recipient_restrictions="check_recipient_access inline:{{u@remote.test=550 listed}}",
+    )
+    client = await run.client()
+    await client.cmd("HELO c")
+    await client.cmd("MAIL FROM:<a@example.org>")
+    assert await client.cmd("RCPT TO:<u@remote.test>") == reply
