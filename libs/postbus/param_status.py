@@ -220,16 +220,8 @@ HONOURED_VALUES: dict[str, frozenset[str]] = {
     "biff": frozenset({"no"}),  # no comsat notification
     "mailbox_size_limit": frozenset({"0"}),  # no mailbox size limit
     "virtual_mailbox_limit": frozenset({"0"}),
-    "smtpd_delay_reject": frozenset({"yes"}),  # restrictions are evaluated at RCPT TO
     "smtpd_tls_security_level": frozenset({"none"}),  # no STARTTLS offered
-    "smtpd_use_tls": frozenset({"no"}),
-    "smtpd_enforce_tls": frozenset({"no"}),
-    "smtpd_sasl_auth_enable": frozenset({"no"}),  # no AUTH offered
-    "smtp_use_tls": frozenset({"no"}),
-    "smtp_enforce_tls": frozenset({"no"}),
-    "smtp_sasl_auth_enable": frozenset({"no"}),
     "notify_classes": frozenset({""}),  # no postmaster notices
-    "soft_bounce": frozenset({"no"}),
 }
 
 
