@@ -70,9 +70,9 @@ def literals() -> dict[str, set[str]]:
         if rel in NOT_SCANNED:
             continue
         for node in ast.walk(ast.parse(path.read_text(), rel)):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if node.value in PARAMS and node.value not in NOT_READS:
-                    found.setdefault(node.value, set()).add(rel)
+            name = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(name, str) and name in PARAMS and name not in NOT_READS:
+                found.setdefault(name, set()).add(rel)
     return found
 
 
