@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 RUNDIR := $(CURDIR)/var
 CONF   := $(RUNDIR)/etc
 
-.PHONY: help install run stop status test test-unit lint bench clean
+.PHONY: help install run stop status test test-unit lint docs bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
@@ -38,6 +38,9 @@ status: $(STAMP)  ## is it running?
 lint: $(STAMP)  ## ruff and mypy
 	$(VENV)/bin/ruff check libs services tests bench tools
 	$(VENV)/bin/mypy libs/postbus services
+
+docs: $(STAMP)  ## regenerate README.md's list of implemented parameters
+	$(PY) tools/gen_docs.py
 
 test-unit: $(STAMP)  ## unit tests only (fast)
 	$(VENV)/bin/pytest -q tests/unit
