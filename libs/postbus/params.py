@@ -68,7 +68,9 @@ def _p(
     return Param(name, default, kind, doc, min, max, time_unit)
 
 
-#: Parameters whose default is computed on the host (see host_default()).
+#: Parameters whose default is computed on the host (see host_default()).  Found
+#: by comparing ``postconf -d`` under another host name and network namespace:
+#: only these differ (and postconf's own process_id).
 HOST_DEPENDENT = frozenset({"myhostname", "mydomain", "mynetworks"})
 
 #: Parameters kept raw at load (≈ CONFIG_RAW_TABLE): their ``$names`` are

@@ -116,3 +116,22 @@ def _wait_for(predicate: object, timeout: float = 30) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def test_sendmail_refuses_but_queue_tools_still_work(tmp_path: Path) -> None:
+    """sendmail injects mail (non_smtpd_milters, header_checks would apply): it refuses;
+    postconf shows and edits such a main.cf as Postfix's does."""
+    conf = write_conf(tmp_path, FEATURES, "qmgr unix n - n 300 1 qmgr\n")
+
+    def postbus(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "postbus.cli.main", "-c", str(conf), *args],
+                              capture_output=True, text=True, timeout=60, input=stdin)
+
+    sent = postbus("sendmail", "bob@example.com", stdin="Subject: x\n\nbody\n")
+    assert sent.returncode == 1
+    assert sent.stderr == (f"postbus: fatal: {conf}/main.cf, line 2: parameter header_checks "
+                           "is not supported yet by Postbus\n")
+    shown = postbus("postconf", "-n", "header_checks", "smtpd_milters")
+    assert (shown.returncode, shown.stderr) == (0, "")
+    assert shown.stdout == ("header_checks = regexp:/etc/postbus/header_checks\n"
+                            "smtpd_milters = inet:127.0.0.1:8891\n")

@@ -81,3 +81,12 @@ async def test_relay_before_recipient_restrictions_orders_the_lists(
     await client.cmd("HELO c")
     await client.cmd("MAIL FROM:<a@example.org>")
     assert await client.cmd("RCPT TO:<u@remote.test>") == reply
+
+
+async def test_forbidden_command_tables_are_refused(smtpd: StartSmtpd) -> None:
+    """Command names are honoured; pattern tables are not yet, so they stop the start."""
+    with pytest.raises(ConfigError, match=r"regexp:/\^PUT/ is not supported yet by Postbus"):
+        await smtpd(smtpd_forbidden_commands="CONNECT GET POST regexp:/^PUT/")
+    run = await smtpd(smtpd_forbidden_commands="CONNECT GET POST PUT")
+    client = await run.client()
+    assert (await client.cmd("PUT /")).startswith("221 2.7.0 Error: I can break rules, too")
