@@ -122,7 +122,9 @@ async def test_socketmap_bad_input(maps_api: MapsApi, data: bytes, reply: bytes)
     out = await asyncio.to_thread(_exchange, maps_api.socketmap_port, data)
     assert out.partition(b":")[2].startswith(reply) if reply else out == b"", out
     # the server still serves
-    good = await asyncio.to_thread(_exchange, maps_api.socketmap_port, b"22:relay_recipient_maps x,")
+    good = await asyncio.to_thread(
+        _exchange, maps_api.socketmap_port, b"22:relay_recipient_maps x,"
+    )
     assert good == b"9:NOTFOUND ,"
 
 
