@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,3 +34,23 @@ def mail_system(tmp_path: Path) -> Iterator[MailSystem]:
     system = MailSystem(tmp_path)
     yield system
     system.stop()
+
+
+@pytest.fixture
+def shared_tmp_path(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A tmp_path that processes of another user can enter: as root, `postbus
+    start` runs the roles as mail_owner, and pytest's tmp_path lies in
+    /tmp/pytest-of-root, which pytest makes 0700 again at each session start
+    (another session's included). So as root this is a directory of its own
+    in /tmp, searchable by others (0711: its names stay unlistable), removed
+    afterwards; otherwise tmp_path."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    name = re.sub(r"[^\w.-]", "_", request.node.name)[:40]
+    path = Path(tempfile.mkdtemp(prefix=f"postbus-{name}-"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -4,21 +4,28 @@ A MailSystem writes a main.cf/master.cf into a temporary directory, starts
 its own nats-server and redis-server on free loopback ports, and runs each
 master.cf role with the same command line `postbus start` uses, so a test
 can kill -9 one role and start it again.
+
+Local mail goes to the users of a local_recipient_maps table (LOCAL_USERS);
+smtpd rejects other local names. As root the local agent writes with
+mail_owner's rights (MAIL_OWNER), so the spool then lies under a 0755
+directory of its own: pytest's tmp_path is under a 0700 root directory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import smtplib
 import subprocess
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 from postbus.config.loader import Config
-from postbus.master import Child, plan
+from postbus.master_plan import Child, plan
 from postbus.servers import ServerProcess, free_port, nats_server, redis_server
 
 MASTER_CF = """\
@@ -30,6 +37,11 @@ local     unix  -       n       n       -       -       local
 virtual   unix  -       n       n       -       -       virtual
 """
 
+#: Local users the e2e tests and the bench send to (a texthash table; the value is unused).
+LOCAL_USERS = ["postmaster", "alice", "bob", "carol"]
+#: mail_owner: an unprivileged account every Debian system has, not default_privs (nobody).
+MAIL_OWNER = "daemon"
+
 
 class MailSystem:
     def __init__(self, root: Path, main_cf: dict[str, str] | None = None,
@@ -37,7 +49,11 @@ class MailSystem:
         self.root = root
         self.conf = root / "etc"
         self.data = root / "data"
-        self.mail = root / "mail"
+        self.mailroot: Path | None = None
+        if os.geteuid() == 0:  # the spool must be reachable by mail_owner
+            self.mailroot = Path(tempfile.mkdtemp(prefix="postbus-mail-"))
+            self.mailroot.chmod(0o755)
+        self.mail = (self.mailroot or root) / "mail"
         self.smtp_port = free_port()
         self.nats_port = free_port()
         self.redis_port = free_port()
@@ -52,7 +68,8 @@ class MailSystem:
             "queue_directory": str(self.data / "queue"),
             "mail_spool_directory": f"{self.mail}/",
             "home_mailbox": "",
-            "local_recipient_maps": "",
+            "local_recipient_maps": f"texthash:{self.conf}/local_users",
+            "mail_owner": MAIL_OWNER,
             "alias_maps": "",
             "maillog_file": str(root / "maillog"),
             "disable_dns_lookups": "yes",
@@ -66,6 +83,7 @@ class MailSystem:
         settings.update(main_cf or {})
         self.conf.mkdir(parents=True, exist_ok=True)
         self.data.mkdir(parents=True, exist_ok=True)
+        (self.conf / "local_users").write_text("".join(f"{u} ok\n" for u in LOCAL_USERS))
         (self.conf / "main.cf").write_text(
             "".join(f"{k} = {v}\n" for k, v in settings.items())
         )
@@ -138,6 +156,8 @@ class MailSystem:
                 proc.kill()
         self.nats.stop()
         self.redis.stop()
+        if self.mailroot is not None:
+            shutil.rmtree(self.mailroot, ignore_errors=True)
 
     def send(self, sender: str, recipients: list[str], message: bytes | str) -> str:
         """Send one message over SMTP; returns the queue ID from the 250 reply."""

@@ -5,9 +5,9 @@
 ``(status, stdout, stderr)`` as this host would see them: the recording
 keeps the configuration directory and this host's name and domain as
 placeholders, put back on the way out, so a recording made on one host
-answers for another. Two things Postfix's full listings print differ by
-host and run and are masked on both sides with :func:`mask`:
-``process_id`` and the computed ``mynetworks``.
+answers for another. Two things Postfix prints differ by host and run and
+are masked on both sides with :func:`mask`: ``process_id`` and, in the
+full listings of defaults, the computed ``mynetworks``.
 """
 
 from __future__ import annotations
@@ -24,19 +24,16 @@ POSTCONF = shutil.which("postconf")
 
 _DIR = "@@DIR@@"
 _PLACEHOLDERS = (("@@HOSTNAME@@", "myhostname"), ("@@DOMAIN@@", "mydomain"))
-_MASKS = (
-    (re.compile(r"^process_id = \d+$", re.M), "process_id = @@PID@@"),
-    (re.compile(r"^mynetworks = .*$", re.M), "mynetworks = @@NETWORKS@@"),
-)
+_PID = re.compile(r"^process_id = \d+$", re.M)
+_NETWORKS = re.compile(r"^mynetworks = .*$", re.M)
 
 
 def mask(text: str, args: tuple[str, ...] | list[str]) -> str:
-    """Hide what differs between runs and hosts, whoever prints it: in the full
-    listings (``postconf``, ``postconf -d``), process_id and mynetworks."""
-    if tuple(args) not in ((), ("-d",)):
-        return text
-    for pattern, replacement in _MASKS:
-        text = pattern.sub(replacement, text)
+    """Hide what differs between runs and hosts, whoever prints it: process_id,
+    and in the full listings of defaults (``postconf``, ``postconf -d``) mynetworks."""
+    text = _PID.sub("process_id = @@PID@@", text)
+    if tuple(args) in ((), ("-d",)):
+        text = _NETWORKS.sub("mynetworks = @@NETWORKS@@", text)
     return text
 
 

@@ -1,9 +1,18 @@
 """The process supervisor behind `postbus start` (≈ Postfix master(8)).
 
-It reads master.cf, maps each line's command to the Postbus role that does
-that work, starts NATS and Redis (unless told to use existing ones), runs
-one process per role line (``maxproc`` of them for the roles that scale),
-restarts a child that dies, and stops everything on SIGTERM.
+It reads master.cf (:mod:`postbus.master_plan`), checks mail_owner and
+prepares data_directory when started as root (:mod:`postbus.privs`), starts
+NATS and Redis (unless told to use existing ones), runs one process per role
+line, and stops everything on SIGTERM. Children are started, reaped and
+throttled by :mod:`postbus.master_spawn`.
+
+`postbus start` must fail fast and say why: a child that exits before every
+role is ready stops the whole start; the master writes the child's fatal
+line to the state file (``$data_directory/master/master.state``) and exits 1.
+The master's own files (state, each child's stderr, the servers' config and
+logs) live in ``$data_directory/master/``, which stays root's when mail_owner
+owns the rest.
+Afterwards a child that dies is started again, or throttled.
 """
 
 from __future__ import annotations
@@ -17,135 +26,92 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import urlparse
 
+from postbus import privs
+from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
-from postbus.config.master_cf import MasterEntry
+from postbus.master_plan import ROLE_MODULES, Child, plan
+from postbus.master_spawn import RUNNING, STARTING, THROTTLED, Process, Spawner
 from postbus.servers import ServerProcess, nats_server, pid_alive, redis_server
+
+__all__ = [
+    "ROLE_MODULES", "Child", "Master", "main", "master_dir", "plan", "read_state", "state_path",
+]
 
 log = logging.getLogger("postbus.master")
 
-# master.cf command -> Python module of the role that runs it
-ROLE_MODULES = {
-    "smtpd": "ingress_smtpd",
-    "qmgr": "qmgr",
-    "oqmgr": "qmgr",
-    "smtp": "delivery_smtp",
-    "lmtp": "delivery_smtp",
-    "local": "delivery_local",
-    "virtual": "delivery_local",
-    "policy": "policy",
-    "content-filter": "content_filter",
-    "maps-api": "maps_api",
-}
-# Postfix daemons whose work a Postbus role already does: no process of their own.
-BUILT_IN = {
-    "cleanup": "ingress-smtpd",
-    "trivial-rewrite": "qmgr",
-    "bounce": "qmgr",
-    "defer": "qmgr",
-    "trace": "qmgr",
-    "verify": "qmgr",
-    "flush": "qmgr",
-    "showq": "postbus postqueue",
-    "error": "qmgr",
-    "retry": "qmgr",
-    "discard": "qmgr",
-    "proxymap": "maps-api",
-    "proxywrite": "maps-api",
-    "anvil": "ingress-smtpd",
-    "scache": "delivery-smtp",
-    "tlsmgr": "ingress-smtpd",
-    "postlog": "every service (maillog_file)",
-    "postlogd": "every service (maillog_file)",
-    "pickup": "postbus sendmail",
-}
-SCALING = {"ingress_smtpd", "delivery_smtp", "delivery_local", "policy", "content_filter"}
+READY_TIMEOUT = 60.0  # a child slower than this to be ready is reported, not fatal
+STOP_GRACE = 20.0  # seconds children get to drain on stop
+FAILED_START_GRACE = 3.0  # ... when a failed start stops what it started
 
 
-@dataclass
-class Child:
-    service: str
-    command: str
-    module: str
-    index: int
-    metrics_port: int
-    type: str = "unix"
-    pid: int = 0
-    listen: str = ""
-    shared_name: bool = False  # another master.cf line has the same service name
-
-    @property
-    def label(self) -> str:
-        name = f"{self.service}/{self.type}" if self.shared_name else self.service
-        return f"{name}#{self.index}" if self.index else name
-
-    def argv(self, config_dir: Path | str) -> list[str]:
-        """The command line that runs this child (also used by the test harness)."""
-        return [
-            sys.executable, "-m", self.module,
-            "-c", str(config_dir),
-            "-n", f"{self.service}/{self.type}",
-            "--metrics", f"127.0.0.1:{self.metrics_port}",
-        ]
-
-
-def plan(cfg: Config) -> tuple[list[Child], list[str]]:
-    """The children master.cf asks for, and a note for each line not run."""
-    children: list[Child] = []
-    notes: list[str] = []
-    port = cfg.int("postbus_metrics_port")
-    for entry in cfg.master:
-        module = ROLE_MODULES.get(entry.command)
-        if module is None:
-            role = BUILT_IN.get(entry.command)
-            if role is None:
-                notes.append(
-                    f"{entry.file}, line {entry.line}: service {entry.service}: "
-                    f"command {entry.command} is not supported by Postbus; not started"
-                )
-            continue
-        count = _process_count(entry) if module in SCALING else 1
-        for index in range(count):
-            listen = ""
-            if entry.type == "inet":
-                addr = entry.listen_address()
-                if addr:
-                    listen = f"{addr[0] or '0.0.0.0'}:{addr[1]}"
-            children.append(
-                Child(entry.service, entry.command, module, index, port, entry.type, listen=listen)
-            )
-            port += 1
-    names = [e.service for e in cfg.master]
-    for child in children:
-        child.shared_name = names.count(child.service) > 1
-    return children, notes
-
-
-def _process_count(entry: MasterEntry) -> int:
-    """maxproc as a process count; Postfix's "-"/100 default means one process here,
-    because each Postbus process already serves many sessions concurrently."""
-    value = entry.maxproc
-    if value in ("-", "", None):
-        return 1
-    count = int(value)
-    return 1 if count <= 0 or count >= 100 else count
+def master_dir(cfg: Config) -> Path:
+    return Path(cfg.get("data_directory")) / "master"
 
 
 def state_path(cfg: Config) -> Path:
-    return Path(cfg.get("data_directory")) / "master.state"
+    return master_dir(cfg) / "master.state"
 
 
 class Master:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
-        self.data = Path(cfg.get("data_directory"))
+        self.ident = f"{cfg.get('syslog_name')}/master"
         self.children, self.notes = plan(cfg)
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.runs = [Process(child) for child in self.children]
         self.servers: list[ServerProcess] = []
+        self.owner: privs.Owner | None = None
+        self.private: Path | None = None  # master_dir(), as privs.private_directory() opened it
+        self.failures: list[str] = []
+        self.ready = False
         self.stopping = False
+
+    def run(self) -> int:
+        for note in self.notes:
+            log.warning("%s", note)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        try:
+            self._start()
+            if not self.failures:
+                self._supervise()
+        except (ConfigError, OSError) as exc:  # mail_owner, directories, nats or redis
+            log.critical("%s", exc)
+            self.failures.append(f"{self.ident}: fatal: {exc}")
+        finally:
+            self._stop_all(FAILED_START_GRACE if self.failures else STOP_GRACE)
+            if self.failures:
+                with contextlib.suppress(OSError):
+                    self.write_state()  # `postbus start` and `status` show why
+            elif self.private:
+                with contextlib.suppress(FileNotFoundError):
+                    (self.private / "master.state").unlink()
+        return 1 if self.failures else 0
+
+    def _start(self) -> None:
+        if privs.started_as_root():
+            self.owner = privs.check_mail_owner(self.cfg)
+        privs.prepare_directories(self.cfg, self.owner)
+        self.private = privs.private_directory(master_dir(self.cfg))
+        self.spawner = Spawner(
+            self.ident, self.cfg.config_dir, self.private / "stderr",
+            self.owner, self.cfg.time("service_throttle_time"),
+        )
+        self.write_state()
+        self.start_servers()
+        for run in self.runs:
+            if not self.spawner.spawn(run):
+                self.failures.append(run.last_fatal)
+                return
+        self.write_state()
+        self._wait_ready()
+        if not self.failures:
+            self.ready = True
+            self.write_state()
 
     def start_servers(self) -> None:
         if not self.cfg.bool("postbus_start_servers"):
@@ -157,98 +123,97 @@ class Master:
             port=nats_url.port or 4222,
             monitor_port=self.cfg.int("postbus_nats_monitor_port"),
             host=nats_url.hostname or "127.0.0.1",
+            run_dir=master_dir(self.cfg),
         )
         redis = redis_server(
             Path(self.cfg.get("postbus_redis_dir")),
             port=redis_url.port or 6379,
             host=redis_url.hostname or "127.0.0.1",
+            run_dir=master_dir(self.cfg),
         )
         for server in (nats, redis):
-            server.start()
+            server.write_dir = self.private
+            server.start(**privs.spawn_options(self.owner))
             self.servers.append(server)
 
-    def spawn(self, child: Child) -> None:
-        proc = subprocess.Popen(child.argv(self.cfg.config_dir), stdin=subprocess.DEVNULL)
-        child.pid = proc.pid
-        self.procs[child.label] = proc
-
-    def write_state(self, ready: bool) -> None:
-        state = {
-            "pid": os.getpid(),
-            "ready": ready,
-            "children": [asdict(c) for c in self.children],
-            "notes": self.notes,
-            "servers": {s.name: s.url for s in self.servers},
-        }
-        tmp = state_path(self.cfg).with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        tmp.replace(state_path(self.cfg))
-
-    def run(self) -> int:
-        self.data.mkdir(parents=True, exist_ok=True)
-        for note in self.notes:
-            log.warning("%s", note)
-        signal.signal(signal.SIGTERM, self._on_term)
-        signal.signal(signal.SIGINT, self._on_term)
-        signal.signal(signal.SIGHUP, self._on_hup)
-        try:
-            self.start_servers()
-            for child in self.children:
-                self.spawn(child)
-            self.write_state(ready=False)
-            self._wait_ready()
-            self.write_state(ready=True)
-            self._supervise()
-        finally:
-            self._stop_all()
-            with contextlib.suppress(FileNotFoundError):
-                state_path(self.cfg).unlink()
-        return 0
-
-    def _wait_ready(self, timeout: float = 60.0) -> None:
-        """Wait until every child answers /readyz, so `postbus start` returns
-        only when mail can flow; a child that is slow is reported, not fatal."""
-        deadline = time.monotonic() + timeout
-        pending = list(self.children)
-        while pending and time.monotonic() < deadline and not self.stopping:
-            pending = [c for c in pending if not _ready(c.metrics_port)]
-            if pending:
-                time.sleep(0.1)
-        for child in pending:
-            log.warning("warning: %s is not ready after %.0fs", child.label, timeout)
+    def _wait_ready(self) -> None:
+        """Wait until every child answers /readyz, so `postbus start` returns only
+        when mail can flow. A child that exits meanwhile fails the start."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline and not self.stopping:
+            for run in self.runs:
+                if self.spawner.reap(run):
+                    self.failures.append(run.last_fatal or f"{run.child.label}: exited")
+                    return
+                if run.state == STARTING and _ready(run.child.metrics_port):
+                    self.spawner.ready(run)
+            if all(run.state == RUNNING for run in self.runs):
+                return
+            time.sleep(0.1)
+        for run in self.runs:
+            if run.state == STARTING:
+                log.warning("warning: %s is not ready after %.0fs", run.child.label, READY_TIMEOUT)
 
     def _supervise(self) -> None:
         while not self.stopping:
             time.sleep(0.2)
-            for child in self.children:
-                proc = self.procs.get(child.label)
-                if proc is not None and proc.poll() is not None and not self.stopping:
-                    log.warning(
-                        "warning: process %s pid %d exit status %s; restarting",
-                        child.label, proc.pid, proc.returncode,
-                    )
-                    time.sleep(1.0)
-                    self.spawn(child)
-                    self.write_state(ready=True)
+            changed = False
+            for run in self.runs:
+                if self.stopping:
+                    break
+                if run.state == THROTTLED:
+                    if time.monotonic() >= run.throttled_until:
+                        if not self.spawner.spawn(run):
+                            self.spawner.throttle(run)
+                        changed = True
+                elif self.spawner.reap(run):
+                    self.spawner.after_exit(run)
+                    changed = True
+                elif run.state == STARTING and _ready(run.child.metrics_port):
+                    self.spawner.ready(run)
+                    changed = True
+            if changed:
+                self.write_state()
+
+    def write_state(self) -> None:
+        if self.private is None:
+            return
+        state = {
+            "pid": os.getpid(),
+            "ready": self.ready,
+            "failures": self.failures,
+            "children": [asdict(run.child) | {"label": run.child.label} | run.status()
+                         for run in self.runs],
+            "notes": self.notes,
+            "servers": {s.name: s.url for s in self.servers},
+            "server_pids": {s.name: s.proc.pid for s in self.servers if s.proc},
+            "user": self.owner.name if self.owner else "",
+        }
+        tmp = self.private / "master.state.tmp"
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.private / "master.state")
 
     def _on_term(self, signum: int, frame: object) -> None:
         self.stopping = True
 
     def _on_hup(self, signum: int, frame: object) -> None:
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGHUP)
+        for run in self.runs:
+            if run.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    run.proc.send_signal(signal.SIGHUP)
 
-    def _stop_all(self) -> None:
-        for proc in self.procs.values():
+    def _stop_all(self, grace: float) -> None:
+        procs = [run.proc for run in self.runs if run.proc is not None]
+        for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
-        deadline = time.monotonic() + 20
-        for proc in self.procs.values():
+        deadline = time.monotonic() + grace
+        for proc in procs:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
         for server in reversed(self.servers):
             server.stop()
 
@@ -261,13 +226,14 @@ def _ready(port: int) -> bool:
         return False
 
 
-def read_state(cfg: Config) -> dict[str, object] | None:
+def read_state(cfg: Config, running: bool = True) -> dict[str, object] | None:
+    """The state file; with ``running``, only while its master runs."""
     try:
         state: dict[str, object] = json.loads(state_path(cfg).read_text())
     except (FileNotFoundError, ValueError):
         return None
     pid = state.get("pid")
-    if not isinstance(pid, int) or not pid_alive(pid):
+    if running and (not isinstance(pid, int) or not pid_alive(pid)):
         return None
     return state
 
@@ -275,14 +241,18 @@ def read_state(cfg: Config) -> dict[str, object] | None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     config_dir = args[args.index("-c") + 1] if "-c" in args else None
-    cfg = Config.load(config_dir)
+    try:
+        cfg = Config.load(config_dir)
+    except ConfigError as exc:
+        print(f"postbus/master: fatal: {exc}", file=sys.stderr)
+        return 1
     from postbus.logging import setup_logging
 
-    setup_logging(
-        f"{cfg.get('syslog_name')}/master",
-        cfg.get("myhostname"),
-        maillog_file=cfg.get("maillog_file"),
-    )
+    maillog = cfg.get("maillog_file")
+    if maillog and privs.started_as_root() and not maillog.startswith("/dev/"):
+        Path(maillog).parent.mkdir(parents=True, exist_ok=True)
+        maillog = f"/proc/self/fd/{privs.open_log(maillog)}"  # no link followed as root
+    setup_logging(f"{cfg.get('syslog_name')}/master", cfg.get("myhostname"), maillog_file=maillog)
     return Master(cfg).run()
 
 

@@ -104,7 +104,11 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "lmtp_host_lookup", "delay_logging_resolution_limit",
     # local and virtual
     "alias_maps", "home_mailbox", "mail_spool_directory", "command_time_limit",
-    "virtual_mailbox_maps", "virtual_mailbox_base", "virtual_uid_maps", "virtual_gid_maps",
+    "allow_mail_to_commands", "allow_mail_to_files", "default_privs",
+    "strict_mailbox_ownership", "virtual_mailbox_maps", "virtual_mailbox_base",
+    "virtual_uid_maps", "virtual_gid_maps", "virtual_minimum_uid",
+    # the master (postbus start)
+    "mail_owner", "service_throttle_time",
 })
 
 _NO_DAEMONS = "Postbus roles are Python processes, not Postfix daemon programs"
@@ -193,11 +197,6 @@ for _name in PARAMS:
 PARTLY: dict[str, str] = {
     "virtual_alias_maps": "smtpd accepts the recipients it lists, but the qmgr does not "
                           "expand virtual aliases yet",
-    "allow_mail_to_commands": "only the alias context is told apart; :include: files "
-                              "and .forward files are not",
-    "allow_mail_to_files": "only the alias context is told apart; :include: files "
-                           "and .forward files are not",
-    "default_privs": "commands from aliases run with its rights, deliveries to files do not",
 }
 
 #: Implemented parameters honoured for these values only (lowercase words; a

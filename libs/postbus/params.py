@@ -157,6 +157,9 @@ _TABLE: tuple[Param, ...] = (
        "Directory with the Postfix daemon programs."),
     _p("command_directory", "str", "/usr/sbin", "Directory with the administrative commands."),
     _p("meta_directory", "str", "/etc/postfix", "Directory with non-executable support files."),
+    _p("service_throttle_time", "time", "60s",
+       "How long the master waits before it starts again a service that failed at startup.",
+       min=1),
     # -- Queue -----------------------------------------------------
     _p("maximal_queue_lifetime", "time", "5d",
        "How long a deferred message stays queued before it bounces.", min=0, time_unit="d"),
@@ -302,6 +305,8 @@ _TABLE: tuple[Param, ...] = (
     _p("mailbox_delivery_lock", "list", "fcntl, dotlock",
        "File locking used for mailbox delivery."),
     _p("luser_relay", "str", "", "Destination for unknown local recipients."),
+    _p("strict_mailbox_ownership", "bool", "yes",
+       "Defer delivery when a mailbox file is not owned by its recipient."),
     # -- Virtual mailbox delivery ----------------------------------
     _p("virtual_mailbox_domains", "list", "$virtual_mailbox_maps",
        "Domains of the virtual mailbox address class."),

@@ -23,6 +23,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def find_binary(name: str) -> str:
@@ -60,10 +61,18 @@ def free_port() -> int:
 def wait_port(host: str, port: int, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), 0.2):
+        if _connects(host, port):
             return
         time.sleep(0.05)
     raise TimeoutError(f"{host}:{port} did not open within {timeout}s")
+
+
+def _connects(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), 0.2):
+            return True
+    except OSError:
+        return False
 
 
 @dataclass
@@ -78,17 +87,41 @@ class ServerProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     extra: dict[str, int] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # written beside the log at start
+    write_dir: Path | None = None  # how the starter reaches the log's directory
 
-    def start(self, timeout: float = 20.0) -> ServerProcess:
+    def _beside_log(self, name: str) -> Path:
+        return (self.write_dir or self.log_path.parent) / name
+
+    def start(self, timeout: float = 20.0, **popen: Any) -> ServerProcess:
+        """Start the server and wait until it serves; ``popen``: e.g. the user to run as."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        for name, text in self.files.items():
+            fd = os.open(self._beside_log(name),
+                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+        log = os.open(self._beside_log(self.log_path.name),
+                      os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         self.proc = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **popen
         )
-        log.close()
-        wait_port(self.host, self.port, timeout)
+        os.close(log)
+        deadline = time.monotonic() + timeout
+        while not _connects(self.host, self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise OSError(f"{self.name} did not start: {self._last_log_line()}")
+            time.sleep(0.05)
         self.wait_ready(timeout)
         return self
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = self._beside_log(self.log_path.name).read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        return lines[-1] if lines else f"see {self.log_path}"
 
     def wait_ready(self, timeout: float) -> None:
         monitor = self.extra.get("monitor")
@@ -122,13 +155,18 @@ class ServerProcess:
 
 
 def nats_server(
-    data_dir: Path, port: int = 0, monitor_port: int = 0, host: str = "127.0.0.1"
+    data_dir: Path,
+    port: int = 0,
+    monitor_port: int = 0,
+    host: str = "127.0.0.1",
+    run_dir: Path | None = None,
 ) -> ServerProcess:
+    """nats-server with JetStream in data_dir; its config and log in run_dir
+    (default data_dir)."""
     port = port or free_port()
     monitor_port = monitor_port or free_port()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    conf = data_dir / "nats-server.conf"
-    conf.write_text(
+    run_dir = run_dir or data_dir
+    conf = (
         f"listen: {host}:{port}\n"
         f"http: {host}:{monitor_port}\n"
         f"server_name: postbus\n"
@@ -136,16 +174,20 @@ def nats_server(
     )
     return ServerProcess(
         "nats",
-        [find_binary("nats-server"), "-c", str(conf)],
+        [find_binary("nats-server"), "-c", str(run_dir / "nats-server.conf")],
         host,
         port,
         data_dir,
-        data_dir / "nats-server.log",
+        run_dir / "nats-server.log",
         extra={"monitor": monitor_port},
+        files={"nats-server.conf": conf},
     )
 
 
-def redis_server(data_dir: Path, port: int = 0, host: str = "127.0.0.1") -> ServerProcess:
+def redis_server(
+    data_dir: Path, port: int = 0, host: str = "127.0.0.1", run_dir: Path | None = None
+) -> ServerProcess:
+    """redis-server with its append-only file in data_dir; its log in run_dir."""
     port = port or free_port()
     argv = [
         find_binary("redis-server"),
@@ -157,7 +199,8 @@ def redis_server(data_dir: Path, port: int = 0, host: str = "127.0.0.1") -> Serv
         "--protected-mode", "no",
         "--daemonize", "no",
     ]
-    return ServerProcess("redis", argv, host, port, data_dir, data_dir / "redis-server.log")
+    log = (run_dir or data_dir) / "redis-server.log"
+    return ServerProcess("redis", argv, host, port, data_dir, log)
 
 
 def pid_alive(pid: int) -> bool:

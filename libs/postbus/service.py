@@ -17,15 +17,15 @@ import cProfile
 import logging
 import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NATS
 from nats.errors import NoServersError
 
-from postbus import metrics
+from postbus import fatal, metrics
 from postbus.bus.jetstream import connect, ensure_streams
+from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.config.master_cf import MasterEntry
 from postbus.health import HealthServer
@@ -93,15 +93,21 @@ def run(
     needs_bus: bool = True,
     argv: list[str] | None = None,
 ) -> None:
-    """Run one service process until SIGTERM; exits non-zero on a fatal error."""
+    """Run one service process until SIGTERM.
+
+    A condition that stops the role at start (a configuration error, a
+    listener that cannot bind) is logged as one Postfix ``fatal:`` line, to
+    the maillog and stderr, and the process exits with status 1; the master
+    shows that line. Only an unexpected exception (a bug) adds a traceback.
+    """
     args = parse_args(program, argv)
     try:
         cfg = Config.load(
             args.config_dir, service=args.service, overrides=_overrides(args.overrides)
         )
-    except Exception as exc:  # configuration errors are fatal, with the reason
-        print(f"postbus/{program}: fatal: {exc}", file=sys.stderr)
-        sys.exit(1)
+    except Exception as exc:  # whatever stops the configuration from loading is fatal
+        fatal.log_early(program, args.config_dir)
+        fatal.fatal(str(exc))
     setup_logging(
         f"{cfg.get('syslog_name')}/{program}",
         cfg.get("myhostname"),
@@ -125,9 +131,19 @@ def run(
         profiler.enable()
     try:
         asyncio.run(_serve(ctx, main, needs_bus, args.metrics, loader))
+    except ConfigError as exc:
+        fatal.fatal(str(fatal.located(exc, ctx.cfg)))
+    except OSError as exc:
+        text = fatal.bind_error(exc)
+        if text is None:
+            fatal.crash(program)
+        fatal.fatal(text)
+    except SystemExit as exc:  # a role's own SystemExit("<program>: fatal: text")
+        if not isinstance(exc.code, str):
+            raise
+        fatal.fatal(exc.code.split(": fatal: ", 1)[-1])
     except Exception:
-        log.critical("%s: unexpected error", program, exc_info=True)
-        sys.exit(1)
+        fatal.crash(program)
     finally:
         if profiler and profile:
             profiler.disable()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from postbus.config.loader import Config
-from postbus.master import plan
+from postbus.master_plan import plan
 
 STOCK = Path(__file__).parent / "config" / "data"
 
@@ -42,3 +42,11 @@ def test_unsupported_command_is_reported_with_its_line() -> None:
     _, notes = plan(cfg)
     assert len(notes) == 1
     assert "line 2" in notes[0] and "service uucp" in notes[0] and "command pipe" in notes[0]
+
+
+def test_unpriv_column_is_kept_for_each_child() -> None:
+    cfg = Config.from_text("", "qmgr unix n - n 300 1 qmgr\nlocal unix - n n - - local\n"
+                               "127.0.0.1:25 inet n - n - - smtpd\n")
+    children, _ = plan(cfg)
+    assert [(c.label, c.unpriv, c.listen_port) for c in children] == [
+        ("qmgr", True, 0), ("local", False, 0), ("127.0.0.1:25", True, 25)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -9,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from postbus import privs
+from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
-from postbus.master import read_state, state_path
+from postbus.master import READY_TIMEOUT, master_dir, read_state, state_path
 from postbus.servers import pid_alive
 
 
@@ -30,30 +33,64 @@ def _config(argv: list[str]) -> tuple[Config, list[str]]:
 
 
 def start(cfg: Config) -> int:
+    """Start the master and return once every role is ready; when a role
+    cannot start, say why (its fatal line) and exit 1 within seconds."""
     if read_state(cfg):
         print("postbus/postfix-script: fatal: the Postbus mail system is already running")
         return 1
-    data = Path(cfg.get("data_directory"))
-    data.mkdir(parents=True, exist_ok=True)
-    log = open(data / "master.log", "ab")  # noqa: SIM115 - handed to the child
-    subprocess.Popen(
+    if privs.started_as_root():
+        try:
+            privs.check_mail_owner(cfg)
+        except ConfigError as exc:
+            print(f"postbus: fatal: {exc}", file=sys.stderr)
+            return 1
+    Path(cfg.get("data_directory")).mkdir(parents=True, exist_ok=True)
+    try:
+        private = privs.private_directory(master_dir(cfg))
+        with contextlib.suppress(FileNotFoundError):
+            (private / "master.state").unlink()  # what a failed start left
+        log = privs.open_log(private / "master.log")
+    except (ConfigError, OSError) as exc:
+        print(f"postbus: fatal: {exc}", file=sys.stderr)
+        return 1
+    master = subprocess.Popen(
         [sys.executable, "-m", "postbus.master", "-c", str(cfg.config_dir)],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    log.close()
-    deadline = time.monotonic() + 60
-    state = None
-    while time.monotonic() < deadline:
-        state = read_state(cfg)
+    os.close(log)
+    master_log = master_dir(cfg) / "master.log"
+    deadline = time.monotonic() + READY_TIMEOUT + 30
+    while True:
+        state = read_state(cfg, running=False)
+        if master.poll() is not None:
+            _failed(cfg, state, master_log)
+            return 1
         if state and state.get("ready"):
             break
+        if time.monotonic() > deadline:
+            master.terminate()
+            master.wait()
+            _failed(cfg, read_state(cfg, running=False), master_log)
+            return 1
         time.sleep(0.1)
-    else:
-        print(f"postbus: fatal: the mail system did not start; see {data / 'master.log'}")
-        return 1
     print("postbus/postfix-script: starting the Postbus mail system")
     _describe(cfg, state)
     return 0
+
+
+def _failed(cfg: Config, state: dict[str, object] | None, master_log: Path) -> None:
+    """Why the start failed: each fatal line, then where the log is."""
+    failures = state.get("failures") if state else None
+    if isinstance(failures, list) and failures:
+        for line in failures:
+            print(line, file=sys.stderr)
+    else:
+        with contextlib.suppress(OSError):
+            for line in master_log.read_text(errors="replace").splitlines()[-5:]:
+                print(line, file=sys.stderr)
+    where = cfg.get("maillog_file") or master_log
+    print(f"postbus/postfix-script: fatal: the Postbus mail system did not start; see {where}",
+          file=sys.stderr)
 
 
 def _describe(cfg: Config, state: dict[str, object]) -> None:
@@ -76,14 +113,28 @@ def _describe(cfg: Config, state: dict[str, object]) -> None:
     assert isinstance(servers, dict)
     for name, url in servers.items():
         print(f"  {name}: {url}")
-    for child in children:
-        print(f"  {child['label'] if 'label' in child else child['service']:<18}"
-              f" pid {child['pid']:<7} metrics http://127.0.0.1:{child['metrics_port']}/metrics")
+    _roles(children)
     notes = state.get("notes", [])
     assert isinstance(notes, list)
     for note in notes:
         print(f"  warning: {note}")
     print("  stop with: make stop (or: postbus -c DIR stop)")
+
+
+def _roles(children: list[dict[str, object]]) -> None:
+    """One line per process: state (running, starting, throttled, failed), pid,
+    user, metrics address; under it the role's last fatal line, if any."""
+    for child in children:
+        state = str(child.get("state", "running"))
+        pid = child["pid"] if state in ("running", "starting") else "-"
+        user = f"user {child['user']}  " if child.get("user") else ""
+        since, when = "", child.get("since")
+        if state not in ("running", "starting") and isinstance(when, float):
+            since = time.strftime("since %H:%M:%S  ", time.localtime(when))
+        print(f"  {child['label']:<18} {state:<9} pid {pid:<7} {since}{user}"
+              f"metrics http://127.0.0.1:{child['metrics_port']}/metrics")
+        if child.get("last_fatal"):
+            print(f"      {child['last_fatal']}")
 
 
 def _master_pid(cfg: Config) -> int | None:
@@ -117,6 +168,12 @@ def status(cfg: Config) -> int:
     state = read_state(cfg)
     if not state:
         print("postbus/postfix-script: the Postbus mail system is not running")
+        last = read_state(cfg, running=False)
+        failures = last.get("failures") if last else None
+        if isinstance(failures, list) and failures:
+            print("  the last start failed:")
+            for line in failures:
+                print(f"      {line}")
         return 1
     print(f"postbus/postfix-script: the Postbus mail system is running: PID: {state['pid']}")
     _describe(cfg, state)
@@ -133,7 +190,11 @@ def reload(cfg: Config) -> int:
 
 
 def main(argv: list[str]) -> int:
-    cfg, rest = _config(argv)
+    try:
+        cfg, rest = _config(argv)
+    except ConfigError as exc:
+        print(f"postbus: fatal: {exc}", file=sys.stderr)
+        return 1
     command = rest[0] if rest else "status"
     actions = {"start": start, "stop": stop, "status": status, "reload": reload}
     return actions[command](cfg)

@@ -6,7 +6,7 @@ behaviour; aliases to remote addresses are re-queued through the queue.
 
 from __future__ import annotations
 
-from delivery_local.local import LocalAgent
+from delivery_local.local import LocalAgent, prepare_spool
 from postbus.config.loader import Config
 from postbus.delivery import Stats, serve_jobs
 from postbus.queue.entry import DeliveryJob, QueueEntry, RcptResult
@@ -24,10 +24,14 @@ async def main(ctx: ServiceContext) -> None:
     async def reinject(entry: QueueEntry, content: bytes) -> str:
         return await ctx.queue.enqueue(entry, content)
 
+    if not is_virtual(ctx):
+        prepare_spool(ctx.cfg)
     agents = [LocalAgent(ctx.cfg, ctx.service, virtual=is_virtual(ctx), reinject=reinject)]
 
     def configure(cfg: Config) -> None:
         """On reload: new jobs use the new settings (mailboxes, aliases...)."""
+        if not is_virtual(ctx):
+            prepare_spool(cfg)
         agents[0] = LocalAgent(cfg, ctx.service, virtual=is_virtual(ctx), reinject=reinject)
 
     async def deliver(job: DeliveryJob, content: bytes, stats: Stats) -> list[RcptResult]:

@@ -6,6 +6,10 @@ local headers first) on stdin, the usual environment (``SENDER``,
 ``command_time_limit``. The exit status maps to a DSN as sys_exits.c
 does: 75 (EX_TEMPFAIL) defers, other sysexits codes and any other
 non-zero status bounce.
+
+As root the command runs with the rights it is given (default_privs, or the
+owner of an ``:include:`` file): that uid and gid, no supplementary groups,
+working directory ``/``. It never runs as root: rights of uid 0 defer.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import contextlib
 import os
 from collections.abc import Mapping
 
+from delivery_local.privs import AGENT, Rights, is_root
 from postbus.delivery import Outcome
 
 # sysexits.h code -> (dsn, text) (≈ sys_exits.c)
@@ -43,12 +48,14 @@ async def deliver_command(
     env: Mapping[str, str],
     *,
     time_limit: float,
-    user: str | None = None,
+    rights: Rights = AGENT,
 ) -> Outcome:
     """Run ``command`` with ``data`` on stdin; the outcome as Postfix reports it."""
     extra: dict[str, object] = {}
-    if user and os.geteuid() == 0:
-        extra["user"] = user
+    if is_root():
+        if rights.uid <= 0 or rights.gid < 0:
+            return Outcome("deferred", "4.3.0", f"refusing to run a command as {rights}")
+        extra = {"user": rights.uid, "group": rights.gid, "extra_groups": [], "cwd": "/"}
     proc = await asyncio.create_subprocess_exec(
         "/bin/sh", "-c", command,
         stdin=asyncio.subprocess.PIPE,

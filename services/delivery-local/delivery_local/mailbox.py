@@ -1,9 +1,13 @@
-"""Appending to an mbox file (≈ local/mailbox.c, local/file.c, dot_lockfile.c).
+"""Appending to an mbox file (≈ local/mailbox.c, local/file.c, mbox_open.c).
 
-The file is locked with fcntl (Postfix's default ``mailbox_delivery_lock``
-on Linux also uses a dotlock; fcntl is what other processes here honour),
-the entry appended and fsynced; on any write error the file is cut back
-to its old size so no half message is left behind.
+The file is opened as safe_open() does (see :mod:`delivery_local.safefile`):
+never through a link, never with a second hard link. A mailbox must be a
+regular file (an alias ``/file`` may also be a device such as /dev/null)
+and, with strict_mailbox_ownership, owned by the recipient. It is locked
+with fcntl (Postfix's default ``mailbox_delivery_lock`` on Linux also uses
+a dotlock; fcntl is what other processes here honour), the entry appended
+and fsynced; on any write error the file is cut back to its old size so no
+half message is left behind.
 """
 
 from __future__ import annotations
@@ -11,43 +15,91 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import time
-from pathlib import Path
+from collections.abc import Sequence
+
+from delivery_local.safefile import open_append, walk, write_all
 
 
 class MailboxBusy(Exception):
     """Another process holds the lock; try again later."""
 
 
+class NotRegular(Exception):
+    """The destination is a directory, device, fifo...: not a mailbox."""
+
+
+class NotOwned(Exception):
+    """strict_mailbox_ownership: the mailbox belongs to someone else."""
+
+
+class Executable(Exception):
+    """An alias ``/file`` destination with an execute bit (Postfix will not append to it)."""
+
+
 def deliver_mbox(
-    path: Path, data: bytes, uid: int = -1, gid: int = -1, *, lock_wait: float = 5.0
+    base: str,
+    parts: Sequence[str],
+    name: str,
+    data: bytes,
+    *,
+    owner: tuple[int, int] | None = None,
+    owner_uid: int = -1,
+    any_file: bool = False,
+    lock_wait: float = 5.0,
 ) -> None:
-    """Append ``data`` (a complete mbox entry) to ``path`` under an fcntl lock."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    """Append ``data`` (a complete mbox entry) to ``base/parts.../name`` under an fcntl lock.
+
+    ``owner``: (uid, gid) a newly created file is given; ``owner_uid``: the uid
+    the file must have (-1: not checked); ``any_file``: an alias ``/file``, which
+    may be a device but not executable.
+    """
     try:
-        if uid >= 0 and os.geteuid() == 0 and os.fstat(fd).st_uid != uid:
-            os.fchown(fd, uid, gid)
-        deadline = time.monotonic() + lock_wait
-        while True:
-            try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                if time.monotonic() > deadline:
-                    raise MailboxBusy(
-                        "unable to lock for exclusive access: Resource temporarily unavailable"
-                    ) from exc
-                time.sleep(0.05)
-        size = os.fstat(fd).st_size
+        parent = walk(base, parts)
+    except OSError as exc:  # as safe_open() words a missing or unusable directory
+        why = "cannot create file exclusively" if exc.errno == errno.ENOENT else "cannot open file"
+        raise OSError(exc.errno, f"{why}: {exc.strerror}") from None
+    try:
+        fd, st = open_append(parent, name, owner=owner)
+    finally:
+        os.close(parent)
+    try:
+        regular = stat.S_ISREG(st.st_mode)
+        if not regular and not any_file:
+            raise NotRegular()
+        if regular and any_file and st.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
+            raise Executable()
+        if owner_uid >= 0 and st.st_uid != owner_uid:
+            raise NotOwned()
+        if not regular:
+            write_all(fd, data)
+            return
+        _lock(fd, lock_wait)
+        if os.fstat(fd).st_nlink != 1:  # replaced while we waited (≈ mbox_open())
+            raise OSError(errno.EAGAIN, "target file status changed unexpectedly")
+        size = os.lseek(fd, 0, os.SEEK_END)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fsync(fd)
         except OSError:
             os.ftruncate(fd, size)
             raise
     finally:
         os.close(fd)  # closing drops the lock
+
+
+def _lock(fd: int, wait: float) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            if time.monotonic() > deadline:
+                raise MailboxBusy(
+                    "unable to lock for exclusive access: Resource temporarily unavailable"
+                ) from exc
+            time.sleep(0.05)

@@ -1,67 +1,105 @@
-"""Maildir delivery exactly as Postfix (≈ local/maildir.c).
+"""Maildir delivery exactly as Postfix (≈ local/maildir.c, virtual/maildir.c).
 
 The message goes to ``tmp/<time>.P<pid>Q<n>.<host>`` (created exclusively),
 is fsynced, then linked into ``new/<time>.V<dev>I<ino>M<usec>.<host>`` and
 the temporary name removed; ``new/`` is fsynced so the entry survives a
 crash. A reader never sees a partial message.
+
+Every directory is opened below its parent's descriptor without following
+links (:mod:`delivery_local.safefile`), and the file is created, linked and
+unlinked relative to those descriptors. Missing directories are made
+(0700) as Postfix's make_dirs() does, as whoever the delivery runs as.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
 import time
-from pathlib import Path
+from collections.abc import Sequence
+
+from delivery_local.safefile import open_dir, walk, write_all
 
 _serial = itertools.count()
+_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def _hostname() -> str:
     return socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+class MaildirError(OSError):
+    """A step failed; ``filename`` names the file Postfix's text names."""
 
 
-def make_maildir(path: Path, uid: int = -1, gid: int = -1) -> None:
-    for sub in (path, path / "tmp", path / "new", path / "cur"):
-        if not sub.is_dir():
-            sub.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if uid >= 0 and os.geteuid() == 0:
-                os.chown(sub, uid, gid)
-
-
-def deliver_maildir(path: Path, data: bytes, uid: int = -1, gid: int = -1) -> Path:
-    """Write one message into the Maildir at ``path``; returns the file in new/."""
-    make_maildir(path, uid, gid)
+def deliver_maildir(base: str, parts: Sequence[str], data: bytes) -> str:
+    """Write one message into the Maildir ``base/parts...``; returns the path in new/."""
     now = time.time()
     sec, usec = int(now), int((now % 1) * 1_000_000)
     host = _hostname()
-    tmp = path / "tmp" / f"{sec}.P{os.getpid()}Q{next(_serial)}.{host}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    where = os.path.join(base, *parts)
+    tmp_name = f"{sec}.P{os.getpid()}Q{next(_serial)}.{host}"
+    tmp_path = os.path.join(where, "tmp", tmp_name)
     try:
-        if uid >= 0 and os.geteuid() == 0:
-            os.fchown(fd, uid, gid)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-        st = os.fstat(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    new = path / "new" / f"{sec}.V{st.st_dev:x}I{st.st_ino:x}M{usec}.{host}"
+        box = walk(base, parts, create=True)
+    except OSError as exc:
+        raise MaildirError(exc.errno, exc.strerror, tmp_path) from None
     try:
-        os.link(tmp, new)
+        return _deliver(box, where, tmp_name, tmp_path, sec, usec, host, data)
     finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path / "new")
-    return new
+        os.close(box)
+
+
+def _deliver(
+    box: int, where: str, tmp_name: str, tmp_path: str, sec: int, usec: int, host: str,
+    data: bytes,
+) -> str:
+    try:
+        tmp = _subdir(box, "tmp")
+    except OSError as exc:
+        raise MaildirError(exc.errno, exc.strerror, tmp_path) from None
+    try:
+        try:
+            fd = os.open(tmp_name, _FILE, 0o600, dir_fd=tmp)
+        except OSError as exc:
+            raise MaildirError(exc.errno, exc.strerror, tmp_path) from None
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+            st = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name, dir_fd=tmp)
+            raise MaildirError(exc.errno, exc.strerror, tmp_path) from None
+        os.close(fd)
+        new_name = f"{sec}.V{st.st_dev:x}I{st.st_ino:x}M{usec}.{host}"
+        new_path = os.path.join(where, "new", new_name)
+        try:
+            new = _subdir(box, "new")
+            try:
+                os.link(tmp_name, new_name, src_dir_fd=tmp, dst_dir_fd=new,
+                        follow_symlinks=False)
+                os.fsync(new)
+            finally:
+                os.close(new)
+        except OSError as exc:
+            raise MaildirError(exc.errno, exc.strerror, new_path) from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name, dir_fd=tmp)
+        return new_path
+    finally:
+        os.close(tmp)
+
+
+def _subdir(box: int, name: str) -> int:
+    """tmp/ or new/ of the Maildir; all three are made when one is missing."""
+    try:
+        return open_dir(box, name)
+    except FileNotFoundError:
+        for sub in ("tmp", "new", "cur"):
+            os.close(open_dir(box, sub, create=True))
+        return open_dir(box, name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -12,21 +13,28 @@ from delivery_local.__main__ import main
 from postbus.bus import subjects as s
 
 from .conftest import MESSAGE, Bus, RunAgent
+from .localfs import MAIL_OWNER, ROOT, VIRTUAL_ID, give, mailroot, owner_of
 
 pytestmark = pytest.mark.integration
+__all__ = ["mailroot"]  # the fixture
 
 # runs as default_privs (nobody): it may only read its input, and says so by its status
 PIPE = "grep -q '^Delivered-To: team+x@postbus.test$'"
+USERS = ["bob", "carol", "loop"]
 
 
-def _settings(tmp_path: Path, **extra: str) -> dict[str, str]:
+def _settings(root: Path, **extra: str) -> dict[str, str]:
+    """Local users from a table (mail_owner's rights as root), mail under ``root``."""
+    (root / "users").write_text("".join(f"{user} ok\n" for user in USERS))
     return {
         "myhostname": "mail.postbus.test",
         "mydomain": "postbus.test",
         "myorigin": "postbus.test",
-        "mail_spool_directory": f"{tmp_path}/mail/",
+        "mail_spool_directory": f"{root}/mail/",
         "home_mailbox": "",
         "alias_maps": "",
+        "local_recipient_maps": f"texthash:{root}/users",
+        "mail_owner": MAIL_OWNER,
         **extra,
     }
 
@@ -38,17 +46,22 @@ def _only_message(box: Path) -> email.message.Message:
 
 
 async def test_maildir_gets_return_path_and_delivered_to(
-    bus: Bus, run_agent: RunAgent, tmp_path: Path, caplog
+    bus: Bus, run_agent: RunAgent, mailroot: Path, caplog
 ) -> None:
     caplog.set_level(logging.INFO, "postbus.delivery")
-    await run_agent(main, "local", _settings(tmp_path))
+    await run_agent(main, "local", _settings(mailroot))
     job = await bus.submit("local", "mail.postbus.test", ["Bob@postbus.test"])
     [result] = (await bus.status(job.queue_id)).results
     assert (result.status, result.dsn, result.reason, result.relay) == (
         "sent", "2.0.0", "delivered to maildir", "local"
     )
-    box = tmp_path / "mail" / "bob"
+    box = mailroot / "mail" / "bob"
     [path] = list((box / "new").iterdir())
+    # the agent made the missing spool for mail_owner; bob is a table user: mail_owner's files
+    spool = (mailroot / "mail").stat()
+    assert (spool.st_uid, spool.st_gid) == owner_of(MAIL_OWNER)
+    assert (path.stat().st_uid, path.stat().st_gid) == owner_of(MAIL_OWNER)
+    assert (box.stat().st_mode & 0o777, path.stat().st_mode & 0o777) == (0o700, 0o600)
     raw = path.read_bytes()
     assert raw.startswith(
         b"Return-Path: <alice@postbus.test>\nX-Original-To: Bob@postbus.test\n"
@@ -60,22 +73,26 @@ async def test_maildir_gets_return_path_and_delivered_to(
     assert line.endswith(", dsn=2.0.0, status=sent (delivered to maildir)")
 
 
-async def test_mbox_spool(bus: Bus, run_agent: RunAgent, tmp_path: Path) -> None:
-    (tmp_path / "spool").mkdir()
-    await run_agent(main, "local", _settings(tmp_path, mail_spool_directory=f"{tmp_path}/spool"))
+async def test_mbox_spool(bus: Bus, run_agent: RunAgent, mailroot: Path) -> None:
+    (mailroot / "spool").mkdir()  # root's, 0755: root creates the mbox and gives it to bob
+    await run_agent(main, "local", _settings(mailroot, mail_spool_directory=f"{mailroot}/spool"))
     for _ in range(2):
         job = await bus.submit("local", "mail.postbus.test", ["bob@postbus.test"])
         [result] = (await bus.status(job.queue_id)).results
         assert (result.status, result.reason) == ("sent", "delivered to mailbox")
-    text = (tmp_path / "spool" / "bob").read_bytes()
+    box = mailroot / "spool" / "bob"
+    assert (box.stat().st_uid, box.stat().st_gid, box.stat().st_mode & 0o777) == (
+        *owner_of(MAIL_OWNER), 0o600
+    )
+    text = box.read_bytes()
     assert text.count(b"\nFrom alice@postbus.test  ") == 1 and text.startswith(b"From alice@")
     assert b"\n>From the start of a line\n\nFrom alice@postbus.test  " in text
     assert text.endswith(b">From the start of a line\n\n")
 
 
-async def test_unknown_user_bounces(bus: Bus, run_agent: RunAgent, tmp_path: Path) -> None:
+async def test_unknown_user_bounces(bus: Bus, run_agent: RunAgent, mailroot: Path) -> None:
     await run_agent(
-        main, "local", _settings(tmp_path, home_mailbox="Maildir/", recipient_delimiter="+")
+        main, "local", _settings(mailroot, home_mailbox="Maildir/", recipient_delimiter="+")
     )
     job = await bus.submit("local", "mail.postbus.test", ["nosuchuser+x@postbus.test"])
     [result] = (await bus.status(job.queue_id)).results
@@ -85,12 +102,13 @@ async def test_unknown_user_bounces(bus: Bus, run_agent: RunAgent, tmp_path: Pat
 
 
 async def test_aliases_expand_to_users_files_commands_and_addresses(
-    bus: Bus, run_agent: RunAgent, tmp_path: Path, caplog
+    bus: Bus, run_agent: RunAgent, mailroot: Path, caplog
 ) -> None:
     caplog.set_level(logging.INFO, "postbus.delivery")
-    out = tmp_path / "out"
+    out = mailroot / "out"
     out.mkdir()
-    aliases = tmp_path / "aliases"
+    out.chmod(0o1777)  # the file is written as default_privs
+    aliases = mailroot / "aliases"
     aliases.write_text(
         "postmaster bob\n"
         f'team bob, carol, {out}/team.mbox, "|{PIPE}", friend@remote.test\n'
@@ -98,7 +116,7 @@ async def test_aliases_expand_to_users_files_commands_and_addresses(
         "bad |exit 67\n"
     )
     await run_agent(main, "local", _settings(
-        tmp_path, alias_maps=f"texthash:{aliases}", recipient_delimiter="+"
+        mailroot, alias_maps=f"texthash:{aliases}", recipient_delimiter="+"
     ))
     job = await bus.submit(
         "local", "mail.postbus.test",
@@ -106,11 +124,12 @@ async def test_aliases_expand_to_users_files_commands_and_addresses(
     )
     postmaster, team, loop, bad = (await bus.status(job.queue_id)).results
     assert postmaster.status == team.status == loop.status == "sent"
-    mail = tmp_path / "mail"
+    mail = mailroot / "mail"
     assert len(list((mail / "bob" / "new").iterdir())) == 2  # postmaster, team
     assert len(list((mail / "carol" / "new").iterdir())) == 2  # team, loop
     assert len(list((mail / "loop" / "new").iterdir())) == 1  # "loop: loop" is the mailbox
     assert (out / "team.mbox").read_bytes().startswith(b"From alice@postbus.test  ")
+    assert (out / "team.mbox").stat().st_uid == owner_of("nobody")[0]  # default_privs
     assert (bad.status, bad.dsn) == ("bounced", "5.1.1")
     logs = [r.getMessage() for r in caplog.records if job.queue_id in r.getMessage()]
     assert any(
@@ -128,12 +147,12 @@ async def test_aliases_expand_to_users_files_commands_and_addresses(
 
 
 async def test_commands_restricted_and_loops_detected(
-    bus: Bus, run_agent: RunAgent, tmp_path: Path
+    bus: Bus, run_agent: RunAgent, mailroot: Path, tmp_path: Path
 ) -> None:
-    aliases = tmp_path / "aliases"
+    aliases = mailroot / "aliases"
     aliases.write_text(f'cmd "|touch {tmp_path}/ran"\n')
     await run_agent(main, "local", _settings(
-        tmp_path, alias_maps=f"texthash:{aliases}", allow_mail_to_commands="forward"
+        mailroot, alias_maps=f"texthash:{aliases}", allow_mail_to_commands="forward"
     ))
     job = await bus.submit("local", "mail.postbus.test", ["cmd@postbus.test"])
     [cmd] = (await bus.status(job.queue_id)).results
@@ -148,15 +167,18 @@ async def test_commands_restricted_and_loops_detected(
     )
 
 
-async def test_virtual_mailboxes(bus: Bus, run_agent: RunAgent, tmp_path: Path) -> None:
-    base = tmp_path / "vmail"
+async def test_virtual_mailboxes(bus: Bus, run_agent: RunAgent, mailroot: Path) -> None:
+    base = mailroot / "vmail"
     base.mkdir()
     (base / "catch").mkdir()
-    maps = tmp_path / "vmailbox"
+    for path in (base, base / "catch"):
+        give(path, VIRTUAL_ID, VIRTUAL_ID)
+    maps = mailroot / "vmailbox"
     maps.write_text("alice@virt.test virt.test/alice/\n@catch.test catch/all\n")
     await run_agent(main, "virtual", _settings(
-        tmp_path, virtual_mailbox_base=str(base), virtual_mailbox_maps=f"texthash:{maps}",
-        recipient_delimiter="+",
+        mailroot, virtual_mailbox_base=str(base), virtual_mailbox_maps=f"texthash:{maps}",
+        recipient_delimiter="+", virtual_uid_maps=f"static:{VIRTUAL_ID}",
+        virtual_gid_maps=f"static:{VIRTUAL_ID}",
     ))
     job = await bus.submit(
         "virtual", "virt.test",
@@ -169,6 +191,10 @@ async def test_virtual_mailboxes(bus: Bus, run_agent: RunAgent, tmp_path: Path) 
     assert message["Subject"] == "hello"
     assert (catch.status, catch.reason) == ("sent", "delivered to mailbox")
     assert (base / "catch" / "all").read_bytes().startswith(b"From alice@postbus.test  ")
+    want = (VIRTUAL_ID, VIRTUAL_ID) if ROOT else (os.geteuid(), os.getegid())
+    for path in (base / "catch" / "all", base / "virt.test", next((base / "virt.test" / "alice"
+                                                                   / "new").iterdir())):
+        assert (path.stat().st_uid, path.stat().st_gid) == want, path
     assert (nobody.status, nobody.dsn, nobody.reason) == (
         "bounced", "5.1.1", 'unknown user: "nobody@virt.test"'
     )
