@@ -10,7 +10,7 @@ CONF   := $(RUNDIR)/etc
 # mail_owner of etc/postbus/main.cf: the user the roles run as when started as root
 MAIL_OWNER := postbus
 
-.PHONY: help install mail-owner run stop status test test-unit fuzz lint bench clean
+.PHONY: help install mail-owner run stop status test test-unit fuzz lint docs bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
@@ -48,8 +48,11 @@ status: $(STAMP)  ## is it running?
 	$(VENV)/bin/postbus -c $(CONF) status
 
 lint: $(STAMP)  ## ruff and mypy
-	$(VENV)/bin/ruff check libs services tests bench
+	$(VENV)/bin/ruff check libs services tests bench tools
 	$(VENV)/bin/mypy libs/postbus services
+
+docs: $(STAMP)  ## regenerate README.md's list of implemented parameters
+	$(PY) tools/gen_docs.py
 
 test-unit: $(STAMP)  ## unit tests only (fast)
 	$(VENV)/bin/pytest -q tests/unit

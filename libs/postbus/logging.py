@@ -94,6 +94,20 @@ class _AppendHandler(logging.Handler):
             self.handleError(record)
 
 
+# Records logged before setup_logging() (configuration warnings found while
+# loading the configuration that says where to log): (logger, level, text).
+_held: list[tuple[str, int, str]] = []
+_set_up = False
+
+
+def hold_or_log(name: str, level: int, text: str) -> None:
+    """Log now when logging is set up, else when :func:`setup_logging` runs."""
+    if _set_up:
+        logging.getLogger(name).log(level, "%s", text)
+    else:
+        _held.append((name, level, text))
+
+
 def setup_logging(
     ident: str,
     hostname: str,
@@ -125,6 +139,11 @@ def setup_logging(
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    global _set_up
+    _set_up = True
+    while _held:
+        name, level, text = _held.pop(0)
+        logging.getLogger(name).log(level, "%s", text)
     for noisy in ("nats", "asyncio", "uvicorn.access", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

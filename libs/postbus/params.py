@@ -7,9 +7,15 @@ doc.  The config loader, ``postbus postconf -d`` and the generated docs all
 read this table; no other module spells a default.
 
 Three defaults depend on the host and are computed by :func:`host_default`
-(myhostname, mydomain, mynetworks).  One default deliberately differs from
-Postfix: ``config_directory`` is ``/etc/postbus``.  Parameters that only
-Postbus has carry the ``postbus_`` prefix.
+(myhostname, mydomain, mynetworks).  Three defaults deliberately differ from
+Postfix (DIFFERS_FROM_POSTFIX): ``config_directory`` is ``/etc/postbus``,
+``mail_name`` is our product's name, Postbus, and ``syslog_name`` follows it.
+Parameters that only Postbus has carry the ``postbus_`` prefix.
+
+The table below holds the parameters Postbus has code for (and a few it
+documents by hand); every other Postfix 3.7 parameter comes from the
+generated :mod:`postbus.params_postfix`, so ``postbus postconf -d`` knows all
+of them.  Which parameters Postbus honours is :mod:`postbus.param_status`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
+
+from postbus.params_postfix import POSTFIX_PARAMS, POSTFIX_RAW
 
 __all__ = [
     "DIFFERS_FROM_POSTFIX",
@@ -60,7 +68,9 @@ def _p(
     return Param(name, default, kind, doc, min, max, time_unit)
 
 
-#: Parameters whose default is computed on the host (see host_default()).
+#: Parameters whose default is computed on the host (see host_default()).  Found
+#: by comparing ``postconf -d`` under another host name and network namespace:
+#: only these differ (and postconf's own process_id).
 HOST_DEPENDENT = frozenset({"myhostname", "mydomain", "mynetworks"})
 
 #: Parameters kept raw at load (≈ CONFIG_RAW_TABLE): their ``$names`` are
@@ -68,7 +78,7 @@ HOST_DEPENDENT = frozenset({"myhostname", "mydomain", "mynetworks"})
 #: daemon expands itself, so Config.get() returns them unexpanded.
 RAW_PARAMS = frozenset(
     {"forward_path", "mailbox_command", "luser_relay", "smtpd_reject_footer", "default_rbl_reply"}
-)
+) | POSTFIX_RAW
 
 #: Parameters whose Postbus default is not Postfix's, and why.
 DIFFERS_FROM_POSTFIX: dict[str, str] = {
@@ -82,7 +92,7 @@ _TABLE: tuple[Param, ...] = (
     _p("compatibility_level", "str", "0",
        "Backwards-compatibility level; old defaults apply below the level that changed them."),
     _p("mail_name", "str", "Postbus",
-       "Mail system name used in smtpd_banner and in Received headers."),
+       "Mail system name in smtpd_banner and Received headers: Postbus, our product's name."),
     _p("mail_version", "str", "3.7.11",
        "Version of the Postfix configuration language Postbus implements."),
     _p("mail_owner", "str", "postfix", "Owner of the queue and of the daemon processes."),
@@ -713,6 +723,8 @@ _TABLE: tuple[Param, ...] = (
     _p("postbus_dns_servers", "list", "",
        "DNS servers for MX and DNSBL lookups; empty means the system resolver."),
     _p("postbus_log_format", "str", "postfix", "Log line format: postfix or json."),
+    _p("postbus_unsupported_parameters", "str", "refuse",
+       "A parameter Postbus does not support yet, set: refuse (stop the start) or warn."),
     _p("postbus_nats_dir", "str", "$data_directory/nats",
        "Data directory of the nats-server that postbus start runs."),
     _p("postbus_redis_dir", "str", "$data_directory/redis",
@@ -749,6 +761,8 @@ _TABLE: tuple[Param, ...] = (
 )
 
 PARAMS: dict[str, Param] = {param.name: param for param in _TABLE}
+for _name, (_kind, _unit, _default, _doc) in POSTFIX_PARAMS.items():
+    PARAMS.setdefault(_name, Param(_name, _default, cast(Kind, _kind), _doc, time_unit=_unit))
 
 
 def _hostname() -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from postbus.config.conv import ConfigError
+
 COMMANDS = {
     "postconf": "show and edit main.cf / master.cf",
     "postmap": "build and query lookup tables",
@@ -48,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"postbus.cli.{_MODULES.get(name, name)}")
     if name in _MODULES:
         rest = [name, *rest]
-    result: int = module.main(global_opts + rest)
+    try:
+        result: int = module.main(global_opts + rest)
+    except ConfigError as exc:  # e.g. a parameter Postbus does not support yet
+        print(f"postbus: fatal: {exc}", file=sys.stderr)
+        return 1
     return result
 
 

@@ -26,7 +26,10 @@ def _config(argv: list[str]) -> tuple[Config, list[str]]:
             config_dir = next(it, None)
         else:
             rest.append(arg)
-    return Config.load(config_dir), rest
+    # start and reload refuse a configuration Postbus cannot honour; stop and
+    # status work whatever main.cf says.
+    check = (rest[:1] or ["status"])[0] in ("start", "reload")
+    return Config.load(config_dir, check_support=check), rest
 
 
 def start(cfg: Config) -> int:

@@ -455,7 +455,7 @@ def run_tool(tool: Tool, argv: list[str]) -> int:
     try:
         opts = parse_args(tool, argv)
         try:
-            cfg = Config.load(opts.config_dir)
+            cfg = Config.load(opts.config_dir, check_support=False)
         except (ConfigError, OSError) as exc:
             raise Fatal(str(exc)) from None
         _setup_logging(tool.prog, opts.verbose)

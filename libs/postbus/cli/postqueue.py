@@ -133,7 +133,7 @@ def main(argv: list[str]) -> int:
     mode.add_argument("-f", action="store_true", help="flush: try deferred mail now")
     mode.add_argument("-i", metavar="queue_id", help="try one deferred message now")
     args = parser.parse_args(argv)
-    cfg = Config.load(args.config_dir)
+    cfg = Config.load(args.config_dir, check_support=False)
     try:
         return asyncio.run(run(cfg, args))
     except (OSError, TimeoutError) as exc:

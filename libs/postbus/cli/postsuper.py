@@ -91,7 +91,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("-s", action="store_true", help="structure check (nothing to do here)")
     parser.add_argument("-p", action="store_true", help="purge temporary files (nothing to do)")
     args = parser.parse_args(argv)
-    cfg = Config.load(args.config_dir)
+    cfg = Config.load(args.config_dir, check_support=False)
     setup_logging(f"{cfg.get('syslog_name')}/postsuper", cfg.get("myhostname"),
                   maillog_file=cfg.get("maillog_file"))
     try:

@@ -69,7 +69,7 @@ class ConfigError(Exception):
         self, *, file: str | None = None, line: int | None = None, parameter: str | None = None
     ) -> ConfigError:
         """Return a copy that fills in location parts still unknown."""
-        return ConfigError(
+        return type(self)(
             self.reason,
             file=self.file or file,
             line=self.line if self.line is not None else line,

@@ -20,6 +20,11 @@ Names Postfix does not know are allowed in main.cf (user-defined
 ``$variables``); :attr:`Config.unknown_names` lists them and
 :meth:`Config.unused_names` those no value refers to (postconf warns about
 these).
+
+:meth:`Config.load` also refuses what Postbus would ignore: a parameter it
+does not support yet, set to anything but its default
+(:mod:`postbus.config.support`), so every process, at start and at reload,
+applies the same rule.  Tools that only show or edit files opt out.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
+from postbus.config import support
 from postbus.config.conv import (
     ConfigError,
     parse_bool,
@@ -53,14 +59,30 @@ ENV_DEFAULTS: dict[str, str] = {
     "postbus_redis_url": "POSTBUS_REDIS_URL",
 }
 
-#: Per-transport parameters Postfix derives for every master.cf transport:
-#: ``<transport>_<suffix>`` defaults to ``$<global parameter>``.
+#: Per-transport parameters Postfix derives for every master.cf transport
+#: (≈ pcf_register_service_parameters()): ``<transport>_<suffix>`` defaults
+#: to ``$<global parameter>``.  Postbus reads none of them yet (not_yet).
 TRANSPORT_SUFFIXES: dict[str, str] = {
     "destination_concurrency_limit": "default_destination_concurrency_limit",
     "destination_recipient_limit": "default_destination_recipient_limit",
     "destination_rate_delay": "default_destination_rate_delay",
     "initial_destination_concurrency": "initial_destination_concurrency",
     "recipient_limit": "default_recipient_limit",
+    "extra_recipient_limit": "default_extra_recipient_limit",
+    "recipient_refill_limit": "default_recipient_refill_limit",
+    "recipient_refill_delay": "default_recipient_refill_delay",
+    "delivery_slot_cost": "default_delivery_slot_cost",
+    "delivery_slot_loan": "default_delivery_slot_loan",
+    "delivery_slot_discount": "default_delivery_slot_discount",
+    "minimum_delivery_slots": "default_minimum_delivery_slots",
+    "destination_concurrency_positive_feedback":
+        "default_destination_concurrency_positive_feedback",
+    "destination_concurrency_negative_feedback":
+        "default_destination_concurrency_negative_feedback",
+    "destination_concurrency_failed_cohort_limit":
+        "default_destination_concurrency_failed_cohort_limit",
+    "transport_rate_delay": "default_transport_rate_delay",
+    "time_limit": "command_time_limit",
 }
 
 T = TypeVar("T")
@@ -82,6 +104,7 @@ class Config:
         overrides: Mapping[str, str] | None = None,
         environ: Mapping[str, str] | None = None,
         validate: builtins.bool = True,
+        check_support: builtins.bool = False,
     ) -> None:
         self.config_dir = config_dir
         self.main_cf = main_cf
@@ -117,6 +140,10 @@ class Config:
         ]
         if validate:
             self.validate()
+        #: Unsupported settings let through by postbus_unsupported_parameters = warn.
+        self.unsupported: builtins.list[ConfigError] = (
+            support.check_support(self) if check_support else []
+        )
 
     def _put(self, name: str, value: str, origin: _Origin) -> None:
         self._values[name] = value
@@ -130,12 +157,15 @@ class Config:
         config_dir: str | Path | None = None,
         service: str | None = None,
         overrides: Mapping[str, str] | None = None,
+        *,
+        check_support: builtins.bool = True,
     ) -> Config:
         """Read main.cf and master.cf from config_dir.
 
         config_dir defaults to ``$POSTBUS_CONFIG_DIR`` or /etc/postbus.  A
         missing file counts as empty, so a container can run on defaults
-        and environment variables alone.
+        and environment variables alone.  ``check_support=False`` skips the
+        refusal of unsupported parameters (for tools that handle no mail).
         """
         directory = Path(config_dir or os.environ.get(ENV_CONFIG_DIR) or DEFAULT_CONFIG_DIR)
         main_cf = MainCf.read(str(directory / "main.cf"))
@@ -151,6 +181,7 @@ class Config:
             master=master,
             service=service,
             overrides=overrides,
+            check_support=check_support,
         )
 
     @classmethod
@@ -163,6 +194,7 @@ class Config:
         overrides: Mapping[str, str] | None = None,
         config_dir: str | Path = DEFAULT_CONFIG_DIR,
         environ: Mapping[str, str] | None = None,
+        check_support: builtins.bool = False,
     ) -> Config:
         """Build a Config from file contents (for tests); environ defaults to empty."""
         directory = Path(config_dir)
@@ -173,9 +205,23 @@ class Config:
             service=service,
             overrides=overrides,
             environ={} if environ is None else environ,
+            check_support=check_support,
         )
 
+    def for_service(self, service: str) -> Config:
+        """The same files as another master.cf service sees them (with its -o)."""
+        return Config(config_dir=self.config_dir, main_cf=self.main_cf, master=self.master,
+                      service=service, validate=False)
+
     # -- lookup ----------------------------------------------------------------
+
+    def param(self, name: str) -> Param | None:
+        """The registry entry for name, including derived per-transport names."""
+        return self._param(name)
+
+    def lookup(self, name: str) -> str | None:
+        """Raw value of name for $name expansion; None when nobody defines it."""
+        return self._lookup(name)
 
     @staticmethod
     def _param(name: str) -> Param | None:
@@ -308,6 +354,10 @@ class Config:
     def is_set(self, name: str) -> builtins.bool:
         """True when name is set by main.cf, master.cf -o, overrides or environment."""
         return self._origin.get(name, (None, None))[0] is not None
+
+    def set_names(self) -> builtins.list[str]:
+        """Names set by main.cf, this service's -o, overrides or environment, in order."""
+        return [name for name in self._values if self.is_set(name)]
 
     def origin(self, name: str) -> tuple[str | None, builtins.int | None]:
         """(file, line) that set name; (None, None) for a default."""

@@ -43,6 +43,7 @@ class Settings:
     starttls_timeout: float = 300.0
     tls_level: str = ""
     tls_cafile: str = ""
+    tls_capath: str = ""
     skip_5xx_greeting: bool = True
     default_port: int = 25
 
@@ -79,6 +80,7 @@ class Settings:
             starttls_timeout=seconds("smtp_starttls_timeout"),
             tls_level=cfg.get(name("smtp_tls_security_level")).strip().lower(),
             tls_cafile=cfg.get("smtp_tls_CAfile"),
+            tls_capath=cfg.get("smtp_tls_CApath"),
             skip_5xx_greeting=cfg.bool("smtp_skip_5xx_greeting"),
             default_port=_lmtp_port(cfg) if lmtp else 25,
         )
@@ -120,9 +122,9 @@ def _refused(chat: Chat, reply: Reply, soft: bool = False) -> SiteFailure:
 # -- handshake ------------------------------------------------------------------
 
 
-def tls_context(level: str, cafile: str) -> ssl.SSLContext:
+def tls_context(level: str, cafile: str, capath: str = "") -> ssl.SSLContext:
     """Opportunistic and "encrypt" TLS do not verify (Postfix); verify/secure do."""
-    context = ssl.create_default_context(cafile=cafile or None)
+    context = ssl.create_default_context(cafile=cafile or None, capath=capath or None)
     if level not in ("verify", "secure"):
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -148,7 +150,8 @@ async def handshake(chat: Chat, st: Settings) -> None:
             return
         where = "performing the STARTTLS handshake"
         got = await chat.starttls(
-            tls_context(level, st.tls_cafile), chat.target.host, st.starttls_timeout
+            tls_context(level, st.tls_cafile, st.tls_capath), chat.target.host,
+            st.starttls_timeout,
         )
         if got.code != 220:
             if required:

@@ -7,8 +7,10 @@ mail.  Each restriction is a coroutine returning ``None`` (DUNNO: go on),
 :data:`PERMIT` (stop this list, accept) or a reply line (stop, reject or
 defer).  At RCPT time :meth:`Policy.check_rcpt` runs, as Postfix 2.10+ with
 ``smtpd_delay_reject = yes`` does: the client, helo and sender lists, then
-smtpd_relay_restrictions, then smtpd_recipient_restrictions, then the
-"unlisted recipient" table check for the recipient's address class.
+smtpd_relay_restrictions and smtpd_recipient_restrictions (in that order
+with smtpd_relay_before_recipient_restrictions = yes, the default from
+compatibility_level 3.6, else the other way round), then the "unlisted
+recipient" table check for the recipient's address class.
 
 Restrictions not implemented yet (reject_unknown_*, RBLs, policy services,
 smtpd_restriction_classes) are refused at start with the name.
@@ -161,6 +163,7 @@ class Policy:
                 "specify at least one working instance of: reject_unauth_destination, "
                 "defer_unauth_destination, reject, defer"
             )
+        self.relay_first = cfg.bool("smtpd_relay_before_recipient_restrictions")
         self.access_parent = "smtpd_access_maps" in cfg.list("parent_domain_matches_subdomains")
         self.untrusted_routing = cfg.bool("allow_untrusted_routing")
         self.double_bounce = cfg.get("double_bounce_sender").lower()
@@ -212,12 +215,15 @@ class Policy:
         if state.recipient.lower() == "postmaster":
             return None
         try:
+            rcpt_lists = [self.relay, self.recipient]
+            if not self.relay_first:  # smtpd_relay_before_recipient_restrictions = no
+                rcpt_lists.reverse()
             for steps, kind in (
                 (self.client, r.CLIENT),
                 (self.helo, r.HELO),
                 (self.sender, r.SENDER),
-                (self.relay, r.RECIPIENT),
-                (self.recipient, r.RECIPIENT),
+                (rcpt_lists[0], r.RECIPIENT),
+                (rcpt_lists[1], r.RECIPIENT),
             ):
                 state.reply_class = kind
                 result = await self.evaluate(steps, state)

@@ -26,14 +26,17 @@ from ingress_smtpd.connection import Connection
 from ingress_smtpd.restrictions import Policy
 from ingress_smtpd.session import QueueWriter, Session
 from postbus import metrics
-from postbus.config.conv import ConfigError
+from postbus.config.conv import ConfigError, split_list
 from postbus.config.loader import Config
+from postbus.params import PARAMS
 from postbus.queue.entry import QueueEntry
 from postbus.service import ServiceContext
 from postbus.smtp import replies as r
 
 log = logging.getLogger("postbus.smtpd")
 
+#: The default's pattern table (non-letter commands): the one table let through.
+_DEFAULT_FORBIDDEN = frozenset(split_list(PARAMS["smtpd_forbidden_commands"].default))
 QUEUE_WRITE_TIMEOUT = 10.0  # seconds for JetStream to acknowledge a new message
 DRAIN_SECONDS = 5.0  # how long open sessions may go on after SIGTERM
 
@@ -68,6 +71,11 @@ class Settings:
 
     @classmethod
     def from_config(cls, cfg: Config) -> Settings:
+        forbidden = cfg.list("smtpd_forbidden_commands")
+        for word in forbidden:  # command names only: no pattern tables yet
+            if not word.isalpha() and word not in _DEFAULT_FORBIDDEN:
+                raise ConfigError(f"{word} is not supported yet by Postbus",
+                                  parameter="smtpd_forbidden_commands")
         discard = frozenset(k.lower() for k in cfg.list("smtpd_discard_ehlo_keywords"))
         disable_vrfy = cfg.bool("disable_vrfy_command")
         size_limit = cfg.size("message_size_limit")
@@ -91,9 +99,7 @@ class Settings:
             always_add_headers=cfg.bool("always_add_missing_headers"),
             peername_lookup=cfg.bool("smtpd_peername_lookup"),
             dns_servers=cfg.list("postbus_dns_servers"),
-            forbidden=frozenset(
-                w.upper() for w in cfg.list("smtpd_forbidden_commands") if w.isalpha()
-            ),
+            forbidden=frozenset(w.upper() for w in forbidden if w.isalpha()),
             ehlo_lines=r.ehlo_lines(myhostname, size_limit, vrfy=not disable_vrfy,
                                     discard=discard),
             long_queue_ids=cfg.bool("enable_long_queue_ids"),
@@ -117,9 +123,6 @@ class SmtpServer:
         """Apply a (re)loaded configuration to new sessions; sessions already
         running finish with the settings they started with. Raises
         ConfigError, leaving the old settings in place, when it is unusable."""
-        for param in ("smtpd_data_restrictions", "smtpd_end_of_data_restrictions"):
-            if cfg.list(param):
-                raise ConfigError("not supported yet by Postbus", parameter=param)
         settings, policy = Settings.from_config(cfg), Policy(cfg)
         self.cfg, self.settings, self.policy = cfg, settings, policy
         self._rewrite = cfg.list("local_header_rewrite_clients")

@@ -62,3 +62,31 @@ async def test_unknown_restriction_stops_the_server_from_starting(smtpd: StartSm
     with pytest.raises(ConfigError, match="frobnicate_everything"):
         await smtpd(smtpd_recipient_restrictions="permit_mynetworks, frobnicate_everything, "
                     "reject_unauth_destination")
+
+
+@pytest.mark.parametrize(("relay_first", "reply"), [
+    ("yes", "554 5.7.1 <u@remote.test>: Relay access denied"),
+    ("no", "550 5.7.1 <u@remote.test>: Recipient address rejected: listed"),
+])
+async def test_relay_before_recipient_restrictions_orders_the_lists(
+    smtpd: StartSmtpd, relay_first: str, reply: str
+) -> None:
+    """Both lists reject: the one evaluated first answers."""
+    run = await smtpd(
+        smtpd_relay_before_recipient_restrictions=relay_first,
+        smtpd_relay_restrictions="reject_unauth_destination",
+        smtpd_recipient_restrictions="check_recipient_access inline:{{u@remote.test=550 listed}}",
+    )
+    client = await run.client()
+    await client.cmd("HELO c")
+    await client.cmd("MAIL FROM:<a@example.org>")
+    assert await client.cmd("RCPT TO:<u@remote.test>") == reply
+
+
+async def test_forbidden_command_tables_are_refused(smtpd: StartSmtpd) -> None:
+    """Command names are honoured; pattern tables are not yet, so they stop the start."""
+    with pytest.raises(ConfigError, match=r"regexp:/\^PUT/ is not supported yet by Postbus"):
+        await smtpd(smtpd_forbidden_commands="CONNECT GET POST regexp:/^PUT/")
+    run = await smtpd(smtpd_forbidden_commands="CONNECT GET POST PUT")
+    client = await run.client()
+    assert (await client.cmd("PUT /")).startswith("221 2.7.0 Error: I can break rules, too")

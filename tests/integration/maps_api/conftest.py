@@ -88,7 +88,7 @@ def maps_api(tmp_path: Path, redis: ServerProcess, nats: ServerProcess) -> Itera
     (tmp_path / "aliases").write_text("Postmaster root\nabuse@example.com security@example.com\n")
     api = start_maps_api(
         tmp_path, redis, nats,
-        f"virtual_alias_maps = proxy:texthash:{tmp_path}/aliases\n"
+        f"relay_recipient_maps = proxy:texthash:{tmp_path}/aliases\n"
         f"postbus_maps_api_tcp_maps = hash:{tmp_path}/virtual, texthash:{tmp_path}/aliases\n",
     )
     yield api

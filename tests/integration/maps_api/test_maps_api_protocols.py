@@ -71,7 +71,7 @@ def test_real_postmap_socketmap_names_and_errors(maps_api: MapsApi, tmp_path: Pa
     port = maps_api.socketmap_port
     # a main.cf parameter name: its (approved) tables, first match
     proc = postmap_q(postfix_conf, "Postmaster",
-                     f"socketmap:inet:127.0.0.1:{port}:virtual_alias_maps")
+                     f"socketmap:inet:127.0.0.1:{port}:relay_recipient_maps")
     assert (proc.returncode, proc.stdout) == (0, "root\n")
     # an unknown name is a table error for Postfix, never "not found"
     proc = postmap_q(postfix_conf, "x", f"socketmap:inet:127.0.0.1:{port}:nosuchtable")
@@ -122,7 +122,9 @@ async def test_socketmap_bad_input(maps_api: MapsApi, data: bytes, reply: bytes)
     out = await asyncio.to_thread(_exchange, maps_api.socketmap_port, data)
     assert out.partition(b":")[2].startswith(reply) if reply else out == b"", out
     # the server still serves
-    good = await asyncio.to_thread(_exchange, maps_api.socketmap_port, b"20:virtual_alias_maps x,")
+    good = await asyncio.to_thread(
+        _exchange, maps_api.socketmap_port, b"22:relay_recipient_maps x,"
+    )
     assert good == b"9:NOTFOUND ,"
 
 

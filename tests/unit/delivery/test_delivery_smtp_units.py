@@ -75,3 +75,18 @@ def test_ehlo_keywords() -> None:
     assert parse_extensions(text) == {
         "pipelining": "", "size": "10240000", "auth": "LOGIN PLAIN", "8bitmime": "", "dsn": "",
     }
+
+
+def test_tls_settings_read_cafile_and_capath_and_lmtp_twins() -> None:
+    from delivery_smtp.proto import Settings
+    from postbus.config.loader import Config
+
+    cfg = Config.from_text(
+        "smtp_tls_CAfile = /etc/ssl/ca.pem\nsmtp_tls_CApath = /etc/ssl/certs\n"
+        "smtp_tls_security_level = encrypt\nlmtp_tls_security_level = may\n"
+        "lmtp_lhlo_name = lmtp.example\nsmtp_helo_name = smtp.example\n"
+    )
+    smtp, lmtp = Settings.from_config(cfg, lmtp=False), Settings.from_config(cfg, lmtp=True)
+    assert (smtp.tls_cafile, smtp.tls_capath) == ("/etc/ssl/ca.pem", "/etc/ssl/certs")
+    assert (smtp.tls_level, smtp.helo_name) == ("encrypt", "smtp.example")
+    assert (lmtp.tls_level, lmtp.helo_name) == ("may", "lmtp.example")

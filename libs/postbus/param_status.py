@@ -1,0 +1,235 @@
+"""What Postbus does with each parameter (the rule: nothing configured is ignored).
+
+Every registry parameter has one status:
+
+- ``implemented``: a role reads it and honours Postfix's meaning;
+- ``not_applicable``: Postbus has no such thing (a chroot, a queue
+  directory, a daemon's IPC name); setting it changes nothing, and that is
+  correct; the reason is in :data:`NOT_APPLICABLE`;
+- ``not_yet``: everything else.  Set to anything but its default, it stops
+  the start (:mod:`postbus.config.support`), or, with
+  ``postbus_unsupported_parameters = warn``, it is logged once and ignored.
+
+Three finer points, each a small table:
+
+- :data:`PARTLY`: parameters a role reads but does not yet honour in full.
+  They are ``not_yet``: a setting Postbus would follow only in part is
+  refused rather than pretended.
+- :data:`ONLY_VALUES`: implemented parameters whose other values are not
+  (``smtp_tls_security_level = dane``): such a value is refused like a
+  not_yet parameter.
+- :data:`HONOURED_VALUES`: not_yet parameters with a value that means just
+  what Postbus does anyway (``biff = no``, ``mailbox_size_limit = 0``):
+  that value is accepted.
+
+Per-transport names that Postfix derives from master.cf
+(``relay_destination_concurrency_limit``) are ``not_yet``: the qmgr has no
+per-transport scheduling yet.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from postbus.params import PARAMS
+
+__all__ = [
+    "HONOURED_VALUES",
+    "IMPLEMENTED",
+    "NOT_APPLICABLE",
+    "ONLY_VALUES",
+    "PARTLY",
+    "Status",
+    "status",
+]
+
+Status = Literal["implemented", "not_applicable", "not_yet"]
+
+#: Parameters a role reads and honours, by where they are read.
+IMPLEMENTED: frozenset[str] = frozenset({
+    # configuration itself (loader, expansion of defaults, master)
+    "config_directory", "compatibility_level", "stress", "multi_instance_name",
+    "postbus_unsupported_parameters", "data_directory", "syslog_name", "maillog_file",
+    "postbus_log_format", "postbus_metrics_port", "postbus_start_servers",
+    "postbus_nats_dir", "postbus_redis_dir", "postbus_nats_monitor_port",
+    # the bus, the queue, the tables
+    "postbus_nats_url", "postbus_redis_url", "postbus_ack_wait", "postbus_stream_replicas",
+    "postbus_bus_retry_limit", "postbus_bus_retry_max_delay", "postbus_maps_api_url",
+    "postbus_dns_servers", "enable_long_queue_ids",
+    # maps-api
+    "proxy_read_maps", "postbus_maps_api_socketmap_listen", "postbus_maps_api_tcp_listen",
+    "postbus_maps_api_tcp_maps", "postbus_maps_api_token",
+    # policy
+    "postbus_policy_max_idle", "postbus_policy_timeout",
+    # identity, address classes and routing (postbus.resolve, postbus.rewrite)
+    "myhostname", "mydomain", "myorigin", "mydestination", "mynetworks", "mynetworks_style",
+    "inet_interfaces", "inet_protocols", "proxy_interfaces", "relay_domains", "relayhost",
+    "parent_domain_matches_subdomains", "default_transport", "local_transport",
+    "relay_transport", "virtual_transport", "transport_maps", "virtual_alias_domains",
+    "virtual_mailbox_domains", "empty_address_recipient", "recipient_delimiter",
+    "swap_bangpath", "allow_percent_hack", "append_at_myorigin", "append_dot_mydomain",
+    "resolve_dequoted_address", "resolve_null_domain", "resolve_numeric_domain",
+    "show_user_unknown_table_name",
+    # smtpd
+    "mail_name", "smtpd_banner", "message_size_limit", "line_length_limit",
+    "header_size_limit", "smtpd_timeout", "smtpd_recipient_limit", "smtpd_soft_error_limit",
+    "smtpd_hard_error_limit", "smtpd_error_sleep_time", "smtpd_junk_command_limit",
+    "smtpd_helo_required", "disable_vrfy_command", "strict_rfc821_envelopes",
+    "always_add_missing_headers", "local_header_rewrite_clients", "smtpd_peername_lookup",
+    "smtpd_forbidden_commands", "smtpd_discard_ehlo_keywords", "smtputf8_enable",
+    # smtpd restrictions
+    "smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions",
+    "smtpd_relay_restrictions", "smtpd_recipient_restrictions", "allow_untrusted_routing",
+    "smtpd_null_access_lookup_key", "smtpd_reject_unlisted_recipient",
+    "smtpd_relay_before_recipient_restrictions",
+    "local_recipient_maps", "relay_recipient_maps", "double_bounce_sender",
+    "access_map_reject_code", "access_map_defer_code", "reject_code", "defer_code",
+    "relay_domains_reject_code", "non_fqdn_reject_code", "unknown_local_recipient_reject_code",
+    "unknown_relay_recipient_reject_code", "unknown_virtual_alias_reject_code",
+    "unknown_virtual_mailbox_reject_code",
+    # qmgr
+    "maximal_queue_lifetime", "bounce_queue_lifetime", "minimal_backoff_time",
+    "maximal_backoff_time", "default_destination_recipient_limit", "bounce_size_limit",
+    "postbus_queue_scan_interval",
+    # smtp and lmtp
+    "smtp_connect_timeout", "smtp_helo_timeout", "smtp_mail_timeout", "smtp_rcpt_timeout",
+    "smtp_data_init_timeout", "smtp_data_xfer_timeout", "smtp_data_done_timeout",
+    "smtp_rset_timeout", "smtp_quit_timeout", "smtp_starttls_timeout", "smtp_helo_name",
+    "smtp_tls_security_level", "smtp_tls_CAfile", "smtp_tls_CApath", "smtp_skip_5xx_greeting",
+    "smtp_host_lookup", "smtp_dns_support_level", "disable_dns_lookups",
+    "smtp_mx_address_limit", "smtp_mx_session_limit", "smtp_connection_cache_on_demand",
+    "smtp_connection_cache_time_limit", "smtp_connection_reuse_time_limit",
+    "smtp_connection_reuse_count_limit", "lmtp_tcp_port", "lmtp_connect_timeout",
+    "lmtp_lhlo_timeout", "lmtp_mail_timeout", "lmtp_rcpt_timeout", "lmtp_data_init_timeout",
+    "lmtp_data_xfer_timeout", "lmtp_data_done_timeout", "lmtp_rset_timeout",
+    "lmtp_quit_timeout", "lmtp_starttls_timeout", "lmtp_lhlo_name", "lmtp_tls_security_level",
+    "lmtp_host_lookup", "delay_logging_resolution_limit",
+    # local and virtual
+    "alias_maps", "home_mailbox", "mail_spool_directory", "command_time_limit",
+    "allow_mail_to_commands", "allow_mail_to_files", "default_privs",
+    "strict_mailbox_ownership", "virtual_mailbox_maps", "virtual_mailbox_base",
+    "virtual_uid_maps", "virtual_gid_maps", "virtual_minimum_uid",
+    # the master (postbus start)
+    "mail_owner", "service_throttle_time",
+})
+
+_NO_DAEMONS = "Postbus roles are Python processes, not Postfix daemon programs"
+_NO_IPC = "Postbus roles talk over NATS subjects, not Postfix's local IPC"
+_NO_QUEUE_FILES = "the queue is JetStream state, not files in a queue directory"
+_NO_SYSLOG = "Postbus logs to stderr and maillog_file, not to syslog"
+_NO_TLS_RNG = "Python's ssl module seeds OpenSSL; Postbus has no tlsmgr PRNG exchange"
+_NO_MULTI = "Postbus has no postmulti; run one configuration directory per system"
+_NO_INSTALL = "Postbus installs as a Python package; no Postfix install paths"
+_NO_DB_FILES = "tables live in Redis, not in Berkeley DB or LMDB files"
+
+#: Parameters that describe something Postbus does not have, and why.
+NOT_APPLICABLE: dict[str, str] = {
+    "queue_directory": _NO_QUEUE_FILES,
+    "hash_queue_names": _NO_QUEUE_FILES,
+    "hash_queue_depth": _NO_QUEUE_FILES,
+    "queue_file_attribute_count_limit": _NO_QUEUE_FILES,
+    "dont_remove": _NO_QUEUE_FILES,
+    "daemon_directory": _NO_DAEMONS,
+    "command_directory": _NO_INSTALL,
+    "meta_directory": _NO_INSTALL,
+    "shlib_directory": _NO_INSTALL,
+    "html_directory": _NO_INSTALL,
+    "manpage_directory": _NO_INSTALL,
+    "readme_directory": _NO_INSTALL,
+    "sample_directory": _NO_INSTALL,
+    "sendmail_path": _NO_INSTALL,
+    "newaliases_path": _NO_INSTALL,
+    "mailq_path": _NO_INSTALL,
+    "openssl_path": _NO_INSTALL,
+    "setgid_group": "postbus sendmail and postqueue talk to NATS; there is no setgid postdrop",
+    "process_id_directory": "postbus start keeps its state file in data_directory",
+    "mail_version": "read-only in Postfix too: the configuration language Postbus implements",
+    "mail_release_date": "read-only in Postfix too",
+    "import_environment": _NO_DAEMONS,
+    "export_environment": _NO_DAEMONS,
+    "debugger_command": _NO_DAEMONS,
+    "fault_injection_code": _NO_DAEMONS,
+    "daemon_timeout": _NO_DAEMONS,
+    "max_idle": "a Postbus role runs until it is stopped; it does not exit when idle",
+    "max_use": "a Postbus role runs until it is stopped; it does not exit after N clients",
+    "fork_attempts": _NO_DAEMONS,
+    "fork_delay": _NO_DAEMONS,
+    "default_process_limit": "a Postbus process serves many sessions; master.cf maxproc "
+                             "counts replicas (- is one)",
+    "ipc_timeout": _NO_IPC,
+    "ipc_idle": _NO_IPC,
+    "ipc_ttl": _NO_IPC,
+    "trigger_timeout": _NO_IPC,
+    "application_event_drain_time": _NO_IPC,
+    "qmgr_ipc_timeout": _NO_IPC,
+    "qmgr_daemon_timeout": _NO_IPC,
+    "qmgr_message_active_limit": _NO_QUEUE_FILES,
+    "qmgr_message_recipient_limit": _NO_QUEUE_FILES,
+    "qmgr_message_recipient_minimum": _NO_QUEUE_FILES,
+    "transport_retry_time": "delivery roles take jobs from the bus; no agent to reconnect to",
+    "syslog_facility": _NO_SYSLOG,
+    "postlogd_watchdog_timeout": _NO_SYSLOG,
+    "postscreen_watchdog_timeout": _NO_DAEMONS,
+    "tlsproxy_watchdog_timeout": _NO_DAEMONS,
+    "tls_random_source": _NO_TLS_RNG,
+    "tls_random_bytes": _NO_TLS_RNG,
+    "tls_random_exchange_name": _NO_TLS_RNG,
+    "tls_random_prng_update_period": _NO_TLS_RNG,
+    "tls_random_reseed_period": _NO_TLS_RNG,
+    "tls_daemon_random_bytes": _NO_TLS_RNG,
+    "multi_instance_directories": _NO_MULTI,
+    "multi_instance_enable": _NO_MULTI,
+    "multi_instance_group": _NO_MULTI,
+    "multi_instance_wrapper": _NO_MULTI,
+    "postmulti_start_commands": _NO_MULTI,
+    "postmulti_stop_commands": _NO_MULTI,
+    "postmulti_control_commands": _NO_MULTI,
+    "alternate_config_directories": "postbus -c DIR reads any directory; nothing to allow",
+    "berkeley_db_create_buffer_size": _NO_DB_FILES,
+    "berkeley_db_read_buffer_size": _NO_DB_FILES,
+    "lmdb_map_size": _NO_DB_FILES,
+}
+
+#: Every ``<name>_service_name`` names a Postfix daemon's local socket.
+for _name in PARAMS:
+    if _name.endswith("_service_name"):
+        NOT_APPLICABLE.setdefault(_name, _NO_IPC)
+
+#: Parameters a role reads, but honours only in part: not_yet, and what is missing.
+PARTLY: dict[str, str] = {
+    "virtual_alias_maps": "smtpd accepts the recipients it lists, but the qmgr does not "
+                          "expand virtual aliases yet",
+}
+
+#: Implemented parameters honoured for these values only (lowercase words; a
+#: list value must consist of them). Other values are refused as not_yet.
+ONLY_VALUES: dict[str, frozenset[str]] = {
+    # no DANE, no certificate matching against the next-hop domain, no fingerprints
+    "smtp_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
+    "lmtp_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
+    # no DNSSEC validation
+    "smtp_dns_support_level": frozenset({"", "disabled", "enabled"}),
+    # no check_address_map tables
+    "local_header_rewrite_clients": frozenset(
+        {"permit_inet_interfaces", "permit_mynetworks", "permit_sasl_authenticated",
+         "static:all"}
+    ),
+}
+
+#: not_yet parameters with values that mean exactly what Postbus does anyway.
+HONOURED_VALUES: dict[str, frozenset[str]] = {
+    "biff": frozenset({"no"}),  # no comsat notification
+    "mailbox_size_limit": frozenset({"0"}),  # no mailbox size limit
+    "virtual_mailbox_limit": frozenset({"0"}),
+    "smtpd_tls_security_level": frozenset({"none"}),  # no STARTTLS offered
+    "notify_classes": frozenset({""}),  # no postmaster notices
+}
+
+
+def status(name: str) -> Status:
+    """The status of a parameter (derived per-transport names are not_yet)."""
+    if name in IMPLEMENTED:
+        return "implemented"
+    if name in NOT_APPLICABLE:
+        return "not_applicable"
+    return "not_yet"
