@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from types import TracebackType
@@ -92,6 +93,8 @@ def _s(raw: bytes) -> str:
 
 def is_ours(path: str) -> bool:
     """Whether ``path`` is a Postbus compiled table, by its header (OSError: unreadable)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # never block on a FIFO or read a device
+        return False
     with open(path, "rb") as fp:
         head = fp.read(100)
     return (len(head) == 100 and head.startswith(_HEADER)
@@ -105,7 +108,7 @@ class CompiledTable:
         """Open ``path``; OSError when it cannot be opened, NotCompiledTable when not ours."""
         self.path = path
         if not is_ours(path):
-            raise NotCompiledTable(f"{path} is not a Postbus table (a Postfix database?)")
+            raise NotCompiledTable("not a Postbus table (a Postfix database?)")
         uri = f"file:{quote(os.path.abspath(path))}?mode={'rw' if writable else 'ro'}"
         try:
             self.db = sqlite3.connect(uri, uri=True, isolation_level=None)
@@ -113,10 +116,10 @@ class CompiledTable:
         except sqlite3.Error as exc:
             with contextlib.suppress(Exception):
                 self.db.close()
-            raise NotCompiledTable(f"{path}: {exc}") from None
+            raise NotCompiledTable(str(exc)) from None
         if meta.get("type") != type_name:
             self.db.close()
-            raise NotCompiledTable(f"{path} holds a {meta.get('type')}: table, not {type_name}:")
+            raise NotCompiledTable(f"holds a {meta.get('type')}: table, not {type_name}:")
         self.type_name = type_name
         self.stamp = meta.get("stamp", "")
 
@@ -193,7 +196,7 @@ def write_table(path: str, type_name: str, pairs: Iterable[tuple[str, str]], sta
     except FileNotFoundError:
         st = None
     if st is not None and not is_ours(path):
-        raise NotCompiledTable(f"{path} is not a Postbus table (a Postfix database?)")
+        raise NotCompiledTable("not a Postbus table (a Postfix database?)")
     folder = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
     try:

@@ -111,7 +111,7 @@ async def refresh(table_id: str, path: str, type_name: str, *, force: bool = Fal
             db = CompiledTable(path, type_name)
         except (OSError, NotCompiledTable) as exc:
             if ident != state.ident:
-                log.warning("%s: ignoring %s", table_id, exc)
+                log.warning("%s: ignoring %s: %s", table_id, path, exc)
             state.ident = ident
             return False
         try:
