@@ -97,7 +97,9 @@ async def refresh(table_id: str, path: str, type_name: str, *, force: bool = Fal
     TableRetry when Redis fails: the file is then tried again next time.
     """
     ctx = context.get_context()
-    state: _FileState = ctx.files.setdefault(table_id, _FileState())
+    state: _FileState | None = ctx.files.get(table_id)
+    if state is None:
+        state = ctx.files[table_id] = _FileState()
     now = time.monotonic()
     if not force and now < state.next_check:
         return False
