@@ -61,7 +61,7 @@ def kind_of(subject: str) -> str:
     parts = subject.split(".")
     if len(parts) < 3 or parts[0] != s.ROOT:
         return "other"
-    return {"q": "message", "status": "status", "defer": "wakeup", "deliver": "job"}.get(
+    return {"q": "message", "status": "status", "wake": "wakeup", "deliver": "job"}.get(
         parts[1], "other"
     )
 
