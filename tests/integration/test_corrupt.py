@@ -131,8 +131,8 @@ async def undecodable_trigger(store: QueueStore, qid: str) -> None:
 
 
 async def trigger_that_raises(store: QueueStore, qid: str) -> None:
-    """Decodes, but a recipient address that is no string breaks routing every time."""
-    entry = QueueEntry(qid, "alice@client.test", [Recipient(address=5)])  # type: ignore[arg-type]
+    """Decodes, but names a queue ID that is no bus subject: every write fails."""
+    entry = QueueEntry("no such id", "alice@client.test", [Recipient("x@remote.test")])
     await store.js.publish(s.msg_subject(qid), b"Subject: x\r\n\r\nbody\r\n",
                            stream=s.QUEUE_STREAM, headers={ENTRY_HEADER: entry.encode().decode()})
 
@@ -142,15 +142,15 @@ async def undecodable_status(store: QueueStore, qid: str) -> None:
 
 
 async def status_that_raises(store: QueueStore, qid: str) -> None:
-    """A held message (attempt 0) and a status for it whose index is no number:
-    applying it raises every time."""
+    """A held message and a status for it that names a queue ID that is no bus
+    subject: reading its entry fails every time."""
     await store.js.publish(
         s.msg_subject(qid), b"\r\nbody\r\n", stream=s.QUEUE_STREAM,
         headers={ENTRY_HEADER: QueueEntry(qid, "a@client.test", [Recipient("x@remote.test")],
                                           queue="hold").encode().decode()},
     )
-    status = {"queue_id": qid, "attempt": 0, "transport": "smtp", "nexthop": "x",
-              "results": [{"index": "x", "status": "sent", "dsn": "2.0.0", "reason": "ok"}]}
+    status = {"queue_id": "no such id", "attempt": 0, "transport": "smtp", "nexthop": "x",
+              "results": [{"index": 0, "status": "sent", "dsn": "2.0.0", "reason": "ok"}]}
     await store.js.publish(s.status_subject(qid), versioned(status), stream=s.STATUS_STREAM)
 
 
@@ -164,12 +164,12 @@ KINDS = {
                             s.QUEUE_STREAM, s.msg_subject, 1, "not JSON"),
     "trigger that raises": (trigger_that_raises, "message", s.QMGR_INCOMING_CONSUMER,
                             s.QUEUE_STREAM, s.msg_subject, LIMIT,
-                            f"failed {LIMIT} times: AttributeError"),
+                            f"failed {LIMIT} times: BadSubjectError"),
     "undecodable status": (undecodable_status, "status", s.QMGR_STATUS_CONSUMER,
                            s.STATUS_STREAM, s.status_subject, 1, "not JSON"),
     "status that raises": (status_that_raises, "status", s.QMGR_STATUS_CONSUMER,
                            s.STATUS_STREAM, s.status_subject, LIMIT,
-                           f"failed {LIMIT} times: TypeError"),
+                           f"failed {LIMIT} times: BadSubjectError"),
     "undecodable wake-up": (undecodable_wakeup, "wakeup", s.QMGR_DEFER_CONSUMER,
                             s.DEFER_STREAM, s.defer_subject, 1, "bad wake-up"),
 }

@@ -9,8 +9,10 @@ rest in external form, so ``Joe,  "|/bin/prog arg" ,`` is stored as
 local delivery to expand.  A full build adds Sendmail's ``@: @`` and NIS's
 ``YP_LAST_MODIFIED`` / ``YP_MASTER_NAME`` entries, as postalias does.
 
-The flags, storage and messages otherwise are postmap's (see postmap.py);
-``-q -`` and ``-s`` print ``name:<TAB>value``.
+The flags, storage and messages otherwise are postmap's (see postmap.py):
+``postbus postalias /etc/aliases`` writes ``/etc/aliases.db`` whether or
+not the system runs, and loads Redis when it does; ``-q -`` and ``-s``
+print ``name:<TAB>value``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from postbus.cli.postmap import Options, Tool, run_tool
+from postbus.cli.maptool import Options, Tool
+from postbus.cli.maptool_session import run_tool
 from postbus.config.loader import Config
 from postbus.maps.table import fold_key, log
 from postbus.maps.types._syntax import logical_lines

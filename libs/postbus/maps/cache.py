@@ -8,9 +8,12 @@ found" (``None``), since most lookups in access and virtual maps miss.
 Two things bound the staleness of an entry:
 
 * the TTL (``cache_ttl`` seconds, a safety net when a change event is lost);
-* change events: ``postbus postmap`` and maps-api publish the table's spec
-  on :data:`postbus.bus.subjects.MAPS_CHANGED_SUBJECT`, and
-  :func:`postbus.maps.context.watch_changes` calls :meth:`LookupCache.invalidate`.
+* change events: ``postbus postmap``, maps-api and a role that loaded a
+  compiled file publish the table's spec on
+  :data:`postbus.bus.subjects.MAPS_CHANGED_SUBJECT`, and
+  :func:`postbus.maps.context.watch_changes` calls :meth:`LookupCache.invalidate`;
+  a process also drops a table's answers when it sees its compiled file
+  change (:mod:`postbus.maps.sync`).
 
 Invalidating a table is O(1): each table has a generation number that is
 part of every cache key, so bumping it makes the table's old entries

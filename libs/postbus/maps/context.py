@@ -53,6 +53,10 @@ class MapsContext:
     redis_url: str
     nats_client: Any = None
     cache: LookupCache = field(default_factory=LookupCache)
+    #: Seconds to wait for a connection to Redis (a command-line tool waits less).
+    connect_timeout: float = REDIS_TIMEOUT
+    #: Per table id: what :mod:`postbus.maps.sync` last saw of its compiled file.
+    files: dict[str, Any] = field(default_factory=dict)
     _client: Redis | None = None
     _loop: asyncio.AbstractEventLoop | None = None
 
@@ -69,11 +73,13 @@ def configure(
     nats_client: Any = None,
     cache_size: int = DEFAULT_CACHE_SIZE,
     cache_ttl: float = DEFAULT_CACHE_TTL,
+    connect_timeout: float = REDIS_TIMEOUT,
 ) -> MapsContext:
     """Set this process's maps context (replacing an earlier one); returns it."""
     global _ctx
     old = _ctx
-    _ctx = MapsContext(redis_url, nats_client, LookupCache(cache_size, cache_ttl))
+    _ctx = MapsContext(redis_url, nats_client, LookupCache(cache_size, cache_ttl),
+                       connect_timeout)
     if old is not None and old._client is not None:
         _discard(old)
     return _ctx
@@ -97,7 +103,7 @@ def redis_client() -> Redis:
         ctx._client = Redis.from_url(
             ctx.redis_url,
             socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=ctx.connect_timeout,
             retry=Retry(NoBackoff(), 1),  # once, for a connection Redis closed; no backoff
             decode_responses=False,
         )

@@ -15,11 +15,17 @@ it is the name.  Keys are stored already case-folded (unless built with
 The marker field ``"\\0"`` (a key no Postfix table can contain) exists in
 every loaded table, even an empty one, so one ``HMGET key k "\\0"`` tells a
 missing key from a table that was never built (Postfix: "open database
-....db: No such file or directory").
+....db: No such file or directory").  Its value is the table's build
+stamp (:mod:`postbus.maps.stamp`): the stamp of the compiled file it was
+loaded from, or of the change that maps-api or postmap made last, so a
+process that finds a newer compiled file loads it
+(:mod:`postbus.maps.sync`) and an older one is left alone.
 
 A full load writes a temporary hash in pipelined batches and then, in one
 MULTI/EXEC, RENAMEs it over the live key and increments the version:
 readers see the old table or the new one, never half of one.
+:func:`replace_if_newer` does the same under WATCH, so a slow load of an
+old file never replaces a newer table that arrived meanwhile.
 
 Every Redis failure raises :class:`~postbus.maps.table.TableRetry`.
 """
@@ -32,13 +38,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Literal, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
+from postbus.maps.stamp import new_stamp, newer
 from postbus.maps.table import TableRetry
 
 __all__ = [
     "DATA_PREFIX",
     "MARKER",
+    "call",
     "delete_keys",
     "drop_table",
     "dump_table",
@@ -46,7 +54,9 @@ __all__ = [
     "get_many",
     "is_loaded",
     "list_tables",
+    "replace_if_newer",
     "replace_table",
+    "table_stamp",
     "table_version",
     "update_table",
 ]
@@ -79,7 +89,7 @@ def version_key(table_id: str) -> bytes:
     return _b(VERSION_PREFIX + table_id)
 
 
-async def _call(op: Callable[[], Awaitable[T]], table_id: str) -> T:
+async def call(op: Callable[[], Awaitable[T]], table_id: str) -> T:
     """Run a Redis operation; any Redis or socket failure is a temporary error."""
     try:
         return await op()
@@ -89,23 +99,29 @@ async def _call(op: Callable[[], Awaitable[T]], table_id: str) -> T:
 
 async def get(r: Redis, table_id: str, key: str) -> tuple[bool, str | None]:
     """``(loaded, value)`` of one key in one round trip; value None when absent."""
-    value, marker = await _call(lambda: r.hmget(data_key(table_id), [_b(key), MARKER]), table_id)
+    value, marker = await call(lambda: r.hmget(data_key(table_id), [_b(key), MARKER]), table_id)
     return marker is not None, None if value is None else _s(value)
 
 
 async def get_many(r: Redis, table_id: str, keys: list[str]) -> tuple[bool, list[str | None]]:
     """``(loaded, values)`` for many keys in one round trip."""
-    raw = await _call(lambda: r.hmget(data_key(table_id), [*map(_b, keys), MARKER]), table_id)
+    raw = await call(lambda: r.hmget(data_key(table_id), [*map(_b, keys), MARKER]), table_id)
     return raw[-1] is not None, [None if v is None else _s(v) for v in raw[:-1]]
 
 
 async def is_loaded(r: Redis, table_id: str) -> bool:
-    return bool(await _call(lambda: r.hexists(data_key(table_id), MARKER), table_id))
+    return bool(await call(lambda: r.hexists(data_key(table_id), MARKER), table_id))
+
+
+async def table_stamp(r: Redis, table_id: str) -> str | None:
+    """The stamp of Redis's copy of the table; None when it was never loaded."""
+    raw = await call(lambda: r.hget(data_key(table_id), MARKER), table_id)
+    return None if raw is None else _s(raw)
 
 
 async def table_version(r: Redis, table_id: str) -> int:
     """The table's version: 0 before the first load, then +1 per change."""
-    raw = await _call(lambda: r.get(version_key(table_id)), table_id)
+    raw = await call(lambda: r.get(version_key(table_id)), table_id)
     return int(raw or 0)
 
 
@@ -118,7 +134,7 @@ async def _write_batches(r: Redis, key: bytes, pairs: Iterable[tuple[str, str]],
         pipe = r.pipeline(transaction=False)
         for batch in batches:
             pipe.execute_command(command, key, *batch)
-        replies.extend(await _call(pipe.execute, table_id))
+        replies.extend(await call(pipe.execute, table_id))
 
     batches: list[list[bytes]] = []
     batch: list[bytes] = []
@@ -138,41 +154,97 @@ async def _write_batches(r: Redis, key: bytes, pairs: Iterable[tuple[str, str]],
     return replies
 
 
-async def replace_table(r: Redis, table_id: str, pairs: Iterable[tuple[str, str]]) -> int:
-    """Replace the whole table atomically with ``pairs``; return the new version."""
+async def _load_tmp(r: Redis, table_id: str, pairs: Iterable[tuple[str, str]],
+                    stamp: str) -> bytes:
+    """Write the pairs to a fresh temporary hash (expiring); return its key."""
     tmp = _b(f"{TMP_PREFIX}{table_id}:{secrets.token_hex(8)}")
-    live = data_key(table_id)
     try:
-        await _call(lambda: r.hset(tmp, MARKER, b"1"), table_id)
-        await _call(lambda: r.expire(tmp, TMP_TTL), table_id)
+        await call(lambda: r.hset(tmp, MARKER, _b(stamp)), table_id)
+        await call(lambda: r.expire(tmp, TMP_TTL), table_id)
         await _write_batches(r, tmp, pairs, table_id)
+    except BaseException:
+        await _drop(r, tmp)
+        raise
+    return tmp
+
+
+async def _drop(r: Redis, tmp: bytes) -> None:
+    with contextlib.suppress(RedisError, OSError):  # else it expires on its own
+        await r.delete(tmp)
+
+
+async def replace_table(r: Redis, table_id: str, pairs: Iterable[tuple[str, str]],
+                        stamp: str | None = None) -> int:
+    """Replace the whole table atomically with ``pairs``; return the new version.
+
+    ``stamp`` is the build's (a compiled file's); a new one by default.
+    """
+    tmp = await _load_tmp(r, table_id, pairs, stamp or new_stamp())
+    try:
         pipe = r.pipeline(transaction=True)
+        pipe.rename(tmp, data_key(table_id))
+        pipe.persist(data_key(table_id))
+        pipe.incr(version_key(table_id))
+        replies = await call(pipe.execute, table_id)
+    except BaseException:
+        await _drop(r, tmp)
+        raise
+    return int(replies[-1])
+
+
+async def replace_if_newer(r: Redis, table_id: str, pairs: Iterable[tuple[str, str]],
+                           stamp: str) -> int | None:
+    """Replace the table with a build stamped ``stamp`` unless Redis's copy is as new.
+
+    Returns the new version, or None when Redis already held this build or
+    a newer one (checked before the load and again, under WATCH, at the swap).
+    """
+    if not newer(stamp, await table_stamp(r, table_id)):
+        return None
+    tmp = await _load_tmp(r, table_id, pairs, stamp)
+    try:
+        while True:
+            try:
+                return await call(lambda: _swap_if_newer(r, table_id, tmp, stamp), table_id)
+            except TableRetry as exc:
+                if not isinstance(exc.__cause__, WatchError):
+                    raise
+    finally:
+        await _drop(r, tmp)  # gone after a swap; left when Redis held a newer copy
+
+
+async def _swap_if_newer(r: Redis, table_id: str, tmp: bytes, stamp: str) -> int | None:
+    """One WATCH/MULTI attempt of :func:`replace_if_newer` (WatchError: try again)."""
+    live = data_key(table_id)
+    async with r.pipeline(transaction=True) as pipe:
+        await pipe.watch(live)
+        current = await pipe.hget(live, MARKER)
+        if not newer(stamp, None if current is None else _s(current)):
+            return None
+        pipe.multi()
         pipe.rename(tmp, live)
         pipe.persist(live)
         pipe.incr(version_key(table_id))
-        replies = await _call(pipe.execute, table_id)
-    except BaseException:
-        with contextlib.suppress(RedisError, OSError):  # else it expires on its own
-            await r.delete(tmp)
-        raise
-    return int(replies[-1])
+        replies = await pipe.execute()
+        return int(replies[-1])
 
 
 Mode = Literal["warn", "replace", "ignore"]
 
 
 async def update_table(r: Redis, table_id: str, pairs: Iterable[tuple[str, str]],
-                       mode: Mode = "warn") -> tuple[int, list[str]]:
+                       mode: Mode = "warn", stamp: str | None = None) -> tuple[int, list[str]]:
     """Add pairs to the table (created when missing); return (version, duplicate keys).
 
     ``mode`` is postmap's: "warn" and "ignore" keep an existing entry
     (``-w`` ignores silently, the caller warns for "warn"); "replace"
     (``-r``) overwrites it.  Each key is written atomically; readers may
     see some of the new keys before others, as with ``postmap -i``.
+    ``stamp`` (new by default) becomes the table's.
     """
     items = list(pairs)
     key = data_key(table_id)
-    await _call(lambda: r.hset(key, MARKER, b"1"), table_id)
+    await call(lambda: r.hset(key, MARKER, _b(stamp or new_stamp())), table_id)
     duplicates: list[str] = []
     if mode == "replace":
         await _write_batches(r, key, items, table_id)
@@ -183,18 +255,27 @@ async def update_table(r: Redis, table_id: str, pairs: Iterable[tuple[str, str]]
             if not added and k not in seen:
                 duplicates.append(k)
             seen.add(k)
-    version = await _call(lambda: r.incr(version_key(table_id)), table_id)
+    version = await call(lambda: r.incr(version_key(table_id)), table_id)
     return int(version), duplicates
 
 
-async def delete_keys(r: Redis, table_id: str, keys: list[str]) -> tuple[int, list[bool]]:
-    """Delete keys; return (new version, whether each key existed)."""
+async def delete_keys(r: Redis, table_id: str, keys: list[str],
+                      stamp: str | None = None) -> tuple[int, list[bool]]:
+    """Delete keys; return (new version, whether each key existed).
+
+    When something was deleted the table gets ``stamp`` (new by default).
+    """
     pipe = r.pipeline(transaction=False)
     for k in keys:
         pipe.hdel(data_key(table_id), _b(k))
-    found = [bool(n) for n in await _call(pipe.execute, table_id)]
-    version = await _call(lambda: r.incr(version_key(table_id)), table_id) if any(found) else 0
-    return int(version), found
+    found = [bool(n) for n in await call(pipe.execute, table_id)]
+    if not any(found):
+        return 0, found
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(data_key(table_id), MARKER, _b(stamp or new_stamp()))
+    pipe.incr(version_key(table_id))
+    replies = await call(pipe.execute, table_id)
+    return int(replies[-1]), found
 
 
 async def dump_table(r: Redis, table_id: str) -> AsyncIterator[tuple[str, str]]:
@@ -202,7 +283,7 @@ async def dump_table(r: Redis, table_id: str) -> AsyncIterator[tuple[str, str]]:
     cursor = 0
     key = data_key(table_id)
     while True:
-        cursor, chunk = await _call(
+        cursor, chunk = await call(
             lambda c=cursor: r.hscan(key, c, count=1000), table_id  # type: ignore[misc]
         )
         assert isinstance(chunk, dict)
@@ -215,7 +296,7 @@ async def dump_table(r: Redis, table_id: str) -> AsyncIterator[tuple[str, str]]:
 
 async def drop_table(r: Redis, table_id: str) -> None:
     """Remove a table entirely (it becomes "never built")."""
-    await _call(lambda: r.delete(data_key(table_id), version_key(table_id)), table_id)
+    await call(lambda: r.delete(data_key(table_id), version_key(table_id)), table_id)
 
 
 async def list_tables(r: Redis) -> list[str]:
@@ -226,5 +307,5 @@ async def list_tables(r: Redis) -> list[str]:
         async for raw in r.scan_iter(match=_b(DATA_PREFIX) + b"*", count=1000):
             found.add(_s(raw)[len(DATA_PREFIX):])
 
-    await _call(scan, "list_tables")
+    await call(scan, "list_tables")
     return sorted(found)

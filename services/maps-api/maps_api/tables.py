@@ -7,7 +7,9 @@ not open any table a client names (that would let anyone read any
 ``key value`` file on the host): a table is *approved* when it is
 
 * named ``proxy:type:name`` in ``proxy_read_maps`` (Postfix's rule), or
-* stored in Redis (uploaded through this API or loaded with ``postbus postmap``), or
+* stored in Redis (uploaded through this API or loaded with ``postbus postmap``),
+  or compiled by ``postbus postmap`` beside its source on this host (loaded
+  into Redis at the first request, :mod:`postbus.maps.sync`), or
 * one of the ``postbus_maps_api_tcp_maps`` the administrator exposes.
 
 A socketmap name is resolved in this order: a stored table whose name (or
@@ -32,7 +34,8 @@ from redis.exceptions import RedisError
 
 from maps_api import settings
 from postbus.config.loader import Config
-from postbus.maps import context, store
+from postbus.maps import context, store, sync
+from postbus.maps.compiled import db_path
 from postbus.maps.table import (
     Table,
     TableConfigError,
@@ -181,7 +184,7 @@ class TableService:
             raise TableRetry(f"cannot list stored tables: {exc}") from exc
         with contextlib.suppress(TableConfigError):
             canonical = RedisStore.table_id(spec)
-            if canonical in stored:
+            if canonical in stored or await _load_compiled(canonical):
                 return canonical
         raise NotApproved(f"table {spec} is not approved for read access"
                           " (not stored, not proxy: in proxy_read_maps)")
@@ -241,6 +244,19 @@ class TableService:
             return None, False
         self.forget(spec)
         return version, await self.store.publish(spec)
+
+
+async def _load_compiled(table_id: str) -> bool:
+    """Whether an indexed table not yet in Redis is there now, loaded from its compiled file.
+
+    ``postbus postmap`` may have built it before the system started; no role
+    has looked it up yet (:mod:`postbus.maps.sync`).
+    """
+    typ, _, name = table_id.partition(":")
+    if typ not in INDEXED_TYPES:
+        return False
+    await sync.refresh(table_id, db_path(typ, name), typ, force=True)
+    return await store.is_loaded(context.redis_client(), table_id)
 
 
 def _is_parameter(cfg: Config, name: str) -> bool:

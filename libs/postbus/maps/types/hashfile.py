@@ -3,7 +3,8 @@
 :func:`iter_kv_source` is the only reader of ``key whitespace value`` text:
 ``texthash:`` parses its file with it at lookup time, and ``postbus
 postmap`` parses the source of ``hash:``/``btree:``/``lmdb:``/``cdb:``/
-``dbm:`` tables with it before storing the pairs in Redis (see
+``dbm:`` tables with it before compiling the pairs into the file beside
+the source and Redis (see :mod:`postbus.maps.compiled`, and
 :mod:`postbus.maps.types.redis_table` for those types' lookups).
 """
 
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from postbus.maps.table import fold_key, log, register_type
 from postbus.maps.types._syntax import SPACE, FileBackedTable, logical_lines
 
-#: Types that postmap compiles; their tables live in Redis (types/redis_table.py).
+#: Types that postmap compiles (maps/compiled.py); served from Redis (types/redis_table.py).
 INDEXED_TYPES = ("hash", "btree", "lmdb", "cdb", "dbm", "sdbm")
 
 

@@ -2,10 +2,13 @@
 
 * ``hash:/etc/postbus/virtual`` (also ``btree:``, ``lmdb:``, ``cdb:``,
   ``dbm:``, ``sdbm:``) is the table ``postbus postmap`` built from that
-  source file (see :mod:`postbus.maps.store` for the key scheme).  A table
-  never built is a table error, as in Postfix when the .db file is missing
-  ("open database /etc/postbus/virtual.db: No such file or directory"),
-  never "not found".
+  source file (see :mod:`postbus.maps.store` for the key scheme).  When
+  the compiled file ``virtual.db`` is on this process's disk, Redis's copy
+  follows it (:mod:`postbus.maps.sync`: loaded at the first lookup, when
+  the file changes, or when Redis lost the table).  A table never built is
+  a table error, as in Postfix when the .db file is missing ("open
+  database /etc/postbus/virtual.db: No such file or directory"), never
+  "not found".
 * ``redis:name`` is a table kept directly in Redis (``postbus postmap -i
   redis:name``, maps-api, or plain ``HSET postbus:map:redis:name key value``
   with the key in lower case).  A name that holds nothing is an empty table.
@@ -20,8 +23,9 @@ from __future__ import annotations
 
 import os
 
-from postbus.maps import context, store
+from postbus.maps import context, store, sync
 from postbus.maps.cache import Miss
+from postbus.maps.compiled import DB_SUFFIX, db_path
 from postbus.maps.table import (
     Table,
     TableConfigError,
@@ -35,11 +39,6 @@ from postbus.maps.types.hashfile import INDEXED_TYPES
 
 __all__ = ["DB_SUFFIX", "RedisTable", "database_name", "table_id"]
 
-#: The file name suffix Postfix gives each indexed type (for its messages).
-DB_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb",
-             "dbm": ".pag", "sdbm": ".pag"}
-
-
 def table_id(type_name: str, name: str) -> str:
     """The canonical ``type:name`` of a stored table (absolute path for indexed types)."""
     if type_name in INDEXED_TYPES:
@@ -48,9 +47,9 @@ def table_id(type_name: str, name: str) -> str:
 
 
 def database_name(type_name: str, name: str) -> str:
-    """The file Postfix would open: ``/etc/x.db`` for ``hash:/etc/x``."""
+    """The file Postfix would open, named as given: ``/etc/x.db`` for ``hash:/etc/x``."""
     if type_name in INDEXED_TYPES:
-        return os.path.abspath(name) + DB_SUFFIX[type_name]
+        return db_path(type_name, name)
     return f"{type_name}:{name}"
 
 
@@ -69,6 +68,8 @@ class RedisTable(Table):
         self.fold = fold
         #: Indexed tables must have been built; a redis: table may be empty.
         self.must_exist = type_name in INDEXED_TYPES
+        #: The compiled file whose builds Redis's copy follows (indexed types).
+        self.db_path = db_path(type_name, self.id.partition(":")[2]) if self.must_exist else ""
 
     def missing_reason(self) -> str:
         database = database_name(self.type_name, self.name)
@@ -77,13 +78,19 @@ class RedisTable(Table):
     async def lookup(self, key: str) -> str | None:
         if self.fold:
             key = fold_key(key)
-        cache = context.get_context().cache
-        value = cache.get(self.id, key)
-        if not isinstance(value, Miss):
-            return value
-        generation = cache.generation(self.id)
         try:
+            if self.must_exist:  # first, so that a rebuilt file also drops cached answers
+                await sync.refresh(self.id, self.db_path, self.type_name)
+            cache = context.get_context().cache
+            value = cache.get(self.id, key)
+            if not isinstance(value, Miss):
+                return value
+            generation = cache.generation(self.id)
             loaded, found = await store.get(context.redis_client(), self.id, key)
+            if not loaded and self.must_exist and await sync.refresh(
+                    self.id, self.db_path, self.type_name, force=True):
+                generation = cache.generation(self.id)
+                loaded, found = await store.get(context.redis_client(), self.id, key)
         except TableRetry as exc:
             log.warning('%s lookup error for "%s": %s', self.spec, key, exc)
             raise
