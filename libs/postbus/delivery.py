@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 
 from postbus import metrics
 from postbus.bus.consumer import consume, keep_alive
-from postbus.bus.subjects import WORK_STREAM, deliver_consumer, deliver_subject
+from postbus.bus.subjects import WORK_STREAM, deliver_consumer, deliver_filter
 from postbus.queue.entry import CodecError, DeliveryJob, DeliveryStatus, RcptResult, Recipient
 from postbus.queue.file import QueueFile
 from postbus.queue.work import WorkBus
@@ -235,18 +235,12 @@ async def handle_job(ctx: ServiceContext, msg: Msg, deliver: Deliver) -> None:
 
     The report comes before the ack, so a crash anywhere before means the
     job is handed out again (at least once, never lost). Before connecting,
-    a job is dropped when its attempt is over (fencing): its lease has
-    passed (the qmgr takes the attempt up again with a new job), or, for a
-    job handed out again, the queue no longer wants it (delivered, deleted,
-    or a later attempt runs). A job that cannot be decoded raises
+    a job that JetStream hands out again (its agent died) or that belongs to
+    an attempt taken up again is dropped when the queue no longer wants it:
+    delivered, deleted, or a later attempt runs (fencing). A job that cannot be decoded raises
     CodecError: the consumer loop moves it to the corrupt queue.
     """
     job = WorkBus.read_job(msg)
-    if job.lease_until and time.time() > job.lease_until:
-        log.info("%s: delivery job of attempt %s dropped: its lease has passed",
-                 job.queue_id, job.attempt_id)
-        await msg.ack()
-        return
     redelivered = (msg.metadata.num_delivered or 1) > 1
     if (job.recheck or redelivered) and not await attempt_is_current(ctx.queue, job):
         log.info("%s: delivery job of attempt %s dropped: the queue no longer wants it",
@@ -316,7 +310,7 @@ async def serve_jobs(ctx: ServiceContext, deliver: Deliver, *, concurrency: int 
     await consume(
         ctx,
         stream=WORK_STREAM,
-        subject=deliver_subject(ctx.service),
+        subject=deliver_filter(ctx.service),
         durable=deliver_consumer(ctx.service),
         handler=handler,
         concurrency=concurrency,

@@ -14,11 +14,13 @@ What is queued lives in files, what is in flight in memory:
   Removing a message is one purge of ``postbus.q.<qid>.>``.
 * ``POSTBUS_WORK`` (memory) carries work in flight: delivery jobs on
   ``postbus.deliver.<transport>`` (the master.cf service name, so
-  transport_maps results route straight to subjects) and delivery results
-  on ``postbus.status.<qid>``. A lost job or result costs a retry, never a
+  transport_maps results route straight to subjects; the queue ID follows)
+  and delivery results on ``postbus.status.<qid>``. A lost job or result costs a retry, never a
   message: the trigger (or wake-up) that started an attempt stays pending
-  on its durable consumer until the attempt is recorded, so JetStream
-  hands it out again after ``postbus_delivery_lease``.
+  on its durable consumer until the attempt is recorded; every
+  ``postbus_delivery_lease`` JetStream hands it back to a qmgr, which keeps
+  the attempt while a job or result of the message is still on the bus,
+  and takes it up anew when none is.
 * ``POSTBUS_EVENTS`` records every state change, for observers, on
   ``postbus.event.<kind>`` with kind incoming, active, deferred, hold,
   requeued or removed (JSON: queue_id, time and details).
@@ -51,7 +53,7 @@ QMGR_WAKE_CONSUMER = "qmgr-wake"
 
 QUEUE_SUBJECTS = f"{ROOT}.q.>"
 WAKE_SUBJECTS = f"{ROOT}.wake.*"
-DELIVER_SUBJECTS = f"{ROOT}.deliver.*"
+DELIVER_SUBJECTS = f"{ROOT}.deliver.*.*"
 STATUS_SUBJECTS = f"{ROOT}.status.*"
 MSG_TRIGGER_FILTER = f"{ROOT}.q.*.msg"
 ENTRY_FILTER = f"{ROOT}.q.*.entry"
@@ -87,8 +89,15 @@ def queue_id_of(subject: str) -> str:
     return subject.split(".")[2]
 
 
-def deliver_subject(transport: str) -> str:
-    return f"{ROOT}.deliver.{transport}"
+def deliver_subject(transport: str, queue_id: str) -> str:
+    """A delivery job: per transport (which agents take it), per message (so the
+    qmgr can tell whether an attempt's jobs are still on the bus)."""
+    return f"{ROOT}.deliver.{transport}.{queue_id}"
+
+
+def deliver_filter(transport: str) -> str:
+    """Every job of one transport (a delivery agent's consumer)."""
+    return f"{ROOT}.deliver.{transport}.*"
 
 
 def deliver_consumer(transport: str) -> str:
@@ -125,4 +134,6 @@ def subject_queue_id(subject: str) -> str:
         return parts[2]
     if len(parts) == 3 and parts[0] == ROOT and parts[1] in ("status", "wake", "corrupt"):
         return parts[2]
+    if len(parts) == 4 and parts[:2] == [ROOT, "deliver"]:
+        return parts[3]
     return ""

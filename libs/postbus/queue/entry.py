@@ -75,7 +75,8 @@ class QueueEntry:
     bounce_of: str = ""  # queue ID this message reports on, for bounces
     warned: bool = False  # delay warning sent
     notified: bool = False  # non-delivery notification already queued
-    attempt_id: str = ""  # the current attempt (see postbus.queue.attempts); '' before the first
+    attempt_id: str = ""  # the current attempt; '' before the first
+    holder: int = 0  # stream sequence of the trigger or wake-up holding that attempt open
 
     def record(self, status: DeliveryStatus) -> bool:
         """Apply a delivery report to the recipients it covers (as Postfix's agents
@@ -92,8 +93,8 @@ class QueueEntry:
             rcpt = self.recipients[result.index]
             if rcpt.final:
                 continue
-            if current and rcpt.state != "active":
-                continue  # a duplicate report
+            if current and rcpt.state not in ("active", "pending"):
+                continue  # a duplicate report (pending: a first attempt that wrote nothing)
             if not current and result.status == "deferred":
                 continue  # a stale deferral: the current attempt decides
             rcpt.state = result.status
@@ -158,8 +159,7 @@ class DeliveryJob:
     whole: bool = False  # these are all of the message's recipients, none settled before
     attempt_id: str = ""  # the attempt this job belongs to (idempotency keys, fencing)
     token: str = ""  # the ack subject of the trigger or wake-up that holds the attempt
-    lease_until: float = 0.0  # past this the qmgr takes the attempt up again: drop the job
-    recheck: bool = False  # handed out again after a loss: check the attempt before delivery
+    recheck: bool = False  # an attempt taken up again: check it is current before delivery
 
     def encode(self) -> bytes:
         return _dump(self, "recipients")

@@ -16,6 +16,7 @@ its timer too.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -123,7 +124,8 @@ class QueueFile:
         if raw is None:
             raise CodecError("queue file without a queue entry")
         entry = QueueEntry.decode(raw.encode())
-        entry.attempt_id = entry.attempt_id or first_attempt_id(msg.metadata.sequence.stream)
+        seq = msg.metadata.sequence.stream
+        entry.attempt_id, entry.holder = first_attempt_id(seq), seq
         return entry, 0
 
     # -- content --------------------------------------------------------------
@@ -163,7 +165,7 @@ class QueueFile:
             raise CodecError("queue file without a queue entry")
         entry = QueueEntry.decode(raw.encode())
         if msg.seq is not None:
-            entry.attempt_id = entry.attempt_id or first_attempt_id(msg.seq)
+            entry.attempt_id, entry.holder = first_attempt_id(msg.seq), msg.seq
         return entry, 0
 
     async def update(self, entry: QueueEntry, revision: int) -> int:
@@ -211,10 +213,10 @@ class QueueFile:
 
         A time that has come fires at once, as a plain wake-up."""
         payload = orjson.dumps({"queue_id": queue_id, "attempt_id": attempt_id})
-        if when <= time.time() + 1:
+        if when <= time.time():
             await self.js.publish(s.wake_subject(queue_id), payload, stream=s.QUEUE_STREAM)
             return
-        at = datetime.fromtimestamp(int(when) + 1, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        at = datetime.fromtimestamp(math.ceil(when), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         await self.js.publish(
             s.timer_subject(queue_id), payload, stream=s.QUEUE_STREAM,
             headers={

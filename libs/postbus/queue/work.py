@@ -25,6 +25,7 @@ import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from postbus.bus import subjects as s
 from postbus.queue.entry import DeliveryJob, DeliveryStatus
@@ -49,7 +50,7 @@ class WorkBus:
     async def submit_job(self, job: DeliveryJob) -> None:
         """Hand a job to its transport (the agents read the content themselves)."""
         key = f"{job.attempt_id}.{job.indexes[0]}.job"
-        await self._publish(s.deliver_subject(job.transport), job.encode(), key)
+        await self._publish(s.deliver_subject(job.transport, job.queue_id), job.encode(), key)
 
     @staticmethod
     def read_job(msg: Msg) -> DeliveryJob:
@@ -60,6 +61,18 @@ class WorkBus:
         first = status.results[0].index if status.results else 0
         key = f"{status.attempt_id}.{first}.{status.transport}.status"
         await self._publish(s.status_subject(status.queue_id), status.encode(), key)
+
+    async def in_flight(self, queue_id: str) -> bool:
+        """A job or a result of this message is still on the bus (waiting, or taken by
+        an agent that has not finished)."""
+        for subject in (f"{s.ROOT}.deliver.*.{queue_id}", s.status_subject(queue_id)):
+            try:
+                await self.js.get_msg(s.WORK_STREAM, seq=1, subject=subject, next=True,
+                                      direct=True)
+                return True
+            except NotFoundError:
+                continue
+        return False
 
     async def end_attempt(self, token: str) -> None:
         """Acknowledge the trigger or wake-up that held an attempt open."""

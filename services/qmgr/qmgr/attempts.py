@@ -8,14 +8,18 @@ so any number of qmgr replicas share them:
 * wake-ups (``postbus.wake.<qid>``): a deferred message's timer fired, or an
   administrator released, requeued or flushed it.
 
-The trigger or wake-up is the attempt's lease: instead of acknowledging it
+The trigger or wake-up holds its attempt open: instead of acknowledging it
 when the jobs are out, the qmgr gives it back to JetStream with a delay of
 ``postbus_delivery_lease`` (a nak), and whichever qmgr records the outcome
-acknowledges it through the token the jobs carry. Should the attempt be
-lost (a qmgr killed while routing, jobs or results lost with a nats-server
-restart, a result that could never be read), JetStream hands the trigger
-out again and the attempt is taken up anew: the entry is written with a new
-attempt id, so jobs of the lost attempt are fenced off.
+acknowledges it through the token the jobs carry. When the lease runs out
+first, JetStream hands it out again: if a job or a result of the message is
+still on the bus the attempt goes on (another lease); if none is, the
+attempt was lost (a qmgr killed while routing, jobs or results gone with a
+nats-server restart, a result that could never be read) and is taken up
+anew, under a new attempt id written to the entry before any job goes out,
+so jobs of the lost attempt are fenced off. The entry names the message
+(``holder``) whose lease the current attempt is: any other trigger or
+wake-up of the message that comes back is stale.
 
 A first attempt writes nothing: routing and jobs come from the entry in the
 trigger, and the attempt id is the trigger's stream sequence. The entry is
@@ -40,7 +44,7 @@ from qmgr.scheduler import Scheduler
 
 log = logging.getLogger("postbus.qmgr")
 
-WAKE_SLACK = 2.0  # seconds a wake-up may come early (timers have one-second steps)
+WAKE_SLACK = 1.0  # seconds a wake-up may come early (timers have one-second steps)
 
 
 def new_attempt_id() -> str:
@@ -56,20 +60,21 @@ class Attempts:
     async def on_incoming(self, msg: Msg) -> None:
         entry, revision = QueueFile.trigger_entry(msg)
         if (msg.metadata.num_delivered or 1) > 1:
-            await self.take_up_again(msg, entry.queue_id)
+            await self.lease_ended(msg, entry.queue_id)
             return
         log.info("%s: from=<%s>, size=%d, nrcpt=%d (queue active)",
                  entry.queue_id, entry.sender, entry.size, len(entry.recipients))
         metrics.qmgr_messages_inserted.inc()
         await self.ctx.work.event("incoming", entry.queue_id, size=entry.size,
                                   nrcpt=len(entry.recipients))
+        entry.attempts = 1
         entry.last_attempt = time.time()
-        await self.start(msg, entry, revision, first=True)
+        await self.start(msg, entry, revision, write=False)
 
     async def on_wakeup(self, msg: Msg) -> None:
         queue_id, _ = QueueFile.read_wakeup(msg.data)
         if (msg.metadata.num_delivered or 1) > 1:
-            await self.take_up_again(msg, queue_id)
+            await self.lease_ended(msg, queue_id)
             return
         got = await self.ctx.queue.get(queue_id)
         if got is None:
@@ -82,44 +87,47 @@ class Attempts:
             return
         await self.begin(msg, entry, revision)
 
-    async def take_up_again(self, msg: Msg, queue_id: str) -> None:
-        """A trigger or wake-up came back: its attempt was lost, or never started."""
+    async def lease_ended(self, msg: Msg, queue_id: str) -> None:
+        """A trigger or wake-up came back: is its attempt still running, or lost?"""
         got = await self.ctx.queue.get(queue_id)
         if got is None:
-            await msg.ack()
+            await msg.ack()  # the message is gone: delivered, bounced or deleted
             return
         entry, revision = got
-        if entry.queue in ("deferred", "hold") and entry.next_attempt > time.time() + WAKE_SLACK:
-            await msg.ack()  # its timer (or an administrator) owns it now
+        if entry.holder != msg.metadata.sequence.stream or entry.queue in ("deferred", "hold"):
+            await msg.ack()  # not (or no longer) the lease of the current attempt
             return
-        if entry.queue == "hold":
-            await msg.ack()
+        if await self.ctx.work.in_flight(queue_id):
+            await msg.nak(delay=self.scheduler.lease)  # still being delivered: keep it
             return
-        log.info("%s: taking up attempt %s again", queue_id, entry.attempt_id)
+        log.warning("warning: %s: attempt %s was lost; trying again", queue_id,
+                    entry.attempt_id)
         await self.begin(msg, entry, revision, recheck=True)
 
     async def begin(
         self, msg: Msg, entry: QueueEntry, revision: int, *, recheck: bool = False
     ) -> None:
-        """A new attempt with a new id, written before any job goes out."""
+        """A new attempt with a new id, held by ``msg``."""
+        if revision == 0 and entry.attempts == 0:
+            entry.attempts = 1  # the first attempt wrote nothing
         entry.queue = "active"
         entry.attempts += 1
         entry.attempt_id = new_attempt_id()
+        entry.holder = msg.metadata.sequence.stream
         entry.last_attempt = time.time()
         for rcpt in entry.recipients:
             if rcpt.state == "active":
                 rcpt.state = "pending"
-        await self.start(msg, entry, revision, first=False, recheck=recheck)
+        await self.start(msg, entry, revision, write=True, recheck=recheck)
 
     async def start(
-        self, msg: Msg, entry: QueueEntry, revision: int, *, first: bool,
+        self, msg: Msg, entry: QueueEntry, revision: int, *, write: bool,
         recheck: bool = False,
     ) -> None:
+        """Route, write the entry when needed, hand out the jobs, hold ``msg`` open."""
         token = msg.reply or ""
         settled = await self.scheduler.route(entry)
-        if first:
-            entry.attempts = 1
-        if not first or settled:
+        if write or settled:
             try:
                 revision = await self.ctx.queue.update(entry, revision)
             except QueueConflict:

@@ -8,7 +8,8 @@ the queue file and the report, nothing else.
 The common case costs one purge: a report for a job that held every
 recipient (``whole``), all sent, means the message is done. Otherwise the
 entry is read (as received when nothing was written yet: then every
-recipient was handed out in the first attempt), the results recorded, and
+recipient was handed out in the first attempt, and is still ``pending``
+there), the results recorded, and
 when no recipient is active any more the attempt ends: the message is
 removed (with a notice for what bounced), deferred with Postfix's backoff
 and a timer, or left on hold. Then the trigger or wake-up that held the
@@ -53,10 +54,8 @@ class Recorder:
             if got is None:
                 return  # removed meanwhile: a duplicate or late report
             entry, revision = got
-            if revision == 0 and status.attempt_id == entry.attempt_id:
-                for rcpt in entry.recipients:  # a first attempt that wrote nothing
-                    if rcpt.state == "pending":
-                        rcpt.state = "active"
+            if revision == 0:
+                entry.attempts = max(entry.attempts, 1)  # the first attempt wrote nothing
             if not entry.record(status):
                 return
             try:

@@ -79,7 +79,6 @@ class Scheduler:
                     whole=len(chunk) == len(entry.recipients),
                     attempt_id=entry.attempt_id,
                     token=token,
-                    lease_until=now + self.lease,
                     recheck=recheck,
                 ))
         return jobs
