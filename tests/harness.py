@@ -25,6 +25,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from nats.js.errors import NotFoundError
+
 from postbus.bus import subjects as s
 from postbus.bus.jetstream import connect
 from postbus.config.loader import Config
@@ -182,7 +184,10 @@ class MailSystem:
             nc = await connect(self.nats.url, "quiet", connect_timeout=5)
             try:
                 js = nc.jetstream()
-                work = await js.stream_info(s.WORK_STREAM)
+                try:
+                    work = await js.stream_info(s.WORK_STREAM)
+                except NotFoundError:
+                    return False  # a nats-server restart took it; the roles declare it again
                 queued = await js.stream_info(s.QUEUE_STREAM, subjects_filter=s.MSG_TRIGGER_FILTER)
                 taken = await js.consumer_info(s.QUEUE_STREAM, s.QMGR_INCOMING_CONSUMER)
                 return (work.state.messages == 0 and not queued.state.subjects
