@@ -13,6 +13,7 @@ directory of its own: pytest's tmp_path is under a 0700 root directory.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -24,6 +25,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from nats.js.errors import NotFoundError
+
+from postbus.bus import subjects as s
+from postbus.bus.jetstream import connect
 from postbus.config.loader import Config
 from postbus.master_plan import Child, plan
 from postbus.servers import ServerProcess, free_port, nats_server, redis_server
@@ -170,6 +175,27 @@ class MailSystem:
             code, text = client.data(message)
             assert code == 250, (code, text)
             return text.decode().rsplit(" ", 1)[-1]
+
+    def quiet(self) -> bool:
+        """Nothing queued and nothing in flight: no job, result or open attempt is left
+        that could still deliver (for exactly-once checks)."""
+
+        async def check() -> bool:
+            nc = await connect(self.nats.url, "quiet", connect_timeout=5)
+            try:
+                js = nc.jetstream()
+                try:
+                    work = await js.stream_info(s.WORK_STREAM)
+                except NotFoundError:
+                    return False  # a nats-server restart took it; the roles declare it again
+                queued = await js.stream_info(s.QUEUE_STREAM, subjects_filter=s.MSG_TRIGGER_FILTER)
+                taken = await js.consumer_info(s.QUEUE_STREAM, s.QMGR_INCOMING_CONSUMER)
+                return (work.state.messages == 0 and not queued.state.subjects
+                        and taken.num_ack_pending == 0 and taken.num_pending == 0)
+            finally:
+                await nc.close()
+
+        return asyncio.run(check())
 
     def maildir(self, user: str) -> Path:
         return self.mail / user / "new"

@@ -23,9 +23,10 @@ from nats.js.errors import NotFoundError
 
 from postbus import metrics
 from postbus.bus.consumer import consume, keep_alive
-from postbus.bus.subjects import DELIVER_STREAM, deliver_consumer, deliver_subject
+from postbus.bus.subjects import WORK_STREAM, deliver_consumer, deliver_filter
 from postbus.queue.entry import CodecError, DeliveryJob, DeliveryStatus, RcptResult, Recipient
-from postbus.queue.store import QueueStore
+from postbus.queue.file import QueueFile
+from postbus.queue.work import WorkBus
 from postbus.service import ServiceContext
 
 log = logging.getLogger("postbus.delivery")
@@ -230,31 +231,53 @@ Deliver = Callable[[DeliveryJob, bytes, Stats], Awaitable[list[RcptResult]]]
 
 
 async def handle_job(ctx: ServiceContext, msg: Msg, deliver: Deliver) -> None:
-    """One job: read content, deliver, report one DeliveryStatus, then ack.
+    """One job: check it is still wanted, read content, deliver, report, then ack.
 
-    The ack comes only after the status is on the bus, so a crash anywhere
-    before means the job is redelivered (at least once, never lost). A job
-    that cannot be decoded raises CodecError: the consumer loop moves it to
-    the corrupt queue. A message whose content is gone (deleted by
-    postsuper meanwhile) is acked without a report.
+    The report comes before the ack, so a crash anywhere before means the
+    job is handed out again (at least once, never lost). Before connecting,
+    a job that JetStream hands out again (its agent died) or that belongs to
+    an attempt taken up again is dropped when the queue no longer wants it:
+    delivered, deleted, or a later attempt runs (fencing). A job that cannot be decoded raises
+    CodecError: the consumer loop moves it to the corrupt queue.
     """
-    job, content = QueueStore.read_job(msg)
+    job = WorkBus.read_job(msg)
+    redelivered = (msg.metadata.num_delivered or 1) > 1
+    if (job.recheck or redelivered) and not await attempt_is_current(ctx.queue, job):
+        log.info("%s: delivery job of attempt %s dropped: the queue no longer wants it",
+                 job.queue_id, job.attempt_id)
+        await msg.ack()
+        return
     stats = Stats.for_job(job)
     async with keep_alive(msg, max(1.0, ctx.cfg.time("postbus_ack_wait") / 3)):
         try:
-            if content is None:
-                content = await ctx.queue.content(job.queue_id, job.chunks)
+            content = await ctx.queue.content(job.queue_id, job.chunks)
         except NotFoundError:
             log.warning("%s: message content is gone; dropping delivery job", job.queue_id)
             await msg.ack()
             return
         results = await deliver(job, content, stats)
-        await ctx.queue.settle(
-            DeliveryStatus(job.queue_id, job.attempt, job.transport, job.nexthop, results),
-            whole=job.whole,
-        )
+        await ctx.work.report(status_of(job, results))
     await msg.ack()
     metrics.bus_messages_processed.labels(deliver_consumer(ctx.service), "ack").inc()
+
+
+def status_of(job: DeliveryJob, results: list[RcptResult]) -> DeliveryStatus:
+    return DeliveryStatus(job.queue_id, job.attempt, job.transport, job.nexthop, results,
+                          attempt_id=job.attempt_id, token=job.token, whole=job.whole)
+
+
+async def attempt_is_current(queue: QueueFile, job: DeliveryJob) -> bool:
+    """The message is still queued, this job's attempt is its current one, and the
+    job's recipients still wait for it."""
+    got = await queue.get(job.queue_id)
+    if got is None:
+        return False
+    entry, _ = got
+    if entry.attempt_id != job.attempt_id:
+        return False
+    return any(
+        i < len(entry.recipients) and not entry.recipients[i].final for i in job.indexes
+    )
 
 
 async def report_crash(ctx: ServiceContext, msg: Msg) -> None:
@@ -263,7 +286,7 @@ async def report_crash(ctx: ServiceContext, msg: Msg) -> None:
     transport error"), so the message is retried with backoff instead of
     staying active. An undecodable job names no recipients: nothing to do."""
     try:
-        job, _ = QueueStore.read_job(msg)
+        job = WorkBus.read_job(msg)
     except CodecError:
         return
     stats = Stats.for_job(job)
@@ -272,9 +295,7 @@ async def report_crash(ctx: ServiceContext, msg: Msg) -> None:
         log_delivery(job.queue_id, rcpt, "none", stats, CRASH_DSN, "deferred", CRASH_TEXT,
                      transport=job.transport)
         results.append(RcptResult(index, "deferred", CRASH_DSN, CRASH_TEXT, "none"))
-    await ctx.queue.report(
-        DeliveryStatus(job.queue_id, job.attempt, job.transport, job.nexthop, results)
-    )
+    await ctx.work.report(status_of(job, results))
 
 
 async def serve_jobs(ctx: ServiceContext, deliver: Deliver, *, concurrency: int = 64) -> None:
@@ -288,8 +309,8 @@ async def serve_jobs(ctx: ServiceContext, deliver: Deliver, *, concurrency: int 
 
     await consume(
         ctx,
-        stream=DELIVER_STREAM,
-        subject=deliver_subject(ctx.service),
+        stream=WORK_STREAM,
+        subject=deliver_filter(ctx.service),
         durable=deliver_consumer(ctx.service),
         handler=handler,
         concurrency=concurrency,

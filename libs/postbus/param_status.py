@@ -55,6 +55,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     # the bus, the queue, the tables
     "postbus_nats_url", "postbus_redis_url", "postbus_ack_wait", "postbus_stream_replicas",
     "postbus_bus_retry_limit", "postbus_bus_retry_max_delay", "postbus_maps_api_url",
+    "postbus_delivery_lease", "qmgr_message_active_limit",
     "postbus_dns_servers", "enable_long_queue_ids",
     # maps-api
     "proxy_read_maps", "postbus_maps_api_socketmap_listen", "postbus_maps_api_tcp_listen",
@@ -163,7 +164,6 @@ NOT_APPLICABLE: dict[str, str] = {
     "application_event_drain_time": _NO_IPC,
     "qmgr_ipc_timeout": _NO_IPC,
     "qmgr_daemon_timeout": _NO_IPC,
-    "qmgr_message_active_limit": _NO_QUEUE_FILES,
     "qmgr_message_recipient_limit": _NO_QUEUE_FILES,
     "qmgr_message_recipient_minimum": _NO_QUEUE_FILES,
     "transport_retry_time": "delivery roles take jobs from the bus; no agent to reconnect to",

@@ -758,6 +758,9 @@ _TABLE: tuple[Param, ...] = (
     _p("postbus_bus_retry_max_delay", "time", "60s",
        "Longest wait before a failed bus message is handled again (from 1s, doubling).",
        min=1),
+    _p("postbus_delivery_lease", "time", "20s",
+       "How often the qmgr checks that a delivery attempt still has work on the bus; an"
+       " attempt with none is taken up again.", min=1),
 )
 
 PARAMS: dict[str, Param] = {param.name: param for param in _TABLE}

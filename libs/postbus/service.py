@@ -32,7 +32,8 @@ from postbus.health import HealthServer
 from postbus.logging import setup_logging
 from postbus.maps import context as maps_context
 from postbus.maps.types import proxy as proxy_table
-from postbus.queue.store import QueueStore
+from postbus.queue.file import QueueFile
+from postbus.queue.work import WorkBus
 
 log = logging.getLogger("postbus.service")
 
@@ -46,7 +47,8 @@ class ServiceContext:
     service: str  # master.cf service name, e.g. "127.0.0.1:2525" or "relay"
     service_type: str = ""  # master.cf type (inet, unix, ...) when given as -n name/type
     nc: NATS | None = None
-    store: QueueStore | None = None
+    queue_file: QueueFile | None = None
+    work_bus: WorkBus | None = None
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     ready: bool = False
     reload_hooks: list[Callable[[Config], None]] = field(default_factory=list)
@@ -61,9 +63,14 @@ class ServiceContext:
         return self.cfg.master_entry(key)
 
     @property
-    def queue(self) -> QueueStore:
-        assert self.store is not None, "service started without the bus"
-        return self.store
+    def queue(self) -> QueueFile:
+        assert self.queue_file is not None, "service started without the bus"
+        return self.queue_file
+
+    @property
+    def work(self) -> WorkBus:
+        assert self.work_bus is not None, "service started without the bus"
+        return self.work_bus
 
 
 def parse_args(program: str, argv: list[str] | None) -> argparse.Namespace:
@@ -171,7 +178,8 @@ async def _serve(
         if needs_bus:
             ctx.nc = await _connect_until_up(ctx)
             await ensure_streams(ctx.nc.jetstream(), ctx.cfg.int("postbus_stream_replicas"))
-            ctx.store = await QueueStore.open(ctx.nc)
+            js = ctx.nc.jetstream()
+            ctx.queue_file, ctx.work_bus = QueueFile(ctx.nc, js), WorkBus(ctx.nc, js)
         await _open_maps(ctx)
         await main(ctx)
     finally:

@@ -1,4 +1,4 @@
-"""Fixtures for integration tests: a qmgr process and a QueueStore on a real nats-server."""
+"""Fixtures for integration tests: a qmgr process and a Bus on a real nats-server."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from postbus.bus.jetstream import connect, ensure_streams
-from postbus.queue.store import QueueStore
+from postbus.queue.admin import Bus
+from postbus.queue.file import QueueFile
+from postbus.queue.work import WorkBus
 from postbus.servers import ServerProcess, free_port
 
 
@@ -46,10 +48,11 @@ def qmgr(tmp_path: Path, nats: ServerProcess) -> Iterator[Path]:
 
 
 @pytest.fixture
-async def store(nats: ServerProcess) -> AsyncIterator[QueueStore]:
+async def store(nats: ServerProcess) -> AsyncIterator[Bus]:
     nc = await connect(nats.url, "test")
     await ensure_streams(nc.jetstream())
-    yield await QueueStore.open(nc)
+    js = nc.jetstream()
+    yield Bus(QueueFile(nc, js), WorkBus(nc, js))
     await nc.close()
 
 

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -18,10 +19,12 @@ import pytest
 
 from postbus.bus import subjects as s
 from postbus.queue import corrupt
+from postbus.queue.admin import Bus
 from postbus.queue.corrupt import CorruptMessage
 from postbus.queue.entry import CODEC_VERSION, DeliveryStatus, QueueEntry, RcptResult, Recipient
+from postbus.queue.file import ENTRY_HEADER
 from postbus.queue.ids import new_queue_id
-from postbus.queue.store import ENTRY_HEADER, QueueStore
+from postbus.queue.work import WorkBus
 from postbus.servers import ServerProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -96,7 +99,7 @@ async def wait_for(
     raise AssertionError(f"timed out waiting for {what}")
 
 
-async def corrupt_record(store: QueueStore, record_id: str) -> CorruptMessage:
+async def corrupt_record(store: Bus, record_id: str) -> CorruptMessage:
     async def find() -> CorruptMessage | None:
         return next(
             (m for m in await corrupt.corrupt_messages(store.js) if m.record_id == record_id), None
@@ -107,13 +110,13 @@ async def corrupt_record(store: QueueStore, record_id: str) -> CorruptMessage:
     return found
 
 
-async def settled(store: QueueStore, stream: str, durable: str, subject: str) -> None:
+async def settled(store: Bus, stream: str, durable: str, subject: str) -> None:
     """The consumer holds nothing unacknowledged and the stream no longer has the work."""
 
     async def check() -> bool:
         info = await store.js.consumer_info(stream, durable)
         left = await store.js.stream_info(stream, subjects_filter=subject)
-        return info.num_ack_pending == 0 and info.num_pending == 0 and not left.state.messages
+        return info.num_ack_pending == 0 and info.num_pending == 0 and not left.state.subjects
 
     await wait_for(check, f"{durable} to let go of {subject}")
 
@@ -125,23 +128,23 @@ def versioned(data: dict[str, object]) -> bytes:
 # -- each kind of poison, published by hand ------------------------------------------
 
 
-async def undecodable_trigger(store: QueueStore, qid: str) -> None:
+async def undecodable_trigger(store: Bus, qid: str) -> None:
     await store.js.publish(s.msg_subject(qid), b"Subject: x\r\n\r\nbody\r\n",
                            stream=s.QUEUE_STREAM, headers={ENTRY_HEADER: "{not json"})
 
 
-async def trigger_that_raises(store: QueueStore, qid: str) -> None:
+async def trigger_that_raises(store: Bus, qid: str) -> None:
     """Decodes, but names a queue ID that is no bus subject: every write fails."""
     entry = QueueEntry("no such id", "alice@client.test", [Recipient("x@remote.test")])
     await store.js.publish(s.msg_subject(qid), b"Subject: x\r\n\r\nbody\r\n",
                            stream=s.QUEUE_STREAM, headers={ENTRY_HEADER: entry.encode().decode()})
 
 
-async def undecodable_status(store: QueueStore, qid: str) -> None:
-    await store.js.publish(s.status_subject(qid), b"\x00garbage", stream=s.STATUS_STREAM)
+async def undecodable_status(store: Bus, qid: str) -> None:
+    await store.js.publish(s.status_subject(qid), b"\x00garbage", stream=s.WORK_STREAM)
 
 
-async def status_that_raises(store: QueueStore, qid: str) -> None:
+async def status_that_raises(store: Bus, qid: str) -> None:
     """A held message and a status for it that names a queue ID that is no bus
     subject: reading its entry fails every time."""
     await store.js.publish(
@@ -151,11 +154,11 @@ async def status_that_raises(store: QueueStore, qid: str) -> None:
     )
     status = {"queue_id": "no such id", "attempt": 0, "transport": "smtp", "nexthop": "x",
               "results": [{"index": 0, "status": "sent", "dsn": "2.0.0", "reason": "ok"}]}
-    await store.js.publish(s.status_subject(qid), versioned(status), stream=s.STATUS_STREAM)
+    await store.js.publish(s.status_subject(qid), versioned(status), stream=s.WORK_STREAM)
 
 
-async def undecodable_wakeup(store: QueueStore, qid: str) -> None:
-    await store.js.publish(s.defer_subject(qid), b'{"queue_id": 7}', stream=s.DEFER_STREAM)
+async def undecodable_wakeup(store: Bus, qid: str) -> None:
+    await store.js.publish(s.wake_subject(qid), b'{"queue_id": 7}', stream=s.QUEUE_STREAM)
 
 
 KINDS = {
@@ -166,19 +169,19 @@ KINDS = {
                             s.QUEUE_STREAM, s.msg_subject, LIMIT,
                             f"failed {LIMIT} times: BadSubjectError"),
     "undecodable status": (undecodable_status, "status", s.QMGR_STATUS_CONSUMER,
-                           s.STATUS_STREAM, s.status_subject, 1, "not JSON"),
+                           s.WORK_STREAM, s.status_subject, 1, "not JSON"),
     "status that raises": (status_that_raises, "status", s.QMGR_STATUS_CONSUMER,
-                           s.STATUS_STREAM, s.status_subject, LIMIT,
+                           s.WORK_STREAM, s.status_subject, LIMIT,
                            f"failed {LIMIT} times: BadSubjectError"),
-    "undecodable wake-up": (undecodable_wakeup, "wakeup", s.QMGR_DEFER_CONSUMER,
-                            s.DEFER_STREAM, s.defer_subject, 1, "bad wake-up"),
+    "undecodable wake-up": (undecodable_wakeup, "wakeup", s.QMGR_WAKE_CONSUMER,
+                            s.QUEUE_STREAM, s.wake_subject, 1, "bad wake-up"),
 }
 NOUNS = {"message": "queue file", "status": "delivery status", "wakeup": "wake-up"}
 
 
 @pytest.mark.parametrize("case", list(KINDS))
 async def test_poison_ends_in_the_corrupt_queue_once(
-    case: str, strict_qmgr: Qmgr, store: QueueStore
+    case: str, strict_qmgr: Qmgr, store: Bus
 ) -> None:
     qmgr = strict_qmgr
     publish, kind, durable, stream, subject_of, deliveries, reason = KINDS[case]
@@ -192,7 +195,7 @@ async def test_poison_ends_in_the_corrupt_queue_once(
     await settled(store, stream, durable, subject_of(qid))
     if kind == "message":  # the queue file itself moved: nothing of it is live queue work
         left = await store.js.stream_info(s.QUEUE_STREAM, subjects_filter=s.message_filter(qid))
-        assert left.state.messages == 0
+        assert not left.state.subjects
         assert found.sender == "alice@client.test" or case == "undecodable trigger"
     line = f'{qid}: saving corrupt {NOUNS[kind]} from {subject_of(qid)} to queue "corrupt": '
     [logged] = qmgr.lines(line)
@@ -219,7 +222,7 @@ async def test_poison_ends_in_the_corrupt_queue_once(
 
 
 async def test_postsuper_d_all_leaves_corrupt_unless_named(
-    strict_qmgr: Qmgr, store: QueueStore
+    strict_qmgr: Qmgr, store: Bus
 ) -> None:
     qmgr = strict_qmgr
     first, second = new_queue_id(), new_queue_id()
@@ -236,41 +239,42 @@ async def test_postsuper_d_all_leaves_corrupt_unless_named(
 
 
 async def test_unreadable_wakeup_does_not_strand_its_deferred_message(
-    strict_qmgr: Qmgr, store: QueueStore
+    strict_qmgr: Qmgr, store: Bus
 ) -> None:
-    qid = await store.enqueue(QueueEntry("", "a@client.test", [Recipient("x@remote.test")]),
-                              b"\r\nbody\r\n")
-    sub = await store.js.pull_subscribe(s.deliver_subject("smtp"), durable="deliver-smtp",
-                                        stream=s.DELIVER_STREAM)
-    [job] = await sub.fetch(1, timeout=10)
-    await job.ack()
-    got = await store.get(qid)
+    qid = await store.queue.enqueue(QueueEntry("", "a@client.test", [Recipient("x@remote.test")]),
+                                    b"\r\nbody\r\n")
+    got = await store.queue.get(qid)
     assert got is not None
-    # The qmgr defers it far into the future and leaves a good wake-up for then...
+    # As if the qmgr had deferred it far into the future (a timer set for then)...
     entry, revision = got
     entry.queue, entry.next_attempt = "deferred", time.time() + 3600
     for rcpt in entry.recipients:
         rcpt.state, rcpt.reason = "deferred", "try later"
-    await store.update(entry, revision)
-    # ... and a damaged wake-up arrives: it is moved, and a good one replaces it,
-    # which finds the message not yet due (the qmgr naks it until then).
-    await store.js.publish(s.defer_subject(qid), b"\xff", stream=s.DEFER_STREAM)
+    await store.queue.update(entry, revision)
+    # ... and a damaged wake-up arrives: it is moved, and the message gets its timer
+    # again, for the time its entry names, not at once.
+    await store.js.publish(s.wake_subject(qid), b"\xff", stream=s.QUEUE_STREAM)
     await corrupt_record(store, qid)
 
-    async def rewoken() -> bool:
-        info = await store.js.consumer_info(s.DEFER_STREAM, s.QMGR_DEFER_CONSUMER)
-        return info.num_ack_pending == 1  # the fresh wake-up, waiting for its hour
+    async def timer() -> bool:
+        info = await store.js.stream_info(s.QUEUE_STREAM, subjects_filter=s.timer_subject(qid))
+        return bool(info.state.subjects)
 
-    await wait_for(rewoken, "a fresh wake-up")
-    left = await store.js.stream_info(s.DEFER_STREAM, subjects_filter=s.defer_subject(qid))
-    assert left.state.messages == 1
+    await wait_for(timer, "a new timer")
+    msg = await store.js.get_last_msg(s.QUEUE_STREAM, s.timer_subject(qid), direct=True)
+    assert (msg.headers or {})["Nats-Schedule-Target"] == s.wake_subject(qid)
+    at = (msg.headers or {})["Nats-Schedule"].removeprefix("@at ")
+    when = datetime.strptime(at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    assert entry.next_attempt <= when <= entry.next_attempt + 1
+    got = await store.queue.get(qid)
+    assert got is not None and got[0].queue == "deferred"
 
 
 # -- lookup tables that cannot answer -------------------------------------------------
 
 
 async def test_redis_down_while_routing_defers_with_4_3_0_then_delivers(
-    tmp_path: Path, nats: ServerProcess, redis: ServerProcess, store: QueueStore
+    tmp_path: Path, nats: ServerProcess, redis: ServerProcess, store: Bus
 ) -> None:
     table = tmp_path / "transport"
     table.write_text("routed.test relay:[10.9.9.9]\n")
@@ -282,12 +286,12 @@ async def test_redis_down_while_routing_defers_with_4_3_0_then_delivers(
         made = await asyncio.to_thread(postbus, started.conf, "postmap", f"hash:{table}")
         assert made.returncode == 0, made.stderr
         redis.stop()
-        qid = await store.enqueue(
+        qid = await store.queue.enqueue(
             QueueEntry("", "a@client.test", [Recipient("u@routed.test")]), b"\r\nbody\r\n"
         )
 
         async def deferred() -> QueueEntry | None:
-            got = await store.get(qid)
+            got = await store.queue.get(qid)
             ok = got and got[0].queue == "deferred" and got[0].recipients[0].dsn == "4.3.0"
             return got[0] if got and ok else None
 
@@ -303,17 +307,18 @@ async def test_redis_down_while_routing_defers_with_4_3_0_then_delivers(
         assert started.lines("saving corrupt") == []
 
         await asyncio.to_thread(redis.start)
-        sub = await store.js.pull_subscribe(s.deliver_subject("relay"), durable="deliver-relay",
-                                            stream=s.DELIVER_STREAM)
+        sub = await store.js.pull_subscribe(s.deliver_filter("relay"), durable="deliver-relay",
+                                            stream=s.WORK_STREAM)
         [msg] = await sub.fetch(1, timeout=30)
         await msg.ack()
-        job, _ = QueueStore.read_job(msg)
+        job = WorkBus.read_job(msg)
         assert (job.queue_id, job.nexthop) == (qid, "[10.9.9.9]") and job.attempt >= 2
-        await store.report(DeliveryStatus(qid, job.attempt, "relay", job.nexthop,
-                                          [RcptResult(0, "sent", "2.0.0", "250 ok")]))
+        await store.work.report(DeliveryStatus(
+            qid, job.attempt, "relay", job.nexthop, [RcptResult(0, "sent", "2.0.0", "250 ok")],
+            attempt_id=job.attempt_id, token=job.token, whole=job.whole))
 
         async def gone() -> bool:
-            return await store.get(qid) is None
+            return await store.queue.get(qid) is None
 
         await wait_for(gone, f"{qid} delivered and removed")
     finally:

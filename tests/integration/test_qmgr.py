@@ -8,45 +8,65 @@ from pathlib import Path
 import pytest
 
 from postbus.bus import subjects as s
+from postbus.queue.admin import Bus
 from postbus.queue.entry import DeliveryJob, DeliveryStatus, QueueEntry, RcptResult, Recipient
-from postbus.queue.store import QueueStore
+from postbus.queue.work import WorkBus
 
 pytestmark = pytest.mark.integration
 
 
-async def next_job(store: QueueStore, transport: str, timeout: float = 10) -> DeliveryJob:
+async def next_job(store: Bus, transport: str, timeout: float = 10) -> DeliveryJob:
     sub = await store.js.pull_subscribe(
-        s.deliver_subject(transport), durable=s.deliver_consumer(transport), stream=s.DELIVER_STREAM
+        s.deliver_filter(transport), durable=s.deliver_consumer(transport), stream=s.WORK_STREAM
     )
     msgs = await sub.fetch(1, timeout=timeout)
     await msgs[0].ack()
-    return QueueStore.read_job(msgs[0])[0]
+    return WorkBus.read_job(msgs[0])
 
 
-async def wait_gone(store: QueueStore, qid: str, timeout: float = 10) -> bool:
+def status(job: DeliveryJob, results: list[RcptResult]) -> DeliveryStatus:
+    """What an agent reports for ``job``."""
+    return DeliveryStatus(job.queue_id, job.attempt, job.transport, job.nexthop, results,
+                          attempt_id=job.attempt_id, token=job.token, whole=job.whole)
+
+
+async def wait_queue(store: Bus, qid: str, queue: str, timeout: float = 10) -> QueueEntry:
     for _ in range(int(timeout / 0.05)):
-        if await store.get(qid) is None:
+        got = await store.queue.get(qid)
+        if got is not None and got[0].queue == queue:
+            return got[0]
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{qid} never reached {queue}: {await store.queue.get(qid)}")
+
+
+async def wait_gone(store: Bus, qid: str, timeout: float = 10) -> bool:
+    for _ in range(int(timeout / 0.05)):
+        if await store.queue.get(qid) is None:
             return True
         await asyncio.sleep(0.05)
     return False
 
 
 async def test_jobs_grouped_by_nexthop_and_removed_when_all_sent(
-    qmgr: Path, store: QueueStore
+    qmgr: Path, store: Bus
 ) -> None:
     entry = QueueEntry("", "alice@client.test", [
         Recipient("bob@postbus.test"), Recipient("x@remote.test"), Recipient("y@remote.test"),
     ])
-    qid = await store.enqueue(entry, b"Subject: t\r\n\r\nbody\r\n")
+    qid = await store.queue.enqueue(entry, b"Subject: t\r\n\r\nbody\r\n")
+    for _ in range(200):  # the jobs are out: the attempt is running
+        if await store.work.in_flight(qid):
+            break
+        await asyncio.sleep(0.05)
+    assert await store.work.in_flight(qid)
     local = await next_job(store, "local")
     remote = await next_job(store, "smtp")
     assert local.nexthop == "mail.postbus.test" and local.indexes == [0]
     assert remote.nexthop == "[127.0.0.1]:2526" and remote.indexes == [1, 2]
     assert remote.attempt == 1 and remote.queue_id == qid
-    got = await store.get(qid)
-    assert got is not None and got[0].queue == "active"
+    assert local.attempt_id == remote.attempt_id and local.token == remote.token != ""
     for job in (local, remote):
-        await store.report(DeliveryStatus(qid, job.attempt, job.transport, job.nexthop, [
+        await store.work.report(status(job, [
             RcptResult(i, "sent", "2.0.0", "250 ok") for i in job.indexes
         ]))
     assert await wait_gone(store, qid)
@@ -54,26 +74,31 @@ async def test_jobs_grouped_by_nexthop_and_removed_when_all_sent(
 
 
 async def test_deferred_recipient_is_retried_with_a_new_attempt(
-    qmgr: Path, store: QueueStore
+    qmgr: Path, store: Bus
 ) -> None:
-    qid = await store.enqueue(QueueEntry("", "a@client.test", [Recipient("x@remote.test")]),
+    qid = await store.queue.enqueue(QueueEntry("", "a@client.test", [Recipient("x@remote.test")]),
                               b"\r\nbody\r\n")
     job = await next_job(store, "smtp")
-    await store.report(DeliveryStatus(qid, 1, "smtp", job.nexthop, [
+    await store.work.report(status(job, [
         RcptResult(0, "deferred", "4.4.1", "connect to x: Connection refused")
     ]))
-    await asyncio.sleep(0.3)
-    got = await store.get(qid)
-    assert got is not None and got[0].queue == "deferred"
-    assert got[0].recipients[0].reason == "connect to x: Connection refused"
     retry = await next_job(store, "smtp")
     assert retry.attempt == 2 and retry.indexes == [0]
+    assert retry.attempt_id != job.attempt_id
+    got = await store.queue.get(qid)
+    assert got is not None and got[0].queue == "active"
+    assert got[0].recipients[0].reason == "connect to x: Connection refused"
+    await store.work.report(status(retry, [
+        RcptResult(0, "deferred", "4.4.1", "connect to x: Connection refused")
+    ]))
+    third = await next_job(store, "smtp")  # minimal_backoff_time = 1s
+    assert third.attempt == 3 and third.attempt_id not in (job.attempt_id, retry.attempt_id)
 
 
 async def test_error_and_discard_transports_settle_without_agents(
-    qmgr: Path, store: QueueStore
+    qmgr: Path, store: Bus
 ) -> None:
-    qid = await store.enqueue(
+    qid = await store.queue.enqueue(
         QueueEntry(
             "", "alice@postbus.test", [Recipient("u@blocked.test"), Recipient("v@gone.test")]
         ),
@@ -82,14 +107,14 @@ async def test_error_and_discard_transports_settle_without_agents(
     assert await wait_gone(store, qid)
     bounce = await next_job(store, "local")  # the bounce to alice@postbus.test
     assert bounce.sender == "" and bounce.recipients[0].address == "alice@postbus.test"
-    content = await store.content(bounce.queue_id, bounce.chunks)
+    content = await store.queue.content(bounce.queue_id, bounce.chunks)
     assert b"Status: 5.7.1" in content and b"no mail here" in content
     assert b"Final-Recipient: rfc822; u@blocked.test" in content
     assert b"v@gone.test" not in content.split(b"Delivery report")[1].split(b"Undelivered")[0]
 
 
 async def test_main_cf_change_is_picked_up_and_a_bad_one_is_refused(
-    qmgr: Path, store: QueueStore
+    qmgr: Path, store: Bus
 ) -> None:
     main_cf = qmgr.parent / "etc" / "main.cf"
     text = main_cf.read_text()
@@ -98,7 +123,7 @@ async def test_main_cf_change_is_picked_up_and_a_bad_one_is_refused(
         if "reload -- configuration" in qmgr.read_text():
             break
         await asyncio.sleep(0.1)
-    qid = await store.enqueue(QueueEntry("", "a@client.test", [Recipient("x@remote.test")]),
+    qid = await store.queue.enqueue(QueueEntry("", "a@client.test", [Recipient("x@remote.test")]),
                               b"\r\nbody\r\n")
     job = await next_job(store, "smtp")
     assert job.queue_id == qid and job.nexthop == "[127.0.0.2]:2599"
@@ -109,7 +134,7 @@ async def test_main_cf_change_is_picked_up_and_a_bad_one_is_refused(
         await asyncio.sleep(0.1)
     log = qmgr.read_text()
     assert "message_size_limit" in log and "keeping the last good configuration" in log
-    qid = await store.enqueue(QueueEntry("", "a@client.test", [Recipient("y@remote.test")]),
+    qid = await store.queue.enqueue(QueueEntry("", "a@client.test", [Recipient("y@remote.test")]),
                               b"\r\nbody\r\n")
     job = await next_job(store, "smtp")
     assert job.queue_id == qid and job.nexthop == "[127.0.0.2]:2599"

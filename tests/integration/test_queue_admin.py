@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from postbus.queue.admin import Bus
 from postbus.queue.entry import QueueEntry, Recipient
-from postbus.queue.store import QueueStore
 from postbus.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -26,21 +26,21 @@ def postbus(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def wait_queue(store: QueueStore, qid: str, queue: str, timeout: float = 10) -> QueueEntry:
+async def wait_queue(store: Bus, qid: str, queue: str, timeout: float = 10) -> QueueEntry:
     for _ in range(int(timeout / 0.05)):
-        got = await store.get(qid)
+        got = await store.queue.get(qid)
         if got and got[0].queue == queue:
             return got[0]
         await asyncio.sleep(0.05)
-    raise AssertionError(f"{qid} never reached {queue}: {await store.get(qid)}")
+    raise AssertionError(f"{qid} never reached {queue}: {await store.queue.get(qid)}")
 
 
-async def test_postqueue_lists_deferred_mail_with_reason(qmgr: Path, store: QueueStore) -> None:
+async def test_postqueue_lists_deferred_mail_with_reason(qmgr: Path, store: Bus) -> None:
     conf = qmgr.parent / "etc"
     empty = await asyncio.to_thread(postbus, conf, "postqueue", "-p")
     assert "Mail queue is empty" in empty.stdout
     entry = QueueEntry("", "alice@client.test", [Recipient("x@later.test")])
-    qid = await store.enqueue(entry, b"Subject: t\r\n\r\n" + b"x" * 3000 + b"\r\n")
+    qid = await store.queue.enqueue(entry, b"Subject: t\r\n\r\n" + b"x" * 3000 + b"\r\n")
     await wait_queue(store, qid, "deferred")
     out = (await asyncio.to_thread(postbus, conf, "postqueue", "-p")).stdout
     lines = out.splitlines()
@@ -54,9 +54,9 @@ async def test_postqueue_lists_deferred_mail_with_reason(qmgr: Path, store: Queu
     assert js["recipients"] == [{"address": "x@later.test", "delay_reason": "try again later"}]
 
 
-async def test_postsuper_hold_release_and_delete(qmgr: Path, store: QueueStore) -> None:
+async def test_postsuper_hold_release_and_delete(qmgr: Path, store: Bus) -> None:
     conf = qmgr.parent / "etc"
-    qid = await store.enqueue(QueueEntry("", "a@client.test", [Recipient("y@later.test")]),
+    qid = await store.queue.enqueue(QueueEntry("", "a@client.test", [Recipient("y@later.test")]),
                               b"\r\nbody\r\n")
     await wait_queue(store, qid, "deferred")
     result = await asyncio.to_thread(postbus, conf, "postsuper", "-h", qid)
@@ -70,38 +70,38 @@ async def test_postsuper_hold_release_and_delete(qmgr: Path, store: QueueStore) 
     assert entry.attempts >= 2  # released mail was tried again at once
     result = await asyncio.to_thread(postbus, conf, "postsuper", "-d", "ALL", "deferred")
     assert "postsuper: Deleted: 1 message" in result.stderr
-    assert await store.get(qid) is None
-    content = await store.js.stream_info("POSTBUS_QUEUE")
-    assert content.state.messages == 0
+    assert await store.queue.get(qid) is None
+    left = await store.js.stream_info("POSTBUS_QUEUE", subjects_filter=f"postbus.q.{qid}.>")
+    assert not left.state.subjects  # entry, content and timer (fired wake-ups expire)
 
 
 async def test_incoming_mail_is_listed_and_can_be_held_and_deleted_before_qmgr_sees_it(
-    tmp_path: Path, nats: ServerProcess, store: QueueStore
+    tmp_path: Path, nats: ServerProcess, store: Bus
 ) -> None:
     conf = tmp_path / "etc"
     conf.mkdir()
     (conf / "main.cf").write_text(f"postbus_nats_url = {nats.url}\n")
     (conf / "master.cf").write_text("")
-    qid = await store.enqueue(
+    qid = await store.queue.enqueue(
         QueueEntry("", "early@client.test", [Recipient("x@remote.test")]), b"\r\nbody\r\n"
     )
     out = (await asyncio.to_thread(postbus, conf, "postqueue", "-p")).stdout
     assert f"{qid} " in out and "early@client.test" in out and f"{qid}*" not in out
     result = await asyncio.to_thread(postbus, conf, "postsuper", "-h", qid)
     assert "Placed on hold: 1 message" in result.stderr
-    got = await store.get(qid)
+    got = await store.queue.get(qid)
     assert got is not None and got[0].queue == "hold" and got[1] > 0
     result = await asyncio.to_thread(postbus, conf, "postsuper", "-d", qid)
     assert "Deleted: 1 message" in result.stderr
-    assert await store.get(qid) is None
+    assert await store.queue.get(qid) is None
 
 
-async def test_queue_gauges_count_deferred_and_held_mail(qmgr: Path, store: QueueStore) -> None:
+async def test_queue_gauges_count_deferred_and_held_mail(qmgr: Path, store: Bus) -> None:
     port = int((qmgr.parent / "metrics.port").read_text())
-    deferred = await store.enqueue(
+    deferred = await store.queue.enqueue(
         QueueEntry("", "a@client.test", [Recipient("x@later.test")]), b"\r\nbody\r\n"
     )
-    held = await store.enqueue(
+    held = await store.queue.enqueue(
         QueueEntry("", "a@client.test", [Recipient("y@later.test")]), b"\r\nbody\r\n"
     )
     await wait_queue(store, deferred, "deferred")

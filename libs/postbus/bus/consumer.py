@@ -46,14 +46,16 @@ from nats.errors import (
     StaleConnectionError,
 )
 from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import ServiceUnavailableError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from postbus import metrics
+from postbus.bus.jetstream import ensure_streams
 from postbus.maps.table import TableRetry
 from postbus.queue import corrupt
 from postbus.queue.entry import CodecError
-from postbus.queue.store import QueueConflict
+from postbus.queue.file import QueueConflict
 
 if TYPE_CHECKING:
     from postbus.service import ServiceContext
@@ -148,6 +150,7 @@ async def consume(
     concurrency: int = 64,
     batch: int = 64,
     ack_wait: float | None = None,
+    max_ack_pending: int | None = None,
     on_poison: PoisonHook | None = None,
 ) -> None:
     """Pull work from a durable consumer until the service stops.
@@ -167,19 +170,25 @@ async def consume(
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=wait,
         max_deliver=-1,  # the retry policy decides, and records what it gives up on
-        max_ack_pending=max(1000, concurrency * 4),
+        max_ack_pending=max_ack_pending or max(1000, concurrency * 4),
         filter_subject=subject,
     )
-    sub = None
-    while sub is None:
-        try:
-            sub = await js.pull_subscribe(subject, durable=durable, stream=stream, config=config)
-        except Exception as exc:
-            if ctx.stopping.is_set():
-                return
-            log.warning("cannot subscribe %s: %s; retrying", durable, exc)
-            await asyncio.sleep(0.5)
+
+    async def subscribe() -> JetStreamContext.PullSubscription | None:
+        while not ctx.stopping.is_set():
+            try:
+                return await js.pull_subscribe(subject, durable=durable, stream=stream,
+                                               config=config)
+            except Exception as exc:
+                log.warning("cannot subscribe %s: %s; retrying", durable, exc)
+                await asyncio.sleep(0.5)
+        return None
+
+    sub = await subscribe()
+    if sub is None:
+        return
     policy = RetryPolicy(ctx, durable, on_poison)
+    failures = 0
     slots = asyncio.Semaphore(concurrency)
     tasks: set[asyncio.Task[None]] = set()
     ctx.ready = True
@@ -202,13 +211,20 @@ async def consume(
             free += 1
         try:
             msgs = await sub.fetch(free, timeout=1.0)
+            failures = 0
         except (NatsTimeout, TimeoutError):
             msgs = []
         except (ConnectionClosedError, Exception) as exc:
+            msgs = []
             if not ctx.stopping.is_set():
                 log.debug("%s: fetch failed: %s", durable, exc)
                 await asyncio.sleep(0.2)
-            msgs = []
+                failures += 1
+                if failures % 5 == 0 and await _missing(js, stream, durable):
+                    # a nats-server restart took the stream (memory) or consumer away
+                    log.warning("warning: %s: consumer gone; declaring it again", durable)
+                    await ensure_streams(js, ctx.cfg.int("postbus_stream_replicas"))
+                    sub = await subscribe() or sub
         for _ in range(free - len(msgs)):
             slots.release()
         for msg in msgs:
@@ -217,6 +233,16 @@ async def consume(
             task.add_done_callback(tasks.discard)
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _missing(js: JetStreamContext, stream: str, durable: str) -> bool:
+    try:
+        await js.consumer_info(stream, durable)
+    except NotFoundError:
+        return True
+    except Exception:
+        return False  # the bus is away: nothing to declare yet
+    return False
 
 
 @contextlib.asynccontextmanager

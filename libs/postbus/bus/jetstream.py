@@ -7,6 +7,7 @@ starts first; every service calls :func:`ensure_streams` at start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,13 +43,20 @@ class StreamSpec:
     max_bytes: int = -1
     per_subject: int = -1  # messages kept per subject (1: only the latest entry)
     max_msgs: int = -1
+    discard: DiscardPolicy = DiscardPolicy.OLD
+    schedules: bool = False  # message schedules and per-message TTLs (timers)
 
+
+WORK_MAX_BYTES = 512 * 1024 * 1024  # jobs and results in flight; past this, publishing waits
 
 STREAMS: tuple[StreamSpec, ...] = (
-    StreamSpec(s.QUEUE_STREAM, (s.QUEUE_SUBJECTS,), RetentionPolicy.LIMITS, per_subject=1),
-    StreamSpec(s.DELIVER_STREAM, (f"{s.ROOT}.deliver.*",), RetentionPolicy.WORK_QUEUE),
-    StreamSpec(s.STATUS_STREAM, (f"{s.ROOT}.status.*",), RetentionPolicy.WORK_QUEUE),
-    StreamSpec(s.DEFER_STREAM, (f"{s.ROOT}.defer.*",), RetentionPolicy.WORK_QUEUE),
+    # The queue file: what was accepted stays until it is delivered, bounced or deleted.
+    StreamSpec(s.QUEUE_STREAM, (s.QUEUE_SUBJECTS, s.WAKE_SUBJECTS), RetentionPolicy.LIMITS,
+               per_subject=1, schedules=True),
+    # Work in flight: lost with a nats-server restart, and then redone (see subjects).
+    StreamSpec(s.WORK_STREAM, (s.DELIVER_SUBJECTS, s.STATUS_SUBJECTS),
+               RetentionPolicy.WORK_QUEUE, storage=StorageType.MEMORY,
+               max_bytes=WORK_MAX_BYTES, discard=DiscardPolicy.NEW),
     # Events are for observers, not for recovery: memory spares a disk sync each.
     StreamSpec(
         s.EVENTS_STREAM, (f"{s.ROOT}.event.*",), RetentionPolicy.LIMITS, 3600.0, StorageType.MEMORY,
@@ -97,37 +105,95 @@ async def connect(
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
-    """Create (or leave alone) every stream."""
+    """Create every stream, or bring an existing one to this release's settings.
+
+    Settings JetStream can change in place (subjects, limits, replicas,
+    schedules) are updated; one it cannot (the storage type) stops the
+    service with the stream's name, rather than running on a stream that
+    does not keep mail the way this code assumes. Streams of older
+    releases are removed once they are empty.
+    """
     for spec in STREAMS:
-        config = StreamConfig(
-            name=spec.name,
-            subjects=list(spec.subjects),
-            retention=spec.retention,
-            storage=spec.storage,
-            num_replicas=replicas,
-            duplicate_window=DUPLICATE_WINDOW,
-            max_age=spec.max_age,
-            max_bytes=spec.max_bytes,
-            max_msgs_per_subject=spec.per_subject,
-            max_msgs=spec.max_msgs,
-            discard=DiscardPolicy.OLD,
-            allow_direct=True,
-        )
-        await _add_or_update(js, config)
+        await _add_or_update(js, _config(spec, replicas))
+    for name in s.RETIRED_STREAMS:
+        await _retire(js, name)
+
+
+def _config(spec: StreamSpec, replicas: int) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=spec.retention,
+        storage=spec.storage,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW,
+        max_age=spec.max_age,
+        max_bytes=spec.max_bytes,
+        max_msgs_per_subject=spec.per_subject,
+        max_msgs=spec.max_msgs,
+        discard=spec.discard,
+        allow_direct=True,
+        allow_msg_schedules=spec.schedules or None,
+        allow_msg_ttl=spec.schedules or None,
+    )
+
+
+#: What ensure_streams reconciles on an existing stream.
+_RECONCILED = ("subjects", "num_replicas", "max_age", "max_bytes", "max_msgs_per_subject",
+               "max_msgs", "discard", "allow_direct", "allow_msg_schedules", "allow_msg_ttl",
+               "duplicate_window")
 
 
 async def _add_or_update(js: JetStreamContext, config: StreamConfig) -> None:
     assert config.name is not None
     for _ in range(20):
         try:
-            await js.stream_info(config.name)
-            return
+            info = await js.stream_info(config.name)
         except NotFoundError:
-            pass
-        try:
-            await js.add_stream(config)
-            return
-        except BadRequestError as exc:  # a concurrent creator won the race
-            log.debug("add_stream %s: %s", config.name, exc)
-            await asyncio.sleep(0.05)
+            try:
+                await js.add_stream(config)
+                return
+            except BadRequestError as exc:  # a concurrent creator won the race
+                log.debug("add_stream %s: %s", config.name, exc)
+                await asyncio.sleep(0.05)
+                continue
+        have = info.config
+        if have.storage != config.storage or have.retention != config.retention:
+            raise StreamMismatch(
+                f"stream {config.name} exists with storage {have.storage} and retention "
+                f"{have.retention}; this release needs {config.storage} and "
+                f"{config.retention}: drain the queue and remove the stream "
+                f"(nats stream rm {config.name}) before starting"
+            )
+        if any(_differs(getattr(have, k), getattr(config, k)) for k in _RECONCILED):
+            log.info("updating stream %s to this release's settings", config.name)
+            await js.update_stream(config)
+        return
     raise RuntimeError(f"cannot declare stream {config.name}")
+
+
+def _differs(have: object, want: object) -> bool:
+    if want is None:
+        return False  # not asked for (e.g. schedules on a stream without timers)
+    if isinstance(want, list) and isinstance(have, list):
+        return sorted(want) != sorted(have)
+    return bool(have != want)
+
+
+async def _retire(js: JetStreamContext, name: str) -> None:
+    """Remove a stream of an older release once nothing is left in it."""
+    try:
+        info = await js.stream_info(name)
+    except NotFoundError:
+        return
+    if info.state.messages:
+        log.warning("warning: stream %s of an older Postbus still holds %d messages; "
+                    "it is removed when empty", name, info.state.messages)
+        return
+    with contextlib.suppress(NotFoundError):
+        await js.delete_stream(name)
+        log.info("removed stream %s of an older Postbus", name)
+
+
+class StreamMismatch(RuntimeError):
+    """An existing stream cannot be brought to this release's settings in place."""

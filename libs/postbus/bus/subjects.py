@@ -1,19 +1,26 @@
 """Every bus name in one place (≈ Postfix mail_proto.h).
 
-The queue is JetStream state:
+What is queued lives in files, what is in flight in memory:
 
-* ``POSTBUS_QUEUE`` holds every queued message under ``postbus.q.<qid>.>``
-  (the queue file): its entry (envelope, per-recipient state, queue name) on
-  ``.entry``, changed by compare-and-set and kept once per subject, and its
-  content: chunk 0 on ``.msg``, which doubles as the "new mail" trigger the
-  qmgr consumes, larger bodies continuing on ``.part.<n>``. Removing a
-  message is one purge of ``postbus.q.<qid>.>``.
-* ``POSTBUS_DELIVER`` is a work queue of delivery jobs, one subject per
-  transport (the master.cf service name), so transport_maps results route
-  straight to subjects.
-* ``POSTBUS_STATUS`` carries delivery results back to the qmgr.
-* ``POSTBUS_DEFER`` holds one wake-up per deferred message; the qmgr naks it
-  with a delay until the message's next attempt is due.
+* ``POSTBUS_QUEUE`` (file, fsynced) holds every queued message under
+  ``postbus.q.<qid>.>`` (the queue file): chunk 0 of the content on
+  ``.msg``, which carries the entry as it was received and doubles as the
+  "new mail" trigger the qmgr consumes; larger bodies continue on
+  ``.part.<n>``; ``.entry`` holds the entry once the qmgr has had to write
+  it (deferred, held, partly delivered), changed by compare-and-set and
+  kept once per subject; ``.timer`` is the message's one timer, a
+  JetStream message schedule that fires on ``postbus.wake.<qid>`` when a
+  deferred message is due (or a lost attempt must be taken up again).
+  Removing a message is one purge of ``postbus.q.<qid>.>``.
+* ``POSTBUS_WORK`` (memory) carries work in flight: delivery jobs on
+  ``postbus.deliver.<transport>`` (the master.cf service name, so
+  transport_maps results route straight to subjects; the queue ID follows)
+  and delivery results on ``postbus.status.<qid>``. A lost job or result costs a retry, never a
+  message: the trigger (or wake-up) that started an attempt stays pending
+  on its durable consumer until the attempt is recorded; every
+  ``postbus_delivery_lease`` JetStream hands it back to a qmgr, which keeps
+  the attempt while a job or result of the message is still on the bus,
+  and takes it up anew when none is.
 * ``POSTBUS_EVENTS`` records every state change, for observers, on
   ``postbus.event.<kind>`` with kind incoming, active, deferred, hold,
   requeued or removed (JSON: queue_id, time and details).
@@ -34,19 +41,23 @@ from __future__ import annotations
 ROOT = "postbus"
 
 QUEUE_STREAM = "POSTBUS_QUEUE"
-DELIVER_STREAM = "POSTBUS_DELIVER"
-STATUS_STREAM = "POSTBUS_STATUS"
-DEFER_STREAM = "POSTBUS_DEFER"
+WORK_STREAM = "POSTBUS_WORK"
 EVENTS_STREAM = "POSTBUS_EVENTS"
 CORRUPT_STREAM = "POSTBUS_CORRUPT"
+#: Streams of Postbus releases before the queue core of issue #9, removed at start.
+RETIRED_STREAMS = ("POSTBUS_DELIVER", "POSTBUS_STATUS", "POSTBUS_DEFER")
 
 QMGR_INCOMING_CONSUMER = "qmgr-incoming"
 QMGR_STATUS_CONSUMER = "qmgr-status"
-QMGR_DEFER_CONSUMER = "qmgr-defer"
+QMGR_WAKE_CONSUMER = "qmgr-wake"
 
 QUEUE_SUBJECTS = f"{ROOT}.q.>"
+WAKE_SUBJECTS = f"{ROOT}.wake.*"
+DELIVER_SUBJECTS = f"{ROOT}.deliver.*.*"
+STATUS_SUBJECTS = f"{ROOT}.status.*"
 MSG_TRIGGER_FILTER = f"{ROOT}.q.*.msg"
 ENTRY_FILTER = f"{ROOT}.q.*.entry"
+TIMER_FILTER = f"{ROOT}.q.*.timer"
 CORRUPT_SUBJECTS = f"{ROOT}.corrupt.*"
 
 #: Core NATS subject of table-change events; payload: the table spec, UTF-8.
@@ -78,8 +89,15 @@ def queue_id_of(subject: str) -> str:
     return subject.split(".")[2]
 
 
-def deliver_subject(transport: str) -> str:
-    return f"{ROOT}.deliver.{transport}"
+def deliver_subject(transport: str, queue_id: str) -> str:
+    """A delivery job: per transport (which agents take it), per message (so the
+    qmgr can tell whether an attempt's jobs are still on the bus)."""
+    return f"{ROOT}.deliver.{transport}.{queue_id}"
+
+
+def deliver_filter(transport: str) -> str:
+    """Every job of one transport (a delivery agent's consumer)."""
+    return f"{ROOT}.deliver.{transport}.*"
 
 
 def deliver_consumer(transport: str) -> str:
@@ -90,8 +108,14 @@ def status_subject(queue_id: str) -> str:
     return f"{ROOT}.status.{queue_id}"
 
 
-def defer_subject(queue_id: str) -> str:
-    return f"{ROOT}.defer.{queue_id}"
+def timer_subject(queue_id: str) -> str:
+    """The message's one timer (a JetStream message schedule)."""
+    return f"{ROOT}.q.{queue_id}.timer"
+
+
+def wake_subject(queue_id: str) -> str:
+    """Where a message's timer fires."""
+    return f"{ROOT}.wake.{queue_id}"
 
 
 def event_subject(kind: str) -> str:
@@ -108,6 +132,8 @@ def subject_queue_id(subject: str) -> str:
     parts = subject.split(".")
     if len(parts) >= 4 and parts[:2] == [ROOT, "q"]:
         return parts[2]
-    if len(parts) == 3 and parts[0] == ROOT and parts[1] in ("status", "defer", "corrupt"):
+    if len(parts) == 3 and parts[0] == ROOT and parts[1] in ("status", "wake", "corrupt"):
         return parts[2]
+    if len(parts) == 4 and parts[:2] == [ROOT, "deliver"]:
+        return parts[3]
     return ""

@@ -104,10 +104,11 @@ def corrupt_json(found: CorruptMessage) -> str:
 
 
 async def run(cfg: Config, args: argparse.Namespace) -> int:
-    async with admin.open_queue(cfg, "postqueue") as store:
+    async with admin.open_queue(cfg, "postqueue") as bus:
+        store = bus.queue
         entries = sorted([e async for e in store.entries()], key=lambda e: e.arrival_time)
         if args.p or args.j:
-            broken = await corrupt.corrupt_messages(store.js)
+            broken = await corrupt.corrupt_messages(bus.js)
         if args.p:
             sys.stdout.write(format_queue(entries, cfg.bool("enable_long_queue_ids"), broken))
         elif args.j:
@@ -118,7 +119,7 @@ async def run(cfg: Config, args: argparse.Namespace) -> int:
         else:
             ids = [args.i] if args.i else [e.queue_id for e in entries]
             for entry in await admin.change_each(store, ids, admin.flush):
-                await store.wake_later(entry, now=True)
+                await store.set_timer(entry.queue_id, 0, entry.attempt_id)
     return 0
 
 

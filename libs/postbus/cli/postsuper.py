@@ -36,7 +36,8 @@ def _ids(values: list[list[str]]) -> tuple[list[str], set[str] | None]:
 
 
 async def run(cfg: Config, args: argparse.Namespace) -> int:
-    async with admin.open_queue(cfg, "postsuper") as store:
+    async with admin.open_queue(cfg, "postsuper") as bus:
+        store = bus.queue
         if args.d:
             ids, queues = _ids(args.d)
             count = 0
@@ -47,11 +48,11 @@ async def run(cfg: Config, args: argparse.Namespace) -> int:
                     if got is None:
                         continue
                     await store.remove(queue_id)
-                    await store.event("removed", queue_id, reason="deleted")
+                    await bus.work.event("removed", queue_id, reason="deleted")
                     log.info("%s: removed", queue_id)
                     count += 1
             for queue_id in await admin.select_corrupt(store, ids, queues):
-                if await corrupt.remove(store.js, queue_id):
+                if await corrupt.remove(bus.js, queue_id):
                     log.info("%s: removed", queue_id)
                     count += 1
             print(f"postsuper: Deleted: {count} message{'s' if count != 1 else ''}",
@@ -68,10 +69,10 @@ async def run(cfg: Config, args: argparse.Namespace) -> int:
                 store, await admin.select(store, ids, queues), change
             )
             for entry in changed:
-                await store.event(entry.queue if verb != "Requeued" else "requeued",
-                                  entry.queue_id)
+                await bus.work.event(entry.queue if verb != "Requeued" else "requeued",
+                                     entry.queue_id)
                 if entry.queue == "deferred":
-                    await store.wake_later(entry, now=True)
+                    await store.set_timer(entry.queue_id, 0, entry.attempt_id)
                 log.info("%s: %s", entry.queue_id,
                          {"Placed on hold": "placed on hold",
                           "Released from hold": "released from hold",

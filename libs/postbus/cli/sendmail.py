@@ -1,6 +1,6 @@
 """postbus sendmail: submit a message from standard input (≈ sendmail(1) + pickup(8)).
 
-The message goes straight into the queue through the same QueueStore the
+The message goes straight into the queue through the same QueueFile the
 SMTP server uses, so it is as durable as mail received over SMTP.
 Recipients come from the command line, or from To:/Cc:/Bcc: with ``-t``.
 """
@@ -84,7 +84,7 @@ async def submit(cfg: Config, sender: str, recipients: list[str], content: bytes
             client_addr="127.0.0.1",
             protocol="sendmail",
         )
-        return await store.enqueue(entry, content, cfg.bool("enable_long_queue_ids"))
+        return await store.queue.enqueue(entry, content, cfg.bool("enable_long_queue_ids"))
 
 
 def qualify(address: str, cfg: Config) -> str:

@@ -17,6 +17,7 @@ or a delivery job's ``queue_id``), else under a fresh ID; that ID is what
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -29,8 +30,8 @@ from nats.js.errors import NotFoundError
 from postbus import metrics
 from postbus.bus import subjects as s
 from postbus.queue.entry import CodecError, DeliveryJob, QueueEntry
+from postbus.queue.file import ENTRY_HEADER
 from postbus.queue.ids import is_queue_id, new_queue_id
-from postbus.queue.store import ENTRY_HEADER, JOB_HEADER, QueueStore
 
 log = logging.getLogger("postbus.corrupt")
 
@@ -61,7 +62,7 @@ def kind_of(subject: str) -> str:
     parts = subject.split(".")
     if len(parts) < 3 or parts[0] != s.ROOT:
         return "other"
-    return {"q": "message", "status": "status", "defer": "wakeup", "deliver": "job"}.get(
+    return {"q": "message", "status": "status", "wake": "wakeup", "deliver": "job"}.get(
         parts[1], "other"
     )
 
@@ -69,12 +70,7 @@ def kind_of(subject: str) -> str:
 def queue_id_of(msg: Msg, kind: str) -> str:
     """The queue ID a piece of work names, or '' when none can be trusted."""
     qid = s.subject_queue_id(msg.subject)
-    if not qid and kind == "job":
-        try:
-            qid = QueueStore.read_job(msg)[0].queue_id
-        except CodecError:  # the job's de-duplication ID starts with its queue ID
-            qid = (msg.headers or {}).get("Nats-Msg-Id", "").split(".")[0]
-    return qid if isinstance(qid, str) and is_queue_id(qid) else ""
+    return qid if is_queue_id(qid) else ""
 
 
 def _clean(text: str) -> str:
@@ -120,6 +116,9 @@ async def quarantine(js: JetStreamContext, msg: Msg, reason: str, deliveries: in
         )
     if kind == "message" and qid:
         await js.purge_stream(s.QUEUE_STREAM, subject=s.message_filter(qid))
+    elif md.stream == s.QUEUE_STREAM:  # a wake-up: the queue file keeps what it is given
+        with contextlib.suppress(NotFoundError):
+            await js.delete_msg(md.stream, md.sequence.stream)
     log.warning('%s: saving corrupt %s from %s to queue "corrupt": %s',
                 record_id, KINDS[kind], msg.subject, meta[REASON])
     metrics.corrupt_messages.labels(kind).inc()
@@ -190,8 +189,7 @@ def _learn(found: CorruptMessage, headers: Mapping[str, str], data: bytes) -> No
         if raw_entry:
             entry = QueueEntry.decode(raw_entry)
         elif found.kind == "job":
-            raw_job = headers.get(JOB_HEADER)
-            entry = DeliveryJob.decode(raw_job.encode() if raw_job else data)
+            entry = DeliveryJob.decode(data)
     except CodecError:
         entry = None
     if not subject.endswith(".entry"):

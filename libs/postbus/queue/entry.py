@@ -75,19 +75,28 @@ class QueueEntry:
     bounce_of: str = ""  # queue ID this message reports on, for bounces
     warned: bool = False  # delay warning sent
     notified: bool = False  # non-delivery notification already queued
+    attempt_id: str = ""  # the current attempt; '' before the first
+    holder: int = 0  # stream sequence of the trigger or wake-up holding that attempt open
 
     def record(self, status: DeliveryStatus) -> bool:
         """Apply a delivery report to the recipients it covers (as Postfix's agents
-        mark recipients done in the queue file); False when stale or a duplicate."""
-        if self.attempts != status.attempt:
-            return False
+        mark recipients done in the queue file); False when a duplicate.
+
+        A report of an earlier attempt still counts for what it says was
+        delivered or bounced: that happened. Only recipients still active or
+        deferred take it; a final recipient never changes again."""
         changed = False
+        current = status.attempt_id == self.attempt_id
         for result in status.results:
             if result.index >= len(self.recipients):
                 continue
             rcpt = self.recipients[result.index]
-            if rcpt.state != "active":
+            if rcpt.final:
                 continue
+            if current and rcpt.state not in ("active", "pending"):
+                continue  # a duplicate report (pending: a first attempt that wrote nothing)
+            if not current and result.status == "deferred":
+                continue  # a stale deferral: the current attempt decides
             rcpt.state = result.status
             rcpt.dsn, rcpt.reason, rcpt.relay = result.dsn, result.reason, result.relay
             changed = True
@@ -148,6 +157,9 @@ class DeliveryJob:
     env_id: str = ""
     ret: str = ""
     whole: bool = False  # these are all of the message's recipients, none settled before
+    attempt_id: str = ""  # the attempt this job belongs to (idempotency keys, fencing)
+    token: str = ""  # the ack subject of the trigger or wake-up that holds the attempt
+    recheck: bool = False  # an attempt taken up again: check it is current before delivery
 
     def encode(self) -> bytes:
         return _dump(self, "recipients")
@@ -177,6 +189,9 @@ class DeliveryStatus:
     transport: str
     nexthop: str
     results: list[RcptResult]
+    attempt_id: str = ""
+    token: str = ""  # the job's token, handed back so any qmgr can end the attempt
+    whole: bool = False  # the job held every recipient of the message
 
     def encode(self) -> bytes:
         return _dump(self, "results")

@@ -1,7 +1,7 @@
 """Non-delivery notifications (≈ Postfix bounce(8), RFC 3464).
 
 A bounce is a new message from the null sender to the original sender,
-queued through the same QueueStore as any other mail: a multipart/report
+queued through the same QueueFile as any other mail: a multipart/report
 with Postfix's human-readable text, a message/delivery-status part with
 one block per failed recipient, and the returned message (headers only for
 RET=HDRS or when it exceeds bounce_size_limit). Mail from the null sender

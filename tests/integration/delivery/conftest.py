@@ -21,8 +21,10 @@ from nats.aio.client import Client as NATS
 from postbus.bus import subjects as s
 from postbus.bus.jetstream import connect, ensure_streams
 from postbus.config.loader import Config
+from postbus.queue.admin import Bus as QueueBus
 from postbus.queue.entry import DeliveryJob, DeliveryStatus, QueueEntry, Recipient
-from postbus.queue.store import QueueStore
+from postbus.queue.file import QueueFile
+from postbus.queue.work import WorkBus
 from postbus.servers import ServerProcess
 from postbus.service import ServiceContext
 
@@ -46,7 +48,7 @@ MESSAGE = (
 @dataclass
 class Bus:
     nc: NATS
-    store: QueueStore
+    store: QueueBus
 
     async def submit(
         self,
@@ -58,24 +60,24 @@ class Bus:
     ) -> DeliveryJob:
         """Queue the content and hand out one delivery job, as the qmgr would."""
         rcpts = [Recipient(r) for r in recipients]
-        qid = await self.store.enqueue(QueueEntry("", sender, rcpts), content)
+        qid = await self.store.queue.enqueue(QueueEntry("", sender, rcpts), content)
         now = time.time()
-        got = await self.store.get(qid)
+        got = await self.store.queue.get(qid)
         assert got is not None
         entry = got[0]
         job = DeliveryJob(
             queue_id=qid, transport=transport, nexthop=nexthop, sender=sender,
             recipients=rcpts, indexes=list(range(len(rcpts))), attempt=1,
             arrival_time=entry.arrival_time, size=entry.size, chunks=entry.chunks,
-            queued_time=now, active_time=now,
+            queued_time=now, active_time=now, attempt_id=entry.attempt_id,
         )
-        await self.store.submit_job(job)
+        await self.store.work.submit_job(job)
         return job
 
     async def status(self, queue_id: str, timeout: float = 20.0) -> DeliveryStatus:
         """The one DeliveryStatus the agent reports for a message."""
         js = self.nc.jetstream()
-        sub = await js.pull_subscribe(s.status_subject(queue_id), stream=s.STATUS_STREAM)
+        sub = await js.pull_subscribe(s.status_subject(queue_id), stream=s.WORK_STREAM)
         try:
             msgs = await sub.fetch(1, timeout=timeout)
             await msgs[0].ack()
@@ -88,7 +90,8 @@ class Bus:
 async def bus(nats: ServerProcess) -> AsyncIterator[Bus]:
     nc = await connect(nats.url, "delivery-test")
     await ensure_streams(nc.jetstream())
-    yield Bus(nc, await QueueStore.open(nc))
+    js = nc.jetstream()
+    yield Bus(nc, QueueBus(QueueFile(nc, js), WorkBus(nc, js)))
     with contextlib.suppress(Exception):
         await nc.close()
 
@@ -108,7 +111,8 @@ class RunAgent:
         cfg = Config.from_text(text, MASTER_CF, service=service)
         program = "local" if service in ("local", "virtual") else "smtp"
         ctx = ServiceContext(
-            cfg=cfg, program=program, service=service, nc=self.bus.nc, store=self.bus.store
+            cfg=cfg, program=program, service=service, nc=self.bus.nc,
+            queue_file=self.bus.store.queue, work_bus=self.bus.store.work,
         )
         self.running.append((ctx, asyncio.create_task(main(ctx))))
         return ctx

@@ -140,9 +140,9 @@ async def test_aliases_expand_to_users_files_commands_and_addresses(
     assert any(f"status=sent (delivered to command: {PIPE})" in line for line in logs)
     forwarded = next(line for line in logs if "to=<friend@remote.test>" in line)
     new_qid = forwarded.rsplit("forwarded as ", 1)[1].rstrip(")")
-    got = await bus.store.get(new_qid)
+    got = await bus.store.queue.get(new_qid)
     assert got is not None and got[0].recipients[0].address == "friend@remote.test"
-    content = await bus.store.content(new_qid)
+    content = await bus.store.queue.content(new_qid)
     assert content.startswith(b"Delivered-To: team+x@postbus.test\nReceived: ")
 
 
@@ -198,4 +198,4 @@ async def test_virtual_mailboxes(bus: Bus, run_agent: RunAgent, mailroot: Path) 
     assert (nobody.status, nobody.dsn, nobody.reason) == (
         "bounced", "5.1.1", 'unknown user: "nobody@virt.test"'
     )
-    assert s.deliver_subject("virtual") == "postbus.deliver.virtual"
+    assert s.deliver_filter("virtual") == "postbus.deliver.virtual.*"

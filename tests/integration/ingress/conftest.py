@@ -1,7 +1,7 @@
 """Fixtures for the ingress tests: our SMTP server in-process on a real nats-server.
 
 ``smtpd(**main_cf)`` starts an :class:`SmtpServer` on a free loopback port
-whose queue writer is the real QueueStore (the ``store`` fixture), so every
+whose queue writer is the real queue file (the ``store`` fixture), so every
 accepted message really went through JetStream.  :class:`Client` is a
 small async SMTP client that returns replies as text.
 """
@@ -17,8 +17,8 @@ import pytest
 
 from ingress_smtpd.server import SmtpServer
 from postbus.config.loader import Config
+from postbus.queue.admin import Bus
 from postbus.queue.entry import QueueEntry
-from postbus.queue.store import QueueStore
 
 BASE_MAIN_CF = {
     "compatibility_level": "3.6",
@@ -86,7 +86,7 @@ class Client:
 class Running:
     server: SmtpServer
     port: int
-    store: QueueStore
+    store: Bus
     clients: list[Client] = field(default_factory=list)
 
     async def client(self, banner: bool = True) -> Client:
@@ -101,14 +101,14 @@ StartSmtpd = Callable[..., Awaitable[Running]]
 
 
 @pytest.fixture
-async def smtpd(store: QueueStore) -> AsyncIterator[StartSmtpd]:
+async def smtpd(store: Bus) -> AsyncIterator[StartSmtpd]:
     """Start our server with main.cf overrides; messages go to the real queue."""
     async with running_servers(store) as start:
         yield start
 
 
 @contextlib.asynccontextmanager
-async def running_servers(store: QueueStore) -> AsyncIterator[StartSmtpd]:
+async def running_servers(store: Bus) -> AsyncIterator[StartSmtpd]:
     started: list[Running] = []
 
     async def start(**main_cf: str) -> Running:
@@ -116,7 +116,7 @@ async def running_servers(store: QueueStore) -> AsyncIterator[StartSmtpd]:
         long_ids = cfg.bool("enable_long_queue_ids")
 
         async def write(entry: QueueEntry, build: Callable[[str], bytes]) -> str:
-            return await store.enqueue(entry, b"", long_ids, build=build)
+            return await store.queue.enqueue(entry, b"", long_ids, build=build)
 
         server = SmtpServer(cfg, write, listener="test")
         bound = await server.start("127.0.0.1", 0)

@@ -46,7 +46,7 @@ async def test_accepted_message_is_in_the_queue(
     assert match, reply
     qid = match.group(1)
     assert is_queue_id(qid) and len(qid) == 11
-    got = await run.store.get(qid)
+    got = await run.store.queue.get(qid)
     assert got is not None
     entry, _ = got
     assert entry.sender == "s@example.org"
@@ -55,7 +55,7 @@ async def test_accepted_message_is_in_the_queue(
     assert (entry.client_name, entry.client_addr, entry.helo) == ("unknown", "127.0.0.1",
                                                                   "client.example")
     assert entry.protocol == "ESMTP"
-    content = await run.store.content(qid, entry.chunks)
+    content = await run.store.queue.content(qid, entry.chunks)
     assert entry.size == len(content)
     head, _, rest = content.partition(b"\r\nSubject: hello\r\n")
     assert re.fullmatch(
@@ -87,8 +87,8 @@ async def test_received_header_without_for_when_many_recipients(smtpd: StartSmtp
     body = b"Message-ID: <given@example.org>\r\nDate: x\r\nFrom: a@b\r\n\r\nbody\r\n"
     reply = await send_one(run, "", ["a@postbus.test", "b@localhost"], body)
     qid = QUEUED.match(reply).group(1)  # type: ignore[union-attr]
-    entry, _ = await run.store.get(qid)  # type: ignore[misc]
-    content = await run.store.content(qid, entry.chunks)
+    entry, _ = await run.store.queue.get(qid)  # type: ignore[misc]
+    content = await run.store.queue.content(qid, entry.chunks)
     first = content.split(b"\r\n")[:3]
     assert first[1].endswith(b" with ESMTP id " + qid.encode() + b";")
     assert first[2].startswith(b"\t") and b"for <" not in content
@@ -102,7 +102,7 @@ async def test_long_queue_ids(smtpd: StartSmtpd) -> None:
     reply = await send_one(run, "s@example.org", ["u@postbus.test"], b"x\r\n")
     qid = QUEUED.match(reply).group(1)  # type: ignore[union-attr]
     assert "z" in qid and len(qid) > 12 and is_queue_id(qid)
-    assert await run.store.get(qid) is not None
+    assert await run.store.queue.get(qid) is not None
 
 
 async def test_dsn_parameters_are_kept(smtpd: StartSmtpd) -> None:
@@ -117,7 +117,7 @@ async def test_dsn_parameters_are_kept(smtpd: StartSmtpd) -> None:
     await client.cmd("DATA")
     await client.send(b"Subject: x\r\n\r\nx\r\n.\r\n")
     qid = QUEUED.match(await client.reply()).group(1)  # type: ignore[union-attr]
-    entry, _ = await run.store.get(qid)  # type: ignore[misc]
+    entry, _ = await run.store.queue.get(qid)  # type: ignore[misc]
     assert (entry.ret, entry.env_id) == ("HDRS", "id+x")
     first, second = entry.recipients
     assert (first.notify, first.orig_rcpt) == ("SUCCESS,FAILURE", "orig@x@example.org")
@@ -149,12 +149,12 @@ async def test_main_listens_on_the_master_cf_address(nats: ServerProcess) -> Non
         service=f"127.0.0.1:{port}",
     )
     from postbus.bus.jetstream import connect, ensure_streams
-    from postbus.queue.store import QueueStore
+    from postbus.queue.file import QueueFile
 
     nc = await connect(nats.url, "test")
     await ensure_streams(nc.jetstream())
     ctx = ServiceContext(cfg=cfg, program="smtpd", service=f"127.0.0.1:{port}", nc=nc,
-                         store=await QueueStore.open(nc))
+                         queue_file=QueueFile(nc, nc.jetstream()))
     task = asyncio.create_task(main(ctx))
     for _ in range(100):
         if ctx.ready:

@@ -9,7 +9,9 @@ import logging
 import pytest
 
 from postbus.bus.jetstream import connect, ensure_streams
-from postbus.queue.store import QueueStore
+from postbus.queue.admin import Bus
+from postbus.queue.file import QueueFile
+from postbus.queue.work import WorkBus
 from postbus.servers import ServerProcess
 from postbus.smtp import replies as r
 from tests.integration.ingress.conftest import Running, StartSmtpd, running_servers
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 async def queue_size(run: Running) -> int:
-    return len([e async for e in run.store.entries()])
+    return len([e async for e in run.store.queue.entries()])
 
 
 async def test_sequence_and_syntax_errors(smtpd: StartSmtpd) -> None:
@@ -69,8 +71,8 @@ async def test_long_lines_are_kept_whole(smtpd: StartSmtpd) -> None:
     reply = await c.reply()
     assert reply.startswith("250 2.0.0 Ok: queued as "), reply
     qid = reply.rsplit(" ", 1)[1]
-    entry, _ = await run.store.get(qid)  # type: ignore[misc]
-    content = await run.store.content(qid, entry.chunks)
+    entry, _ = await run.store.queue.get(qid)  # type: ignore[misc]
+    content = await run.store.queue.content(qid, entry.chunks)
     assert content.endswith(b"\r\n\r\n" + long_line + b"\r\n")
 
 
@@ -84,8 +86,8 @@ async def test_header_longer_than_header_size_limit_is_cut(smtpd: StartSmtpd) ->
     big = b"X-Big: " + b"a" * 60 + b"\r\n" + (b"\t" + b"b" * 60 + b"\r\n") * 40
     await c.send(b"Subject: s\r\n" + big + b"X-After: 1\r\n\r\nbody\r\n.\r\n")
     qid = (await c.reply()).rsplit(" ", 1)[1]
-    entry, _ = await run.store.get(qid)  # type: ignore[misc]
-    content = await run.store.content(qid, entry.chunks)
+    entry, _ = await run.store.queue.get(qid)  # type: ignore[misc]
+    content = await run.store.queue.content(qid, entry.chunks)
     header = content[content.index(b"X-Big:") : content.index(b"X-After:")]
     assert 900 < len(header) <= 1000
     assert b"\r\nX-After: 1\r\n" in content and content.endswith(b"\r\n\r\nbody\r\n")
@@ -132,7 +134,7 @@ async def test_pipelined_replies_come_in_order_in_one_write(smtpd: StartSmtpd) -
     assert replies[6].startswith("250 2.0.0 Ok: queued as ")
     assert replies[7:] == [r.OK, r.OK, r.BYE, "<EOF>"]
     qid = replies[6].rsplit(" ", 1)[1]
-    entry, _ = await run.store.get(qid)  # type: ignore[misc]
+    entry, _ = await run.store.queue.get(qid)  # type: ignore[misc]
     assert [x.address for x in entry.recipients] == ["a@postbus.test", "b@postbus.test"]
 
 
@@ -191,7 +193,8 @@ async def test_binary_junk_gets_replies_not_tracebacks(smtpd: StartSmtpd) -> Non
 async def test_nats_down_means_451_never_250(nats: ServerProcess) -> None:
     nc = await connect(nats.url, "test")
     await ensure_streams(nc.jetstream())
-    async with running_servers(await QueueStore.open(nc)) as smtpd:
+    js = nc.jetstream()
+    async with running_servers(Bus(QueueFile(nc, js), WorkBus(nc, js))) as smtpd:
         await nats_goes_away(await smtpd(), nats)
     with contextlib.suppress(Exception):
         await nc.close()
@@ -227,5 +230,5 @@ async def test_undecodable_bytes_without_smtputf8_never_loop_on_451(smtpd: Start
     assert await c.cmd("DATA") == "354 End data with <CR><LF>.<CR><LF>"
     reply = await c.cmd("Subject: x\r\n\r\nbody\r\n.")
     assert reply.startswith("250 2.0.0 Ok: queued as "), reply
-    got = await run.store.get(reply.rsplit(" ", 1)[1])
+    got = await run.store.queue.get(reply.rsplit(" ", 1)[1])
     assert got is not None and got[0].helo == "bad?name"

@@ -1,0 +1,255 @@
+"""The queue file on JetStream: what is queued (≈ mail_queue.c, the queue file).
+
+Only this module knows how a message is laid out in ``POSTBUS_QUEUE`` (see
+:mod:`postbus.bus.subjects`). Writing a new message (ingress, bounces,
+sendmail) goes through :meth:`QueueFile.enqueue`, which returns only once
+JetStream has acknowledged the message: the caller may then answer ``250``.
+
+The entry lives in the header of chunk 0 (``.msg``) as received, and on
+``.entry`` once the qmgr has had to write it; :meth:`get` reads whichever
+is newer. Entries change only by compare-and-set (:meth:`update`,
+:meth:`modify`). A message's one timer (:meth:`set_timer`) is a JetStream
+message schedule in the same queue file, so removing the message removes
+its timer too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import orjson
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, NotFoundError
+
+from postbus.bus import subjects as s
+from postbus.queue.entry import CodecError, QueueEntry
+from postbus.queue.ids import new_queue_id
+
+WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: expected last subject sequence differs
+ENTRY_HEADER = "Postbus-Entry"
+CHUNK_HEADROOM = 16 * 1024  # room for headers inside max_payload
+WAKE_TTL = "3600s"  # how long a fired wake-up stays in the stream (consumed at once normally)
+
+
+class QueueConflict(Exception):
+    """Someone else changed the entry since we read it (compare-and-set lost)."""
+
+
+def first_attempt_id(seq: int) -> str:
+    """The id of a message's first attempt: the stream sequence of its chunk 0,
+    unique for the life of the stream even when a short queue ID recurs."""
+    return f"s{seq}"
+
+
+class QueueFile:
+    """Read and change what is queued: every role that queues or reads mail has one."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext) -> None:
+        self.nc = nc
+        self.js = js
+        self.chunk_size = max(64 * 1024, nc.max_payload - CHUNK_HEADROOM)
+
+    # -- new mail -------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        entry: QueueEntry,
+        content: bytes,
+        long_ids: bool = False,
+        *,
+        build: Callable[[str], bytes] | None = None,
+    ) -> str:
+        """Store a new message durably; returns its queue ID.
+
+        One write makes a message queued: chunk 0 of the content, carrying
+        the queue entry in its headers, published only if its subject is
+        new (so IDs stay unique across replicas). That message is also the
+        qmgr's trigger. Continuation chunks of a large message go first, so
+        the trigger never precedes its content. (Should a drawn ID collide,
+        the chunks already written under it belong to the other message's
+        subjects and leave with it.)
+
+        ``build(queue_id)``, when given, returns the content to store under a
+        freshly drawn ID (smtpd's Received: and Message-Id: headers name it);
+        it runs again if that ID was taken, and may set entry fields that
+        depend on the ID. ``content`` is then ignored.
+        """
+        given_size = entry.size
+        for _ in range(10):
+            entry.queue_id = qid = new_queue_id(long_ids)
+            data = build(qid) if build is not None else content
+            chunks = [
+                data[i : i + self.chunk_size] for i in range(0, len(data), self.chunk_size)
+            ] or [b""]
+            entry.size = given_size or len(data)
+            entry.chunks = len(chunks)
+            try:
+                if len(chunks) > 1:
+                    await asyncio.gather(*(
+                        self._publish_new(s.part_subject(qid, i), chunk)
+                        for i, chunk in enumerate(chunks[1:], start=1)
+                    ))
+                await self._publish_new(
+                    s.msg_subject(qid), chunks[0], {ENTRY_HEADER: entry.encode().decode()}
+                )
+                return qid
+            except QueueConflict:
+                continue
+        raise RuntimeError("cannot allocate a queue ID")
+
+    async def _publish_new(
+        self, subject: str, data: bytes, extra: dict[str, str] | None = None
+    ) -> None:
+        """Publish on a subject that must not exist yet (QueueConflict if it does)."""
+        headers = {"Nats-Expected-Last-Subject-Sequence": "0", **(extra or {})}
+        try:
+            await self.js.publish(subject, data, stream=s.QUEUE_STREAM, headers=headers)
+        except APIError as exc:
+            if exc.err_code in WRONG_LAST_SEQUENCE:
+                raise QueueConflict(subject) from exc
+            raise
+
+    @staticmethod
+    def trigger_entry(msg: Msg) -> tuple[QueueEntry, int]:
+        """The entry a new-mail trigger carries, at revision 0 ("not stored on its
+        own subject yet"). A queue file always starts with its entry: CodecError
+        when it does not."""
+        raw = (msg.headers or {}).get(ENTRY_HEADER)
+        if raw is None:
+            raise CodecError("queue file without a queue entry")
+        entry = QueueEntry.decode(raw.encode())
+        seq = msg.metadata.sequence.stream
+        entry.attempt_id, entry.holder = first_attempt_id(seq), seq
+        return entry, 0
+
+    # -- content --------------------------------------------------------------
+
+    async def content(self, queue_id: str, chunks: int = 1) -> bytes:
+        """The message as queued; NotFoundError when it is gone."""
+        first = self.js.get_last_msg(s.QUEUE_STREAM, s.msg_subject(queue_id), direct=True)
+        rest = [
+            self.js.get_last_msg(s.QUEUE_STREAM, s.part_subject(queue_id, i), direct=True)
+            for i in range(1, chunks)
+        ]
+        msgs = await asyncio.gather(first, *rest)
+        return b"".join(m.data or b"" for m in msgs)
+
+    # -- entries --------------------------------------------------------------
+
+    async def get(self, queue_id: str) -> tuple[QueueEntry, int] | None:
+        """The entry and its revision, or None when the message is gone."""
+        try:
+            msg = await self.js.get_last_msg(
+                s.QUEUE_STREAM, s.entry_subject(queue_id), direct=True
+            )
+        except NotFoundError:
+            return await self._as_received(queue_id)
+        if not msg.data or msg.seq is None:
+            return None
+        return QueueEntry.decode(msg.data), msg.seq
+
+    async def _as_received(self, queue_id: str) -> tuple[QueueEntry, int] | None:
+        """A message whose entry was never written: the one its trigger carries."""
+        try:
+            msg = await self.js.get_last_msg(s.QUEUE_STREAM, s.msg_subject(queue_id), direct=True)
+        except NotFoundError:
+            return None
+        raw = (msg.headers or {}).get(ENTRY_HEADER)
+        if raw is None:
+            raise CodecError("queue file without a queue entry")
+        entry = QueueEntry.decode(raw.encode())
+        if msg.seq is not None:
+            entry.attempt_id, entry.holder = first_attempt_id(msg.seq), msg.seq
+        return entry, 0
+
+    async def update(self, entry: QueueEntry, revision: int) -> int:
+        """Write an entry only if its subject is still at ``revision`` (0: never
+        written); returns the new revision. QueueConflict when someone was faster."""
+        try:
+            ack = await self.js.publish(
+                s.entry_subject(entry.queue_id),
+                entry.encode(),
+                stream=s.QUEUE_STREAM,
+                headers={"Nats-Expected-Last-Subject-Sequence": str(revision)},
+            )
+        except APIError as exc:
+            if exc.err_code in WRONG_LAST_SEQUENCE:
+                raise QueueConflict(entry.queue_id) from exc
+            raise
+        return int(ack.seq)
+
+    async def modify(
+        self, queue_id: str, change: Callable[[QueueEntry], bool]
+    ) -> QueueEntry | None:
+        """Read-change-write with retries; ``change`` returns False to leave it."""
+        for _ in range(50):
+            got = await self.get(queue_id)
+            if got is None:
+                return None
+            entry, revision = got
+            if not change(entry):
+                return entry
+            try:
+                await self.update(entry, revision)
+                return entry
+            except QueueConflict:
+                await asyncio.sleep(0.005)
+        raise QueueConflict(queue_id)
+
+    async def remove(self, queue_id: str) -> None:
+        """Forget a message entirely, entry, content and timer, in one purge."""
+        await self.js.purge_stream(s.QUEUE_STREAM, subject=s.message_filter(queue_id))
+
+    # -- the timer ------------------------------------------------------------
+
+    async def set_timer(self, queue_id: str, when: float, attempt_id: str = "") -> None:
+        """Wake the qmgr for this message at ``when`` (replacing any earlier timer).
+
+        A time that has come fires at once, as a plain wake-up."""
+        payload = orjson.dumps({"queue_id": queue_id, "attempt_id": attempt_id})
+        if when <= time.time():
+            await self.js.publish(s.wake_subject(queue_id), payload, stream=s.QUEUE_STREAM)
+            return
+        at = datetime.fromtimestamp(math.ceil(when), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        await self.js.publish(
+            s.timer_subject(queue_id), payload, stream=s.QUEUE_STREAM,
+            headers={
+                "Nats-Schedule": f"@at {at}",
+                "Nats-Schedule-Target": s.wake_subject(queue_id),
+                "Nats-Schedule-TTL": WAKE_TTL,
+            },
+        )
+
+    @staticmethod
+    def read_wakeup(data: bytes) -> tuple[str, str]:
+        """The queue ID and attempt id a wake-up names (see :meth:`set_timer`)."""
+        try:
+            wakeup = orjson.loads(data)
+            queue_id, attempt_id = wakeup["queue_id"], wakeup.get("attempt_id", "")
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise CodecError(f"bad wake-up: {exc}") from exc
+        if not isinstance(queue_id, str) or not isinstance(attempt_id, str):
+            raise CodecError("bad wake-up: queue_id or attempt_id of the wrong type")
+        return queue_id, attempt_id
+
+    # -- listing ----------------------------------------------------------------
+
+    async def entries(self) -> AsyncIterator[QueueEntry]:
+        """Every queue entry, for postqueue -p and postsuper."""
+        ids: dict[str, None] = {}
+        for subjects in (s.ENTRY_FILTER, s.MSG_TRIGGER_FILTER):  # written, then as received
+            info = await self.js.stream_info(s.QUEUE_STREAM, subjects_filter=subjects)
+            ids.update((s.queue_id_of(subject), None) for subject in info.state.subjects or {})
+        for queue_id in ids:
+            try:
+                got = await self.get(queue_id)
+            except CodecError:
+                continue  # the qmgr moves it to the corrupt queue (postbus.queue.corrupt)
+            if got is not None:
+                yield got[0]

@@ -1,0 +1,85 @@
+"""Work in flight between the roles: delivery jobs, their results, events (≈ the
+qmgr-to-delivery-agent protocol of Postfix, deliver_request.c and deliver_completed).
+
+Jobs and results travel on ``POSTBUS_WORK``, a memory stream (see
+:mod:`postbus.bus.subjects` for why losing them costs a retry, not mail).
+Every publish carries an idempotency key (``Nats-Msg-Id``) built from the
+attempt id, which is unique for the life of the queue (not the queue ID:
+short queue IDs recur); a duplicate PubAck therefore means "this very job
+or result was published already", which is what a retry after a crash
+expects, and is logged at debug level rather than ignored.
+
+An attempt is held open by the trigger or wake-up that started it: that
+message stays pending on its durable consumer, and its ack subject (the
+*token*) travels with every job and result, so whichever qmgr records the
+outcome ends the attempt with :meth:`WorkBus.end_attempt`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from postbus.bus import subjects as s
+from postbus.queue.entry import DeliveryJob, DeliveryStatus
+
+log = logging.getLogger("postbus.queue")
+
+
+class WorkBus:
+    """Publish and read work: every role holds one of these."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext) -> None:
+        self.nc = nc
+        self.js = js
+
+    async def _publish(self, subject: str, data: bytes, key: str) -> None:
+        ack = await self.js.publish(
+            subject, data, stream=s.WORK_STREAM, headers={"Nats-Msg-Id": key}
+        )
+        if ack.duplicate:
+            log.debug("%s: %s was published already", subject, key)
+
+    async def submit_job(self, job: DeliveryJob) -> None:
+        """Hand a job to its transport (the agents read the content themselves)."""
+        key = f"{job.attempt_id}.{job.indexes[0]}.job"
+        await self._publish(s.deliver_subject(job.transport, job.queue_id), job.encode(), key)
+
+    @staticmethod
+    def read_job(msg: Msg) -> DeliveryJob:
+        return DeliveryJob.decode(msg.data)
+
+    async def report(self, status: DeliveryStatus) -> None:
+        """A delivery agent's report on one job, for whichever qmgr takes it."""
+        first = status.results[0].index if status.results else 0
+        key = f"{status.attempt_id}.{first}.{status.transport}.status"
+        await self._publish(s.status_subject(status.queue_id), status.encode(), key)
+
+    async def in_flight(self, queue_id: str) -> bool:
+        """A job or a result of this message is still on the bus (waiting, or taken by
+        an agent that has not finished)."""
+        for subject in (f"{s.ROOT}.deliver.*.{queue_id}", s.status_subject(queue_id)):
+            try:
+                await self.js.get_msg(s.WORK_STREAM, seq=1, subject=subject, next=True,
+                                      direct=True)
+                return True
+            except NotFoundError:
+                continue
+        return False
+
+    async def end_attempt(self, token: str) -> None:
+        """Acknowledge the trigger or wake-up that held an attempt open."""
+        if token:
+            await self.nc.publish(token, b"+ACK")
+
+    async def event(self, kind: str, queue_id: str, **fields: Any) -> None:
+        """Record a state change for observers; fire and forget."""
+        data = orjson.dumps({"queue_id": queue_id, "time": time.time(), **fields})
+        await self.nc.publish(s.event_subject(kind), data)

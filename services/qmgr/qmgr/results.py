@@ -1,0 +1,112 @@
+"""Recording delivery results and ending attempts (≈ qmgr_deliver.c, qmgr_active.c's
+qmgr_active_done()).
+
+The qmgr alone changes a message's state: agents report, this module
+records. Any qmgr replica can take any report: what to do is derived from
+the queue file and the report, nothing else.
+
+The common case costs one purge: a report for a job that held every
+recipient (``whole``), all sent, means the message is done. Otherwise the
+entry is read (as received when nothing was written yet: then every
+recipient was handed out in the first attempt, and is still ``pending``
+there), the results recorded, and
+when no recipient is active any more the attempt ends: the message is
+removed (with a notice for what bounced), deferred with Postfix's backoff
+and a timer, or left on hold. Then the trigger or wake-up that held the
+attempt open is acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from nats.aio.msg import Msg
+
+from postbus import metrics
+from postbus.queue.entry import DeliveryStatus, QueueEntry
+from postbus.queue.file import QueueConflict
+from postbus.service import ServiceContext
+from qmgr.bounce import Bouncer
+from qmgr.defer import backoff
+
+log = logging.getLogger("postbus.qmgr")
+
+
+class Recorder:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.bouncer = Bouncer(ctx)
+
+    async def on_status(self, msg: Msg) -> None:
+        status = DeliveryStatus.decode(msg.data)
+        if status.whole and all(r.status == "sent" for r in status.results):
+            await self.remove(status.queue_id, delivered=True)
+            await self.ctx.work.end_attempt(status.token)
+        else:
+            await self.record(status)
+        await msg.ack()
+
+    async def record(self, status: DeliveryStatus) -> None:
+        queue = self.ctx.queue
+        for _ in range(50):
+            got = await queue.get(status.queue_id)
+            if got is None:
+                return  # removed meanwhile: a duplicate or late report
+            entry, revision = got
+            if revision == 0:
+                entry.attempts = max(entry.attempts, 1)  # the first attempt wrote nothing
+            if not entry.record(status):
+                return
+            try:
+                await self.conclude(entry, revision, status.token)
+                return
+            except QueueConflict:
+                continue
+        raise QueueConflict(status.queue_id)
+
+    async def conclude(self, entry: QueueEntry, revision: int, token: str) -> None:
+        """Write what an attempt has done so far; end it when nothing is active.
+
+        QueueConflict when the entry changed since it was read (read again)."""
+        queue = self.ctx.queue
+        if entry.pending():
+            await queue.update(entry, revision)  # other jobs of this attempt still run
+            return
+        if not entry.finished():
+            self._defer_or_expire(entry)
+        if entry.finished():
+            if any(r.state in ("bounced", "expired") for r in entry.recipients):
+                await queue.update(entry, revision)  # a retry must not redo this
+                await self.bouncer.notify(entry)
+            await self.remove(entry.queue_id, delivered=entry.all_sent())
+        else:
+            await queue.update(entry, revision)
+            if entry.queue == "deferred":
+                await queue.set_timer(entry.queue_id, entry.next_attempt, entry.attempt_id)
+                await self.ctx.work.event("deferred", entry.queue_id,
+                                          next_attempt=entry.next_attempt)
+        await self.ctx.work.end_attempt(token)
+
+    def _defer_or_expire(self, entry: QueueEntry) -> None:
+        """The attempt is over with recipients deferred: expire them, or set the retry."""
+        if entry.queue == "hold":
+            return  # postsuper -h: stays on hold until released
+        now = time.time()
+        lifetime_param = "bounce_queue_lifetime" if not entry.sender else "maximal_queue_lifetime"
+        if now - entry.arrival_time >= self.ctx.cfg.time(lifetime_param):
+            for rcpt in entry.recipients:
+                if rcpt.state == "deferred":
+                    rcpt.state = "expired"
+                    rcpt.reason = f"message expired: {rcpt.reason}" if rcpt.reason else "expired"
+            return
+        entry.queue = "deferred"
+        entry.next_attempt = now + backoff(self.ctx.cfg, entry.arrival_time, now)
+
+    async def remove(self, queue_id: str, *, delivered: bool) -> None:
+        """Forget a message whose every recipient is final (≈ qmgr's "removed")."""
+        await self.ctx.queue.remove(queue_id)
+        log.info("%s: removed", queue_id)
+        reason = "delivered" if delivered else "bounced"
+        metrics.qmgr_messages_removed.labels(reason).inc()
+        await self.ctx.work.event("removed", queue_id, reason=reason)
