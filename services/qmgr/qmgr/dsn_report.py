@@ -25,7 +25,7 @@ from qmgr.bounce_template import Template
 CRLF = "\r\n"
 LENGTH = 79
 INDENT = 4
-_SPACE = " \t\n\r\v\f"
+_SPACE = b" \t\n\r\v\f"
 _ATOM_SPECIALS = " \t\r\n()<>@,;:\\\".[]"
 
 
@@ -83,19 +83,20 @@ class Report:
 
 
 def line_wrap(text: str, length: int = LENGTH, indent: int = INDENT) -> list[str]:
-    """Break ``text`` before the word that would pass ``length``; lines after the
-    first are indented by ``indent`` (≈ line_wrap() with a positive indent)."""
-    out: list[str] = []
-    size = len(text)
+    """Break ``text`` before the word that would pass ``length`` octets; lines after
+    the first are indented by ``indent`` (≈ line_wrap() with a positive indent)."""
+    raw = text.encode("utf-8", "surrogateescape")
+    out: list[bytes] = []
+    size = len(raw)
     curr_indent, curr_len = 0, length
     start = word = 0
     while True:
         next_space = word
-        while next_space < size and text[next_space] not in " \t":
+        while next_space < size and raw[next_space] not in b" \t":
             next_space += 1
         if word > start and next_space - start > curr_len:
-            out.append(" " * curr_indent + text[start:word].rstrip(_SPACE))
-            while word < size and text[word] in _SPACE:
+            out.append(b" " * curr_indent + raw[start:word].rstrip(_SPACE))
+            while word < size and raw[word] in _SPACE:
                 word += 1
             if start == 0:
                 curr_indent += indent
@@ -104,8 +105,8 @@ def line_wrap(text: str, length: int = LENGTH, indent: int = INDENT) -> list[str
         if next_space >= size:
             break
         word = next_space + 1
-    out.append(" " * curr_indent + text[start:].rstrip(_SPACE))
-    return out
+    out.append(b" " * curr_indent + raw[start:].rstrip(_SPACE))
+    return [line.decode("utf-8", "surrogateescape") for line in out]
 
 
 def _address_type(address: str, original: Original) -> str:
