@@ -11,7 +11,7 @@ import pytest
 from postbus.config.loader import Config
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.queue.store import QueueStore
-from qmgr.notices import Bouncer
+from qmgr.bouncer import Bouncer
 from tests.integration.test_qmgr import next_job, wait_gone
 
 pytestmark = pytest.mark.integration

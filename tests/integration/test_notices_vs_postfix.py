@@ -5,7 +5,7 @@ refuses ``bounce*`` recipients (550), defers ``defer*`` ones (451) and
 takes the rest; Postfix's non-delivery, delay, success and postmaster
 notices come back to the same peer and are recorded, normalized (queue
 IDs, dates, times and the peer's port), in ``tests/data/postfix/notices.json``.
-The same situations are then given to our :class:`qmgr.notices.Bouncer`
+The same situations are then given to our :class:`qmgr.bouncer.Bouncer`
 (the message content is the one Postfix queued: its headers as returned,
 with the body the test sent) and what it queues must read the same.
 
@@ -32,7 +32,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from postbus.config.loader import Config
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.servers import free_port, wait_port
-from qmgr.notices import Bouncer
+from qmgr.bouncer import Bouncer
 from tests import postfix_instance
 from tests.recorded import Recording
 

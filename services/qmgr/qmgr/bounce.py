@@ -1,7 +1,7 @@
 """The qmgr's present call into the notices: one non-delivery notice per message,
-when every recipient is final (:mod:`qmgr.notices` does the work).
+when every recipient is final (:mod:`qmgr.bouncer` does the work).
 
-This adapter wires :class:`qmgr.notices.Bouncer` to the QueueStore and keeps
+This adapter wires :class:`qmgr.bouncer.Bouncer` to the QueueStore and keeps
 the ``notified`` mark; the queue core calls the notices directly once it
 sends them at the end of each attempt, as Postfix does.
 """
@@ -12,11 +12,11 @@ from collections.abc import Callable
 
 from postbus.queue.entry import QueueEntry
 from postbus.service import ServiceContext
-from qmgr import notices
+from qmgr import bouncer
 
 
-def wire(ctx: ServiceContext) -> notices.Bouncer:
-    """A notices.Bouncer that queues through this process's QueueStore."""
+def wire(ctx: ServiceContext) -> bouncer.Bouncer:
+    """A bouncer.Bouncer that queues through this process's QueueStore."""
 
     async def enqueue(entry: QueueEntry, build: Callable[[str], bytes]) -> str:
         long_ids = ctx.cfg.bool("enable_long_queue_ids")
@@ -25,7 +25,7 @@ def wire(ctx: ServiceContext) -> notices.Bouncer:
     async def content(entry: QueueEntry) -> bytes:
         return await ctx.queue.content(entry.queue_id, entry.chunks)
 
-    return notices.Bouncer(lambda: ctx.cfg, enqueue, content)
+    return bouncer.Bouncer(lambda: ctx.cfg, enqueue, content)
 
 
 class Bouncer:

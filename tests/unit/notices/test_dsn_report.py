@@ -22,8 +22,8 @@ import pytest
 
 from postbus.config.loader import Config
 from postbus.queue.entry import QueueEntry, Recipient
+from qmgr.bouncer import Bouncer
 from qmgr.dsn_report import line_wrap
-from qmgr.notices import Bouncer
 
 DATA = Path(__file__).parent / "data"
 REGEN = os.environ.get("POSTBUS_REGEN_GOLDEN") == "1"

@@ -12,8 +12,8 @@ import pytest
 
 from postbus.config.loader import Config
 from postbus.queue.entry import QueueEntry, Recipient
+from qmgr.bouncer import Bouncer, row_for
 from qmgr.notices import (
-    Bouncer,
     Plan,
     Policy,
     default_action,
@@ -21,7 +21,6 @@ from qmgr.notices import (
     plan_delay,
     plan_failure,
     plan_success,
-    row_for,
     wants,
 )
 
