@@ -43,7 +43,6 @@ _PEER_SAID = re.compile(
 )
 _SMTP_REPLY = re.compile(r"[2-5]\d\d[ -]")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
-_DISCARDED = "undeliverable postmaster notification discarded"
 
 
 def _printable(text: str) -> str:
@@ -99,55 +98,62 @@ class Bouncer:
         one); returns the new queue IDs. The caller records that they were sent."""
         rcpts = [r for r in entry.recipients if r.state in ("bounced", "expired")] \
             if recipients is None else list(recipients)
-        return await self._send(entry, rcpts, plan_failure, _DISCARDED)
+        return await self._send(entry, rcpts, plan_failure)
 
     async def delay(
         self, entry: QueueEntry, recipients: Iterable[Recipient] | None = None
     ) -> list[str]:
         """Delay warnings for ``recipients`` (default: every deferred one); the caller
-        checks :func:`delay_due` first and sets ``entry.warned`` after."""
+        checks :func:`qmgr.notices.delay_due` first and sets ``entry.warned`` after."""
         rcpts = [r for r in entry.recipients if r.state == "deferred"] \
             if recipients is None else list(recipients)
-        return await self._send(entry, rcpts, plan_delay, _DISCARDED)
+        return await self._send(entry, rcpts, plan_delay)
 
     async def success(
         self, entry: QueueEntry, delivered: Sequence[tuple[Recipient, str]]
     ) -> list[str]:
         """A success notice for ``delivered`` (each recipient with its DSN action:
         delivered, relayed or expanded) where NOTIFY=SUCCESS asked for one."""
-        policy = Policy.from_config(self.cfg())
-        if policy.is_double_bounce(entry.sender):
-            if any(wants(r, "SUCCESS") for r, _ in delivered):
-                log.info("%s: not sending trace/success notification for double-bounce "
-                         "message", entry.queue_id)
+        cfg = self.cfg()
+        policy = Policy.from_config(cfg)
+        asked = any(wants(r, "SUCCESS") for r, _ in delivered)
+        if policy.is_double_bounce(entry.sender) or (
+            not entry.sender and "2bounce" not in policy.classes
+        ):
+            if asked:
+                log.info("%s: not sending trace/success notification for %s message",
+                         entry.queue_id, "single-bounce" if not entry.sender else "double-bounce")
             return []
-        if not entry.sender and "2bounce" not in policy.classes:
-            if any(wants(r, "SUCCESS") for r, _ in delivered):
-                log.info("%s: not sending trace/success notification for single-bounce "
-                         "message", entry.queue_id)
-            return []
-        return await self._queue(entry, plan_success(policy, entry, delivered))
+        return await self._queue(cfg, entry, plan_success(policy, entry, delivered))
 
     async def _send(
         self, entry: QueueEntry, rcpts: list[Recipient],
-        plan: Callable[[Policy, QueueEntry, Sequence[Recipient]], list[Plan]], discarded: str,
+        plan: Callable[[Policy, QueueEntry, Sequence[Recipient]], list[Plan]],
     ) -> list[str]:
         if not rcpts:
             return []
-        policy = Policy.from_config(self.cfg())
+        cfg = self.cfg()
+        policy = Policy.from_config(cfg)
         if policy.is_double_bounce(entry.sender):
-            log.warning("%s: %s", entry.queue_id, discarded)
+            log.warning("%s: undeliverable postmaster notification discarded", entry.queue_id)
             return []
-        return await self._queue(entry, plan(policy, entry, rcpts))
+        return await self._queue(cfg, entry, plan(policy, entry, rcpts))
 
-    async def _queue(self, entry: QueueEntry, plans: list[Plan]) -> list[str]:
+    async def _queue(self, cfg: Config, entry: QueueEntry, plans: list[Plan]) -> list[str]:
+        """Queue each notice. A postmaster copy of a notice to a sender is not
+        critical: if it cannot be queued, that is a warning, as in Postfix."""
         if not plans:
             return []
-        cfg = self.cfg()
         content = await self.content(entry)
         ids = []
         for plan in plans:
-            ids.append(await self._queue_one(cfg, entry, content, plan))
+            try:
+                ids.append(await self._queue_one(cfg, entry, content, plan))
+            except Exception:
+                if not (plan.postmaster and entry.sender):
+                    raise
+                log.warning("%s: postmaster notice failed while %s %s", entry.queue_id,
+                            "bouncing to" if plan.kind == "failure" else "warning", entry.sender)
         return ids
 
     async def _queue_one(self, cfg: Config, entry: QueueEntry, content: bytes, plan: Plan) -> str:

@@ -371,3 +371,37 @@ def test_bouncer_reads_the_configuration_in_force() -> None:
     assert asyncio.run(b.failure(entry)) == ["N1"]
     configs.reverse()  # a reload
     assert asyncio.run(b.failure(entry)) == ["N2", "N3"]
+
+
+class Failing(Capture):
+    """Queues the first notice, then cannot queue any more."""
+
+    async def enqueue(self, entry: QueueEntry, build: Callable[[str], bytes]) -> str:
+        if self.queued:
+            raise ConnectionError("the queue is gone")
+        return await super().enqueue(entry, build)
+
+
+@pytest.mark.parametrize(("state", "words"), [("deferred", "warning"),
+                                              ("bounced", "bouncing to")])
+def test_a_postmaster_copy_that_cannot_be_queued_is_a_warning(
+    state: str, words: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    capture = Failing()
+    entry = QueueEntry("Q1", "alice@client.test", [rcpt("a@r.test", state=state)])
+    b = bouncer(capture, notify_classes="bounce, delay")
+    with caplog.at_level(logging.WARNING):
+        sent = asyncio.run(b.delay(entry) if state == "deferred" else b.failure(entry))
+    assert sent == ["N1"]
+    assert caplog.records[-1].getMessage() == (
+        f"Q1: postmaster notice failed while {words} alice@client.test")
+
+
+def test_a_notice_that_cannot_be_queued_raises_for_the_caller_to_retry() -> None:
+    capture = Failing()
+    capture.queued.append((QueueEntry("X", "", []), b""))  # nothing more can be queued
+    b = bouncer(capture, notify_classes="bounce, 2bounce")
+    with pytest.raises(ConnectionError):
+        asyncio.run(b.failure(QueueEntry("Q1", "alice@client.test", [rcpt("a@r.test")])))
+    with pytest.raises(ConnectionError):  # a double bounce is the notice itself
+        asyncio.run(b.failure(QueueEntry("Q2", "", [rcpt("a@r.test")])))
