@@ -202,8 +202,8 @@ PARTLY: dict[str, str] = {
     "notify_classes": "the qmgr sends the bounce and 2bounce postmaster notices; the "
                       "delay notice waits for the qmgr to send delay warnings, and smtpd's "
                       "resource, software, policy, protocol and data notices are not built",
-    "delay_warning_time": "qmgr/notices.py composes delay warnings, but the qmgr does not "
-                          "send them yet",
+    "delay_warning_time": "qmgr/notices.py decides when a delay warning is due, but the "
+                          "qmgr does not send delay warnings yet",
     "delay_notice_recipient": "qmgr/notices.py addresses postmaster delay notices to it, but "
                               "the qmgr does not send delay warnings yet",
     "virtual_alias_maps": "smtpd accepts the recipients it lists, but the qmgr does not "
