@@ -97,3 +97,17 @@ async def test_a_bounce_that_bounces_goes_to_postmaster(qmgr: Path, store: Queue
     assert b"Content-Type: message/rfc822" in text and b"Subject: a bounce" in text
     log = qmgr.read_text()
     assert f"{qid}: postmaster non-delivery notification: {notice.queue_id}" in log
+
+
+async def test_mail_to_the_double_bounce_address_is_discarded(
+    qmgr: Path, store: QueueStore
+) -> None:
+    qid = await store.enqueue(
+        QueueEntry("", "double-bounce@mail.postbus.test",
+                   [Recipient("double-bounce@mail.postbus.test")]),
+        b"Subject: Postmaster Copy: Undelivered Mail\r\n\r\nbody\r\n")
+    assert await wait_gone(store, qid)
+    after = await store.enqueue(QueueEntry("", "alice@client.test",
+                                           [Recipient("bob@postbus.test")]), b"\r\nbody\r\n")
+    job = await next_job(store, "local")  # nothing was handed out for the first
+    assert job.queue_id == after
