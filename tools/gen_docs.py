@@ -40,6 +40,14 @@ def _values(values: frozenset[str]) -> str:
     return ", ".join(f"`{v}`" if v else "empty" for v in sorted(values))
 
 
+def _honoured(name: str, values: frozenset[str]) -> str:
+    words = sorted(v for v in values if v)
+    if len(words) <= 1:
+        return f"- `{name} = {' '.join(words) or '(empty)'}`"
+    listed = ", ".join(f"`{w}`" for w in words)
+    return f"- `{name}`: " + ("empty, or " if "" in values else "") + f"a list of {listed}"
+
+
 def render() -> str:
     """The markdown between the markers."""
     lines = [BEGIN, ""]
@@ -52,8 +60,7 @@ def render() -> str:
     lines += [f"- `{name}`: {why}" for name, why in sorted(PARTLY.items())]
     lines += ["", "Not yet implemented, but accepted with the value that means what Postbus "
               "does anyway:", ""]
-    lines += [f"- `{name} = {' '.join(sorted(v)) or '(empty)'}`"
-              for name, v in sorted(HONOURED_VALUES.items())]
+    lines += [_honoured(name, v) for name, v in sorted(HONOURED_VALUES.items())]
     by_reason: dict[str, list[str]] = {}
     for name, why in NOT_APPLICABLE.items():
         by_reason.setdefault(why, []).append(name)

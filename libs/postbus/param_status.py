@@ -92,6 +92,9 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "maximal_queue_lifetime", "bounce_queue_lifetime", "minimal_backoff_time",
     "maximal_backoff_time", "default_destination_recipient_limit", "bounce_size_limit",
     "postbus_queue_scan_interval",
+    # qmgr notices (qmgr/notices.py)
+    "bounce_notice_recipient", "2bounce_notice_recipient", "enable_threaded_bounces",
+    "delay_warning_time", "delay_notice_recipient",
     # smtp and lmtp
     "smtp_connect_timeout", "smtp_helo_timeout", "smtp_mail_timeout", "smtp_rcpt_timeout",
     "smtp_data_init_timeout", "smtp_data_xfer_timeout", "smtp_data_done_timeout",
@@ -197,6 +200,9 @@ for _name in PARAMS:
 
 #: Parameters a role reads, but honours only in part: not_yet, and what is missing.
 PARTLY: dict[str, str] = {
+    "notify_classes": "the qmgr sends the bounce, 2bounce and delay postmaster notices; "
+                      "smtpd's resource, software, policy, protocol and data notices are "
+                      "not built",
     "virtual_alias_maps": "smtpd accepts the recipients it lists, but the qmgr does not "
                           "expand virtual aliases yet",
 }
@@ -222,7 +228,8 @@ HONOURED_VALUES: dict[str, frozenset[str]] = {
     "mailbox_size_limit": frozenset({"0"}),  # no mailbox size limit
     "virtual_mailbox_limit": frozenset({"0"}),
     "smtpd_tls_security_level": frozenset({"none"}),  # no STARTTLS offered
-    "notify_classes": frozenset({""}),  # no postmaster notices
+    # the postmaster notices that are sent (and none)
+    "notify_classes": frozenset({"", "bounce", "2bounce", "delay"}),
 }
 
 

@@ -49,7 +49,8 @@ def test_remote_5xx_bounces_to_sender_with_rfc3464_report(tmp_path: Path) -> Non
             assert "Final-Recipient: rfc822; erin@remote.test" in text
             assert "Status: 5.7.1" in text
             assert "Action: failed" in text
-            assert f"X-Postfix-Queue-ID: {qid}" in text
+            assert f"X-Postbus-Queue-ID: {qid}" in text  # X-$mail_name-Queue-ID
+            assert "Original-Recipient: rfc822;erin@remote.test" in text
             log = system.maillog.read_text()
             assert "status=bounced" in log and f"{qid}: sender non-delivery notification:" in log
             assert system.wait_for(lambda: f"{qid}: removed" in system.maillog.read_text())

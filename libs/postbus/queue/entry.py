@@ -44,6 +44,7 @@ class Recipient:
     reason: str = ""  # the text a bounce or postqueue -p shows
     relay: str = ""  # host[addr]:port of the last attempt
     transport: str = ""  # transport:nexthop of the last attempt
+    reported: bool = False  # the notice its final state asks for (bounce, success) went out
 
     @property
     def final(self) -> bool:
@@ -74,7 +75,7 @@ class QueueEntry:
     smtputf8: bool = False
     bounce_of: str = ""  # queue ID this message reports on, for bounces
     warned: bool = False  # delay warning sent
-    notified: bool = False  # non-delivery notification already queued
+    notified: bool = False  # (unused since notices are per recipient: Recipient.reported)
     attempt_id: str = ""  # the current attempt; '' before the first
     holder: int = 0  # stream sequence of the trigger or wake-up holding that attempt open
 

@@ -22,6 +22,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from postbus.mail_date import mail_date
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.smtp.address import MailArgs, RcptArgs, quote_local
 
@@ -35,15 +36,6 @@ def unstuff(raw: bytes) -> bytes:
     text = b"\n" + raw.replace(b"\r\n", b"\n")
     text = text.replace(b"\n.", b"\n")
     return text[1:].replace(b"\n", CRLF)
-
-
-def mail_date(now: float) -> str:
-    """``Wed,  5 Nov 2025 13:28:55 +0000 (UTC)`` (≈ mail_date.c: %e, numeric zone, name)."""
-    tm = time.localtime(now)
-    offset = tm.tm_gmtoff // 60
-    sign = "+" if offset >= 0 else "-"
-    zone = f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}"
-    return time.strftime("%a, %e %b %Y %H:%M:%S ", tm) + f"{zone} ({tm.tm_zone})"
 
 
 def _is_header(line: bytes) -> bool:

@@ -13,6 +13,10 @@ recipient's route ``retry:4.3.0 address resolver failure``, as Postfix's
 qmgr does when trivial-rewrite reports RESOLVE_FLAG_FAIL: the recipient is
 deferred and tried again after the usual backoff. ``Route.failure`` says
 which lookup failed and why, for the log.
+
+Mail to the local double-bounce address (double_bounce_sender in a local
+domain: a postmaster notice that could not be delivered came back) is
+discarded here, as Postfix's qmgr does, so there is never a triple bounce.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from dataclasses import dataclass
 
 from postbus.config.loader import Config
 from postbus.maps.table import TableRetry
-from postbus.resolve import Resolver
+from postbus.resolve import AddressClass, Resolver
 
 _DSN = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+(.*)$", re.S)
+DISCARDED = "undeliverable postmaster notification discarded"
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,7 @@ def _make_route(transport: str, nexthop: str, recipient: str) -> Route:
 class RouteResolver:
     def __init__(self, cfg: Config) -> None:
         self.resolver = Resolver(cfg)
+        self.double_bounce = cfg.get("double_bounce_sender").lower()
 
     async def route(self, address: str) -> Route:
         try:
@@ -65,4 +71,7 @@ class RouteResolver:
             return resolver_failure(str(exc))
         if reply.error:
             return Route("error", "", "5.1.3", "bad address syntax", address)
+        local = reply.recipient.rpartition("@")[0] or reply.recipient
+        if reply.address_class is AddressClass.LOCAL and local.lower() == self.double_bounce:
+            return Route("discard", DISCARDED, "2.0.0", DISCARDED, reply.recipient)
         return _make_route(reply.transport, reply.nexthop, reply.recipient)

@@ -27,7 +27,8 @@ from postbus import metrics
 from postbus.queue.entry import DeliveryStatus, QueueEntry
 from postbus.queue.file import QueueConflict
 from postbus.service import ServiceContext
-from qmgr.bounce import Bouncer
+from qmgr import notices as notice_rules
+from qmgr.bounce import wire
 from qmgr.defer import backoff
 
 log = logging.getLogger("postbus.qmgr")
@@ -36,7 +37,7 @@ log = logging.getLogger("postbus.qmgr")
 class Recorder:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
-        self.bouncer = Bouncer(ctx)
+        self.notices = wire(ctx)
 
     async def on_status(self, msg: Msg) -> None:
         status = DeliveryStatus.decode(msg.data)
@@ -68,17 +69,21 @@ class Recorder:
     async def conclude(self, entry: QueueEntry, revision: int, token: str) -> None:
         """Write what an attempt has done so far; end it when nothing is active.
 
+        At the end of an attempt, as Postfix's qmgr and bounce(8): expire what
+        outlived its queue lifetime, send the notices for recipients this
+        attempt settled (non-delivery, and success where NOTIFY asked), a
+        delay warning when one is due, then remove the message or set its
+        retry. Notices go out before the entry records them: a crash in
+        between repeats a notice rather than losing it.
         QueueConflict when the entry changed since it was read (read again)."""
         queue = self.ctx.queue
         if entry.pending():
             await queue.update(entry, revision)  # other jobs of this attempt still run
             return
-        if not entry.finished():
-            self._defer_or_expire(entry)
+        now = time.time()
+        self._defer_or_expire(entry, now)
+        await self._notify(entry, now)
         if entry.finished():
-            if any(r.state in ("bounced", "expired") for r in entry.recipients):
-                await queue.update(entry, revision)  # a retry must not redo this
-                await self.bouncer.notify(entry)
             await self.remove(entry.queue_id, delivered=entry.all_sent())
         else:
             await queue.update(entry, revision)
@@ -88,17 +93,31 @@ class Recorder:
                                           next_attempt=entry.next_attempt)
         await self.ctx.work.end_attempt(token)
 
-    def _defer_or_expire(self, entry: QueueEntry) -> None:
-        """The attempt is over with recipients deferred: expire them, or set the retry."""
-        if entry.queue == "hold":
+    async def _notify(self, entry: QueueEntry, now: float) -> None:
+        failed = [r for r in entry.recipients
+                  if r.state in ("bounced", "expired") and not r.reported]
+        sent = [r for r in entry.recipients
+                if r.state == "sent" and not r.reported and notice_rules.wants(r, "SUCCESS")]
+        if failed:
+            await self.notices.failure(entry, failed)
+        if sent:
+            await self.notices.success(entry, [(r, notice_rules.default_action(r)) for r in sent])
+        for rcpt in failed + sent:
+            rcpt.reported = True
+        if entry.queue == "deferred" and notice_rules.delay_due(self.ctx.cfg, entry, now):
+            await self.notices.delay(entry)
+            entry.warned = True
+
+    def _defer_or_expire(self, entry: QueueEntry, now: float) -> None:
+        """The attempt is over with recipients deferred: expire them (keeping the last
+        deferral's status and words, as Postfix), or set the retry."""
+        if entry.finished() or entry.queue == "hold":
             return  # postsuper -h: stays on hold until released
-        now = time.time()
         lifetime_param = "bounce_queue_lifetime" if not entry.sender else "maximal_queue_lifetime"
         if now - entry.arrival_time >= self.ctx.cfg.time(lifetime_param):
             for rcpt in entry.recipients:
                 if rcpt.state == "deferred":
                     rcpt.state = "expired"
-                    rcpt.reason = f"message expired: {rcpt.reason}" if rcpt.reason else "expired"
             return
         entry.queue = "deferred"
         entry.next_attempt = now + backoff(self.ctx.cfg, entry.arrival_time, now)

@@ -16,6 +16,7 @@ from collections import defaultdict
 from postbus.config.loader import Config
 from postbus.queue.entry import DeliveryJob, QueueEntry
 from postbus.service import ServiceContext
+from qmgr.notices import wants
 from qmgr.resolve import Route, RouteResolver
 
 log = logging.getLogger("postbus.qmgr")
@@ -76,7 +77,10 @@ class Scheduler:
                     active_time=entry.last_attempt or now,
                     env_id=entry.env_id,
                     ret=entry.ret,
-                    whole=len(chunk) == len(entry.recipients),
+                    # all recipients, none asking for a success notice: the one job
+                    # whose "all sent" ends the message without reading the entry
+                    whole=len(chunk) == len(entry.recipients) and not any(
+                        wants(entry.recipients[i], "SUCCESS") for i in chunk),
                     attempt_id=entry.attempt_id,
                     token=token,
                     recheck=recheck,
