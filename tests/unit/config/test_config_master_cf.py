@@ -99,10 +99,10 @@ def test_listen_address_rejects(service: str) -> None:
         ("smtp inet n - n - smtpd", "bad field count"),
         ("smtp tcp n - n - - smtpd", 'invalid type field "tcp"'),
         ("smtp inet yes - n - - smtpd", 'invalid private field "yes"'),
-        ("smtp inet n x n - - smtpd", 'invalid unpriv field "x"'),
+        ("smtp inet n x n - - smtpd", 'invalid unprivileged field "x"'),
         ("smtp inet n - maybe - - smtpd", 'invalid chroot field "maybe"'),
         ("smtp inet n - n 1m - smtpd", 'invalid wakeup field "1m"'),
-        ("smtp inet n - n - many smtpd", 'invalid maxproc field "many"'),
+        ("smtp inet n - n - many smtpd", 'invalid process_limit field "many"'),
     ],
 )
 def test_bad_entries_name_file_and_line(line: str, reason: str) -> None:
