@@ -16,27 +16,13 @@ import re
 import time
 
 from postbus import metrics
+from postbus.bounce_template import FAILURE
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.service import ServiceContext
 
 log = logging.getLogger("postbus.bounce")
 
 _SAID = re.compile(r" said: (.*?)(?: \(in reply to [^)]*\))?$", re.S)
-
-NOTICE = """\
-This is the mail system at host {host}.
-
-I'm sorry to have to inform you that your message could not
-be delivered to one or more recipients. It's attached below.
-
-For further assistance, please send mail to postmaster.
-
-If you do so, please include this problem report. You can
-delete your own text from the attached returned message.
-
-                   The mail system
-"""
-
 
 def _diagnostic(rcpt: Recipient) -> str:
     match = _SAID.search(rcpt.reason)
@@ -51,12 +37,14 @@ def _headers_of(content: bytes) -> bytes:
 
 
 def compose(entry: QueueEntry, content: bytes, hostname: str, size_limit: int) -> bytes:
+    """The non-delivery report, its headers and text from the failure template
+    (the one ``postbus postconf -t`` shows)."""
     failed = [r for r in entry.recipients if r.state in ("bounced", "expired")]
     boundary = f"{entry.queue_id}.{int(time.time())}/{hostname}"
     arrival = email.utils.formatdate(entry.arrival_time, localtime=True)
     lines = [
-        f"From: MAILER-DAEMON@{hostname} (Mail Delivery System)",
-        "Subject: Undelivered Mail Returned to Sender",
+        f"From: {FAILURE.header_from(hostname)}",
+        f"Subject: {FAILURE.subject}",
         f"To: {entry.sender}",
         "Auto-Submitted: auto-replied",
         "MIME-Version: 1.0",
@@ -70,9 +58,9 @@ def compose(entry: QueueEntry, content: bytes, hostname: str, size_limit: int) -
         "",
         f"--{boundary}",
         "Content-Description: Notification",
-        "Content-Type: text/plain; charset=us-ascii",
+        f"Content-Type: text/plain; charset={FAILURE.charset}",
         "",
-        NOTICE.format(host=hostname).replace("\n", "\r\n").rstrip("\r\n"),
+        *FAILURE.expand({"myhostname": hostname}.get),
         "",
     ]
     lines += [f"<{r.address}>: {r.reason}" for r in failed]
