@@ -58,7 +58,9 @@ class BounceTemplate:
             lines.append(f"Postmaster-Subject: {self.postmaster_subject}")
         return "\n".join([*lines, "", *self.text, "EOF"]) + "\n"
 
-    def expand(self, lookup: Callable[[str], str | None]) -> list[str]:
+    def expand(
+        self, lookup: Callable[[str], str | None], warn: Warn = lambda text: None
+    ) -> list[str]:
         """The message text with ``$name`` replaced (≈ bounce_template_expand()).
 
         ``lookup`` gives a parameter's value, fully expanded, or None;
@@ -80,7 +82,8 @@ class BounceTemplate:
         for line in self.text:
             try:
                 expanded = expand(line, value_of, recursive=False)
-            except ConfigError:
+            except ConfigError as err:
+                warn(str(err))  # mac_parse() warns first
                 raise TemplateError(f"{self.origin}: bad $name syntax in {self.kind} "
                                     f"template: {line}") from None
             if undefined:

@@ -94,9 +94,10 @@ def edit_main(session: Session, args: list[str]) -> None:
                 raise Fatal("-X or -# requires non-blank parameter names")
             if "=" in text:
                 raise Fatal("-X or -# requires parameter names without value")
-            name = text.rstrip(_SPACE)
+            name = text  # as in Postfix: trailing blanks stay (a trimblanks() no-op)
         if name in requests:
-            session.warn(f"ignoring earlier request: '{name} = {requests[name]}'")
+            earlier = name if requests[name] is None else f"{name} = {requests[name]}"
+            session.warn(f"ignoring earlier request: '{earlier}'")  # Postfix: a crash
             del requests[name]
         requests[name] = value
     path = session.main_path
@@ -159,7 +160,6 @@ def _requests(session: Session, args: list[str]) -> list[_Request]:
         else:
             if "=" in text:
                 raise Fatal("-X or -# requires names without value")
-            text = text.rstrip(_SPACE)
         if "M" in flags:
             pattern = service_pattern(text, 2, 2)
             if pattern is None:

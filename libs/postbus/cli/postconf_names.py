@@ -105,9 +105,12 @@ def register_services(session: Session) -> None:
     for entry in session.master:
         for suffix, base in _DELIVERY_COMMANDS.get(entry.command, {}).items():
             name = entry.service + suffix
-            if base in PARAMS and name not in session.known:
-                session.known[name] = f"${base}"
-                session.classes[name] = SERVICE
+            if base not in PARAMS:
+                continue
+            # A name with a registry default of its own (local_destination_
+            # concurrency_limit = 2) keeps it, in the service class.
+            session.known.setdefault(name, f"${base}")
+            session.classes[name] = SERVICE
 
 
 def register_user(session: Session) -> None:

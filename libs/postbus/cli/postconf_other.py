@@ -118,6 +118,9 @@ def show_templates(session: Session, args: list[str]) -> int:
         session.out.flush()
         print(f"{ident}: {level}: {text}", file=session.err)
 
+    def warn(text: str) -> None:
+        say("warning", text)
+
     templates: dict[str, BounceTemplate] = dict(DEFAULTS)
     try:
         if args:
@@ -126,13 +129,13 @@ def show_templates(session: Session, args: list[str]) -> int:
                     text = fp.read()
             except OSError as exc:
                 raise TemplateError(f"open {args[0]}: {exc.strerror}") from None
-            templates = load(text, args[0], lambda text: say("warning", text))
+            templates = load(text, args[0], warn)
         if "t" in session.flags:
             output = "\n".join(t.dump() for t in templates.values())
         else:
             output = "\n".join(
                 "".join([f"expanded_{t.kind}_text = <<EOF\n",
-                         *(line + "\n" for line in t.expand(value)), "EOF\n"])
+                         *(line + "\n" for line in t.expand(value, warn)), "EOF\n"])
                 for t in templates.values()
             )
     except TemplateError as exc:

@@ -161,7 +161,11 @@ def read_main(session: Session) -> None:
         stored[entry.name] = value
         session.main[entry.name] = entry.value
     for text in session.overrides:
-        name, value = split_nameval(text)
+        try:
+            name, value = split_nameval(text)
+        except Fatal as err:
+            reason = str(err).rpartition(": ")[0]
+            raise Fatal(f"invalid parameter override: {text}: {reason}") from None
         session.main[name] = value
 
 

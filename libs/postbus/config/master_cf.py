@@ -10,10 +10,12 @@ values come from :meth:`MasterEntry.is_private` and friends.  Defaults per
 master(5) for Postfix 3.x: private ``y``, unpriv ``y``, chroot ``n``,
 wakeup ``0`` (never), maxproc ``$default_process_limit``.
 
-Daemon options are normalised like postconf does: ``-oname=value`` becomes
-``-o name=value`` and ``-o { name = value }`` (Postfix 3.0) becomes
-``-o name=value``; a non-option argument in ``{}`` loses its braces.
-The ``-o`` settings are collected, in order, into :attr:`MasterEntry.overrides`.
+Daemon arguments are kept twice. :attr:`MasterEntry.argv` is postconf's
+normalised form, for ``postconf -M`` and its edits: ``-oname=value``
+becomes ``-o name=value``, ``-o { name = value }`` (Postfix 3.0) becomes
+``-o name=value`` and a non-option argument in ``{}`` loses its braces.
+:attr:`MasterEntry.overrides` and :attr:`MasterEntry.args` are what the
+daemon gets, read as getopt(3) reads them.
 """
 
 from __future__ import annotations
@@ -121,56 +123,64 @@ def _normalize_nameval(text: str, warn: Warn) -> str:
 
 
 def _normalize_args(args: list[str], warn: Warn = None) -> list[str]:
-    """Bring daemon arguments into canonical form (≈ pcf_normalize_daemon_args())."""
-    out: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
+    """Daemon arguments in postconf's canonical form, for printing and editing
+    (≈ pcf_normalize_daemon_args(), quirks included: an option word is split
+    at any later ``o``, so ``-oname=no`` prints as ``-o name=n -o``)."""
+    argv = list(args)
+    at = 0
+    while at < len(argv):
+        arg = argv[at]
         if not arg.startswith("-") or arg == "--":
             break
-        # Split "-vo name=value" into "-v" and "-o name=value".
+        # Split "-stuffozz" into "-stuff" and "-ozz".
         for pos in range(2, len(arg)):
             if arg[pos] in _OPTIONS_WITH_VALUE:
-                out.append(arg[:pos])
-                arg = "-" + arg[pos:]
+                argv.insert(at + 1, "-" + arg[pos:])
+                arg = argv[at] = arg[:pos]
                 break
-        i += 1
         if len(arg) < 2 or arg[1] not in _OPTIONS_WITH_VALUE:
-            out.append(arg)
+            at += 1
             continue
-        if len(arg) > 2:
-            value: str | None = arg[2:]
-            arg = arg[:2]
-        elif i < len(args):
-            value = args[i]
-            i += 1
-        else:
-            value = None
-        out.append(arg)
-        if value is None:
-            continue
-        if value.startswith("{"):
-            value = _normalize_nameval(_strip_braces(value, warn), warn)
-        out.append(value)
-    for arg in args[i:]:
-        out.append(_strip_braces(arg, warn) if arg.startswith("{") else arg)
-    return out
+        if len(arg) > 2:  # "-oname=value" becomes "-o" "name=value"
+            argv[at : at + 1] = [arg[:2], arg[2:]]
+        if at + 1 < len(argv):
+            at += 1
+            if argv[at].startswith("{"):
+                argv[at] = _normalize_nameval(_strip_braces(argv[at], warn), warn)
+        at += 1
+    for index in range(at, len(argv)):
+        if argv[index].startswith("{"):
+            argv[index] = _strip_braces(argv[index], warn)
+    return argv
 
 
-def _overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Split normalised arguments into other arguments and ``-o`` settings."""
-    args: list[str] = []
+def _daemon_arguments(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """What a daemon gets: its arguments other than ``-o``, and the ``-o``
+    settings, in order, read as getopt(3) reads them (``-vo name=value``,
+    ``-oname=value``, ``-o { name = value }``); other arguments lose their
+    braces."""
+    rest: list[str] = []
     overrides: dict[str, str] = {}
-    i = 0
-    while i < len(argv):
-        if argv[i] == "-o" and i + 1 < len(argv) and "=" in argv[i + 1]:
-            name, _, value = argv[i + 1].partition("=")
-            overrides[name.strip(_BLANKS)] = value.strip(_BLANKS)
-            i += 2
+    at = 0
+    while at < len(args) and args[at].startswith("-") and args[at] != "--":
+        letters = args[at][1:]
+        at += 1
+        pos = letters.find("o")
+        if pos < 0:
+            rest.append("-" + letters)
             continue
-        args.append(argv[i])
-        i += 1
-    return args, overrides
+        if pos > 0:
+            rest.append("-" + letters[:pos])
+        value = letters[pos + 1 :]
+        if not value and at < len(args):
+            value, at = args[at], at + 1
+        if value.startswith("{"):
+            value = _normalize_nameval(_strip_braces(value, None), None)
+        name, sep, setting = value.partition("=")
+        if sep and name.strip(_BLANKS):
+            overrides[name.strip(_BLANKS)] = setting.strip(_BLANKS)
+    rest += [_strip_braces(arg, None) if arg.startswith("{") else arg for arg in args[at:]]
+    return rest, overrides
 
 
 @dataclass
@@ -251,7 +261,7 @@ class MasterEntry:
             words = split_list(value, _BLANKS)
             fields[index:] = words[:1]
             self.argv = _normalize_args(words[1:], warn)
-            self.args, self.overrides = _overrides(self.argv)
+            self.args, self.overrides = _daemon_arguments(words[1:])
         else:
             fields[index] = value
         _check(fields, value, self.file, self.line)
@@ -378,7 +388,7 @@ def parse_master_cf(
             argv = _normalize_args(fields[8:], warn)
         except ConfigError as err:
             raise err.located(file=filename, line=lineno) from None
-        args, overrides = _overrides(argv)
+        args, overrides = _daemon_arguments(fields[8:])
         entries.append(
             MasterEntry(
                 service=fields[0],
