@@ -12,6 +12,7 @@ Postbus runs it as a role of its own, inside another role or not at all.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from postbus.config.master_cf import FIELD_NAMES, MasterEntry, parse_master_cf
 __all__ = ["edit_main", "edit_master"]
 
 _SPACE = " \t\n\v\f\r"  # ISSPACE()
+_LINE = re.compile(r"[^\n]*\n|[^\n]+\Z")  # ≈ vstring_get(): only newline ends a line
 _EDIT_OPTIONS = "-Me, -Fe, -Pe, -X, or -#"
 _COMMAND = len(FIELD_NAMES) - 1
 
@@ -48,7 +50,7 @@ def _edit(path: str, edit: Callable[[list[str]], str]) -> None:
         try:
             try:
                 with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fp:
-                    lines = fp.read().splitlines(keepends=True)
+                    lines = _LINE.findall(fp.read())
             except OSError as exc:
                 raise Fatal(f"open {path} for reading: {exc.strerror}") from None
             tmp.write(edit(lines))
