@@ -28,6 +28,7 @@ from postbus.cli.postconf_session import (
     Fatal,
     Session,
     format_line,
+    printable,
     service_pattern,
     split_nameval,
 )
@@ -207,7 +208,7 @@ def main(
         return run(list(sys.argv[1:] if argv is None else argv), stdout, stderr)
     except Fatal as exc:
         stdout.flush()
-        print(f"{PROG}: fatal: {exc}", file=stderr)
+        print(printable(f"{PROG}: fatal: {exc}"), file=stderr)
         return 1
     except BrokenPipeError:
         return 1

@@ -27,7 +27,7 @@ from postbus.cli.postconf_session import (
 )
 from postbus.cli.postconf_show import field_number
 from postbus.config.conv import ConfigError
-from postbus.config.master_cf import FIELD_NAMES, MasterEntry, parse_master_cf
+from postbus.config.master_cf import FIELD_NAMES, MasterEntry, parse_master_entry
 
 __all__ = ["edit_main", "edit_master"]
 
@@ -196,17 +196,14 @@ def _has_blank(text: str) -> bool:
 def _parse_entry(text: str, session: Session, where: str | None, lineno: int = 0) -> MasterEntry:
     """One entry from request text (errors quote ``where``) or from the file."""
     try:
-        entries = parse_master_cf(text.replace("\n", " "), session.master_path,
+        return parse_master_entry(text, session.master_path, lineno,
                                   warn=lambda text: session.warn(f"master.cf: {text}"))
     except ConfigError as err:
-        if err.reason.startswith("invalid ") or where is None:
-            raise master_error(ConfigError(err.reason, line=lineno), session.master_path) from None
-        raise Fatal(f"{err.reason}: {where}") from None
-    if len(entries) != 1:
+        if err.reason.startswith("invalid "):
+            raise Fatal(err.reason.replace("\n", " ")) from None
         if where is None:
-            raise Fatal(f"file {session.master_path}: line {lineno}: bad field count")
-        raise Fatal(f"bad field count: {where}")
-    return entries[0]
+            raise master_error(err, session.master_path) from None
+        raise Fatal(f"{err.reason}: {where}") from None
 
 
 def _set_field(entry: MasterEntry, field: int, value: str, session: Session) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from postbus.cli.postconf_session import PROG, Fatal, Session
+from postbus.cli.postconf_session import PROG, Fatal, Session, split_nameval
 from postbus.config.conv import ConfigError, split_list
 from postbus.config.main_cf import expand, references
 from postbus.config.master_cf import MasterEntry
@@ -75,9 +75,12 @@ def service_params(entry: MasterEntry) -> dict[str, str]:
             i += 1
             continue
         if arg == "-o":
-            name, sep, value = argv[i + 1].partition("=")
-            if sep and name.strip(" \t\r\n"):
-                params[name.strip(" \t\r\n")] = value.strip(" \t\r\n")
+            try:
+                name, value = split_nameval(argv[i + 1])
+            except Fatal:  # not name=value: no parameter (postconf -M warned)
+                pass
+            else:
+                params[name] = value
         i += 2
     return params
 

@@ -115,8 +115,7 @@ def show_templates(session: Session, args: list[str]) -> int:
     ident = f"{value('syslog_name')}/bounce"
 
     def say(level: str, text: str) -> None:
-        session.out.flush()
-        print(f"{ident}: {level}: {text}", file=session.err)
+        session.say(f"{ident}: {level}: {text}")
 
     def warn(text: str) -> None:
         say("warning", text)

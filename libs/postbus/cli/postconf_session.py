@@ -13,8 +13,8 @@ from postbus.config.main_cf import MainCf
 from postbus.config.master_cf import MasterEntry, parse_master_cf
 
 __all__ = [
-    "Fatal", "Session", "format_line", "is_comment", "match_service", "read_main",
-    "read_master", "service_pattern", "split_nameval",
+    "Fatal", "Session", "format_line", "is_comment", "match_service", "printable",
+    "read_main", "read_master", "service_pattern", "split_nameval",
 ]
 
 PROG = "postconf"
@@ -51,8 +51,12 @@ class Session:
     host_defaults: dict[str, str] = field(default_factory=dict)
 
     def warn(self, text: str) -> None:
+        self.say(f"{PROG}: warning: {text}")
+
+    def say(self, text: str) -> None:
+        """A diagnostic line, control characters shown as ``?`` (≈ msg_printf())."""
         self.out.flush()
-        print(f"{PROG}: warning: {text}", file=self.err)
+        print(printable(text), file=self.err)
 
     @property
     def main_path(self) -> str:
@@ -64,6 +68,11 @@ class Session:
 
 
 # -- text ------------------------------------------------------------------------
+
+
+def printable(text: str) -> str:
+    """Control characters as ``?``, as Postfix's diagnostics show them."""
+    return "".join("?" if ord(ch) < 0x20 or ord(ch) == 0x7F else ch for ch in text)
 
 
 def split_nameval(text: str, shown: str | None = None) -> tuple[str, str]:

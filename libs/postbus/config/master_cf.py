@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from postbus.config.conv import ConfigError, split_list
 
 __all__ = [
-    "FIELD_NAMES", "SERVICE_PORTS", "MasterEntry", "parse_master_cf", "render_arguments",
-    "service_port",
+    "FIELD_NAMES", "SERVICE_PORTS", "MasterEntry", "parse_master_cf", "parse_master_entry",
+    "render_arguments", "service_port",
 ]
 
 _BLANKS = " \t\r\n"
@@ -154,7 +154,7 @@ def _normalize_args(args: list[str], warn: Warn = None) -> list[str]:
     return argv
 
 
-def _daemon_arguments(args: list[str]) -> tuple[list[str], dict[str, str]]:
+def _daemon_arguments(args: list[str], warn: Warn = None) -> tuple[list[str], dict[str, str]]:
     """What a daemon gets: its arguments other than ``-o``, and the ``-o``
     settings, in order, read as getopt(3) reads them (``-vo name=value``,
     ``-oname=value``, ``-o { name = value }``); other arguments lose their
@@ -175,11 +175,11 @@ def _daemon_arguments(args: list[str]) -> tuple[list[str], dict[str, str]]:
         if not value and at < len(args):
             value, at = args[at], at + 1
         if value.startswith("{"):
-            value = _normalize_nameval(_strip_braces(value, None), None)
+            value = _normalize_nameval(_strip_braces(value, warn), None)
         name, sep, setting = value.partition("=")
         if sep and name.strip(_BLANKS):
             overrides[name.strip(_BLANKS)] = setting.strip(_BLANKS)
-    rest += [_strip_braces(arg, None) if arg.startswith("{") else arg for arg in args[at:]]
+    rest += [_strip_braces(arg, warn) if arg.startswith("{") else arg for arg in args[at:]]
     return rest, overrides
 
 
@@ -261,7 +261,7 @@ class MasterEntry:
             words = split_list(value, _BLANKS)
             fields[index:] = words[:1]
             self.argv = _normalize_args(words[1:], warn)
-            self.args, self.overrides = _daemon_arguments(words[1:])
+            self.args, self.overrides = _daemon_arguments(words[1:], warn and (lambda text: None))
         else:
             fields[index] = value
         _check(fields, value, self.file, self.line)
@@ -370,40 +370,41 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     return result
 
 
+def parse_master_entry(
+    logical: str, filename: str = "master.cf", lineno: int = 0, warn: Warn = None
+) -> MasterEntry:
+    """One entry from its logical line (≈ pcf_parse_master_entry()); ``warn``
+    receives the brace slips that postconf only warns about, without it
+    they are errors."""
+    fields = split_list(logical, _BLANKS)
+    if len(fields) < 8:
+        raise ConfigError("bad field count", file=filename, line=lineno)
+    _check(fields, logical, filename, lineno)
+    try:
+        argv = _normalize_args(fields[8:], warn)
+        args, overrides = _daemon_arguments(fields[8:], warn and (lambda text: None))
+    except ConfigError as err:
+        raise err.located(file=filename, line=lineno) from None
+    return MasterEntry(
+        service=fields[0],
+        type=fields[1],
+        private=fields[2],
+        unpriv=fields[3],
+        chroot=fields[4],
+        wakeup=fields[5],
+        maxproc=fields[6],
+        command=fields[7],
+        args=args,
+        overrides=overrides,
+        line=lineno,
+        file=filename,
+        argv=argv,
+    )
+
+
 def parse_master_cf(
     text: str, filename: str = "master.cf", warn: Warn = None
 ) -> list[MasterEntry]:
-    """Parse master.cf text into entries, in file order.
-
-    ``warn`` receives the brace slips that postconf only warns about;
-    without it they are errors.
-    """
-    entries: list[MasterEntry] = []
-    for lineno, logical in _logical_lines(text):
-        fields = split_list(logical, _BLANKS)
-        if len(fields) < 8:
-            raise ConfigError("bad field count", file=filename, line=lineno)
-        _check(fields, logical, filename, lineno)
-        try:
-            argv = _normalize_args(fields[8:], warn)
-        except ConfigError as err:
-            raise err.located(file=filename, line=lineno) from None
-        args, overrides = _daemon_arguments(fields[8:])
-        entries.append(
-            MasterEntry(
-                service=fields[0],
-                type=fields[1],
-                private=fields[2],
-                unpriv=fields[3],
-                chroot=fields[4],
-                wakeup=fields[5],
-                maxproc=fields[6],
-                command=fields[7],
-                args=args,
-                overrides=overrides,
-                line=lineno,
-                file=filename,
-                argv=argv,
-            )
-        )
-    return entries
+    """Parse master.cf text into entries, in file order (see :func:`parse_master_entry`)."""
+    return [parse_master_entry(logical, filename, lineno, warn)
+            for lineno, logical in _logical_lines(text)]

@@ -3,7 +3,8 @@
 Each case directory in data/ (main.cf + master.cf, with every TLS, SASL,
 relay, transport and policy example of the talk in the seed, the stock
 Debian files, and master-edges: -o forms, braces, comments inside entries,
-commented-out services, long lines, no final newline) is read by
+commented-out services, long lines, no final newline; master-braces: brace
+slips postconf warns about) is read by
 ``postconf -c DIR`` and by ``postbus postconf -c DIR`` (in-process) with the
 same flags (-n, -d, -x, -M, -F, -P, -C, -o, ...); stdout must be equal byte
 for byte and stderr line for line (sorted: Postfix 3.7 reports unused
@@ -295,7 +296,9 @@ EDITS = [
 ]
 
 
-@pytest.mark.parametrize("case", ["tls-sasl", "quirks", "policy", "master-edges", "debian-stock"])
+@pytest.mark.parametrize(
+    "case", ["tls-sasl", "quirks", "policy", "master-edges", "debian-stock", "master-braces"]
+)
 @pytest.mark.parametrize("args", EDITS, ids=" ".join)
 def test_edit(case: str, args: list[str], tmp_path: Path) -> None:
     theirs = copy_case(case, tmp_path / "real")
