@@ -281,7 +281,7 @@ EDITS = [
     ["-Fe", "nope/inet/chroot=n"], ["-Fe", "smtp/inet/private=x"],
     ["-Fe", "smtp/inet/wakeup=soon"], ["-Fe", "smtp/inet/process_limit=-1"],
     ["-Fe", "smtp/inet/private=a b"], ["-Fe", "smtp/inet/*=n"], ["-Fe", "smtp/inet=n"],
-    ["-Fe", "smtp/inet/nosuch=n"],
+    ["-Fe", "smtp/inet/nosuch=n"], ["-F", "smtp/inet/chroot=n"], ["-P", "smtp/inet/a=b"],
     # -Pe, -PX, -MX, -M# and -Me, their wild cards and their errors
     ["-Pe", "*/inet/smtpd_tls_security_level=none"], ["-PX", "*/*/syslog_name"],
     ["-Pe", "smtp/unix/smtp_helo_timeout=5", "smtp/unix/smtp_helo_timeout=6"],
