@@ -318,6 +318,7 @@ def test_edit(case: str, args: list[str], tmp_path: Path) -> None:
 def test_edit_then_show_round_trip(case: str, tmp_path: Path) -> None:
     """-e / -Me then -n / -M / -P: both tools agree on the edited files."""
     directory = copy_case(case, tmp_path / case)
+    names = postfix_only(directory, case)  # of the files as they are in data/
     edits = [
         ["-e", "relayhost=[relay.example]:2525", "message_size_limit=1024"],
         ["-Me", "smtp/inet=smtp inet n - y - - smtpd -o smtpd_sasl_auth_enable=no"],
@@ -326,8 +327,7 @@ def test_edit_then_show_round_trip(case: str, tmp_path: Path) -> None:
         assert ours(directory, *args)[0] == 0
     age(directory)
     for args in (["-n"], ["-M"], ["-P"]):
-        same(directory, f"{case} after edits", args, postfix_only(directory, case),
-             filter_stdout=args == ["-n"])
+        same(directory, f"{case} after edits", args, names, filter_stdout=args == ["-n"])
 
 
 def test_several_new_names_are_appended(tmp_path: Path) -> None:
