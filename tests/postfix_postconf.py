@@ -54,13 +54,14 @@ def _show(text: str, directory: Path) -> str:
 def postconf(
     recording: Recording, key: str, directory: Path, *args: str,
     sort_stderr: bool = True, files: tuple[str, ...] = (), sort_files: bool = False,
-    stderr: bool = True,
+    stderr: bool = True, unique_stderr: bool = False,
 ) -> tuple[int, str, str, dict[str, str]]:
     """``postconf -c directory args``: status, stdout, stderr and, after an edit,
     the named files' contents. stderr is sorted unless told otherwise: Postfix
     reports unused parameters in hash-table order, which varies between runs
     (as it appends several new names with -e: ``sort_files``); ``stderr=False``
-    leaves it out (some warnings repeat a varying number of times)."""
+    leaves it out (some warnings repeat a varying number of times), ``unique_stderr``
+    keeps each line once."""
 
     def text_of(name: str) -> str:
         lines = (directory / name).read_text().splitlines(keepends=True)
@@ -72,6 +73,8 @@ def postconf(
         run = subprocess.run(["postconf", "-c", str(directory), *args], executable=POSTCONF,
                              capture_output=True, text=True, timeout=60, check=False)
         err = run.stderr.splitlines(keepends=True) if stderr else []
+        if unique_stderr:
+            err = list(dict.fromkeys(err))
         return [
             run.returncode,
             _hide(run.stdout, directory, args),

@@ -392,3 +392,99 @@ def test_edit_needs_the_file(tmp_path: Path, argv: list[str], name: str) -> None
     assert (status, out) == (1, "")
     missing = f"open {tmp_path}/{name} for reading: No such file or directory"
     assert err == f"postconf: fatal: {missing}\n"
+
+
+# -- master.cf fields (-F, -Fe) ----------------------------------------------------------
+
+
+def test_F_prints_every_field_of_every_service_line(cfdir: Path) -> None:
+    status, out, err = run("-c", str(cfdir), "-F", "smtp/inet", "cleanup/unix/process_limit")
+    assert (status, err) == (0, "")
+    assert out == (
+        "smtp/inet/service = smtp\n"
+        "smtp/inet/type = inet\n"
+        "smtp/inet/private = n\n"
+        "smtp/inet/unprivileged = -\n"
+        "smtp/inet/chroot = y\n"
+        "smtp/inet/wakeup = -\n"
+        "smtp/inet/process_limit = -\n"
+        "smtp/inet/command = smtpd\n"
+        "cleanup/unix/process_limit = 0\n"
+    )
+    _, out, _ = run("-c", str(cfdir), "-Fhx", "relay/unix/command")
+    assert out == ("smtp -o syslog_name=postfix/relay -o smtp_tls_security_level=encrypt\n")
+    _, out, _ = run("-c", str(cfdir), "-FH", "relay/unix/command")
+    assert out == "relay/unix/command\n"
+    status, _, err = run("-c", str(cfdir), "-F", "smtp/inet/maxproc")
+    assert (status, err) == (1, 'postconf: fatal: invalid service attribute name: "maxproc"\n')
+
+
+def test_Fe_edits_one_field_in_place(cfdir: Path) -> None:
+    status, out, err = run("-c", str(cfdir), "-Fe", "smtp/inet/chroot=n",
+                           "relay/unix/command=smtp -o smtp_helo_timeout=5")
+    assert (status, out, err) == (0, "", "")
+    text = (cfdir / "master.cf").read_text()
+    assert "\nsmtp       inet  n       -       n       -       -       smtpd\n" in text
+    assert ("\nrelay      unix  -       -       y       -       -       smtp\n"
+            "    -o smtp_helo_timeout=5\n") in text
+    status, _, err = run("-c", str(cfdir), "-Fe", "smtp/inet/wakeup=soon")
+    assert (status, err) == (1, 'postconf: fatal: invalid wakeup field "soon" in "soon"\n')
+    status, _, err = run("-c", str(cfdir), "-Fe", "nope/inet/chroot=n")
+    assert (status, err) == (0, 'postconf: warning: unmatched service_name/type: '
+                                '"nope/inet/chroot=n"\n')
+
+
+# -- parameter classes (-C) ------------------------------------------------------------------
+
+
+def test_C_selects_builtin_service_and_user_names(cfdir: Path) -> None:
+    _, out, _ = run("-c", str(cfdir), "-C", "user", "-n")
+    assert out == "mua_client_restrictions = permit_sasl_authenticated, reject\n"
+    _, out, _ = run("-c", str(cfdir), "-C", "service")
+    names = [line.partition(" =")[0] for line in out.splitlines()]
+    assert "relay_destination_concurrency_limit" in names
+    assert "local_destination_concurrency_limit = 2" in out.splitlines()
+    assert "relayhost" not in names
+    _, out, _ = run("-c", str(cfdir), "-C", "Builtin", "-n", "-h", "smtpd_sasl_type")
+    assert out == "dovecot\n"
+    status, _, err = run("-c", str(cfdir), "-C", "builtin,bogus")
+    assert (status, err) == (1, 'postconf: fatal: unknown -C option value "bogus" in '
+                                '"builtin,bogus"\n')
+
+
+# -- what Postbus supports (-a, -A, -T, -t, -b) ---------------------------------------------
+
+
+def test_sasl_types_are_those_postbus_implements() -> None:
+    """smtpd offers no AUTH and the SMTP client does not authenticate yet: none."""
+    assert run("-a") == (0, "", "")
+    assert run("-A") == (0, "", "")
+
+
+def test_T_answers_for_pythons_ssl_module() -> None:
+    import ssl
+
+    assert run("-T", "run-version") == (0, ssl.OPENSSL_VERSION + "\n", "")
+    status, out, _ = run("-T", "compile-version")
+    assert status == 0 and out.startswith("OpenSSL ") and ssl.OPENSSL_VERSION.startswith(
+        out.split()[0])
+    built = getattr(ssl, "_OPENSSL_API_VERSION", ssl.OPENSSL_VERSION_INFO)
+    assert out.split()[1].startswith(f"{built[0]}.{built[1]}.")
+    status, out, _ = run("-T", "public-key-algorithms")
+    assert status == 0 and "rsa\n" in out and out.splitlines() == sorted(out.splitlines())
+    assert run("-T", "bogus") == (1, "", "postconf: warning: unknown 'postconf -T' mode: bogus\n")
+
+
+def test_t_and_b_show_the_template_the_qmgr_sends(cfdir: Path) -> None:
+    status, out, err = run("-c", str(cfdir), "-t")
+    assert (status, err) == (0, "")
+    assert out.startswith("failure_template = <<EOF\nCharset: us-ascii\n"
+                          "From: Mail Delivery System <MAILER-DAEMON>\n"
+                          "Subject: Undelivered Mail Returned to Sender\n\n")
+    assert out.count("_template = <<EOF") == 1 and out.endswith("The mail system\nEOF\n")
+    _, out, _ = run("-c", str(cfdir), "-b")
+    assert out.startswith("expanded_failure_text = <<EOF\n"
+                          "This is the mail system at host mx1.example.com.\n")
+    status, _, err = run("-c", str(cfdir), "-b", str(cfdir / "none"))
+    assert (status, err) == (1, f"postbus/bounce: fatal: open {cfdir}/none: "
+                                "No such file or directory\n")

@@ -1,12 +1,18 @@
 """Differential tests: ``postbus postconf`` against the real postconf(1).
 
 Each case directory in data/ (main.cf + master.cf, with every TLS, SASL,
-relay, transport and policy example of the talk in the seed) is read by
+relay, transport and policy example of the talk in the seed, the stock
+Debian files, and master-edges: -o forms, braces, comments inside entries,
+commented-out services, long lines, no final newline; master-braces: brace
+slips postconf warns about) is read by
 ``postconf -c DIR`` and by ``postbus postconf -c DIR`` (in-process) with the
-same flags; stdout must be equal byte for byte and stderr line for line
-(sorted: Postfix 3.7 reports unused parameters in hash-table order, which
-varies between runs).  Edits run on two copies and the resulting files
-must be identical.
+same flags (-n, -d, -x, -M, -F, -P, -C, -o, ...); stdout must be equal byte
+for byte and stderr line for line (sorted: Postfix 3.7 reports unused
+parameters in hash-table order, which varies between runs).  Edits (-e,
+-X, -#, -Me, -Fe, -Pe, -MX, -PX, -M#) run on two copies and the resulting
+files must be identical.  Notice templates (-t, -b, and the template files
+in data/bounce-templates/) compare with Postfix's failure template, the one
+notice Postbus sends.
 
 Postfix answers live where it is installed and from its recorded answers
 (``tests/data/postfix/postconf_cli.json``) everywhere else, so these
@@ -145,6 +151,26 @@ SHOW_ARGS = [
     ["-Pf", "*/*/smtpd_recipient_restrictions"],
     ["-x", *X_NAMES], ["-xh", *X_NAMES], ["-d", *D_NAMES], ["-dx", *D_NAMES],
     ["-h", *D_NAMES], ["-n", *X_NAMES], ["-H", *X_NAMES], ["nosuch_parameter", "relayhost"],
+    # every service line, whatever Postbus runs for it, field by field
+    ["-Mx"], ["-Mfx"], ["-PH"], ["-F"], ["-Ff"], ["-Fx"], ["-Ffx"], ["-Fh"], ["-FH"],
+    ["-F", "smtp/inet", "smtp/unix/command", "*/*/chroot", "nope/inet", "cleanup"],
+    ["-Fhf", "*/*/command"],
+    ["-o", "relayhost=[o.example]", "-Mx"], ["-o", "smtpd_sasl_path=zzz", "-Pxf"],
+    ["-C", "builtin", "-n"], ["-C", "user", "-n"], ["-C", "user"], ["-C", "service"],
+    ["-C", "USER,service", "-h"], ["-C", "", "-n"], ["-C", "user", "-d"],
+]
+
+#: Postfix's option rules and their diagnostics (one configuration is enough).
+OPTION_ARGS = [
+    ["-F", "smtp/inet/nosuch"], ["-F", "a/b/c/d"], ["-F", "/x"],
+    ["-o", "relayhost=[o.example]", "-x", "relayhost"], ["-o", "my_extra=1", "-n"],
+    ["-C", "nosuch"], ["-C", "builtin,nosuch"], ["-C", "builtin|user"],
+    ["-o", "relayhost", "-n"], ["-o", "=x", "-n"], ["-o", "x=y", "-d"],
+    ["-F", "-P"], ["-a", "-A"], ["-a", "-n"], ["-F", "-d"], ["-F#", "smtp/inet/chroot"],
+    ["-FX", "smtp/inet/chroot"], ["-P#", "a/b/c"], ["-Mh"], ["-T", "a", "-T", "b"], ["-T"],
+    ["-T", "nosuch"], ["-Tx", "-n"], ["-b", "-t"], ["-t", "a", "b"], ["-Z"], ["-E"], ["-c"],
+    ["-ex"], ["-hH"], ["-fe", "a=b"], ["-o", "x=y", "-X", "a"], ["-Me"], ["-MX"], ["-Fe"],
+    ["relayhost", "-n"], ["-C", "builtin", "-M", "smtp/inet"], ["-l"],
 ]
 
 
@@ -154,6 +180,36 @@ def test_show(case: str, args: list[str], tmp_path: Path) -> None:
     directory = copy_case(case, tmp_path / case)
     same(directory, case, args, postfix_only(directory, case),
          filter_stdout=args[0].startswith("-n"))
+
+
+@pytest.mark.parametrize("args", OPTION_ARGS, ids=" ".join)
+def test_options(args: list[str], tmp_path: Path) -> None:
+    directory = copy_case("tls-sasl", tmp_path / "tls-sasl")
+    same(directory, "tls-sasl", args, postfix_only(directory, "tls-sasl"))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_param_classes(case: str, tmp_path: Path) -> None:
+    """-C: the service and user classes are Postfix's to the letter; builtin is the
+    rest of Postfix's full listing (its names and values) plus Postbus's postbus_* names."""
+    directory = copy_case(case, tmp_path / case)
+    listed: dict[str, set[str]] = {}
+    for name in ("service", "user"):
+        same(directory, case, ["-C", name], frozenset())
+        listed[name] = {line.partition(" =")[0] for line in ours(directory, "-C", name)[1]
+                        .splitlines()}
+    r_status, r_out, _ = real(directory, case)
+    o_status, o_out, _ = ours(directory, "-C", "builtin")
+    assert o_status == r_status == 0
+    def parse(text: str) -> dict[str, str]:
+        pairs = (line.partition(" =") for line in text.splitlines())
+        return {name: value.removeprefix(" ") for name, _, value in pairs}
+
+    theirs, mine = parse(r_out), parse(o_out)
+    builtin = set(theirs) - listed["service"] - listed["user"]
+    assert {n for n in mine if not n.startswith("postbus_")} == builtin
+    differ = set(HOST_DEPENDENT) | set(DIFFERS_FROM_POSTFIX) | {"process_id"}
+    assert {n for n in builtin if n not in differ and mine[n] != theirs[n]} == set()
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -216,10 +272,33 @@ EDITS = [
     ["-Pe", "submission/inet/smtpd_tls_security_level=may", "smtp/inet/syslog_name=x/y"],
     ["-PX", "submission/inet/syslog_name", "relay/unix/syslog_name"],
     ["-Pe", "nope/inet/x=1"],
+    # -Fe on any field of any service line
+    ["-Fe", "smtp/inet/chroot=n", "smtp/inet/private=y"],
+    ["-Fe", "*/unix/chroot=n"],
+    ["-Fe", "smtp/inet/command=smtpd -o smtpd_tls_security_level=none -v"],
+    ["-Fe", "smtp/unix/process_limit=20", "cleanup/unix/wakeup=60?"],
+    ["-Fe", "smtp/inet/service=127.0.0.1:25", "relay/unix/type=fifo"],
+    ["-Fe", "nope/inet/chroot=n"], ["-Fe", "smtp/inet/private=x"],
+    ["-Fe", "smtp/inet/wakeup=soon"], ["-Fe", "smtp/inet/process_limit=-1"],
+    ["-Fe", "smtp/inet/private=a b"], ["-Fe", "smtp/inet/*=n"], ["-Fe", "smtp/inet=n"],
+    ["-Fe", "smtp/inet/nosuch=n"], ["-F", "smtp/inet/chroot=n"], ["-P", "smtp/inet/a=b"],
+    # -Pe, -PX, -MX, -M# and -Me, their wild cards and their errors
+    ["-Pe", "*/inet/smtpd_tls_security_level=none"], ["-PX", "*/*/syslog_name"],
+    ["-Pe", "smtp/unix/smtp_helo_timeout=5", "smtp/unix/smtp_helo_timeout=6"],
+    ["-PX", "submission/inet/*"], ["-Pe", "smtp/inet/a=b c"], ["-PX", "relay/unix/syslog_name "],
+    ["-MX", "*/unix"], ["-M#", "*/inet"], ["-MX", "smtp/inet/x"], ["-M#", "smtp"],
+    ["-MX", "smtps/inet "],
+    ["-Me", "relay/unix=smtp unix - - n - - smtp"],
+    ["-Me", "smtp/inet=smtp bad n - y - - smtpd"], ["-Me", "smtp/inet=smtp inet n"],
+    ["-Me", "a/b=a unix - - n - - pipe flags=R user=x argv=/bin/x {${recipient} z}"],
+    # main.cf
+    ["-X", "  relayhost  "], ["-X", ""], ["-X", "relayhost=x"], ["-e", "#relayhost=x"],
 ]
 
 
-@pytest.mark.parametrize("case", ["tls-sasl", "quirks", "policy"])
+@pytest.mark.parametrize(
+    "case", ["tls-sasl", "quirks", "policy", "master-edges", "debian-stock", "master-braces"]
+)
 @pytest.mark.parametrize("args", EDITS, ids=" ".join)
 def test_edit(case: str, args: list[str], tmp_path: Path) -> None:
     theirs = copy_case(case, tmp_path / "real")
@@ -239,6 +318,7 @@ def test_edit(case: str, args: list[str], tmp_path: Path) -> None:
 def test_edit_then_show_round_trip(case: str, tmp_path: Path) -> None:
     """-e / -Me then -n / -M / -P: both tools agree on the edited files."""
     directory = copy_case(case, tmp_path / case)
+    names = postfix_only(directory, case)  # of the files as they are in data/
     edits = [
         ["-e", "relayhost=[relay.example]:2525", "message_size_limit=1024"],
         ["-Me", "smtp/inet=smtp inet n - y - - smtpd -o smtpd_sasl_auth_enable=no"],
@@ -247,8 +327,7 @@ def test_edit_then_show_round_trip(case: str, tmp_path: Path) -> None:
         assert ours(directory, *args)[0] == 0
     age(directory)
     for args in (["-n"], ["-M"], ["-P"]):
-        same(directory, f"{case} after edits", args, postfix_only(directory, case),
-             filter_stdout=args == ["-n"])
+        same(directory, f"{case} after edits", args, names, filter_stdout=args == ["-n"])
 
 
 def test_several_new_names_are_appended(tmp_path: Path) -> None:
@@ -262,3 +341,49 @@ def test_several_new_names_are_appended(tmp_path: Path) -> None:
     our_lines = (mine / "main.cf").read_text().splitlines()
     assert our_lines[-2:] == ["alpha_knob = 1", "zeta_knob = 2"]
     assert sorted(our_lines) == sorted(real_lines)
+
+
+# -- notice templates (-t, -b) --------------------------------------------------------------
+
+TEMPLATES = sorted(p.name for p in (DATA / "bounce-templates").iterdir())
+#: Postfix's failure template has a header Postbus's lacks: Postbus sends no postmaster copies.
+POSTMASTER_COPY = "Postmaster-Subject: Postmaster Copy: Undelivered Mail\n"
+
+
+def failure_part(text: str) -> str:
+    """Postfix's first template, the failure one: Postbus sends no other notice."""
+    end = text.find("\nEOF\n")
+    return text if end < 0 else text[: end + 5].replace(POSTMASTER_COPY, "")
+
+
+@pytest.mark.parametrize("flag", ["-t", "-b"])
+@pytest.mark.parametrize("template", ["built-in", *TEMPLATES])
+def test_templates(flag: str, template: str, tmp_path: Path) -> None:
+    """Postbus's failure template is Postfix's (less the postmaster copy's subject); a
+    template file is read with Postfix's checks and messages, from $syslog_name/bounce."""
+    directory = copy_case("tls-sasl", tmp_path / "tls-sasl")
+    args = [flag]
+    if template != "built-in":
+        shutil.copy(DATA / "bounce-templates" / template, directory / template)
+        args.append(str(directory / template))
+    # Postfix's bounce repeats its warnings, a varying number of times.
+    r_status, r_out, r_err, _ = postconf(RECORDING, f"template {flag} {template}", directory,
+                                         *args, unique_stderr=True)
+    o_status, o_out, o_err = ours(directory, *args)
+    assert o_status == r_status
+    assert o_out == failure_part(r_out)
+    others = ("delay template", "success template", "verify template")
+    theirs = {line.replace("postfix/bounce:", "postbus/bounce:")
+              for line in r_err.splitlines() if not any(kind in line for kind in others)}
+    mine = set(o_err.splitlines())
+    not_sent = {line for line in mine if "Postbus sends no" in line}
+    assert mine - not_sent == theirs
+    expected = {
+        "with_delay.tmpl": ("delay", 15), "inapplicable.tmpl": ("success", 11),
+    }.get(template)
+    if expected:
+        kind, line = expected
+        assert not_sent == {f"postbus/bounce: warning: {directory}/{template}, line {line}: "
+                            f"Postbus sends no {kind} notices -- ignoring this template"}
+    else:
+        assert not_sent == set()

@@ -99,10 +99,10 @@ def test_listen_address_rejects(service: str) -> None:
         ("smtp inet n - n - smtpd", "bad field count"),
         ("smtp tcp n - n - - smtpd", 'invalid type field "tcp"'),
         ("smtp inet yes - n - - smtpd", 'invalid private field "yes"'),
-        ("smtp inet n x n - - smtpd", 'invalid unpriv field "x"'),
+        ("smtp inet n x n - - smtpd", 'invalid unprivileged field "x"'),
         ("smtp inet n - maybe - - smtpd", 'invalid chroot field "maybe"'),
         ("smtp inet n - n 1m - smtpd", 'invalid wakeup field "1m"'),
-        ("smtp inet n - n - many smtpd", 'invalid maxproc field "many"'),
+        ("smtp inet n - n - many smtpd", 'invalid process_limit field "many"'),
     ],
 )
 def test_bad_entries_name_file_and_line(line: str, reason: str) -> None:
@@ -110,3 +110,18 @@ def test_bad_entries_name_file_and_line(line: str, reason: str) -> None:
         parse_master_cf(f"# comment\n\n{line}\n", "/etc/postbus/master.cf")
     assert str(info.value).startswith("/etc/postbus/master.cf, line 3: ")
     assert reason in str(info.value)
+
+
+def test_daemons_get_options_as_getopt_reads_them_postconf_prints_its_way() -> None:
+    """postconf splits an option word at any later "o" (-oname=no prints as
+    "-o name=n -o", and that -o takes -vo for its value, as Postfix 3.7's
+    postconf -M shows); the daemon, like a Postfix daemon's getopt(), gets name=no."""
+    [entry] = parse_master_cf(
+        "submission inet n - n - - smtpd -osmtpd_reject_unlisted_recipient=no"
+        " -vo { smtpd_helo_required = yes } -o x=1 -- {a b} c\n"
+    )
+    assert entry.overrides == {"smtpd_reject_unlisted_recipient": "no",
+                               "smtpd_helo_required": "yes", "x": "1"}
+    assert entry.args == ["-v", "--", "a b", "c"]
+    assert entry.argv == ["-o", "smtpd_reject_unlisted_recipient=n", "-o", "-vo",
+                          "smtpd_helo_required = yes", "-o", "x=1", "--", "a b", "c"]
