@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NATS
 from nats.errors import NoServersError
 
-from postbus import fatal, metrics
+from postbus import events, fatal, metrics
 from postbus.bus.jetstream import connect, ensure_streams
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
@@ -171,6 +171,7 @@ async def _serve(
         if needs_bus:
             ctx.nc = await _connect_until_up(ctx)
             await ensure_streams(ctx.nc.jetstream(), ctx.cfg.int("postbus_stream_replicas"))
+            await events.ensure_stream(ctx.nc.jetstream(), ctx.cfg)
             ctx.store = await QueueStore.open(ctx.nc)
         await _open_maps(ctx)
         await main(ctx)

@@ -23,6 +23,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 
 from postbus.bus import subjects as s
+from postbus.events import stream_spec as events_stream_spec
 
 log = logging.getLogger("postbus.bus")
 
@@ -49,11 +50,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(s.DELIVER_STREAM, (f"{s.ROOT}.deliver.*",), RetentionPolicy.WORK_QUEUE),
     StreamSpec(s.STATUS_STREAM, (f"{s.ROOT}.status.*",), RetentionPolicy.WORK_QUEUE),
     StreamSpec(s.DEFER_STREAM, (f"{s.ROOT}.defer.*",), RetentionPolicy.WORK_QUEUE),
-    # Events are for observers, not for recovery: memory spares a disk sync each.
-    StreamSpec(
-        s.EVENTS_STREAM, (f"{s.ROOT}.event.*",), RetentionPolicy.LIMITS, 3600.0, StorageType.MEMORY,
-        64 * 1024 * 1024,
-    ),
+    events_stream_spec(),  # default limits; postbus.events.ensure_stream applies main.cf's
     # The corrupt queue waits for an administrator (postsuper -d), but a flood
     # of bad input must not fill the disk: the oldest records go first.
     StreamSpec(

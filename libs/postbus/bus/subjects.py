@@ -15,8 +15,12 @@ The queue is JetStream state:
 * ``POSTBUS_DEFER`` holds one wake-up per deferred message; the qmgr naks it
   with a delay until the message's next attempt is due.
 * ``POSTBUS_EVENTS`` records every state change, for observers, on
-  ``postbus.event.<kind>`` with kind incoming, active, deferred, hold,
-  requeued or removed (JSON: queue_id, time and details).
+  ``postbus.event.<kind>`` (:mod:`postbus.events`: the kinds and their
+  versioned JSON); each webhook reads it through its own durable consumer
+  ``webhook-<name>``.
+* ``POSTBUS_WEBHOOK_DEAD`` keeps the events a webhook gave up on, on
+  ``postbus.webhook.dead.<name>`` (the event as sent, with
+  ``Postbus-Webhook-*`` headers: attempts, last error, time).
 * ``POSTBUS_CORRUPT`` is the corrupt queue (Postfix's ``corrupt/``): bus
   work that cannot be decoded, or whose handler failed
   ``postbus_bus_retry_limit`` times, is moved there once, on
@@ -39,6 +43,7 @@ STATUS_STREAM = "POSTBUS_STATUS"
 DEFER_STREAM = "POSTBUS_DEFER"
 EVENTS_STREAM = "POSTBUS_EVENTS"
 CORRUPT_STREAM = "POSTBUS_CORRUPT"
+WEBHOOK_DEAD_STREAM = "POSTBUS_WEBHOOK_DEAD"
 
 QMGR_INCOMING_CONSUMER = "qmgr-incoming"
 QMGR_STATUS_CONSUMER = "qmgr-status"
@@ -48,6 +53,8 @@ QUEUE_SUBJECTS = f"{ROOT}.q.>"
 MSG_TRIGGER_FILTER = f"{ROOT}.q.*.msg"
 ENTRY_FILTER = f"{ROOT}.q.*.entry"
 CORRUPT_SUBJECTS = f"{ROOT}.corrupt.*"
+EVENT_SUBJECTS = f"{ROOT}.event.*"
+WEBHOOK_DEAD_SUBJECTS = f"{ROOT}.webhook.dead.*"
 
 #: Core NATS subject of table-change events; payload: the table spec, UTF-8.
 MAPS_CHANGED_SUBJECT = f"{ROOT}.maps.changed"
@@ -96,6 +103,16 @@ def defer_subject(queue_id: str) -> str:
 
 def event_subject(kind: str) -> str:
     return f"{ROOT}.event.{kind}"
+
+
+def webhook_consumer(name: str) -> str:
+    """The durable consumer of the events stream that feeds webhook ``name``."""
+    return f"webhook-{name}"
+
+
+def webhook_dead_subject(name: str) -> str:
+    """Where webhook ``name`` leaves the events it gave up on."""
+    return f"{ROOT}.webhook.dead.{name}"
 
 
 def corrupt_subject(record_id: str) -> str:

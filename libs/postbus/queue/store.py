@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -21,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
-from postbus import metrics
+from postbus import events, metrics
 from postbus.bus import subjects as s
 from postbus.queue.entry import CodecError, DeliveryJob, DeliveryStatus, QueueEntry
 from postbus.queue.ids import new_queue_id
@@ -301,6 +300,6 @@ class QueueStore:
         return queue_id, attempts
 
     async def event(self, kind: str, queue_id: str, **fields: Any) -> None:
-        """Record a state change for observers; fire and forget."""
-        data = orjson.dumps({"queue_id": queue_id, "time": time.time(), **fields})
-        await self.nc.publish(s.event_subject(kind), data)
+        """Record a state change for observers (:func:`postbus.events.publish_event`):
+        durable once it returns, and it never raises."""
+        await events.publish_event(self.js, kind, queue_id, **fields)
