@@ -69,6 +69,8 @@ HELM_VALUE_SETS = {
         "deliveryLocal.persistence.enabled=false",
         "--set",
         "qmgr.replicas=3",
+        "--set",
+        "webhooks.enabled=true",
     ],
 }
 
@@ -469,6 +471,7 @@ def test_chart_values_master_cf_names_every_role() -> None:
         "policy",
         "contentFilter",
         "mapsApi",
+        "webhooks",
     )
     for block in blocks:
         for service in values[block]["masterCfServices"]:
