@@ -23,7 +23,8 @@ Recording waits for JetStream's acknowledgement, so an event that was
 recorded survives a restart; but an event must never hold up mail: a failure
 is logged and counted (``postbus_events_failed``), never raised. The stream
 keeps events within ``postbus_events_max_age``, ``postbus_events_max_bytes``
-and ``postbus_events_max_msgs``; the oldest go first.
+and ``postbus_events_max_msgs``; the oldest go first. ``postbus_events_record``
+says which kinds are recorded at all (each costs a JetStream write).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from nats.js.errors import NotFoundError
 
 from postbus import metrics
 from postbus.bus import subjects as s
-from postbus.config.conv import parse_int, parse_size, parse_time
+from postbus.config.conv import ConfigError, parse_int, parse_size, parse_time
 from postbus.params import PARAMS
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ PUBLISH_TIMEOUT = 2.0  # seconds to wait for JetStream's acknowledgement of one 
 MAX_AGE, MAX_BYTES, MAX_MSGS = (
     "postbus_events_max_age", "postbus_events_max_bytes", "postbus_events_max_msgs"
 )
+RECORD = "postbus_events_record"
 
 
 class EventError(ValueError):
@@ -203,6 +205,21 @@ for _kind in (*KINDS, "other"):
     metrics.events_published.labels(_kind)
     metrics.events_failed.labels(_kind)
 
+#: The kinds this process records (postbus_events_record; every kind until configured).
+recorded: frozenset[str] = frozenset(KINDS)
+
+
+def configure(cfg: Config) -> None:
+    """Record only the kinds postbus_events_record names (each event costs a
+    JetStream write: a system nobody observes may record none)."""
+    global recorded
+    kinds = cfg.list(RECORD)
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown:
+        raise ConfigError(f"unknown event kind {unknown[0]!r}; known: {', '.join(KINDS)}",
+                          parameter=RECORD)
+    recorded = frozenset(kinds)
+
 
 # -- building -----------------------------------------------------------------------
 
@@ -288,7 +305,10 @@ def kind_of(subject: str) -> str:
 
 
 async def publish(bus: NATS | JetStreamContext, event: Event) -> bool:
-    """Record one event durably; False (logged, counted) when it could not be."""
+    """Record one event durably; False (logged, counted) when it could not be.
+    A kind postbus_events_record leaves out is not recorded (and that is True)."""
+    if event.kind not in recorded:
+        return True
     js = bus.jetstream() if isinstance(bus, NATS) else bus
     try:
         await js.publish(

@@ -759,6 +759,10 @@ _TABLE: tuple[Param, ...] = (
        "Longest wait before a failed bus message is handled again (from 1s, doubling).",
        min=1),
     # -- events and webhooks (postbus.events, the webhooks role) ---
+    _p("postbus_events_record", "list",
+       "received, active, deferred, delivered, bounced, expired, held, released, requeued,"
+       " deleted, removed",
+       "Event kinds the roles record on the event stream (empty: none)."),
     _p("postbus_events_max_age", "time", "7d",
        "How long the event stream keeps an event (0: no age limit).", min=0),
     _p("postbus_events_max_bytes", "size", "1073741824",

@@ -171,6 +171,7 @@ async def _serve(
         if needs_bus:
             ctx.nc = await _connect_until_up(ctx)
             await ensure_streams(ctx.nc.jetstream(), ctx.cfg.int("postbus_stream_replicas"))
+            events.configure(ctx.cfg)
             await events.ensure_stream(ctx.nc.jetstream(), ctx.cfg)
             ctx.store = await QueueStore.open(ctx.nc)
         await _open_maps(ctx)
@@ -223,7 +224,7 @@ class ConfigWatcher:
             log.error("%s; keeping the last good configuration", exc)
             return
         self.ctx.cfg = cfg
-        for hook in self.ctx.reload_hooks:
+        for hook in [events.configure, *self.ctx.reload_hooks]:
             try:
                 hook(cfg)
             except Exception as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -237,6 +238,22 @@ def test_an_event_is_a_dead_letter_after_the_last_attempt(
             f"{letter.url}: 500 Internal Server Error: receiver says no; "
             "kept on postbus.webhook.dead.crm")
         assert webhooks.wait_metric('postbus_webhook_dead_letters_total{webhook="crm"}', 1) == 1
+        shown = subprocess.run(
+            [sys.executable, "-m", "postbus.cli.main", "-c", str(webhooks.conf), "events",
+             "--dead-letter", "crm", "--no-follow"], capture_output=True, text=True, timeout=30)
+        assert shown.returncode == 0, shown.stderr
+        (line,) = shown.stdout.splitlines()
+        assert re.fullmatch(
+            rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{{3}} 4BCD20: webhook crm: event delivered "
+            rf"{event.id} given up after 3 attempts: 500 Internal Server Error: receiver says no",
+            line), line
+        shown = subprocess.run(
+            [sys.executable, "-m", "postbus.cli.main", "-c", str(webhooks.conf), "events",
+             "--dead-letter", "crm", "--no-follow", "-j"], capture_output=True, text=True,
+            timeout=30)
+        kept = json.loads(shown.stdout)
+        assert (kept["webhook"], kept["attempts"], kept["event"]) == (
+            "crm", 3, json.loads(event.encode()))
 
 
 def test_a_killed_webhooks_process_loses_no_event(

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from postbus import events
+from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.queue.entry import QueueEntry, Recipient
 
@@ -109,3 +110,21 @@ def test_the_bus_declares_the_file_stream() -> None:
 
     (spec,) = [spec for spec in STREAMS if spec.name == "POSTBUS_EVENTS"]
     assert spec == events.stream_spec()
+
+
+def test_only_the_recorded_kinds_are_recorded() -> None:
+    import asyncio
+
+    assert events.recorded == frozenset(events.KINDS)  # until configured
+    try:
+        events.configure(Config.from_text("postbus_events_record = delivered, bounced\n"))
+        assert events.recorded == {"delivered", "bounced"}
+        # left out: not recorded, not a failure, and the bus is not touched (here: none)
+        assert asyncio.run(events.publish(None, events.make("active", "Q")))  # type: ignore[arg-type]
+        events.configure(Config.from_text("postbus_events_record =\n"))
+        assert events.recorded == frozenset()
+        with pytest.raises(ConfigError, match="parameter postbus_events_record: unknown event"):
+            events.configure(Config.from_text("postbus_events_record = delivered, sent\n"))
+    finally:
+        events.configure(Config.from_text(""))
+    assert events.recorded == frozenset(events.KINDS)

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 
+from postbus import events
 from postbus.config.loader import Config
 from postbus.logging import setup_logging
 from postbus.queue import admin, corrupt
@@ -46,6 +47,7 @@ def _who() -> str:
 
 
 async def run(cfg: Config, args: argparse.Namespace) -> int:
+    events.configure(cfg)
     async with admin.open_queue(cfg, "postsuper") as store:
         if args.d:
             ids, queues = _ids(args.d)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from postbus import dead_letters
+from postbus import dead_letters, events
 from postbus.bus import subjects as s
 from postbus.config.loader import Config
 from postbus.service import ServiceContext, consume, run
@@ -48,6 +48,10 @@ async def main(ctx: ServiceContext) -> None:
         ctx.ready = True
         await ctx.stopping.wait()
         return
+    unrecorded = settings.kinds - events.recorded
+    if unrecorded:
+        log.warning("warning: webhook %s: postbus_events_record leaves out %s: never sent",
+                    settings.name, ", ".join(sorted(unrecorded)))
     await dead_letters.ensure_stream(js, ctx.cfg)
     await ensure_consumer(js, settings)
     sender = Sender(settings)
