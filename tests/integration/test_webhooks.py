@@ -284,3 +284,24 @@ def test_a_killed_webhooks_process_loses_no_event(
         assert receiver.wait_for(complete, timeout=60), (
             len(wanted - receiver.ids()), webhooks.log.read_text())
         assert receiver.ids() == wanted
+
+
+def test_a_receiver_that_is_not_there_is_tried_again_then_given_up(
+        webhooks: Webhooks, nats: ServerProcess) -> None:
+    port = free_port()  # nothing listens there
+    configure(webhooks, nats, f"http://127.0.0.1:{port}/hook", postbus_webhook_max_attempts="2")
+    webhooks.start()
+    asyncio.run(record(nats, delivered("4BCD60")))
+    deadline = time.monotonic() + 20
+    while not webhooks.lines("given up") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (retry,) = webhooks.lines("attempt 1 of 2")
+    assert f"4BCD60: webhook crm: event delivered, attempt 1 of 2: http://127.0.0.1:{port}/hook: " \
+        in retry and retry.endswith("; trying again in 1s")
+    assert retry.endswith(f"/hook: connect to 127.0.0.1:{port}: Connection refused; "
+                          "trying again in 1s"), retry
+    (line,) = webhooks.lines("given up")
+    assert line.endswith(
+        f"4BCD60: webhook crm: event delivered given up after 2 attempts: "
+        f"http://127.0.0.1:{port}/hook: connect to 127.0.0.1:{port}: Connection refused; "
+        "kept on postbus.webhook.dead.crm"), line

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass
 
@@ -46,6 +47,11 @@ class Sender:
             headers={"user-agent": USER_AGENT, "content-type": "application/json"},
         )
 
+    @property
+    def hostport(self) -> str:
+        url = httpx.URL(self.settings.url)
+        return f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
+
     async def aclose(self) -> None:
         await self.client.aclose()
 
@@ -60,8 +66,12 @@ class Sender:
                 ok, detail = await self._send(body, headers)
         except TimeoutError:
             ok, detail = False, f"no reply within {self.settings.timeout:g}s"
+        except httpx.ConnectError as exc:
+            ok, detail = False, f"connect to {self.hostport}: {_os_reason(exc)}"
         except httpx.HTTPError as exc:
             ok, detail = False, _describe(exc)
+        except Exception as exc:  # whatever else a peer provokes fails this attempt only
+            ok, detail = False, f"{type(exc).__name__}: {_describe(exc)}"
         seconds = time.monotonic() - started
         metrics.webhook_latency.labels(self.settings.name).observe(seconds)
         metrics.webhook_requests.labels(self.settings.name, "sent" if ok else "failed").inc()
@@ -83,7 +93,20 @@ class Sender:
         return ok, detail
 
 
-def _describe(exc: httpx.HTTPError) -> str:
+def _describe(exc: Exception) -> str:
     """A short reason: the exception's own text, or its cause's when empty."""
     text = str(exc) or str(exc.__cause__ or "") or type(exc).__name__
     return " ".join(text.split())[:300]
+
+
+def _os_reason(exc: Exception) -> str:
+    """The system's words for a failed connection ("Connection refused"), found
+    under the wrappers httpx adds; else the exception's own text."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            if seen.errno > 0:
+                return os.strerror(seen.errno)
+            return seen.strerror or str(seen)  # a resolver error (gaierror)
+        seen = seen.__cause__ or seen.__context__
+    return _describe(exc)
