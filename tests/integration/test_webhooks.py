@@ -305,3 +305,20 @@ def test_a_receiver_that_is_not_there_is_tried_again_then_given_up(
         f"4BCD60: webhook crm: event delivered given up after 2 attempts: "
         f"http://127.0.0.1:{port}/hook: connect to 127.0.0.1:{port}: Connection refused; "
         "kept on postbus.webhook.dead.crm"), line
+
+
+def test_a_webhook_without_a_secret_stops_at_start_and_one_without_url_idles(
+        webhooks: Webhooks, nats: ServerProcess) -> None:
+    configure(webhooks, nats, "https://crm.example.com/in", postbus_webhook_secret="")
+    proc = subprocess.run(
+        [sys.executable, "-m", "webhooks", "-c", str(webhooks.conf), "-n", "crm/unix"],
+        capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1
+    (line,) = proc.stderr.splitlines()
+    assert line.endswith(  # -o settings are located at their service's line
+        f"postbus/webhooks[{line.split('[')[1].split(']')[0]}]: "
+        f"fatal: {webhooks.conf}/master.cf, line 1: parameter postbus_webhook_secret: "
+        "postbus_webhook_url is set, but no secret to sign with (postbus_webhook_secret or "
+        "postbus_webhook_secret_file)"), proc.stderr
+    configure(webhooks, nats, "").start()  # ready, and sends nothing
+    assert webhooks.lines("webhook crm: no postbus_webhook_url: nothing to send")

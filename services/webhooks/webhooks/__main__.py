@@ -18,6 +18,7 @@ import logging
 
 from postbus import dead_letters, events
 from postbus.bus import subjects as s
+from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.service import ServiceContext, consume, run
 from webhooks.dispatch import Dispatcher, ensure_consumer, watch_pending
@@ -28,7 +29,11 @@ log = logging.getLogger("postbus.webhooks")
 
 
 async def main(ctx: ServiceContext) -> None:
-    settings = Settings.from_config(ctx.cfg, ctx.service)
+    try:
+        settings = Settings.from_config(ctx.cfg, ctx.service)
+    except ConfigError:
+        ctx.stopping.set()  # the fatal line alone: no "disconnected" warning on the way out
+        raise
     assert ctx.nc is not None
     js = ctx.nc.jetstream()
 
