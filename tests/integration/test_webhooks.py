@@ -322,3 +322,26 @@ def test_a_webhook_without_a_secret_stops_at_start_and_one_without_url_idles(
         "postbus_webhook_secret_file)"), proc.stderr
     configure(webhooks, nats, "").start()  # ready, and sends nothing
     assert webhooks.lines("webhook crm: no postbus_webhook_url: nothing to send")
+
+
+def test_a_consumer_that_is_gone_is_made_again(webhooks: Webhooks, nats: ServerProcess) -> None:
+    with Receiver() as receiver:
+        configure(webhooks, nats, receiver.url).start()
+
+        async def delete() -> None:
+            nc = await connect(nats.url, "test")
+            try:
+                await nc.jetstream().delete_consumer(s.EVENTS_STREAM, "webhook-crm")
+            finally:
+                await nc.close()
+
+        asyncio.run(delete())
+        deadline = time.monotonic() + 20
+        while not webhooks.lines("was gone") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert webhooks.lines("webhook crm: consumer webhook-crm was gone; made again"), \
+            webhooks.log.read_text()
+        event = delivered("4BCD70")
+        asyncio.run(record(nats, event))
+        assert receiver.wait_for(lambda got: event.id in {r.event_id for r in got}), \
+            webhooks.log.read_text()

@@ -134,13 +134,20 @@ class Dispatcher:
 
 async def watch_pending(js: JetStreamContext, settings: Settings, stopping: asyncio.Event,
                         interval: float = 10.0) -> None:
-    """Keep postbus_webhook_pending up to date: events not yet sent nor given up."""
+    """Keep postbus_webhook_pending up to date (events not yet sent nor given up),
+    and make the consumer again should it be gone (its stream was recreated)."""
     durable = s.webhook_consumer(settings.name)
     while not stopping.is_set():
-        with contextlib.suppress(Exception):
+        try:
             info = await js.consumer_info(s.EVENTS_STREAM, durable)
             pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
             metrics.webhook_pending.labels(settings.name).set(pending)
+        except NotFoundError:
+            log.warning("warning: webhook %s: consumer %s was gone; made again, from the "
+                        "events recorded from now on", settings.name, durable)
+            with contextlib.suppress(Exception):
+                await ensure_consumer(js, settings)
+        except Exception as exc:
+            log.debug("webhook %s: consumer info: %s", settings.name, exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), interval)
-
