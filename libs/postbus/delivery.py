@@ -21,7 +21,7 @@ from typing import Literal
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
-from postbus import metrics
+from postbus import events, metrics
 from postbus.bus.consumer import consume, keep_alive
 from postbus.bus.subjects import WORK_STREAM, deliver_consumer, deliver_filter
 from postbus.queue.entry import CodecError, DeliveryJob, DeliveryStatus, RcptResult, Recipient
@@ -257,8 +257,26 @@ async def handle_job(ctx: ServiceContext, msg: Msg, deliver: Deliver) -> None:
             return
         results = await deliver(job, content, stats)
         await ctx.work.report(status_of(job, results))
+    for result in results:
+        ctx.work.record(outcome_event(job, result))
     await msg.ack()
     metrics.bus_messages_processed.labels(deliver_consumer(ctx.service), "ack").inc()
+
+
+def outcome_event(job: DeliveryJob, result: RcptResult) -> events.Event | None:
+    """The delivered, deferred or bounced event of one recipient of a job."""
+    position = job.indexes.index(result.index) if result.index in job.indexes else -1
+    if position < 0:
+        return None
+    rcpt = job.recipients[position]
+    now = time.time()
+    return events.make(
+        {"sent": "delivered"}.get(result.status, result.status), job.queue_id,
+        sender=job.sender, recipient=rcpt.address, orig_recipient=rcpt.orig_rcpt,
+        transport=f"{job.transport}:{job.nexthop}", relay=result.relay, dsn=result.dsn,
+        reason=result.reason, delay=round(max(0.0, now - job.arrival_time), 3),
+        attempt=job.attempt, time=now,
+    )
 
 
 def status_of(job: DeliveryJob, results: list[RcptResult]) -> DeliveryStatus:

@@ -27,6 +27,7 @@ ROLE_MODULES = {
     "policy": "policy",
     "content-filter": "content_filter",
     "maps-api": "maps_api",
+    "webhooks": "webhooks",
 }
 # Postfix daemons whose work a Postbus role already does: no process of their own.
 BUILT_IN = {
@@ -50,7 +51,9 @@ BUILT_IN = {
     "postlogd": "every service (maillog_file)",
     "pickup": "postbus sendmail",
 }
-SCALING = {"ingress_smtpd", "delivery_smtp", "delivery_local", "policy", "content_filter"}
+SCALING = {
+    "ingress_smtpd", "delivery_smtp", "delivery_local", "policy", "content_filter", "webhooks",
+}
 
 
 @dataclass

@@ -82,6 +82,35 @@ corrupt_messages = Counter(
 for _kind in ("message", "status", "wakeup", "job", "other"):
     corrupt_messages.labels(_kind)
 
+# events (every role that records one) and webhooks
+events_published = Counter(
+    "postbus_events_published", "queue events recorded on the event stream", ["kind"]
+)
+events_failed = Counter(
+    "postbus_events_failed", "queue events that could not be recorded (logged)", ["kind"]
+)
+webhook_requests = Counter(
+    "postbus_webhook_requests", "webhook POSTs (result: sent, failed)", ["webhook", "result"]
+)
+webhook_retries = Counter(
+    "postbus_webhook_retries", "events a webhook will try again later", ["webhook"]
+)
+webhook_dead_letters = Counter(
+    "postbus_webhook_dead_letters",
+    "events a webhook gave up on after postbus_webhook_max_attempts (dead-letter stream)",
+    ["webhook"],
+)
+webhook_latency = Histogram(
+    "postbus_webhook_latency_seconds",
+    "time from sending a webhook POST to its reply",
+    ["webhook"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+webhook_pending = Gauge(
+    "postbus_webhook_pending", "events waiting for a webhook (not yet sent or given up)",
+    ["webhook"],
+)
+
 QUEUE_STAGES = ("before_queue_manager", "queue_manager", "connection_setup", "transmission")
 for _queue in ("incoming", "active", "deferred", "hold", "corrupt"):
     queue_messages.labels(_queue).set(0)

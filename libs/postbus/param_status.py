@@ -62,6 +62,13 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "postbus_maps_api_tcp_maps", "postbus_maps_api_token",
     # policy
     "postbus_policy_max_idle", "postbus_policy_timeout",
+    # events and webhooks
+    "postbus_events_record", "postbus_events_max_age", "postbus_events_max_bytes",
+    "postbus_events_max_msgs",
+    "postbus_webhook_url", "postbus_webhook_events", "postbus_webhook_secret",
+    "postbus_webhook_secret_file", "postbus_webhook_timeout", "postbus_webhook_max_attempts",
+    "postbus_webhook_minimal_backoff_time", "postbus_webhook_maximal_backoff_time",
+    "postbus_webhook_concurrency",
     # identity, address classes and routing (postbus.resolve, postbus.rewrite)
     "myhostname", "mydomain", "myorigin", "mydestination", "mynetworks", "mynetworks_style",
     "inet_interfaces", "inet_protocols", "proxy_interfaces", "relay_domains", "relayhost",

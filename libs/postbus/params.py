@@ -761,6 +761,38 @@ _TABLE: tuple[Param, ...] = (
     _p("postbus_delivery_lease", "time", "20s",
        "How often the qmgr checks that a delivery attempt still has work on the bus; an"
        " attempt with none is taken up again.", min=1),
+    # -- events and webhooks (postbus.events, the webhooks role) ---
+    _p("postbus_events_record", "list",
+       "received, active, deferred, delivered, bounced, expired, held, released, requeued,"
+       " deleted, removed",
+       "Event kinds the roles record on the event stream (empty: none)."),
+    _p("postbus_events_max_age", "time", "7d",
+       "How long the event stream keeps an event (0: no age limit).", min=0),
+    _p("postbus_events_max_bytes", "size", "1073741824",
+       "Bytes the event stream keeps at most, oldest events dropped first (0: no limit).",
+       min=0),
+    _p("postbus_events_max_msgs", "int", "10000000",
+       "Events the event stream keeps at most, oldest dropped first (0: no limit).", min=0),
+    _p("postbus_webhook_url", "str", "",
+       "Where a webhooks service POSTs each event (http or https; empty: it sends nothing)."),
+    _p("postbus_webhook_events", "list",
+       "received, deferred, delivered, bounced, expired, held, released, deleted",
+       "Event kinds a webhooks service sends (see postbus.events for every kind)."),
+    _p("postbus_webhook_secret", "str", "",
+       "HMAC-SHA256 key(s) a webhook is signed with (whsec_<base64> or text; several:"
+       " one signature each)."),
+    _p("postbus_webhook_secret_file", "str", "",
+       "File holding postbus_webhook_secret instead (say, a mounted Secret)."),
+    _p("postbus_webhook_timeout", "time", "10s",
+       "Time a webhook receiver has to answer one POST.", min=1),
+    _p("postbus_webhook_max_attempts", "int", "15",
+       "POSTs of one event before it goes to the dead-letter stream.", min=1, max=1000),
+    _p("postbus_webhook_minimal_backoff_time", "time", "5s",
+       "Wait before the second POST of an event; doubles each time.", min=1),
+    _p("postbus_webhook_maximal_backoff_time", "time", "1h",
+       "Longest wait between two POSTs of an event.", min=1),
+    _p("postbus_webhook_concurrency", "int", "10",
+       "POSTs a webhooks process has in flight at most.", min=1, max=1000),
 )
 
 PARAMS: dict[str, Param] = {param.name: param for param in _TABLE}

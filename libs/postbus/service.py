@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NATS
 from nats.errors import NoServersError
 
-from postbus import fatal, metrics
+from postbus import events, fatal, metrics
 from postbus.bus.jetstream import connect, ensure_streams
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
@@ -178,6 +178,8 @@ async def _serve(
         if needs_bus:
             ctx.nc = await _connect_until_up(ctx)
             await ensure_streams(ctx.nc.jetstream(), ctx.cfg.int("postbus_stream_replicas"))
+            events.configure(ctx.cfg)
+            await events.ensure_stream(ctx.nc.jetstream(), ctx.cfg)
             js = ctx.nc.jetstream()
             ctx.queue_file, ctx.work_bus = QueueFile(ctx.nc, js), WorkBus(ctx.nc, js)
         await _open_maps(ctx)
@@ -186,6 +188,9 @@ async def _serve(
         with contextlib.suppress(Exception):
             await maps_context.aclose()
             await proxy_table.aclose()
+        if ctx.work_bus is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ctx.work_bus.drain(), 2)
         if ctx.nc is not None and not ctx.nc.is_closed:
             # handlers have finished; flush what they published, then close
             with contextlib.suppress(Exception):
@@ -230,7 +235,7 @@ class ConfigWatcher:
             log.error("%s; keeping the last good configuration", exc)
             return
         self.ctx.cfg = cfg
-        for hook in self.ctx.reload_hooks:
+        for hook in [events.configure, *self.ctx.reload_hooks]:
             try:
                 hook(cfg)
             except Exception as exc:

@@ -24,7 +24,7 @@ from postbus.config.support import SWITCH
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "postbus"
 ROLE_BLOCKS = ("ingressSmtpd", "qmgr", "deliverySmtp", "deliveryLocal", "policy",
-               "contentFilter", "mapsApi")
+               "contentFilter", "mapsApi", "webhooks")
 
 
 def _yaml() -> Any:

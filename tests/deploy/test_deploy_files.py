@@ -51,6 +51,12 @@ METRICS = frozenset(
         "postbus_delivery_delay_seconds_bucket",
         "postbus_bus_redeliveries_total",
         "postbus_bounces_generated_total",
+        "postbus_events_published_total",
+        "postbus_events_failed_total",
+        "postbus_webhook_requests_total",
+        "postbus_webhook_dead_letters_total",
+        "postbus_webhook_latency_seconds_bucket",
+        "postbus_webhook_pending",
     }
 )
 ROLES = frozenset(ROLE_MODULES.values())
@@ -69,6 +75,8 @@ HELM_VALUE_SETS = {
         "deliveryLocal.persistence.enabled=false",
         "--set",
         "qmgr.replicas=3",
+        "--set",
+        "webhooks.enabled=true",
     ],
 }
 
@@ -469,6 +477,7 @@ def test_chart_values_master_cf_names_every_role() -> None:
         "policy",
         "contentFilter",
         "mapsApi",
+        "webhooks",
     )
     for block in blocks:
         for service in values[block]["masterCfServices"]:

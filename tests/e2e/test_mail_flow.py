@@ -102,9 +102,9 @@ def test_every_state_change_is_an_event_on_the_bus(tmp_path: Path) -> None:
 
     try:
         qid, kinds = asyncio.run(watch())
-        # incoming (from smtpd) and active (from the qmgr) come from two publishers, so
+        # received (from smtpd) and active (from the qmgr) come from two publishers, so
         # either may arrive first; removed comes after both.
-        assert sorted(kinds[:2]) == ["active", "incoming"] and kinds[2:] == ["removed"], (
+        assert sorted(kinds[:2]) == ["active", "received"] and kinds[2:] == ["removed"], (
             qid, kinds)
     finally:
         system.stop()

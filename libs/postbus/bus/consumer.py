@@ -152,6 +152,7 @@ async def consume(
     ack_wait: float | None = None,
     max_ack_pending: int | None = None,
     on_poison: PoisonHook | None = None,
+    config: ConsumerConfig | None = None,
 ) -> None:
     """Pull work from a durable consumer until the service stops.
 
@@ -159,12 +160,14 @@ async def consume(
     between them. ``handler`` acks, naks or terms each message itself; if it
     raises, :class:`RetryPolicy` retries it later or moves it to the
     corrupt queue, never drops it. In-flight handlers finish before this
-    returns.
+    returns. ``config`` replaces the consumer's settings (a consumer that starts
+    elsewhere than at the beginning of its stream); it is also what a consumer
+    that went away is declared again with.
     """
     assert ctx.nc is not None
     js = ctx.nc.jetstream()
     wait = ack_wait if ack_wait is not None else ctx.cfg.time("postbus_ack_wait")
-    config = ConsumerConfig(
+    config = config or ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
         deliver_policy=DeliverPolicy.ALL,

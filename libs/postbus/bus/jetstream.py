@@ -24,6 +24,7 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError, NotFoundError
 
 from postbus.bus import subjects as s
+from postbus.events import stream_spec as events_stream_spec
 
 log = logging.getLogger("postbus.bus")
 
@@ -45,6 +46,7 @@ class StreamSpec:
     max_msgs: int = -1
     discard: DiscardPolicy = DiscardPolicy.OLD
     schedules: bool = False  # message schedules and per-message TTLs (timers)
+    replaceable: bool = False  # holds no mail: may be made anew when it cannot be updated
 
 
 WORK_MAX_BYTES = 512 * 1024 * 1024  # jobs and results in flight; past this, publishing waits
@@ -56,12 +58,8 @@ STREAMS: tuple[StreamSpec, ...] = (
     # Work in flight: lost with a nats-server restart, and then redone (see subjects).
     StreamSpec(s.WORK_STREAM, (s.DELIVER_SUBJECTS, s.STATUS_SUBJECTS),
                RetentionPolicy.WORK_QUEUE, storage=StorageType.MEMORY,
-               max_bytes=WORK_MAX_BYTES, discard=DiscardPolicy.NEW),
-    # Events are for observers, not for recovery: memory spares a disk sync each.
-    StreamSpec(
-        s.EVENTS_STREAM, (f"{s.ROOT}.event.*",), RetentionPolicy.LIMITS, 3600.0, StorageType.MEMORY,
-        64 * 1024 * 1024,
-    ),
+               max_bytes=WORK_MAX_BYTES, discard=DiscardPolicy.NEW, replaceable=True),
+    events_stream_spec(),  # default limits; postbus.events.ensure_stream applies main.cf's
     # The corrupt queue waits for an administrator (postsuper -d), but a flood
     # of bad input must not fill the disk: the oldest records go first.
     StreamSpec(
@@ -114,7 +112,7 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     releases are removed once they are empty.
     """
     for spec in STREAMS:
-        await _add_or_update(js, _config(spec, replicas))
+        await _add_or_update(js, _config(spec, replicas), spec.replaceable)
     for name in s.RETIRED_STREAMS:
         await _retire(js, name)
 
@@ -144,7 +142,9 @@ _RECONCILED = ("subjects", "num_replicas", "max_age", "max_bytes", "max_msgs_per
                "duplicate_window")
 
 
-async def _add_or_update(js: JetStreamContext, config: StreamConfig) -> None:
+async def _add_or_update(
+    js: JetStreamContext, config: StreamConfig, replaceable: bool = False
+) -> None:
     assert config.name is not None
     for _ in range(20):
         try:
@@ -158,6 +158,11 @@ async def _add_or_update(js: JetStreamContext, config: StreamConfig) -> None:
                 await asyncio.sleep(0.05)
                 continue
         have = info.config
+        if (have.storage != config.storage or have.retention != config.retention) and replaceable:
+            log.info("making stream %s anew with this release's storage", config.name)
+            with contextlib.suppress(NotFoundError):
+                await js.delete_stream(config.name)
+            continue
         if have.storage != config.storage or have.retention != config.retention:
             raise StreamMismatch(
                 f"stream {config.name} exists with storage {have.storage} and retention "

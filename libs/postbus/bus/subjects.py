@@ -22,8 +22,12 @@ What is queued lives in files, what is in flight in memory:
   the attempt while a job or result of the message is still on the bus,
   and takes it up anew when none is.
 * ``POSTBUS_EVENTS`` records every state change, for observers, on
-  ``postbus.event.<kind>`` with kind incoming, active, deferred, hold,
-  requeued or removed (JSON: queue_id, time and details).
+  ``postbus.event.<kind>`` (:mod:`postbus.events`: the kinds and their
+  versioned JSON); each webhook reads it through its own durable consumer
+  ``webhook-<name>``.
+* ``POSTBUS_WEBHOOK_DEAD`` keeps the events a webhook gave up on, on
+  ``postbus.webhook.dead.<name>`` (the event as sent, with
+  ``Postbus-Webhook-*`` headers: attempts, last error, time).
 * ``POSTBUS_CORRUPT`` is the corrupt queue (Postfix's ``corrupt/``): bus
   work that cannot be decoded, or whose handler failed
   ``postbus_bus_retry_limit`` times, is moved there once, on
@@ -46,6 +50,7 @@ EVENTS_STREAM = "POSTBUS_EVENTS"
 CORRUPT_STREAM = "POSTBUS_CORRUPT"
 #: Streams of Postbus releases before the queue core of issue #9, removed at start.
 RETIRED_STREAMS = ("POSTBUS_DELIVER", "POSTBUS_STATUS", "POSTBUS_DEFER")
+WEBHOOK_DEAD_STREAM = "POSTBUS_WEBHOOK_DEAD"
 
 QMGR_INCOMING_CONSUMER = "qmgr-incoming"
 QMGR_STATUS_CONSUMER = "qmgr-status"
@@ -59,6 +64,8 @@ MSG_TRIGGER_FILTER = f"{ROOT}.q.*.msg"
 ENTRY_FILTER = f"{ROOT}.q.*.entry"
 TIMER_FILTER = f"{ROOT}.q.*.timer"
 CORRUPT_SUBJECTS = f"{ROOT}.corrupt.*"
+EVENT_SUBJECTS = f"{ROOT}.event.*"
+WEBHOOK_DEAD_SUBJECTS = f"{ROOT}.webhook.dead.*"
 
 #: Core NATS subject of table-change events; payload: the table spec, UTF-8.
 MAPS_CHANGED_SUBJECT = f"{ROOT}.maps.changed"
@@ -120,6 +127,16 @@ def wake_subject(queue_id: str) -> str:
 
 def event_subject(kind: str) -> str:
     return f"{ROOT}.event.{kind}"
+
+
+def webhook_consumer(name: str) -> str:
+    """The durable consumer of the events stream that feeds webhook ``name``."""
+    return f"webhook-{name}"
+
+
+def webhook_dead_subject(name: str) -> str:
+    """Where webhook ``name`` leaves the events it gave up on."""
+    return f"{ROOT}.webhook.dead.{name}"
 
 
 def corrupt_subject(record_id: str) -> str:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
+import os
 import sys
 
+from postbus import events
 from postbus.config.loader import Config
 from postbus.logging import setup_logging
 from postbus.queue import admin, corrupt
@@ -35,7 +38,16 @@ def _ids(values: list[list[str]]) -> tuple[list[str], set[str] | None]:
     return ids, queues or None
 
 
+def _who() -> str:
+    """The user named in held, released, requeued and deleted events."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
 async def run(cfg: Config, args: argparse.Namespace) -> int:
+    events.configure(cfg)
     async with admin.open_queue(cfg, "postsuper") as bus:
         store = bus.queue
         if args.d:
@@ -48,7 +60,7 @@ async def run(cfg: Config, args: argparse.Namespace) -> int:
                     if got is None:
                         continue
                     await store.remove(queue_id)
-                    await bus.work.event("removed", queue_id, reason="deleted")
+                    await bus.work.event("deleted", queue_id, who=_who(), why="postsuper -d")
                     log.info("%s: removed", queue_id)
                     count += 1
             for queue_id in await admin.select_corrupt(store, ids, queues):
@@ -57,10 +69,10 @@ async def run(cfg: Config, args: argparse.Namespace) -> int:
                     count += 1
             print(f"postsuper: Deleted: {count} message{'s' if count != 1 else ''}",
                   file=sys.stderr)
-        for option, change, verb in (
-            (args.h, admin.hold, "Placed on hold"),
-            (args.H, admin.release, "Released from hold"),
-            (args.r, admin.requeue, "Requeued"),
+        for option, change, verb, flag, kind in (
+            (args.h, admin.hold, "Placed on hold", "-h", "held"),
+            (args.H, admin.release, "Released from hold", "-H", "released"),
+            (args.r, admin.requeue, "Requeued", "-r", "requeued"),
         ):
             if not option:
                 continue
@@ -69,8 +81,7 @@ async def run(cfg: Config, args: argparse.Namespace) -> int:
                 store, await admin.select(store, ids, queues), change
             )
             for entry in changed:
-                await bus.work.event(entry.queue if verb != "Requeued" else "requeued",
-                                     entry.queue_id)
+                await bus.work.event(kind, entry.queue_id, who=_who(), why=f"postsuper {flag}")
                 if entry.queue == "deferred":
                     await store.set_timer(entry.queue_id, 0, entry.attempt_id)
                 log.info("%s: %s", entry.queue_id,

@@ -42,7 +42,9 @@ async def open_queue(cfg: Config, name: str) -> AsyncIterator[Bus]:
     try:
         await ensure_streams(nc.jetstream(), cfg.int("postbus_stream_replicas"))
         js = nc.jetstream()
-        yield Bus(QueueFile(nc, js), WorkBus(nc, js))
+        bus = Bus(QueueFile(nc, js), WorkBus(nc, js))
+        yield bus
+        await bus.work.drain()
     finally:
         closing = True
         await nc.close()

@@ -17,16 +17,17 @@ outcome ends the attempt with :meth:`WorkBus.end_attempt`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
+from collections.abc import Coroutine
 from typing import Any
 
-import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from postbus import events
 from postbus.bus import subjects as s
 from postbus.queue.entry import DeliveryJob, DeliveryStatus
 
@@ -39,6 +40,7 @@ class WorkBus:
     def __init__(self, nc: NATS, js: JetStreamContext) -> None:
         self.nc = nc
         self.js = js
+        self._recording: set[asyncio.Task[bool]] = set()
 
     async def _publish(self, subject: str, data: bytes, key: str) -> None:
         ack = await self.js.publish(
@@ -80,6 +82,23 @@ class WorkBus:
             await self.nc.publish(token, b"+ACK")
 
     async def event(self, kind: str, queue_id: str, **fields: Any) -> None:
-        """Record a state change for observers; fire and forget."""
-        data = orjson.dumps({"queue_id": queue_id, "time": time.time(), **fields})
-        await self.nc.publish(s.event_subject(kind), data)
+        """Record a state change by name (:func:`postbus.events.publish_event`)."""
+        self._background(events.publish_event(self.js, kind, queue_id, **fields))
+
+    def record(self, event: events.Event | None) -> None:
+        """Record a built event (:mod:`postbus.events`); None records nothing.
+
+        Records are made in the background: an observer must never slow the
+        mail down, and the recording itself logs and counts what fails."""
+        if event is not None and event.kind in events.recorded:
+            self._background(events.publish(self.js, event))
+
+    def _background(self, recording: Coroutine[Any, Any, bool]) -> None:
+        task = asyncio.create_task(recording)
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def drain(self) -> None:
+        """Wait for the events still being recorded (before the connection closes)."""
+        if self._recording:
+            await asyncio.gather(*self._recording, return_exceptions=True)

@@ -35,7 +35,7 @@ import time
 
 from nats.aio.msg import Msg
 
-from postbus import metrics
+from postbus import events, metrics
 from postbus.queue.entry import QueueEntry
 from postbus.queue.file import QueueConflict, QueueFile
 from postbus.service import ServiceContext
@@ -65,8 +65,7 @@ class Attempts:
         log.info("%s: from=<%s>, size=%d, nrcpt=%d (queue active)",
                  entry.queue_id, entry.sender, entry.size, len(entry.recipients))
         metrics.qmgr_messages_inserted.inc()
-        await self.ctx.work.event("incoming", entry.queue_id, size=entry.size,
-                                  nrcpt=len(entry.recipients))
+        self.ctx.work.record(events.received(entry))
         entry.attempts = 1
         entry.last_attempt = time.time()
         await self.start(msg, entry, revision, write=False)
@@ -127,6 +126,8 @@ class Attempts:
         """Route, write the entry when needed, hand out the jobs, hold ``msg`` open."""
         token = msg.reply or ""
         settled = await self.scheduler.route(entry)
+        for rcpt in settled:  # by the qmgr itself: error:, discard:, retry:
+            self.ctx.work.record(events.for_recipient(entry, rcpt))
         if write or settled:
             try:
                 revision = await self.ctx.queue.update(entry, revision)

@@ -23,7 +23,7 @@ import time
 
 from nats.aio.msg import Msg
 
-from postbus import metrics
+from postbus import events, metrics
 from postbus.queue.entry import DeliveryStatus, QueueEntry
 from postbus.queue.file import QueueConflict
 from postbus.service import ServiceContext
@@ -118,6 +118,7 @@ class Recorder:
             for rcpt in entry.recipients:
                 if rcpt.state == "deferred":
                     rcpt.state = "expired"
+                    self.ctx.work.record(events.for_recipient(entry, rcpt, now))
             return
         entry.queue = "deferred"
         entry.next_attempt = now + backoff(self.ctx.cfg, entry.arrival_time, now)

@@ -14,7 +14,7 @@ import time
 from collections import defaultdict
 
 from postbus.config.loader import Config
-from postbus.queue.entry import DeliveryJob, QueueEntry
+from postbus.queue.entry import DeliveryJob, QueueEntry, Recipient
 from postbus.service import ServiceContext
 from qmgr.notices import wants
 from qmgr.resolve import Route, RouteResolver
@@ -35,9 +35,9 @@ class Scheduler:
         self.limit = max(1, cfg.int("default_destination_recipient_limit"))
         self.lease = cfg.time("postbus_delivery_lease")
 
-    async def route(self, entry: QueueEntry) -> bool:
+    async def route(self, entry: QueueEntry) -> list[Recipient]:
         """Resolve every open recipient and mark it active (a job will carry it) or
-        settle it (error:, discard:, retry:). True when the qmgr settled any."""
+        settle it (error:, discard:, retry:); returns those the qmgr settled."""
         routes = {
             i: await self.resolver.route(r.address)
             for i, r in enumerate(entry.recipients)
@@ -45,10 +45,7 @@ class Scheduler:
         }
         for failure in dict.fromkeys(r.failure for r in routes.values() if r.failure):
             log.warning("%s: %s", entry.queue_id, failure)  # once per message
-        settled = False
-        for i, route in routes.items():
-            settled |= _apply(entry, i, route)
-        return settled
+        return [entry.recipients[i] for i, route in routes.items() if _apply(entry, i, route)]
 
     def jobs(self, entry: QueueEntry, token: str, *, recheck: bool = False) -> list[DeliveryJob]:
         """One job per next hop and recipient limit, for the active recipients."""

@@ -59,6 +59,7 @@ deliveryLocal: {component: delivery-local, module: delivery_local}
 policy: {component: policy, module: policy}
 contentFilter: {component: content-filter, module: content_filter}
 mapsApi: {component: maps-api, module: maps_api}
+webhooks: {component: webhooks, module: webhooks}
 {{- end }}
 
 {{/*
