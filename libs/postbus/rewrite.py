@@ -5,15 +5,28 @@ becomes ``user@domain`` (allow_percent_hack), a bare ``user`` gets
 ``@$myorigin`` (append_at_myorigin) and a domain without a dot gets
 ``.$mydomain`` (append_dot_mydomain); a source route is dropped and one
 trailing dot of the domain is stripped. The resolver runs these rules
-whenever it finds routing operators left in a local part.
+whenever it finds routing operators left in a local part; cleanup runs
+them over every envelope address (:meth:`RewriteRules.internal`) and, in
+the local or remote context, over the addresses in message headers
+(:meth:`RewriteRules.external`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from postbus.config.loader import Config
-from postbus.tok822 import DOMLIT, QSTRING, Token, find, rfind, scan
+from postbus.tok822 import (
+    DOMLIT,
+    QSTRING,
+    Token,
+    find,
+    internalize,
+    quote_822_local,
+    rfind,
+    scan,
+    unquote_822_local,
+)
 
 
 @dataclass(frozen=True)
@@ -70,3 +83,23 @@ class RewriteRules:
             tokens = tokens[:-1]
         return tokens
 
+
+    @classmethod
+    def remote(cls, cfg: Config) -> RewriteRules | None:
+        """The rules for headers from remote clients (trivial-rewrite's remote_context):
+        remote_header_rewrite_domain in place of myorigin and mydomain; None when
+        it is empty (then cleanup leaves such headers alone)."""
+        domain = cfg.get("remote_header_rewrite_domain")
+        if not domain:
+            return None
+        return replace(cls.local(cfg), origin=domain, domain=domain)
+
+    def external(self, address: str) -> str:
+        """An external (quoted) address through the rules (≈ rewrite_clnt() + rewrite_proto())."""
+        if not address:
+            return ""
+        return quote_822_local(internalize(self.rewrite(scan(address)), spaces=False))
+
+    def internal(self, address: str) -> str:
+        """An internal (unquoted) address through the rules (≈ cleanup_rewrite_internal())."""
+        return unquote_822_local(self.external(quote_822_local(address)))
