@@ -69,7 +69,15 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "virtual_mailbox_domains", "empty_address_recipient", "recipient_delimiter",
     "swap_bangpath", "allow_percent_hack", "append_at_myorigin", "append_dot_mydomain",
     "resolve_dequoted_address", "resolve_null_domain", "resolve_numeric_domain",
-    "show_user_unknown_table_name",
+    "show_user_unknown_table_name", "relocated_maps", "allow_min_user",
+    # cleanup's address rewriting (postbus.cleanup): smtpd and sendmail
+    "canonical_maps", "sender_canonical_maps", "recipient_canonical_maps",
+    "canonical_classes", "sender_canonical_classes", "recipient_canonical_classes",
+    "remote_header_rewrite_domain", "masquerade_domains", "masquerade_exceptions",
+    "masquerade_classes", "virtual_alias_maps", "virtual_alias_recursion_limit",
+    "virtual_alias_expansion_limit", "virtual_alias_address_length_limit",
+    "enable_original_recipient", "propagate_unmatched_extensions",
+    "header_address_token_limit",
     # smtpd
     "mail_name", "smtpd_banner", "message_size_limit", "line_length_limit",
     "header_size_limit", "smtpd_timeout", "smtpd_recipient_limit", "smtpd_soft_error_limit",
@@ -196,9 +204,12 @@ for _name in PARAMS:
         NOT_APPLICABLE.setdefault(_name, _NO_IPC)
 
 #: Parameters a role reads, but honours only in part: not_yet, and what is missing.
+_NO_SENDER_ROUTING = "smtpd's checks use it, but the qmgr does not route by sender yet"
 PARTLY: dict[str, str] = {
-    "virtual_alias_maps": "smtpd accepts the recipients it lists, but the qmgr does not "
-                          "expand virtual aliases yet",
+    "sender_dependent_relayhost_maps": _NO_SENDER_ROUTING,
+    "sender_dependent_default_transport_maps": _NO_SENDER_ROUTING,
+    "empty_address_relayhost_maps_lookup_key": _NO_SENDER_ROUTING,
+    "empty_address_default_transport_maps_lookup_key": _NO_SENDER_ROUTING,
 }
 
 #: Implemented parameters honoured for these values only (lowercase words; a
@@ -209,6 +220,8 @@ ONLY_VALUES: dict[str, frozenset[str]] = {
     "lmtp_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
     # no DNSSEC validation
     "smtp_dns_support_level": frozenset({"", "disabled", "enabled"}),
+    # alias, forward, include (local) and generic (smtp) do not propagate yet
+    "propagate_unmatched_extensions": frozenset({"", "canonical", "virtual"}),
     # no check_address_map tables
     "local_header_rewrite_clients": frozenset(
         {"permit_inet_interfaces", "permit_mynetworks", "permit_sasl_authenticated",

@@ -8,12 +8,18 @@ block is parsed.  Long lines are kept whole: Postfix splits them into
 records of line_length_limit bytes but joins them again on delivery.
 
 As cleanup does, one header longer than header_size_limit is cut (the
-excess is discarded), and for clients in local_header_rewrite_clients (or
-everyone with always_add_missing_headers) missing Message-Id:, Date: and
-From: headers are appended to the header block.  Resent- headers are not
-looked at yet.  The Received: header goes on top; its ``id`` and the
-added Message-Id name the queue ID, so the content is built by
-:meth:`Message.build` once the store has drawn that ID.
+excess is discarded). :meth:`Message.rewrite` then runs Postfix's address
+rewriting (:mod:`postbus.cleanup`): the envelope sender and recipients
+(canonical maps, masquerading, virtual aliases) and the addresses in the
+header block, in the client's header rewriting context. For clients in
+local_header_rewrite_clients (or everyone with always_add_missing_headers,
+or remote clients when remote_header_rewrite_domain is set) missing
+Message-Id:, Date: and From: headers are appended to the header block;
+when the message has any Resent- header, the missing ones are the
+Resent-Message-Id:, Resent-Date: and Resent-From: headers instead. The
+Received: header goes on top; its ``id`` and the added Message-Id name the
+queue ID, so the content is built by :meth:`Message.build` once the store
+has drawn that ID.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from postbus.cleanup import CleanupState
+from postbus.cleanup.headers import RESENT_HEADERS
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.smtp.address import MailArgs, RcptArgs, quote_local
 
@@ -150,15 +158,30 @@ class Message:
     add_missing: bool
     arrival: float = field(default_factory=time.time)
     message_id: str = ""
+    long_queue_ids: bool = False
+    queued: list[Recipient] | None = None  # the recipients as cleanup rewrote them
+    headers: Headers | None = None  # the header block as cleanup rewrote it
+
+    async def rewrite(self, state: CleanupState) -> None:
+        """Postfix's cleanup over envelope and headers; raises CleanupError, and then
+        nothing of this message may be queued."""
+        self.sender = await state.sender(self.sender)
+        for rcpt in self.recipients:
+            await state.recipient(rcpt.address, orcpt=rcpt.orcpt, notify=rcpt.notify)
+        headers = split_headers(self.content, self.header_size_limit)
+        headers.block = await state.header_block(headers.block, self.header_size_limit)
+        state.finish()
+        self.queued, self.headers = state.recipients, headers
 
     def entry(self) -> QueueEntry:
+        recipients = self.queued if self.queued is not None else [
+            Recipient(r.address, orig_rcpt=r.orcpt or r.address, notify=r.notify)
+            for r in self.recipients
+        ]
         return QueueEntry(
             queue_id="",
             sender=self.sender,
-            recipients=[
-                Recipient(r.address, orig_rcpt=r.orcpt or r.address, notify=r.notify)
-                for r in self.recipients
-            ],
+            recipients=recipients,
             arrival_time=self.arrival,
             client_name=self.client_name,
             client_addr=self.client_addr,
@@ -188,18 +211,21 @@ class Message:
     def build(self, entry: QueueEntry) -> bytes:
         """The queued content for ``entry.queue_id``; sets ``message_id`` (and the entry's)."""
         qid = entry.queue_id
-        headers = split_headers(self.content, self.header_size_limit)
+        headers = self.headers or split_headers(self.content, self.header_size_limit)
         added: list[str] = []
         self.message_id = headers.message_id
         if self.add_missing:
-            if "message-id" not in headers.seen:
-                stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(self.arrival))
-                self.message_id = f"<{stamp}.{qid}@{self.myhostname}>"
-                added.append(f"Message-Id: {self.message_id}")
-            if "date" not in headers.seen:
-                added.append(f"Date: {mail_date(self.arrival)}")
-            if "from" not in headers.seen:
-                added.append(f"From: {quote_local(self.sender) or 'MAILER-DAEMON'}")
+            resent = "Resent-" if headers.seen & RESENT_HEADERS else ""
+            if f"{resent}message-id".lower() not in headers.seen:
+                stamp = time.strftime("%Y%m%d%H%M%S.", time.gmtime(self.arrival))
+                added_id = f"<{'' if self.long_queue_ids else stamp}{qid}@{self.myhostname}>"
+                added.append(f"{resent}Message-Id: {added_id}")
+                if not resent and not self.message_id:
+                    self.message_id = added_id
+            if f"{resent}date".lower() not in headers.seen:
+                added.append(f"{resent}Date: {mail_date(self.arrival)}")
+            if f"{resent}from".lower() not in headers.seen:
+                added.append(f"{resent}From: {quote_local(self.sender) or 'MAILER-DAEMON'}")
         entry.message_id = self.message_id
         extra = "".join(h + "\r\n" for h in added).encode("utf-8", "surrogateescape")
         body = headers.body

@@ -1,0 +1,189 @@
+"""cleanup's address processing for one message (≈ cleanup_addr.c, cleanup_out_recipient.c).
+
+:class:`Cleanup` is read once from the configuration; :meth:`Cleanup.begin`
+gives a :class:`CleanupState` for one message, which every way into the
+queue uses alike (smtpd, ``postbus sendmail``, bounces, forwarded mail):
+
+* :meth:`CleanupState.sender`: the envelope sender in the local rewriting
+  context (``user`` gets ``@$myorigin``), ``MAILER-DAEMON@$myorigin``
+  becomes the null sender, then sender and common canonical maps and
+  masquerading (envelope_sender class);
+* :meth:`CleanupState.recipient`: the same for a recipient (an empty one
+  is empty_address_recipient), then virtual alias expansion; each
+  resulting recipient is queued once (duplicates dropped: with
+  enable_original_recipient, only those that also share the original
+  recipient and DSN attributes). The original address stays with each
+  result (``Recipient.orig_rcpt``: the DSN's Original-Recipient and
+  local delivery's X-Original-To);
+* :meth:`CleanupState.header`: one address header rewritten
+  (:mod:`postbus.cleanup.headers`);
+* :meth:`CleanupState.finish`: raises :class:`CleanupError` when anything
+  failed, so that nothing half-rewritten is queued.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from postbus.cleanup.canonical import Canonical, Classes
+from postbus.cleanup.headers import ADDRESS_HEADERS, HeaderRewriter, header_opts, output_lines
+from postbus.cleanup.masquerade import Masquerade
+from postbus.cleanup.status import Status
+from postbus.cleanup.virtual import VirtualAliases
+from postbus.config.loader import Config
+from postbus.queue.entry import Recipient
+from postbus.resolve import Resolver
+from postbus.rewrite import RewriteRules
+
+Context = Literal["local", "remote"]
+
+#: duplicate_filter_limit's default: recipients remembered for duplicate elimination
+DUPLICATE_FILTER_LIMIT = 1000
+
+
+class Cleanup:
+    """The rewriting configuration shared by every message."""
+
+    def __init__(self, cfg: Config, resolver: Resolver | None = None) -> None:
+        self.resolver = resolver if resolver is not None else Resolver(cfg)
+        self.rules = RewriteRules.local(cfg)
+        self.canonical = Canonical(cfg, self.resolver)
+        self.masquerade = Masquerade(cfg)
+        self.virtual = VirtualAliases(cfg, self.resolver)
+        self.enable_orcpt = cfg.bool("enable_original_recipient")
+        self.empty_address = cfg.get("empty_address_recipient")
+        self.mailer_daemon = self.rules.internal("MAILER-DAEMON").casefold()
+        limit = cfg.int("header_address_token_limit")
+        remote = RewriteRules.remote(cfg)
+        self.headers: dict[Context, HeaderRewriter] = {
+            "local": HeaderRewriter(self.rules, self.canonical, self.masquerade, limit)}
+        if remote is not None:
+            self.headers["remote"] = HeaderRewriter(remote, self.canonical, self.masquerade,
+                                                    limit)
+
+    def header_context(self, local: bool) -> Context | None:
+        """The header rewriting context of a client in local_header_rewrite_clients
+        or not: None when remote_header_rewrite_domain is empty (≈ cleanup_envelope.c)."""
+        if local:
+            return "local"
+        return "remote" if "remote" in self.headers else None
+
+    def begin(self, *, queue_id: str = "NOQUEUE", context: Context | None = "local",
+              mapping: bool = True) -> CleanupState:
+        """A new message; ``mapping`` False skips canonical, masquerade and virtual
+        (receive_override_options = no_address_mappings)."""
+        return CleanupState(self, Status(queue_id), context, mapping)
+
+
+class CleanupState:
+    """One message going through cleanup."""
+
+    def __init__(self, cleanup: Cleanup, status: Status, context: Context | None,
+                 mapping: bool) -> None:
+        self.cleanup = cleanup
+        self.status = status
+        self.context = context
+        self.mapping = mapping
+        self.recipients: list[Recipient] = []
+        self._dups: set[tuple[str, ...]] = set()
+
+    async def sender(self, address: str) -> str:
+        """The envelope sender as queued (≈ cleanup_addr_sender())."""
+        c = self.cleanup
+        clean = c.rules.internal(address)
+        if clean.casefold().startswith("mailer-daemon@") and clean.casefold() == c.mailer_daemon:
+            clean = ""
+        if self.mapping:
+            if c.canonical:
+                clean = await c.canonical.internal(self.status, clean, Classes.ENV_FROM)
+            if c.masquerade.applies(Classes.ENV_FROM):
+                clean = await c.masquerade.internal(self.status, clean)
+        return clean
+
+    async def recipient(self, address: str, *, orcpt: str = "", notify: str = "") -> None:
+        """Add an envelope recipient, rewritten and expanded
+        (≈ cleanup_addr_recipient() and cleanup_out_recipient())."""
+        c = self.cleanup
+        clean = c.rules.internal(address or c.empty_address)
+        if self.mapping:
+            if c.canonical:
+                clean = await c.canonical.internal(self.status, clean, Classes.ENV_RCPT)
+            if c.masquerade.applies(Classes.ENV_RCPT):
+                clean = await c.masquerade.internal(self.status, clean)
+        dsn_orcpt = orcpt or clean
+        original = orcpt or address
+        if not self.mapping or not c.virtual:
+            self._add(dsn_orcpt, notify, original, clean)
+            return
+        expanded = await c.virtual.expand(self.status, clean)
+        if "SUCCESS" in notify.upper().split(",") and (len(expanded) > 1
+                                                       or expanded[0] != clean):
+            # RFC 3461 option (b): the expansion gets NOTIFY without SUCCESS
+            kept = [w for w in notify.split(",") if w.upper() != "SUCCESS"]
+            notify = ",".join(kept) or "NEVER"
+        for each in expanded:
+            self._add(dsn_orcpt, notify, original, each)
+
+    def _add(self, dsn_orcpt: str, notify: str, original: str, address: str) -> None:
+        """Queue a recipient unless it is a duplicate (≈ been_here())."""
+        key = (dsn_orcpt, notify, original, address) if self.cleanup.enable_orcpt \
+            else (address,)
+        if key in self._dups:
+            return
+        if len(self._dups) < DUPLICATE_FILTER_LIMIT:
+            self._dups.add(key)
+        self.recipients.append(Recipient(address, orig_rcpt=original, notify=notify))
+
+    async def header(self, header: str) -> str | None:
+        """An address header with its addresses rewritten, None when it is not one or
+        nothing changed. ``header`` is ``Name: value`` with continuation lines
+        joined by ``\\n``."""
+        if self.context is None:
+            return None
+        opts = header_opts(header)
+        if opts is None or not (opts.sender or opts.recipient):
+            return None
+        return await self.cleanup.headers[self.context].rewrite(
+            self.status, header, opts, self.mapping)
+
+    async def header_block(self, block: bytes, size_limit: int) -> bytes:
+        """A CRLF header block with its address headers rewritten; other headers,
+        and address headers that do not change, stay as they were."""
+        if self.context is None:
+            return block
+        out: list[bytes] = []
+        changed = False
+        for raw in _headers(block):
+            name = raw[: raw.find(b":")].rstrip(b" \t").lower()
+            new = None
+            if name in ADDRESS_HEADERS:
+                text = raw.decode("utf-8", "surrogateescape").replace("\r\n", "\n")
+                new = await self.header(text.removesuffix("\n"))
+            if new is None:
+                out.append(raw)
+            else:
+                changed = True
+                lines = output_lines(new, size_limit)
+                out.append("".join(f"{line}\r\n" for line in lines).encode(
+                    "utf-8", "surrogateescape"))
+        return b"".join(out) if changed else block
+
+    def finish(self) -> None:
+        """Raise CleanupError when the message must not be queued."""
+        self.status.check()
+
+
+def _headers(block: bytes) -> list[bytes]:
+    """The headers of a CRLF header block, each with its continuation lines."""
+    out: list[bytes] = []
+    pos, n = 0, len(block)
+    while pos < n:
+        end = block.find(b"\r\n", pos)
+        end = n if end < 0 else end + 2
+        line = block[pos:end]
+        if line[:1] in (b" ", b"\t") and out:
+            out[-1] += line
+        else:
+            out.append(line)
+        pos = end
+    return out
