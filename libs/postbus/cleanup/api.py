@@ -53,6 +53,7 @@ class Cleanup:
         self.enable_orcpt = cfg.bool("enable_original_recipient")
         self.empty_address = cfg.get("empty_address_recipient")
         self.mailer_daemon = self.rules.internal("MAILER-DAEMON").casefold()
+        self.drop = frozenset(w.lower() for w in cfg.list("message_drop_headers"))
         limit = cfg.int("header_address_token_limit")
         remote = RewriteRules.remote(cfg)
         self.headers: dict[Context, HeaderRewriter] = {
@@ -128,6 +129,7 @@ class CleanupState:
         """Queue a recipient unless it is a duplicate (≈ been_here())."""
         key = (dsn_orcpt, notify, original, address) if self.cleanup.enable_orcpt \
             else (address,)
+        key = tuple(k.casefold() for k in key)  # BH_FLAG_FOLD
         if key in self._dups:
             return
         if len(self._dups) < DUPLICATE_FILTER_LIMIT:
@@ -147,18 +149,22 @@ class CleanupState:
             self.status, header, opts, self.mapping)
 
     async def header_block(self, block: bytes, size_limit: int) -> bytes:
-        """A CRLF header block with its address headers rewritten; other headers,
-        and address headers that do not change, stay as they were."""
-        if self.context is None:
-            return block
+        """A CRLF header block as cleanup passes it on: message_drop_headers removed
+        (Bcc:, Return-Path:, ...), address headers rewritten; other headers, and
+        address headers that do not change, stay byte for byte."""
+        drop = self.cleanup.drop
         out: list[bytes] = []
         changed = False
         for raw in _headers(block):
             name = raw[: raw.find(b":")].rstrip(b" \t").lower()
+            text = name.decode("ascii", "replace")
+            if text in drop:
+                changed = True
+                continue
             new = None
-            if name in ADDRESS_HEADERS:
-                text = raw.decode("utf-8", "surrogateescape").replace("\r\n", "\n")
-                new = await self.header(text.removesuffix("\n"))
+            if self.context is not None and name in ADDRESS_HEADERS:
+                header = raw.decode("utf-8", "surrogateescape").replace("\r\n", "\n")
+                new = await self.header(header.removesuffix("\n"))
             if new is None:
                 out.append(raw)
             else:

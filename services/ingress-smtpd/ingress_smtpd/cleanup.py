@@ -77,17 +77,21 @@ class Headers:
 _BLOCK = re.compile(rb"(?:[!-9;-~]+[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*)*")
 _NAMES = re.compile(rb"^([!-9;-~]+)[ \t]*:", re.M)
 _MESSAGE_ID = re.compile(rb"^message-id[ \t]*:((?:[^\n]*\n)(?:[ \t][^\n]*\n)*)", re.M | re.I)
+_SPACE_COLON = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.M)
 
 
 def split_headers(content: bytes, size_limit: int) -> Headers:
     """Separate the header block from the body and note the headers cleanup cares about.
+
+    The obsolete ``Name :`` form becomes ``Name:`` (≈ mime_state.c), as Postfix
+    writes it into the queue.
 
     The usual message (blank line after the headers, block smaller than
     header_size_limit) takes three regex passes; anything else the loop.
     """
     end = content.find(b"\r\n\r\n")
     if 0 < end < size_limit and _BLOCK.fullmatch(content, 0, end + 2):
-        block = content[: end + 2]
+        block = _SPACE_COLON.sub(rb"\1:", content[: end + 2])
         seen = {name.decode("ascii").lower() for name in _NAMES.findall(block)}
         message_id = ""
         if "message-id" in seen:
@@ -137,7 +141,7 @@ def _split_headers_slowly(content: bytes, size_limit: int) -> Headers:
             message_id = line.split(b":", 1)[1].decode("utf-8", "replace").strip()
         pos = end
     block = b"".join(kept) if truncated else content[:pos]
-    return Headers(block, content[pos:], seen, message_id.strip())
+    return Headers(_SPACE_COLON.sub(rb"\1:", block), content[pos:], seen, message_id.strip())
 
 
 @dataclass
