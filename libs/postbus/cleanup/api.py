@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Literal
 
 from postbus.cleanup.canonical import Canonical, Classes
+from postbus.cleanup.content import header_lines
 from postbus.cleanup.headers import ADDRESS_HEADERS, HeaderRewriter, header_opts, output_lines
 from postbus.cleanup.masquerade import Masquerade
 from postbus.cleanup.status import Status
@@ -127,9 +128,9 @@ class CleanupState:
 
     def _add(self, dsn_orcpt: str, notify: str, original: str, address: str) -> None:
         """Queue a recipient unless it is a duplicate (≈ been_here())."""
-        key = (dsn_orcpt, notify, original, address) if self.cleanup.enable_orcpt \
+        fields = (dsn_orcpt, notify, original, address) if self.cleanup.enable_orcpt \
             else (address,)
-        key = tuple(k.casefold() for k in key)  # BH_FLAG_FOLD
+        key = tuple(k.casefold() for k in fields)  # BH_FLAG_FOLD
         if key in self._dups:
             return
         if len(self._dups) < DUPLICATE_FILTER_LIMIT:
@@ -155,7 +156,7 @@ class CleanupState:
         drop = self.cleanup.drop
         out: list[bytes] = []
         changed = False
-        for raw in _headers(block):
+        for raw in header_lines(block):
             name = raw[: raw.find(b":")].rstrip(b" \t").lower()
             text = name.decode("ascii", "replace")
             if text in drop:
@@ -178,18 +179,3 @@ class CleanupState:
         """Raise CleanupError when the message must not be queued."""
         self.status.check()
 
-
-def _headers(block: bytes) -> list[bytes]:
-    """The headers of a CRLF header block, each with its continuation lines."""
-    out: list[bytes] = []
-    pos, n = 0, len(block)
-    while pos < n:
-        end = block.find(b"\r\n", pos)
-        end = n if end < 0 else end + 2
-        line = block[pos:end]
-        if line[:1] in (b" ", b"\t") and out:
-            out[-1] += line
-        else:
-            out.append(line)
-        pos = end
-    return out
