@@ -19,20 +19,27 @@ queue uses alike (smtpd, ``postbus sendmail``, bounces, forwarded mail):
   (:mod:`postbus.cleanup.headers`);
 * :meth:`CleanupState.finish`: raises :class:`CleanupError` when anything
   failed, so that nothing half-rewritten is queued.
+
+:meth:`Cleanup.message` does all of it for a whole message from inside
+the mail system (``postbus sendmail``, a bounce, a forwarded copy), and
+gives back the content to queue once the queue ID is known.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from postbus.cleanup.canonical import Canonical, Classes
-from postbus.cleanup.content import header_lines
+from postbus.cleanup.content import Headers, header_lines, join, missing_headers, split_headers
 from postbus.cleanup.headers import ADDRESS_HEADERS, HeaderRewriter, header_opts, output_lines
 from postbus.cleanup.masquerade import Masquerade
 from postbus.cleanup.status import Status
 from postbus.cleanup.virtual import VirtualAliases
 from postbus.config.loader import Config
-from postbus.queue.entry import Recipient
+from postbus.queue.entry import QueueEntry, Recipient
 from postbus.resolve import Resolver
 from postbus.rewrite import RewriteRules
 
@@ -54,6 +61,9 @@ class Cleanup:
         self.enable_orcpt = cfg.bool("enable_original_recipient")
         self.empty_address = cfg.get("empty_address_recipient")
         self.mailer_daemon = self.rules.internal("MAILER-DAEMON").casefold()
+        self.myhostname = cfg.get("myhostname")
+        self.header_size_limit = cfg.size("header_size_limit")
+        self.long_queue_ids = cfg.bool("enable_long_queue_ids")
         self.drop = frozenset(w.lower() for w in cfg.list("message_drop_headers"))
         limit = cfg.int("header_address_token_limit")
         remote = RewriteRules.remote(cfg)
@@ -75,6 +85,39 @@ class Cleanup:
         """A new message; ``mapping`` False skips canonical, masquerade and virtual
         (receive_override_options = no_address_mappings)."""
         return CleanupState(self, Status(queue_id), context, mapping)
+
+    async def message(self, entry: QueueEntry, content: bytes, *,
+                      context: Context | None = "local") -> Callable[[str], bytes]:
+        """Rewrite ``entry`` (sender; recipients, each keeping its orig_rcpt and NOTIFY)
+        and the header block of ``content`` (CRLF lines); return the function that
+        makes the content to queue once the queue ID is drawn (missing headers
+        added, ``entry.message_id`` set). Raises CleanupError: then queue nothing."""
+        state = self.begin(context=context)
+        entry.sender = await state.sender(entry.sender)
+        for rcpt in entry.recipients:
+            await state.recipient(rcpt.address, orcpt=rcpt.orig_rcpt, notify=rcpt.notify)
+        headers = split_headers(content, self.header_size_limit)
+        headers.block = await state.header_block(headers.block, self.header_size_limit)
+        state.finish()
+        entry.recipients = state.recipients
+        arrival = entry.arrival_time or time.time()
+        return _Builder(self, entry, headers, arrival)
+
+
+@dataclass
+class _Builder:
+    """The content of a cleaned message, made when its queue ID is known."""
+
+    cleanup: Cleanup
+    entry: QueueEntry
+    headers: Headers
+    arrival: float
+
+    def __call__(self, queue_id: str) -> bytes:
+        added, self.entry.message_id = missing_headers(
+            self.headers, self.entry.sender, queue_id, myhostname=self.cleanup.myhostname,
+            arrival=self.arrival, long_queue_ids=self.cleanup.long_queue_ids)
+        return join(self.headers, added)
 
 
 class CleanupState:

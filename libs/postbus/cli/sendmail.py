@@ -20,17 +20,16 @@ import getpass
 import logging
 import os
 import sys
-import time
 
 from postbus import tok822_tree
 from postbus.cleanup import Cleanup, CleanupError, Context
-from postbus.cleanup.content import header_lines, join, missing_headers, split_headers
+from postbus.cleanup.content import header_lines, split_headers
 from postbus.cleanup.headers import header_opts
 from postbus.config.loader import Config
 from postbus.logging import setup_logging
 from postbus.maps import context as maps_context
 from postbus.queue.admin import open_queue
-from postbus.queue.entry import QueueEntry
+from postbus.queue.entry import QueueEntry, Recipient
 
 log = logging.getLogger("postbus.pickup")
 
@@ -71,32 +70,16 @@ def header_recipients(content: bytes) -> list[str]:
 async def submit(cfg: Config, sender: str, recipients: list[str], content: bytes,
                  context: Context | None = "local") -> str:
     """Cleanup, then the queue; raises CleanupError when the message must not be queued."""
+    entry = QueueEntry(queue_id="", sender=sender,
+                       recipients=[Recipient(address) for address in recipients],
+                       client_name="localhost", client_addr="127.0.0.1", protocol="sendmail")
     maps_context.configure(cfg.get("postbus_redis_url"))
     try:
-        state = Cleanup(cfg).begin(context=context)
-        sender = await state.sender(sender)
-        for rcpt in recipients:
-            await state.recipient(rcpt)
-        limit = cfg.size("header_size_limit")
-        headers = split_headers(content, limit)
-        headers.block = await state.header_block(headers.block, limit)
-        state.finish()
+        build = await Cleanup(cfg).message(entry, content, context=context)
     finally:
         await maps_context.aclose()
-    arrival = time.time()
-    long_ids = cfg.bool("enable_long_queue_ids")
-    entry = QueueEntry(queue_id="", sender=sender, recipients=state.recipients,
-                       arrival_time=arrival, client_name="localhost", client_addr="127.0.0.1",
-                       protocol="sendmail")
-
-    def build(queue_id: str) -> bytes:
-        added, entry.message_id = missing_headers(
-            headers, sender, queue_id, myhostname=cfg.get("myhostname"), arrival=arrival,
-            long_queue_ids=long_ids)
-        return join(headers, added)
-
     async with open_queue(cfg, "sendmail") as store:
-        return await store.enqueue(entry, b"", long_ids, build=build)
+        return await store.enqueue(entry, b"", cfg.bool("enable_long_queue_ids"), build=build)
 
 
 def main(argv: list[str]) -> int:

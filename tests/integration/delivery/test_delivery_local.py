@@ -143,7 +143,9 @@ async def test_aliases_expand_to_users_files_commands_and_addresses(
     got = await bus.store.get(new_qid)
     assert got is not None and got[0].recipients[0].address == "friend@remote.test"
     content = await bus.store.content(new_qid)
-    assert content.startswith(b"Delivered-To: team+x@postbus.test\nReceived: ")
+    # queued through cleanup, with CRLF lines as every queued message has
+    assert content.startswith(b"Delivered-To: team+x@postbus.test\r\nReceived: ")
+    assert b"\n" not in content.replace(b"\r\n", b"")
 
 
 async def test_commands_restricted_and_loops_detected(
