@@ -29,5 +29,5 @@ class State:
 
     def headers(self, address: str) -> bytes:
         """``Return-Path:``, ``X-Original-To:``, ``Delivered-To: address``."""
-        original = self.rcpt.orig_rcpt or self.rcpt.address if self.original_to else ""
+        original = (self.rcpt.orig_rcpt or self.rcpt.address) if self.original_to else ""
         return header_lines(self.job.sender, original, address)
