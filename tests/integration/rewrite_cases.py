@@ -147,6 +147,16 @@ def variants(directory: Path) -> dict[str, dict[str, str]]:
                     "enable_original_recipient": "no",
                     "propagate_unmatched_extensions": "virtual",
                     "append_dot_mydomain": "yes"},
+        # routing by sender: error: and retry: transports answered at RCPT
+        "senders": {**base,
+                    "sender_dependent_default_transport_maps": (
+                        "inline:{{@blocked.example=error:5.7.1 no mail from blocked.example}, "
+                        "{<>=error:5.7.0 no bounces here}, {slow@example.org=retry:4.7.0 later}, "
+                        "{ok@example.org=DUNNO}, {relay@example.org=smtp:[10.0.0.1]}}"),
+                    "sender_dependent_relayhost_maps": "inline:{{@example.org=[10.0.0.2]}}",
+                    "relay_domains": "relay.example",
+                    "transport_maps": f"texthash:{directory}/transport, "
+                                      "inline:{{discard.example=discard:gone}}"},
         # expansion limits
         "limits": {**base, "virtual_alias_maps": f"texthash:{directory}/limits"},
         # a table that fails in the middle of an expansion (every key the first table
@@ -266,6 +276,15 @@ CASES: dict[str, tuple[str, Txn]] = {
         "sales@postbus.test", "team@postbus.test", "bob@postbus.test",
         "<bob@postbus.test> ORCPT=rfc822;x@example.org", "plus+foo@postbus.test",
         "ext+foo@postbus.test", "user@host"])),
+    # routing by sender
+    "senders_blocked": ("senders", Txn("x@blocked.example", [
+        "someone@example.net", "bob@postbus.test", "user@relay.example", "box2@mbox.example",
+        "user@discard.example"])),
+    "senders_null": ("senders", Txn("", ["someone@example.net", "bob@postbus.test"])),
+    "senders_retry": ("senders", Txn("slow@example.org", ["someone@example.net",
+                                                          "user@error.example"])),
+    "senders_dunno": ("senders", Txn("ok@example.org", ["someone@example.net"])),
+    "senders_relay": ("senders", Txn("relay@example.org", ["someone@example.net"])),
     # limits and failures: nothing half-expanded is queued
     "limits_bomb": ("limits", Txn("s@example.net", ["bomb@postbus.test"])),
     "limits_chain": ("limits", Txn("s@example.net", ["chain0@postbus.test"])),
