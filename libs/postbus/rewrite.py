@@ -13,6 +13,7 @@ the local or remote context, over the addresses in message headers
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 from postbus.config.loader import Config
@@ -27,6 +28,13 @@ from postbus.tok822 import (
     scan,
     unquote_822_local,
 )
+
+#: ``local@domain.tld``: no rule changes it (it has an @, a dotted domain without a
+#: trailing dot, nothing quoting would alter), so it skips the tokenizer
+_PLAIN = re.compile(r'[^\x00-\x20\x7f"\\@]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+')
+#: the same in external form: a dot-atom local part
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_EXTERNAL = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
 @dataclass(frozen=True)
@@ -98,8 +106,12 @@ class RewriteRules:
         """An external (quoted) address through the rules (≈ rewrite_clnt() + rewrite_proto())."""
         if not address:
             return ""
+        if _PLAIN_EXTERNAL.fullmatch(address):
+            return address
         return quote_822_local(internalize(self.rewrite(scan(address)), spaces=False))
 
     def internal(self, address: str) -> str:
         """An internal (unquoted) address through the rules (≈ cleanup_rewrite_internal())."""
+        if _PLAIN.fullmatch(address):
+            return address
         return unquote_822_local(self.external(quote_822_local(address)))

@@ -15,6 +15,7 @@ the token kinds are the same.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Final
 
 from postbus.tok822 import ATOM, COMMENT, DOMLIT, OPERATORS, QSTRING, quote_822_local
@@ -149,7 +150,14 @@ def _group(left: Tok, right: Tok, add_comma: bool) -> Tok:
 # -- scanning and parsing (≈ tok822_parse.c) ---------------------------------------------------
 
 
+_ATOM_RUN = re.compile(r'[^ \t\r\n|%!()<>@,;:\\".\[\]]+')
+
+
 def _collect(text: str, i: int, stop: str | None) -> tuple[str, int]:
+    if stop is None:  # the common atom: one regex step, unless a backslash follows
+        run = _ATOM_RUN.match(text, i)
+        if run is not None and (run.end() >= len(text) or text[run.end()] != "\\"):
+            return run.group(), run.end()
     out: list[str] = []
     n = len(text)
     while i < n:

@@ -27,6 +27,7 @@ gives back the content to queue once the queue ID is known.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +66,10 @@ class Cleanup:
         self.header_size_limit = cfg.size("header_size_limit")
         self.long_queue_ids = cfg.bool("enable_long_queue_ids")
         self.drop = frozenset(w.lower() for w in cfg.list("message_drop_headers"))
+        # the headers cleanup may change, to leave a block without any alone quickly
+        names = "|".join(re.escape(n) for n in sorted(self.drop))
+        self._touched = re.compile(rf"^(?:{names})[ \t]*:".encode(), re.M | re.I) \
+            if names else None
         limit = cfg.int("header_address_token_limit")
         remote = RewriteRules.remote(cfg)
         self.headers: dict[Context, HeaderRewriter] = {
@@ -197,6 +202,9 @@ class CleanupState:
         (Bcc:, Return-Path:, ...), address headers rewritten; other headers, and
         address headers that do not change, stay byte for byte."""
         drop = self.cleanup.drop
+        touched = self.cleanup._touched
+        if self.context is None and (touched is None or not touched.search(block)):
+            return block
         out: list[bytes] = []
         changed = False
         for raw in header_lines(block):

@@ -122,28 +122,36 @@ class HeaderRewriter:
         where = Classes.HDR_FROM if opts.sender else Classes.HDR_RCPT
         tree = t.parse(header[len(opts.name) + 1 :], self.token_limit)
         changed = False
-        for addr in t.addresses(tree):
-            # each step reads the address node out and scans its result back in
+        addresses = t.addresses(tree)
+        for addr in addresses:
+            # each step reads the address node out and scans its result back in (an
+            # unchanged text only when the header is written out again, below)
             text = t.externalize(addr.head)
             new = self.context.external(text)
-            changed |= new != text
-            _replace(addr, new)
+            if new != text:
+                changed = True
+                text = _replace(addr, new)
             if mapping and self.canonical:
-                new, did = await self.canonical.external(status, t.externalize(addr.head), where)
+                new, did = await self.canonical.external(status, text, where)
                 changed |= did
-                _replace(addr, new)
+                if new != text:
+                    text = _replace(addr, new)
             if mapping and self.masquerade.applies(where):
-                new, did = await self.masquerade.external(status, t.externalize(addr.head))
+                new, did = await self.masquerade.external(status, text)
                 changed |= did
-                _replace(addr, new)
+                if new != text:
+                    _replace(addr, new)
         if not changed:
             return None
+        for addr in addresses:
+            _replace(addr, t.externalize(addr.head))
         return fold(header[: len(opts.name)] + ": " + t.externalize(tree, t.HEAD))
 
 
-def _replace(addr: t.Tok, text: str) -> None:
-    """Put the tokens of ``text`` in place of an address node's members."""
+def _replace(addr: t.Tok, text: str) -> str:
+    """Put the tokens of ``text`` in place of an address node's members; their text."""
     fresh = t.scan_addr(text)
     addr.head, addr.tail = fresh.head, fresh.tail
     for tp in addr.head or ():
         tp.owner = addr
+    return t.externalize(addr.head)
