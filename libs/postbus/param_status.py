@@ -77,7 +77,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "masquerade_classes", "virtual_alias_maps", "virtual_alias_recursion_limit",
     "virtual_alias_expansion_limit", "virtual_alias_address_length_limit",
     "enable_original_recipient", "propagate_unmatched_extensions",
-    "header_address_token_limit", "message_drop_headers",
+    "header_address_token_limit", "message_drop_headers", "receive_override_options",
     # smtpd
     "mail_name", "smtpd_banner", "message_size_limit", "line_length_limit",
     "header_size_limit", "smtpd_timeout", "smtpd_recipient_limit", "smtpd_soft_error_limit",

@@ -157,6 +157,9 @@ def variants(directory: Path) -> dict[str, dict[str, str]]:
                     "relay_domains": "relay.example",
                     "transport_maps": f"texthash:{directory}/transport, "
                                       "inline:{{discard.example=discard:gone}}"},
+        # receive_override_options: what a content filter's re-injection smtpd uses
+        "overrides": {**base, "receive_override_options":
+                      "no_address_mappings, no_unknown_recipient_checks"},
         # expansion limits
         "limits": {**base, "virtual_alias_maps": f"texthash:{directory}/limits"},
         # a table that fails in the middle of an expansion (every key the first table
@@ -285,6 +288,13 @@ CASES: dict[str, tuple[str, Txn]] = {
                                                           "user@error.example"])),
     "senders_dunno": ("senders", Txn("ok@example.org", ["someone@example.net"])),
     "senders_relay": ("senders", Txn("relay@example.org", ["someone@example.net"])),
+    # receive_override_options
+    "overrides_envelope": ("overrides", ENVELOPE),
+    "overrides_headers": ("overrides", Txn("user@host.postbus.test", ["fanout@postbus.test"],
+                                           HEADERS)),
+    "overrides_rcpt": ("overrides", Txn("s@example.net", [
+        "moved@postbus.test", "unknown@mbox.example", "nobody@virtual-alias.example",
+        "user@error.example"])),
     # limits and failures: nothing half-expanded is queued
     "limits_bomb": ("limits", Txn("s@example.net", ["bomb@postbus.test"])),
     "limits_chain": ("limits", Txn("s@example.net", ["chain0@postbus.test"])),

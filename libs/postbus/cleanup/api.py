@@ -39,12 +39,28 @@ from postbus.cleanup.headers import ADDRESS_HEADERS, HeaderRewriter, header_opts
 from postbus.cleanup.masquerade import Masquerade
 from postbus.cleanup.status import Status
 from postbus.cleanup.virtual import VirtualAliases
+from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.resolve import Resolver
 from postbus.rewrite import RewriteRules
 
 Context = Literal["local", "remote"]
+
+#: receive_override_options words (≈ input_transp.c); header/body checks and milters
+#: do not exist in Postbus yet, so turning them off changes nothing
+OVERRIDE_OPTIONS = frozenset({"no_unknown_recipient_checks", "no_address_mappings",
+                              "no_header_body_checks", "no_milters"})
+
+
+def receive_overrides(cfg: Config) -> frozenset[str]:
+    """receive_override_options, checked (≈ input_transp_mask())."""
+    words = frozenset(w.lower() for w in cfg.list("receive_override_options"))
+    unknown = sorted(words - OVERRIDE_OPTIONS)
+    if unknown:
+        raise ConfigError(f'unknown receive_override_options value "{unknown[0]}"',
+                          parameter="receive_override_options")
+    return words
 
 #: duplicate_filter_limit's default: recipients remembered for duplicate elimination
 DUPLICATE_FILTER_LIMIT = 1000
@@ -65,6 +81,8 @@ class Cleanup:
         self.myhostname = cfg.get("myhostname")
         self.header_size_limit = cfg.size("header_size_limit")
         self.long_queue_ids = cfg.bool("enable_long_queue_ids")
+        # receive_override_options = no_address_mappings, for smtpd and sendmail (pickup)
+        self.mapping = "no_address_mappings" not in receive_overrides(cfg)
         self.drop = frozenset(w.lower() for w in cfg.list("message_drop_headers"))
         # the headers cleanup may change, to leave a block without any alone quickly
         names = "|".join(re.escape(n) for n in sorted(self.drop))
@@ -88,16 +106,18 @@ class Cleanup:
     def begin(self, *, queue_id: str = "NOQUEUE", context: Context | None = "local",
               mapping: bool = True) -> CleanupState:
         """A new message; ``mapping`` False skips canonical, masquerade and virtual
-        (receive_override_options = no_address_mappings)."""
+        (mail from inside the mail system always maps; smtpd and sendmail pass
+        :attr:`mapping`, which receive_override_options may turn off)."""
         return CleanupState(self, Status(queue_id), context, mapping)
 
     async def message(self, entry: QueueEntry, content: bytes, *,
-                      context: Context | None = "local") -> Callable[[str], bytes]:
+                      context: Context | None = "local",
+                      mapping: bool = True) -> Callable[[str], bytes]:
         """Rewrite ``entry`` (sender; recipients, each keeping its orig_rcpt and NOTIFY)
         and the header block of ``content`` (CRLF lines); return the function that
         makes the content to queue once the queue ID is drawn (missing headers
         added, ``entry.message_id`` set). Raises CleanupError: then queue nothing."""
-        state = self.begin(context=context)
+        state = self.begin(context=context, mapping=mapping)
         entry.sender = await state.sender(entry.sender)
         for rcpt in entry.recipients:
             await state.recipient(rcpt.address, orcpt=rcpt.orig_rcpt, notify=rcpt.notify)

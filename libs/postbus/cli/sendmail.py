@@ -75,7 +75,8 @@ async def submit(cfg: Config, sender: str, recipients: list[str], content: bytes
                        client_name="localhost", client_addr="127.0.0.1", protocol="sendmail")
     maps_context.configure(cfg.get("postbus_redis_url"))
     try:
-        build = await Cleanup(cfg).message(entry, content, context=context)
+        cleanup = Cleanup(cfg)
+        build = await cleanup.message(entry, content, context=context, mapping=cleanup.mapping)
     finally:
         await maps_context.aclose()
     async with open_queue(cfg, "sendmail") as store:

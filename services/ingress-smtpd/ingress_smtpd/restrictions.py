@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from postbus.cleanup.api import receive_overrides
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.maps.addr_find import (
@@ -170,6 +171,8 @@ class Policy:
         self.null_key = cfg.get("smtpd_null_access_lookup_key")
         self.resolver = Resolver(cfg)
         self.unlisted = cfg.bool("smtpd_reject_unlisted_recipient")
+        # receive_override_options = no_unknown_recipient_checks turns the table check off
+        self.rcpt_checks = "no_unknown_recipient_checks" not in receive_overrides(cfg)
         self.local_maps = _open_recipient_maps(
             cfg.get("local_recipient_maps"), "local_recipient_maps"
         )
@@ -244,6 +247,8 @@ class Policy:
     async def check_unlisted(self, state: CheckState) -> str | None:
         """reject_unlisted_recipient (≈ check_rcpt_maps()): the address must exist in
         its class's table; the error and retry transports reject at once."""
+        if not self.rcpt_checks:
+            return None
         address = state.recipient
         reply = await self.resolve(state, address)
         for rewrite in self.rewrite_maps:

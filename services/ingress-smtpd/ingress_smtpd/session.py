@@ -348,7 +348,9 @@ class Session:
             add_missing=self.add_missing, long_queue_ids=s.long_queue_ids,
         )
         try:
-            await message.rewrite(self.server.cleanup.begin(context=self.header_context))
+            cleanup = self.server.cleanup
+            await message.rewrite(cleanup.begin(context=self.header_context,
+                                                mapping=cleanup.mapping))
         except CleanupError as exc:
             await self.reply(exc.reply)
             return False

@@ -32,7 +32,7 @@ NOT_YET = [
      "smtpd_tls_security_level"),
     ("smtpd_tls_cert_file = /etc/ssl/cert.pem\n", "smtpd_tls_cert_file"),
     ("smtpd_sasl_auth_enable = yes\n", "smtpd_sasl_auth_enable"),
-    ("receive_override_options = no_address_mappings\n", "receive_override_options"),
+    ("smtpd_reject_unlisted_sender = yes\n", "smtpd_reject_unlisted_sender"),
     ("sender_dependent_relayhost_maps = hash:/etc/postbus/sdr\n",
      "sender_dependent_relayhost_maps"),
     ("sender_dependent_default_transport_maps = hash:/etc/postbus/sdt\n",
