@@ -244,6 +244,11 @@ CASES: dict[str, tuple[str, Txn]] = {
     "virtual_duplicates": ("local", Txn("s@example.net", [
         "sales@postbus.test", "team@postbus.test", "nested@postbus.test",
         "bob@postbus.test", "Bob@postbus.test", "sales@postbus.test"])),
+    "virtual_duplicates_orcpt": ("local", Txn("s@example.net", [
+        "<sales@postbus.test> ORCPT=rfc822;x@example.org",
+        "<team@postbus.test> ORCPT=rfc822;x@example.org",
+        "<bob@postbus.test> ORCPT=rfc822;x@example.org",
+        "<Bob@postbus.test> ORCPT=rfc822;x@example.org"])),
     "virtual_dsn": ("local", Txn("s@example.net", [
         "<fanout@postbus.test> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;orig@example.org",
         "<remote@postbus.test> NOTIFY=SUCCESS", "<bob@postbus.test> NOTIFY=SUCCESS",

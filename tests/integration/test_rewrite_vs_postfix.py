@@ -132,8 +132,11 @@ def normalize(lines: list[str], queue_id: str) -> list[str]:
 
 
 async def ours(port: int, store: QueueStore, txn: Txn) -> dict[str, Any]:
+    before = {entry.queue_id async for entry in store.entries()}
     replies, queue_id = await transaction(port, txn)
     answer: dict[str, Any] = {"replies": replies}
+    after = {entry.queue_id async for entry in store.entries()}
+    assert after - before == ({queue_id} if queue_id else set()), "queued, yet not 250?"
     if queue_id is not None:
         got = await store.get(queue_id)
         assert got is not None

@@ -180,10 +180,12 @@ class CleanupState:
                 clean = await c.canonical.internal(self.status, clean, Classes.ENV_RCPT)
             if c.masquerade.applies(Classes.ENV_RCPT):
                 clean = await c.masquerade.internal(self.status, clean)
+        # duplicates are judged by the DSN original recipient (the client's ORCPT, else
+        # the cleaned address), NOTIFY and the address as received, as Postfix does
         dsn_orcpt = orcpt or clean
-        original = orcpt or address
+        original = orcpt or address  # what the DSN and X-Original-To name
         if not self.mapping or not c.virtual:
-            self._add(dsn_orcpt, notify, original, clean)
+            self._add((dsn_orcpt, notify, address), original, notify, clean)
             return
         expanded = await c.virtual.expand(self.status, clean)
         if "SUCCESS" in notify.upper().split(",") and (len(expanded) > 1
@@ -192,13 +194,13 @@ class CleanupState:
             kept = [w for w in notify.split(",") if w.upper() != "SUCCESS"]
             notify = ",".join(kept) or "NEVER"
         for each in expanded:
-            self._add(dsn_orcpt, notify, original, each)
+            self._add((dsn_orcpt, notify, address), original, notify, each)
 
-    def _add(self, dsn_orcpt: str, notify: str, original: str, address: str) -> None:
-        """Queue a recipient unless it is a duplicate (≈ been_here())."""
-        fields = (dsn_orcpt, notify, original, address) if self.cleanup.enable_orcpt \
-            else (address,)
-        key = tuple(k.casefold() for k in fields)  # BH_FLAG_FOLD
+    def _add(self, attrs: tuple[str, str, str], original: str, notify: str,
+             address: str) -> None:
+        """Queue a recipient unless it is a duplicate (≈ been_here(), folded)."""
+        fields = (*attrs, address) if self.cleanup.enable_orcpt else (address,)
+        key = tuple(k.casefold() for k in fields)
         if key in self._dups:
             return
         if len(self._dups) < DUPLICATE_FILTER_LIMIT:
