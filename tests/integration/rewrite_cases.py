@@ -176,11 +176,10 @@ class Txn:
     sender: str
     rcpts: list[str]
     headers: list[str] = field(default_factory=list)
-    mail_params: str = ""
 
     def lines(self) -> list[str]:
         """MAIL and RCPT commands; a recipient written ``<addr> PARAMS`` keeps its parameters."""
-        return [f"MAIL FROM:<{self.sender}>{self.mail_params}",
+        return [f"MAIL FROM:<{self.sender}>",
                 *[f"RCPT TO:{r}" if r.startswith("<") else f"RCPT TO:<{r}>"
                   for r in self.rcpts]]
 
