@@ -77,7 +77,15 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "virtual_mailbox_domains", "empty_address_recipient", "recipient_delimiter",
     "swap_bangpath", "allow_percent_hack", "append_at_myorigin", "append_dot_mydomain",
     "resolve_dequoted_address", "resolve_null_domain", "resolve_numeric_domain",
-    "show_user_unknown_table_name",
+    "show_user_unknown_table_name", "relocated_maps", "allow_min_user",
+    # cleanup's address rewriting (postbus.cleanup): smtpd and sendmail
+    "canonical_maps", "sender_canonical_maps", "recipient_canonical_maps",
+    "canonical_classes", "sender_canonical_classes", "recipient_canonical_classes",
+    "remote_header_rewrite_domain", "masquerade_domains", "masquerade_exceptions",
+    "masquerade_classes", "virtual_alias_maps", "virtual_alias_recursion_limit",
+    "virtual_alias_expansion_limit", "virtual_alias_address_length_limit",
+    "enable_original_recipient", "propagate_unmatched_extensions",
+    "header_address_token_limit", "message_drop_headers", "receive_override_options",
     # smtpd
     "mail_name", "smtpd_banner", "message_size_limit", "line_length_limit",
     "header_size_limit", "smtpd_timeout", "smtpd_recipient_limit", "smtpd_soft_error_limit",
@@ -102,6 +110,10 @@ IMPLEMENTED: frozenset[str] = frozenset({
     # qmgr notices (qmgr/notices.py)
     "bounce_notice_recipient", "2bounce_notice_recipient", "enable_threaded_bounces",
     "delay_warning_time", "delay_notice_recipient",
+    # routing by sender (postbus.resolve, for smtpd's checks and the qmgr alike)
+    "sender_dependent_relayhost_maps", "sender_dependent_default_transport_maps",
+    "empty_address_relayhost_maps_lookup_key",
+    "empty_address_default_transport_maps_lookup_key",
     # smtp and lmtp
     "smtp_connect_timeout", "smtp_helo_timeout", "smtp_mail_timeout", "smtp_rcpt_timeout",
     "smtp_data_init_timeout", "smtp_data_xfer_timeout", "smtp_data_done_timeout",
@@ -210,8 +222,6 @@ PARTLY: dict[str, str] = {
     "notify_classes": "the qmgr sends the bounce, 2bounce and delay postmaster notices; "
                       "smtpd's resource, software, policy, protocol and data notices are "
                       "not built",
-    "virtual_alias_maps": "smtpd accepts the recipients it lists, but the qmgr does not "
-                          "expand virtual aliases yet",
 }
 
 #: Implemented parameters honoured for these values only (lowercase words; a
@@ -222,6 +232,8 @@ ONLY_VALUES: dict[str, frozenset[str]] = {
     "lmtp_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
     # no DNSSEC validation
     "smtp_dns_support_level": frozenset({"", "disabled", "enabled"}),
+    # alias, forward, include (local) and generic (smtp) do not propagate yet
+    "propagate_unmatched_extensions": frozenset({"", "canonical", "virtual"}),
     # no check_address_map tables
     "local_header_rewrite_clients": frozenset(
         {"permit_inet_interfaces", "permit_mynetworks", "permit_sasl_authenticated",

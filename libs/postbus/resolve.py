@@ -20,7 +20,18 @@ transport, "User unknown in virtual alias table"), virtual mailbox
 has its transport parameter; relay and default mail goes to ``relayhost``
 when set; a ``transport:nexthop`` parameter value overrides the next hop;
 transport_maps (transport(5) order) overrides both, except for the virtual
-alias class. Lookup failures raise :class:`~postbus.maps.table.TableRetry`.
+alias class. The sender matters for relay and default mail:
+sender_dependent_default_transport_maps picks the default class's
+transport and sender_dependent_relayhost_maps overrides relayhost (the null
+sender is looked up as empty_address_*_lookup_key; ``DUNNO`` means no
+override). Last, relocated_maps turns a moved recipient into
+``error:5.1.6 User has moved to ...`` whatever its class, and an address
+starting with ``-`` is an error unless allow_min_user. Lookup failures
+raise :class:`~postbus.maps.table.TableRetry`.
+
+:meth:`Resolver.find` is mail_addr_find() for every caller that looks an
+address up in Postfix's virtual/canonical order (cleanup, smtpd's
+recipient tables): it knows which domains are local.
 """
 
 from __future__ import annotations
@@ -31,8 +42,16 @@ import logging
 from dataclasses import dataclass
 
 from postbus.config.loader import Config
-from postbus.maps.addr_find import Route, resolve_transport
-from postbus.maps.maps import open_maps
+from postbus.maps.addr_find import (
+    ExtensionRules,
+    Found,
+    Query,
+    Route,
+    Strategy,
+    mail_addr_find,
+    resolve_transport,
+)
+from postbus.maps.maps import Maps, open_maps
 from postbus.maps.table import TableRetry
 from postbus.match_lists import DomainList, Interfaces, NetworkList, parse_literal
 from postbus.rewrite import RewriteRules
@@ -105,6 +124,17 @@ class Resolver:
         self.numeric_domain = cfg.bool("resolve_numeric_domain")
         self.dequoted = cfg.bool("resolve_dequoted_address")
         self.unknown_table = cfg.bool("show_user_unknown_table_name")
+        self.relocated_maps = open_maps(cfg.get("relocated_maps"), "relocated_maps")
+        self.sender_relay_maps = open_maps(cfg.get("sender_dependent_relayhost_maps"),
+                                           "sender_dependent_relayhost_maps")
+        self.sender_transport_maps = open_maps(
+            cfg.get("sender_dependent_default_transport_maps"),
+            "sender_dependent_default_transport_maps")
+        self.null_relay_key = cfg.get("empty_address_relayhost_maps_lookup_key")
+        self.null_transport_key = cfg.get("empty_address_default_transport_maps_lookup_key")
+        self.allow_min_user = cfg.bool("allow_min_user")
+        self.extension_rules = ExtensionRules(
+            double_bounce_sender=cfg.get("double_bounce_sender"))
 
     async def in_mynetworks(self, addr: str) -> bool:
         return await self.networks.matches(addr)
@@ -121,6 +151,33 @@ class Resolver:
 
     async def address_class(self, address: str) -> AddressClass:
         return (await self.resolve(address)).address_class
+
+    async def find(
+        self, maps: Maps, address: str, *, query: Query = "external_first",
+        strategy: Strategy = Strategy.DEFAULT,
+    ) -> Found | None:
+        """Look an internal-form address up in Postfix's order (≈ mail_addr_find_opt()):
+        ``user`` keys only when the domain is $myorigin or local (resolve_local())."""
+        at = address.rfind("@")
+        local = False
+        if at >= 0 and strategy & (Strategy.LOCALPART_IF_LOCAL | Strategy.LOCALPART_AT_IF_LOCAL):
+            domain = address[at + 1 :]
+            local = domain.lower() == self.myorigin or await self.is_local(domain)
+        return await mail_addr_find(
+            maps, address, strategy, recipient_delimiter=self.delimiter,
+            is_local=lambda _domain: local, rules=self.extension_rules, query=query,
+        )
+
+    async def _sender_find(self, maps: Maps, sender: str, null_key: str) -> str | None:
+        """A sender-dependent lookup; ``DUNNO`` and empty results mean none."""
+        key = sender or null_key
+        try:
+            found = await self.find(maps, key)
+        except TableRetry as exc:
+            raise TableRetry(f"{maps.title} lookup failure: {exc}") from exc
+        if found is None or found.value.upper() == "DUNNO":
+            return None
+        return found.value
 
     # -- the resolver loop ------------------------------------------------------------
 
@@ -173,8 +230,8 @@ class Resolver:
                     address, len(address) + 100)
         raise TableRetry(f"resolve_addr: <{address}>: giving up")
 
-    async def resolve(self, address: str) -> ResolveReply:
-        """Resolve one address (≈ resolve_addr())."""
+    async def resolve(self, address: str, sender: str = "") -> ResolveReply:
+        """Resolve one address for mail from ``sender`` (≈ resolve_addr())."""
         tokens, remote = await self._strip_local(address)
         recipient = internalize(tokens)
         domain = recipient[recipient.rfind("@") + 1 :]
@@ -189,20 +246,45 @@ class Resolver:
         if not remote:
             cls, param = AddressClass.LOCAL, "local_transport"
         elif await _matches(self.virtual_alias, "virtual_alias_domains", domain):
-            table = " in virtual alias table" if self.unknown_table else ""
-            return ResolveReply(recipient, "error", f"5.1.1 User unknown{table}",
-                                AddressClass.VIRTUAL_ALIAS, routed)
+            cls, param = AddressClass.VIRTUAL_ALIAS, ""
         elif await _matches(self.virtual_mailbox, "virtual_mailbox_domains", domain):
             cls, param = AddressClass.VIRTUAL_MAILBOX, "virtual_transport"
         elif await _matches(self.relay_domains, "relay_domains", domain):
             cls, param = AddressClass.RELAY, "relay_transport"
         else:
             cls, param = AddressClass.DEFAULT, "default_transport"
-        transport, _, nexthop = self.cfg.get(param).partition(":")
-        if not nexthop:
-            relayhost = self.cfg.get("relayhost")
-            relayed = cls in (AddressClass.RELAY, AddressClass.DEFAULT)
-            nexthop = relayhost if relayed and relayhost else domain
+        if cls is AddressClass.VIRTUAL_ALIAS:  # transport_maps cannot override this one
+            table = " in virtual alias table" if self.unknown_table else ""
+            transport, nexthop = "error", f"5.1.1 User unknown{table}"
+        else:
+            transport, nexthop = await self._route(cls, param, recipient, domain, sender)
+        if self.relocated_maps:
+            try:
+                moved = await self.find(self.relocated_maps, recipient)
+            except TableRetry as exc:
+                raise TableRetry(f"relocated_maps lookup failure: {exc}") from exc
+            if moved is not None:
+                transport, nexthop = "error", f"5.1.6 User has moved to {moved.value}"
+        if not self.allow_min_user and recipient.startswith("-"):
+            return ResolveReply(recipient, transport, nexthop, cls, routed, error=True)
+        return ResolveReply(recipient, transport, nexthop, cls, routed)
+
+    async def _route(self, cls: AddressClass, param: str, recipient: str, domain: str,
+                     sender: str) -> tuple[str, str]:
+        """Transport and next hop of a class, then transport_maps."""
+        channel = self.cfg.get(param)
+        nexthop = domain
+        if cls is AddressClass.DEFAULT and self.sender_transport_maps:
+            channel = await self._sender_find(
+                self.sender_transport_maps, sender, self.null_transport_key) or channel
+        if cls in (AddressClass.RELAY, AddressClass.DEFAULT):  # relayhost precedences
+            relay = None
+            if self.sender_relay_maps:
+                relay = await self._sender_find(self.sender_relay_maps, sender,
+                                                self.null_relay_key)
+            nexthop = relay or self.cfg.get("relayhost") or domain
+        transport, _, destination = channel.partition(":")
+        nexthop = destination or nexthop  # main.cf transport:nexthop wins
         try:
             found = await resolve_transport(
                 self.transport_maps, recipient, domain.lower(), Route(transport, nexthop),
@@ -212,8 +294,8 @@ class Resolver:
         except TableRetry as exc:
             raise TableRetry(f"transport_maps lookup failure: {exc}") from exc
         if found is not None:
-            transport, nexthop = found.transport, found.nexthop
-        return ResolveReply(recipient, transport, nexthop, cls, routed)
+            return found.transport, found.nexthop
+        return transport, nexthop
 
 
 async def _matches(domains: DomainList, param: str, domain: str) -> bool:

@@ -5,15 +5,36 @@ becomes ``user@domain`` (allow_percent_hack), a bare ``user`` gets
 ``@$myorigin`` (append_at_myorigin) and a domain without a dot gets
 ``.$mydomain`` (append_dot_mydomain); a source route is dropped and one
 trailing dot of the domain is stripped. The resolver runs these rules
-whenever it finds routing operators left in a local part.
+whenever it finds routing operators left in a local part; cleanup runs
+them over every envelope address (:meth:`RewriteRules.internal`) and, in
+the local or remote context, over the addresses in message headers
+(:meth:`RewriteRules.external`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 from postbus.config.loader import Config
-from postbus.tok822 import DOMLIT, QSTRING, Token, find, rfind, scan
+from postbus.tok822 import (
+    DOMLIT,
+    QSTRING,
+    Token,
+    find,
+    internalize,
+    quote_822_local,
+    rfind,
+    scan,
+    unquote_822_local,
+)
+
+#: ``local@domain.tld``: no rule changes it (it has an @, a dotted domain without a
+#: trailing dot, nothing quoting would alter), so it skips the tokenizer
+_PLAIN = re.compile(r'[^\x00-\x20\x7f"\\@]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+')
+#: the same in external form: a dot-atom local part
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_EXTERNAL = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 
 
 @dataclass(frozen=True)
@@ -70,3 +91,27 @@ class RewriteRules:
             tokens = tokens[:-1]
         return tokens
 
+
+    @classmethod
+    def remote(cls, cfg: Config) -> RewriteRules | None:
+        """The rules for headers from remote clients (trivial-rewrite's remote_context):
+        remote_header_rewrite_domain in place of myorigin and mydomain; None when
+        it is empty (then cleanup leaves such headers alone)."""
+        domain = cfg.get("remote_header_rewrite_domain")
+        if not domain:
+            return None
+        return replace(cls.local(cfg), origin=domain, domain=domain)
+
+    def external(self, address: str) -> str:
+        """An external (quoted) address through the rules (≈ rewrite_clnt() + rewrite_proto())."""
+        if not address:
+            return ""
+        if _PLAIN_EXTERNAL.fullmatch(address):
+            return address
+        return quote_822_local(internalize(self.rewrite(scan(address)), spaces=False))
+
+    def internal(self, address: str) -> str:
+        """An internal (unquoted) address through the rules (≈ cleanup_rewrite_internal())."""
+        if _PLAIN.fullmatch(address):
+            return address
+        return unquote_822_local(self.external(quote_822_local(address)))

@@ -95,12 +95,16 @@ def scan(text: str) -> list[Token]:
     return tokens
 
 
-def internalize(tokens: list[Token]) -> str:
-    """Tokens back to the internal (unquoted) string (≈ tok822_internalize())."""
+def internalize(tokens: list[Token], *, spaces: bool = True) -> str:
+    """Tokens back to the internal (unquoted) string (≈ tok822_internalize()).
+
+    ``spaces=False``: the members of one address node, which Postfix joins
+    without blanks (tok822_append_space() adds none inside an address)."""
     out: list[str] = []
     for index, (kind, text) in enumerate(tokens):
         out.append(f"[{text}]" if kind == DOMLIT else text)
-        if index + 1 < len(tokens) and kind in _WORDS and tokens[index + 1][0] in _WORDS:
+        if (spaces and index + 1 < len(tokens) and kind in _WORDS
+                and tokens[index + 1][0] in _WORDS):
             out.append(" ")
     return "".join(out)
 
@@ -130,17 +134,49 @@ def _dot_string(local: str) -> bool:
     )
 
 
-def quote_822_local(address: str) -> str:
+def quote_822_local(address: str, *, bare: bool = False) -> str:
     """Quote the local part when it is not a dot-string (≈ quote_822_local()).
 
     A source route (``@a,@b:``) is left in front; the local part ends at
-    the last ``@``.
+    the last ``@``, or with ``bare`` (a local part alone) at the end.
     """
     start = address.index(":") + 1 if address.startswith("@") and ":" in address else 0
-    at = address.rfind("@", start)
+    at = -1 if bare else address.rfind("@", start)
     end = at if at >= 0 else len(address)
     local = address[start:end]
     if _dot_string(local):
         return address
     quoted = "".join("\\" + ch if ch in '"\\\r' else ch for ch in local)
     return f'{address[:start]}"{quoted}"{address[end:]}'
+
+
+def unquote_822_local(address: str) -> str:
+    """Remove the quoting of the local part (≈ unquote_822_local()).
+
+    Quotes and backslashes go up to the last unquoted ``@``; the domain
+    after it is left as it is, and so is a source route in front."""
+    start = address.index(":") + 1 if address.startswith("@") and ":" in address else 0
+    out: list[str] = list(address[:start])
+    in_quote = False
+    bare_at = -1
+    bare_src = 0
+    i, n = start, len(address)
+    while i < n:
+        ch = address[i]
+        if ch == '"':
+            in_quote = not in_quote
+            i += 1
+            continue
+        if ch == "@":
+            if not in_quote:
+                bare_at, bare_src = len(out), i
+        elif ch == "\\":
+            if i + 1 >= n:
+                i += 1
+                continue
+            i += 1
+            ch = address[i]
+        out.append(ch)
+        i += 1
+    text = "".join(out)
+    return text[:bare_at] + address[bare_src:] if bare_at >= 0 else text

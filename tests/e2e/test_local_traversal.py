@@ -52,11 +52,13 @@ def test_path_local_parts_bounce_as_unknown_users(tmp_path: Path) -> None:
             return [line for line in system.maillog.read_text().splitlines()
                     if f"{qid}: to=<" in line and "status=bounced" in line]
 
-        lines = system.wait_for(lambda: len(bounced()) == len(FORMS) and bounced(), timeout=20)
+        # two forms are the same address once smtpd unquotes them: cleanup queues it once
+        names = set(FORMS.values())
+        lines = system.wait_for(lambda: len(bounced()) == len(names) and bounced(), timeout=20)
         assert lines, system.maillog.read_text()
         reasons = sorted(re.sub(r".*dsn=", "dsn=", line) for line in lines)
         assert reasons == sorted(
-            f'dsn=5.1.1, status=bounced (unknown user: "{name}")' for name in FORMS.values()
+            f'dsn=5.1.1, status=bounced (unknown user: "{name}")' for name in names
         )
         assert not os.path.exists(f"/tmp/{UNIQUE}")
         for parent in (system.mail, system.mail.parent, tmp_path):

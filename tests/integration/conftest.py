@@ -28,6 +28,7 @@ def qmgr(tmp_path: Path, nats: ServerProcess) -> Iterator[Path]:
         "transport_maps = inline:{ {blocked.test=error:5.7.1 no mail here}, "
         "gone.test=discard:, slow.test=relay:[10.0.0.1], "
         "{later.test=retry:4.4.1 try again later} }\n"
+        "relocated_maps = inline:{{moved@postbus.test=moved@new.example}}\n"
         "minimal_backoff_time = 1s\nmaximal_backoff_time = 1s\n"
         "postbus_queue_scan_interval = 1s\n"
         f"data_directory = {tmp_path}\n"

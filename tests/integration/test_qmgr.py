@@ -113,6 +113,26 @@ async def test_error_and_discard_transports_settle_without_agents(
     assert b"v@gone.test" not in content.split(b"Delivery report")[1].split(b"Undelivered")[0]
 
 
+async def test_relocated_recipient_that_got_past_smtpd_bounces_naming_the_original(
+    qmgr: Path, store: Bus
+) -> None:
+    """relocated_maps is trivial-rewrite's: mail queued without smtpd's check (sendmail,
+    a forward) bounces with 5.1.6; the DSN names the recipient as it was before
+    cleanup rewrote it (Recipient.orig_rcpt)."""
+    qid = await store.queue.enqueue(
+        QueueEntry("", "alice@postbus.test",
+                   [Recipient("moved@postbus.test", orig_rcpt="old-name@postbus.test")]),
+        b"Subject: t\r\n\r\nbody\r\n",
+    )
+    assert await wait_gone(store, qid)
+    bounce = await next_job(store, "local")
+    content = await store.queue.content(bounce.queue_id, bounce.chunks)
+    assert b"<moved@postbus.test>: User has moved to moved@new.example" in content
+    assert b"Final-Recipient: rfc822; moved@postbus.test\r\n" \
+           b"Original-Recipient: rfc822;old-name@postbus.test\r\n" in content
+    assert b"Status: 5.1.6" in content
+
+
 async def test_main_cf_change_is_picked_up_and_a_bad_one_is_refused(
     qmgr: Path, store: Bus
 ) -> None:

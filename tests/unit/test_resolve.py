@@ -12,6 +12,8 @@ from __future__ import annotations
 import pytest
 
 from postbus.config.loader import Config
+from postbus.maps.addr_find import Found
+from postbus.maps.maps import open_maps
 from postbus.resolve import AddressClass, Resolver
 from postbus.rewrite import RewriteRules
 from postbus.tok822 import internalize, quote_822_local, scan
@@ -167,3 +169,69 @@ def test_append_dot_mydomain() -> None:
     assert internalize(rules.rewrite(scan("user@host"))) == "user@host.postbus.test"
     assert internalize(rules.rewrite(scan("user@[1.2.3.4]"))) == "user@[1.2.3.4]"
     assert internalize(rules.rewrite(scan("user@a.b"))) == "user@a.b"
+
+
+SENDER_CF = MAIN_CF + """\
+relayhost = [smart.example]
+sender_dependent_relayhost_maps = inline:{{alice@postbus.test=[alice.relay]:587},
+    {@partner.example=[partner.relay]}, {<>=[bounce.relay]}, {bob@postbus.test=DUNNO}}
+sender_dependent_default_transport_maps = inline:{{@bulk.example=bulk:},
+    {carol@postbus.test=smtp:[carol.relay]}}
+"""
+
+
+@pytest.mark.parametrize(("sender", "address", "transport", "nexthop"), [
+    ("alice@postbus.test", "a@example.com", "smtp", "[alice.relay]:587"),
+    ("alice@postbus.test", "a@relay.example", "relay", "[alice.relay]:587"),
+    ("alice@postbus.test", "a@postbus.test", "local", "mx.postbus.test"),  # local: no relayhost
+    ("x@partner.example", "a@example.com", "smtp", "[partner.relay]"),
+    ("", "a@example.com", "smtp", "[bounce.relay]"),  # empty_address_relayhost_maps_lookup_key
+    ("bob@postbus.test", "a@example.com", "smtp", "[smart.example]"),  # DUNNO: relayhost
+    ("x@bulk.example", "a@example.com", "bulk", "[smart.example]"),
+    ("x@bulk.example", "a@relay.example", "relay", "[smart.example]"),  # default class only
+    ("carol@postbus.test", "a@example.com", "smtp", "[carol.relay]"),  # transport:nexthop wins
+    ("x@special.example", "a@special.example", "smtp", "[10.0.0.1]:2525"),  # transport_maps last
+])
+async def test_sender_dependent_routing(sender: str, address: str, transport: str,
+                                        nexthop: str) -> None:
+    reply = await Resolver(Config.from_text(SENDER_CF, "")).resolve(address, sender)
+    assert (reply.transport, reply.nexthop) == (transport, nexthop)
+
+
+RELOCATED_CF = MAIN_CF + """\
+recipient_delimiter = +
+relocated_maps = inline:{{joe@postbus.test=joe@new.example}, {@old.example=new.example},
+    {smith=smith@elsewhere.example}, {@alias.example=new.example}}
+"""
+
+
+@pytest.mark.parametrize(("address", "nexthop"), [
+    ("joe@postbus.test", "5.1.6 User has moved to joe@new.example"),
+    ("joe+list@postbus.test", "5.1.6 User has moved to joe@new.example"),
+    ("anyone@old.example", "5.1.6 User has moved to new.example"),
+    ("smith@mx.postbus.test", "5.1.6 User has moved to smith@elsewhere.example"),
+    ("user@alias.example", "5.1.6 User has moved to new.example"),
+])
+async def test_relocated_whatever_the_class(address: str, nexthop: str) -> None:
+    reply = await Resolver(Config.from_text(RELOCATED_CF, "")).resolve(address)
+    assert (reply.transport, reply.nexthop) == ("error", nexthop)
+
+
+async def test_relocated_not_listed_and_not_local_bare_names() -> None:
+    resolver = Resolver(Config.from_text(RELOCATED_CF, ""))
+    assert (await resolver.resolve("bob@postbus.test")).transport == "local"
+    # a bare name matches only in local domains ($myorigin, mydestination)
+    assert (await resolver.resolve("smith@example.com")).transport == "smtp"
+
+
+async def test_leading_dash_is_an_error_unless_allow_min_user() -> None:
+    assert (await Resolver(Config.from_text(MAIN_CF, "")).resolve("-x@example.com")).error
+    allow = Config.from_text(MAIN_CF + "allow_min_user = yes\n", "")
+    assert not (await Resolver(allow).resolve("-x@example.com")).error
+
+
+async def test_find_quotes_and_knows_local_domains(resolver: Resolver) -> None:
+    maps = open_maps('inline:{{"a b"@postbus.test=quoted}, {c=bare}}')
+    assert (await resolver.find(maps, "a b@postbus.test")) == Found("quoted")
+    assert (await resolver.find(maps, "c@mx.postbus.test")) == Found("bare")
+    assert await resolver.find(maps, "c@example.com") is None

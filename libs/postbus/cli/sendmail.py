@@ -1,30 +1,40 @@
 """postbus sendmail: submit a message from standard input (≈ sendmail(1) + pickup(8)).
 
-The message goes straight into the queue through the same QueueFile the
-SMTP server uses, so it is as durable as mail received over SMTP.
+The message goes through the same cleanup as mail received over SMTP
+(:mod:`postbus.cleanup`: the sender and recipients qualified with
+``@$myorigin``, canonical maps, masquerading, virtual aliases; headers
+rewritten in the local context, or the remote one with ``-G``;
+message_drop_headers such as Bcc: removed; missing Message-Id:, Date: and
+From: added), then straight into the queue through the same queue file
+the SMTP server uses, so it is as durable as mail received over SMTP.
 Recipients come from the command line, or from To:/Cc:/Bcc: with ``-t``.
+When cleanup cannot finish (a table that cannot answer, an alias expansion
+past its limits) nothing is queued and sendmail exits with EX_TEMPFAIL.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import email.utils
 import getpass
 import logging
 import os
 import sys
-import time
-from email.parser import BytesHeaderParser
 
+from postbus import tok822_tree
+from postbus.cleanup import Cleanup, CleanupError, Context
+from postbus.cleanup.content import header_lines, split_headers
+from postbus.cleanup.headers import header_opts
 from postbus.config.loader import Config
 from postbus.logging import setup_logging
+from postbus.maps import context as maps_context
 from postbus.queue.admin import open_queue
 from postbus.queue.entry import QueueEntry, Recipient
 
 log = logging.getLogger("postbus.pickup")
 
 EX_USAGE, EX_TEMPFAIL = 64, 75
+EXTRACTED = frozenset({"To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc"})  # -t
 
 
 def read_message(stream: bytes, dot_ends: bool) -> bytes:
@@ -39,57 +49,39 @@ def read_message(stream: bytes, dot_ends: bool) -> bytes:
 
 
 def header_recipients(content: bytes) -> list[str]:
-    headers = BytesHeaderParser().parsebytes(content)
-    fields = headers.get_all("To", []) + headers.get_all("Cc", []) + headers.get_all("Bcc", [])
-    return [addr for _, addr in email.utils.getaddresses(fields) if addr]
-
-
-def strip_bcc(content: bytes) -> bytes:
-    head, sep, body = content.partition(b"\r\n\r\n")
-    kept: list[bytes] = []
-    skipping = False
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                kept.append(line)
+    """The addresses of To:, Cc: and Bcc:, or only of the Resent- ones when there are any
+    (≈ sendmail.c's output_header() for -t): as written, before cleanup."""
+    plain: list[str] = []
+    resent: list[str] | None = None
+    for raw in header_lines(split_headers(content, 1 << 30).block):
+        text = raw.decode("utf-8", "surrogateescape").replace("\r\n", "\n").rstrip("\n")
+        opts = header_opts(text)
+        if opts is None or opts.name not in EXTRACTED:
             continue
-        skipping = line.lower().startswith(b"bcc:")
-        if not skipping:
-            kept.append(line)
-    return b"\r\n".join(kept) + sep + body
+        tree = tok822_tree.parse(text[len(opts.name) + 1 :])
+        found = [tok822_tree.internalize(addr.head) for addr in tok822_tree.addresses(tree)]
+        if opts.resent:
+            resent = (resent or []) + found
+        elif resent is None:
+            plain += found
+    return plain if resent is None else resent
 
 
-def add_missing_headers(content: bytes, sender: str, cfg: Config, queue_hint: str) -> bytes:
-    headers = BytesHeaderParser().parsebytes(content)
-    extra: list[str] = []
-    if headers["From"] is None:
-        extra.append(f"From: {sender}")
-    if headers["Date"] is None:
-        extra.append(f"Date: {email.utils.formatdate(localtime=True)}")
-    if headers["Message-ID"] is None:
-        stamp = time.strftime("%Y%m%d%H%M%S")
-        extra.append(f"Message-Id: <{stamp}.{queue_hint}@{cfg.get('myhostname')}>")
-    if not extra:
-        return content
-    return ("\r\n".join(extra) + "\r\n").encode() + content
-
-
-async def submit(cfg: Config, sender: str, recipients: list[str], content: bytes) -> str:
+async def submit(cfg: Config, sender: str, recipients: list[str], content: bytes,
+                 context: Context | None = "local") -> str:
+    """Cleanup, then the queue; raises CleanupError when the message must not be queued."""
+    entry = QueueEntry(queue_id="", sender=sender,
+                       recipients=[Recipient(address) for address in recipients],
+                       client_name="localhost", client_addr="127.0.0.1", protocol="sendmail")
+    maps_context.configure(cfg.get("postbus_redis_url"))
+    try:
+        cleanup = Cleanup(cfg)
+        build = await cleanup.message(entry, content, context=context, mapping=cleanup.mapping)
+    finally:
+        await maps_context.aclose()
     async with open_queue(cfg, "sendmail") as store:
-        entry = QueueEntry(
-            queue_id="",
-            sender=sender,
-            recipients=[Recipient(address=r, orig_rcpt=r) for r in recipients],
-            client_name="localhost",
-            client_addr="127.0.0.1",
-            protocol="sendmail",
-        )
-        return await store.queue.enqueue(entry, content, cfg.bool("enable_long_queue_ids"))
-
-
-def qualify(address: str, cfg: Config) -> str:
-    """Bare user names get @$myorigin appended, as Postfix's cleanup does."""
-    return address if "@" in address or not address else f"{address}@{cfg.get('myorigin')}"
+        return await store.queue.enqueue(entry, b"", cfg.bool("enable_long_queue_ids"),
+                                         build=build)
 
 
 def main(argv: list[str]) -> int:
@@ -98,6 +90,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("-f", "-r", dest="sender")
     parser.add_argument("-F", dest="full_name")
     parser.add_argument("-t", action="store_true", help="recipients from the headers")
+    parser.add_argument("-G", action="store_true", dest="gateway",
+                        help="gateway submission: headers in the remote rewriting context")
     parser.add_argument("-i", "-oi", action="store_true", dest="ignore_dots")
     parser.add_argument("-o", action="append", default=[], help="ignored sendmail options")
     parser.add_argument("-B", "-N", "-R", "-V", "-X", dest="ignored", action="append")
@@ -108,17 +102,22 @@ def main(argv: list[str]) -> int:
                   maillog_file=cfg.get("maillog_file"))
     content = read_message(sys.stdin.buffer.read(), dot_ends=not args.ignore_dots)
     user = getpass.getuser()
-    sender = qualify(args.sender if args.sender is not None else user, cfg)
-    recipients = [qualify(r, cfg) for r in args.recipients]
+    sender = args.sender if args.sender is not None else user
+    recipients = list(args.recipients)
     if args.t:
-        recipients += [qualify(r, cfg) for r in header_recipients(content)]
-        content = strip_bcc(content)
+        recipients += header_recipients(content)
     if not recipients:
         print("sendmail: fatal: no recipients specified", file=sys.stderr)
         return EX_USAGE
-    content = add_missing_headers(content, sender, cfg, str(os.getpid()))
+    context: Context | None = "local"
+    if args.gateway:
+        context = Cleanup(cfg).header_context(local=False)
     try:
-        qid = asyncio.run(submit(cfg, sender, recipients, content))
+        qid = asyncio.run(submit(cfg, sender, recipients, content, context))
+    except CleanupError as exc:
+        print(f"sendmail: fatal: message not accepted, try again later: {exc.reply}",
+              file=sys.stderr)
+        return EX_TEMPFAIL
     except (OSError, TimeoutError) as exc:
         print(f"sendmail: fatal: cannot queue the message: {exc}", file=sys.stderr)
         return EX_TEMPFAIL

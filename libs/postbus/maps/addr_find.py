@@ -8,8 +8,11 @@ against *every* table of the Maps before the next key is tried (maps_find).
 see the full address.  A TableRetry from any table stops the search and
 propagates; the caller answers 451 4.3.0 / defers.
 
-Addresses are looked up as given (Postfix queries the external, quoted form
-first; pass that form when the local part needs quoting).
+The address is given in internal (unquoted) form; ``query`` says in which
+form the address keys (not ``@domain`` nor domain keys) are asked
+(≈ MA_FORM_*): "internal" as given, "external" quoted (``"a b"@domain``),
+"external_first" quoted, then as given when that differs (what
+mail_addr_find() does for relocated_maps and smtpd's recipient tables).
 
 Virtual and canonical (virtual(5), canonical(5)) — :func:`find_virtual`::
 
@@ -56,9 +59,12 @@ import enum
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from postbus.maps.maps import Maps
+from postbus.tok822 import quote_822_local
+
+Query = Literal["internal", "external", "external_first"]
 
 __all__ = [
     "Found",
@@ -166,16 +172,32 @@ def propagate_extension(address: str, extension: str | None) -> str:
     return local + extension + at + domain if at else address + extension
 
 
+async def _find_addr(
+    maps: Maps, key: str, query: Query, *, partial: bool = False, with_domain: bool = True
+) -> str | None:
+    """One address key in the query form (≈ find_addr())."""
+    if query == "internal":
+        return await maps.find(key, partial=partial)
+    quoted = quote_822_local(key, bare=not with_domain)
+    value = await maps.find(quoted, partial=partial)
+    if value is None and query == "external_first" and quoted != key:
+        value = await maps.find(key, partial=partial)
+    return value
+
+
 async def _find_local(
-    maps: Maps, full: str, bare: str | None, saved_ext: str | None, with_at: bool
+    maps: Maps, full: str, bare: str | None, saved_ext: str | None, with_at: bool,
+    query: Query,
 ) -> Found | None:
     """``user+ext`` then ``user`` (or with a trailing ``@``) (≈ find_local())."""
     tail = "@" if with_at else ""
-    value = await maps.find(full[: full.rfind("@")] + tail, partial=True)
+    value = await _find_addr(maps, full[: full.rfind("@")] + tail, query, partial=True,
+                             with_domain=with_at)
     if value is not None:
         return Found(value)
     if bare is not None:
-        value = await maps.find(bare[: bare.rfind("@")] + tail, partial=True)
+        value = await _find_addr(maps, bare[: bare.rfind("@")] + tail, query, partial=True,
+                                 with_domain=with_at)
         if value is not None:
             return Found(value, saved_ext)
     return None
@@ -189,6 +211,7 @@ async def mail_addr_find(
     recipient_delimiter: str = "",
     is_local: Callable[[str], bool] | None = None,
     rules: ExtensionRules = _DEFAULT_RULES,
+    query: Query = "internal",
 ) -> Found | None:
     """Search ``maps`` for ``address`` and keys derived from it, in Postfix's order.
 
@@ -203,9 +226,13 @@ async def mail_addr_find(
         if stripped is not None:
             bare, saved_ext = stripped
     found: Found | None = None
-    if Strategy.FULL in strategy and (value := await maps.find(address)) is not None:
+    if Strategy.FULL in strategy and (
+        value := await _find_addr(maps, address, query)
+    ) is not None:
         return Found(value)
-    if bare is not None and (value := await maps.find(bare, partial=True)) is not None:
+    if bare is not None and (
+        value := await _find_addr(maps, bare, query, partial=True)
+    ) is not None:
         return Found(value, saved_ext)
     at = address.rfind("@")
     if at < 0:
@@ -215,9 +242,9 @@ async def mail_addr_find(
         is_local is not None and is_local(domain)
     ):
         if Strategy.LOCALPART_IF_LOCAL in strategy:
-            found = await _find_local(maps, address, bare, saved_ext, with_at=False)
+            found = await _find_local(maps, address, bare, saved_ext, False, query)
         if found is None and Strategy.LOCALPART_AT_IF_LOCAL in strategy:
-            found = await _find_local(maps, address, bare, saved_ext, with_at=True)
+            found = await _find_local(maps, address, bare, saved_ext, True, query)
         if found is not None:
             return found
     if Strategy.AT_DOMAIN in strategy and (
@@ -234,7 +261,7 @@ async def mail_addr_find(
                 break
             name = name[nxt:] if Strategy.PDDMDS in strategy else name[nxt + 1 :]
     if Strategy.LOCALPART_AT in strategy:
-        return await _find_local(maps, address, bare, saved_ext, with_at=True)
+        return await _find_local(maps, address, bare, saved_ext, True, query)
     return None
 
 

@@ -1,12 +1,15 @@
 """The local and virtual delivery agents (≈ Postfix local(8) and virtual(8)).
 
 The master.cf command of the service (``local`` or ``virtual``) picks the
-behaviour; aliases to remote addresses are re-queued through the queue.
+behaviour; aliases to remote addresses are re-queued through the queue, by
+way of cleanup (canonical maps, virtual aliases, header rewriting: as
+Postfix's local(8) forwards through cleanup(8)).
 """
 
 from __future__ import annotations
 
 from delivery_local.local import LocalAgent, prepare_spool
+from postbus.cleanup import Cleanup
 from postbus.config.loader import Config
 from postbus.delivery import Stats, serve_jobs
 from postbus.queue.entry import DeliveryJob, QueueEntry, RcptResult
@@ -21,8 +24,13 @@ def is_virtual(ctx: ServiceContext) -> bool:
 
 
 async def main(ctx: ServiceContext) -> None:
+    cleanups = [Cleanup(ctx.cfg)]
+
     async def reinject(entry: QueueEntry, content: bytes) -> str:
-        return await ctx.queue.enqueue(entry, content)
+        """Queue a forwarded copy (LF lines) through cleanup; CleanupError: nothing queued."""
+        build = await cleanups[0].message(entry, content.replace(b"\n", b"\r\n"))
+        return await ctx.queue.enqueue(entry, b"", ctx.cfg.bool("enable_long_queue_ids"),
+                                       build=build)
 
     if not is_virtual(ctx):
         prepare_spool(ctx.cfg)
@@ -33,6 +41,7 @@ async def main(ctx: ServiceContext) -> None:
         if not is_virtual(ctx):
             prepare_spool(cfg)
         agents[0] = LocalAgent(cfg, ctx.service, virtual=is_virtual(ctx), reinject=reinject)
+        cleanups[0] = Cleanup(cfg)
 
     async def deliver(job: DeliveryJob, content: bytes, stats: Stats) -> list[RcptResult]:
         return await agents[0].deliver(job, content, stats)

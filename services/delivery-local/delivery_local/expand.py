@@ -29,6 +29,7 @@ from delivery_local.names import printable, valid_name
 from delivery_local.privs import AGENT, ConfigProblem, Rights, default_rights, is_root
 from delivery_local.state import State
 from delivery_local.store import Destination, config_error, store
+from postbus.cleanup import CleanupError
 from postbus.config.loader import Config
 from postbus.delivery import Outcome
 from postbus.maps.addr_find import split_extension
@@ -204,5 +205,8 @@ class AliasExpander:
             protocol="local",
         )
         data = f"Delivered-To: {address.lower()}\n".encode("utf-8", "surrogateescape") + state.text
-        qid = await self.reinject(entry, data)
+        try:
+            qid = await self.reinject(entry, data)
+        except CleanupError as exc:
+            return Outcome("deferred", exc.reply[4:9], f"cannot forward: {exc.reply[10:]}")
         return Outcome("sent", "2.0.0", f"forwarded as {qid}")

@@ -92,12 +92,13 @@ class LocalAgent:
         self.delimiter = cfg.get("recipient_delimiter")
         self.resolution = cfg.int("delay_logging_resolution_limit")
         self.strict = cfg.bool("strict_mailbox_ownership")
+        self.original_to = cfg.bool("enable_original_recipient")
 
     async def deliver(self, job: DeliveryJob, content: bytes, stats: Stats) -> list[RcptResult]:
         text = unix_text(content)
         results: list[RcptResult] = []
         for index, rcpt in zip(job.indexes, job.recipients, strict=True):
-            state = State(job, text, rcpt)
+            state = State(job, text, rcpt, original_to=self.original_to)
             try:
                 if self.virtual is not None:
                     await self._virtual(state, self.virtual)

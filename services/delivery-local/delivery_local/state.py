@@ -16,6 +16,7 @@ class State:
     rcpt: Recipient
     leaves: list[tuple[str, Outcome]] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)  # targets already done (≈ been_here)
+    original_to: bool = True  # enable_original_recipient: write X-Original-To:
 
     def done(self, address: str, outcome: Outcome) -> None:
         self.leaves.append((address, outcome))
@@ -28,4 +29,5 @@ class State:
 
     def headers(self, address: str) -> bytes:
         """``Return-Path:``, ``X-Original-To:``, ``Delivered-To: address``."""
-        return header_lines(self.job.sender, self.rcpt.orig_rcpt or self.rcpt.address, address)
+        original = (self.rcpt.orig_rcpt or self.rcpt.address) if self.original_to else ""
+        return header_lines(self.job.sender, original, address)

@@ -25,13 +25,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
+from postbus.cleanup.api import receive_overrides
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.maps.addr_find import (
     find_access,
     find_client_access,
     find_domain_access,
-    find_virtual,
 )
 from postbus.maps.maps import Maps, open_maps, table_specs
 from postbus.maps.table import Table, TableRetry, fold_key
@@ -171,10 +171,16 @@ class Policy:
         self.null_key = cfg.get("smtpd_null_access_lookup_key")
         self.resolver = Resolver(cfg)
         self.unlisted = cfg.bool("smtpd_reject_unlisted_recipient")
+        # receive_override_options = no_unknown_recipient_checks turns the table check off
+        self.rcpt_checks = "no_unknown_recipient_checks" not in receive_overrides(cfg)
         self.local_maps = _open_recipient_maps(
             cfg.get("local_recipient_maps"), "local_recipient_maps"
         )
-        self.alias_maps = open_maps(cfg.get("virtual_alias_maps"), "virtual_alias_maps")
+        # addresses that cleanup will rewrite count as listed (≈ check_rcpt_maps())
+        self.rewrite_maps = [
+            open_maps(cfg.get(param), param)
+            for param in ("recipient_canonical_maps", "canonical_maps", "virtual_alias_maps")
+        ]
         self.mailbox_maps = open_maps(cfg.get("virtual_mailbox_maps"), "virtual_mailbox_maps")
         self.relay_maps = open_maps(cfg.get("relay_recipient_maps"), "relay_recipient_maps")
 
@@ -184,10 +190,12 @@ class Policy:
         return await self.resolver.in_mynetworks(addr)
 
     async def resolve(self, state: CheckState, address: str) -> ResolveReply:
-        """The resolver's answer for ``address`` (≈ smtpd_resolve_addr(), cached per command)."""
+        """The resolver's answer for ``address`` in mail from the transaction's sender
+        (≈ smtpd_resolve_addr(), cached per command)."""
         reply = state.resolved.get(address)
         if reply is None:
-            reply = state.resolved[address] = await self.resolver.resolve(address)
+            reply = state.resolved[address] = await self.resolver.resolve(
+                address, state.sender or "")
         return reply
 
     async def auth_destination(self, state: CheckState) -> bool:
@@ -239,11 +247,13 @@ class Policy:
     async def check_unlisted(self, state: CheckState) -> str | None:
         """reject_unlisted_recipient (≈ check_rcpt_maps()): the address must exist in
         its class's table; the error and retry transports reject at once."""
+        if not self.rcpt_checks:
+            return None
         address = state.recipient
         reply = await self.resolve(state, address)
-        key = quote_local(reply.recipient)
-        if await self.alias_maps.find(key) is not None:
-            return None
+        for rewrite in self.rewrite_maps:
+            if rewrite and await self.resolver.find(rewrite, reply.recipient) is not None:
+                return None
         if reply.transport in ("error", "retry"):
             soft = reply.transport == "retry"
             dsn, text = _dsn_split(reply.nexthop, "4.1.1" if soft else "5.1.1")
@@ -270,10 +280,7 @@ class Policy:
         local = reply.address_class is AddressClass.LOCAL
         if local and self._mail_system_name(reply.recipient):
             return None
-        found = await find_virtual(
-            maps, key, recipient_delimiter=self.delimiter, is_local=lambda _domain: local
-        )
-        if found is not None:
+        if await self.resolver.find(maps, reply.recipient) is not None:
             return None
         return r.USER_UNKNOWN.format(code=self.cfg.int(code_param), address=address, table=table)
 

@@ -26,6 +26,7 @@ from ingress_smtpd.connection import Connection
 from ingress_smtpd.restrictions import Policy
 from ingress_smtpd.session import QueueWriter, Session
 from postbus import metrics
+from postbus.cleanup import Cleanup
 from postbus.config.conv import ConfigError, split_list
 from postbus.config.loader import Config
 from postbus.params import PARAMS
@@ -124,7 +125,8 @@ class SmtpServer:
         running finish with the settings they started with. Raises
         ConfigError, leaving the old settings in place, when it is unusable."""
         settings, policy = Settings.from_config(cfg), Policy(cfg)
-        self.cfg, self.settings, self.policy = cfg, settings, policy
+        cleanup = Cleanup(cfg, policy.resolver)
+        self.cfg, self.settings, self.policy, self.cleanup = cfg, settings, policy, cleanup
         self._rewrite = cfg.list("local_header_rewrite_clients")
 
     async def start(self, host: str, port: int) -> list[tuple[str, int]]:
@@ -198,10 +200,9 @@ class SmtpServer:
             pass
         return "unknown"
 
-    async def rewrites_headers(self, addr: str) -> bool:
-        """local_header_rewrite_clients / always_add_missing_headers for this client."""
-        if self.settings.always_add_headers:
-            return True
+    async def local_client(self, addr: str) -> bool:
+        """The client is in local_header_rewrite_clients: its headers are rewritten
+        in the local context (≈ smtpd_check_rewrite())."""
         for word in self._rewrite:
             if word == "permit_mynetworks" and await self.policy.in_mynetworks(addr):
                 return True

@@ -24,6 +24,8 @@ from ingress_smtpd.cleanup import Message, unstuff
 from ingress_smtpd.connection import Connection
 from ingress_smtpd.restrictions import CheckState
 from postbus import metrics
+from postbus.cleanup import CleanupError, Context
+from postbus.cleanup.status import WRITE_ERROR
 from postbus.maps.table import TableRetry
 from postbus.queue.entry import QueueEntry
 from postbus.smtp import replies as r
@@ -74,7 +76,8 @@ class Session:
         self.junk = 0
         self.counts: dict[str, list[int]] = {}
         self.pipelining_logged = False
-        self.rewrite_headers = False
+        self.header_context: Context | None = None
+        self.add_missing = False
         self.reset()
 
     def reset(self) -> None:
@@ -107,7 +110,9 @@ class Session:
     async def run(self) -> None:
         conn = self.conn
         log.info("connect from %s", self.namaddr)
-        self.rewrite_headers = await self.server.rewrites_headers(self.client_addr)
+        local = await self.server.local_client(self.client_addr)
+        self.header_context = self.server.cleanup.header_context(local)
+        self.add_missing = self.header_context is not None or self.s.always_add_headers
         conn.write(r.BANNER.format(banner=self.s.banner))
         try:
             while True:
@@ -340,8 +345,19 @@ class Session:
             content=unstuff(raw), client_name=self.client_name, client_addr=self.client_addr,
             helo=self.helo, protocol=self.protocol, myhostname=s.myhostname,
             mail_name=s.mail_name, header_size_limit=s.header_size_limit,
-            add_missing=self.rewrite_headers,
+            add_missing=self.add_missing, long_queue_ids=s.long_queue_ids,
         )
+        try:
+            cleanup = self.server.cleanup
+            await message.rewrite(cleanup.begin(context=self.header_context,
+                                                mapping=cleanup.mapping))
+        except CleanupError as exc:
+            await self.reply(exc.reply)
+            return False
+        except Exception:  # a bug must not cost the message silently, nor the session
+            log.error("cleanup of a message from %s failed", self.namaddr, exc_info=True)
+            await self.reply(WRITE_ERROR)
+            return False
         entry = message.entry()
         started = time.perf_counter()
         try:

@@ -64,9 +64,9 @@ class RouteResolver:
         self.resolver = Resolver(cfg)
         self.double_bounce = cfg.get("double_bounce_sender").lower()
 
-    async def route(self, address: str) -> Route:
+    async def route(self, address: str, sender: str = "") -> Route:
         try:
-            reply = await self.resolver.resolve(address)
+            reply = await self.resolver.resolve(address, sender)
         except TableRetry as exc:
             return resolver_failure(str(exc))
         if reply.error:

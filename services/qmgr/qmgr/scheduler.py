@@ -39,7 +39,7 @@ class Scheduler:
         """Resolve every open recipient and mark it active (a job will carry it) or
         settle it (error:, discard:, retry:); returns those the qmgr settled."""
         routes = {
-            i: await self.resolver.route(r.address)
+            i: await self.resolver.route(r.address, entry.sender)
             for i, r in enumerate(entry.recipients)
             if r.state in OPEN_STATES
         }

@@ -54,12 +54,12 @@ class Bus:
         self,
         transport: str,
         nexthop: str,
-        recipients: list[str],
+        recipients: list[str] | list[Recipient],
         content: bytes = MESSAGE,
         sender: str = "alice@postbus.test",
     ) -> DeliveryJob:
         """Queue the content and hand out one delivery job, as the qmgr would."""
-        rcpts = [Recipient(r) for r in recipients]
+        rcpts = [r if isinstance(r, Recipient) else Recipient(r) for r in recipients]
         qid = await self.store.queue.enqueue(QueueEntry("", sender, rcpts), content)
         now = time.time()
         got = await self.store.queue.get(qid)

@@ -11,6 +11,7 @@ import pytest
 
 from delivery_local.__main__ import main
 from postbus.bus import subjects as s
+from postbus.queue.entry import Recipient
 
 from .conftest import MESSAGE, Bus, RunAgent
 from .localfs import MAIL_OWNER, ROOT, VIRTUAL_ID, give, mailroot, owner_of
@@ -71,6 +72,19 @@ async def test_maildir_gets_return_path_and_delivered_to(
     line = next(r.getMessage() for r in caplog.records if job.queue_id in r.getMessage())
     assert line.startswith(f"{job.queue_id}: to=<Bob@postbus.test>, relay=local, delay=")
     assert line.endswith(", dsn=2.0.0, status=sent (delivered to maildir)")
+
+
+async def test_no_original_to_without_enable_original_recipient(
+    bus: Bus, run_agent: RunAgent, mailroot: Path
+) -> None:
+    await run_agent(main, "local", _settings(mailroot, enable_original_recipient="no"))
+    job = await bus.submit("local", "mail.postbus.test",
+                           [Recipient("Bob@postbus.test", orig_rcpt="team@postbus.test")])
+    [result] = (await bus.status(job.queue_id)).results
+    assert result.status == "sent"
+    [path] = list((mailroot / "mail" / "bob" / "new").iterdir())
+    assert path.read_bytes().startswith(
+        b"Return-Path: <alice@postbus.test>\nDelivered-To: bob@postbus.test\nReceived: ")
 
 
 async def test_mbox_spool(bus: Bus, run_agent: RunAgent, mailroot: Path) -> None:
@@ -143,7 +157,9 @@ async def test_aliases_expand_to_users_files_commands_and_addresses(
     got = await bus.store.queue.get(new_qid)
     assert got is not None and got[0].recipients[0].address == "friend@remote.test"
     content = await bus.store.queue.content(new_qid)
-    assert content.startswith(b"Delivered-To: team+x@postbus.test\nReceived: ")
+    # queued through cleanup, with CRLF lines as every queued message has
+    assert content.startswith(b"Delivered-To: team+x@postbus.test\r\nReceived: ")
+    assert b"\n" not in content.replace(b"\r\n", b"")
 
 
 async def test_commands_restricted_and_loops_detected(

@@ -1,0 +1,254 @@
+"""cleanup's address processing for one message (≈ cleanup_addr.c, cleanup_out_recipient.c).
+
+:class:`Cleanup` is read once from the configuration; :meth:`Cleanup.begin`
+gives a :class:`CleanupState` for one message, which every way into the
+queue uses alike (smtpd, ``postbus sendmail``, bounces, forwarded mail):
+
+* :meth:`CleanupState.sender`: the envelope sender in the local rewriting
+  context (``user`` gets ``@$myorigin``), ``MAILER-DAEMON@$myorigin``
+  becomes the null sender, then sender and common canonical maps and
+  masquerading (envelope_sender class);
+* :meth:`CleanupState.recipient`: the same for a recipient (an empty one
+  is empty_address_recipient), then virtual alias expansion; each
+  resulting recipient is queued once (duplicates dropped: with
+  enable_original_recipient, only those that also share the original
+  recipient and DSN attributes). The original address stays with each
+  result (``Recipient.orig_rcpt``: the DSN's Original-Recipient and
+  local delivery's X-Original-To);
+* :meth:`CleanupState.header`: one address header rewritten
+  (:mod:`postbus.cleanup.headers`);
+* :meth:`CleanupState.finish`: raises :class:`CleanupError` when anything
+  failed, so that nothing half-rewritten is queued.
+
+:meth:`Cleanup.message` does all of it for a whole message from inside
+the mail system (``postbus sendmail``, a bounce, a forwarded copy), and
+gives back the content to queue once the queue ID is known.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from postbus.cleanup.canonical import Canonical, Classes
+from postbus.cleanup.content import Headers, header_lines, join, missing_headers, split_headers
+from postbus.cleanup.headers import ADDRESS_HEADERS, HeaderRewriter, header_opts, output_lines
+from postbus.cleanup.masquerade import Masquerade
+from postbus.cleanup.status import Status
+from postbus.cleanup.virtual import VirtualAliases
+from postbus.config.conv import ConfigError
+from postbus.config.loader import Config
+from postbus.queue.entry import QueueEntry, Recipient
+from postbus.resolve import Resolver
+from postbus.rewrite import RewriteRules
+
+Context = Literal["local", "remote"]
+
+#: receive_override_options words (≈ input_transp.c); header/body checks and milters
+#: do not exist in Postbus yet, so turning them off changes nothing
+OVERRIDE_OPTIONS = frozenset({"no_unknown_recipient_checks", "no_address_mappings",
+                              "no_header_body_checks", "no_milters"})
+
+
+def receive_overrides(cfg: Config) -> frozenset[str]:
+    """receive_override_options, checked (≈ input_transp_mask())."""
+    words = frozenset(w.lower() for w in cfg.list("receive_override_options"))
+    unknown = sorted(words - OVERRIDE_OPTIONS)
+    if unknown:
+        raise ConfigError(f'unknown receive_override_options value "{unknown[0]}"',
+                          parameter="receive_override_options")
+    return words
+
+#: duplicate_filter_limit's default: recipients remembered for duplicate elimination
+DUPLICATE_FILTER_LIMIT = 1000
+
+
+class Cleanup:
+    """The rewriting configuration shared by every message."""
+
+    def __init__(self, cfg: Config, resolver: Resolver | None = None) -> None:
+        self.resolver = resolver if resolver is not None else Resolver(cfg)
+        self.rules = RewriteRules.local(cfg)
+        self.canonical = Canonical(cfg, self.resolver)
+        self.masquerade = Masquerade(cfg)
+        self.virtual = VirtualAliases(cfg, self.resolver)
+        self.enable_orcpt = cfg.bool("enable_original_recipient")
+        self.empty_address = cfg.get("empty_address_recipient")
+        self.mailer_daemon = self.rules.internal("MAILER-DAEMON").casefold()
+        self.myhostname = cfg.get("myhostname")
+        self.header_size_limit = cfg.size("header_size_limit")
+        self.long_queue_ids = cfg.bool("enable_long_queue_ids")
+        # receive_override_options = no_address_mappings, for smtpd and sendmail (pickup)
+        self.mapping = "no_address_mappings" not in receive_overrides(cfg)
+        self.drop = frozenset(w.lower() for w in cfg.list("message_drop_headers"))
+        # the headers cleanup may change, to leave a block without any alone quickly
+        names = "|".join(re.escape(n) for n in sorted(self.drop))
+        self._touched = re.compile(rf"^(?:{names})[ \t]*:".encode(), re.M | re.I) \
+            if names else None
+        limit = cfg.int("header_address_token_limit")
+        remote = RewriteRules.remote(cfg)
+        self.headers: dict[Context, HeaderRewriter] = {
+            "local": HeaderRewriter(self.rules, self.canonical, self.masquerade, limit)}
+        if remote is not None:
+            self.headers["remote"] = HeaderRewriter(remote, self.canonical, self.masquerade,
+                                                    limit)
+
+    def header_context(self, local: bool) -> Context | None:
+        """The header rewriting context of a client in local_header_rewrite_clients
+        or not: None when remote_header_rewrite_domain is empty (≈ cleanup_envelope.c)."""
+        if local:
+            return "local"
+        return "remote" if "remote" in self.headers else None
+
+    def begin(self, *, queue_id: str = "NOQUEUE", context: Context | None = "local",
+              mapping: bool = True) -> CleanupState:
+        """A new message; ``mapping`` False skips canonical, masquerade and virtual
+        (mail from inside the mail system always maps; smtpd and sendmail pass
+        :attr:`mapping`, which receive_override_options may turn off)."""
+        return CleanupState(self, Status(queue_id), context, mapping)
+
+    async def message(self, entry: QueueEntry, content: bytes, *,
+                      context: Context | None = "local",
+                      mapping: bool = True) -> Callable[[str], bytes]:
+        """Rewrite ``entry`` (sender; recipients, each keeping its orig_rcpt and NOTIFY)
+        and the header block of ``content`` (CRLF lines); return the function that
+        makes the content to queue once the queue ID is drawn (missing headers
+        added, ``entry.message_id`` set). Raises CleanupError: then queue nothing."""
+        state = self.begin(context=context, mapping=mapping)
+        entry.sender = await state.sender(entry.sender)
+        for rcpt in entry.recipients:
+            await state.recipient(rcpt.address, orcpt=rcpt.orig_rcpt, notify=rcpt.notify)
+        headers = split_headers(content, self.header_size_limit)
+        headers.block = await state.header_block(headers.block, self.header_size_limit)
+        state.finish()
+        entry.recipients = state.recipients
+        arrival = entry.arrival_time or time.time()
+        return _Builder(self, entry, headers, arrival)
+
+
+@dataclass
+class _Builder:
+    """The content of a cleaned message, made when its queue ID is known."""
+
+    cleanup: Cleanup
+    entry: QueueEntry
+    headers: Headers
+    arrival: float
+
+    def __call__(self, queue_id: str) -> bytes:
+        added, self.entry.message_id = missing_headers(
+            self.headers, self.entry.sender, queue_id, myhostname=self.cleanup.myhostname,
+            arrival=self.arrival, long_queue_ids=self.cleanup.long_queue_ids)
+        return join(self.headers, added)
+
+
+class CleanupState:
+    """One message going through cleanup."""
+
+    def __init__(self, cleanup: Cleanup, status: Status, context: Context | None,
+                 mapping: bool) -> None:
+        self.cleanup = cleanup
+        self.status = status
+        self.context = context
+        self.mapping = mapping
+        self.recipients: list[Recipient] = []
+        self._dups: set[tuple[str, ...]] = set()
+
+    async def sender(self, address: str) -> str:
+        """The envelope sender as queued (≈ cleanup_addr_sender())."""
+        c = self.cleanup
+        clean = c.rules.internal(address)
+        if clean.casefold().startswith("mailer-daemon@") and clean.casefold() == c.mailer_daemon:
+            clean = ""
+        if self.mapping:
+            if c.canonical:
+                clean = await c.canonical.internal(self.status, clean, Classes.ENV_FROM)
+            if c.masquerade.applies(Classes.ENV_FROM):
+                clean = await c.masquerade.internal(self.status, clean)
+        return clean
+
+    async def recipient(self, address: str, *, orcpt: str = "", notify: str = "") -> None:
+        """Add an envelope recipient, rewritten and expanded
+        (≈ cleanup_addr_recipient() and cleanup_out_recipient())."""
+        c = self.cleanup
+        clean = c.rules.internal(address or c.empty_address)
+        if self.mapping:
+            if c.canonical:
+                clean = await c.canonical.internal(self.status, clean, Classes.ENV_RCPT)
+            if c.masquerade.applies(Classes.ENV_RCPT):
+                clean = await c.masquerade.internal(self.status, clean)
+        # duplicates are judged by the DSN original recipient (the client's ORCPT, else
+        # the cleaned address), NOTIFY and the address as received, as Postfix does
+        dsn_orcpt = orcpt or clean
+        original = orcpt or address  # what the DSN and X-Original-To name
+        if not self.mapping or not c.virtual:
+            self._add((dsn_orcpt, notify, address), original, notify, clean)
+            return
+        expanded = await c.virtual.expand(self.status, clean)
+        if "SUCCESS" in notify.upper().split(",") and (len(expanded) > 1
+                                                       or expanded[0] != clean):
+            # RFC 3461 option (b): the expansion gets NOTIFY without SUCCESS
+            kept = [w for w in notify.split(",") if w.upper() != "SUCCESS"]
+            notify = ",".join(kept) or "NEVER"
+        for each in expanded:
+            self._add((dsn_orcpt, notify, address), original, notify, each)
+
+    def _add(self, attrs: tuple[str, str, str], original: str, notify: str,
+             address: str) -> None:
+        """Queue a recipient unless it is a duplicate (≈ been_here(), folded)."""
+        fields = (*attrs, address) if self.cleanup.enable_orcpt else (address,)
+        key = tuple(k.casefold() for k in fields)
+        if key in self._dups:
+            return
+        if len(self._dups) < DUPLICATE_FILTER_LIMIT:
+            self._dups.add(key)
+        self.recipients.append(Recipient(address, orig_rcpt=original, notify=notify))
+
+    async def header(self, header: str) -> str | None:
+        """An address header with its addresses rewritten, None when it is not one or
+        nothing changed. ``header`` is ``Name: value`` with continuation lines
+        joined by ``\\n``."""
+        if self.context is None:
+            return None
+        opts = header_opts(header)
+        if opts is None or not (opts.sender or opts.recipient):
+            return None
+        return await self.cleanup.headers[self.context].rewrite(
+            self.status, header, opts, self.mapping)
+
+    async def header_block(self, block: bytes, size_limit: int) -> bytes:
+        """A CRLF header block as cleanup passes it on: message_drop_headers removed
+        (Bcc:, Return-Path:, ...), address headers rewritten; other headers, and
+        address headers that do not change, stay byte for byte."""
+        drop = self.cleanup.drop
+        touched = self.cleanup._touched
+        if self.context is None and (touched is None or not touched.search(block)):
+            return block
+        out: list[bytes] = []
+        changed = False
+        for raw in header_lines(block):
+            name = raw[: raw.find(b":")].rstrip(b" \t").lower()
+            text = name.decode("ascii", "replace")
+            if text in drop:
+                changed = True
+                continue
+            new = None
+            if self.context is not None and name in ADDRESS_HEADERS:
+                header = raw.decode("utf-8", "surrogateescape").replace("\r\n", "\n")
+                new = await self.header(header.removesuffix("\n"))
+            if new is None:
+                out.append(raw)
+            else:
+                changed = True
+                lines = output_lines(new, size_limit)
+                out.append("".join(f"{line}\r\n" for line in lines).encode(
+                    "utf-8", "surrogateescape"))
+        return b"".join(out) if changed else block
+
+    def finish(self) -> None:
+        """Raise CleanupError when the message must not be queued."""
+        self.status.check()
+
