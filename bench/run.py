@@ -100,6 +100,7 @@ def run_postbus(root: Path, args: argparse.Namespace, sink_port: int) -> dict[st
     system = MailSystem(root, {
         "relayhost": f"[127.0.0.1]:{sink_port}",
         "maillog_file": str(root / "maillog"),
+        **dict(x.split("=", 1) for x in os.environ.get("BENCH_MAIN_CF", "").split(";") if x),
     }).start()
     try:
         t0 = time.monotonic()

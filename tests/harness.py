@@ -159,6 +159,7 @@ class MailSystem:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
         self.nats.stop()
         self.redis.stop()
         if self.mailroot is not None:

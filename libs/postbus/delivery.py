@@ -4,9 +4,9 @@ A delivery agent takes a :class:`DeliveryJob` off the bus, reads the
 content, delivers it and answers with one :class:`DeliveryStatus`. This
 module holds the parts that must look the same whichever agent did the
 work: the ``to=<...>, relay=..., delay=..., delays=a/b/c/d, dsn=...,
-status=...`` log line, the delivery metrics, the reading of an SMTP reply
-into status and enhanced status code, and the job loop itself
-(:func:`serve_jobs`), so that each agent only writes ``deliver``.
+status=...`` log line, the delivery metrics, and the reading of an SMTP
+reply into status and enhanced status code. The job loop itself is
+:mod:`postbus.job_loop`, so that each agent only writes ``deliver``.
 """
 
 from __future__ import annotations
@@ -14,36 +14,20 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
-
-from postbus import events, metrics
-from postbus.bus.consumer import consume, keep_alive
-from postbus.bus.subjects import WORK_STREAM, deliver_consumer, deliver_filter
-from postbus.queue.entry import CodecError, DeliveryJob, DeliveryStatus, RcptResult, Recipient
-from postbus.queue.file import QueueFile
-from postbus.queue.work import WorkBus
-from postbus.service import ServiceContext
+from postbus import metrics
+from postbus.queue.entry import DeliveryJob, Recipient
 
 log = logging.getLogger("postbus.delivery")
 
 Status = Literal["sent", "deferred", "bounced"]
 
-#: What a job's recipients get when its agent cannot handle it (≈ qmgr_deliver.c).
-CRASH_DSN = "4.3.0"
-CRASH_TEXT = "unknown mail transport error"
 
 _DSN_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
 
 
-# -- parameters not (yet) in the registry ---------------------------------------
-
-#: Postfix parameters the delivery agents read that postbus.params does not
-#: list yet, with Postfix's defaults. They move to the registry, then go.
 # -- replies ------------------------------------------------------------------
 
 
@@ -228,119 +212,3 @@ def log_delivery(
     if status != "deferred":
         metrics.delivery_delay.labels(transport, status).observe(delay)
     return line
-
-
-# -- the job loop ---------------------------------------------------------------
-
-Deliver = Callable[[DeliveryJob, bytes, Stats], Awaitable[list[RcptResult]]]
-
-
-async def handle_job(ctx: ServiceContext, msg: Msg, deliver: Deliver) -> None:
-    """One job: check it is still wanted, read content, deliver, report, then ack.
-
-    The report comes before the ack, so a crash anywhere before means the
-    job is handed out again (at least once, never lost). Before connecting,
-    a job that JetStream hands out again (its agent died) or that belongs to
-    an attempt taken up again is dropped when the queue no longer wants it:
-    delivered, deleted, or a later attempt runs (fencing). A job that cannot be decoded raises
-    CodecError: the consumer loop moves it to the corrupt queue.
-    """
-    job = WorkBus.read_job(msg)
-    redelivered = (msg.metadata.num_delivered or 1) > 1
-    if (job.recheck or redelivered) and not await attempt_is_current(ctx.queue, job):
-        log.info("%s: delivery job of attempt %s dropped: the queue no longer wants it",
-                 job.queue_id, job.attempt_id)
-        await msg.ack()
-        return
-    stats = Stats.for_job(job)
-    async with keep_alive(msg, max(1.0, ctx.cfg.time("postbus_ack_wait") / 3)):
-        try:
-            content = await ctx.queue.content(job.queue_id, job.chunks)
-        except NotFoundError:
-            log.warning("%s: message content is gone; dropping delivery job", job.queue_id)
-            await msg.ack()
-            return
-        results = await deliver(job, content, stats)
-        await ctx.work.report(status_of(job, results, stats.site_failure))
-    for result in results:
-        ctx.work.record(outcome_event(job, result))
-    await msg.ack()
-    metrics.bus_messages_processed.labels(deliver_consumer(ctx.service), "ack").inc()
-
-
-def outcome_event(job: DeliveryJob, result: RcptResult) -> events.Event | None:
-    """The delivered, deferred or bounced event of one recipient of a job."""
-    position = job.indexes.index(result.index) if result.index in job.indexes else -1
-    if position < 0:
-        return None
-    rcpt = job.recipients[position]
-    now = time.time()
-    return events.make(
-        {"sent": "delivered"}.get(result.status, result.status), job.queue_id,
-        sender=job.sender, recipient=rcpt.address, orig_recipient=rcpt.orig_rcpt,
-        transport=f"{job.transport}:{job.nexthop}", relay=result.relay, dsn=result.dsn,
-        reason=result.reason, delay=round(max(0.0, now - job.arrival_time), 3),
-        attempt=job.attempt, time=now,
-    )
-
-
-def status_of(
-    job: DeliveryJob, results: list[RcptResult], site_failure: Outcome | None = None
-) -> DeliveryStatus:
-    hop = site_failure if site_failure is not None and site_failure.status == "deferred" else None
-    return DeliveryStatus(job.queue_id, job.attempt, job.transport, job.nexthop, results,
-                          attempt_id=job.attempt_id, token=job.token, whole=job.whole,
-                          destination=job.destination, job=job.key,
-                          hop_dsn=hop.dsn if hop else "", hop_reason=hop.reason if hop else "")
-
-
-async def attempt_is_current(queue: QueueFile, job: DeliveryJob) -> bool:
-    """The message is still queued, this job's attempt is its current one, and the
-    job's recipients still wait for it."""
-    got = await queue.get(job.queue_id)
-    if got is None:
-        return False
-    entry, _ = got
-    if entry.attempt_id != job.attempt_id:
-        return False
-    return any(
-        i < len(entry.recipients) and not entry.recipients[i].final for i in job.indexes
-    )
-
-
-async def report_crash(ctx: ServiceContext, msg: Msg) -> None:
-    """A job that went to the corrupt queue will never report: defer its
-    recipients as Postfix's qmgr does when an agent dies ("4.3.0 unknown mail
-    transport error"), so the message is retried with backoff instead of
-    staying active. An undecodable job names no recipients: nothing to do."""
-    try:
-        job = WorkBus.read_job(msg)
-    except CodecError:
-        return
-    stats = Stats.for_job(job)
-    results = []
-    for index, rcpt in zip(job.indexes, job.recipients, strict=False):
-        log_delivery(job.queue_id, rcpt, "none", stats, CRASH_DSN, "deferred", CRASH_TEXT,
-                     transport=job.transport)
-        results.append(RcptResult(index, "deferred", CRASH_DSN, CRASH_TEXT, "none"))
-    await ctx.work.report(status_of(job, results, Outcome("deferred", CRASH_DSN, CRASH_TEXT)))
-
-
-async def serve_jobs(ctx: ServiceContext, deliver: Deliver, *, concurrency: int = 64) -> None:
-    """Consume ``postbus.deliver.<service>`` until the service stops."""
-
-    async def handler(msg: Msg) -> None:
-        await handle_job(ctx, msg, deliver)
-
-    async def crashed(msg: Msg) -> None:
-        await report_crash(ctx, msg)
-
-    await consume(
-        ctx,
-        stream=WORK_STREAM,
-        subject=deliver_filter(ctx.service),
-        durable=deliver_consumer(ctx.service),
-        handler=handler,
-        concurrency=concurrency,
-        on_poison=crashed,
-    )

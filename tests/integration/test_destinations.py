@@ -11,14 +11,14 @@ import pytest
 
 from postbus.config.loader import Config
 from postbus.maps import context
-from postbus.servers import ServerProcess
-from qmgr.destinations import (
+from postbus.schedule.windows import (
     Destination,
     Feedback,
     Limits,
     Windows,
     destination_name,
 )
+from postbus.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,7 @@ connection belongs to the loop that opened it); :func:`aclose` closes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -132,7 +133,8 @@ def _discard(ctx: MapsContext) -> None:
     ):
         writer = getattr(conn, "_writer", None)
         if writer is not None:
-            writer.transport.abort()
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nothing to stop
+                writer.transport.abort()
             conn._reader = conn._writer = None
 
 

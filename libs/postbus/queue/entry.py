@@ -199,12 +199,6 @@ class DeliveryStatus:
     attempt_id: str = ""
     token: str = ""  # the job's token, handed back so any qmgr can end the attempt
     whole: bool = False  # the job held every recipient of the message
-    destination: str = ""  # the job's destination and key (:attr:`DeliveryJob.key`)
-    job: str = ""
-    # The destination itself failed (no server answered, the session broke):
-    # the scheduler's negative feedback (≈ the hop status of deliver_request).
-    hop_dsn: str = ""
-    hop_reason: str = ""
 
     def encode(self) -> bytes:
         return _dump(self, "results")

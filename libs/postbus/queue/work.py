@@ -51,9 +51,10 @@ class WorkBus:
         if ack.duplicate:
             log.debug("%s: %s was published already", subject, key)
 
-    async def submit_job(self, job: DeliveryJob) -> None:
-        """Hand a job to its transport (the agents read the content themselves)."""
-        key = f"{job.attempt_id}.{job.indexes[0]}.job"
+    async def submit_job(self, job: DeliveryJob, parked: int = 0) -> None:
+        """Hand a job to its transport (the agents read the content themselves);
+        ``parked``: the sequence it waited under, when it is handed out again."""
+        key = f"{job.attempt_id}.{job.indexes[0]}.job" + (f".{parked}" if parked else "")
         await self._publish(s.deliver_subject(job.transport, job.queue_id), job.encode(), key)
 
     async def park_job(self, job: DeliveryJob, key: str) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from delivery_local.local import LocalAgent, prepare_spool
 from postbus.cleanup import Cleanup
 from postbus.config.loader import Config
-from postbus.delivery import Stats, serve_jobs
+from postbus.delivery import Stats
+from postbus.job_loop import serve_jobs
 from postbus.queue.entry import DeliveryJob, QueueEntry, RcptResult
 from postbus.service import ServiceContext, run
 

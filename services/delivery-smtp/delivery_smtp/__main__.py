@@ -11,7 +11,8 @@ import asyncio
 
 from delivery_smtp.agent import agent, build
 from postbus.config.loader import Config
-from postbus.delivery import Deliver, Stats, serve_jobs
+from postbus.delivery import Stats
+from postbus.job_loop import Deliver, serve_jobs
 from postbus.queue.entry import DeliveryJob, RcptResult
 from postbus.service import ServiceContext, run
 

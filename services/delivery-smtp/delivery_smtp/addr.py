@@ -80,6 +80,21 @@ def _dns_error(name: str, rtype: str, exc: Exception) -> HostLookupError:
     return HostLookupError(Outcome.by_dsn(dsn, reason))
 
 
+def _resolver(dns_servers: list[str]) -> dns.asyncresolver.Resolver:
+    """The configured servers, else the system's; without /etc/resolv.conf the
+    local name server, as the C library's resolver (and so Postfix) does."""
+    if dns_servers:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [_nameserver(s) for s in dns_servers]
+        return resolver
+    try:
+        return dns.asyncresolver.Resolver()
+    except dns.resolver.NoResolverConfiguration:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = ["127.0.0.1"]
+        return resolver
+
+
 class HostResolver:
     """Turns next-hop names into :class:`Target` lists with one configuration."""
 
@@ -93,9 +108,7 @@ class HostResolver:
     ) -> None:
         self.use_dns = use_dns
         self.families = families
-        self.resolver = dns.asyncresolver.Resolver(configure=not dns_servers)
-        if dns_servers:
-            self.resolver.nameservers = [_nameserver(s) for s in dns_servers]
+        self.resolver = _resolver(dns_servers)
         self.resolver.lifetime = timeout
 
     async def mx_targets(self, domain: str, port: int) -> list[Target]:

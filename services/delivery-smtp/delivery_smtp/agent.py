@@ -15,7 +15,8 @@ from delivery_smtp.connect import Connector
 from delivery_smtp.proto import Settings
 from delivery_smtp.reuse import SessionCache
 from postbus.config.loader import Config
-from postbus.delivery import Deliver, Stats, log_delivery
+from postbus.delivery import Stats, log_delivery
+from postbus.job_loop import Deliver
 from postbus.queue.entry import DeliveryJob, RcptResult
 
 

@@ -38,8 +38,8 @@ from nats.aio.msg import Msg
 from postbus import events, metrics
 from postbus.queue.entry import QueueEntry
 from postbus.queue.file import QueueConflict, QueueFile
+from postbus.schedule.gate import remind
 from postbus.service import ServiceContext
-from qmgr.dispatch import Dispatcher
 from qmgr.results import Recorder
 from qmgr.scheduler import Scheduler
 
@@ -53,11 +53,10 @@ def new_attempt_id() -> str:
 
 
 class Attempts:
-    def __init__(self, ctx: ServiceContext, recorder: Recorder, dispatcher: Dispatcher) -> None:
+    def __init__(self, ctx: ServiceContext, recorder: Recorder) -> None:
         self.ctx = ctx
         self.recorder = recorder
-        self.dispatcher = dispatcher
-        self.scheduler = Scheduler(ctx, dispatcher)
+        self.scheduler = Scheduler(ctx)
 
     async def on_incoming(self, msg: Msg) -> None:
         entry, revision = QueueFile.trigger_entry(msg)
@@ -99,7 +98,7 @@ class Attempts:
             await msg.ack()  # not (or no longer) the lease of the current attempt
             return
         if await self.ctx.work.in_flight(queue_id):
-            await self.dispatcher.remind(queue_id)
+            await remind(self.ctx.cfg, self.ctx.work, queue_id)
             await msg.nak(delay=self.scheduler.lease)  # still being delivered: keep it
             return
         log.warning("warning: %s: attempt %s was lost; trying again", queue_id,
@@ -142,5 +141,5 @@ class Attempts:
         if not jobs:  # the qmgr settled every recipient itself
             await self.recorder.conclude(entry, revision, token)
             return
-        await self.dispatcher.hand_out(jobs)
+        await self.scheduler.hand_out(jobs)
         await msg.nak(delay=self.scheduler.lease)  # held open until the outcome is recorded

@@ -2,8 +2,9 @@
 
 Recipients still to be delivered are resolved to transport:nexthop
 (trivial-rewrite) and grouped per destination into jobs of at most
-``<transport>_destination_recipient_limit`` recipients, which
-:mod:`qmgr.dispatch` hands to the delivery agents. A recipient the qmgr settles itself (``error:``,
+``<transport>_destination_recipient_limit`` recipients, published for the
+delivery agents (each passes its destination's window before connecting:
+:mod:`postbus.schedule.gate`). A recipient the qmgr settles itself (``error:``,
 ``discard:``, ``retry:``, a lookup that failed) never becomes a job.
 """
 
@@ -15,9 +16,8 @@ from collections import defaultdict
 
 from postbus.config.loader import Config
 from postbus.queue.entry import DeliveryJob, QueueEntry, Recipient
+from postbus.schedule.windows import Limits, destination_name
 from postbus.service import ServiceContext
-from qmgr.destinations import destination_name
-from qmgr.dispatch import Dispatcher
 from qmgr.notices import wants
 from qmgr.resolve import Route, RouteResolver
 
@@ -27,9 +27,8 @@ OPEN_STATES = ("pending", "active", "deferred")  # what a new attempt takes up
 
 
 class Scheduler:
-    def __init__(self, ctx: ServiceContext, dispatcher: Dispatcher) -> None:
+    def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
-        self.dispatcher = dispatcher
         self.reconfigure(ctx.cfg)
         ctx.on_reload(self.reconfigure)
 
@@ -37,6 +36,13 @@ class Scheduler:
         self.resolver = RouteResolver(cfg)
         self.lease = cfg.time("postbus_delivery_lease")
         self.delimiter = cfg.get("recipient_delimiter")
+        self.cfg = cfg
+        self._limits: dict[str, Limits] = {}
+
+    def limits(self, transport: str) -> Limits:
+        if transport not in self._limits:
+            self._limits[transport] = Limits.of(self.cfg, transport)
+        return self._limits[transport]
 
     async def route(self, entry: QueueEntry) -> list[Recipient]:
         """Resolve every open recipient and mark it active (a job will carry it) or
@@ -57,13 +63,13 @@ class Scheduler:
         for i, rcpt in enumerate(entry.recipients):
             if rcpt.state == "active":
                 transport, _, nexthop = rcpt.transport.partition(":")
-                limits = self.dispatcher.windows.limits(transport)
-                name = destination_name(limits, transport, nexthop, rcpt.address, self.delimiter)
+                name = destination_name(self.limits(transport), transport, nexthop, rcpt.address,
+                                        self.delimiter)
                 groups[(transport, nexthop, name)].append(i)
         now = time.time()
         jobs = []
         for (transport, nexthop, name), indexes in groups.items():
-            limit = self.dispatcher.windows.limits(transport).recipient_limit
+            limit = self.limits(transport).recipient_limit
             for start in range(0, len(indexes), limit):
                 chunk = indexes[start : start + limit]
                 jobs.append(DeliveryJob(
@@ -91,6 +97,10 @@ class Scheduler:
                     destination=name,
                 ))
         return jobs
+
+    async def hand_out(self, jobs: list[DeliveryJob]) -> None:
+        for job in jobs:
+            await self.ctx.work.submit_job(job)
 
 
 def _apply(entry: QueueEntry, index: int, route: Route) -> bool:

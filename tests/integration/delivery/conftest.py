@@ -21,6 +21,7 @@ from nats.aio.client import Client as NATS
 from postbus.bus import subjects as s
 from postbus.bus.jetstream import connect, ensure_streams
 from postbus.config.loader import Config
+from postbus.maps import context
 from postbus.queue.admin import Bus as QueueBus
 from postbus.queue.entry import DeliveryJob, DeliveryStatus, QueueEntry, Recipient
 from postbus.queue.file import QueueFile
@@ -87,13 +88,16 @@ class Bus:
 
 
 @pytest.fixture
-async def bus(nats: ServerProcess) -> AsyncIterator[Bus]:
+async def bus(nats: ServerProcess, redis: ServerProcess) -> AsyncIterator[Bus]:
+    """The bus, and Redis for the destination windows every agent passes."""
+    context.configure(f"{redis.url}/0")
     nc = await connect(nats.url, "delivery-test")
     await ensure_streams(nc.jetstream())
     js = nc.jetstream()
     yield Bus(nc, QueueBus(QueueFile(nc, js), WorkBus(nc, js)))
     with contextlib.suppress(Exception):
         await nc.close()
+    await context.aclose()
 
 
 Main = Callable[[ServiceContext], Coroutine[Any, Any, None]]

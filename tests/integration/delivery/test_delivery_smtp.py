@@ -238,11 +238,14 @@ async def test_smtp_sink_lmtp(bus: Bus, run_agent: RunAgent) -> None:
 # -- as a process, the way `postbus start` runs it --------------------------------------
 
 
-async def test_runs_as_a_process(bus: Bus, nats: ServerProcess, tmp_path: Path) -> None:
+async def test_runs_as_a_process(
+    bus: Bus, nats: ServerProcess, redis: ServerProcess, tmp_path: Path
+) -> None:
     conf = tmp_path / "etc"
     conf.mkdir()
     (conf / "main.cf").write_text(
-        f"postbus_nats_url = {nats.url}\nmyhostname = mail.postbus.test\n"
+        f"postbus_nats_url = {nats.url}\npostbus_redis_url = {redis.url}/0\n"
+        "myhostname = mail.postbus.test\n"
         f"maillog_file = {tmp_path / 'maillog'}\n"
     )
     (conf / "master.cf").write_text(MASTER_CF)

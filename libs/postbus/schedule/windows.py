@@ -1,4 +1,4 @@
-"""Per-destination concurrency windows shared by every qmgr replica (≈ qmgr_queue.c,
+"""Per-destination concurrency windows shared by every replica (≈ qmgr_queue.c,
 qmgr_feedback.c; SCHEDULER_README).
 
 A destination is Postfix's in-core queue: a transport and a queue name (the
@@ -19,9 +19,10 @@ dead-until, next start) and a sorted set of busy slots, one per job being
 delivered, scored by when its lease runs out (as KumoMTA keeps connection
 leases). Each change is one Lua script, atomic and one round trip. A slot
 whose lease ran out is not simply dropped: :meth:`Windows.expired` hands it
-to the qmgr, which keeps it while the job is still on the bus (a delivery
-may take longer than a lease) and frees it otherwise (its agent and qmgr
-died). Redis losing its data costs the windows' history, not mail.
+to the sweep (:mod:`postbus.schedule.gate`), which keeps it while the job is
+still on the bus (a delivery may take longer than a lease) and frees it
+otherwise (its agent died). Redis losing its data costs the windows'
+history, not mail.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class Grant:
     dsn: str = ""
     reason: str = ""  # for "dead": why deliveries are suspended (with Postfix's prefix)
     after: float = 0.0  # for "wait" under a rate delay: when the next may start
+    queued: bool = False  # for "wait": jobs are parked for this destination already
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ class Released:
     waiting: bool = False
 
 
-# KEYS: hash, busy, leases. ARGV: member, lease, initial, limit, rate, ttl, dest id.
+# KEYS: hash, busy, leases, waiting. ARGV: member, lease, initial, limit, rate, ttl, dest id.
 _ACQUIRE = """
 local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local h, busy = KEYS[1], KEYS[2]
@@ -146,7 +148,7 @@ local s = redis.call('HMGET', h, 'window', 'dead_until', 'dsn', 'reason', 'next_
 local window = tonumber(s[1]) or initial
 local dead = tonumber(s[2]) or 0
 if dead > 0 then
-  if dead > now then return {'dead', s[3] or '4.0.0', s[4] or 'unknown error', '0'} end
+  if dead > now then return {'dead', s[3] or '4.0.0', s[4] or 'unknown error', '0', '0'} end
   local n = redis.call('ZCARD', busy)
   if n > 0 then window = n else window = initial end
   redis.call('HSET', h, 'window', window, 'dead_until', 0, 'success', 0, 'failure', 0,
@@ -157,16 +159,17 @@ local function take()
   redis.call('ZADD', busy, now + lease, member)
   redis.call('ZADD', KEYS[3], now + lease, ARGV[7] .. '\\n' .. member)
   redis.call('EXPIRE', h, ARGV[6]); redis.call('EXPIRE', busy, ARGV[6])
-  return {'go', '', '', '0'}
+  return {'go', '', '', '0', '0'}
 end
 if redis.call('ZSCORE', busy, member) then return take() end
 if rate > 0 then window = 1 end
 if limit > 0 and window > limit then window = limit end
 if window < 1 then window = 1 end
-if redis.call('ZCARD', busy) >= window then return {'wait', '', '', '0'} end
+local queued = tostring(redis.call('SISMEMBER', KEYS[4], ARGV[7]))
+if redis.call('ZCARD', busy) >= window then return {'wait', '', '', '0', queued} end
 if rate > 0 then
   local after = tonumber(s[5]) or 0
-  if after > now then return {'wait', '', '', tostring(after)} end
+  if after > now then return {'wait', '', '', tostring(after), queued} end
 end
 if not s[1] then redis.call('HSET', h, 'window', window) end
 return take()
@@ -333,12 +336,13 @@ class Windows:
 
     async def acquire(self, dest: Destination, member: str) -> Grant:
         lim = self.limits(dest.transport)
-        verdict, dsn, reason, after = await self._run(
-            _ACQUIRE, [dest.state, dest.busy, LEASES],
+        verdict, dsn, reason, after, queued = await self._run(
+            _ACQUIRE, [dest.state, dest.busy, LEASES, WAITING],
             [member, self.lease, lim.initial, lim.limit, lim.rate_delay, int(STATE_TTL),
              dest.ident],
         )
-        return Grant(_text(verdict), _text(dsn), _text(reason), float(after))  # type: ignore[arg-type]
+        return Grant(_text(verdict), _text(dsn), _text(reason), float(after),  # type: ignore[arg-type]
+                     _text(queued) == "1")
 
     async def release(self, dest: Destination, member: str, hop_dsn: str = "",
                       hop_reason: str = "") -> Released:
