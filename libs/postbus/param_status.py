@@ -107,9 +107,9 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "maximal_queue_lifetime", "bounce_queue_lifetime", "minimal_backoff_time",
     "maximal_backoff_time", "default_destination_recipient_limit", "bounce_size_limit",
     "postbus_queue_scan_interval",
-    # qmgr notices (qmgr/notices.py)
+    # qmgr notices (qmgr/notices.py; their words: postbus.bounce_template)
     "bounce_notice_recipient", "2bounce_notice_recipient", "enable_threaded_bounces",
-    "delay_warning_time", "delay_notice_recipient",
+    "delay_warning_time", "delay_notice_recipient", "bounce_template_file",
     # routing by sender (postbus.resolve, for smtpd's checks and the qmgr alike)
     "sender_dependent_relayhost_maps", "sender_dependent_default_transport_maps",
     "empty_address_relayhost_maps_lookup_key",
