@@ -126,8 +126,6 @@ class Attempts:
         """Route, write the entry when needed, hand out the jobs, hold ``msg`` open."""
         token = msg.reply or ""
         settled = await self.scheduler.route(entry)
-        for rcpt in settled:  # by the qmgr itself: error:, discard:, retry:
-            self.ctx.work.record(events.for_recipient(entry, rcpt))
         if write or settled:
             try:
                 revision = await self.ctx.queue.update(entry, revision)
@@ -135,6 +133,8 @@ class Attempts:
                 await msg.nak(delay=self.scheduler.lease)  # another qmgr got there first
                 return
         await self.ctx.work.event("active", entry.queue_id, attempt=entry.attempts)
+        for rcpt in settled:  # by the qmgr itself (error:, discard:, retry:), after active
+            self.ctx.work.record(events.for_recipient(entry, rcpt))
         jobs = self.scheduler.jobs(entry, token, recheck=recheck)
         if not jobs:  # the qmgr settled every recipient itself
             await self.recorder.conclude(entry, revision, token)
