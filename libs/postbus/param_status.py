@@ -108,14 +108,14 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "maximal_queue_lifetime", "bounce_queue_lifetime", "minimal_backoff_time",
     "maximal_backoff_time", "default_destination_recipient_limit", "bounce_size_limit",
     "postbus_queue_scan_interval",
-    # the destination scheduler (qmgr/destinations.py, qmgr/dispatch.py)
+    # the destination scheduler (postbus.schedule, in the delivery agents)
     "initial_destination_concurrency", "default_destination_concurrency_limit",
     "default_destination_concurrency_positive_feedback",
     "default_destination_concurrency_negative_feedback",
     "default_destination_concurrency_failed_cohort_limit", "default_destination_rate_delay",
-    # qmgr notices (qmgr/notices.py)
+    # qmgr notices (qmgr/notices.py; their words: postbus.bounce_template)
     "bounce_notice_recipient", "2bounce_notice_recipient", "enable_threaded_bounces",
-    "delay_warning_time", "delay_notice_recipient",
+    "delay_warning_time", "delay_notice_recipient", "bounce_template_file",
     # routing by sender (postbus.resolve, for smtpd's checks and the qmgr alike)
     "sender_dependent_relayhost_maps", "sender_dependent_default_transport_maps",
     "empty_address_relayhost_maps_lookup_key",

@@ -242,6 +242,15 @@ def scan_addr(text: str) -> Tok:
     return tree
 
 
+def replace_addr(addr: Tok, text: str) -> str:
+    """Put the tokens of ``text`` in place of an ADDR node's members; their text."""
+    fresh = scan_addr(text)
+    addr.head, addr.tail = fresh.head, fresh.tail
+    for tp in _Chain(addr.head):
+        tp.owner = addr
+    return externalize(addr.head)
+
+
 def parse(text: str, limit: int = 0) -> Tok | None:
     """An address list as a tree: ADDR nodes between commas (≈ tok822_parse_limit())."""
     first, last = scan(text, limit)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 from postbus.config.loader import Config
 from postbus.queue.admin import Bus
 from postbus.queue.entry import QueueEntry, Recipient
+from postbus.servers import ServerProcess
 from qmgr.bouncer import Bouncer
 from tests.integration.test_qmgr import next_job, wait_gone
 
@@ -111,3 +114,78 @@ async def test_mail_to_the_double_bounce_address_is_discarded(
                                            [Recipient("bob@postbus.test")]), b"\r\nbody\r\n")
     job = await next_job(store, "local")  # nothing was handed out for the first
     assert job.queue_id == after
+
+
+async def wait_log(log: Path, text: str, after: int = 0, timeout: float = 30) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if text in log.read_text()[after:]:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {text!r} in {log}:\n{log.read_text()[after:]}")
+
+
+async def test_a_template_file_words_the_notices_of_a_running_qmgr(
+    qmgr: Path, store: Bus
+) -> None:
+    async def bounce(sender: str, rcpt: str) -> str:
+        """The notice to ``sender`` of mail to ``rcpt`` that bounced: its text."""
+        qid = await store.queue.enqueue(QueueEntry("", sender, [Recipient(rcpt)]),
+                                        b"Subject: a message\r\n\r\nbody\r\n")
+        assert await wait_gone(store, qid)
+        job = await next_job(store, "smtp")  # client.test: through the relayhost
+        return (await store.queue.content(job.queue_id, job.chunks)).decode()
+
+    before = await bounce("carol@client.test", "w@blocked.test")  # the qmgr is up
+    assert "\r\nSubject: Undelivered Mail Returned to Sender\r\n" in before
+    assert "\r\nFrom: Mail Delivery System <MAILER-DAEMON@mail.postbus.test>\r\n" in before
+    etc = qmgr.parent / "etc"
+    templates = etc / "bounce.cf"
+    templates.write_text(
+        "failure_template = <<EOF\nFrom: Mail Robot <postmaster>\n"
+        "Subject: Returned to you\nPostmaster-Subject: Returned (copy)\n\n"
+        "Sorry, $myhostname could not deliver this.\n\n-- the robot\nEOF\n")
+    main_cf = etc / "main.cf"
+    main_cf.write_text(main_cf.read_text()
+                       + f"notify_classes = bounce\nbounce_template_file = {templates}\n")
+    await wait_log(qmgr, "reload -- configuration")
+    qid = await store.queue.enqueue(QueueEntry("", "alice@client.test",
+                                               [Recipient("u@blocked.test")]),
+                                    b"Subject: a message\r\n\r\nbody\r\n")
+    assert await wait_gone(store, qid)
+    to_sender = await next_job(store, "smtp")  # client.test: through the relayhost
+    to_postmaster = await next_job(store, "local")
+    for job, subject in ((to_sender, "Returned to you"), (to_postmaster, "Returned (copy)")):
+        text = (await store.queue.content(job.queue_id, job.chunks)).decode()
+        assert "\r\nFrom: Mail Robot <postmaster@mail.postbus.test>\r\n" in text
+        assert f"\r\nSubject: {subject}\r\n" in text
+        assert "<u@blocked.test>: no mail here" in text
+    sender_text = (await store.queue.content(to_sender.queue_id, to_sender.chunks)).decode()
+    assert ("Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+            "Sorry, mail.postbus.test could not deliver this.\r\n\r\n-- the robot\r\n\r\n"
+            "<u@blocked.test>: no mail here\r\n") in sender_text
+    assert "I'm sorry to have to inform you" not in sender_text
+
+    # a file that cannot be used after a reload: said, and the last good words kept
+    templates.write_text("failure_template = <<EOF\nSubject: x\n\nAt $no_such_name.\nEOF\n")
+    mark = len(qmgr.read_text())
+    main_cf.write_text(main_cf.read_text() + "delay_warning_time = 5h\n")
+    await wait_log(qmgr, f"error: {templates}: undefined $name in failure template: "
+                   "At $no_such_name.; keeping the last good notice templates", mark)
+    text = await bounce("bob@client.test", "v@blocked.test")
+    assert "\r\nSubject: Returned to you\r\n" in text and "\r\nTo: bob@client.test\r\n" in text
+
+
+def test_a_template_file_that_cannot_be_used_stops_the_qmgr(
+    tmp_path: Path, nats: ServerProcess
+) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "main.cf").write_text(f"postbus_nats_url = {nats.url}\n"
+                                 f"data_directory = {tmp_path}\n"
+                                 f"bounce_template_file = {tmp_path}/none.cf\n")
+    (etc / "master.cf").write_text("qmgr unix n - n 300 1 qmgr\n")
+    run = subprocess.run([sys.executable, "-m", "qmgr", "-c", str(etc), "-n", "qmgr"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 1
+    assert (f"fatal: {etc}/main.cf, line 3: parameter bounce_template_file: "
+            f"open {tmp_path}/none.cf: No such file or directory") in run.stderr

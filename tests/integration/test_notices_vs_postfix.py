@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,6 +40,7 @@ from tests.recorded import Recording
 pytestmark = pytest.mark.integration
 
 RECORDING = Recording("notices")
+TEMPLATES = Path(__file__).parent.parent / "data" / "notices" / "templates.cf"
 
 NOTICES = {
     "compatibility_level": "3.6",
@@ -58,6 +60,8 @@ VARIANTS = {
     "expire": {"maximal_queue_lifetime": "0", "bounce_queue_lifetime": "0"},
     # References: and In-Reply-To: the returned message's Message-ID
     "thread": {"enable_threaded_bounces": "yes"},
+    # the words of bounce_template_file: subjects, From: (qualified), text
+    "template": {"delay_warning_time": "1s", "bounce_template_file": str(TEMPLATES)},
 }
 POSTFIX_ONLY = {
     "virtual_alias_maps": "inline:{alias@remote.test=bounce4@remote.test}",
@@ -258,6 +262,15 @@ CASES = {
         [deferred("defer1@remote.test", "expired"),
          deferred("defer2@remote.test", "expired", notify="DELAY")],
     ),
+    # a failure, its postmaster copy and a success, in bounce_template_file's words
+    "template_failure": Case(
+        "template", "grace@client.test", [],
+        [("bounce1@remote.test", []), ("ok@remote.test", ["NOTIFY=SUCCESS"])], 3,
+        [refused("bounce1@remote.test"), ACCEPTED_OK], success=True,
+    ),
+    # a delay warning and its postmaster copy (the built-in Postmaster-Subject: kept)
+    "template_delay": Case("template", "heidi@client.test", [], [("defer1@remote.test", [])],
+                           2, [deferred("defer1@remote.test")]),
     "threaded": Case("thread", "frank@client.test", [], [("bounce1@remote.test", [])], 2,
                      [refused("bounce1@remote.test")], message_id="<m1@client.test>"),
 }

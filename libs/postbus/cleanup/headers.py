@@ -130,28 +130,20 @@ class HeaderRewriter:
             new = self.context.external(text)
             if new != text:
                 changed = True
-                text = _replace(addr, new)
+                text = t.replace_addr(addr, new)
             if mapping and self.canonical:
                 new, did = await self.canonical.external(status, text, where)
                 changed |= did
                 if new != text:
-                    text = _replace(addr, new)
+                    text = t.replace_addr(addr, new)
             if mapping and self.masquerade.applies(where):
                 new, did = await self.masquerade.external(status, text)
                 changed |= did
                 if new != text:
-                    _replace(addr, new)
+                    t.replace_addr(addr, new)
         if not changed:
             return None
         for addr in addresses:
-            _replace(addr, t.externalize(addr.head))
+            t.replace_addr(addr, t.externalize(addr.head))
         return fold(header[: len(opts.name)] + ": " + t.externalize(tree, t.HEAD))
 
-
-def _replace(addr: t.Tok, text: str) -> str:
-    """Put the tokens of ``text`` in place of an address node's members; their text."""
-    fresh = t.scan_addr(text)
-    addr.head, addr.tail = fresh.head, fresh.tail
-    for tp in addr.head or ():
-        tp.owner = addr
-    return t.externalize(addr.head)

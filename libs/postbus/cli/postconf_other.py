@@ -5,14 +5,14 @@
 Each answer is Postbus's own, in Postfix's format: the SASL types Postbus
 implements (none yet: smtpd offers no AUTH, the SMTP client does not
 authenticate), the OpenSSL that Python's ssl module was built with and
-runs, and the notice templates the qmgr uses.
+runs, and the notice templates the qmgr uses (bounce_template_file's).
 """
 
 from __future__ import annotations
 
 import ssl
 
-from postbus.bounce_template import DEFAULTS, BounceTemplate, TemplateError, load
+from postbus.bounce_template import TemplateError, load_file
 from postbus.cli.postconf_names import (
     expand_value,
     lookup_chain,
@@ -20,6 +20,7 @@ from postbus.cli.postconf_names import (
     register_services,
 )
 from postbus.cli.postconf_session import Fatal, Session, read_main
+from postbus.config.conv import ConfigError, parse_bool
 
 __all__ = ["SASL_CLIENT_TYPES", "SASL_SERVER_TYPES", "show_locks", "show_maps", "show_sasl",
            "show_templates", "show_tls"]
@@ -100,7 +101,9 @@ def show_tls(session: Session, mode: str) -> int:
 
 def show_templates(session: Session, args: list[str]) -> int:
     """``postconf -t [file]`` prints the templates, ``-b [file]`` their expanded
-    text; messages about the file come from ``$syslog_name/bounce``, as in Postfix."""
+    text: those of bounce_template_file, or of the file named (the built-in ones
+    when it is ""), as the qmgr uses them; messages about the file come from
+    ``$syslog_name/bounce``, as in Postfix."""
     if len(args) > 1:
         raise Fatal("options -b and -t require at most one template file")
     read_main(session)
@@ -120,22 +123,20 @@ def show_templates(session: Session, args: list[str]) -> int:
     def warn(text: str) -> None:
         say("warning", text)
 
-    templates: dict[str, BounceTemplate] = dict(DEFAULTS)
+    path = args[0] if args else value("bounce_template_file") or ""
     try:
-        if args:
-            try:
-                with open(args[0], encoding="utf-8", errors="surrogateescape") as fp:
-                    text = fp.read()
-            except OSError as exc:
-                raise TemplateError(f"open {args[0]}: {exc.strerror}") from None
-            templates = load(text, args[0], warn)
+        utf8 = parse_bool(value("smtputf8_enable") or "no")
+    except ConfigError:
+        utf8 = False
+    try:
+        templates = load_file(path, warn).values()
         if "t" in session.flags:
-            output = "\n".join(t.dump() for t in templates.values())
+            output = "\n".join(t.dump() for t in templates)
         else:
             output = "\n".join(
                 "".join([f"expanded_{t.kind}_text = <<EOF\n",
-                         *(line + "\n" for line in t.expand(value, warn)), "EOF\n"])
-                for t in templates.values()
+                         *(line + "\n" for line in t.expand(value, warn, utf8)), "EOF\n"])
+                for t in templates
             )
     except TemplateError as exc:
         say("fatal", str(exc))

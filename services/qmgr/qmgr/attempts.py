@@ -38,7 +38,6 @@ from nats.aio.msg import Msg
 from postbus import events, metrics
 from postbus.queue.entry import QueueEntry
 from postbus.queue.file import QueueConflict, QueueFile
-from postbus.schedule.gate import remind
 from postbus.service import ServiceContext
 from qmgr.results import Recorder
 from qmgr.scheduler import Scheduler
@@ -98,7 +97,6 @@ class Attempts:
             await msg.ack()  # not (or no longer) the lease of the current attempt
             return
         if await self.ctx.work.in_flight(queue_id):
-            await remind(self.ctx.cfg, self.ctx.work, queue_id)
             await msg.nak(delay=self.scheduler.lease)  # still being delivered: keep it
             return
         log.warning("warning: %s: attempt %s was lost; trying again", queue_id,
@@ -135,7 +133,7 @@ class Attempts:
                 await msg.nak(delay=self.scheduler.lease)  # another qmgr got there first
                 return
         await self.ctx.work.event("active", entry.queue_id, attempt=entry.attempts)
-        for rcpt in settled:  # by the qmgr itself: error:, discard:, retry:
+        for rcpt in settled:  # by the qmgr itself (error:, discard:, retry:), after active
             self.ctx.work.record(events.for_recipient(entry, rcpt))
         jobs = self.scheduler.jobs(entry, token, recheck=recheck)
         if not jobs:  # the qmgr settled every recipient itself

@@ -6,6 +6,9 @@ rewriting (canonical maps, masquerading, virtual aliases) as Postfix's
 bounce(8) posts through cleanup; its content is the report, made when the
 notice's queue ID is drawn. A table that cannot answer raises CleanupError:
 the attempt's end is retried, nothing half done is queued.
+
+The notice templates (bounce_template_file) are read at start and at each
+reload, as Postfix's bounce daemon reads them when it starts.
 """
 
 from __future__ import annotations
@@ -43,4 +46,7 @@ def wire(ctx: ServiceContext) -> bouncer.Bouncer:
     async def content(entry: QueueEntry) -> bytes:
         return await ctx.queue.content(entry.queue_id, entry.chunks)
 
-    return bouncer.Bouncer(lambda: ctx.cfg, enqueue, content)
+    notices = bouncer.Bouncer(lambda: ctx.cfg, enqueue, content)
+    notices.templates(ctx.cfg)  # bounce_template_file: refused at start if unusable
+    ctx.on_reload(notices.reload)
+    return notices

@@ -8,6 +8,11 @@ hold, compose the report and queue it through the injected ``enqueue``
 function, so this module knows nothing of how the queue stores messages.
 Each notice is logged as Postfix logs it (``QID: sender non-delivery
 notification: NEWID``) and counted in postbus_bounces_generated.
+
+Its words are those of bounce_template_file, read once per configuration
+(as Postfix's bounce daemon reads it when it starts): a file that cannot
+be used stops the qmgr at start; after a reload it is reported and the
+last good templates are kept.
 """
 
 from __future__ import annotations
@@ -18,15 +23,23 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from postbus import metrics
+from postbus.bounce_template import (
+    DEFAULTS,
+    MAIL_DAEMON,
+    BounceTemplate,
+    Kind,
+    TemplateError,
+    load_file,
+)
+from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.rewrite import RewriteRules
 from postbus.tok822 import quote_822_local
-from qmgr.bounce_template import MAIL_DAEMON, TEMPLATES, Kind, expand_text
 from qmgr.dsn_report import Original, Report, Row, Style, compose
-from qmgr.notices import Plan, Policy, plan_delay, plan_failure, plan_success, qualify, wants
+from qmgr.notices import Plan, Policy, plan_delay, plan_failure, plan_success, qualify_header, wants
 
-__all__ = ["Bouncer", "Content", "Enqueue", "row_for", "style_of"]
+__all__ = ["Bouncer", "Content", "Enqueue", "Templates", "row_for", "style_of", "templates_of"]
 
 log = logging.getLogger("postbus.bounce")
 cleanup_log = logging.getLogger("postbus.cleanup")
@@ -36,6 +49,7 @@ cleanup_log = logging.getLogger("postbus.cleanup")
 Enqueue = Callable[[QueueEntry, Callable[[str], bytes]], Awaitable[str]]
 #: ``content(entry)``: the queued content of a message.
 Content = Callable[[QueueEntry], Awaitable[bytes]]
+Templates = dict[Kind, BounceTemplate]
 
 _PEER_SAID = re.compile(
     r"host (\S+?)\[[^\]]*\] (?:said|refused to talk to me): (.*?)(?: \(in reply to [^)]*\))?",
@@ -90,6 +104,25 @@ class Bouncer:
         self.enqueue = enqueue
         self.content = content
         self.clock = clock
+        self._templates: Templates | None = None
+        self._templates_of: Config | None = None
+
+    def templates(self, cfg: Config) -> Templates:
+        """The templates ``cfg`` names; ConfigError when there are no good ones yet."""
+        if cfg is not self._templates_of or self._templates is None:
+            try:
+                templates = templates_of(cfg)
+            except (TemplateError, ConfigError) as exc:
+                if self._templates is None:
+                    raise ConfigError(str(exc), parameter="bounce_template_file") from None
+                log.error("%s; keeping the last good notice templates", exc)
+                templates = self._templates
+            self._templates, self._templates_of = templates, cfg
+        return self._templates
+
+    def reload(self, cfg: Config) -> None:
+        """Read the templates of a new configuration now, so that errors show now."""
+        self.templates(cfg)
 
     async def failure(
         self, entry: QueueEntry, recipients: Iterable[Recipient] | None = None
@@ -159,17 +192,21 @@ class Bouncer:
     async def _queue_one(self, cfg: Config, entry: QueueEntry, content: bytes, plan: Plan) -> str:
         now = self.clock()
         style = style_of(cfg, content)
-        template = TEMPLATES[plan.kind]
+        template = self.templates(cfg)[plan.kind]
+        try:
+            text = expand(template, cfg)
+        except TemplateError as exc:  # the last good templates, in a new configuration
+            log.error("%s; using the built-in %s template", exc, plan.kind)
+            template = DEFAULTS[plan.kind]
+            text = expand(template, cfg)
         report = Report(
             template=template,
+            sender=tuple(qualify_header(RewriteRules.local(cfg), template.sender)),
             to=quote_822_local(plan.to),
             postmaster=plan.postmaster,
             rows=tuple(row_for(r, action, plan.kind) for r, action in plan.rows),
             headers_only=plan.headers_only,
-            text=tuple(expand_text(template, cfg.get, {
-                "delay_warning_time": int(cfg.time("delay_warning_time")),
-                "maximal_queue_lifetime": style.maximal_queue_lifetime,
-            }, cfg.bool("smtputf8_enable"))),
+            text=tuple(text),
         )
         original = Original(
             queue_id=entry.queue_id,
@@ -206,10 +243,28 @@ class Bouncer:
         return new_id
 
 
+def templates_of(cfg: Config) -> Templates:
+    """bounce_template_file's templates (the built-in ones when it is empty), each
+    expanded once so that an error shows when they are read, not at a notice."""
+    templates = load_file(cfg.get("bounce_template_file"), log.warning)
+    for template in templates.values():
+        expand(template, cfg, warn=lambda text: None)
+    return templates
+
+
+def expand(template: BounceTemplate, cfg: Config,
+           warn: Callable[[str], None] = log.warning) -> list[str]:
+    """A template's text with this configuration's values."""
+
+    def lookup(name: str) -> str | None:
+        return None if cfg.lookup(name) is None else cfg.get(name)
+
+    return template.expand(lookup, warn, cfg.bool("smtputf8_enable"))
+
+
 def style_of(cfg: Config, content: bytes) -> Style:
     """The configuration a report reads. Its MIME encoding is 8bit with
     smtputf8_enable (as Postfix 3.x), else 8bit for 8-bit content and none otherwise."""
-    rules = RewriteRules.local(cfg)
     if cfg.bool("smtputf8_enable") or not content.isascii():
         encoding: str | None = "8bit"
     else:
@@ -217,7 +272,6 @@ def style_of(cfg: Config, content: bytes) -> Style:
     return Style(
         myhostname=cfg.get("myhostname"),
         mail_name=cfg.get("mail_name"),
-        mail_daemon=qualify(rules, MAIL_DAEMON),
         encoding=encoding,
         bounce_size_limit=cfg.int("bounce_size_limit"),
         maximal_queue_lifetime=int(cfg.time("maximal_queue_lifetime")),

@@ -19,8 +19,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from postbus.bounce_template import BounceTemplate
 from postbus.mail_date import mail_date
-from qmgr.bounce_template import Template
 
 CRLF = "\r\n"
 LENGTH = 79
@@ -63,7 +63,6 @@ class Style:
 
     myhostname: str
     mail_name: str
-    mail_daemon: str  # the From: address, qualified
     encoding: str | None  # MIME encoding of the report: "8bit", "7bit" or None
     bounce_size_limit: int
     maximal_queue_lifetime: int  # seconds, for Will-Retry-Until
@@ -74,7 +73,8 @@ class Style:
 class Report:
     """One notification: its template, whom it is for, and what it says."""
 
-    template: Template
+    template: BounceTemplate
+    sender: tuple[str, ...]  # the From: header's lines, its addresses qualified
     to: str  # the To: address, quoted and qualified
     postmaster: bool  # a postmaster copy: its subject, no boiler-plate
     rows: tuple[Row, ...]
@@ -154,7 +154,7 @@ def compose(report: Report, original: Original, style: Style, new_id: str, now: 
         f"Received: by {style.myhostname} ({style.mail_name})",
         f"\tid {new_id}; {date}",
         f"Date: {date}",
-        f"From: Mail Delivery System <{style.mail_daemon}>",
+        *report.sender,
         "Subject: " + (tpl.postmaster_subject if report.postmaster and tpl.postmaster_subject
                        else tpl.subject),
         f"To: {report.to}",

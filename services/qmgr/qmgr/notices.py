@@ -29,15 +29,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from postbus import tok822_tree
+from postbus.bounce_template import Kind
+from postbus.cleanup.headers import fold
 from postbus.config.loader import Config
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.rewrite import RewriteRules
 from postbus.tok822 import internalize, quote_822_local, scan
-from qmgr.bounce_template import Kind
 
 __all__ = [
     "Plan", "Policy", "default_action", "delay_due", "plan_delay", "plan_failure",
-    "plan_success", "qualify", "wants",
+    "plan_success", "qualify", "qualify_header", "wants",
 ]
 
 
@@ -91,6 +93,23 @@ class Plan:
 def qualify(rules: RewriteRules, address: str) -> str:
     """An address as cleanup would write it: ``postmaster`` becomes postmaster@$myorigin."""
     return internalize(rules.rewrite(scan(quote_822_local(address))))
+
+
+def qualify_header(rules: RewriteRules, value: str) -> list[str]:
+    """A notice's ``From:`` header as cleanup writes it for mail from inside the
+    mail system (local context): ``Mail Delivery System <MAILER-DAEMON>`` becomes
+    ``Mail Delivery System <MAILER-DAEMON@$myorigin>``; its lines, without line ends."""
+    tree = tok822_tree.parse(value)
+    changed = False
+    for addr in tok822_tree.addresses(tree):
+        text = tok822_tree.externalize(addr.head)
+        new = rules.external(text)
+        if new != text:
+            changed = True
+            tok822_tree.replace_addr(addr, new)
+    header = "From: " + (tok822_tree.externalize(tree, tok822_tree.HEAD) if changed else value)
+    lines = fold(header).split("\n")
+    return lines[:1] + [line if line[:1] in (" ", "\t") else "\t" + line for line in lines[1:]]
 
 
 def plan_failure(policy: Policy, entry: QueueEntry, rcpts: Sequence[Recipient]) -> list[Plan]:

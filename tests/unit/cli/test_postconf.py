@@ -475,13 +475,17 @@ def test_T_answers_for_pythons_ssl_module() -> None:
     assert run("-T", "bogus") == (1, "", "postconf: warning: unknown 'postconf -T' mode: bogus\n")
 
 
-def test_t_and_b_show_the_template_the_qmgr_sends(cfdir: Path) -> None:
+def test_t_and_b_show_the_templates_the_qmgr_sends(cfdir: Path) -> None:
     status, out, err = run("-c", str(cfdir), "-t")
     assert (status, err) == (0, "")
     assert out.startswith("failure_template = <<EOF\nCharset: us-ascii\n"
                           "From: Mail Delivery System <MAILER-DAEMON>\n"
-                          "Subject: Undelivered Mail Returned to Sender\n\n")
-    assert out.count("_template = <<EOF") == 1 and out.endswith("The mail system\nEOF\n")
+                          "Subject: Undelivered Mail Returned to Sender\n"
+                          "Postmaster-Subject: Postmaster Copy: Undelivered Mail\n\n")
+    assert [line for line in out.splitlines() if line.endswith("_template = <<EOF")] == [
+        "failure_template = <<EOF", "delay_template = <<EOF", "success_template = <<EOF",
+        "verify_template = <<EOF"]
+    assert out.endswith("The mail system\nEOF\n")
     _, out, _ = run("-c", str(cfdir), "-b")
     assert out.startswith("expanded_failure_text = <<EOF\n"
                           "This is the mail system at host mx1.example.com.\n")

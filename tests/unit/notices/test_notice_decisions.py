@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.queue.entry import QueueEntry, Recipient
 from qmgr.bouncer import Bouncer, row_for
@@ -371,6 +373,44 @@ def test_bouncer_reads_the_configuration_in_force() -> None:
     assert asyncio.run(b.failure(entry)) == ["N1"]
     configs.reverse()  # a reload
     assert asyncio.run(b.failure(entry)) == ["N2", "N3"]
+
+
+def test_bouncer_templates_follow_reloads_and_keep_the_last_good_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """bounce_template_file is read once per configuration; one that cannot be used
+    is refused at first, then reported and the last good templates kept (the
+    built-in one when even those no longer expand)."""
+    path = tmp_path / "bounce.cf"
+    path.write_text("failure_template = <<EOF\nSubject: Back\n\nSay $my_word.\nEOF\n")
+    capture = Capture()
+    configs = [config(bounce_template_file=str(path), my_word="hello")]
+    b = Bouncer(lambda: configs[0], capture.enqueue, capture.content, clock=lambda: NOW)
+    entry = QueueEntry("Q1", "alice@client.test", [rcpt("a@r.test")])
+    asyncio.run(b.failure(entry))
+    path.write_text("failure_template = <<EOF\nSubject: Oops\n\nAt $nosuch.\nEOF\n")
+    configs[0] = config(bounce_template_file=str(path), my_word="bye")
+    with caplog.at_level(logging.ERROR):
+        b.reload(configs[0])
+        asyncio.run(b.failure(entry))
+        configs[0] = config(bounce_template_file=str(path))  # my_word is gone
+        asyncio.run(b.failure(entry))
+    texts = [text for _, text in capture.queued]
+    assert b"Subject: Back\r\n" in texts[0] and b"\r\nSay hello.\r\n" in texts[0]
+    assert b"Subject: Back\r\n" in texts[1] and b"\r\nSay bye.\r\n" in texts[1]
+    assert b"Subject: Undelivered Mail Returned to Sender\r\n" in texts[2]
+    assert b"\r\nI'm sorry to have to inform you" in texts[2]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{path}: undefined $name in failure template: At $nosuch.; "
+        "keeping the last good notice templates",
+        f"{path}: undefined $name in failure template: At $nosuch.; "
+        "keeping the last good notice templates",
+        f"{path}: undefined $name in failure template: Say $my_word.; "
+        "using the built-in failure template",
+    ]
+    fresh = Bouncer(lambda: configs[0], capture.enqueue, capture.content)
+    with pytest.raises(ConfigError, match=r"^parameter bounce_template_file: .*: undefined"):
+        asyncio.run(fresh.failure(entry))
 
 
 class Failing(Capture):
