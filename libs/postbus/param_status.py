@@ -106,7 +106,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     # qmgr
     "maximal_queue_lifetime", "bounce_queue_lifetime", "minimal_backoff_time",
     "maximal_backoff_time", "default_destination_recipient_limit", "bounce_size_limit",
-    "postbus_queue_scan_interval",
+    "postbus_queue_scan_interval", "fast_flush_domains",
     # qmgr notices (qmgr/notices.py)
     "bounce_notice_recipient", "2bounce_notice_recipient", "enable_threaded_bounces",
     "delay_warning_time", "delay_notice_recipient",

@@ -25,6 +25,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from postbus.bus import subjects as s
 from postbus.events import stream_spec as events_stream_spec
+from postbus.queue import gauges
 
 log = logging.getLogger("postbus.bus")
 
@@ -47,6 +48,8 @@ class StreamSpec:
     discard: DiscardPolicy = DiscardPolicy.OLD
     schedules: bool = False  # message schedules and per-message TTLs (timers)
     replaceable: bool = False  # holds no mail: may be made anew when it cannot be updated
+    counters: bool = False  # Nats-Incr counters only (nats-server 2.12+)
+    duplicate_window: float = DUPLICATE_WINDOW
 
 
 WORK_MAX_BYTES = 512 * 1024 * 1024  # jobs and results in flight; past this, publishing waits
@@ -60,6 +63,10 @@ STREAMS: tuple[StreamSpec, ...] = (
                RetentionPolicy.WORK_QUEUE, storage=StorageType.MEMORY,
                max_bytes=WORK_MAX_BYTES, discard=DiscardPolicy.NEW, replaceable=True),
     events_stream_spec(),  # default limits; postbus.events.ensure_stream applies main.cf's
+    # Queue sizes kept as counters (postbus.queue.gauges): recounted when lost.
+    StreamSpec(s.GAUGES_STREAM, (s.GAUGE_SUBJECTS,), RetentionPolicy.LIMITS,
+               storage=StorageType.MEMORY, per_subject=1, replaceable=True, counters=True,
+               duplicate_window=gauges.CLAIM_WINDOW),
     # The corrupt queue waits for an administrator (postsuper -d), but a flood
     # of bad input must not fill the disk: the oldest records go first.
     StreamSpec(
@@ -124,7 +131,7 @@ def _config(spec: StreamSpec, replicas: int) -> StreamConfig:
         retention=spec.retention,
         storage=spec.storage,
         num_replicas=replicas,
-        duplicate_window=DUPLICATE_WINDOW,
+        duplicate_window=spec.duplicate_window,
         max_age=spec.max_age,
         max_bytes=spec.max_bytes,
         max_msgs_per_subject=spec.per_subject,
@@ -133,6 +140,7 @@ def _config(spec: StreamSpec, replicas: int) -> StreamConfig:
         allow_direct=True,
         allow_msg_schedules=spec.schedules or None,
         allow_msg_ttl=spec.schedules or None,
+        allow_msg_counter=spec.counters or None,
     )
 
 
@@ -158,12 +166,14 @@ async def _add_or_update(
                 await asyncio.sleep(0.05)
                 continue
         have = info.config
-        if (have.storage != config.storage or have.retention != config.retention) and replaceable:
+        fixed = (have.storage != config.storage or have.retention != config.retention
+                 or bool(have.allow_msg_counter) != bool(config.allow_msg_counter))
+        if fixed and replaceable:
             log.info("making stream %s anew with this release's storage", config.name)
             with contextlib.suppress(NotFoundError):
                 await js.delete_stream(config.name)
             continue
-        if have.storage != config.storage or have.retention != config.retention:
+        if fixed:
             raise StreamMismatch(
                 f"stream {config.name} exists with storage {have.storage} and retention "
                 f"{have.retention}; this release needs {config.storage} and "
