@@ -21,9 +21,10 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 from postbus.bus import subjects as s
+from postbus.config.conv import ConfigError
 from postbus.events import stream_spec as events_stream_spec
 from postbus.queue import gauges
 
@@ -154,6 +155,7 @@ async def _add_or_update(
     js: JetStreamContext, config: StreamConfig, replaceable: bool = False
 ) -> None:
     assert config.name is not None
+    last: BadRequestError | None = None
     for _ in range(20):
         try:
             info = await js.stream_info(config.name)
@@ -161,8 +163,9 @@ async def _add_or_update(
             try:
                 await js.add_stream(config)
                 return
-            except BadRequestError as exc:  # a concurrent creator won the race
+            except BadRequestError as exc:  # a concurrent creator won the race, or refused
                 log.debug("add_stream %s: %s", config.name, exc)
+                last = exc
                 await asyncio.sleep(0.05)
                 continue
         have = info.config
@@ -175,16 +178,36 @@ async def _add_or_update(
             continue
         if fixed:
             raise StreamMismatch(
-                f"stream {config.name} exists with storage {have.storage} and retention "
-                f"{have.retention}; this release needs {config.storage} and "
-                f"{config.retention}: drain the queue and remove the stream "
+                f"stream {config.name} exists with storage {_word(have.storage)} and "
+                f"retention {_word(have.retention)}; this release needs "
+                f"{_word(config.storage)} and {_word(config.retention)}: drain the queue "
+                f"and remove the stream "
                 f"(nats stream rm {config.name}) before starting"
             )
-        if any(_differs(getattr(have, k), getattr(config, k)) for k in _RECONCILED):
-            log.info("updating stream %s to this release's settings", config.name)
-            await js.update_stream(config)
+        changed = [k for k in _RECONCILED if _differs(getattr(have, k), getattr(config, k))]
+        if changed:
+            log.info("updating stream %s: %s", config.name, ", ".join(
+                f"{k} {_word(getattr(have, k))} -> {_word(getattr(config, k))}"
+                for k in changed))
+            try:
+                await js.update_stream(config)
+            except APIError as exc:  # e.g. 3 replicas on a single nats-server
+                raise StreamMismatch(
+                    f"stream {config.name} cannot be given this release's settings "
+                    f"({', '.join(changed)}): JetStream says: {exc.description}",
+                    parameter="postbus_stream_replicas" if "num_replicas" in changed else None,
+                ) from exc
         return
-    raise RuntimeError(f"cannot declare stream {config.name}")
+    raise StreamMismatch(
+        f"cannot create stream {config.name}: JetStream says: "
+        f"{last.description if last else 'it keeps changing'}",
+        parameter="postbus_stream_replicas" if config.num_replicas != 1 else None,
+    )
+
+
+def _word(setting: object) -> str:
+    """``StorageType.FILE`` -> ``file``, as the nats CLI shows it."""
+    return str(getattr(setting, "value", setting))
 
 
 def _differs(have: object, want: object) -> bool:
@@ -210,5 +233,6 @@ async def _retire(js: JetStreamContext, name: str) -> None:
         log.info("removed stream %s of an older Postbus", name)
 
 
-class StreamMismatch(RuntimeError):
-    """An existing stream cannot be brought to this release's settings in place."""
+class StreamMismatch(ConfigError):
+    """A stream cannot be made or brought to this release's settings: the role
+    stops at start with this one line (a configuration error)."""
