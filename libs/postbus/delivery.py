@@ -161,6 +161,10 @@ class Stats:
     agent picked the job up, ``conn_setup_done`` when a network agent had
     its session ready (0 for local delivery), ``reuse_count`` how often the
     session had been used before (Postfix's ``conn_use=`` is that plus one).
+    ``site_failure`` is set by an agent when the destination itself failed
+    (no server took a session, or it broke off): the qmgr's negative
+    feedback, which may suspend the destination (≈ the hop status of
+    deliver_request).
     """
 
     arrival: float
@@ -168,6 +172,7 @@ class Stats:
     handoff: float
     conn_setup_done: float = 0.0
     reuse_count: int = 0
+    site_failure: Outcome | None = None
 
     @classmethod
     def for_job(cls, job: DeliveryJob, handoff: float | None = None) -> Stats:
@@ -256,7 +261,7 @@ async def handle_job(ctx: ServiceContext, msg: Msg, deliver: Deliver) -> None:
             await msg.ack()
             return
         results = await deliver(job, content, stats)
-        await ctx.work.report(status_of(job, results))
+        await ctx.work.report(status_of(job, results, stats.site_failure))
     for result in results:
         ctx.work.record(outcome_event(job, result))
     await msg.ack()
@@ -279,9 +284,14 @@ def outcome_event(job: DeliveryJob, result: RcptResult) -> events.Event | None:
     )
 
 
-def status_of(job: DeliveryJob, results: list[RcptResult]) -> DeliveryStatus:
+def status_of(
+    job: DeliveryJob, results: list[RcptResult], site_failure: Outcome | None = None
+) -> DeliveryStatus:
+    hop = site_failure if site_failure is not None and site_failure.status == "deferred" else None
     return DeliveryStatus(job.queue_id, job.attempt, job.transport, job.nexthop, results,
-                          attempt_id=job.attempt_id, token=job.token, whole=job.whole)
+                          attempt_id=job.attempt_id, token=job.token, whole=job.whole,
+                          destination=job.destination, job=job.key,
+                          hop_dsn=hop.dsn if hop else "", hop_reason=hop.reason if hop else "")
 
 
 async def attempt_is_current(queue: QueueFile, job: DeliveryJob) -> bool:
@@ -313,7 +323,7 @@ async def report_crash(ctx: ServiceContext, msg: Msg) -> None:
         log_delivery(job.queue_id, rcpt, "none", stats, CRASH_DSN, "deferred", CRASH_TEXT,
                      transport=job.transport)
         results.append(RcptResult(index, "deferred", CRASH_DSN, CRASH_TEXT, "none"))
-    await ctx.work.report(status_of(job, results))
+    await ctx.work.report(status_of(job, results, Outcome("deferred", CRASH_DSN, CRASH_TEXT)))
 
 
 async def serve_jobs(ctx: ServiceContext, deliver: Deliver, *, concurrency: int = 64) -> None:

@@ -184,7 +184,7 @@ KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in _CLASSES}
 #: What a webhook receives unless postbus_webhook_events says otherwise.
 DEFAULT_KINDS = ("received", "deferred", "delivered", "bounced", "expired",
                  "held", "released", "deleted")
-#: Names of QueueStore.event() callers written before this module.
+#: Names of WorkBus.event() callers written before this module.
 LEGACY_KINDS = {"incoming": "received", "hold": "held"}
 BY_STATE: dict[str, type[RecipientEvent]] = {
     "sent": Delivered, "deferred": Deferred, "bounced": Bounced, "expired": Expired,
@@ -326,7 +326,7 @@ async def publish(bus: NATS | JetStreamContext, event: Event) -> bool:
 
 async def publish_event(bus: NATS | JetStreamContext, kind: str, queue_id: str,
                         **values: Any) -> bool:
-    """Record a state change by name (what ``QueueStore.event`` calls); never raises.
+    """Record a state change by name (what ``WorkBus.event`` calls); never raises.
 
     Names of the first emitters are mapped (incoming: received, hold: held,
     removed with reason deleted: deleted); an unknown kind or field is a bug,

@@ -52,7 +52,8 @@ BUILT_IN = {
     "pickup": "postbus sendmail",
 }
 SCALING = {
-    "ingress_smtpd", "delivery_smtp", "delivery_local", "policy", "content_filter", "webhooks",
+    "ingress_smtpd", "qmgr", "delivery_smtp", "delivery_local", "policy", "content_filter",
+    "webhooks",
 }
 
 

@@ -23,8 +23,9 @@ Three finer points, each a small table:
   that value is accepted.
 
 Per-transport names that Postfix derives from master.cf
-(``relay_destination_concurrency_limit``) are ``not_yet``: the qmgr has no
-per-transport scheduling yet.
+(``relay_destination_concurrency_limit``) share the status of their
+suffix: the destination scheduler's (:data:`TRANSPORT_IMPLEMENTED`) are
+implemented, the rest ``not_yet``.
 """
 
 from __future__ import annotations
@@ -107,6 +108,11 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "maximal_queue_lifetime", "bounce_queue_lifetime", "minimal_backoff_time",
     "maximal_backoff_time", "default_destination_recipient_limit", "bounce_size_limit",
     "postbus_queue_scan_interval", "fast_flush_domains",
+    # the destination scheduler (qmgr/destinations.py, qmgr/dispatch.py)
+    "initial_destination_concurrency", "default_destination_concurrency_limit",
+    "default_destination_concurrency_positive_feedback",
+    "default_destination_concurrency_negative_feedback",
+    "default_destination_concurrency_failed_cohort_limit", "default_destination_rate_delay",
     # qmgr notices (qmgr/notices.py)
     "bounce_notice_recipient", "2bounce_notice_recipient", "enable_threaded_bounces",
     "delay_warning_time", "delay_notice_recipient",
@@ -252,9 +258,21 @@ HONOURED_VALUES: dict[str, frozenset[str]] = {
 }
 
 
+#: Per-transport suffixes (``<transport>_<suffix>``) the qmgr's scheduler honours.
+TRANSPORT_IMPLEMENTED: frozenset[str] = frozenset({
+    "initial_destination_concurrency", "destination_concurrency_limit",
+    "destination_recipient_limit", "destination_rate_delay",
+    "destination_concurrency_positive_feedback", "destination_concurrency_negative_feedback",
+    "destination_concurrency_failed_cohort_limit",
+})
+
+
 def status(name: str) -> Status:
-    """The status of a parameter (derived per-transport names are not_yet)."""
+    """The status of a parameter (a derived per-transport name: its suffix's)."""
     if name in IMPLEMENTED:
+        return "implemented"
+    if any(name.endswith("_" + suffix) and not name.startswith("default_")
+           for suffix in TRANSPORT_IMPLEMENTED):
         return "implemented"
     if name in NOT_APPLICABLE:
         return "not_applicable"

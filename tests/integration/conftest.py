@@ -17,11 +17,12 @@ from postbus.servers import ServerProcess, free_port
 
 
 @pytest.fixture
-def qmgr(tmp_path: Path, nats: ServerProcess) -> Iterator[Path]:
+def qmgr(tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> Iterator[Path]:
     conf = tmp_path / "etc"
     conf.mkdir()
     (conf / "main.cf").write_text(
         f"postbus_nats_url = {nats.url}\n"
+        f"postbus_redis_url = {redis.url}/0\n"
         "myhostname = mail.postbus.test\n"
         "mydestination = $myhostname, postbus.test\n"
         "relayhost = [127.0.0.1]:2526\n"

@@ -71,11 +71,12 @@ class Qmgrs:
         return {name: float(value) for name, value in found}
 
 
-def write_conf(tmp_path: Path, nats: ServerProcess, extra: str = "") -> Path:
+def write_conf(tmp_path: Path, nats: ServerProcess, redis: ServerProcess, extra: str = "") -> Path:
     conf = tmp_path / "etc"
     conf.mkdir(exist_ok=True)
     (conf / "main.cf").write_text(
-        f"postbus_nats_url = {nats.url}\n{MAIN_CF}data_directory = {tmp_path}\n{extra}")
+        f"postbus_nats_url = {nats.url}\npostbus_redis_url = {redis.url}/0\n"
+        f"{MAIN_CF}data_directory = {tmp_path}\n{extra}")
     (conf / "master.cf").write_text("qmgr unix n - n 300 1 qmgr\n")
     return conf
 

@@ -73,8 +73,9 @@ def start_qmgr(tmp_path: Path, settings: str) -> tuple[Qmgr, subprocess.Popen[by
 
 
 @pytest.fixture
-def strict_qmgr(tmp_path: Path, nats: ServerProcess) -> Iterator[Qmgr]:
-    started, proc = start_qmgr(tmp_path, f"postbus_nats_url = {nats.url}\n")
+def strict_qmgr(tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> Iterator[Qmgr]:
+    started, proc = start_qmgr(
+        tmp_path, f"postbus_nats_url = {nats.url}\npostbus_redis_url = {redis.url}/0\n")
     yield started
     proc.terminate()
     proc.wait(10)

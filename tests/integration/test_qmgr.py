@@ -127,7 +127,9 @@ async def test_relocated_recipient_that_got_past_smtpd_bounces_naming_the_origin
     assert await wait_gone(store, qid)
     bounce = await next_job(store, "local")
     content = await store.queue.content(bounce.queue_id, bounce.chunks)
-    assert b"<moved@postbus.test>: User has moved to moved@new.example" in content
+    # bounce(8) names the address the sender used ("expanded from") and folds at 76
+    assert (b"<moved@postbus.test> (expanded from <old-name@postbus.test>): User has moved to"
+            b"\r\n    moved@new.example") in content
     assert b"Final-Recipient: rfc822; moved@postbus.test\r\n" \
            b"Original-Recipient: rfc822;old-name@postbus.test\r\n" in content
     assert b"Status: 5.1.6" in content

@@ -20,8 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def conf(tmp_path: Path, nats: ServerProcess) -> Path:
-    return write_conf(tmp_path, nats, "fast_flush_domains = later.test\n")
+def conf(tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> Path:
+    return write_conf(tmp_path, nats, redis, "fast_flush_domains = later.test\n")
 
 
 @pytest.fixture

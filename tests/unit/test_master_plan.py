@@ -31,10 +31,12 @@ def test_stock_debian_master_cf_maps_every_line() -> None:
 
 
 def test_maxproc_sets_process_count_of_scaling_roles() -> None:
-    cfg = Config.from_text("", "smtp unix - - n - 3 smtp\nqmgr unix n - n 300 4 qmgr\n")
+    # qmgr replicas share the queue and the destination windows (Postfix runs one)
+    cfg = Config.from_text("", "smtp unix - - n - 3 smtp\nqmgr unix n - n 300 2 qmgr\n"
+                               "local unix - n n - 100 local\n")
     children, _ = plan(cfg)
-    assert [c.label for c in children] == ["smtp", "smtp#1", "smtp#2", "qmgr"]
-    assert len({c.metrics_port for c in children}) == 4
+    assert [c.label for c in children] == ["smtp", "smtp#1", "smtp#2", "qmgr", "qmgr#1", "local"]
+    assert len({c.metrics_port for c in children}) == 6
 
 
 def test_unsupported_command_is_reported_with_its_line() -> None:

@@ -5,7 +5,7 @@ the loop decides, by what was raised:
 
 * :class:`~postbus.queue.entry.CodecError`: the payload can never be
   decoded, so retrying cannot help: the message is poison at once.
-* a transient error (:data:`TRANSIENT`: the bus or a lookup table is away,
+* a transient error (:data:`TRANSIENT`: the bus, Redis or a lookup table is away,
   a compare-and-set kept losing): the message is not at fault; it is
   handled again after a delay that doubles from 1s up to
   ``postbus_bus_retry_max_delay``, for as long as that takes.
@@ -49,6 +49,8 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError, ServiceUnavailableError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from postbus import metrics
 from postbus.bus.jetstream import ensure_streams
@@ -79,6 +81,8 @@ TRANSIENT: tuple[type[Exception], ...] = (
     OutboundBufferLimitError,
     StaleConnectionError,
     ServiceUnavailableError,
+    RedisConnectionError,  # Redis away: tables, the destination windows
+    RedisTimeout,
 )
 
 

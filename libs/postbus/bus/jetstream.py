@@ -60,7 +60,7 @@ STREAMS: tuple[StreamSpec, ...] = (
     StreamSpec(s.QUEUE_STREAM, (s.QUEUE_SUBJECTS, s.WAKE_SUBJECTS), RetentionPolicy.LIMITS,
                per_subject=1, schedules=True),
     # Work in flight: lost with a nats-server restart, and then redone (see subjects).
-    StreamSpec(s.WORK_STREAM, (s.DELIVER_SUBJECTS, s.STATUS_SUBJECTS),
+    StreamSpec(s.WORK_STREAM, (s.DELIVER_SUBJECTS, s.WAIT_SUBJECTS, s.STATUS_SUBJECTS),
                RetentionPolicy.WORK_QUEUE, storage=StorageType.MEMORY,
                max_bytes=WORK_MAX_BYTES, discard=DiscardPolicy.NEW, replaceable=True),
     events_stream_spec(),  # default limits; postbus.events.ensure_stream applies main.cf's

@@ -15,7 +15,10 @@ What is queued lives in files, what is in flight in memory:
 * ``POSTBUS_WORK`` (memory) carries work in flight: delivery jobs on
   ``postbus.deliver.<transport>`` (the master.cf service name, so
   transport_maps results route straight to subjects; the queue ID follows)
-  and delivery results on ``postbus.status.<qid>``. A lost job or result costs a retry, never a
+  and delivery results on ``postbus.status.<qid>``. A job whose destination
+  has no free slot in its concurrency window waits on
+  ``postbus.wait.<transport>.<destination key>.<qid>`` until a qmgr moves it
+  on (:mod:`qmgr.dispatch`). A lost job or result costs a retry, never a
   message: the trigger (or wake-up) that started an attempt stays pending
   on its durable consumer until the attempt is recorded; every
   ``postbus_delivery_lease`` JetStream hands it back to a qmgr, which keeps
@@ -67,6 +70,7 @@ QMGR_WAKE_CONSUMER = "qmgr-wake"
 QUEUE_SUBJECTS = f"{ROOT}.q.>"
 WAKE_SUBJECTS = f"{ROOT}.wake.*"
 DELIVER_SUBJECTS = f"{ROOT}.deliver.*.*"
+WAIT_SUBJECTS = f"{ROOT}.wait.*.*.*"
 STATUS_SUBJECTS = f"{ROOT}.status.*"
 MSG_TRIGGER_FILTER = f"{ROOT}.q.*.msg"
 ENTRY_FILTER = f"{ROOT}.q.*.entry"
@@ -121,6 +125,16 @@ def deliver_filter(transport: str) -> str:
 
 def deliver_consumer(transport: str) -> str:
     return f"deliver-{transport}"
+
+
+def wait_subject(transport: str, key: str, queue_id: str) -> str:
+    """A job waiting for a slot at its destination (``key`` names the destination)."""
+    return f"{ROOT}.wait.{transport}.{key}.{queue_id}"
+
+
+def wait_filter(transport: str, key: str) -> str:
+    """Every job waiting for one destination, oldest first."""
+    return f"{ROOT}.wait.{transport}.{key}.*"
 
 
 def status_subject(queue_id: str) -> str:

@@ -161,6 +161,12 @@ class DeliveryJob:
     attempt_id: str = ""  # the attempt this job belongs to (idempotency keys, fencing)
     token: str = ""  # the ack subject of the trigger or wake-up that holds the attempt
     recheck: bool = False  # an attempt taken up again: check it is current before delivery
+    destination: str = ""  # the scheduler's name for the next hop (Postfix's queue name)
+
+    @property
+    def key(self) -> str:
+        """Names this job for its life: idempotency keys, concurrency slots."""
+        return f"{self.queue_id} {self.attempt_id}.{self.indexes[0] if self.indexes else 0}"
 
     def encode(self) -> bytes:
         return _dump(self, "recipients")
@@ -193,6 +199,12 @@ class DeliveryStatus:
     attempt_id: str = ""
     token: str = ""  # the job's token, handed back so any qmgr can end the attempt
     whole: bool = False  # the job held every recipient of the message
+    destination: str = ""  # the job's destination and key (:attr:`DeliveryJob.key`)
+    job: str = ""
+    # The destination itself failed (no server answered, the session broke):
+    # the scheduler's negative feedback (≈ the hop status of deliver_request).
+    hop_dsn: str = ""
+    hop_reason: str = ""
 
     def encode(self) -> bytes:
         return _dump(self, "results")

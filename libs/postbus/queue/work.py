@@ -18,6 +18,7 @@ outcome ends the attempt with :meth:`WorkBus.end_attempt`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -25,7 +26,8 @@ from typing import Any
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.api import RawStreamMsg
+from nats.js.errors import BadRequestError, NotFoundError
 
 from postbus import events
 from postbus.bus import subjects as s
@@ -54,6 +56,40 @@ class WorkBus:
         key = f"{job.attempt_id}.{job.indexes[0]}.job"
         await self._publish(s.deliver_subject(job.transport, job.queue_id), job.encode(), key)
 
+    async def park_job(self, job: DeliveryJob, key: str) -> None:
+        """Leave a job to wait for a slot at its destination (``key`` names it)."""
+        ident = f"{job.attempt_id}.{job.indexes[0]}.wait"
+        await self._publish(s.wait_subject(job.transport, key, job.queue_id), job.encode(), ident)
+
+    async def first_parked(self, transport: str, key: str) -> tuple[int, DeliveryJob] | None:
+        """The oldest job waiting for a destination, with its stream sequence."""
+        raw = await self._first(s.wait_filter(transport, key))
+        return None if raw is None else (raw.seq or 0, DeliveryJob.decode(raw.data or b""))
+
+    async def unpark(self, seq: int) -> None:
+        """Forget a waiting job (moved on, or settled): gone already is fine."""
+        with contextlib.suppress(NotFoundError, BadRequestError):
+            await self.js.delete_msg(s.WORK_STREAM, seq)
+
+    async def parked_job_of(self, queue_id: str) -> DeliveryJob | None:
+        """A job of this message waiting for its destination, if any."""
+        raw = await self._first(f"{s.ROOT}.wait.*.*.{queue_id}")
+        return None if raw is None else DeliveryJob.decode(raw.data or b"")
+
+    async def job_running(self, transport: str, queue_id: str) -> bool:
+        """A job of this message is with this transport's agents, or its result waits."""
+        for subject in (s.deliver_subject(transport, queue_id), s.status_subject(queue_id)):
+            if await self._first(subject) is not None:
+                return True
+        return False
+
+    async def _first(self, subject: str) -> RawStreamMsg | None:
+        try:
+            return await self.js.get_msg(s.WORK_STREAM, seq=1, subject=subject, next=True,
+                                         direct=True)
+        except NotFoundError:
+            return None
+
     @staticmethod
     def read_job(msg: Msg) -> DeliveryJob:
         return DeliveryJob.decode(msg.data)
@@ -65,15 +101,12 @@ class WorkBus:
         await self._publish(s.status_subject(status.queue_id), status.encode(), key)
 
     async def in_flight(self, queue_id: str) -> bool:
-        """A job or a result of this message is still on the bus (waiting, or taken by
-        an agent that has not finished)."""
-        for subject in (f"{s.ROOT}.deliver.*.{queue_id}", s.status_subject(queue_id)):
-            try:
-                await self.js.get_msg(s.WORK_STREAM, seq=1, subject=subject, next=True,
-                                      direct=True)
+        """A job or a result of this message is still on the bus (waiting for its
+        destination or an agent, or taken by an agent that has not finished)."""
+        for subject in (f"{s.ROOT}.deliver.*.{queue_id}", s.status_subject(queue_id),
+                        f"{s.ROOT}.wait.*.*.{queue_id}"):
+            if await self._first(subject) is not None:
                 return True
-            except NotFoundError:
-                continue
         return False
 
     async def end_attempt(self, token: str) -> None:

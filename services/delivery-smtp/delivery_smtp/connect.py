@@ -166,6 +166,7 @@ class Connector:
                     continue
                 stats.conn_setup_done = time.time()
                 return await self._transfer(key, chat, job, content), chat.relay
+        stats.site_failure = last  # no server took a session: the destination failed
         return [last] * count, relay
 
     async def _transfer(

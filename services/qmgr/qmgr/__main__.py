@@ -2,7 +2,9 @@
 
 Three durable consumers, shared by every qmgr replica: new mail and
 wake-ups start attempts (:mod:`qmgr.attempts`), delivery results end them
-(:mod:`qmgr.results`). The first two are the attempts' leases: they allow
+(:mod:`qmgr.results`); jobs reach the agents through per-destination
+concurrency windows shared in Redis (:mod:`qmgr.dispatch`). The first two
+are the attempts' leases: they allow
 ``qmgr_message_active_limit`` messages in flight (Postfix's active queue),
 and a short ack wait, so that work a killed qmgr had taken but not handed
 out comes back within seconds. Queue commands (postqueue -f, -i, -s) are
@@ -22,6 +24,7 @@ from postbus.queue.file import QueueFile
 from postbus.service import ServiceContext, run
 from qmgr.attempts import Attempts
 from qmgr.commands import Commands
+from qmgr.dispatch import Dispatcher
 from qmgr.gauges import refresh_gauges
 from qmgr.results import Recorder
 
@@ -29,8 +32,9 @@ HANDLING_TIME = 5.0  # seconds a qmgr may take over one trigger, wake-up or resu
 
 
 async def main(ctx: ServiceContext) -> None:
-    recorder = Recorder(ctx)
-    attempts = Attempts(ctx, recorder)
+    dispatcher = Dispatcher(ctx)
+    recorder = Recorder(ctx, dispatcher)
+    attempts = Attempts(ctx, recorder, dispatcher)
     active_limit = ctx.cfg.int("qmgr_message_active_limit")
 
     async def after_bad_wakeup(msg: Msg) -> None:
@@ -51,6 +55,7 @@ async def main(ctx: ServiceContext) -> None:
     await asyncio.gather(
         refresh_gauges(ctx),
         Commands(ctx).serve(),
+        dispatcher.sweep_forever(),
         consume(ctx, stream=s.QUEUE_STREAM, subject=s.MSG_TRIGGER_FILTER,
                 durable=s.QMGR_INCOMING_CONSUMER, handler=attempts.on_incoming,
                 ack_wait=HANDLING_TIME, max_ack_pending=active_limit),

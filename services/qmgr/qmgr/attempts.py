@@ -39,6 +39,7 @@ from postbus import events, metrics
 from postbus.queue.entry import QueueEntry
 from postbus.queue.file import QueueConflict, QueueFile
 from postbus.service import ServiceContext
+from qmgr.dispatch import Dispatcher
 from qmgr.results import Recorder
 from qmgr.scheduler import Scheduler
 
@@ -52,10 +53,11 @@ def new_attempt_id() -> str:
 
 
 class Attempts:
-    def __init__(self, ctx: ServiceContext, recorder: Recorder) -> None:
+    def __init__(self, ctx: ServiceContext, recorder: Recorder, dispatcher: Dispatcher) -> None:
         self.ctx = ctx
         self.recorder = recorder
-        self.scheduler = Scheduler(ctx)
+        self.dispatcher = dispatcher
+        self.scheduler = Scheduler(ctx, dispatcher)
 
     async def on_incoming(self, msg: Msg) -> None:
         entry, revision = QueueFile.trigger_entry(msg)
@@ -97,6 +99,7 @@ class Attempts:
             await msg.ack()  # not (or no longer) the lease of the current attempt
             return
         if await self.ctx.work.in_flight(queue_id):
+            await self.dispatcher.remind(queue_id)
             await msg.nak(delay=self.scheduler.lease)  # still being delivered: keep it
             return
         log.warning("warning: %s: attempt %s was lost; trying again", queue_id,
@@ -126,8 +129,6 @@ class Attempts:
         """Route, write the entry when needed, hand out the jobs, hold ``msg`` open."""
         token = msg.reply or ""
         settled = await self.scheduler.route(entry)
-        for rcpt in settled:  # by the qmgr itself: error:, discard:, retry:
-            self.ctx.work.record(events.for_recipient(entry, rcpt))
         if write or settled:
             try:
                 revision = await self.ctx.queue.update(entry, revision)
@@ -135,9 +136,11 @@ class Attempts:
                 await msg.nak(delay=self.scheduler.lease)  # another qmgr got there first
                 return
         await self.ctx.work.event("active", entry.queue_id, attempt=entry.attempts)
+        for rcpt in settled:  # by the qmgr itself: error:, discard:, retry:
+            self.ctx.work.record(events.for_recipient(entry, rcpt))
         jobs = self.scheduler.jobs(entry, token, recheck=recheck)
         if not jobs:  # the qmgr settled every recipient itself
             await self.recorder.conclude(entry, revision, token)
             return
-        await self.scheduler.hand_out(jobs)
+        await self.dispatcher.hand_out(jobs)
         await msg.nak(delay=self.scheduler.lease)  # held open until the outcome is recorded

@@ -22,6 +22,7 @@ import logging
 import time
 
 from nats.aio.msg import Msg
+from redis.exceptions import RedisError
 
 from postbus import events, metrics
 from postbus.queue.entry import DeliveryStatus, QueueEntry
@@ -30,17 +31,24 @@ from postbus.service import ServiceContext
 from qmgr import notices as notice_rules
 from qmgr.bounce import wire
 from qmgr.defer import backoff
+from qmgr.dispatch import Dispatcher
 
 log = logging.getLogger("postbus.qmgr")
 
 
 class Recorder:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, dispatcher: Dispatcher) -> None:
         self.ctx = ctx
+        self.dispatcher = dispatcher
         self.notices = wire(ctx)
 
     async def on_status(self, msg: Msg) -> None:
         status = DeliveryStatus.decode(msg.data)
+        try:
+            await self.dispatcher.released(status)  # first: the next job may start meanwhile
+        except RedisError as exc:  # the slot's lease runs out and the sweep frees it
+            log.warning("warning: %s: cannot free the delivery slot of %s: %s",
+                        status.queue_id, status.destination or status.transport, exc)
         if status.whole and all(r.status == "sent" for r in status.results):
             await self.remove(status.queue_id, delivered=True)
             await self.ctx.work.end_attempt(status.token)

@@ -1,9 +1,9 @@
-"""Routing an attempt and handing out its jobs (≈ qmgr_message.c + qmgr_entry.c).
+"""Routing an attempt and cutting it into jobs (≈ qmgr_message.c + qmgr_entry.c).
 
 Recipients still to be delivered are resolved to transport:nexthop
-(trivial-rewrite), grouped per next hop into jobs of at most
-``default_destination_recipient_limit`` recipients, and published for the
-delivery agents. A recipient the qmgr settles itself (``error:``,
+(trivial-rewrite) and grouped per destination into jobs of at most
+``<transport>_destination_recipient_limit`` recipients, which
+:mod:`qmgr.dispatch` hands to the delivery agents. A recipient the qmgr settles itself (``error:``,
 ``discard:``, ``retry:``, a lookup that failed) never becomes a job.
 """
 
@@ -16,6 +16,8 @@ from collections import defaultdict
 from postbus.config.loader import Config
 from postbus.queue.entry import DeliveryJob, QueueEntry, Recipient
 from postbus.service import ServiceContext
+from qmgr.destinations import destination_name
+from qmgr.dispatch import Dispatcher
 from qmgr.notices import wants
 from qmgr.resolve import Route, RouteResolver
 
@@ -25,15 +27,16 @@ OPEN_STATES = ("pending", "active", "deferred")  # what a new attempt takes up
 
 
 class Scheduler:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, dispatcher: Dispatcher) -> None:
         self.ctx = ctx
+        self.dispatcher = dispatcher
         self.reconfigure(ctx.cfg)
         ctx.on_reload(self.reconfigure)
 
     def reconfigure(self, cfg: Config) -> None:
         self.resolver = RouteResolver(cfg)
-        self.limit = max(1, cfg.int("default_destination_recipient_limit"))
         self.lease = cfg.time("postbus_delivery_lease")
+        self.delimiter = cfg.get("recipient_delimiter")
 
     async def route(self, entry: QueueEntry) -> list[Recipient]:
         """Resolve every open recipient and mark it active (a job will carry it) or
@@ -48,17 +51,21 @@ class Scheduler:
         return [entry.recipients[i] for i, route in routes.items() if _apply(entry, i, route)]
 
     def jobs(self, entry: QueueEntry, token: str, *, recheck: bool = False) -> list[DeliveryJob]:
-        """One job per next hop and recipient limit, for the active recipients."""
-        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        """One job per destination and ``<transport>_destination_recipient_limit``,
+        for the active recipients."""
+        groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
         for i, rcpt in enumerate(entry.recipients):
             if rcpt.state == "active":
                 transport, _, nexthop = rcpt.transport.partition(":")
-                groups[(transport, nexthop)].append(i)
+                limits = self.dispatcher.windows.limits(transport)
+                name = destination_name(limits, transport, nexthop, rcpt.address, self.delimiter)
+                groups[(transport, nexthop, name)].append(i)
         now = time.time()
         jobs = []
-        for (transport, nexthop), indexes in groups.items():
-            for start in range(0, len(indexes), self.limit):
-                chunk = indexes[start : start + self.limit]
+        for (transport, nexthop, name), indexes in groups.items():
+            limit = self.dispatcher.windows.limits(transport).recipient_limit
+            for start in range(0, len(indexes), limit):
+                chunk = indexes[start : start + limit]
                 jobs.append(DeliveryJob(
                     queue_id=entry.queue_id,
                     transport=transport,
@@ -81,12 +88,9 @@ class Scheduler:
                     attempt_id=entry.attempt_id,
                     token=token,
                     recheck=recheck,
+                    destination=name,
                 ))
         return jobs
-
-    async def hand_out(self, jobs: list[DeliveryJob]) -> None:
-        for job in jobs:
-            await self.ctx.work.submit_job(job)
 
 
 def _apply(entry: QueueEntry, index: int, route: Route) -> bool:

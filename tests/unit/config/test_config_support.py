@@ -40,8 +40,8 @@ NOT_YET = [
     ("always_bcc = archive@example.com\n", "always_bcc"),
     ("soft_bounce = yes\n", "soft_bounce"),
     ("hopcount_limit = 20\n", "hopcount_limit"),
-    ("relay_destination_concurrency_limit = 2\n", "relay_destination_concurrency_limit"),
-    ("default_destination_concurrency_limit = 5\n", "default_destination_concurrency_limit"),
+    ("relay_delivery_slot_cost = 2\n", "relay_delivery_slot_cost"),
+    ("default_delivery_slot_cost = 3\n", "default_delivery_slot_cost"),
 ]
 
 

@@ -46,6 +46,14 @@ INDIRECT = {
     "mynetworks_style": "params.host_default() derives mynetworks from it",
     "postbus_unsupported_parameters": "config/support.py reads it (support.SWITCH)",
     "smtp_host_lookup": 'delivery_smtp/agent.py reads f"{prefix}_host_lookup"',
+    # qmgr/destinations.py Limits.of reads f"{transport}_{suffix}", whose default is these
+    **{name: "qmgr/destinations.py reads the per-transport name, defaulting to it"
+       for name in (
+        "initial_destination_concurrency", "default_destination_concurrency_limit",
+        "default_destination_recipient_limit", "default_destination_rate_delay",
+        "default_destination_concurrency_positive_feedback",
+        "default_destination_concurrency_negative_feedback",
+        "default_destination_concurrency_failed_cohort_limit")},
     "lmtp_host_lookup": 'delivery_smtp/agent.py reads f"{prefix}_host_lookup"',
     # delivery_smtp/proto.py Settings.from_config: lmtp_<x> for each smtp_<x> Postfix twins
     **{name: "delivery_smtp/proto.py reads the lmtp_ twin of its smtp_ name" for name in (

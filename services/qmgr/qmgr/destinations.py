@@ -1,0 +1,396 @@
+"""Per-destination concurrency windows shared by every qmgr replica (≈ qmgr_queue.c,
+qmgr_feedback.c; SCHEDULER_README).
+
+A destination is Postfix's in-core queue: a transport and a queue name (the
+next hop, or ``localpart@nexthop`` for a transport that delivers one
+recipient at a time). Each has a concurrency window: it starts at
+``initial_destination_concurrency``, grows by positive feedback after
+deliveries that worked, up to ``<transport>_destination_concurrency_limit``,
+and shrinks by negative feedback after deliveries where the destination
+itself failed. Failed pseudo-cohorts beyond
+``<transport>_destination_concurrency_failed_cohort_limit`` mark it dead:
+its mail is deferred ("delivery temporarily suspended: ...") until
+``minimal_backoff_time`` has passed. ``<transport>_destination_rate_delay``
+fixes the window at one and spaces deliveries out.
+
+The state lives in Redis, so that it holds across any number of qmgr and
+delivery replicas: per destination a hash (window, feedback counters,
+dead-until, next start) and a sorted set of busy slots, one per job being
+delivered, scored by when its lease runs out (as KumoMTA keeps connection
+leases). Each change is one Lua script, atomic and one round trip. A slot
+whose lease ran out is not simply dropped: :meth:`Windows.expired` hands it
+to the qmgr, which keeps it while the job is still on the bus (a delivery
+may take longer than a lease) and frees it otherwise (its agent and qmgr
+died). Redis losing its data costs the windows' history, not mail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from postbus.config.loader import Config
+from postbus.maps import context
+
+PREFIX = "postbus:dest:"
+WAITING = PREFIX + "waiting"  # destinations with parked jobs
+LEASES = PREFIX + "leases"  # every busy slot, scored by when its lease runs out
+STATE_TTL = 3600.0  # seconds an idle destination's window is remembered
+SUSPENDED = "delivery temporarily suspended: "
+
+_digests: dict[str, str] = {}  # script -> SHA1, as Redis knows it
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A feedback amount: ``base`` or, per window, ``base / window`` (≈ QMGR_FEEDBACK)."""
+
+    base: float
+    per_window: bool
+
+    @classmethod
+    def parse(cls, text: str) -> Feedback:
+        """``1``, ``0.5``, ``1/8`` or ``1/concurrency``; else 1, as Postfix (which warns)."""
+        num, slash, denom = text.replace(" ", "").partition("/")
+        try:
+            base = float(num)
+            if slash and denom == "concurrency":
+                return cls(base, True) if 0 <= base <= 1 else cls(1.0, False)
+            if slash:
+                base /= float(denom)
+        except (ValueError, ZeroDivisionError):
+            return cls(1.0, False)
+        return cls(base, False) if 0 <= base <= 1 else cls(1.0, False)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """One transport's scheduling parameters (``<transport>_...`` or the defaults)."""
+
+    initial: int
+    limit: int  # 0: none
+    recipient_limit: int
+    rate_delay: float
+    positive: Feedback
+    negative: Feedback
+    cohort_limit: int
+    backoff: float  # how long a dead destination stays suspended
+
+    @classmethod
+    def of(cls, cfg: Config, transport: str) -> Limits:
+        def name(suffix: str) -> str:
+            return f"{transport}_{suffix}"
+
+        return cls(
+            initial=max(1, cfg.int(name("initial_destination_concurrency"))),
+            limit=max(0, cfg.int(name("destination_concurrency_limit"))),
+            recipient_limit=max(1, cfg.int(name("destination_recipient_limit"))),
+            rate_delay=cfg.time(name("destination_rate_delay")),
+            positive=Feedback.parse(cfg.get(name("destination_concurrency_positive_feedback"))),
+            negative=Feedback.parse(cfg.get(name("destination_concurrency_negative_feedback"))),
+            cohort_limit=cfg.int(name("destination_concurrency_failed_cohort_limit")),
+            backoff=cfg.time("minimal_backoff_time"),
+        )
+
+
+def destination_name(limits: Limits, transport: str, nexthop: str, recipient: str,
+                     delimiter: str) -> str:
+    """Postfix's queue name: the next hop, or for one-recipient transports the
+    recipient's local part (extension removed) at the next hop; lower case."""
+    if limits.recipient_limit != 1 or transport in ("error", "retry"):
+        return nexthop.lower()
+    local = recipient.rpartition("@")[0] if "@" in recipient else recipient
+    for char in delimiter:
+        if char in local:
+            local = local.split(char, 1)[0]
+            break
+    return f"{local}@{nexthop}".lower()
+
+
+def subject_key(transport: str, destination: str) -> str:
+    """A destination as one subject token (names may hold dots, brackets, spaces)."""
+    return hashlib.blake2b(f"{transport}\n{destination}".encode(), digest_size=10).hexdigest()
+
+
+@dataclass(frozen=True)
+class Grant:
+    """The answer to a request for a slot."""
+
+    verdict: Literal["go", "wait", "dead"]
+    dsn: str = ""
+    reason: str = ""  # for "dead": why deliveries are suspended (with Postfix's prefix)
+    after: float = 0.0  # for "wait" under a rate delay: when the next may start
+
+
+@dataclass(frozen=True)
+class Released:
+    """What freeing a slot did: the destination may have died (then its parked jobs
+    are deferred) or have room for a parked one."""
+
+    held: bool  # the slot was held (False: freed already, no feedback given)
+    dead: Grant | None = None
+    waiting: bool = False
+
+
+# KEYS: hash, busy, leases. ARGV: member, lease, initial, limit, rate, ttl, dest id.
+_ACQUIRE = """
+local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local h, busy = KEYS[1], KEYS[2]
+local member, lease = ARGV[1], tonumber(ARGV[2])
+local initial, limit, rate = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local s = redis.call('HMGET', h, 'window', 'dead_until', 'dsn', 'reason', 'next_start')
+local window = tonumber(s[1]) or initial
+local dead = tonumber(s[2]) or 0
+if dead > 0 then
+  if dead > now then return {'dead', s[3] or '4.0.0', s[4] or 'unknown error', '0'} end
+  local n = redis.call('ZCARD', busy)
+  if n > 0 then window = n else window = initial end
+  redis.call('HSET', h, 'window', window, 'dead_until', 0, 'success', 0, 'failure', 0,
+             'fail_cohorts', 0)
+  redis.call('HDEL', h, 'dsn', 'reason')
+end
+local function take()
+  redis.call('ZADD', busy, now + lease, member)
+  redis.call('ZADD', KEYS[3], now + lease, ARGV[7] .. '\\n' .. member)
+  redis.call('EXPIRE', h, ARGV[6]); redis.call('EXPIRE', busy, ARGV[6])
+  return {'go', '', '', '0'}
+end
+if redis.call('ZSCORE', busy, member) then return take() end
+if rate > 0 then window = 1 end
+if limit > 0 and window > limit then window = limit end
+if window < 1 then window = 1 end
+if redis.call('ZCARD', busy) >= window then return {'wait', '', '', '0'} end
+if rate > 0 then
+  local after = tonumber(s[5]) or 0
+  if after > now then return {'wait', '', '', tostring(after)} end
+end
+if not s[1] then redis.call('HSET', h, 'window', window) end
+return take()
+"""
+
+# KEYS: hash, busy, leases, waiting. ARGV: member, hop failed (0/1), positive base,
+# positive per window (0/1), negative base, negative per window, initial, limit,
+# cohort limit, dsn, reason, backoff, rate, ttl, dest id.
+_RELEASE = """
+local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local h, busy = KEYS[1], KEYS[2]
+local n = redis.call('ZCARD', busy)
+redis.call('ZREM', KEYS[3], ARGV[15] .. '\\n' .. ARGV[1])
+if redis.call('ZREM', busy, ARGV[1]) == 0 then return {'gone'} end
+local initial, limit = tonumber(ARGV[7]), tonumber(ARGV[8])
+local s = redis.call('HMGET', h, 'window', 'success', 'failure', 'fail_cohorts', 'dead_until',
+                     'dsn', 'reason')
+local window = tonumber(s[1]) or initial
+local success, failure = tonumber(s[2]) or 0, tonumber(s[3]) or 0
+local cohorts, dead = tonumber(s[4]) or 0, tonumber(s[5]) or 0
+local function feedback(base, per_window)
+  if per_window == '1' then return tonumber(base) / window end
+  return tonumber(base)
+end
+if tonumber(ARGV[13]) > 0 then redis.call('HSET', h, 'next_start', now + tonumber(ARGV[13])) end
+if ARGV[2] == '1' then
+  if dead == 0 then
+    cohorts = cohorts + 1 / window
+    local cohort_limit = tonumber(ARGV[9])
+    if cohort_limit > 0 and cohorts >= cohort_limit then
+      dead = now + tonumber(ARGV[12])
+      window = 0
+      s[6], s[7] = ARGV[10], ARGV[11]
+      redis.call('HSET', h, 'dsn', ARGV[10], 'reason', ARGV[11])
+    else
+      local f = feedback(ARGV[5], ARGV[6])
+      failure = failure - f
+      while failure - f / 2 < 0 do
+        window = window - 1; success = 0; failure = failure + 1
+      end
+      if window < 1 then window = 1 end
+    end
+  end
+else
+  cohorts = 0
+  if dead > 0 then
+    dead = 0; success = 0; failure = 0
+    if n > 0 then window = n else window = initial end
+    redis.call('HDEL', h, 'dsn', 'reason')
+  elseif limit == 0 or limit > window then
+    if window < n + initial then
+      local f = feedback(ARGV[3], ARGV[4])
+      success = success + f
+      while success + f / 2 >= 1 do
+        window = window + 1; success = success - 1; failure = 0
+      end
+      if limit > 0 and window > limit then window = limit end
+    end
+  end
+end
+redis.call('HSET', h, 'window', window, 'success', success, 'failure', failure,
+           'fail_cohorts', cohorts, 'dead_until', dead)
+redis.call('EXPIRE', h, ARGV[14]); redis.call('EXPIRE', busy, ARGV[14])
+local waiting = redis.call('SISMEMBER', KEYS[4], ARGV[15])
+if dead > now then return {'dead', s[6] or '4.0.0', s[7] or '', tostring(waiting)} end
+return {'ok', '', '', tostring(waiting)}
+"""
+
+# KEYS: leases. ARGV: how many.
+_EXPIRED = """
+local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+"""
+
+# KEYS: waiting. ARGV: the key prefix. Destinations with parked jobs that may move:
+# room in the window and no rate delay running, or dead (to be drained or revived).
+_READY = """
+local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local out = {}
+for _, ident in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local tab = string.find(ident, '\t', 1, true)
+  if tab then
+    local base = ARGV[1] .. string.sub(ident, 1, tab - 1) .. ':' .. string.sub(ident, tab + 1)
+    local s = redis.call('HMGET', base, 'window', 'dead_until', 'next_start')
+    local window = tonumber(s[1]) or 1
+    if window < 1 then window = 1 end
+    if (tonumber(s[2]) or 0) > 0 or (redis.call('ZCARD', base .. ':busy') < window
+        and (tonumber(s[3]) or 0) <= now) then
+      table.insert(out, ident)
+    end
+  end
+end
+return out
+"""
+
+# KEYS: busy, leases. ARGV: member, lease, dest id: keep a slot whose job still runs.
+_RENEW = """
+local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3] .. '\\n' .. ARGV[1])
+  return 1
+end
+redis.call('ZREM', KEYS[2], ARGV[3] .. '\\n' .. ARGV[1])
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Destination:
+    transport: str
+    name: str
+
+    @property
+    def ident(self) -> str:
+        return f"{self.transport}\t{self.name}"
+
+    @property
+    def key(self) -> str:
+        return subject_key(self.transport, self.name)
+
+    @property
+    def state(self) -> str:
+        return f"{PREFIX}{self.transport}:{self.name}"
+
+    @property
+    def busy(self) -> str:
+        return self.state + ":busy"
+
+    @classmethod
+    def from_ident(cls, ident: str) -> Destination:
+        transport, _, name = ident.partition("\t")
+        return cls(transport, name)
+
+
+class Windows:
+    """The shared windows: take and free slots, feedback, dead destinations."""
+
+    def __init__(self, cfg: Config, lease: float) -> None:
+        self.cfg = cfg
+        self.lease = lease
+        self._limits: dict[str, Limits] = {}
+
+    def limits(self, transport: str) -> Limits:
+        if transport not in self._limits:
+            self._limits[transport] = Limits.of(self.cfg, transport)
+        return self._limits[transport]
+
+    @staticmethod
+    def redis() -> Redis:
+        return context.redis_client()
+
+    async def _run(self, script: str, keys: list[str], args: list[str | int | float]) -> Any:
+        """Run a script by its digest (loading it the first time Redis lacks it)."""
+        client = self.redis()
+        digest = _digests.get(script)
+        if digest is not None:
+            try:
+                return await client.evalsha(digest, len(keys), *keys, *args)
+            except NoScriptError:
+                pass
+        _digests[script] = await client.script_load(script)
+        return await client.evalsha(_digests[script], len(keys), *keys, *args)
+
+    async def acquire(self, dest: Destination, member: str) -> Grant:
+        lim = self.limits(dest.transport)
+        verdict, dsn, reason, after = await self._run(
+            _ACQUIRE, [dest.state, dest.busy, LEASES],
+            [member, self.lease, lim.initial, lim.limit, lim.rate_delay, int(STATE_TTL),
+             dest.ident],
+        )
+        return Grant(_text(verdict), _text(dsn), _text(reason), float(after))  # type: ignore[arg-type]
+
+    async def release(self, dest: Destination, member: str, hop_dsn: str = "",
+                      hop_reason: str = "") -> Released:
+        """Free a job's slot with Postfix's feedback: negative when the destination
+        itself failed (``hop_dsn`` set), positive otherwise."""
+        lim = self.limits(dest.transport)
+        reason = SUSPENDED + (hop_reason or "unknown error")
+        got = await self._run(
+            _RELEASE, [dest.state, dest.busy, LEASES, WAITING],
+            [member, int(bool(hop_dsn)), lim.positive.base, int(lim.positive.per_window),
+             lim.negative.base, int(lim.negative.per_window), lim.initial, lim.limit,
+             lim.cohort_limit, hop_dsn or "4.0.0", reason, lim.backoff, lim.rate_delay,
+             int(STATE_TTL), dest.ident],
+        )
+        if _text(got[0]) == "gone":
+            return Released(False)
+        waiting = _text(got[3]) == "1"
+        if _text(got[0]) == "dead":
+            return Released(True, Grant("dead", _text(got[1]), _text(got[2])), waiting)
+        return Released(True, None, waiting)
+
+    async def renew(self, dest: Destination, member: str) -> bool:
+        """Keep a slot whose job is still on the bus; False when it was freed meanwhile."""
+        kept = await self._run(_RENEW, [dest.busy, LEASES], [member, self.lease, dest.ident])
+        return bool(kept)
+
+    async def forget(self, dest: Destination, member: str) -> None:
+        """Free a slot whose job is gone without a result (no feedback)."""
+        await self.redis().zrem(dest.busy, member)
+        await self.redis().zrem(LEASES, f"{dest.ident}\n{member}")
+
+    async def ready(self) -> list[Destination]:
+        """Destinations with parked jobs that may move on now."""
+        raw = await self._run(_READY, [WAITING], [PREFIX])
+        return [Destination.from_ident(_text(i)) for i in raw]
+
+    async def expired(self, limit: int = 200) -> list[tuple[Destination, str]]:
+        """Slots whose lease ran out, oldest first."""
+        raw = await self._run(_EXPIRED, [LEASES], [limit])
+        out = []
+        for item in raw:
+            ident, _, member = _text(item).rpartition("\n")
+            out.append((Destination.from_ident(ident), member))
+        return out
+
+    async def mark_waiting(self, dest: Destination) -> None:
+        await self.redis().sadd(WAITING, dest.ident)
+
+    async def unmark_waiting(self, dest: Destination) -> None:
+        await self.redis().srem(WAITING, dest.ident)
+
+
+def _text(value: bytes | str | int) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
