@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -147,3 +147,30 @@ async def test_a_recount_corrects_drift(conf: Path, qmgrs: Qmgrs, store: Bus) ->
     assert await gauges.recount(store.js) == {"deferred": 2, "hold": 0}
     assert await gauges.counter(store.js, "hold") == 0
     assert await gauges.counter(store.js, "deferred") == 2
+
+
+async def test_counters_follow_entry_writes_and_removals(store: Bus) -> None:
+    """QueueFile moves the counters itself: a write that changes queue, and a
+    removal of mail it last saw deferred or held (as the qmgr removes held
+    mail whose attempt delivered it)."""
+    queue = store.queue
+    first, second = [await queue.enqueue(QueueEntry("", "a@client.test", [Recipient(r)]),
+                                         b"\r\nbody\r\n") for r in ("x@a.test", "y@b.test")]
+
+    def to(name: str) -> Callable[[QueueEntry], bool]:
+        return lambda entry: setattr(entry, "queue", name) is None
+
+    await queue.modify(first, to("deferred"))
+    await queue.modify(second, to("hold"))
+    assert (await gauges.counter(store.js, "deferred"), await gauges.counter(store.js, "hold")) \
+        == (1, 1)
+    await queue.modify(first, to("active"))  # a retry begins
+    await queue.modify(second, to("deferred"))  # released
+    assert (await gauges.counter(store.js, "deferred"), await gauges.counter(store.js, "hold")) \
+        == (1, 0)
+    assert await queue.get(second) is not None  # last seen deferred
+    assert await queue.remove(second) >= 2 and await queue.remove(first) >= 2
+    assert (await gauges.counter(store.js, "deferred"), await gauges.counter(store.js, "hold")) \
+        == (0, 0)
+    assert await queue.remove(first) == 0  # gone already: nothing moves
+    assert await gauges.counter(store.js, "deferred") == 0

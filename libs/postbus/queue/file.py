@@ -57,6 +57,7 @@ class QueueFile:
         self.nc = nc
         self.js = js
         self._queues: dict[tuple[str, int], str] = {}
+        self._last: dict[str, str] = {}
         self.chunk_size = max(64 * 1024, nc.max_payload - CHUNK_HEADROOM)
 
     # -- new mail -------------------------------------------------------------
@@ -199,10 +200,15 @@ class QueueFile:
         return int(ack.seq)
 
     def _seen(self, queue_id: str, revision: int, queue: str) -> None:
-        """Remember which queue a revision we read or wrote is in (for update)."""
+        """Remember which queue a revision we read or wrote is in (for update),
+        and the last queue we saw a message in (for remove)."""
         self._queues[(queue_id, revision)] = queue
+        self._last.pop(queue_id, None)
+        self._last[queue_id] = queue
         if len(self._queues) > SEEN_MAX:
             del self._queues[next(iter(self._queues))]
+        if len(self._last) > SEEN_MAX:
+            del self._last[next(iter(self._last))]
 
     async def _queue_at(self, queue_id: str, revision: int) -> str | None:
         """The queue an entry's ``revision`` is in: remembered, else read back
@@ -240,8 +246,11 @@ class QueueFile:
         """Forget a message entirely, entry, content and timer, in one purge;
         returns how many stream messages went (0: it was gone already).
 
-        ``was``: the queue it was in, for the queue counters (the qmgr
-        removes mail at the end of an attempt, from active: not counted)."""
+        ``was``: the queue it was in, for the queue counters; else the last
+        queue this process saw it in (the qmgr removes mail at the end of an
+        attempt: active, or on hold when postsuper -h came meanwhile)."""
+        last = self._last.pop(queue_id, None)
+        was = last if was is None else was
         reply = await self.nc.request(
             f"$JS.API.STREAM.PURGE.{s.QUEUE_STREAM}",
             orjson.dumps({"filter": s.message_filter(queue_id)}), timeout=PURGE_TIMEOUT,
