@@ -107,7 +107,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     # qmgr
     "maximal_queue_lifetime", "bounce_queue_lifetime", "minimal_backoff_time",
     "maximal_backoff_time", "default_destination_recipient_limit", "bounce_size_limit",
-    "postbus_queue_scan_interval",
+    "postbus_queue_scan_interval", "fast_flush_domains",
     # the destination scheduler (postbus.schedule, in the delivery agents)
     "initial_destination_concurrency", "default_destination_concurrency_limit",
     "default_destination_concurrency_positive_feedback",

@@ -115,6 +115,8 @@ _TABLE: tuple[Param, ...] = (
     _p("relay_domains", "list", "${{$compatibility_level} <level {2} ? {$mydestination} : {}}",
        "Domains this host relays mail to (the relay domain address class)."),
     _p("relayhost", "str", "", "Next-hop for non-local mail instead of direct MX delivery."),
+    _p("fast_flush_domains", "list", "$relay_domains",
+       "Destinations whose deferred mail postqueue -s (and ETRN) may flush."),
     _p("relay_recipient_maps", "list", "",
        "Valid recipients in relay_domains; empty means all are valid."),
     _p("append_dot_mydomain", "bool", "${{$compatibility_level} <level {1} ? {yes} : {no}}",
@@ -744,7 +746,8 @@ _TABLE: tuple[Param, ...] = (
     _p("postbus_policy_timeout", "time", "$smtpd_policy_service_timeout",
        "Time a policy server client has to send one whole request.", min=1),
     _p("postbus_queue_scan_interval", "time", "30s",
-       "How often the qmgr recounts the queues for the postbus_queue_messages gauge.", min=1),
+       "How often the qmgr refreshes the postbus_queue_messages gauges (from shared "
+       "counters; one replica recounts the queue hourly).", min=1),
     _p("postbus_start_servers", "bool", "yes",
        "Whether postbus start runs its own nats-server and redis-server."),
     _p("postbus_nats_monitor_port", "int", "0",

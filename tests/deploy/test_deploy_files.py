@@ -78,6 +78,16 @@ HELM_VALUE_SETS = {
         "--set",
         "webhooks.enabled=true",
     ],
+    # the documented single-node mode: one NATS node, every write fsynced
+    "single-node-nats": ["--set", "nats.replicas=1"],
+    "external-nats": [
+        "--set",
+        "nats.enabled=false",
+        "--set",
+        "externalNats.url=nats://nats.example:4222",
+        "--set",
+        "externalNats.streamReplicas=3",
+    ],
 }
 
 

@@ -98,6 +98,10 @@ async def test_incoming_mail_is_listed_and_can_be_held_and_deleted_before_qmgr_s
 
 async def test_queue_gauges_count_deferred_and_held_mail(qmgr: Path, store: Bus) -> None:
     port = int((qmgr.parent / "metrics.port").read_text())
+    for _ in range(200):  # the recount of a new queue is done (see postbus.queue.gauges)
+        if "recounted the queue" in qmgr.read_text():
+            break
+        await asyncio.sleep(0.05)
     deferred = await store.queue.enqueue(
         QueueEntry("", "a@client.test", [Recipient("x@later.test")]), b"\r\nbody\r\n"
     )

@@ -21,10 +21,12 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 
 from postbus.bus import subjects as s
+from postbus.config.conv import ConfigError
 from postbus.events import stream_spec as events_stream_spec
+from postbus.queue import gauges
 
 log = logging.getLogger("postbus.bus")
 
@@ -47,6 +49,8 @@ class StreamSpec:
     discard: DiscardPolicy = DiscardPolicy.OLD
     schedules: bool = False  # message schedules and per-message TTLs (timers)
     replaceable: bool = False  # holds no mail: may be made anew when it cannot be updated
+    counters: bool = False  # Nats-Incr counters only (nats-server 2.12+)
+    duplicate_window: float = DUPLICATE_WINDOW
 
 
 WORK_MAX_BYTES = 512 * 1024 * 1024  # jobs and results in flight; past this, publishing waits
@@ -60,6 +64,10 @@ STREAMS: tuple[StreamSpec, ...] = (
                RetentionPolicy.WORK_QUEUE, storage=StorageType.MEMORY,
                max_bytes=WORK_MAX_BYTES, discard=DiscardPolicy.NEW, replaceable=True),
     events_stream_spec(),  # default limits; postbus.events.ensure_stream applies main.cf's
+    # Queue sizes kept as counters (postbus.queue.gauges): recounted when lost.
+    StreamSpec(s.GAUGES_STREAM, (s.GAUGE_SUBJECTS,), RetentionPolicy.LIMITS,
+               storage=StorageType.MEMORY, per_subject=1, replaceable=True, counters=True,
+               duplicate_window=gauges.CLAIM_WINDOW),
     # The corrupt queue waits for an administrator (postsuper -d), but a flood
     # of bad input must not fill the disk: the oldest records go first.
     StreamSpec(
@@ -124,7 +132,7 @@ def _config(spec: StreamSpec, replicas: int) -> StreamConfig:
         retention=spec.retention,
         storage=spec.storage,
         num_replicas=replicas,
-        duplicate_window=DUPLICATE_WINDOW,
+        duplicate_window=spec.duplicate_window,
         max_age=spec.max_age,
         max_bytes=spec.max_bytes,
         max_msgs_per_subject=spec.per_subject,
@@ -133,6 +141,7 @@ def _config(spec: StreamSpec, replicas: int) -> StreamConfig:
         allow_direct=True,
         allow_msg_schedules=spec.schedules or None,
         allow_msg_ttl=spec.schedules or None,
+        allow_msg_counter=spec.counters or None,
     )
 
 
@@ -146,6 +155,7 @@ async def _add_or_update(
     js: JetStreamContext, config: StreamConfig, replaceable: bool = False
 ) -> None:
     assert config.name is not None
+    last: BadRequestError | None = None
     for _ in range(20):
         try:
             info = await js.stream_info(config.name)
@@ -153,28 +163,51 @@ async def _add_or_update(
             try:
                 await js.add_stream(config)
                 return
-            except BadRequestError as exc:  # a concurrent creator won the race
+            except BadRequestError as exc:  # a concurrent creator won the race, or refused
                 log.debug("add_stream %s: %s", config.name, exc)
+                last = exc
                 await asyncio.sleep(0.05)
                 continue
         have = info.config
-        if (have.storage != config.storage or have.retention != config.retention) and replaceable:
+        fixed = (have.storage != config.storage or have.retention != config.retention
+                 or bool(have.allow_msg_counter) != bool(config.allow_msg_counter))
+        if fixed and replaceable:
             log.info("making stream %s anew with this release's storage", config.name)
             with contextlib.suppress(NotFoundError):
                 await js.delete_stream(config.name)
             continue
-        if have.storage != config.storage or have.retention != config.retention:
+        if fixed:
             raise StreamMismatch(
-                f"stream {config.name} exists with storage {have.storage} and retention "
-                f"{have.retention}; this release needs {config.storage} and "
-                f"{config.retention}: drain the queue and remove the stream "
+                f"stream {config.name} exists with storage {_word(have.storage)} and "
+                f"retention {_word(have.retention)}; this release needs "
+                f"{_word(config.storage)} and {_word(config.retention)}: drain the queue "
+                f"and remove the stream "
                 f"(nats stream rm {config.name}) before starting"
             )
-        if any(_differs(getattr(have, k), getattr(config, k)) for k in _RECONCILED):
-            log.info("updating stream %s to this release's settings", config.name)
-            await js.update_stream(config)
+        changed = [k for k in _RECONCILED if _differs(getattr(have, k), getattr(config, k))]
+        if changed:
+            log.info("updating stream %s: %s", config.name, ", ".join(
+                f"{k} {_word(getattr(have, k))} -> {_word(getattr(config, k))}"
+                for k in changed))
+            try:
+                await js.update_stream(config)
+            except APIError as exc:  # e.g. 3 replicas on a single nats-server
+                raise StreamMismatch(
+                    f"stream {config.name} cannot be given this release's settings "
+                    f"({', '.join(changed)}): JetStream says: {exc.description}",
+                    parameter="postbus_stream_replicas" if "num_replicas" in changed else None,
+                ) from exc
         return
-    raise RuntimeError(f"cannot declare stream {config.name}")
+    raise StreamMismatch(
+        f"cannot create stream {config.name}: JetStream says: "
+        f"{last.description if last else 'it keeps changing'}",
+        parameter="postbus_stream_replicas" if config.num_replicas != 1 else None,
+    )
+
+
+def _word(setting: object) -> str:
+    """``StorageType.FILE`` -> ``file``, as the nats CLI shows it."""
+    return str(getattr(setting, "value", setting))
 
 
 def _differs(have: object, want: object) -> bool:
@@ -200,5 +233,6 @@ async def _retire(js: JetStreamContext, name: str) -> None:
         log.info("removed stream %s of an older Postbus", name)
 
 
-class StreamMismatch(RuntimeError):
-    """An existing stream cannot be brought to this release's settings in place."""
+class StreamMismatch(ConfigError):
+    """A stream cannot be made or brought to this release's settings: the role
+    stops at start with this one line (a configuration error)."""

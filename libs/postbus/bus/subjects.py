@@ -17,8 +17,8 @@ What is queued lives in files, what is in flight in memory:
   transport_maps results route straight to subjects; the queue ID follows)
   and delivery results on ``postbus.status.<qid>``. A job whose destination
   has no free slot in its concurrency window waits on
-  ``postbus.wait.<transport>.<destination key>.<qid>`` until a qmgr moves it
-  on (:mod:`qmgr.dispatch`). A lost job or result costs a retry, never a
+  ``postbus.wait.<transport>.<destination key>.<qid>`` until an agent that
+  frees a slot moves it on (:mod:`postbus.schedule.gate`). A lost job or result costs a retry, never a
   message: the trigger (or wake-up) that started an attempt stays pending
   on its durable consumer until the attempt is recorded; every
   ``postbus_delivery_lease`` JetStream hands it back to a qmgr, which keeps
@@ -38,6 +38,13 @@ What is queued lives in files, what is in flight in memory:
   one, else a fresh one), with its payload, its original headers and
   ``Postbus-Corrupt-*`` headers: reason, kind, original subject and
   stream, time. A queue file (``postbus.q.<qid>.>``) moves there whole.
+* ``postbus.cmd.<verb>`` (core NATS request/reply, not a stream): queue
+  commands the qmgr carries out, answered by one qmgr replica (queue group
+  ``qmgr``): ``flush`` (postqueue -f), ``send_file`` (-i), ``send_site``
+  (-s); see :mod:`postbus.queue.commands`.
+* ``POSTBUS_GAUGES`` (memory, counters): the deferred and hold queue sizes,
+  ``postbus.gauge.<queue>``, moved with ``Nats-Incr`` as entries change
+  queue; see :mod:`postbus.queue.gauges`.
 * ``postbus.maps.changed`` (core NATS, not a stream) announces that a lookup
   table was loaded or edited; the payload is the table's ``type:name``.
   Services drop that table from their lookup cache.
@@ -54,6 +61,7 @@ CORRUPT_STREAM = "POSTBUS_CORRUPT"
 #: Streams of Postbus releases before the queue core of issue #9, removed at start.
 RETIRED_STREAMS = ("POSTBUS_DELIVER", "POSTBUS_STATUS", "POSTBUS_DEFER")
 WEBHOOK_DEAD_STREAM = "POSTBUS_WEBHOOK_DEAD"
+GAUGES_STREAM = "POSTBUS_GAUGES"
 
 QMGR_INCOMING_CONSUMER = "qmgr-incoming"
 QMGR_STATUS_CONSUMER = "qmgr-status"
@@ -70,6 +78,10 @@ TIMER_FILTER = f"{ROOT}.q.*.timer"
 CORRUPT_SUBJECTS = f"{ROOT}.corrupt.*"
 EVENT_SUBJECTS = f"{ROOT}.event.*"
 WEBHOOK_DEAD_SUBJECTS = f"{ROOT}.webhook.dead.*"
+GAUGE_SUBJECTS = f"{ROOT}.gauge.*"
+COMMAND_SUBJECTS = f"{ROOT}.cmd.*"
+#: The queue group of the qmgr replicas serving queue commands.
+COMMAND_GROUP = "qmgr"
 
 #: Core NATS subject of table-change events; payload: the table spec, UTF-8.
 MAPS_CHANGED_SUBJECT = f"{ROOT}.maps.changed"
@@ -156,6 +168,16 @@ def webhook_dead_subject(name: str) -> str:
 def corrupt_subject(record_id: str) -> str:
     """Where the corrupt queue keeps what was moved under ``record_id``."""
     return f"{ROOT}.corrupt.{record_id}"
+
+
+def command_subject(verb: str) -> str:
+    """A queue command the qmgr carries out (request/reply)."""
+    return f"{ROOT}.cmd.{verb}"
+
+
+def gauge_subject(name: str) -> str:
+    """A shared counter (``Nats-Incr``): a queue's size, or the recount claims."""
+    return f"{ROOT}.gauge.{name}"
 
 
 def subject_queue_id(subject: str) -> str:

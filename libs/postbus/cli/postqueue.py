@@ -1,21 +1,33 @@
-"""postbus postqueue: list (-p, -j) and flush (-f, -i) the queue, as postqueue(1)."""
+"""postbus postqueue: list (-p, -j) and flush (-f, -i, -s) the queue, as postqueue(1).
+
+Listings are streamed (:mod:`postbus.queue.listing`): lines go out as the
+queue is read, so the first comes at once however long the queue; the order
+is the queue's, not arrival time (showq promises none either). Flushing is
+a command the qmgr carries out (:mod:`postbus.queue.commands`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import sys
 import time
+from typing import TextIO
+
+from nats.errors import Error as NatsError
 
 from postbus.config.loader import Config
-from postbus.queue import admin, corrupt
+from postbus.queue import admin, commands, corrupt
 from postbus.queue.corrupt import CorruptMessage
 from postbus.queue.entry import QueueEntry
 
 S_LINE = "{:<11} {:>7} {:<20} {}"
 L_LINE = "{:<17} {:>8} {:<19} {}"
 STATUS = {"active": "*", "hold": "!"}
+EX_USAGE, EX_UNAVAILABLE = 64, 69  # sysexits.h, as Postfix's postqueue
 CORRUPT_MARK = "?"  # Postfix's showq lists no corrupt queue; we do, marked like this
 
 
@@ -51,27 +63,33 @@ def format_corrupt(found: CorruptMessage, long_ids: bool) -> list[str]:
     return lines
 
 
-def format_queue(
-    entries: list[QueueEntry], long_ids: bool, broken: list[CorruptMessage] | None = None
-) -> str:
-    broken = broken or []
-    if not entries and not broken:
-        return "Mail queue is empty\n"
-    head = (L_LINE if long_ids else S_LINE).format(
+def format_head(long_ids: bool) -> str:
+    return (L_LINE if long_ids else S_LINE).format(
         *(("----Queue ID-----", "--Size--", "---Arrival Time----", "--Sender/Recipient------")
           if long_ids else
           ("-Queue ID-", "--Size--", "----Arrival Time----", "-Sender/Recipient-------"))
     )
+
+
+def format_total(size: int, count: int) -> str:
+    return f"-- {size // 1024} Kbytes in {count} Request{'' if count == 1 else 's'}.\n"
+
+
+def format_queue(
+    entries: list[QueueEntry], long_ids: bool, broken: list[CorruptMessage] | None = None
+) -> str:
+    """The whole listing at once (what :func:`show` writes as it goes)."""
+    broken = broken or []
+    if not entries and not broken:
+        return "Mail queue is empty\n"
     blocks = ["\n".join(format_entry(e, long_ids)) for e in entries]
     blocks += ["\n".join(format_corrupt(c, long_ids)) for c in broken]
-    total = (sum(e.size for e in entries) + sum(c.size for c in broken)) // 1024
-    count = len(entries) + len(broken)
-    plural = "" if count == 1 else "s"
-    return (head + "\n" + "\n\n".join(blocks)
-            + f"\n\n-- {total} Kbytes in {count} Request{plural}.\n")
+    size = sum(e.size for e in entries) + sum(c.size for c in broken)
+    return (format_head(long_ids) + "\n" + "".join(b + "\n\n" for b in blocks)
+            + format_total(size, len(blocks)))
 
 
-def as_json(entry: QueueEntry) -> str:
+def as_json_line(entry: QueueEntry) -> str:
     return json.dumps({
         "queue_name": entry.queue,
         "queue_id": entry.queue_id,
@@ -103,23 +121,94 @@ def corrupt_json(found: CorruptMessage) -> str:
     })
 
 
-async def run(cfg: Config, args: argparse.Namespace) -> int:
-    async with admin.open_queue(cfg, "postqueue") as bus:
-        store = bus.queue
-        entries = sorted([e async for e in store.entries()], key=lambda e: e.arrival_time)
-        if args.p or args.j:
-            broken = await corrupt.corrupt_messages(bus.js)
-        if args.p:
-            sys.stdout.write(format_queue(entries, cfg.bool("enable_long_queue_ids"), broken))
-        elif args.j:
-            for entry in entries:
-                print(as_json(entry))
-            for found in broken:
-                print(corrupt_json(found))
+class Writer:
+    """Output that goes out as it is made: the first lines of a long listing are
+    on the terminal (or down the pipe) at once, the rest in blocks."""
+
+    FLUSH_EVERY = 0.2  # seconds
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.flushed = 0.0
+
+    def write(self, text: str) -> None:
+        self.out.write(text)
+        now = time.monotonic()
+        if now - self.flushed >= self.FLUSH_EVERY:
+            self.out.flush()
+            self.flushed = now
+
+    def close(self) -> None:
+        self.out.flush()
+
+
+async def show(bus: admin.Bus, out: Writer, long_ids: bool, as_json: bool) -> None:
+    """postqueue -p / -j: every message as it is listed, then the corrupt queue."""
+    count = size = 0
+    async for entry in bus.queue.entries():
+        if as_json:
+            out.write(as_json_line(entry) + "\n")
+            continue
+        if not count:
+            out.write(format_head(long_ids) + "\n")
+        out.write("\n".join(format_entry(entry, long_ids)) + "\n\n")
+        count, size = count + 1, size + entry.size
+    for found in await corrupt.corrupt_messages(bus.js):
+        if as_json:
+            out.write(corrupt_json(found) + "\n")
+            continue
+        if not count:
+            out.write(format_head(long_ids) + "\n")
+        out.write("\n".join(format_corrupt(found, long_ids)) + "\n\n")
+        count, size = count + 1, size + found.size
+    if not as_json:
+        out.write(format_total(size, count) if count else "Mail queue is empty\n")
+
+
+async def flush(cfg: Config, args: argparse.Namespace) -> int:
+    """postqueue -f, -i, -s: a command the qmgr carries out; Postfix's words when
+    it cannot."""
+    closing = False
+    try:
+        nc = await admin.reach(cfg, "postqueue", lambda: closing)
+    except (OSError, TimeoutError, NatsError):
+        return _fatal(EX_UNAVAILABLE, "Cannot flush mail queue - mail system is down")
+    try:
+        if args.s is not None:
+            status = await commands.request(nc, commands.SEND_SITE, site=args.s)
+            what = args.s
+        elif args.i is not None:
+            status = await commands.request(nc, commands.SEND_FILE, queue_id=args.i)
+            what = args.i
         else:
-            ids = [args.i] if args.i else [e.queue_id for e in entries]
-            for entry in await admin.change_each(store, ids, admin.flush):
-                await store.set_timer(entry.queue_id, 0, entry.attempt_id)
+            status = await commands.request(nc, commands.FLUSH)
+            what = ""
+    finally:
+        closing = True
+        await nc.close()
+    if status == commands.OK:
+        return 0
+    if status == commands.BAD:
+        return _fatal(EX_USAGE, f'Invalid request: "{what}"')
+    if status == commands.DENY:
+        return _fatal(EX_UNAVAILABLE, f'Flush service is not configured for destination "{what}"')
+    return _fatal(EX_UNAVAILABLE, "Cannot flush mail queue - mail system is down")
+
+
+def _fatal(code: int, text: str) -> int:
+    print(f"postqueue: fatal: {text}", file=sys.stderr)
+    return code
+
+
+async def run(cfg: Config, args: argparse.Namespace) -> int:
+    if not (args.p or args.j):
+        return await flush(cfg, args)
+    async with admin.open_queue(cfg, "postqueue") as bus:
+        out = Writer(sys.stdout)
+        try:
+            await show(bus, out, cfg.bool("enable_long_queue_ids"), args.j)
+        finally:
+            out.close()
     return 0
 
 
@@ -133,11 +222,16 @@ def main(argv: list[str]) -> int:
     mode.add_argument("-j", action="store_true", help="list the queue as JSON lines")
     mode.add_argument("-f", action="store_true", help="flush: try deferred mail now")
     mode.add_argument("-i", metavar="queue_id", help="try one deferred message now")
+    mode.add_argument("-s", metavar="site",
+                      help="try deferred mail for a destination in fast_flush_domains now")
     args = parser.parse_args(argv)
     cfg = Config.load(args.config_dir, check_support=False)
     try:
         return asyncio.run(run(cfg, args))
-    except (OSError, TimeoutError) as exc:
-        print(f"postqueue: fatal: cannot reach the queue at "
-              f"{cfg.get('postbus_nats_url')}: {exc}", file=sys.stderr)
-        return 75  # EX_TEMPFAIL, as postqueue when the mail system is down
+    except BrokenPipeError:  # postqueue -p | head
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (OSError, TimeoutError, NatsError) as exc:
+        return _fatal(EX_UNAVAILABLE, "Queue report unavailable - mail system is down "
+                      f"(connect to NATS at {cfg.get('postbus_nats_url')}: {exc})")

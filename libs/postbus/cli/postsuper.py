@@ -3,6 +3,10 @@
 ``-d`` reaches the corrupt queue for a queue ID named on the command line
 (whatever queue it is in) and for ``ALL corrupt``; a bare ``-d ALL`` leaves
 it alone, as Postfix's default queues (hold, incoming, active, deferred) do.
+
+``ALL`` goes through the queue as it is listed (streamed, never truncated),
+``-`` takes queue IDs from standard input; either way a bounded number of
+messages is changed at a time (:func:`postbus.queue.admin.each`).
 """
 
 from __future__ import annotations
@@ -46,51 +50,87 @@ def _who() -> str:
         return f"uid {os.getuid()}"
 
 
+VERBS = {  # option: (change, what postsuper prints, what is logged, flag, event)
+    "h": (admin.hold, "Placed on hold", "placed on hold", "-h", "held"),
+    "H": (admin.release, "Released from hold", "released from hold", "-H", "released"),
+    "r": (admin.requeue, "Requeued", "requeued", "-r", "requeued"),
+}
+
+
+def _report(verb: str, count: int) -> None:
+    print(f"postsuper: {verb}: {count} message{'s' if count != 1 else ''}", file=sys.stderr)
+
+
+async def delete(bus: admin.Bus, ids: list[str], queues: set[str] | None) -> int:
+    """postsuper -d: every message named (or ALL) in the named queues."""
+    store, who = bus.queue, _who()
+    live = queues - {"corrupt"} if queues else None
+    to_corrupt = queues is None or "corrupt" in queues
+    now_taken = await admin.named_taken(store, ids)
+    count = 0
+
+    async def one(target: admin.Target) -> None:
+        nonlocal count
+        if not await admin.load(store, target, now_taken):
+            if to_corrupt and await corrupt.remove(bus.js, target.queue_id):
+                log.info("%s: removed", target.queue_id)
+                count += 1
+            return
+        assert target.entry is not None
+        if live is not None and target.entry.queue not in live:
+            return
+        if await store.remove(target.queue_id, was=target.entry.queue):
+            log.info("%s: removed", target.queue_id)
+            count += 1
+            await events.publish_event(bus.js, "deleted", target.queue_id, who=who,
+                                       why="postsuper -d")
+
+    if queues is None or live:
+        await admin.each(admin.targets(store, ids), one)
+    for record_id in await admin.select_corrupt(bus.js, ids, queues):
+        if await corrupt.remove(bus.js, record_id):
+            log.info("%s: removed", record_id)
+            count += 1
+    return count
+
+
+async def change(bus: admin.Bus, option: str, ids: list[str], queues: set[str] | None) -> int:
+    """postsuper -h, -H or -r: every message named (or ALL) in the named queues."""
+    how, _, logged, flag, kind = VERBS[option]
+    store, who = bus.queue, _who()
+    now_taken = await admin.named_taken(store, ids)
+    count = 0
+
+    async def one(target: admin.Target) -> None:
+        nonlocal count
+        if not await admin.load(store, target, now_taken):
+            return
+        assert target.entry is not None
+        if queues is not None and target.entry.queue not in queues:
+            return
+        entry = await admin.change(store, target, how)
+        if entry is None:
+            return
+        count += 1
+        await events.publish_event(bus.js, kind, entry.queue_id, who=who,
+                                   why=f"postsuper {flag}")
+        if entry.queue == "deferred":
+            await store.set_timer(entry.queue_id, 0, entry.attempt_id)
+        log.info("%s: %s", entry.queue_id, logged)
+
+    await admin.each(admin.targets(store, ids), one)
+    return count
+
+
 async def run(cfg: Config, args: argparse.Namespace) -> int:
     events.configure(cfg)
     async with admin.open_queue(cfg, "postsuper") as bus:
-        store = bus.queue
         if args.d:
-            ids, queues = _ids(args.d)
-            count = 0
-            live = queues - {"corrupt"} if queues else None
-            if queues is None or live:
-                for queue_id in await admin.select(store, ids, live):
-                    got = await store.get(queue_id)
-                    if got is None:
-                        continue
-                    await store.remove(queue_id)
-                    await bus.work.event("deleted", queue_id, who=_who(), why="postsuper -d")
-                    log.info("%s: removed", queue_id)
-                    count += 1
-            for queue_id in await admin.select_corrupt(store, ids, queues):
-                if await corrupt.remove(bus.js, queue_id):
-                    log.info("%s: removed", queue_id)
-                    count += 1
-            print(f"postsuper: Deleted: {count} message{'s' if count != 1 else ''}",
-                  file=sys.stderr)
-        for option, change, verb, flag, kind in (
-            (args.h, admin.hold, "Placed on hold", "-h", "held"),
-            (args.H, admin.release, "Released from hold", "-H", "released"),
-            (args.r, admin.requeue, "Requeued", "-r", "requeued"),
-        ):
-            if not option:
-                continue
-            ids, queues = _ids(option)
-            changed = await admin.change_each(
-                store, await admin.select(store, ids, queues), change
-            )
-            for entry in changed:
-                await bus.work.event(kind, entry.queue_id, who=_who(), why=f"postsuper {flag}")
-                if entry.queue == "deferred":
-                    await store.set_timer(entry.queue_id, 0, entry.attempt_id)
-                log.info("%s: %s", entry.queue_id,
-                         {"Placed on hold": "placed on hold",
-                          "Released from hold": "released from hold",
-                          "Requeued": "requeued"}[verb])
-            count = len(changed)
-            print(f"postsuper: {verb}: {count} message{'s' if count != 1 else ''}",
-                  file=sys.stderr)
+            _report("Deleted", await delete(bus, *_ids(args.d)))
+        for option in VERBS:
+            values = getattr(args, option)
+            if values:
+                _report(VERBS[option][1], await change(bus, option, *_ids(values)))
     return 0
 
 

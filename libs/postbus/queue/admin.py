@@ -1,24 +1,36 @@
-"""Queue administration shared by postqueue and postsuper (≈ showq(8) + postsuper(1)).
+"""Queue administration shared by postqueue, postsuper and the qmgr's queue
+commands (≈ showq(8) + postsuper(1)).
 
-Both tools talk to JetStream directly, so they work from any host that
-reaches the bus, for every qmgr replica at once.
+The tools talk to JetStream directly, so they work from any host that
+reaches the bus, for every qmgr replica at once. Whatever they go through
+is streamed (:mod:`postbus.queue.listing`) and changed a bounded number of
+messages at a time, so ``ALL`` means all of a million messages without
+holding them in memory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from postbus.bus.jetstream import connect, ensure_streams
 from postbus.config.loader import Config
 from postbus.queue import corrupt
 from postbus.queue.entry import QueueEntry
-from postbus.queue.file import QueueFile
+from postbus.queue.file import QueueConflict, QueueFile
+from postbus.queue.listing import Taken, taken
 from postbus.queue.work import WorkBus
+
+PARALLEL = 64  # messages changed at once
+CONNECT_DEADLINE = 5.0  # seconds a tool tries to reach NATS before it gives up
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -33,12 +45,20 @@ class Bus:
         return self.queue.js
 
 
+async def reach(cfg: Config, name: str, closing: Callable[[], bool]) -> NATS:
+    """Connect a command-line tool: reconnects once connected (a NATS restart
+    during a long postsuper), but TimeoutError when NATS cannot be reached at
+    all within CONNECT_DEADLINE (the mail system is down)."""
+    return await asyncio.wait_for(
+        connect(cfg.get("postbus_nats_url"), name, connect_timeout=2, closing=closing),
+        CONNECT_DEADLINE,
+    )
+
+
 @asynccontextmanager
 async def open_queue(cfg: Config, name: str) -> AsyncIterator[Bus]:
     closing = False
-    nc = await connect(
-        cfg.get("postbus_nats_url"), name, connect_timeout=5, closing=lambda: closing
-    )
+    nc = await reach(cfg, name, lambda: closing)
     try:
         await ensure_streams(nc.jetstream(), cfg.int("postbus_stream_replicas"))
         js = nc.jetstream()
@@ -50,42 +70,100 @@ async def open_queue(cfg: Config, name: str) -> AsyncIterator[Bus]:
         await nc.close()
 
 
-async def select(store: QueueFile, ids: list[str], queues: set[str] | None) -> list[str]:
-    """Queue IDs named on the command line; ``ALL`` means every message (in ``queues``)."""
-    if "ALL" in ids:
-        return [e.queue_id async for e in store.entries() if not queues or e.queue in queues]
-    return ids
+@dataclass
+class Target:
+    """A message to act on: listed (entry known) or named (to be read)."""
+
+    queue_id: str
+    entry: QueueEntry | None = None
+    revision: int = 0
 
 
-async def select_corrupt(store: QueueFile, ids: list[str], queues: set[str] | None) -> list[str]:
-    """IDs to delete from the corrupt queue: those named (unless only other
-    queues are named), or every one for ``ALL corrupt``."""
-    if queues is not None and "corrupt" not in queues:
+async def targets(store: QueueFile, ids: Iterable[str]) -> AsyncIterator[Target]:
+    """The messages named on the command line; ``ALL`` means every message, streamed."""
+    names = list(dict.fromkeys(ids))
+    if "ALL" in names:
+        async for entry, revision in store.listing():
+            yield Target(entry.queue_id, entry, revision)
+        return
+    for queue_id in names:
+        yield Target(queue_id)
+
+
+async def load(store: QueueFile, target: Target, now_taken: Taken) -> bool:
+    """Read a named target's entry (False when there is no such message). A first
+    attempt's entry, never written, is shown ``active`` once the qmgr took it."""
+    if target.entry is not None:
+        return True
+    got = await store.get(target.queue_id)
+    if got is None:
+        return False
+    target.entry, target.revision = got
+    if target.revision == 0 and target.entry.queue == "incoming" \
+            and now_taken.active(target.entry.holder):
+        target.entry.queue = "active"
+    return True
+
+
+async def named_taken(store: QueueFile, ids: Iterable[str]) -> Taken:
+    """What load() needs to tell incoming from active (nothing when listing ALL)."""
+    return Taken() if "ALL" in ids else await taken(store.js)
+
+
+async def each(
+    items: AsyncIterator[_T], work: Callable[[_T], Coroutine[Any, Any, None]],
+    parallel: int = PARALLEL,
+) -> None:
+    """``work`` on every item, at most ``parallel`` at once, in the order they come."""
+    running: set[asyncio.Task[None]] = set()
+    try:
+        async for item in items:
+            if len(running) >= parallel:
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+            running.add(asyncio.create_task(work(item)))
+        if running:
+            await asyncio.gather(*running)
+            running = set()
+    finally:
+        for task in running:
+            task.cancel()
+
+
+async def change(
+    store: QueueFile, target: Target, how: Callable[[QueueEntry], bool]
+) -> QueueEntry | None:
+    """Apply ``how`` to a loaded target: one compare-and-set at the revision it was
+    read at, read again when someone was faster; the entry, when ``how`` changed it."""
+    assert target.entry is not None
+    entry, was = target.entry, target.entry.queue
+    if not how(entry):
+        return None
+    try:
+        await store.update(entry, target.revision, was=was)
+        return entry
+    except QueueConflict:
+        pass
+    done = False
+
+    def apply(fresh: QueueEntry) -> bool:
+        nonlocal done
+        done = how(fresh)
+        return done
+
+    fresh = await store.modify(target.queue_id, apply)
+    return fresh if fresh is not None and done else None
+
+
+async def select_corrupt(
+    js: JetStreamContext, ids: list[str], queues: set[str] | None
+) -> list[str]:
+    """IDs to delete from the corrupt queue: every one for ``ALL corrupt``
+    (Postfix's default queues do not include corrupt)."""
+    if queues is None or "corrupt" not in queues or "ALL" not in ids:
         return []
-    if "ALL" in ids:
-        if queues is None:
-            return []  # Postfix's default queues do not include corrupt
-        return [m.record_id for m in await corrupt.corrupt_messages(store.js)]
-    return ids
-
-
-async def change_each(
-    store: QueueFile, ids: list[str], change: Callable[[QueueEntry], bool]
-) -> list[QueueEntry]:
-    """Apply ``change`` to each entry; returns the entries it changed."""
-    changed: list[QueueEntry] = []
-    for queue_id in ids:
-        done = False
-
-        def apply(entry: QueueEntry) -> bool:
-            nonlocal done
-            done = change(entry)
-            return done
-
-        entry = await store.modify(queue_id, apply)
-        if entry is not None and done:
-            changed.append(entry)
-    return changed
+    return [m.record_id for m in await corrupt.corrupt_messages(js)]
 
 
 def release(entry: QueueEntry) -> bool:

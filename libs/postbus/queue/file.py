@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
 from postbus.bus import subjects as s
+from postbus.queue import gauges
 from postbus.queue.entry import CodecError, QueueEntry
 from postbus.queue.ids import new_queue_id
 
@@ -35,6 +36,8 @@ WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: expected last subject sequenc
 ENTRY_HEADER = "Postbus-Entry"
 CHUNK_HEADROOM = 16 * 1024  # room for headers inside max_payload
 WAKE_TTL = "3600s"  # how long a fired wake-up stays in the stream (consumed at once normally)
+SEEN_MAX = 4096  # revisions whose queue is remembered (the qmgr reads, then writes)
+PURGE_TIMEOUT = 5.0
 
 
 class QueueConflict(Exception):
@@ -53,6 +56,8 @@ class QueueFile:
     def __init__(self, nc: NATS, js: JetStreamContext) -> None:
         self.nc = nc
         self.js = js
+        self._queues: dict[tuple[str, int], str] = {}
+        self._last: dict[str, str] = {}
         self.chunk_size = max(64 * 1024, nc.max_payload - CHUNK_HEADROOM)
 
     # -- new mail -------------------------------------------------------------
@@ -152,7 +157,9 @@ class QueueFile:
             return await self._as_received(queue_id)
         if not msg.data or msg.seq is None:
             return None
-        return QueueEntry.decode(msg.data), msg.seq
+        entry = QueueEntry.decode(msg.data)
+        self._seen(queue_id, msg.seq, entry.queue)
+        return entry, msg.seq
 
     async def _as_received(self, queue_id: str) -> tuple[QueueEntry, int] | None:
         """A message whose entry was never written: the one its trigger carries."""
@@ -168,9 +175,15 @@ class QueueFile:
             entry.attempt_id, entry.holder = first_attempt_id(msg.seq), msg.seq
         return entry, 0
 
-    async def update(self, entry: QueueEntry, revision: int) -> int:
+    async def update(self, entry: QueueEntry, revision: int, *, was: str | None = None) -> int:
         """Write an entry only if its subject is still at ``revision`` (0: never
-        written); returns the new revision. QueueConflict when someone was faster."""
+        written); returns the new revision. QueueConflict when someone was faster.
+
+        When the entry changes queue, the shared queue counters move with it
+        (:mod:`postbus.queue.gauges`); ``was``, the queue the entry was read
+        in, spares a lookup when the caller knows it."""
+        if was is None:
+            was = await self._queue_at(entry.queue_id, revision)
         try:
             ack = await self.js.publish(
                 s.entry_subject(entry.queue_id),
@@ -182,7 +195,34 @@ class QueueFile:
             if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise QueueConflict(entry.queue_id) from exc
             raise
+        self._seen(entry.queue_id, ack.seq, entry.queue)
+        await gauges.move(self.js, was, entry.queue)
         return int(ack.seq)
+
+    def _seen(self, queue_id: str, revision: int, queue: str) -> None:
+        """Remember which queue a revision we read or wrote is in (for update),
+        and the last queue we saw a message in (for remove)."""
+        self._queues[(queue_id, revision)] = queue
+        self._last.pop(queue_id, None)
+        self._last[queue_id] = queue
+        if len(self._queues) > SEEN_MAX:
+            del self._queues[next(iter(self._queues))]
+        if len(self._last) > SEEN_MAX:
+            del self._last[next(iter(self._last))]
+
+    async def _queue_at(self, queue_id: str, revision: int) -> str | None:
+        """The queue an entry's ``revision`` is in: remembered, else read back
+        (None: as received, or unreadable: neither is counted)."""
+        if revision == 0:
+            return None
+        queue = self._queues.pop((queue_id, revision), None)
+        if queue is not None:
+            return queue
+        try:
+            msg = await self.js.get_msg(s.QUEUE_STREAM, revision, direct=True)
+            return QueueEntry.decode(msg.data or b"").queue
+        except (NotFoundError, APIError, CodecError):
+            return None
 
     async def modify(
         self, queue_id: str, change: Callable[[QueueEntry], bool]
@@ -202,9 +242,26 @@ class QueueFile:
                 await asyncio.sleep(0.005)
         raise QueueConflict(queue_id)
 
-    async def remove(self, queue_id: str) -> None:
-        """Forget a message entirely, entry, content and timer, in one purge."""
-        await self.js.purge_stream(s.QUEUE_STREAM, subject=s.message_filter(queue_id))
+    async def remove(self, queue_id: str, *, was: str | None = None) -> int:
+        """Forget a message entirely, entry, content and timer, in one purge;
+        returns how many stream messages went (0: it was gone already).
+
+        ``was``: the queue it was in, for the queue counters; else the last
+        queue this process saw it in (the qmgr removes mail at the end of an
+        attempt: active, or on hold when postsuper -h came meanwhile)."""
+        last = self._last.pop(queue_id, None)
+        was = last if was is None else was
+        reply = await self.nc.request(
+            f"$JS.API.STREAM.PURGE.{s.QUEUE_STREAM}",
+            orjson.dumps({"filter": s.message_filter(queue_id)}), timeout=PURGE_TIMEOUT,
+        )
+        answer = orjson.loads(reply.data)
+        if "error" in answer:
+            raise APIError.from_error(answer["error"])
+        purged = int(answer.get("purged", 0))
+        if purged:
+            await gauges.move(self.js, was, None)
+        return purged
 
     # -- the timer ------------------------------------------------------------
 
@@ -241,15 +298,14 @@ class QueueFile:
     # -- listing ----------------------------------------------------------------
 
     async def entries(self) -> AsyncIterator[QueueEntry]:
-        """Every queue entry, for postqueue -p and postsuper."""
-        ids: dict[str, None] = {}
-        for subjects in (s.ENTRY_FILTER, s.MSG_TRIGGER_FILTER):  # written, then as received
-            info = await self.js.stream_info(s.QUEUE_STREAM, subjects_filter=subjects)
-            ids.update((s.queue_id_of(subject), None) for subject in info.state.subjects or {})
-        for queue_id in ids:
-            try:
-                got = await self.get(queue_id)
-            except CodecError:
-                continue  # the qmgr moves it to the corrupt queue (postbus.queue.corrupt)
-            if got is not None:
-                yield got[0]
+        """Every queue entry, streamed, for postqueue -p and postsuper
+        (:mod:`postbus.queue.listing`)."""
+        async for entry, _ in self.listing():
+            yield entry
+
+    def listing(self, *, received: bool = True) -> AsyncIterator[tuple[QueueEntry, int]]:
+        """Every queue entry with its revision for :meth:`update` (0: as received);
+        ``received=False``: only the entries that were written."""
+        from postbus.queue.listing import listing  # listing reads this module's layout
+
+        return listing(self.js, received=received)

@@ -5,7 +5,8 @@ wake-ups start attempts (:mod:`qmgr.attempts`), delivery results end them
 (:mod:`qmgr.results`). The first two are the attempts' leases: they allow
 ``qmgr_message_active_limit`` messages in flight (Postfix's active queue),
 and a short ack wait, so that work a killed qmgr had taken but not handed
-out comes back within seconds.
+out comes back within seconds. Queue commands (postqueue -f, -i, -s) are
+answered by any replica (:mod:`qmgr.commands`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from postbus.queue.entry import CodecError
 from postbus.queue.file import QueueFile
 from postbus.service import ServiceContext, run
 from qmgr.attempts import Attempts
+from qmgr.commands import Commands
 from qmgr.gauges import refresh_gauges
 from qmgr.results import Recorder
 
@@ -48,6 +50,7 @@ async def main(ctx: ServiceContext) -> None:
 
     await asyncio.gather(
         refresh_gauges(ctx),
+        Commands(ctx).serve(),
         consume(ctx, stream=s.QUEUE_STREAM, subject=s.MSG_TRIGGER_FILTER,
                 durable=s.QMGR_INCOMING_CONSUMER, handler=attempts.on_incoming,
                 ack_wait=HANDLING_TIME, max_ack_pending=active_limit),

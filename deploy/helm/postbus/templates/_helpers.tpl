@@ -94,3 +94,47 @@ Call with (dict "root" $ "component" "delivery-smtp" "index" 1 "service" "relay"
 {{- $img := .role.image | default dict }}
 {{- $img.pullPolicy | default .root.Values.image.pullPolicy }}
 {{- end }}
+
+{{/* The bus every role connects to: the chart's NATS, or the external one. */}}
+{{- define "postbus.natsUrl" -}}
+{{- if .Values.nats.enabled }}
+{{- printf "nats://%s-nats:4222" (include "postbus.fullname" .) }}
+{{- else }}
+{{- .Values.externalNats.url }}
+{{- end }}
+{{- end }}
+
+{{/* postbus_stream_replicas: one stream replica per NATS node of the chart. */}}
+{{- define "postbus.streamReplicas" -}}
+{{- if .Values.nats.enabled }}
+{{- .Values.nats.replicas | int }}
+{{- else }}
+{{- .Values.externalNats.streamReplicas | default 1 | int }}
+{{- end }}
+{{- end }}
+
+{{/* nats.conf of the chart's NATS nodes (templates/nats.yaml). */}}
+{{- define "postbus.natsConf" -}}
+{{- $name := printf "%s-nats" (include "postbus.fullname" .) }}
+{{- $replicas := int .Values.nats.replicas -}}
+server_name: $POD_NAME
+listen: 0.0.0.0:4222
+http: 0.0.0.0:8222
+pid_file: /var/run/nats/nats.pid
+lame_duck_duration: 30s
+jetstream {
+  store_dir: /data
+  sync_interval: {{ .Values.nats.jetstream.syncInterval }}
+}
+{{- if gt $replicas 1 }}
+cluster {
+  name: {{ $name }}
+  listen: 0.0.0.0:6222
+  routes: [
+    {{- range $i := until $replicas }}
+    nats://{{ $name }}-{{ $i }}.{{ $name }}-headless:6222
+    {{- end }}
+  ]
+}
+{{- end }}
+{{- end }}
