@@ -106,7 +106,7 @@ def plan(cfg: Config) -> tuple[list[Child], list[str]]:
                     f"command {entry.command} is not supported by Postbus; not started"
                 )
             continue
-        count = _process_count(entry) if module in SCALING else 1
+        count = process_count(entry) if module in SCALING else 1
         for index in range(count):
             listen = ""
             if entry.type == "inet":
@@ -124,7 +124,7 @@ def plan(cfg: Config) -> tuple[list[Child], list[str]]:
     return children, notes
 
 
-def _process_count(entry: MasterEntry) -> int:
+def process_count(entry: MasterEntry) -> int:
     """maxproc as a process count; Postfix's "-"/100 default means one process here,
     because each Postbus process already serves many sessions concurrently."""
     value = entry.maxproc

@@ -35,6 +35,9 @@ What is queued lives in files, what is in flight in memory:
   one, else a fresh one), with its payload, its original headers and
   ``Postbus-Corrupt-*`` headers: reason, kind, original subject and
   stream, time. A queue file (``postbus.q.<qid>.>``) moves there whole.
+* ``postbus.cmd.<command>`` (core NATS request/reply, not a stream) asks
+  the qmgr to do something to the queue: ``postbus.cmd.flush_site`` is
+  smtpd's ETRN.
 * ``postbus.maps.changed`` (core NATS, not a stream) announces that a lookup
   table was loaded or edited; the payload is the table's ``type:name``.
   Services drop that table from their lookup cache.
@@ -69,6 +72,9 @@ WEBHOOK_DEAD_SUBJECTS = f"{ROOT}.webhook.dead.*"
 
 #: Core NATS subject of table-change events; payload: the table spec, UTF-8.
 MAPS_CHANGED_SUBJECT = f"{ROOT}.maps.changed"
+#: Core NATS request to the qmgr (ETRN, ≈ flush_send_site()): flush the deferred mail
+#: of one site now; payload ``{"site": "example.com"}``.
+CMD_FLUSH_SITE_SUBJECT = f"{ROOT}.cmd.flush_site"
 
 
 def entry_subject(queue_id: str) -> str:

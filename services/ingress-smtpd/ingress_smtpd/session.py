@@ -20,9 +20,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from ingress_smtpd.bdat import Chunks, Hangup, do_bdat
 from ingress_smtpd.cleanup import Message, unstuff
 from ingress_smtpd.connection import Connection
+from ingress_smtpd.etrn import do_etrn
 from ingress_smtpd.restrictions import CheckState
+from ingress_smtpd.starttls import HandshakeFailed, do_starttls, require_client_cert, start_tls
 from postbus import metrics
 from postbus.cleanup import CleanupError, Context
 from postbus.cleanup.status import WRITE_ERROR
@@ -39,6 +42,7 @@ from postbus.smtp.address import (
     quote_local,
     split_args,
 )
+from postbus.tls_session import TlsSession
 
 if TYPE_CHECKING:
     from ingress_smtpd.server import SmtpServer
@@ -51,7 +55,8 @@ cleanup_log = logging.getLogger("postbus.cleanup")  # logged as postbus/cleanup,
 COUNTED = ("helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat",
            "rset", "noop", "vrfy", "etrn", "quit", "unknown")
 JUNK = frozenset({"rset", "noop", "vrfy", "etrn"})  # SMTPD_CMD_FLAG_LIMIT
-LAST = frozenset({"helo", "ehlo", "data", "noop", "vrfy", "starttls", "auth"})  # must end a batch
+LAST = frozenset({"helo", "ehlo", "data", "noop", "vrfy"})  # SMTPD_CMD_FLAG_LAST: ends a batch
+PRE_TLS = frozenset({"helo", "ehlo", "starttls", "noop", "quit"})  # SMTPD_CMD_FLAG_PRE_TLS
 
 #: Writes a message to the queue: (entry, build(queue_id) -> content) -> queue ID.
 QueueWriter = Callable[[QueueEntry, Callable[[str], bytes]], Awaitable[str]]
@@ -78,12 +83,17 @@ class Session:
         self.pipelining_logged = False
         self.header_context: Context | None = None
         self.add_missing = False
+        self.tls: TlsSession | None = None
+        self.discard = self.s.discard  # EHLO keywords not offered to this client
+        self.line = ""  # the command line being run, as received
         self.reset()
 
     def reset(self) -> None:
         self.sender: str | None = None
         self.mail: MailArgs | None = None
         self.recipients: list[RcptArgs] = []
+        self.bdat_state: str | None = None  # "ok": taking chunks; "error": skipping them
+        self.chunks: Chunks | None = None
 
     # -- output -----------------------------------------------------------------------
 
@@ -113,8 +123,11 @@ class Session:
         local = await self.server.local_client(self.client_addr)
         self.header_context = self.server.cleanup.header_context(local)
         self.add_missing = self.header_context is not None or self.s.always_add_headers
-        conn.write(r.BANNER.format(banner=self.s.banner))
         try:
+            if not await self._wrapper_mode():
+                return
+            await self._discard_keywords()
+            conn.write(r.BANNER.format(banner=self.s.banner))
             while True:
                 line = await conn.readline(self.s.line_limit)
                 if line is None:
@@ -133,21 +146,56 @@ class Session:
                 if not await self.command(text):
                     break
         except TimeoutError:
-            log.info("timeout after %s%s from %s", self.where, self._data_bytes(), self.namaddr)
+            log.info("timeout after %s%s from %s", self._where(), self._data_bytes(),
+                     self.namaddr)
             conn.write(r.TIMEOUT.format(host=self.s.myhostname))
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, HandshakeFailed):
             self._lost()
+        except TableRetry as exc:  # smtpd_discard_ehlo_keyword_address_maps
+            log.warning("%s", exc)
+            log.warning("don't know what EHLO features to announce to %s", self.namaddr)
+            log.info("NOQUEUE: reject: %s from %s: %s", self.where, self.namaddr,
+                     r.LOCAL_DATA_ERROR.format(host=self.s.myhostname))
+            conn.write(r.LOCAL_DATA_ERROR.format(host=self.s.myhostname))
         finally:
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 await asyncio.wait_for(conn.flush(), 5)
             conn.close()
             log.info("disconnect from %s%s", self.namaddr, self._stats())
 
+    async def _wrapper_mode(self) -> bool:
+        """smtpd_tls_wrappermode: TLS before the greeting; False ends the session."""
+        if not self.s.tls.wrappermode:
+            return True
+        server_tls = self.server.tls
+        context = server_tls.context() if server_tls is not None else None
+        if context is None:
+            log.warning("Wrapper-mode request dropped from %s for service %s. TLS context "
+                        "initialization failed. For details see earlier warnings in your logs.",
+                        self.namaddr, self.server.listener)
+            return False
+        await start_tls(self, context)
+        return await require_client_cert(self)
+
+    async def _discard_keywords(self) -> None:
+        """The EHLO keywords this client does not get (smtpd_discard_ehlo_keyword_address_maps,
+        looked up by client address, else smtpd_discard_ehlo_keywords)."""
+        maps = self.s.discard_maps
+        if maps is not None:
+            words = await maps.find(self.client_addr)
+            if words is not None:
+                self.discard = r.discard_mask(words)
+
     def _lost(self) -> None:
-        log.info("lost connection after %s%s from %s", self.where, self._data_bytes(),
+        log.info("lost connection after %s%s from %s", self._where(), self._data_bytes(),
                  self.namaddr)
 
+    def _where(self) -> str:
+        return "BDAT" if self.where == "BDAT content" else self.where
+
     def _data_bytes(self) -> str:
+        if self.where == "BDAT content" and self.chunks is not None:
+            return f" ({self.chunks.pending_bytes()} bytes)"
         return f" ({self.conn.data_bytes} bytes)" if self.where == "DATA" else ""
 
     def _stats(self) -> str:
@@ -171,6 +219,7 @@ class Session:
         with smtputf8_enable a line that is not valid UTF-8 is refused
         before it is parsed (surrogates stand for the undecodable bytes)."""
         text = text.partition("\x00")[0]
+        self.line = text
         if self.s.smtputf8 and _SURROGATES.search(text):
             self.where = "UNKNOWN"
             await self.reply(r.BAD_UTF8)
@@ -186,14 +235,24 @@ class Session:
                 return False
             name = "unknown"
             self.where = "UNKNOWN"
-        else:
-            self.where = verb.upper()
         counter = self.counts.setdefault(name, [0, 0])
         counter[1] += 1
+        if handler is not None:
+            if self.s.tls.enforce and self.tls is None and name not in PRE_TLS:
+                await self.reply(r.MUST_STARTTLS)
+                self.errors += 1
+                return True
+            self.where = verb.upper()
+            if (self.protocol != "ESMTP" or name in LAST) and not self.pipelining_logged \
+                    and self.conn.pending():
+                self._log_pipelining(name)
         try:
             ok = await handler(self, arg.strip(" ")) if handler else await self.unknown(arg)
         except Quit:
             counter[0] += 1
+            return False
+        except Hangup:
+            self.errors += 1
             return False
         if ok:
             counter[0] += 1
@@ -203,8 +262,8 @@ class Session:
             self.junk += 1
             if self.junk > self.s.junk_limit:
                 self.errors += 1
-        if name in LAST and not self.pipelining_logged and self.conn.pending():
-            self._log_pipelining(name)
+        if name == "starttls" and ok:
+            return await require_client_cert(self)
         return True
 
     def _log_pipelining(self, name: str) -> None:
@@ -230,7 +289,13 @@ class Session:
         self.helo = _SURROGATES.sub("?", " ".join(arg.split()))
         self.protocol = "ESMTP" if esmtp else "SMTP"
         if esmtp:
-            self.conn.write(r.multiline(250, self.s.ehlo_lines))
+            if self.discard and "SILENT-DISCARD" not in self.discard:
+                log.info("discarding EHLO keywords: %s", r.discard_text(self.discard))
+            s = self.s
+            lines = r.ehlo_lines(s.myhostname, s.size_limit, vrfy=not s.disable_vrfy,
+                                 discard=self.discard, smtputf8=s.smtputf8,
+                                 starttls=s.tls.use_tls and self.tls is None)
+            self.conn.write(r.multiline(250, lines))
         else:
             self.conn.write(r.HELO_OK.format(host=self.s.myhostname))
         return True
@@ -245,8 +310,12 @@ class Session:
         if self.sender is not None:
             await self.reply(r.NESTED_MAIL)
             return False
+        if self.bdat_state is not None:
+            await self.reply(r.MAIL_AFTER_BDAT)
+            return False
         try:
-            mail = parse_mail(arg, strict=self.s.strict_envelopes)
+            mail = parse_mail(arg, strict=self.s.strict_envelopes, dsn="DSN" not in self.discard,
+                              smtputf8=self.s.smtputf8 and "SMTPUTF8" not in self.discard)
         except ReplyError as exc:
             if exc.bad_address is not None:
                 log.warning("Illegal address syntax from %s in MAIL command: %s",
@@ -270,8 +339,11 @@ class Session:
         if self.sender is None:
             await self.reply(r.NEED_MAIL)
             return False
+        if self.bdat_state is not None:
+            await self.reply(r.RCPT_AFTER_BDAT)
+            return False
         try:
-            rcpt = parse_rcpt(arg, strict=self.s.strict_envelopes)
+            rcpt = parse_rcpt(arg, strict=self.s.strict_envelopes, dsn="DSN" not in self.discard)
         except ReplyError as exc:
             if exc.bad_address is not None:
                 log.warning("Illegal address syntax from %s in RCPT command: %s",
@@ -317,6 +389,9 @@ class Session:
         return CheckState(self.client_name, self.client_addr, self.helo, self.sender, recipient)
 
     async def do_data(self, arg: str) -> bool:
+        if self.bdat_state is not None:
+            await self.reply(r.DATA_AFTER_BDAT)
+            return False
         if not self.recipients:
             await self.reply(r.NEED_RCPT if self.sender is None else r.NO_VALID_RECIPIENTS)
             return False
@@ -333,19 +408,25 @@ class Session:
             self.reset()
             await self.reply(r.MESSAGE_TOO_BIG)
             return False
-        ok = await self._queue(raw)
+        ok = await self.queue(unstuff(raw), r.QUEUED)
         self.reset()
         return ok
 
-    async def _queue(self, raw: bytes) -> bool:
+    async def queue(self, content: bytes, reply: str, size: int = 0) -> bool:
+        """Cleanup and the queue write of the transaction's message (CRLF ``content``),
+        then ``reply`` (formatted with queue_id and size)."""
         assert self.sender is not None and self.mail is not None
         s = self.s
+        tls_lines: list[str] = []
+        if self.tls is not None and s.tls.received_header:
+            tls_lines = self.tls.received(s.tls.ask_ccert)
         message = Message(
             sender=self.sender, mail=self.mail, recipients=self.recipients,
-            content=unstuff(raw), client_name=self.client_name, client_addr=self.client_addr,
+            content=content, client_name=self.client_name, client_addr=self.client_addr,
             helo=self.helo, protocol=self.protocol, myhostname=s.myhostname,
             mail_name=s.mail_name, header_size_limit=s.header_size_limit,
             add_missing=self.add_missing, long_queue_ids=s.long_queue_ids,
+            tls=self.tls is not None, tls_lines=tls_lines,
         )
         try:
             cleanup = self.server.cleanup
@@ -373,7 +454,8 @@ class Session:
         self.server.sizes.observe(entry.size)
         log.info("%s: client=%s", qid, self.namaddr)
         cleanup_log.info("%s: message-id=%s", qid, message.message_id or "<>")
-        self.conn.write(r.QUEUED.format(queue_id=qid))
+        self.conn.write(reply.format(queue_id=qid, size=size))
+        self.errors = self.junk = 0  # a message received forgives earlier errors
         return True
 
     async def do_rset(self, arg: str) -> bool:
@@ -422,25 +504,6 @@ class Session:
         self.conn.write(r.VRFY_OK.format(address=tokens[0]))
         return True
 
-    async def do_etrn(self, arg: str) -> bool:
-        if self.s.helo_required and not self.helo:
-            await self.reply(r.ETRN_NEED_HELO)
-            return False
-        if self.sender is not None:
-            await self.reply(r.ETRN_IN_TRANSACTION)
-            return False
-        if not arg:
-            await self.reply(r.ETRN_SYNTAX)
-            return False
-        domain = arg.split()[0].lstrip("@")
-        log.warning("reject: ETRN %.100s... from %s", arg, self.namaddr)
-        await self.reply(r.ETRN_UNAVAILABLE.format(domain=domain))
-        return False
-
-    async def do_starttls(self, arg: str) -> bool:
-        await self.reply(r.NOT_IMPLEMENTED)
-        return False
-
     async def do_auth(self, arg: str) -> bool:
         await self.reply(r.AUTH_NOT_ENABLED)
         return False
@@ -457,5 +520,6 @@ class Session:
         "vrfy": do_vrfy,
         "etrn": do_etrn,
         "starttls": do_starttls,
+        "bdat": do_bdat,
         "auth": do_auth,
     }
