@@ -84,7 +84,9 @@ class Pki:
     def ca_file(self) -> Path:
         return self.root / "ca.pem"
 
-    def server(self, name: str, kind: str = "rsa", cn: str = "mx.postbus.test") -> tuple[Path, Path]:
+    def server(
+        self, name: str, kind: str = "rsa", cn: str = "mx.postbus.test"
+    ) -> tuple[Path, Path]:
         """(cert file with the chain, key file) of a server certificate."""
         key = new_key(kind)
         cert = issue(cn, key, self.ca_key, self.ca, dns=(cn,))
