@@ -12,7 +12,7 @@ its next command, unless in wrapper mode) and the session ends.
 
 from __future__ import annotations
 
-import _ssl  # type: ignore[import-not-found]
+import _ssl
 import logging
 import re
 import ssl
