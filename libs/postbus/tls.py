@@ -213,7 +213,6 @@ def build_context(settings: ServerTlsSettings) -> tuple[ssl.SSLContext, Native]:
     else:
         for alg, cert, key in settings.keypairs:
             _load_pair(ctx, alg, cert, key)
-    native = Native(None)
     if settings.ask_ccert:
         if settings.ca_file or settings.ca_path:
             try:
@@ -223,7 +222,8 @@ def build_context(settings: ServerTlsSettings) -> tuple[ssl.SSLContext, Native]:
                     f"cannot load Certification Authority data, CAfile=\"{settings.ca_file}\""
                     f", CApath=\"{settings.ca_path}\": disabling TLS support ({exc})") from exc
         ctx.verify_mode = ssl.CERT_OPTIONAL
-        native = Native.of(ctx)
+    native = Native.of(ctx)
+    if settings.ask_ccert:
         native.accept_unverified()
         native.set_verify_depth(settings.verify_depth)
     return ctx, native

@@ -29,6 +29,7 @@ from tests.recorded import Recording
 
 READ_ALL = "<read all replies until the server closes>"
 READ = "<read one reply>"
+NO_BANNER = "<first step: do not wait for the banner>"
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,18 @@ async def dialogue(port: int, lines: list[Line], tls: ssl.SSLContext | None = No
         client = await Client.connect(port, tls)
     except (ssl.SSLError, ConnectionError) as exc:
         return [f"<TLS handshake failed: {exc.__class__.__name__}>"]
-    out = [await client.reply()]
+    out = []
+    if lines[:1] == [NO_BANNER]:
+        lines = lines[1:]
+    else:
+        out.append(await client.reply())
     for line in lines:
         if line == READ_ALL:
-            while not out[-1].endswith("<EOF>"):
-                out.append(await client.reply())
+            while not out or not out[-1].endswith("<EOF>"):
+                try:
+                    out.append(await client.reply())
+                except ConnectionResetError:  # unread input makes a close a reset
+                    out.append("<EOF>")
             break
         if line == READ:
             out.append(f"<read> -> {await client.reply()}")
@@ -73,7 +81,10 @@ async def dialogue(port: int, lines: list[Line], tls: ssl.SSLContext | None = No
                 break
             continue
         if isinstance(line, Wait):
-            out.append(f"<wait> -> {await client.reply(timeout=line.seconds)}")
+            try:
+                out.append(f"<wait> -> {await client.reply(timeout=line.seconds)}")
+            except ConnectionResetError:  # unread input makes a close a reset
+                out.append("<wait> -> <EOF>")
             continue
         if isinstance(line, bytes):
             await client.send(line)

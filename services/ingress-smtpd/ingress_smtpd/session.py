@@ -207,9 +207,9 @@ class Session:
                 ok_all += ok
                 total_all += total
                 out.append(f" {name}={ok}" if ok == total else f" {name}={ok}/{total}")
-        if total_all:
-            out.append(f" commands={ok_all}" if ok_all == total_all
-                       else f" commands={ok_all}/{total_all}")
+        # always, 0/0 included: "any statistics with [0-9]/ indicate a problem"
+        out.append(f" commands={ok_all}" if ok_all == total_all and total_all
+                   else f" commands={ok_all}/{total_all}")
         return "".join(out)
 
     async def command(self, text: str) -> bool:
