@@ -90,7 +90,7 @@ def received(content: str) -> str:
     lines = content.replace("\r\n", "\n").split("\n")
     out = [lines[0]]
     for line in lines[1:]:
-        if not line[:1] in (" ", "\t"):
+        if line[:1] not in (" ", "\t"):
             break
         out.append(line)
     text = "\n".join(out)
