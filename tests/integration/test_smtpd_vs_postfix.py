@@ -53,7 +53,8 @@ SHARED = {
 
 @pytest.fixture(scope="module")
 def postfix() -> Iterator[LivePostfix | None]:
-    with LivePostfix.running(SHARED) as live:
+    # should a dialogue ever complete a message, Postfix keeps it rather than deliver it
+    with LivePostfix.running({**SHARED, "defer_transports": "local"}) as live:
         yield live
 
 
@@ -137,6 +138,14 @@ DIALOGUES: dict[str, list[Line]] = {
         "EHLO c", "MAIL FROM:<a@b.example>", "RCPT TO:<root@localhost>",
         b"BDAT 19\r\nSubject: x\r\n\r\nab\r\nc", READ,
     ],
+    "bdat_chunk_shorter_than_count": [
+        "EHLO c", "MAIL FROM:<a@b.example>", "RCPT TO:<root@localhost>",
+        b"BDAT 10\r\nabc\r\nQUIT\r\n", READ, READ, "RSET", "QUIT",
+    ],
+    "bdat_chunk_longer_than_count": [
+        "EHLO c", "MAIL FROM:<a@b.example>", "RCPT TO:<root@localhost>",
+        b"BDAT 3\r\nabcdef\r\n", READ, READ, b"BDAT 2\r\nxy", READ, "RSET", "QUIT",
+    ],
     "bdat_pipelined": [
         b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<root@localhost>\r\n"
         b"BDAT 6\r\nline\r\nBDAT 3\r\nab\nRSET\r\nQUIT\r\n",
@@ -155,6 +164,7 @@ DIALOGUES: dict[str, list[Line]] = {
         READ_ALL,
     ],
     "too_many_errors": ["EHLO c", *["FOO"] * 101],
+    "blank_commands": ["", " ", "\t", "\x00NOOP", "NOOP", "QUIT"],
     "lost_in_data": [
         "EHLO c", "MAIL FROM:<a@b.example>", "RCPT TO:<root@localhost>", "DATA",
         b"Subject: x\r\n\r\npartial", "NOOP",

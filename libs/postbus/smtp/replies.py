@@ -38,6 +38,7 @@ DISCARD_NAMES: Final = (
 
 # -- command syntax and sequence --------------------------------------------------
 UNRECOGNIZED: Final = "500 5.5.2 Error: command not recognized"
+BAD_SYNTAX: Final = "500 5.5.2 Error: bad syntax"
 BAD_UTF8: Final = "500 5.5.2 Error: bad UTF-8 syntax"
 NOT_IMPLEMENTED: Final = "502 5.5.1 Error: command not implemented"
 AUTH_NOT_ENABLED: Final = "503 5.5.1 Error: authentication not enabled"

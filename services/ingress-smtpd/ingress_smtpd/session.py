@@ -226,6 +226,10 @@ class Session:
             self.errors += 1
             return True
         verb, _, arg = text.strip(" \t").replace("\t", " ").partition(" ")
+        if not verb:  # no words at all: not even a command to count
+            await self.reply(r.BAD_SYNTAX)
+            self.errors += 1
+            return True
         name = verb.lower()
         handler = self.HANDLERS.get(name)
         if handler is None:
