@@ -70,6 +70,7 @@ class Child:
     listen: str = ""
     shared_name: bool = False  # another master.cf line has the same service name
     unpriv: bool = True  # master.cf unpriv column: run as mail_owner when started as root
+    groups: tuple[int, ...] = ()  # supplementary groups as mail_owner (TLS key files)
 
     @property
     def label(self) -> str:

@@ -45,8 +45,8 @@ _VERSIONS = {  # Postfix's protocol names, in order
 }
 _ORDER = list(_VERSIONS)
 _PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.S)
-#: smtpd_tls_loglevel -> (summary line, verbose lines: certificate details)
-LOG_SUMMARY, LOG_VERBOSE = 1, 2
+#: smtpd_tls_loglevel from which the summary line is logged (0: only errors)
+LOG_SUMMARY = 1
 
 
 class TlsConfigError(Exception):
@@ -257,7 +257,8 @@ def _chain_groups(files: tuple[str, ...]) -> Iterator[tuple[str, bytes]]:
     source = ""
     for path in files:
         try:
-            data = open(path, "rb").read()  # noqa: SIM115 - read whole, closed at once
+            with open(path, "rb") as file:
+                data = file.read()
         except OSError as exc:
             raise TlsConfigError(f"error opening chain file: {path}: {exc.strerror}") from exc
         blocks = list(_PEM.finditer(data))

@@ -45,11 +45,6 @@ class TlsSession:
                 f"with cipher {self.cipher} ({self.usebits}/{self.algbits} bits)"
                 f"{self.params.text()}")
 
-    def peer_line(self, namaddr: str) -> str:
-        """The certificate line of smtpd_tls_loglevel 2."""
-        return (f"{namaddr}: subject_CN={self.peer_cn}, issuer={self.issuer_cn}, "
-                f"fingerprint={self.fingerprint}, pkey_fingerprint={self.pkey_fingerprint}")
-
     def verify_error(self, namaddr: str) -> str:
         """Why the client certificate is not trusted (≈ tls_log_verify_error(), for the
         leaf certificate)."""

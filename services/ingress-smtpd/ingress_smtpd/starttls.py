@@ -19,7 +19,7 @@ import ssl
 from typing import TYPE_CHECKING
 
 from postbus.smtp import replies as r
-from postbus.tls import LOG_SUMMARY, LOG_VERBOSE
+from postbus.tls import LOG_SUMMARY
 from postbus.tls_session import session_facts
 
 if TYPE_CHECKING:
@@ -75,8 +75,6 @@ async def start_tls(session: Session, context: ssl.SSLContext) -> None:
     facts = session_facts(sslobj, server_tls.native, settings.fingerprint_digest,
                           settings.ask_ccert)
     session.tls = facts
-    if facts.peer_present and settings.loglevel >= LOG_VERBOSE:
-        log.info("%s", facts.peer_line(session.namaddr))
     if facts.peer_present and not facts.peer_trusted and settings.req_ccert:
         log.info("%s", facts.verify_error(session.namaddr))  # TLS_LOG_UNTRUSTED
     if settings.loglevel >= LOG_SUMMARY:
