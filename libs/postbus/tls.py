@@ -44,6 +44,11 @@ _VERSIONS = {  # Postfix's protocol names, in order
     "TLSv1.3": ssl.TLSVersion.TLSv1_3,
 }
 _ORDER = list(_VERSIONS)
+_CIPHERLISTS = {  # smtpd_tls_ciphers grade -> the parameter with its OpenSSL cipher list
+    "high": "tls_high_cipherlist", "medium": "tls_medium_cipherlist",
+    "low": "tls_low_cipherlist", "export": "tls_export_cipherlist",
+    "null": "tls_null_cipherlist",
+}
 _PEM = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.S)
 #: smtpd_tls_loglevel from which the summary line is logged (0: only errors)
 LOG_SUMMARY = 1
@@ -76,65 +81,64 @@ class ServerTlsSettings:
     preempt: bool
 
     @classmethod
-    def from_config(cls, cfg: Config, prefix: str = "smtpd") -> ServerTlsSettings:
+    def from_config(cls, cfg: Config) -> ServerTlsSettings:
         """As smtpd's pre_jail_init(): the level (or the obsolete use_tls/enforce_tls
         booleans), wrapper mode implying encrypt, the grade and protocols of that level."""
-        wrapper = cfg.bool(f"{prefix}_tls_wrappermode")
-        use, enforce = cfg.bool(f"{prefix}_use_tls"), cfg.bool(f"{prefix}_enforce_tls")
-        level = cfg.get(f"{prefix}_tls_security_level").strip().lower()
+        wrapper = cfg.bool("smtpd_tls_wrappermode")
+        use, enforce = cfg.bool("smtpd_use_tls"), cfg.bool("smtpd_enforce_tls")
+        level = cfg.get("smtpd_tls_security_level").strip().lower()
         if level and not wrapper:
             if level not in LEVELS:
                 raise ConfigError(f'Invalid TLS level "{level}"',
-                                  parameter=f"{prefix}_tls_security_level")
+                                  parameter="smtpd_tls_security_level")
             use, enforce = level != "none", level == "encrypt"
         enforce = enforce or wrapper
         use = use or enforce
-        grade = cfg.get(f"{prefix}_tls_mandatory_ciphers" if enforce else f"{prefix}_tls_ciphers")
-        grade = grade.strip().lower()
-        if grade not in ("high", "medium", "low", "export", "null"):
-            raise ConfigError(f'invalid cipher grade: "{grade}"',
-                              parameter=f"{prefix}_tls_ciphers")
-        exclusions = cfg.get(f"{prefix}_tls_exclude_ciphers").split()
+        grade_param = "smtpd_tls_mandatory_ciphers" if enforce else "smtpd_tls_ciphers"
+        grade = cfg.get(grade_param).strip().lower()
+        if grade not in _CIPHERLISTS:
+            raise ConfigError(f'invalid cipher grade: "{grade}"', parameter=grade_param)
+        exclusions = cfg.get("smtpd_tls_exclude_ciphers").split()
         if enforce:
-            exclusions += cfg.get(f"{prefix}_tls_mandatory_exclude_ciphers").split()
-        req = enforce and cfg.bool(f"{prefix}_tls_req_ccert")
-        ask = cfg.bool(f"{prefix}_tls_ask_ccert") or req
+            exclusions += cfg.get("smtpd_tls_mandatory_exclude_ciphers").split()
+        req = enforce and cfg.bool("smtpd_tls_req_ccert")
+        ask = cfg.bool("smtpd_tls_ask_ccert") or req
         if ask:
             exclusions.append("aNULL")
-        cipherlist = cfg.get(f"tls_{grade}_cipherlist")
+        cipherlist = cfg.get(_CIPHERLISTS[grade])
         for word in (w for item in exclusions for w in re.split(r"[,:\s]+", item) if w):
             if word[0] in "!+-@":
                 raise ConfigError(f"invalid unary '!+-@' in cipher exclusion: {word}",
-                                  parameter=f"{prefix}_tls_exclude_ciphers")
+                                  parameter="smtpd_tls_exclude_ciphers")
             cipherlist += f":!{word}"
-        digest = cfg.get(f"{prefix}_tls_fingerprint_digest").strip().lower()
+        digest = cfg.get("smtpd_tls_fingerprint_digest").strip().lower()
         if digest not in hashlib.algorithms_available:
             raise ConfigError(f"unsupported message digest: {digest}",
-                              parameter=f"{prefix}_tls_fingerprint_digest")
-        cert = cfg.get(f"{prefix}_tls_cert_file").strip()
+                              parameter="smtpd_tls_fingerprint_digest")
+        cert = cfg.get("smtpd_tls_cert_file").strip()
         if cert.lower() == "none":
             raise ConfigError("anonymous TLS (no server certificate) is not supported yet "
-                              "by Postbus", parameter=f"{prefix}_tls_cert_file")
+                              "by Postbus", parameter="smtpd_tls_cert_file")
         keypairs = tuple(
             (alg, c, k or c) for alg, c, k in (
-                ("RSA", cert, cfg.get(f"{prefix}_tls_key_file").strip()),
-                ("ECDSA", cfg.get(f"{prefix}_tls_eccert_file").strip(),
-                 cfg.get(f"{prefix}_tls_eckey_file").strip()),
+                ("RSA", cert, cfg.get("smtpd_tls_key_file").strip()),
+                ("ECDSA", cfg.get("smtpd_tls_eccert_file").strip(),
+                 cfg.get("smtpd_tls_eckey_file").strip()),
             ) if c
         )
         return cls(
             use_tls=use, enforce=enforce, wrappermode=wrapper,
-            chain_files=tuple(cfg.list(f"{prefix}_tls_chain_files")), keypairs=keypairs,
-            ca_file=cfg.get(f"{prefix}_tls_CAfile").strip(),
-            ca_path=cfg.get(f"{prefix}_tls_CApath").strip(),
+            chain_files=tuple(cfg.list("smtpd_tls_chain_files")), keypairs=keypairs,
+            ca_file=cfg.get("smtpd_tls_CAfile").strip(),
+            ca_path=cfg.get("smtpd_tls_CApath").strip(),
             ask_ccert=ask, req_ccert=req,
-            verify_depth=cfg.int(f"{prefix}_tls_ccert_verifydepth"),
-            loglevel=_loglevel(cfg.get(f"{prefix}_tls_loglevel")),
-            received_header=cfg.bool(f"{prefix}_tls_received_header"),
-            protocols=cfg.get(f"{prefix}_tls_mandatory_protocols" if enforce
-                              else f"{prefix}_tls_protocols"),
+            verify_depth=cfg.int("smtpd_tls_ccert_verifydepth"),
+            loglevel=cfg.int("smtpd_tls_loglevel"),
+            received_header=cfg.bool("smtpd_tls_received_header"),
+            protocols=cfg.get("smtpd_tls_mandatory_protocols" if enforce
+                              else "smtpd_tls_protocols"),
             cipherlist=cipherlist, fingerprint_digest=digest,
-            handshake_timeout=cfg.time(f"{prefix}_starttls_timeout"),
+            handshake_timeout=cfg.time("smtpd_starttls_timeout"),
             preempt=cfg.bool("tls_preempt_cipherlist"),
         )
 
@@ -145,17 +149,6 @@ class ServerTlsSettings:
         else:
             files = [f for _, cert, key in self.keypairs for f in (cert, key)]
         return [*files, *([self.ca_file] if self.ca_file else [])]
-
-
-def _loglevel(value: str) -> int:
-    word = value.strip().lower()
-    names = {"none": 0, "routine": 1, "summary": 1, "debug": 2, "verbose": 2}
-    if word in names:
-        return names[word]
-    try:
-        return max(0, int(word))
-    except ValueError:
-        return 1
 
 
 def protocol_range(plist: str) -> tuple[ssl.TLSVersion, ssl.TLSVersion, set[str]]:
