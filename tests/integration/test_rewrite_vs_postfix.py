@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 
 from ingress_smtpd.server import SmtpServer
+from postbus.queue.admin import Bus
 from postbus.queue.entry import QueueEntry
-from postbus.queue.store import QueueStore
 from tests.integration.ingress.conftest import Client, make_config
 from tests.integration.postfix_dialogue import LivePostfix
 from tests.integration.rewrite_cases import CASES, Txn, variants, write_tables
@@ -131,17 +131,17 @@ def normalize(lines: list[str], queue_id: str) -> list[str]:
     return out
 
 
-async def ours(port: int, store: QueueStore, txn: Txn) -> dict[str, Any]:
-    before = {entry.queue_id async for entry in store.entries()}
+async def ours(port: int, store: Bus, txn: Txn) -> dict[str, Any]:
+    before = {entry.queue_id async for entry in store.queue.entries()}
     replies, queue_id = await transaction(port, txn)
     answer: dict[str, Any] = {"replies": replies}
-    after = {entry.queue_id async for entry in store.entries()}
+    after = {entry.queue_id async for entry in store.queue.entries()}
     assert after - before == ({queue_id} if queue_id else set()), "queued, yet not 250?"
     if queue_id is not None:
-        got = await store.get(queue_id)
+        got = await store.queue.get(queue_id)
         assert got is not None
         entry = got[0]
-        content = await store.content(queue_id, entry.chunks)
+        content = await store.queue.content(queue_id, entry.chunks)
         text = content.decode("utf-8", "surrogateescape").split("\r\n")
         answer["queued"] = {
             "sender": entry.sender,
@@ -174,13 +174,13 @@ def expected_ours(postfix: dict[str, Any], txn: Txn) -> dict[str, Any]:
 
 
 async def test_rewriting_queues_what_postfix_queues(
-    variant: tuple[str, LivePostfix | None], store: QueueStore, tables: Path
+    variant: tuple[str, LivePostfix | None], store: Bus, tables: Path
 ) -> None:
     name, live = variant
     cfg = make_config(**variants(tables)[name])
 
     async def write(entry: QueueEntry, build: Callable[[str], bytes]) -> str:
-        return await store.enqueue(entry, b"", False, build=build)
+        return await store.queue.enqueue(entry, b"", False, build=build)
 
     server = SmtpServer(cfg, write, listener="rewrite")
     port = (await server.start("127.0.0.1", 0))[0][1]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from postbus.queue.store import QueueStore
+from postbus.queue.admin import Bus
 from postbus.servers import ServerProcess
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ def sendmail(conf: Path, stdin: bytes, *args: str) -> subprocess.CompletedProces
 
 
 async def test_sendmail_mail_is_rewritten_like_smtp_mail(
-    tmp_path: Path, nats: ServerProcess, store: QueueStore
+    tmp_path: Path, nats: ServerProcess, store: Bus
 ) -> None:
     conf = tmp_path / "etc"
     conf.mkdir()
@@ -42,7 +42,7 @@ async def test_sendmail_mail_is_rewritten_like_smtp_mail(
                b"Subject: s\n\nbody\n")
     done = await asyncio.to_thread(sendmail, conf, message, "-f", "root", "-t")
     assert done.returncode == 0, done.stderr
-    entries = [e async for e in store.entries()]
+    entries = [e async for e in store.queue.entries()]
     assert len(entries) == 1
     entry = entries[0]
     assert entry.sender == "Super.User@postbus.test"
@@ -51,7 +51,7 @@ async def test_sendmail_mail_is_rewritten_like_smtp_mail(
         ("team", "alice@postbus.test"), ("team", "bob@example.net"),
         ("carol@host.postbus.test", "carol@host.postbus.test"),
         ("secret@example.net", "secret@example.net")]
-    content = (await store.content(entry.queue_id, entry.chunks)).decode()
+    content = (await store.queue.content(entry.queue_id, entry.chunks)).decode()
     head = content.split("\r\n\r\n", 1)[0].split("\r\n")
     assert head[:3] == ["From: Super.User@postbus.test",
                         "To: team@postbus.test, carol@postbus.test", "Subject: s"]
@@ -61,7 +61,7 @@ async def test_sendmail_mail_is_rewritten_like_smtp_mail(
 
 
 async def test_sendmail_cleanup_failure_queues_nothing(
-    tmp_path: Path, nats: ServerProcess, store: QueueStore
+    tmp_path: Path, nats: ServerProcess, store: Bus
 ) -> None:
     conf = tmp_path / "etc"
     conf.mkdir()
@@ -75,4 +75,4 @@ async def test_sendmail_cleanup_failure_queues_nothing(
     assert done.stderr.decode().endswith(
         "sendmail: fatal: message not accepted, try again later: "
         "451 4.3.0 Error: queue file write error\n")
-    assert [e async for e in store.entries()] == []
+    assert [e async for e in store.queue.entries()] == []

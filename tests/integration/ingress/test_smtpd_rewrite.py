@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from postbus.maps import context as maps_context
-from postbus.queue.store import QueueStore
+from postbus.queue.admin import Bus
 from postbus.servers import ServerProcess
 from tests.integration.ingress.conftest import Client, StartSmtpd
 from tests.recorded import Recording
@@ -41,12 +41,12 @@ async def send(client: Client, sender: str, rcpts: list[str], body: str = "") ->
     return replies
 
 
-async def queued(store: QueueStore) -> list[str]:
-    return [entry.queue_id async for entry in store.entries()]
+async def queued(store: Bus) -> list[str]:
+    return [entry.queue_id async for entry in store.queue.entries()]
 
 
 async def test_redis_stopped_mid_expansion_queues_nothing(
-    tmp_path: Path, redis: ServerProcess, smtpd: StartSmtpd, store: QueueStore
+    tmp_path: Path, redis: ServerProcess, smtpd: StartSmtpd, store: Bus
 ) -> None:
     virtual = tmp_path / "virtual"
     virtual.write_text(VIRTUAL)
@@ -63,7 +63,7 @@ async def test_redis_stopped_mid_expansion_queues_nothing(
         replies = await send(client, "s@example.net", ["nested@postbus.test"])
         assert replies[-1].startswith("250 2.0.0 Ok: queued as "), replies
         qid = replies[-1].rsplit(" ", 1)[1]
-        got = await store.get(qid)
+        got = await store.queue.get(qid)
         assert got is not None
         # Postfix's order: a result replaces its alias in place, the others go last
         assert [(r.orig_rcpt, r.address) for r in got[0].recipients] == [
@@ -90,7 +90,7 @@ async def test_redis_stopped_mid_expansion_queues_nothing(
 
 
 async def test_postqueue_shows_rewritten_recipients(
-    tmp_path: Path, nats: ServerProcess, smtpd: StartSmtpd, store: QueueStore
+    tmp_path: Path, nats: ServerProcess, smtpd: StartSmtpd, store: Bus
 ) -> None:
     run = await smtpd(
         mynetworks="127.0.0.0/8", myorigin="postbus.test",
@@ -111,9 +111,9 @@ async def test_postqueue_shows_rewritten_recipients(
     shown = json.loads((await asyncio.to_thread(postbus, conf, "postqueue", "-j")).stdout)
     assert [r["address"] for r in shown["recipients"]] == [
         "alice@postbus.test", "bob@example.net", "Wietse.Venema@postbus.test"]
-    got = await store.get(qid)
+    got = await store.queue.get(qid)
     assert got is not None
     assert [r.orig_rcpt for r in got[0].recipients] == [
         "sales@postbus.test", "sales@postbus.test", "wietse@postbus.test"]
-    content = await store.content(qid, got[0].chunks)
+    content = await store.queue.content(qid, got[0].chunks)
     assert b"\r\nFrom: Wietse.Venema@postbus.test\r\n" in content
