@@ -20,6 +20,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from ingress_smtpd.data import queue_message
 from postbus.smtp import replies as r
 
 if TYPE_CHECKING:
@@ -137,7 +138,7 @@ async def do_bdat(session: Session, arg: str) -> bool:
             session.reset()
             await session.reply(r.MESSAGE_TOO_BIG)
             return False
-        ok = await session.queue(chunks.content(), r.BDAT_QUEUED, chunks.act_size)
+        ok = await queue_message(session, chunks.content(), r.BDAT_QUEUED, chunks.act_size)
         session.reset()
         return ok
     if chunks.too_big:  # the end-of-message reply now, then skip to the last chunk

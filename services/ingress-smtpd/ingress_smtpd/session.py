@@ -1,6 +1,11 @@
-"""One SMTP session: the command loop and one method per verb (≈ smtpd.c's smtpd_proto()).
+"""One SMTP session: the command loop and one handler per verb (≈ smtpd.c's smtpd_proto()).
 
-Replies and log lines are Postfix's (see :mod:`postbus.smtp.replies`).
+The envelope verbs live here; HELO/EHLO (:mod:`ingress_smtpd.ehlo`), DATA
+(:mod:`ingress_smtpd.data`), BDAT, ETRN and STARTTLS have modules of their
+own. Replies and log lines are Postfix's (see :mod:`postbus.smtp.replies`).
+As in Postfix's loop, under smtpd_tls_security_level = encrypt every
+command but HELO, EHLO, STARTTLS, NOOP and QUIT gets ``530`` before TLS,
+and "improper command pipelining" is judged before a command runs.
 The session state (client, HELO, counters) is separate from the
 transaction (sender, recipients), which RSET, HELO/EHLO, a queued or a
 failed message reset.  Every failed command counts as an error: from
@@ -16,19 +21,18 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ingress_smtpd.bdat import Chunks, Hangup, do_bdat
-from ingress_smtpd.cleanup import Message, unstuff
 from ingress_smtpd.connection import Connection
+from ingress_smtpd.data import do_data
+from ingress_smtpd.ehlo import discard_keywords, do_ehlo, do_helo
 from ingress_smtpd.etrn import do_etrn
 from ingress_smtpd.restrictions import CheckState
-from ingress_smtpd.starttls import HandshakeFailed, do_starttls, require_client_cert, start_tls
+from ingress_smtpd.starttls import HandshakeFailed, do_starttls, require_client_cert, wrapper_mode
 from postbus import metrics
-from postbus.cleanup import CleanupError, Context
-from postbus.cleanup.status import WRITE_ERROR
+from postbus.cleanup import Context
 from postbus.maps.table import TableRetry
 from postbus.queue.entry import QueueEntry
 from postbus.smtp import replies as r
@@ -49,7 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("postbus.smtpd")
 _SURROGATES = re.compile("[\udc80-\udcff]")
-cleanup_log = logging.getLogger("postbus.cleanup")  # logged as postbus/cleanup, as Postfix does
 
 #: Postfix's command table order, used for the counters of the disconnect line.
 COUNTED = ("helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat",
@@ -124,9 +127,9 @@ class Session:
         self.header_context = self.server.cleanup.header_context(local)
         self.add_missing = self.header_context is not None or self.s.always_add_headers
         try:
-            if not await self._wrapper_mode():
+            if not await wrapper_mode(self):
                 return
-            await self._discard_keywords()
+            await discard_keywords(self)
             conn.write(r.BANNER.format(banner=self.s.banner))
             while True:
                 line = await conn.readline(self.s.line_limit)
@@ -162,29 +165,6 @@ class Session:
                 await asyncio.wait_for(conn.flush(), 5)
             conn.close()
             log.info("disconnect from %s%s", self.namaddr, self._stats())
-
-    async def _wrapper_mode(self) -> bool:
-        """smtpd_tls_wrappermode: TLS before the greeting; False ends the session."""
-        if not self.s.tls.wrappermode:
-            return True
-        server_tls = self.server.tls
-        context = server_tls.context() if server_tls is not None else None
-        if context is None:
-            log.warning("Wrapper-mode request dropped from %s for service %s. TLS context "
-                        "initialization failed. For details see earlier warnings in your logs.",
-                        self.namaddr, self.server.listener)
-            return False
-        await start_tls(self, context)
-        return await require_client_cert(self)
-
-    async def _discard_keywords(self) -> None:
-        """The EHLO keywords this client does not get (smtpd_discard_ehlo_keyword_address_maps,
-        looked up by client address, else smtpd_discard_ehlo_keywords)."""
-        maps = self.s.discard_maps
-        if maps is not None:
-            words = await maps.find(self.client_addr)
-            if words is not None:
-                self.discard = r.discard_mask(words)
 
     def _lost(self) -> None:
         log.info("lost connection after %s%s from %s", self._where(), self._data_bytes(),
@@ -283,30 +263,6 @@ class Session:
         await self.reply(r.UNRECOGNIZED)
         return False
 
-    async def do_helo(self, arg: str, esmtp: bool = False) -> bool:
-        if not arg:
-            await self.reply(r.EHLO_SYNTAX if esmtp else r.HELO_SYNTAX)
-            return False
-        self.reset()
-        # Without smtputf8_enable undecodable bytes get this far; keep them printable
-        # (≈ printable()) so the queue entry stays valid UTF-8.
-        self.helo = _SURROGATES.sub("?", " ".join(arg.split()))
-        self.protocol = "ESMTP" if esmtp else "SMTP"
-        if esmtp:
-            if self.discard and "SILENT-DISCARD" not in self.discard:
-                log.info("discarding EHLO keywords: %s", r.discard_text(self.discard))
-            s = self.s
-            lines = r.ehlo_lines(s.myhostname, s.size_limit, vrfy=not s.disable_vrfy,
-                                 discard=self.discard, smtputf8=s.smtputf8,
-                                 starttls=s.tls.use_tls and self.tls is None)
-            self.conn.write(r.multiline(250, lines))
-        else:
-            self.conn.write(r.HELO_OK.format(host=self.s.myhostname))
-        return True
-
-    async def do_ehlo(self, arg: str) -> bool:
-        return await self.do_helo(arg, esmtp=True)
-
     async def do_mail(self, arg: str) -> bool:
         if self.s.helo_required and not self.helo:
             await self.reply(r.NEED_HELO)
@@ -392,76 +348,6 @@ class Session:
     def _check_state(self, recipient: str) -> CheckState:
         return CheckState(self.client_name, self.client_addr, self.helo, self.sender, recipient)
 
-    async def do_data(self, arg: str) -> bool:
-        if self.bdat_state is not None:
-            await self.reply(r.DATA_AFTER_BDAT)
-            return False
-        if not self.recipients:
-            await self.reply(r.NEED_RCPT if self.sender is None else r.NO_VALID_RECIPIENTS)
-            return False
-        if arg:
-            await self.reply(r.DATA_SYNTAX)
-            return False
-        self.conn.write(r.DATA_GO_AHEAD)
-        if not self.pipelining_logged and self.conn.pending():
-            self._log_pipelining("data")
-        raw, _size = await self.conn.read_data(self.s.size_limit)
-        self.where = "END-OF-MESSAGE"
-        if raw is None:
-            log.warning("NOQUEUE: queue file size limit exceeded")
-            self.reset()
-            await self.reply(r.MESSAGE_TOO_BIG)
-            return False
-        ok = await self.queue(unstuff(raw), r.QUEUED)
-        self.reset()
-        return ok
-
-    async def queue(self, content: bytes, reply: str, size: int = 0) -> bool:
-        """Cleanup and the queue write of the transaction's message (CRLF ``content``),
-        then ``reply`` (formatted with queue_id and size)."""
-        assert self.sender is not None and self.mail is not None
-        s = self.s
-        tls_lines: list[str] = []
-        if self.tls is not None and s.tls.received_header:
-            tls_lines = self.tls.received(s.tls.ask_ccert)
-        message = Message(
-            sender=self.sender, mail=self.mail, recipients=self.recipients,
-            content=content, client_name=self.client_name, client_addr=self.client_addr,
-            helo=self.helo, protocol=self.protocol, myhostname=s.myhostname,
-            mail_name=s.mail_name, header_size_limit=s.header_size_limit,
-            add_missing=self.add_missing, long_queue_ids=s.long_queue_ids,
-            tls=self.tls is not None, tls_lines=tls_lines,
-        )
-        try:
-            cleanup = self.server.cleanup
-            await message.rewrite(cleanup.begin(context=self.header_context,
-                                                mapping=cleanup.mapping))
-        except CleanupError as exc:
-            await self.reply(exc.reply)
-            return False
-        except Exception:  # a bug must not cost the message silently, nor the session
-            log.error("cleanup of a message from %s failed", self.namaddr, exc_info=True)
-            await self.reply(WRITE_ERROR)
-            return False
-        entry = message.entry()
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(s.queue_timeout):
-                qid = await self.server.writer(entry, lambda _qid: message.build(entry))
-        except Exception as exc:  # NATS down, timeout, anything: never 250
-            log.warning("queue file write error from %s: %s", self.namaddr,
-                        exc.__class__.__name__ if not str(exc) else exc)
-            await self.reply(r.QUEUE_WRITE_ERROR)
-            return False
-        metrics.smtpd_queue_write_seconds.observe(time.perf_counter() - started)
-        self.server.accepted.inc()
-        self.server.sizes.observe(entry.size)
-        log.info("%s: client=%s", qid, self.namaddr)
-        cleanup_log.info("%s: message-id=%s", qid, message.message_id or "<>")
-        self.conn.write(reply.format(queue_id=qid, size=size))
-        self.errors = self.junk = 0  # a message received forgives earlier errors
-        return True
-
     async def do_rset(self, arg: str) -> bool:
         if arg:
             await self.reply(r.RSET_SYNTAX)
@@ -483,7 +369,8 @@ class Session:
             await self.reply(r.VRFY_DISABLED)
             return False
         tokens = split_args(arg)
-        smtputf8 = len(tokens) > 1 and tokens[-1].upper() == "SMTPUTF8"
+        smtputf8 = len(tokens) > 1 and tokens[-1].upper() == "SMTPUTF8" \
+            and self.s.smtputf8 and "SMTPUTF8" not in self.discard
         if smtputf8:
             tokens.pop()
         if not tokens:

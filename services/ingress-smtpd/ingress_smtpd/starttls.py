@@ -55,6 +55,21 @@ async def do_starttls(session: Session, arg: str) -> bool:
     return True
 
 
+async def wrapper_mode(session: Session) -> bool:
+    """smtpd_tls_wrappermode: TLS before the greeting; False ends the session."""
+    if not session.s.tls.wrappermode:
+        return True
+    server_tls = session.server.tls
+    context = server_tls.context() if server_tls is not None else None
+    if context is None:
+        log.warning("Wrapper-mode request dropped from %s for service %s. TLS context "
+                    "initialization failed. For details see earlier warnings in your logs.",
+                    session.namaddr, session.server.listener)
+        return False
+    await start_tls(session, context)
+    return await require_client_cert(session)
+
+
 async def start_tls(session: Session, context: ssl.SSLContext) -> None:
     """The handshake and what follows it; HandshakeFailed ends the session."""
     settings = session.s.tls
