@@ -67,6 +67,7 @@ test: $(STAMP) mail-owner  ## the whole suite: lint, unit, integration, end to e
 bench: $(STAMP)  ## throughput and latency through the whole system (and Postfix when installed)
 	$(PY) bench/run.py $(BENCH_ARGS)
 	$(PY) bench/maps_bench.py
+	$(PY) bench/starttls_bench.py
 
 clean:  ## remove run state (not the venv)
 	rm -rf $(RUNDIR)
