@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -145,6 +146,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="postbus-tlsbench-"))
+    try:
+        run(root, args)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def run(root: Path, args: argparse.Namespace) -> None:
     root.chmod(0o755)
     pki = Pki.create(root / "pki")
     cert, key = pki.server("server")
