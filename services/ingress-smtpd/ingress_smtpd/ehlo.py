@@ -12,6 +12,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from postbus.maps.table import TableRetry
 from postbus.smtp import replies as r
 
 if TYPE_CHECKING:
@@ -22,13 +23,20 @@ _SURROGATES = re.compile("[\udc80-\udcff]")
 
 
 async def discard_keywords(session: Session) -> None:
-    """The client's own discard list, from smtpd_discard_ehlo_keyword_address_maps
-    (TableRetry: Postfix's 421 local data error)."""
+    """The client's own discard list, from smtpd_discard_ehlo_keyword_address_maps. A table
+    that cannot answer leaves the default list, and EHLO then ends the session with
+    Postfix's ``421 4.3.0 ... Server local data error``."""
     maps = session.s.discard_maps
-    if maps is not None:
+    if maps is None:
+        return
+    try:
         words = await maps.find(session.client_addr)
-        if words is not None:
-            session.discard = r.discard_mask(words)
+    except TableRetry as exc:
+        log.warning("%s", exc)
+        session.discard_failed = True
+        return
+    if words is not None:
+        session.discard = r.discard_mask(words)
 
 
 async def do_helo(session: Session, arg: str, esmtp: bool = False) -> bool:
@@ -46,6 +54,9 @@ async def do_helo(session: Session, arg: str, esmtp: bool = False) -> bool:
         return True
     if session.discard and "SILENT-DISCARD" not in session.discard:
         log.info("discarding EHLO keywords: %s", r.discard_text(session.discard))
+    if session.discard_failed:
+        log.warning("don't know what EHLO features to announce to %s", session.namaddr)
+        raise TableRetry("")  # logged above; the session ends with 421
     lines = r.ehlo_lines(s.myhostname, s.size_limit, vrfy=not s.disable_vrfy,
                          discard=session.discard, smtputf8=s.smtputf8,
                          starttls=s.tls.use_tls and session.tls is None)

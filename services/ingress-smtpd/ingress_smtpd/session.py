@@ -88,6 +88,7 @@ class Session:
         self.add_missing = False
         self.tls: TlsSession | None = None
         self.discard = self.s.discard  # EHLO keywords not offered to this client
+        self.discard_failed = False  # the address maps could not say which
         self.line = ""  # the command line being run, as received
         self.reset()
 
@@ -154,12 +155,6 @@ class Session:
             conn.write(r.TIMEOUT.format(host=self.s.myhostname))
         except (ConnectionError, OSError, HandshakeFailed):
             self._lost()
-        except TableRetry as exc:  # smtpd_discard_ehlo_keyword_address_maps
-            log.warning("%s", exc)
-            log.warning("don't know what EHLO features to announce to %s", self.namaddr)
-            log.info("NOQUEUE: reject: %s from %s: %s", self.where, self.namaddr,
-                     r.LOCAL_DATA_ERROR.format(host=self.s.myhostname))
-            conn.write(r.LOCAL_DATA_ERROR.format(host=self.s.myhostname))
         finally:
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 await asyncio.wait_for(conn.flush(), 5)
@@ -237,6 +232,13 @@ class Session:
             return False
         except Hangup:
             self.errors += 1
+            return False
+        except TableRetry as exc:  # Postfix's SMTP_ERR_DATA: a table that cannot answer
+            if str(exc):
+                log.warning("%s", exc)
+            text = r.LOCAL_DATA_ERROR.format(host=self.s.myhostname)
+            log.info("NOQUEUE: reject: %s from %s: %s", self.where, self.namaddr, text)
+            self.conn.write(text)
             return False
         if ok:
             counter[0] += 1
