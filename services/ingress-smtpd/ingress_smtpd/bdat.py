@@ -151,7 +151,16 @@ async def do_bdat(session: Session, arg: str) -> bool:
 
 
 async def _skip(session: Session, size: int, final: bool, reply: str) -> bool:
-    """Read and drop the chunk, reply, and leave the transaction (LAST) or skip on."""
+    """Read and drop the chunk, reply, and leave the transaction (LAST) or skip on.
+
+    A chunk of more than 1.5 times message_size_limit is not read at all: the reply,
+    then the end of the session (as later Postfix releases do; 3.7 reads it all)."""
+    limit = session.s.size_limit
+    if limit and size > limit * 1.5:
+        log.warning("NOQUEUE: too much BDAT content -- disabling further input from %s",
+                    session.namaddr)
+        session.conn.write(reply)
+        raise Hangup
     await session.conn.read_exact(size, None)
     await session.reply(reply)
     if final:

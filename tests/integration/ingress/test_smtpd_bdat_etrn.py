@@ -70,6 +70,20 @@ async def test_nothing_is_queued_from_a_chunk_cut_short(smtpd: StartSmtpd) -> No
     assert await queued(run) == []
 
 
+async def test_a_chunk_far_over_the_size_limit_is_not_read(
+    smtpd: StartSmtpd, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = await smtpd(message_size_limit="10000")
+    c = await run.client()
+    await transaction(c)
+    await c.send(b"BDAT 1000000000000 LAST\r\n" + b"x" * 1000)
+    assert await c.reply() == r.BDAT_CHUNK_TOO_BIG
+    assert await c.reply() == "<EOF>"
+    assert "too much BDAT content -- disabling further input from unknown[127.0.0.1]" \
+        in caplog.text
+    assert await queued(run) == []
+
+
 @pytest.fixture
 async def etrn_server(
     store: Bus, nats: ServerProcess
