@@ -36,6 +36,7 @@ from postbus.config.loader import Config
 from postbus.master_plan import ROLE_MODULES, Child, plan
 from postbus.master_spawn import RUNNING, STARTING, THROTTLED, Process, Spawner
 from postbus.servers import ServerProcess, nats_server, pid_alive, redis_server
+from postbus.tls import ServerTlsSettings
 
 __all__ = [
     "ROLE_MODULES", "Child", "Master", "main", "master_dir", "plan", "read_state", "state_path",
@@ -95,6 +96,8 @@ class Master:
     def _start(self) -> None:
         if privs.started_as_root():
             self.owner = privs.check_mail_owner(self.cfg)
+            for run in self.runs:
+                run.child.groups = tuple(self._key_groups(run.child))
         privs.prepare_directories(self.cfg, self.owner)
         self.private = privs.private_directory(master_dir(self.cfg))
         self.spawner = Spawner(
@@ -112,6 +115,18 @@ class Master:
         if not self.failures:
             self.ready = True
             self.write_state()
+
+    def _key_groups(self, child: Child) -> list[int]:
+        """The groups an smtpd process needs to read its TLS keys and certificates as
+        mail_owner (Postfix's smtpd reads them as root, before it drops privileges)."""
+        if self.owner is None or child.module != "ingress_smtpd" or not child.unpriv:
+            return []
+        try:
+            tls = ServerTlsSettings.from_config(
+                self.cfg.for_service(f"{child.service}/{child.type}"))
+        except ConfigError:
+            return []  # the child says what is wrong when it starts
+        return privs.reading_groups(self.owner, tls.files()) if tls.use_tls else []
 
     def start_servers(self) -> None:
         if not self.cfg.bool("postbus_start_servers"):

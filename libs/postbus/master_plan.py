@@ -71,6 +71,7 @@ class Child:
     listen: str = ""
     shared_name: bool = False  # another master.cf line has the same service name
     unpriv: bool = True  # master.cf unpriv column: run as mail_owner when started as root
+    groups: tuple[int, ...] = ()  # supplementary groups as mail_owner (TLS key files)
 
     @property
     def label(self) -> str:
@@ -107,7 +108,7 @@ def plan(cfg: Config) -> tuple[list[Child], list[str]]:
                     f"command {entry.command} is not supported by Postbus; not started"
                 )
             continue
-        count = _process_count(entry) if module in SCALING else 1
+        count = process_count(entry) if module in SCALING else 1
         for index in range(count):
             listen = ""
             if entry.type == "inet":
@@ -125,7 +126,7 @@ def plan(cfg: Config) -> tuple[list[Child], list[str]]:
     return children, notes
 
 
-def _process_count(entry: MasterEntry) -> int:
+def process_count(entry: MasterEntry) -> int:
     """maxproc as a process count; Postfix's "-"/100 default means one process here,
     because each Postbus process already serves many sessions concurrently."""
     value = entry.maxproc

@@ -84,7 +84,7 @@ class Spawner:
             try:
                 run.proc = subprocess.Popen(
                     child.argv(self.config_dir), stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                    **privs.spawn_options(owner, child.listen_port),
+                    **privs.spawn_options(owner, child.listen_port, child.groups),
                 )
             except (OSError, subprocess.SubprocessError) as exc:
                 run.proc = None

@@ -94,6 +94,18 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "smtpd_helo_required", "disable_vrfy_command", "strict_rfc821_envelopes",
     "always_add_missing_headers", "local_header_rewrite_clients", "smtpd_peername_lookup",
     "smtpd_forbidden_commands", "smtpd_discard_ehlo_keywords", "smtputf8_enable",
+    "smtpd_discard_ehlo_keyword_address_maps", "smtpd_etrn_restrictions", "fast_flush_domains",
+    # smtpd TLS (postbus.tls, postbus.tls_session, ingress_smtpd/starttls.py)
+    "smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls", "smtpd_tls_wrappermode",
+    "smtpd_starttls_timeout", "smtpd_tls_cert_file", "smtpd_tls_key_file",
+    "smtpd_tls_eccert_file", "smtpd_tls_eckey_file", "smtpd_tls_chain_files",
+    "smtpd_tls_CAfile", "smtpd_tls_CApath", "smtpd_tls_ask_ccert", "smtpd_tls_req_ccert",
+    "smtpd_tls_ccert_verifydepth", "smtpd_tls_loglevel", "smtpd_tls_received_header",
+    "smtpd_tls_protocols", "smtpd_tls_mandatory_protocols", "smtpd_tls_ciphers",
+    "smtpd_tls_mandatory_ciphers", "smtpd_tls_exclude_ciphers",
+    "smtpd_tls_mandatory_exclude_ciphers", "smtpd_tls_fingerprint_digest",
+    "tls_high_cipherlist", "tls_medium_cipherlist", "tls_low_cipherlist",
+    "tls_export_cipherlist", "tls_null_cipherlist", "tls_preempt_cipherlist",
     # smtpd restrictions
     "smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions",
     "smtpd_relay_restrictions", "smtpd_recipient_restrictions", "allow_untrusted_routing",
@@ -107,7 +119,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     # qmgr
     "maximal_queue_lifetime", "bounce_queue_lifetime", "minimal_backoff_time",
     "maximal_backoff_time", "default_destination_recipient_limit", "bounce_size_limit",
-    "postbus_queue_scan_interval", "fast_flush_domains",
+    "postbus_queue_scan_interval",
     # the destination scheduler (postbus.schedule, in the delivery agents)
     "initial_destination_concurrency", "default_destination_concurrency_limit",
     "default_destination_concurrency_positive_feedback",
@@ -238,6 +250,10 @@ ONLY_VALUES: dict[str, frozenset[str]] = {
     "lmtp_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
     # no DNSSEC validation
     "smtp_dns_support_level": frozenset({"", "disabled", "enabled"}),
+    # Postfix's smtpd has these three (it maps verify/secure/fingerprint to encrypt)
+    "smtpd_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
+    # 0 and 1 as Postfix logs them; 2 and up add OpenSSL's handshake trace, not built
+    "smtpd_tls_loglevel": frozenset({"0", "1"}),
     # alias, forward, include (local) and generic (smtp) do not propagate yet
     "propagate_unmatched_extensions": frozenset({"", "canonical", "virtual"}),
     # no check_address_map tables
@@ -252,7 +268,6 @@ HONOURED_VALUES: dict[str, frozenset[str]] = {
     "biff": frozenset({"no"}),  # no comsat notification
     "mailbox_size_limit": frozenset({"0"}),  # no mailbox size limit
     "virtual_mailbox_limit": frozenset({"0"}),
-    "smtpd_tls_security_level": frozenset({"none"}),  # no STARTTLS offered
     # the postmaster notices that are sent (and none)
     "notify_classes": frozenset({"", "bounce", "2bounce", "delay"}),
 }

@@ -21,7 +21,8 @@ import ctypes
 import errno
 import os
 import pwd
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "open_log",
     "prepare_directories",
     "private_directory",
+    "reading_groups",
     "spawn_options",
     "started_as_root",
 ]
@@ -161,14 +163,45 @@ def _own(path: Path, owner: Owner) -> None:
     os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
 
 
-def spawn_options(owner: Owner | None, port: int = 0) -> dict[str, Any]:
+def spawn_options(
+    owner: Owner | None, port: int = 0, groups: Sequence[int] = ()
+) -> dict[str, Any]:
     """Popen arguments that start a process as ``owner`` (None: as ourselves);
-    ``port``: the TCP port it listens on, for the capability to bind it."""
+    ``port``: the TCP port it listens on, for the capability to bind it;
+    ``groups``: supplementary groups it needs (see :func:`reading_groups`)."""
     if owner is None:
         return {}
     if 0 < port < PRIVILEGED_PORTS:
-        return {"preexec_fn": _drop_keeping_bind(owner)}
-    return {"user": owner.uid, "group": owner.gid, "extra_groups": []}
+        return {"preexec_fn": _drop_keeping_bind(owner, groups)}
+    return {"user": owner.uid, "group": owner.gid, "extra_groups": list(groups)}
+
+
+def reading_groups(owner: Owner, paths: Sequence[str]) -> list[int]:
+    """The groups ``owner`` needs to read ``paths`` and search their directories, where
+    the group (and not the owner's own rights) grants it: Debian keeps TLS keys in
+    ``/etc/ssl/private`` (root:ssl-cert 0710, keys 0640) for the ssl-cert group. Postfix
+    reads them as root before it drops privileges; a Postbus role starts as mail_owner,
+    so it gets that one group instead."""
+    groups: list[int] = []
+    for path in paths:
+        target = Path(path)
+        chain = [*reversed(target.parents), target]
+        needed: list[int] = []
+        for i, step in enumerate(chain):
+            try:
+                st = os.stat(step)
+            except OSError:
+                needed = []
+                break
+            need = stat.S_IROTH if i == len(chain) - 1 else stat.S_IXOTH
+            if st.st_uid == owner.uid or st.st_mode & need or st.st_gid == owner.gid:
+                continue
+            if not st.st_mode & (need << 3) or st.st_gid == 0:
+                needed = []  # no group of ours would help (and never root's group)
+                break
+            needed.append(st.st_gid)
+        groups += [g for g in dict.fromkeys(needed) if g not in groups]
+    return groups
 
 
 # -- CAP_NET_BIND_SERVICE as an ambient capability (Linux) --------------------
@@ -192,7 +225,7 @@ class _CapData(ctypes.Structure):
     ]
 
 
-def _drop_keeping_bind(owner: Owner) -> Callable[[], None]:
+def _drop_keeping_bind(owner: Owner, groups: Sequence[int] = ()) -> Callable[[], None]:
     """A preexec_fn: become ``owner``, keeping CAP_NET_BIND_SERVICE across exec."""
     libc = ctypes.CDLL(None, use_errno=True)
 
@@ -202,7 +235,7 @@ def _drop_keeping_bind(owner: Owner) -> Callable[[], None]:
             raise OSError(err, f"{what}: {os.strerror(err)}")
 
     def preexec() -> None:
-        os.setgroups([])
+        os.setgroups(list(groups))
         os.setgid(owner.gid)
         check(libc.prctl(_PR_SET_KEEPCAPS, 1, 0, 0, 0), "prctl(PR_SET_KEEPCAPS)")
         os.setuid(owner.uid)

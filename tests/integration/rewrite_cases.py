@@ -118,7 +118,6 @@ def common(directory: Path) -> dict[str, str]:
         "alias_maps": "",
         "smtpd_error_sleep_time": "0",
         "smtpd_peername_lookup": "no",
-        "smtpd_discard_ehlo_keywords": "chunking",
         "recipient_delimiter": "+-",
         "canonical_maps": f"texthash:{directory}/canonical, regexp:{directory}/canonical.re",
         "sender_canonical_maps": "inline:{{sender-old@postbus.test=sender-new@postbus.test}}",

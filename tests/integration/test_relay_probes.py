@@ -44,7 +44,6 @@ COMMON = {
     "smtpd_soft_error_limit": "1000",
     "smtpd_hard_error_limit": "1000",
     "smtpd_peername_lookup": "no",
-    "smtpd_discard_ehlo_keywords": "chunking",
 }
 VARIANTS = {
     "defer": {},

@@ -20,7 +20,7 @@ from ingress_smtpd.server import SmtpServer
 from postbus.queue.entry import QueueEntry
 from postbus.smtp import replies as r
 from tests.integration.ingress.conftest import BASE_MAIN_CF, make_config
-from tests.integration.postfix_dialogue import READ_ALL, Line, LivePostfix, compare
+from tests.integration.postfix_dialogue import READ, READ_ALL, Line, LivePostfix, compare
 from tests.recorded import Recording
 
 pytestmark = pytest.mark.integration
@@ -42,15 +42,19 @@ SHARED = {
         "dunno@localhost=DUNNO, {bad@localhost=frobnicate}}, "
         "check_sender_access inline:{srej@example.org=REJECT}"
     ),
+    # ETRN: sites eligible for a flush, and a restriction on the site named
+    "fast_flush_domains": "flush.example, .parent.example",
+    "smtpd_etrn_restrictions": (
+        "check_etrn_access inline:{nope.flush.example=REJECT, {why.flush.example=550 not you}}, "
+        "permit"
+    ),
 }
 
 
 @pytest.fixture(scope="module")
 def postfix() -> Iterator[LivePostfix | None]:
-    with LivePostfix.running({
-        **SHARED,
-        "smtpd_discard_ehlo_keywords": "chunking",  # we do not offer BDAT
-    }) as live:
+    # should a dialogue ever complete a message, Postfix keeps it rather than deliver it
+    with LivePostfix.running({**SHARED, "defer_transports": "local"}) as live:
         yield live
 
 
@@ -106,7 +110,46 @@ DIALOGUES: dict[str, list[Line]] = {
     ],
     "etrn": [
         "ETRN", "EHLO c", "ETRN", "ETRN example.com", "MAIL FROM:<a@b.example>", "ETRN x",
-        "EHLO d", "RCPT TO:<root@localhost>", "QUIT",
+        "EHLO d", "RCPT TO:<root@localhost>", "ETRN a b", "ETRN -bad-.example", "ETRN 1.2.3.4",
+        "ETRN @", "ETRN [300.1.1.1]", "ETRN a..b", "ETRN nope.flush.example",
+        "ETRN @why.flush.example", "ETRN #x.parent.example.", "QUIT",
+    ],
+    "bdat_errors": [
+        b"BDAT 5\r\nhello", READ, "MAIL FROM:<a@b.example>", "RSET", "EHLO c",
+        "MAIL FROM:<a@b.example>", b"BDAT 3\r\nabc", READ, b"BDAT 4 LAST\r\nabcd", READ,
+        "MAIL FROM:<a@b.example>", "RCPT TO:<root@localhost>", b"BDAT 0\r\n", READ,
+        b"BDAT 1 last\r\nz", READ, "RSET",
+        "MAIL FROM:<a@b.example>", "RCPT TO:<root@localhost>", b"BDAT 10\r\n0123456789", READ,
+        "DATA", "RCPT TO:<root@localhost>", "MAIL FROM:<x@y.example>",
+        b"BDAT 30000\r\n" + b"y" * 30000, READ, b"BDAT 2 LAST\r\nxy", READ,
+        "MAIL FROM:<a@b.example>", "RCPT TO:<root@localhost>",
+        b"BDAT 19990\r\n" + (b"x" * 8 + b"\n") * 2221 + b"x", READ,
+        b"BDAT 5 LAST\r\nhello", READ, "RSET", "QUIT",
+    ],
+    "bdat_bad_count": ["EHLO c", "MAIL FROM:<a@b.example>", "BDAT 10 NOTLAST"],
+    "bdat_no_count": ["EHLO c", "BDAT"],
+    "bdat_negative": ["BDAT -1"],
+    "bdat_huge": ["BDAT 99999999999999999999"],
+    "bdat_lost_in_chunk": [
+        "EHLO c", "MAIL FROM:<a@b.example>", "RCPT TO:<root@localhost>",
+        b"BDAT 100\r\nSubject: x\r\n\r\nline\r\npart",
+    ],
+    "bdat_lost_after_chunk": [
+        "EHLO c", "MAIL FROM:<a@b.example>", "RCPT TO:<root@localhost>",
+        b"BDAT 19\r\nSubject: x\r\n\r\nab\r\nc", READ,
+    ],
+    "bdat_chunk_shorter_than_count": [
+        "EHLO c", "MAIL FROM:<a@b.example>", "RCPT TO:<root@localhost>",
+        b"BDAT 10\r\nabc\r\nQUIT\r\n", READ, READ, "RSET", "QUIT",
+    ],
+    "bdat_chunk_longer_than_count": [
+        "EHLO c", "MAIL FROM:<a@b.example>", "RCPT TO:<root@localhost>",
+        b"BDAT 3\r\nabcdef\r\n", READ, READ, b"BDAT 2\r\nxy", READ, "RSET", "QUIT",
+    ],
+    "bdat_pipelined": [
+        b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<root@localhost>\r\n"
+        b"BDAT 6\r\nline\r\nBDAT 3\r\nab\nRSET\r\nQUIT\r\n",
+        READ_ALL,
     ],
     "long_lines": [
         "EHLO c", "NOOP " + "x" * 5000, "MAIL FROM:<" + "a" * 3000 + "@b.example>", "QUIT",
@@ -121,6 +164,7 @@ DIALOGUES: dict[str, list[Line]] = {
         READ_ALL,
     ],
     "too_many_errors": ["EHLO c", *["FOO"] * 101],
+    "blank_commands": ["", " ", "\t", "\x00NOOP", "NOOP", "QUIT"],
     "lost_in_data": [
         "EHLO c", "MAIL FROM:<a@b.example>", "RCPT TO:<root@localhost>", "DATA",
         b"Subject: x\r\n\r\npartial", "NOOP",

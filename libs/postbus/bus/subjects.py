@@ -18,8 +18,8 @@ What is queued lives in files, what is in flight in memory:
   and delivery results on ``postbus.status.<qid>``. A job whose destination
   has no free slot in its concurrency window waits on
   ``postbus.wait.<transport>.<destination key>.<qid>`` until an agent that
-  frees a slot moves it on (:mod:`postbus.schedule.gate`). A lost job or result costs a retry, never a
-  message: the trigger (or wake-up) that started an attempt stays pending
+  frees a slot moves it on (:mod:`postbus.schedule.gate`). A lost job or
+  result costs a retry, never a message: the trigger (or wake-up) that started an attempt stays pending
   on its durable consumer until the attempt is recorded; every
   ``postbus_delivery_lease`` JetStream hands it back to a qmgr, which keeps
   the attempt while a job or result of the message is still on the bus,
@@ -41,7 +41,7 @@ What is queued lives in files, what is in flight in memory:
 * ``postbus.cmd.<verb>`` (core NATS request/reply, not a stream): queue
   commands the qmgr carries out, answered by one qmgr replica (queue group
   ``qmgr``): ``flush`` (postqueue -f), ``send_file`` (-i), ``send_site``
-  (-s); see :mod:`postbus.queue.commands`.
+  (-s, and smtpd's ETRN); see :mod:`postbus.queue.commands`.
 * ``POSTBUS_GAUGES`` (memory, counters): the deferred and hold queue sizes,
   ``postbus.gauge.<queue>``, moved with ``Nats-Incr`` as entries change
   queue; see :mod:`postbus.queue.gauges`.

@@ -310,6 +310,26 @@ def _xtext_valid(text: str) -> bool:
     return True
 
 
+_UXTEXT = re.compile(r"\\x\{([^}]*)\}")
+
+
+def uxtext_decode(text: str) -> str | None:
+    """RFC 6533 ``\\x{HEX}`` escapes in UTF-8 text (≈ uxtext_unquote()); None when bad."""
+    out: list[str] = []
+    pos = 0
+    for match in _UXTEXT.finditer(text):
+        digits = match.group(1)
+        if not digits or not all(c in "0123456789abcdefABCDEF" for c in digits) \
+                or int(digits, 16) > 0x10FFFF or 0xD800 <= int(digits, 16) <= 0xDFFF:
+            return None
+        out += [text[pos:match.start()], chr(int(digits, 16))]
+        pos = match.end()
+    rest = text[pos:]
+    if "\\x{" in rest:
+        return None  # an escape without its closing brace
+    return "".join(out) + rest
+
+
 def xtext_decode(text: str) -> str:
     return _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), text)
 
@@ -340,8 +360,12 @@ def _envelope(
         raise _bad(bad, path) from None
 
 
-def parse_mail(arg: str, *, strict: bool = False) -> MailArgs:
-    """``MAIL`` arguments; raises ReplyError with Postfix's reply."""
+def parse_mail(
+    arg: str, *, strict: bool = False, dsn: bool = True, smtputf8: bool = True
+) -> MailArgs:
+    """``MAIL`` arguments; raises ReplyError with Postfix's reply. ``dsn``/``smtputf8``
+    False: that EHLO keyword is not offered (smtpd_discard_ehlo_keywords, smtputf8_enable),
+    so RET/ENVID are refused and SMTPUTF8 is an unknown option."""
     address, path, params = _envelope(arg, "FROM:", r.MAIL_SYNTAX, r.BAD_SENDER_SYNTAX, strict)
     mail = MailArgs(address, path)
     for param in params:
@@ -356,8 +380,10 @@ def parse_mail(arg: str, *, strict: bool = False) -> MailArgs:
             mail.size = int(value)
         elif key == "BODY" and eq and value.upper() in ("7BIT", "8BITMIME"):
             mail.body = value.upper()
-        elif key == "SMTPUTF8" and not eq:
+        elif key == "SMTPUTF8" and not eq and smtputf8:
             mail.smtputf8 = True
+        elif key in ("RET", "ENVID") and eq and not dsn:
+            raise ReplyError(r.DSN_DISABLED)
         elif key == "RET" and eq:
             if mail.ret or value.upper() not in ("FULL", "HDRS"):
                 raise ReplyError(r.BAD_RET)
@@ -377,8 +403,8 @@ OFF_T_MAX = 2**63 - 1
 _NOTIFY_WORDS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 
 
-def parse_rcpt(arg: str, *, strict: bool = False) -> RcptArgs:
-    """``RCPT`` arguments; raises ReplyError with Postfix's reply."""
+def parse_rcpt(arg: str, *, strict: bool = False, dsn: bool = True) -> RcptArgs:
+    """``RCPT`` arguments; raises ReplyError with Postfix's reply (``dsn`` as parse_mail)."""
     address, path, params = _envelope(arg, "TO:", r.RCPT_SYNTAX, r.BAD_RECIPIENT_SYNTAX, strict)
     rcpt = RcptArgs(address, path)
     if not rcpt.address:
@@ -386,6 +412,8 @@ def parse_rcpt(arg: str, *, strict: bool = False) -> RcptArgs:
     for param in params:
         name, eq, value = param.partition("=")
         key = name.upper()
+        if key in ("NOTIFY", "ORCPT") and eq and not dsn:
+            raise ReplyError(r.DSN_DISABLED)
         if key == "NOTIFY" and eq:
             words = value.upper().split(",")
             for word in words:
@@ -400,6 +428,12 @@ def parse_rcpt(arg: str, *, strict: bool = False) -> RcptArgs:
             rcpt.notify = ",".join(words)
         elif key == "ORCPT" and eq:
             kind, semi, xtext = value.partition(";")
+            if kind.lower() == "utf-8":  # RFC 6533: utf-8-addr-xtext / unitext
+                decoded = uxtext_decode(xtext)
+                if rcpt.orcpt or not semi or decoded is None or not decoded:
+                    raise ReplyError(r.BAD_ORCPT)
+                rcpt.orcpt = decoded
+                continue
             if rcpt.orcpt or not semi or not kind or not xtext or not _xtext_valid(xtext):
                 raise ReplyError(r.BAD_ORCPT)
             rcpt.orcpt = xtext_decode(xtext)

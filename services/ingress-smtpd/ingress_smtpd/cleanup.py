@@ -65,6 +65,8 @@ class Message:
     long_queue_ids: bool = False
     queued: list[Recipient] | None = None  # the recipients as cleanup rewrote them
     headers: Headers | None = None  # the header block as cleanup rewrote it
+    tls: bool = False  # received over TLS: "with ESMTPS" (RFC 3848)
+    tls_lines: list[str] = field(default_factory=list)  # smtpd_tls_received_header's comment
 
     async def rewrite(self, state: CleanupState) -> None:
         """Postfix's cleanup over envelope and headers; raises CleanupError, and then
@@ -97,13 +99,19 @@ class Message:
         )
 
     def received(self, queue_id: str) -> bytes:
-        """Postfix's Received: header (≈ smtpd_received()): for <rcpt> only with one recipient."""
+        """Postfix's Received: header (≈ smtpd.c's common_pre_message_handling()): for <rcpt>
+        only with one recipient; ``with UTF8SMTP`` for an SMTPUTF8 envelope, an ``S`` after
+        ESMTP over TLS (RFC 3848)."""
         addr = self.client_addr
         if ":" in addr:
             addr = "IPv6:" + addr
+        protocol = "UTF8SMTP" if self.mail.smtputf8 else self.protocol
+        if self.tls and self.protocol == "ESMTP":
+            protocol += "S"
+        tls = "".join(line + "\r\n" for line in self.tls_lines)
         text = (
             f"Received: from {self.helo or self.client_name} ({self.client_name} [{addr}])\r\n"
-            f"\tby {self.myhostname} ({self.mail_name}) with {self.protocol} id {queue_id}"
+            f"{tls}\tby {self.myhostname} ({self.mail_name}) with {protocol} id {queue_id}"
         )
         date = mail_date(self.arrival)
         if len(self.recipients) == 1:

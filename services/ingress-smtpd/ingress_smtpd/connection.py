@@ -12,6 +12,7 @@ client is never left waiting for a reply that sits in our buffer.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from typing import cast
 
@@ -34,6 +35,7 @@ class Connection(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         self.peer: tuple[str, int] = ("", 0)
         self.data_bytes = 0  # DATA bytes read so far, for "lost connection after DATA (N bytes)"
+        self.tls = False
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -53,7 +55,11 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         self._wake()
-        return True  # keep the transport: replies to pipelined commands still go out
+        # keep the transport: replies to pipelined commands still go out (TLS
+        # cannot half-close: asyncio closes a TLS transport at EOF whatever we say)
+        return not self.tls
+
+
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
@@ -155,6 +161,21 @@ class Connection(asyncio.Protocol):
                 pos = 1
             await self._wait()
 
+    async def read_exact(self, size: int, sink: Callable[[bytes], None] | None) -> None:
+        """Exactly ``size`` bytes (a BDAT chunk), handed to ``sink`` piece by piece
+        (None: read and discard). ``self.data_bytes`` counts them as they come;
+        ConnectionResetError on EOF, TimeoutError on timeout."""
+        self.data_bytes = 0
+        while self.data_bytes < size:
+            if self.buf:
+                take = min(size - self.data_bytes, len(self.buf))
+                if sink is not None:
+                    sink(bytes(self.buf[:take]))
+                del self.buf[:take]
+                self.data_bytes += take
+                continue
+            await self._wait()
+
     def _take_data(
         self, hit: int, end: int, dropped: int, max_size: int
     ) -> tuple[bytes | None, int]:
@@ -166,6 +187,40 @@ class Connection(asyncio.Protocol):
         if dropped or (max_size and size > max_size):
             return None, size
         return data, size
+
+    # -- TLS --------------------------------------------------------------------------------
+
+    async def start_tls(self, context: ssl.SSLContext, timeout: float) -> ssl.SSLObject:
+        """The server side of a TLS handshake on this connection (STARTTLS or wrapper mode).
+
+        Whatever plaintext was read ahead is thrown away first: a command
+        pipelined after STARTTLS must never run as if it came through TLS
+        (CVE-2011-0411, the STARTTLS injection; Postfix's vstream_fpurge()).
+        The caller has written and flushed the 220 reply; no event-loop turn
+        passes between that and the handshake taking over the socket, so no
+        ClientHello byte can land in our plaintext buffer. Raises ssl.SSLError
+        for a failed handshake, TimeoutError when it does not finish in
+        ``timeout``, ConnectionError when the client goes away."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.eof:
+            raise ConnectionResetError("client went away")
+        self.buf.clear()
+        self._paused = False  # start_tls pauses and resumes the socket itself
+        loop = asyncio.get_running_loop()
+        try:
+            new = await loop.start_tls(transport, self, context, server_side=True,
+                                       ssl_handshake_timeout=timeout)
+        except ConnectionAbortedError as exc:
+            if "longer than" in str(exc) or "timed out" in str(exc):
+                raise TimeoutError(str(exc)) from exc
+            raise
+        if new is None:
+            raise ConnectionResetError("client went away")
+        self.transport = cast(asyncio.Transport, new)
+        self.tls = True
+        sslobj = new.get_extra_info("ssl_object")
+        assert isinstance(sslobj, ssl.SSLObject)
+        return sslobj
 
     # -- output --------------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ class CheckState:
     helo: str = ""
     sender: str | None = None
     recipient: str = ""
+    etrn: str = ""  # the site of an ETRN command
     reply_class: str = r.RECIPIENT  # whose name goes into a generic reject
     resolved: dict[str, ResolveReply] = field(default_factory=dict)  # per-command cache
 
@@ -140,6 +141,7 @@ class Policy:
     sender: list[Step] = field(default_factory=list)
     relay: list[Step] = field(default_factory=list)
     recipient: list[Step] = field(default_factory=list)
+    etrn: list[Step] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         cfg = self.cfg
@@ -148,6 +150,7 @@ class Policy:
         self.sender = compile_list(cfg, "smtpd_sender_restrictions")
         self.relay = compile_list(cfg, "smtpd_relay_restrictions")
         self.recipient = compile_list(cfg, "smtpd_recipient_restrictions")
+        self.etrn = compile_list(cfg, "smtpd_etrn_restrictions")
         names = {s.name for s in self.relay + self.recipient}
         explicit = cfg.is_set("smtpd_relay_restrictions") or cfg.is_set(
             "smtpd_recipient_restrictions"
@@ -244,6 +247,23 @@ class Policy:
             return r.TEMPORARY_LOOKUP_FAILURE.format(what=state.recipient)
         return None
 
+    async def check_etrn(self, state: CheckState) -> str | None:
+        """The reply that refuses ETRN for ``state.etrn``, or None (≈ smtpd_check_etrn():
+        with smtpd_delay_reject the client and helo lists first)."""
+        try:
+            for steps, kind in ((self.client, r.CLIENT), (self.helo, r.HELO),
+                                (self.etrn, r.ETRN)):
+                state.reply_class = kind
+                result = await self.evaluate(steps, state)
+                if result == PERMIT and kind == r.ETRN:
+                    return None
+                if result is not None and result != PERMIT:
+                    return result
+        except TableRetry as exc:
+            log.warning("%s", exc)
+            return r.TEMPORARY_LOOKUP_FAILURE.format(what=state.etrn)
+        return None
+
     async def check_unlisted(self, state: CheckState) -> str | None:
         """reject_unlisted_recipient (≈ check_rcpt_maps()): the address must exist in
         its class's table; the error and retry transports reject at once."""
@@ -309,6 +329,8 @@ def _what(state: CheckState) -> str:
         return state.helo
     if state.reply_class == r.SENDER:
         return state.sender or ""
+    if state.reply_class == r.ETRN:
+        return state.etrn
     return state.recipient
 
 
@@ -430,6 +452,17 @@ async def _check_address(
     if found is None:
         return None
     return await _access_action(policy, state, found.value, kind)
+
+
+@restriction("check_etrn_access", table=True)
+async def check_etrn_access(policy: Policy, state: CheckState, maps: Maps | None) -> str | None:
+    assert maps is not None
+    if not state.etrn:
+        return None
+    value = await find_domain_access(
+        maps, state.etrn, parent_matches_subdomains=policy.access_parent
+    )
+    return None if value is None else await _access_action(policy, state, value, r.ETRN)
 
 
 @restriction("check_sender_access", table=True)

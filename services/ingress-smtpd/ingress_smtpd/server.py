@@ -23,16 +23,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ingress_smtpd.connection import Connection
+from ingress_smtpd.etrn import FlushRequest, flush_over_bus
 from ingress_smtpd.restrictions import Policy
 from ingress_smtpd.session import QueueWriter, Session
 from postbus import metrics
 from postbus.cleanup import Cleanup
 from postbus.config.conv import ConfigError, split_list
 from postbus.config.loader import Config
+from postbus.maps.maps import Maps, open_maps
+from postbus.master_plan import process_count
+from postbus.match_lists import DomainList
 from postbus.params import PARAMS
 from postbus.queue.entry import QueueEntry
 from postbus.service import ServiceContext
 from postbus.smtp import replies as r
+from postbus.tls import ServerTls, ServerTlsSettings
 
 log = logging.getLogger("postbus.smtpd")
 
@@ -65,9 +70,12 @@ class Settings:
     peername_lookup: bool
     dns_servers: list[str]
     forbidden: frozenset[str]
-    ehlo_lines: list[str]
+    discard: frozenset[str]  # smtpd_discard_ehlo_keywords, upper case
+    discard_maps: Maps | None  # smtpd_discard_ehlo_keyword_address_maps
     long_queue_ids: bool
     smtputf8: bool
+    tls: ServerTlsSettings
+    fast_flush: DomainList
     queue_timeout: float = QUEUE_WRITE_TIMEOUT
 
     @classmethod
@@ -77,7 +85,7 @@ class Settings:
             if not word.isalpha() and word not in _DEFAULT_FORBIDDEN:
                 raise ConfigError(f"{word} is not supported yet by Postbus",
                                   parameter="smtpd_forbidden_commands")
-        discard = frozenset(k.lower() for k in cfg.list("smtpd_discard_ehlo_keywords"))
+        discard_maps = cfg.get("smtpd_discard_ehlo_keyword_address_maps")
         disable_vrfy = cfg.bool("disable_vrfy_command")
         size_limit = cfg.size("message_size_limit")
         myhostname = cfg.get("myhostname")
@@ -101,19 +109,28 @@ class Settings:
             peername_lookup=cfg.bool("smtpd_peername_lookup"),
             dns_servers=cfg.list("postbus_dns_servers"),
             forbidden=frozenset(w.upper() for w in forbidden if w.isalpha()),
-            ehlo_lines=r.ehlo_lines(myhostname, size_limit, vrfy=not disable_vrfy,
-                                    discard=discard),
+            discard=r.discard_mask(cfg.get("smtpd_discard_ehlo_keywords")),
+            discard_maps=open_maps(discard_maps, "smtpd_discard_ehlo_keyword_address_maps")
+            if discard_maps.strip() else None,
             long_queue_ids=cfg.bool("enable_long_queue_ids"),
             smtputf8=cfg.bool("smtputf8_enable"),
+            tls=ServerTlsSettings.from_config(cfg),
+            fast_flush=DomainList.from_config(
+                cfg, "fast_flush_domains", set(cfg.list("parent_domain_matches_subdomains"))),
         )
 
 
 class SmtpServer:
     """Listens, runs one :class:`Session` per connection, drains on stop."""
 
-    def __init__(self, cfg: Config, writer: QueueWriter, listener: str = "smtp") -> None:
+    def __init__(
+        self, cfg: Config, writer: QueueWriter, listener: str = "smtp",
+        flush: FlushRequest | None = None,
+    ) -> None:
+        self.tls: ServerTls | None = None
         self.reconfigure(cfg)
         self.writer = writer
+        self.flush = flush  # ETRN: ask the qmgr to flush a site (None: no flush service)
         self.listener = listener
         self.accepted = metrics.smtpd_messages_accepted.labels(listener)
         self.sizes = metrics.smtpd_message_size.labels(listener)
@@ -126,17 +143,25 @@ class SmtpServer:
         ConfigError, leaving the old settings in place, when it is unusable."""
         settings, policy = Settings.from_config(cfg), Policy(cfg)
         cleanup = Cleanup(cfg, policy.resolver)
+        if self.tls is None or self.tls.settings != settings.tls:
+            self.tls = ServerTls(settings.tls)
         self.cfg, self.settings, self.policy, self.cleanup = cfg, settings, policy, cleanup
         self._rewrite = cfg.list("local_header_rewrite_clients")
 
-    async def start(self, host: str, port: int) -> list[tuple[str, int]]:
-        """Listen on host:port (host "": inet_interfaces); returns the bound addresses."""
+    async def start(
+        self, host: str, port: int, *, reuse_port: bool = False
+    ) -> list[tuple[str, int]]:
+        """Listen on host:port (host "": inet_interfaces); returns the bound addresses.
+
+        ``reuse_port``: other processes of this master.cf line (maxproc > 1)
+        bind the same port, and the kernel spreads new connections over them
+        (SO_REUSEPORT)."""
         loop = asyncio.get_running_loop()
         addresses: list[tuple[str, int]] = []
         for h in self._hosts(host):
             server = await loop.create_server(
                 lambda: Connection(self._accept, self.settings.timeout),
-                h, port, reuse_address=True, backlog=1024,
+                h, port, reuse_address=True, reuse_port=reuse_port or None, backlog=1024,
             )
             self.servers.append(server)
             for sock in server.sockets:
@@ -239,9 +264,9 @@ class SmtpServer:
 
 async def main(ctx: ServiceContext) -> None:
     cfg = ctx.cfg
-    entry = ctx.master_entry()
-    where = entry.listen_address() if entry is not None else None
-    if where is None:
+    master = ctx.master_entry()
+    where = master.listen_address() if master is not None else None
+    if master is None or where is None:
         raise ConfigError(f"service {ctx.service} is not an inet service")
     long_ids = cfg.bool("enable_long_queue_ids")
     store = ctx.queue
@@ -249,10 +274,11 @@ async def main(ctx: ServiceContext) -> None:
     async def write(entry: QueueEntry, build: Callable[[str], bytes]) -> str:
         return await store.enqueue(entry, b"", long_ids, build=build)
 
-    server = SmtpServer(cfg, write, listener=ctx.service)
+    flush = flush_over_bus(ctx.nc) if ctx.nc is not None else None
+    server = SmtpServer(cfg, write, listener=ctx.service, flush=flush)
     ctx.on_reload(server.reconfigure)
     host, port = where
-    bound = await server.start(host, port)
+    bound = await server.start(host, port, reuse_port=process_count(master) > 1)
     log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in bound))
     ctx.ready = True
     await ctx.stopping.wait()

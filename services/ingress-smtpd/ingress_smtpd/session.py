@@ -1,6 +1,11 @@
-"""One SMTP session: the command loop and one method per verb (≈ smtpd.c's smtpd_proto()).
+"""One SMTP session: the command loop and one handler per verb (≈ smtpd.c's smtpd_proto()).
 
-Replies and log lines are Postfix's (see :mod:`postbus.smtp.replies`).
+The envelope verbs live here; HELO/EHLO (:mod:`ingress_smtpd.ehlo`), DATA
+(:mod:`ingress_smtpd.data`), BDAT, ETRN and STARTTLS have modules of their
+own. Replies and log lines are Postfix's (see :mod:`postbus.smtp.replies`).
+As in Postfix's loop, under smtpd_tls_security_level = encrypt every
+command but HELO, EHLO, STARTTLS, NOOP and QUIT gets ``530`` before TLS,
+and "improper command pipelining" is judged before a command runs.
 The session state (client, HELO, counters) is separate from the
 transaction (sender, recipients), which RSET, HELO/EHLO, a queued or a
 failed message reset.  Every failed command counts as an error: from
@@ -16,16 +21,18 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ingress_smtpd.cleanup import Message, unstuff
+from ingress_smtpd.bdat import Chunks, Hangup, do_bdat
 from ingress_smtpd.connection import Connection
+from ingress_smtpd.data import do_data
+from ingress_smtpd.ehlo import discard_keywords, do_ehlo, do_helo
+from ingress_smtpd.etrn import do_etrn
 from ingress_smtpd.restrictions import CheckState
+from ingress_smtpd.starttls import HandshakeFailed, do_starttls, require_client_cert, wrapper_mode
 from postbus import metrics
-from postbus.cleanup import CleanupError, Context
-from postbus.cleanup.status import WRITE_ERROR
+from postbus.cleanup import Context
 from postbus.maps.table import TableRetry
 from postbus.queue.entry import QueueEntry
 from postbus.smtp import replies as r
@@ -39,19 +46,20 @@ from postbus.smtp.address import (
     quote_local,
     split_args,
 )
+from postbus.tls_session import TlsSession
 
 if TYPE_CHECKING:
     from ingress_smtpd.server import SmtpServer
 
 log = logging.getLogger("postbus.smtpd")
 _SURROGATES = re.compile("[\udc80-\udcff]")
-cleanup_log = logging.getLogger("postbus.cleanup")  # logged as postbus/cleanup, as Postfix does
 
 #: Postfix's command table order, used for the counters of the disconnect line.
 COUNTED = ("helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat",
            "rset", "noop", "vrfy", "etrn", "quit", "unknown")
 JUNK = frozenset({"rset", "noop", "vrfy", "etrn"})  # SMTPD_CMD_FLAG_LIMIT
-LAST = frozenset({"helo", "ehlo", "data", "noop", "vrfy", "starttls", "auth"})  # must end a batch
+LAST = frozenset({"helo", "ehlo", "data", "noop", "vrfy"})  # SMTPD_CMD_FLAG_LAST: ends a batch
+PRE_TLS = frozenset({"helo", "ehlo", "starttls", "noop", "quit"})  # SMTPD_CMD_FLAG_PRE_TLS
 
 #: Writes a message to the queue: (entry, build(queue_id) -> content) -> queue ID.
 QueueWriter = Callable[[QueueEntry, Callable[[str], bytes]], Awaitable[str]]
@@ -78,12 +86,18 @@ class Session:
         self.pipelining_logged = False
         self.header_context: Context | None = None
         self.add_missing = False
+        self.tls: TlsSession | None = None
+        self.discard = self.s.discard  # EHLO keywords not offered to this client
+        self.discard_failed = False  # the address maps could not say which
+        self.line = ""  # the command line being run, as received
         self.reset()
 
     def reset(self) -> None:
         self.sender: str | None = None
         self.mail: MailArgs | None = None
         self.recipients: list[RcptArgs] = []
+        self.bdat_state: str | None = None  # "ok": taking chunks; "error": skipping them
+        self.chunks: Chunks | None = None
 
     # -- output -----------------------------------------------------------------------
 
@@ -113,8 +127,11 @@ class Session:
         local = await self.server.local_client(self.client_addr)
         self.header_context = self.server.cleanup.header_context(local)
         self.add_missing = self.header_context is not None or self.s.always_add_headers
-        conn.write(r.BANNER.format(banner=self.s.banner))
         try:
+            if not await wrapper_mode(self):
+                return
+            await discard_keywords(self)
+            conn.write(r.BANNER.format(banner=self.s.banner))
             while True:
                 line = await conn.readline(self.s.line_limit)
                 if line is None:
@@ -133,9 +150,10 @@ class Session:
                 if not await self.command(text):
                     break
         except TimeoutError:
-            log.info("timeout after %s%s from %s", self.where, self._data_bytes(), self.namaddr)
+            log.info("timeout after %s%s from %s", self._where(), self._data_bytes(),
+                     self.namaddr)
             conn.write(r.TIMEOUT.format(host=self.s.myhostname))
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, HandshakeFailed):
             self._lost()
         finally:
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
@@ -144,10 +162,15 @@ class Session:
             log.info("disconnect from %s%s", self.namaddr, self._stats())
 
     def _lost(self) -> None:
-        log.info("lost connection after %s%s from %s", self.where, self._data_bytes(),
+        log.info("lost connection after %s%s from %s", self._where(), self._data_bytes(),
                  self.namaddr)
 
+    def _where(self) -> str:
+        return "BDAT" if self.where == "BDAT content" else self.where
+
     def _data_bytes(self) -> str:
+        if self.where == "BDAT content" and self.chunks is not None:
+            return f" ({self.chunks.pending_bytes()} bytes)"
         return f" ({self.conn.data_bytes} bytes)" if self.where == "DATA" else ""
 
     def _stats(self) -> str:
@@ -159,9 +182,9 @@ class Session:
                 ok_all += ok
                 total_all += total
                 out.append(f" {name}={ok}" if ok == total else f" {name}={ok}/{total}")
-        if total_all:
-            out.append(f" commands={ok_all}" if ok_all == total_all
-                       else f" commands={ok_all}/{total_all}")
+        # always, 0/0 included: "any statistics with [0-9]/ indicate a problem"
+        out.append(f" commands={ok_all}" if ok_all == total_all and total_all
+                   else f" commands={ok_all}/{total_all}")
         return "".join(out)
 
     async def command(self, text: str) -> bool:
@@ -171,12 +194,17 @@ class Session:
         with smtputf8_enable a line that is not valid UTF-8 is refused
         before it is parsed (surrogates stand for the undecodable bytes)."""
         text = text.partition("\x00")[0]
+        self.line = text
         if self.s.smtputf8 and _SURROGATES.search(text):
             self.where = "UNKNOWN"
             await self.reply(r.BAD_UTF8)
             self.errors += 1
             return True
         verb, _, arg = text.strip(" \t").replace("\t", " ").partition(" ")
+        if not verb:  # no words at all: not even a command to count
+            await self.reply(r.BAD_SYNTAX)
+            self.errors += 1
+            return True
         name = verb.lower()
         handler = self.HANDLERS.get(name)
         if handler is None:
@@ -186,14 +214,31 @@ class Session:
                 return False
             name = "unknown"
             self.where = "UNKNOWN"
-        else:
-            self.where = verb.upper()
         counter = self.counts.setdefault(name, [0, 0])
         counter[1] += 1
+        if handler is not None:
+            if self.s.tls.enforce and self.tls is None and name not in PRE_TLS:
+                await self.reply(r.MUST_STARTTLS)
+                self.errors += 1
+                return True
+            self.where = verb.upper()
+            if (self.protocol != "ESMTP" or name in LAST) and not self.pipelining_logged \
+                    and self.conn.pending():
+                self._log_pipelining(name)
         try:
             ok = await handler(self, arg.strip(" ")) if handler else await self.unknown(arg)
         except Quit:
             counter[0] += 1
+            return False
+        except Hangup:
+            self.errors += 1
+            return False
+        except TableRetry as exc:  # Postfix's SMTP_ERR_DATA: a table that cannot answer
+            if str(exc):
+                log.warning("%s", exc)
+            text = r.LOCAL_DATA_ERROR.format(host=self.s.myhostname)
+            log.info("NOQUEUE: reject: %s from %s: %s", self.where, self.namaddr, text)
+            self.conn.write(text)
             return False
         if ok:
             counter[0] += 1
@@ -203,8 +248,8 @@ class Session:
             self.junk += 1
             if self.junk > self.s.junk_limit:
                 self.errors += 1
-        if name in LAST and not self.pipelining_logged and self.conn.pending():
-            self._log_pipelining(name)
+        if name == "starttls" and ok:
+            return await require_client_cert(self)
         return True
 
     def _log_pipelining(self, name: str) -> None:
@@ -220,24 +265,6 @@ class Session:
         await self.reply(r.UNRECOGNIZED)
         return False
 
-    async def do_helo(self, arg: str, esmtp: bool = False) -> bool:
-        if not arg:
-            await self.reply(r.EHLO_SYNTAX if esmtp else r.HELO_SYNTAX)
-            return False
-        self.reset()
-        # Without smtputf8_enable undecodable bytes get this far; keep them printable
-        # (≈ printable()) so the queue entry stays valid UTF-8.
-        self.helo = _SURROGATES.sub("?", " ".join(arg.split()))
-        self.protocol = "ESMTP" if esmtp else "SMTP"
-        if esmtp:
-            self.conn.write(r.multiline(250, self.s.ehlo_lines))
-        else:
-            self.conn.write(r.HELO_OK.format(host=self.s.myhostname))
-        return True
-
-    async def do_ehlo(self, arg: str) -> bool:
-        return await self.do_helo(arg, esmtp=True)
-
     async def do_mail(self, arg: str) -> bool:
         if self.s.helo_required and not self.helo:
             await self.reply(r.NEED_HELO)
@@ -245,8 +272,12 @@ class Session:
         if self.sender is not None:
             await self.reply(r.NESTED_MAIL)
             return False
+        if self.bdat_state is not None:
+            await self.reply(r.MAIL_AFTER_BDAT)
+            return False
         try:
-            mail = parse_mail(arg, strict=self.s.strict_envelopes)
+            mail = parse_mail(arg, strict=self.s.strict_envelopes, dsn="DSN" not in self.discard,
+                              smtputf8=self.s.smtputf8 and "SMTPUTF8" not in self.discard)
         except ReplyError as exc:
             if exc.bad_address is not None:
                 log.warning("Illegal address syntax from %s in MAIL command: %s",
@@ -270,8 +301,11 @@ class Session:
         if self.sender is None:
             await self.reply(r.NEED_MAIL)
             return False
+        if self.bdat_state is not None:
+            await self.reply(r.RCPT_AFTER_BDAT)
+            return False
         try:
-            rcpt = parse_rcpt(arg, strict=self.s.strict_envelopes)
+            rcpt = parse_rcpt(arg, strict=self.s.strict_envelopes, dsn="DSN" not in self.discard)
         except ReplyError as exc:
             if exc.bad_address is not None:
                 log.warning("Illegal address syntax from %s in RCPT command: %s",
@@ -316,66 +350,6 @@ class Session:
     def _check_state(self, recipient: str) -> CheckState:
         return CheckState(self.client_name, self.client_addr, self.helo, self.sender, recipient)
 
-    async def do_data(self, arg: str) -> bool:
-        if not self.recipients:
-            await self.reply(r.NEED_RCPT if self.sender is None else r.NO_VALID_RECIPIENTS)
-            return False
-        if arg:
-            await self.reply(r.DATA_SYNTAX)
-            return False
-        self.conn.write(r.DATA_GO_AHEAD)
-        if not self.pipelining_logged and self.conn.pending():
-            self._log_pipelining("data")
-        raw, _size = await self.conn.read_data(self.s.size_limit)
-        self.where = "END-OF-MESSAGE"
-        if raw is None:
-            log.warning("NOQUEUE: queue file size limit exceeded")
-            self.reset()
-            await self.reply(r.MESSAGE_TOO_BIG)
-            return False
-        ok = await self._queue(raw)
-        self.reset()
-        return ok
-
-    async def _queue(self, raw: bytes) -> bool:
-        assert self.sender is not None and self.mail is not None
-        s = self.s
-        message = Message(
-            sender=self.sender, mail=self.mail, recipients=self.recipients,
-            content=unstuff(raw), client_name=self.client_name, client_addr=self.client_addr,
-            helo=self.helo, protocol=self.protocol, myhostname=s.myhostname,
-            mail_name=s.mail_name, header_size_limit=s.header_size_limit,
-            add_missing=self.add_missing, long_queue_ids=s.long_queue_ids,
-        )
-        try:
-            cleanup = self.server.cleanup
-            await message.rewrite(cleanup.begin(context=self.header_context,
-                                                mapping=cleanup.mapping))
-        except CleanupError as exc:
-            await self.reply(exc.reply)
-            return False
-        except Exception:  # a bug must not cost the message silently, nor the session
-            log.error("cleanup of a message from %s failed", self.namaddr, exc_info=True)
-            await self.reply(WRITE_ERROR)
-            return False
-        entry = message.entry()
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(s.queue_timeout):
-                qid = await self.server.writer(entry, lambda _qid: message.build(entry))
-        except Exception as exc:  # NATS down, timeout, anything: never 250
-            log.warning("queue file write error from %s: %s", self.namaddr,
-                        exc.__class__.__name__ if not str(exc) else exc)
-            await self.reply(r.QUEUE_WRITE_ERROR)
-            return False
-        metrics.smtpd_queue_write_seconds.observe(time.perf_counter() - started)
-        self.server.accepted.inc()
-        self.server.sizes.observe(entry.size)
-        log.info("%s: client=%s", qid, self.namaddr)
-        cleanup_log.info("%s: message-id=%s", qid, message.message_id or "<>")
-        self.conn.write(r.QUEUED.format(queue_id=qid))
-        return True
-
     async def do_rset(self, arg: str) -> bool:
         if arg:
             await self.reply(r.RSET_SYNTAX)
@@ -397,7 +371,8 @@ class Session:
             await self.reply(r.VRFY_DISABLED)
             return False
         tokens = split_args(arg)
-        smtputf8 = len(tokens) > 1 and tokens[-1].upper() == "SMTPUTF8"
+        smtputf8 = len(tokens) > 1 and tokens[-1].upper() == "SMTPUTF8" \
+            and self.s.smtputf8 and "SMTPUTF8" not in self.discard
         if smtputf8:
             tokens.pop()
         if not tokens:
@@ -422,25 +397,6 @@ class Session:
         self.conn.write(r.VRFY_OK.format(address=tokens[0]))
         return True
 
-    async def do_etrn(self, arg: str) -> bool:
-        if self.s.helo_required and not self.helo:
-            await self.reply(r.ETRN_NEED_HELO)
-            return False
-        if self.sender is not None:
-            await self.reply(r.ETRN_IN_TRANSACTION)
-            return False
-        if not arg:
-            await self.reply(r.ETRN_SYNTAX)
-            return False
-        domain = arg.split()[0].lstrip("@")
-        log.warning("reject: ETRN %.100s... from %s", arg, self.namaddr)
-        await self.reply(r.ETRN_UNAVAILABLE.format(domain=domain))
-        return False
-
-    async def do_starttls(self, arg: str) -> bool:
-        await self.reply(r.NOT_IMPLEMENTED)
-        return False
-
     async def do_auth(self, arg: str) -> bool:
         await self.reply(r.AUTH_NOT_ENABLED)
         return False
@@ -457,5 +413,6 @@ class Session:
         "vrfy": do_vrfy,
         "etrn": do_etrn,
         "starttls": do_starttls,
+        "bdat": do_bdat,
         "auth": do_auth,
     }

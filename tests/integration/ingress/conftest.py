@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -48,9 +49,14 @@ class Client:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int) -> Client:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24)
+    async def connect(cls, port: int, tls: ssl.SSLContext | None = None) -> Client:
+        """A connection; with ``tls`` TLS from the start (wrapper mode, port 465)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24, ssl=tls)
         return cls(reader, writer)
+
+    async def starttls(self, context: ssl.SSLContext) -> None:
+        """The client side of the TLS handshake after ``220 Ready to start TLS``."""
+        await self.writer.start_tls(context)
 
     async def reply(self, timeout: float = 15.0) -> str:
         lines: list[str] = []

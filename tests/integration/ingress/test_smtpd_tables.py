@@ -3,6 +3,7 @@ Redis is gone (a temporary error: 451 4.3.0, never a silent accept or reject).""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from postbus.config.conv import ConfigError
 from postbus.maps import context as maps_context
 from postbus.servers import ServerProcess
-from tests.integration.ingress.conftest import StartSmtpd
+from tests.integration.ingress.conftest import Client, StartSmtpd
 
 pytestmark = pytest.mark.integration
 
@@ -90,3 +91,33 @@ async def test_forbidden_command_tables_are_refused(smtpd: StartSmtpd) -> None:
     run = await smtpd(smtpd_forbidden_commands="CONNECT GET POST PUT")
     client = await run.client()
     assert (await client.cmd("PUT /")).startswith("221 2.7.0 Error: I can break rules, too")
+
+
+async def test_discard_ehlo_keyword_map_in_redis_then_redis_down(
+    tmp_path: Path, redis: ServerProcess, smtpd: StartSmtpd, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Per client address, as Postfix; a table that cannot answer ends EHLO with 421
+    (Postfix's "don't know what EHLO features to announce"), HELO still works."""
+    discard = tmp_path / "discard"
+    discard.write_text("127.0.0.1 chunking, starttls\n")
+    postmap(tmp_path, redis, f"hash:{discard}")
+    maps_context.configure(f"{redis.url}/0")
+    try:
+        run = await smtpd(smtpd_discard_ehlo_keyword_address_maps=f"hash:{discard}",
+                          smtpd_discard_ehlo_keywords="pipelining")
+        client = await run.client()
+        ehlo = await client.cmd("EHLO c")
+        assert "250-PIPELINING" in ehlo and "CHUNKING" not in ehlo
+        redis.stop()  # and a client whose address is not in the lookup cache yet
+        reader, writer = await asyncio.open_connection("127.0.0.1", run.port,
+                                                       local_addr=("127.0.0.2", 0))
+        other = Client(reader, writer)
+        run.clients.append(other)
+        assert (await other.reply()).startswith("220 ")
+        assert await other.cmd("EHLO c") == "421 4.3.0 mx.postbus.test Server local data error"
+        assert await other.reply() == "<EOF>"
+        assert "don't know what EHLO features to announce to unknown[127.0.0.2]" in caplog.text
+        client = await run.client()
+        assert await client.cmd("HELO c") == "250 mx.postbus.test"
+    finally:
+        await maps_context.aclose()

@@ -28,9 +28,10 @@ NOT_YET = [
     ("sender_bcc_maps = hash:/etc/postbus/sender_bcc\n", "sender_bcc_maps"),
     ("undisclosed_recipients_header = To: undisclosed-recipients:;\n",
      "undisclosed_recipients_header"),
-    ("smtpd_tls_security_level = may\nsmtpd_tls_cert_file = /etc/ssl/cert.pem\n",
-     "smtpd_tls_security_level"),
-    ("smtpd_tls_cert_file = /etc/ssl/cert.pem\n", "smtpd_tls_cert_file"),
+    ("smtpd_tls_security_level = may\nsmtpd_tls_dcert_file = /etc/ssl/dsa.pem\n",
+     "smtpd_tls_dcert_file"),
+    ("smtpd_tls_session_cache_database = btree:/var/lib/postfix/smtpd_scache\n",
+     "smtpd_tls_session_cache_database"),
     ("smtpd_sasl_auth_enable = yes\n", "smtpd_sasl_auth_enable"),
     ("smtpd_reject_unlisted_sender = yes\n", "smtpd_reject_unlisted_sender"),
     ("smtp_sasl_auth_enable = yes\n", "smtp_sasl_auth_enable"),
@@ -76,7 +77,16 @@ def test_tools_that_handle_no_mail_opt_out(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("lines", [
     "smtpd_tls_security_level =\n",  # the empty default, spelled out
-    "smtpd_tls_security_level = none\n",  # what Postbus does: no STARTTLS
+    "smtpd_tls_security_level = none\n",
+    # the stock Debian main.cf's server TLS: a Postfix admin's first start
+    "smtpd_tls_cert_file=/etc/ssl/certs/ssl-cert-snakeoil.pem\n"
+    "smtpd_tls_key_file=/etc/ssl/private/ssl-cert-snakeoil.key\n"
+    "smtpd_tls_security_level=may\n",
+    "smtpd_tls_wrappermode = yes\nsmtpd_tls_loglevel = 1\nsmtpd_tls_received_header = yes\n"
+    "smtpd_tls_ask_ccert = yes\nsmtpd_tls_CAfile = /etc/ssl/ca.pem\n"
+    "smtpd_tls_protocols = !SSLv2, !SSLv3\nsmtpd_tls_mandatory_ciphers = high\n",
+    "smtpd_discard_ehlo_keywords = chunking\nfast_flush_domains = example.com\n"
+    "smtpd_etrn_restrictions = permit_mynetworks, reject\n",
     "header_checks =\nbody_checks = $empty\nempty =\n",  # expands to the default
     "mime_header_checks = $header_checks\n",  # the default itself
     "smtpd_tls_key_file = $smtpd_tls_cert_file\n",
@@ -103,6 +113,10 @@ def test_defaults_and_harmless_settings_pass(lines: str) -> None:
 @pytest.mark.parametrize(("lines", "text"), [
     ("smtp_tls_security_level = dane\n",
      "line 2: parameter smtp_tls_security_level: dane is not supported yet by Postbus"),
+    ("smtpd_tls_security_level = dane\n",
+     "line 2: parameter smtpd_tls_security_level: dane is not supported yet by Postbus"),
+    ("smtpd_tls_loglevel = 2\n",
+     "line 2: parameter smtpd_tls_loglevel: 2 is not supported yet by Postbus"),
     ("smtp_dns_support_level = dnssec\n",
      "line 2: parameter smtp_dns_support_level: dnssec is not supported yet by Postbus"),
     ("local_header_rewrite_clients = permit_mynetworks, check_address_map hash:/x\n",

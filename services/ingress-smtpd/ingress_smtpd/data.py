@@ -1,0 +1,97 @@
+"""DATA and the queue write both DATA and BDAT end in (≈ smtpd.c's data_cmd() and
+common_post_message_handling()).
+
+The message goes through Postfix's cleanup (:mod:`postbus.cleanup`), then
+into the queue; ``250`` only once JetStream has acknowledged it. Whatever
+fails on the way (cleanup's own refusals, a bug, NATS down, a timeout) is
+a reply, never a lost or half-queued message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from ingress_smtpd.cleanup import Message, unstuff
+from postbus import metrics
+from postbus.cleanup import CleanupError
+from postbus.cleanup.status import WRITE_ERROR
+from postbus.smtp import replies as r
+
+if TYPE_CHECKING:
+    from ingress_smtpd.session import Session
+
+log = logging.getLogger("postbus.smtpd")
+cleanup_log = logging.getLogger("postbus.cleanup")  # logged as postbus/cleanup, as Postfix does
+
+
+async def do_data(session: Session, arg: str) -> bool:
+    if session.bdat_state is not None:
+        await session.reply(r.DATA_AFTER_BDAT)
+        return False
+    if not session.recipients:
+        await session.reply(r.NEED_RCPT if session.sender is None else r.NO_VALID_RECIPIENTS)
+        return False
+    if arg:
+        await session.reply(r.DATA_SYNTAX)
+        return False
+    session.conn.write(r.DATA_GO_AHEAD)
+    raw, _size = await session.conn.read_data(session.s.size_limit)
+    session.where = "END-OF-MESSAGE"
+    if raw is None:
+        log.warning("NOQUEUE: queue file size limit exceeded")
+        session.reset()
+        await session.reply(r.MESSAGE_TOO_BIG)
+        return False
+    ok = await queue_message(session, unstuff(raw), r.QUEUED)
+    session.reset()
+    return ok
+
+
+async def queue_message(session: Session, content: bytes, reply: str, size: int = 0) -> bool:
+    """Cleanup and the queue write of the transaction's message (CRLF ``content``),
+    then ``reply`` (formatted with queue_id and size)."""
+    assert session.sender is not None and session.mail is not None
+    s, server = session.s, session.server
+    tls_lines: list[str] = []
+    if session.tls is not None and s.tls.received_header:
+        tls_lines = session.tls.received(s.tls.ask_ccert)
+    message = Message(
+        sender=session.sender, mail=session.mail, recipients=session.recipients,
+        content=content, client_name=session.client_name, client_addr=session.client_addr,
+        helo=session.helo, protocol=session.protocol, myhostname=s.myhostname,
+        mail_name=s.mail_name, header_size_limit=s.header_size_limit,
+        add_missing=session.add_missing, long_queue_ids=s.long_queue_ids,
+        tls=session.tls is not None, tls_lines=tls_lines,
+    )
+    try:
+        cleanup = server.cleanup
+        await message.rewrite(cleanup.begin(context=session.header_context,
+                                            mapping=cleanup.mapping))
+    except CleanupError as exc:
+        await session.reply(exc.reply)
+        return False
+    except Exception:  # a bug must not cost the message silently, nor the session
+        log.error("cleanup of a message from %s failed", session.namaddr, exc_info=True)
+        await session.reply(WRITE_ERROR)
+        return False
+    entry = message.entry()
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(s.queue_timeout):
+            qid = await server.writer(entry, lambda _qid: message.build(entry))
+    except Exception as exc:  # NATS down, timeout, anything: never 250
+        log.warning("queue file write error from %s: %s", session.namaddr,
+                    exc.__class__.__name__ if not str(exc) else exc)
+        await session.reply(r.QUEUE_WRITE_ERROR)
+        return False
+    metrics.smtpd_queue_write_seconds.observe(time.perf_counter() - started)
+    server.accepted.inc()
+    server.sizes.observe(entry.size)
+    log.info("%s: client=%s", qid, session.namaddr)
+    cleanup_log.info("%s: message-id=%s", qid, message.message_id or "<>")
+    session.conn.write(reply.format(queue_id=qid, size=size))
+    session.errors = session.junk = 0  # a message received forgives earlier errors
+    return True
