@@ -19,8 +19,8 @@ What is queued lives in files, what is in flight in memory:
   has no free slot in its concurrency window waits on
   ``postbus.wait.<transport>.<destination key>.<qid>`` until an agent that
   frees a slot moves it on (:mod:`postbus.schedule.gate`). A lost job or
-  result costs a retry, never a message: the trigger (or wake-up) that started an attempt stays pending
-  on its durable consumer until the attempt is recorded; every
+  result costs a retry, never a message: the trigger (or wake-up) that
+  started an attempt stays pending on its durable consumer until the attempt is recorded; every
   ``postbus_delivery_lease`` JetStream hands it back to a qmgr, which keeps
   the attempt while a job or result of the message is still on the bus,
   and takes it up anew when none is.
