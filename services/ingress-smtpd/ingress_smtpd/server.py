@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ingress_smtpd.connection import Connection
 from ingress_smtpd.etrn import FlushRequest, flush_over_bus
+from ingress_smtpd.proxy import families, proxy_protocol, read_endpoints
 from ingress_smtpd.restrictions import Policy
 from ingress_smtpd.session import QueueWriter, Session
 from postbus import metrics
@@ -76,6 +77,9 @@ class Settings:
     smtputf8: bool
     tls: ServerTlsSettings
     fast_flush: DomainList
+    proxy: str  # smtpd_upstream_proxy_protocol: "" or "haproxy"
+    proxy_timeout: float
+    families: tuple[bool, bool]  # IPv4, IPv6 enabled (inet_protocols)
     queue_timeout: float = QUEUE_WRITE_TIMEOUT
 
     @classmethod
@@ -117,6 +121,9 @@ class Settings:
             tls=ServerTlsSettings.from_config(cfg),
             fast_flush=DomainList.from_config(
                 cfg, "fast_flush_domains", set(cfg.list("parent_domain_matches_subdomains"))),
+            proxy=proxy_protocol(cfg),
+            proxy_timeout=cfg.time("smtpd_upstream_proxy_timeout"),
+            families=families(cfg),
         )
 
 
@@ -189,15 +196,22 @@ class SmtpServer:
         task.add_done_callback(self.sessions.discard)
 
     async def _session(self, conn: Connection) -> None:
-        addr = conn.peer[0]
-        if addr.startswith("::ffff:") and "." in addr:
-            addr = addr[7:]
         metrics.smtpd_connections.labels(self.listener).inc()
         active = metrics.smtpd_active_connections.labels(self.listener)
         active.inc()
+        addr = conn.peer[0]
         try:
+            hangup = False
+            if self.settings.proxy:  # the client is the one the proxy names
+                endpoints = await read_endpoints(conn, self.settings.proxy_timeout,
+                                                 *self.settings.families)
+                hangup = endpoints is None
+                conn.peer = endpoints or conn.peer
+            addr = conn.peer[0]
+            if addr.startswith("::ffff:") and "." in addr:
+                addr = addr[7:]
             name = await self._peername(addr)
-            await Session(self, conn, name, addr).run()
+            await Session(self, conn, name, addr, hangup=hangup).run()
         except Exception:
             log.error("session with %s[%s] failed", "unknown", addr, exc_info=True)
             conn.close()

@@ -70,8 +70,10 @@ class Quit(Exception):
 
 
 class Session:
-    def __init__(self, server: SmtpServer, conn: Connection, name: str, addr: str) -> None:
+    def __init__(self, server: SmtpServer, conn: Connection, name: str, addr: str,
+                 hangup: bool = False) -> None:
         self.server = server
+        self.hangup = hangup  # no valid PROXY header: "421 4.3.0 Server local error" only
         self.s = server.settings
         self.conn = conn
         self.client_name = name
@@ -128,6 +130,9 @@ class Session:
         self.header_context = self.server.cleanup.header_context(local)
         self.add_missing = self.header_context is not None or self.s.always_add_headers
         try:
+            if self.hangup:
+                conn.write(r.LOCAL_ERROR.format(host=self.s.myhostname))
+                return
             if not await wrapper_mode(self):
                 return
             await discard_keywords(self)
