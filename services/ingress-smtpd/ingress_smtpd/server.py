@@ -24,10 +24,12 @@ from dataclasses import dataclass
 
 from ingress_smtpd.connection import Connection
 from ingress_smtpd.etrn import FlushRequest, flush_over_bus
+from ingress_smtpd.limits import ClientLimits
 from ingress_smtpd.proxy import families, proxy_protocol, read_endpoints
 from ingress_smtpd.restrictions import Policy
 from ingress_smtpd.session import QueueWriter, Session
 from postbus import metrics
+from postbus.anvil import Anvil
 from postbus.cleanup import Cleanup
 from postbus.config.conv import ConfigError, split_list
 from postbus.config.loader import Config
@@ -132,9 +134,10 @@ class SmtpServer:
 
     def __init__(
         self, cfg: Config, writer: QueueWriter, listener: str = "smtp",
-        flush: FlushRequest | None = None,
+        flush: FlushRequest | None = None, anvil: Anvil | None = None,
     ) -> None:
         self.tls: ServerTls | None = None
+        self.anvil = anvil  # the client limits' counters (None: no limits, as stand-alone)
         self.reconfigure(cfg)
         self.writer = writer
         self.flush = flush  # ETRN: ask the qmgr to flush a site (None: no flush service)
@@ -153,6 +156,9 @@ class SmtpServer:
         if self.tls is None or self.tls.settings != settings.tls:
             self.tls = ServerTls(settings.tls)
         self.cfg, self.settings, self.policy, self.cleanup = cfg, settings, policy, cleanup
+        if self.anvil is not None:
+            self.anvil.unit_ms = int(cfg.time("anvil_rate_time_unit") * 1000)
+        self.limits = ClientLimits(cfg, self.anvil)
         self._rewrite = cfg.list("local_header_rewrite_clients")
 
     async def start(
@@ -289,7 +295,8 @@ async def main(ctx: ServiceContext) -> None:
         return await store.enqueue(entry, b"", long_ids, build=build)
 
     flush = flush_over_bus(ctx.nc) if ctx.nc is not None else None
-    server = SmtpServer(cfg, write, listener=ctx.service, flush=flush)
+    anvil = Anvil(ctx.service, cfg.time("anvil_rate_time_unit"))
+    server = SmtpServer(cfg, write, listener=ctx.service, flush=flush, anvil=anvil)
     ctx.on_reload(server.reconfigure)
     host, port = where
     bound = await server.start(host, port, reuse_port=process_count(master) > 1)

@@ -92,6 +92,7 @@ class Session:
         self.discard = self.s.discard  # EHLO keywords not offered to this client
         self.discard_failed = False  # the address maps could not say which
         self.line = ""  # the command line being run, as received
+        self.limits = server.limits.for_session(self)  # connection and rate limits (anvil)
         self.reset()
 
     def reset(self) -> None:
@@ -133,7 +134,7 @@ class Session:
             if self.hangup:
                 conn.write(r.LOCAL_ERROR.format(host=self.s.myhostname))
                 return
-            if not await wrapper_mode(self):
+            if not await wrapper_mode(self) or not await self.limits.connect():
                 return
             await discard_keywords(self)
             conn.write(r.BANNER.format(banner=self.s.banner))
@@ -164,6 +165,7 @@ class Session:
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 await asyncio.wait_for(conn.flush(), 5)
             conn.close()
+            await self.limits.disconnect()
             log.info("disconnect from %s%s", self.namaddr, self._stats())
 
     def _lost(self) -> None:
@@ -280,6 +282,8 @@ class Session:
         if self.bdat_state is not None:
             await self.reply(r.MAIL_AFTER_BDAT)
             return False
+        if arg[:5].lower() == "from:" and arg[5:].strip() and not await self.limits.mail():
+            return False
         try:
             mail = parse_mail(arg, strict=self.s.strict_envelopes, dsn="DSN" not in self.discard,
                               smtputf8=self.s.smtputf8 and "SMTPUTF8" not in self.discard)
@@ -308,6 +312,8 @@ class Session:
             return False
         if self.bdat_state is not None:
             await self.reply(r.RCPT_AFTER_BDAT)
+            return False
+        if arg[:3].lower() == "to:" and arg[3:].strip() and not await self.limits.rcpt():
             return False
         try:
             rcpt = parse_rcpt(arg, strict=self.s.strict_envelopes, dsn="DSN" not in self.discard)
@@ -382,6 +388,8 @@ class Session:
             tokens.pop()
         if not tokens:
             await self.reply(r.VRFY_SYNTAX)
+            return False
+        if not await self.limits.rcpt():
             return False
         try:
             address = parse_address(tokens[0]) if len(tokens) == 1 else ""
