@@ -97,6 +97,11 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "smtpd_discard_ehlo_keyword_address_maps", "smtpd_etrn_restrictions", "fast_flush_domains",
     # smtpd behind a load balancer (postbus.haproxy, ingress_smtpd/proxy.py)
     "smtpd_upstream_proxy_protocol", "smtpd_upstream_proxy_timeout",
+    # client limits across replicas (postbus.anvil, ingress_smtpd/limits.py)
+    "smtpd_client_connection_count_limit", "smtpd_client_connection_rate_limit",
+    "smtpd_client_message_rate_limit", "smtpd_client_recipient_rate_limit",
+    "smtpd_client_new_tls_session_rate_limit", "smtpd_client_auth_rate_limit",
+    "smtpd_client_event_limit_exceptions", "anvil_rate_time_unit",
     # smtpd TLS (postbus.tls, postbus.tls_session, ingress_smtpd/starttls.py)
     "smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls", "smtpd_tls_wrappermode",
     "smtpd_starttls_timeout", "smtpd_tls_cert_file", "smtpd_tls_key_file",

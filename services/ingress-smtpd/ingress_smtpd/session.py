@@ -411,6 +411,8 @@ class Session:
         return True
 
     async def do_auth(self, arg: str) -> bool:
+        if not await self.limits.auth():  # smtpd_client_auth_rate_limit, before all else
+            return False
         await self.reply(r.AUTH_NOT_ENABLED)
         return False
 
