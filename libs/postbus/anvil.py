@@ -16,6 +16,11 @@ Redis, so that any number of ingress processes and pods share them. Per
   first event and the next event starts a new one with every count at zero.
 
 Each change is one Lua script (atomic, one round trip) on Redis's clock.
+Disconnects are sent in batches, :data:`DROP_DELAY` after the first of a
+batch, so that a busy listener spends one round trip on many of them;
+:meth:`Anvil.disconnect` returns once its batch is sent, and smtpd closes
+the socket only then, so that a client that reconnects at once is not
+counted twice (as with Postfix, whose anvil call comes before the close).
 When Redis cannot answer, a call returns None and smtpd goes on without the
 limit, as Postfix's smtpd does when anvil is unreachable; the failure is
 logged once, and Redis is not asked again for :data:`RETRY_AFTER` seconds,
@@ -46,6 +51,8 @@ PREFIX = "postbus:anvil:"
 LEASE = 60.0  # seconds a connection counts without its process refreshing it
 TIMEOUT = 1.0  # seconds one call may take before the limit is skipped
 RETRY_AFTER = 5.0  # seconds without asking Redis after it failed
+DROP_DELAY = 0.005  # seconds a disconnect waits for others to go in the same round trip
+_BATCH = 500
 
 _CLOCK = "local t = redis.call('TIME'); local now = tonumber(t[1]) * 1000 + " \
          "math.floor(tonumber(t[2]) / 1000)\n"
@@ -93,6 +100,12 @@ end
 return #KEYS
 """
 
+# KEYS: open-connection sets; ARGV: one member per key. Closed connections.
+_DROP = """
+for i, key in ipairs(KEYS) do redis.call('ZREM', key, ARGV[i]) end
+return #KEYS
+"""
+
 _digests: dict[str, str] = {}
 
 
@@ -112,6 +125,9 @@ class Anvil:
         self._open: dict[str, str] = {}  # member -> its connection set
         self._down_until = 0.0
         self._refresher: asyncio.Task[None] | None = None
+        self._gone: list[tuple[str, str]] = []  # (connection set, member) to drop
+        self._sent: asyncio.Future[None] | None = None  # done when _gone has been sent
+        self._dropper: asyncio.Task[None] | None = None
 
     def _key(self, addr: str) -> str:
         return f"{PREFIX}{self.service}:{addr}"
@@ -158,11 +174,28 @@ class Anvil:
         return member, int(got[0]), int(got[1])
 
     async def disconnect(self, ticket: str) -> None:
+        """The connection of this ticket is closing; returns when Redis knows it
+        (or could not be told)."""
         key = self._open.pop(ticket, None)
-        if key is None or time.monotonic() < self._down_until:
+        if key is None:
             return
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
-            await asyncio.wait_for(self.redis().zrem(key, ticket), self.timeout)
+        self._gone.append((key, ticket))
+        if self._sent is None:
+            loop = asyncio.get_running_loop()
+            self._sent = loop.create_future()
+            self._dropper = loop.create_task(self._drop(self._sent))
+        await asyncio.shield(self._sent)
+
+    async def _drop(self, sent: asyncio.Future[None]) -> None:
+        try:
+            await asyncio.sleep(DROP_DELAY)
+            gone, self._gone, self._sent = self._gone, [], None
+            for i in range(0, len(gone), _BATCH):
+                batch = gone[i:i + _BATCH]
+                await self._run(_DROP, [key for key, _ in batch], [m for _, m in batch])
+        finally:
+            if not sent.done():
+                sent.set_result(None)
 
     def _start_refresher(self) -> None:
         if self._refresher is None or self._refresher.done():
@@ -173,16 +206,20 @@ class Anvil:
         while self._open:
             await asyncio.sleep(self.lease / 3)
             members = list(self._open.items())
-            for i in range(0, len(members), 500):
-                part = members[i:i + 500]
+            for i in range(0, len(members), _BATCH):
+                part = members[i:i + _BATCH]
                 await self._run(_REFRESH, [key for _, key in part],
                                 [int(self.lease * 1000), *(m for m, _ in part)])
 
     async def close(self) -> None:
+        """Stop refreshing leases; send the disconnects still waiting."""
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        if self._dropper is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._dropper
 
     # -- events ------------------------------------------------------------------------
 

@@ -164,8 +164,8 @@ class Session:
         finally:
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 await asyncio.wait_for(conn.flush(), 5)
+            await self.limits.disconnect()  # before the close, as Postfix tells anvil
             conn.close()
-            await self.limits.disconnect()
             log.info("disconnect from %s%s", self.namaddr, self._stats())
 
     def _lost(self) -> None:
