@@ -45,6 +45,7 @@ CONFIGS = {
     "count": {"smtpd_client_connection_count_limit": "1"},
     "rate": {"smtpd_client_connection_rate_limit": "1"},
     "events": {"smtpd_client_message_rate_limit": "1", "smtpd_client_recipient_rate_limit": "1"},
+    "auth": {"smtpd_client_auth_rate_limit": "1"},
     "exempt": {"smtpd_client_connection_rate_limit": "1",
                "smtpd_client_event_limit_exceptions": "127.0.0.1"},
 }
@@ -58,6 +59,7 @@ CASES: dict[str, tuple[str, bool, list[Line]]] = {
         "RCPT TO:<root@localhost>", "VRFY root", "RSET", "MAIL FROM:<a@b.example>",
         "MAIL FROM:", "RCPT TO:", "QUIT",
     ]),
+    "auth_rate": ("auth", False, ["EHLO c", "AUTH PLAIN", "AUTH PLAIN AGFAAGI=", "QUIT"]),
     "exempt_client": ("exempt", False, ["EHLO c", "QUIT"]),
 }
 
