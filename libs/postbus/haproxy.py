@@ -32,7 +32,7 @@ import struct
 from dataclasses import dataclass
 
 __all__ = ["HEADER_MAX", "V1_MAX", "V2_SIGNATURE", "Header", "ProxyError", "encode_v1",
-           "encode_v2", "escape", "parse"]
+           "encode_v2", "escape", "parse", "wanted"]
 
 V1_MAX = 107  # "PROXY TCP6 " + 2 * 39 + 2 * 5 + 4 separators + CRLF
 HEADER_MAX = 536  # Postfix's HAPROXY_HEADER_MAX_LEN: the default IPv4 TCP MSS
@@ -71,6 +71,24 @@ def parse(data: bytes, *, ipv4: bool = True, ipv6: bool = True,
     if prefix and not final and len(data) < _V2_HEADER_LEN:
         return None  # "PROX" or half a signature: wait for the rest
     return _parse_v2(data, ipv4, ipv6, final)
+
+
+def wanted(data: bytes) -> int:
+    """How many more bytes may be read without reading past a header that starts with
+    ``data`` (0: no more). For a reader that must leave what follows in the socket (a
+    TLS ClientHello): a valid header has 16 bytes at least, a v2 header says its
+    length, and a v1 line still needs a byte per token and separator before its LF."""
+    if len(data) < _V2_HEADER_LEN:
+        return _V2_HEADER_LEN - len(data)
+    if data.startswith(V2_SIGNATURE):
+        return max(_V2_HEADER_LEN + struct.unpack_from("!H", data, 14)[0] - len(data), 0)
+    if not data.startswith(_V1_START) or b"\n" in data or len(data) >= V1_MAX:
+        return 0
+    words = data.replace(b"\r", b" ").split()
+    missing = max(6 - len(words), 0)
+    if data[-1:] in (b" ", b"\r"):
+        return max(2 * missing, 1)
+    return min(2 * missing + 1, V1_MAX - len(data))
 
 
 def _parse_v1(data: bytes, ipv4: bool, ipv6: bool, final: bool) -> Header | None:

@@ -11,8 +11,12 @@ cannot keep an audit trail or enforce access control, so it logs why
 <host> Server local error``; we do the same.
 
 Postfix peeks at the socket once; we read until the header is complete
-(a header split over two packets works), never past it: whatever follows
-is the client's first SMTP command and stays in the input buffer.
+(a header split over two packets works): whatever follows is the client's
+first SMTP command and stays in the input buffer. With TLS on connect
+(smtpd_tls_wrappermode) what follows is the ClientHello, which the TLS
+layer must read from the socket itself: there :class:`HeaderOnly` stands in
+as the connection's protocol until the header is in, and reads no byte past
+it (:func:`postbus.haproxy.wanted`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,48 @@ def proxy_protocol(cfg: Config) -> str:
     return value
 
 
+class HeaderOnly(asyncio.BufferedProtocol):
+    """A connection's protocol while its PROXY header is read before TLS on connect:
+    each read takes at most the bytes the header may still need."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.chunk = bytearray(haproxy.HEADER_MAX)
+
+    @classmethod
+    def install(cls, conn: Connection) -> None:
+        """Called from the connection's connection_made, before anything is read."""
+        if conn.transport is not None:
+            conn.transport.set_protocol(cls(conn))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self.chunk)[:max(haproxy.wanted(bytes(self.conn.buf)), 1)]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.conn.data_received(bytes(self.chunk[:nbytes]))
+        if not haproxy.wanted(bytes(self.conn.buf)) and self.conn.transport is not None:
+            self.conn.transport.pause_reading()  # the rest is TLS's
+
+    def eof_received(self) -> bool | None:
+        return self.conn.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.conn.resume_writing()
+
+
+def _restore(conn: Connection) -> None:
+    transport = conn.transport
+    if transport is not None and isinstance(transport.get_protocol(), HeaderOnly):
+        transport.pause_reading()
+        transport.set_protocol(conn)
+
+
 def families(cfg: Config) -> tuple[bool, bool]:
     """(IPv4, IPv6) enabled by inet_protocols, as the header's families are checked."""
     words = {w.lower() for w in cfg.list("inet_protocols")}
@@ -52,6 +98,15 @@ async def read_endpoints(
 ) -> tuple[str, int] | None:
     """The client (address, port) the header names, the connection's own for a v2
     LOCAL header, or None (logged as Postfix logs it) when the session must end."""
+    try:
+        return await _read_endpoints(conn, timeout, ipv4, ipv6)
+    finally:
+        _restore(conn)
+
+
+async def _read_endpoints(
+    conn: Connection, timeout: float, ipv4: bool, ipv6: bool
+) -> tuple[str, int] | None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     final = False

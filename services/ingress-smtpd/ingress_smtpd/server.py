@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ingress_smtpd.connection import Connection
 from ingress_smtpd.etrn import FlushRequest, flush_over_bus
 from ingress_smtpd.limits import ClientLimits
-from ingress_smtpd.proxy import families, proxy_protocol, read_endpoints
+from ingress_smtpd.proxy import HeaderOnly, families, proxy_protocol, read_endpoints
 from ingress_smtpd.restrictions import Policy
 from ingress_smtpd.session import QueueWriter, Session
 from postbus import metrics
@@ -197,6 +197,8 @@ class SmtpServer:
         return hosts or [None]
 
     def _accept(self, conn: Connection) -> None:
+        if self.settings.proxy and self.settings.tls.wrappermode:
+            HeaderOnly.install(conn)  # read no further than the header: TLS follows
         task = asyncio.create_task(self._session(conn))
         self.sessions.add(task)
         task.add_done_callback(self.sessions.discard)

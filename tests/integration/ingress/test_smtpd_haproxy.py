@@ -6,8 +6,13 @@ Postfix: tests/integration/test_smtpd_haproxy_vs_postfix.py.)"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import socket
+import ssl
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -15,9 +20,11 @@ from postbus.config.conv import ConfigError
 from postbus.haproxy import encode_v1, encode_v2
 from postbus.smtp import replies as r
 from tests.integration.ingress.conftest import Client, StartSmtpd, make_config
+from tests.tls_certs import Pki
 
 pytestmark = pytest.mark.integration
 
+T = TypeVar("T")
 PROXY = {"smtpd_upstream_proxy_protocol": "haproxy", "smtpd_upstream_proxy_timeout": "3s",
          "mynetworks": "192.0.2.0/24"}
 
@@ -95,3 +102,54 @@ def test_other_proxy_protocols_are_refused_at_start() -> None:
 
     with pytest.raises(ConfigError, match="unsupported smtpd_upstream_proxy_protocol value"):
         Settings.from_config(make_config(smtpd_upstream_proxy_protocol="nginx"))
+
+
+def _wrapped_client(port: int, header: bytes, context: ssl.SSLContext) -> list[str]:
+    """PROXY header and ClientHello in one packet, then TLS: the banner and an EHLO reply."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=15)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="mx.postbus.test")
+
+    def pump(step: Callable[[], T]) -> T:
+        while True:
+            try:
+                result = step()
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionError("server closed") from None
+                incoming.write(data)
+                continue
+            sock.sendall(outgoing.read())
+            return result
+
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()  # writes the ClientHello into ``outgoing``
+    sock.sendall(header + outgoing.read())  # one write: the server must not eat the hello
+    pump(tls.do_handshake)
+    banner = pump(lambda: tls.read(4096)).decode()
+    tls.write(b"EHLO c\r\n")
+    reply = pump(lambda: tls.read(4096)).decode()
+    sock.close()
+    return [banner, reply]
+
+
+@pytest.mark.parametrize("header", [
+    encode_v1(("192.0.2.7", 40001), ("198.51.100.25", 465)),
+    encode_v2(("192.0.2.7", 40001), ("198.51.100.25", 465)),
+], ids=["v1", "v2"])
+async def test_tls_on_connect_after_the_header(
+    smtpd: StartSmtpd, header: bytes, tmp_path_factory: pytest.TempPathFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "postbus.smtpd")
+    pki = Pki.create(tmp_path_factory.mktemp("pki"))
+    cert, key = pki.server("server")
+    run = await smtpd(**PROXY, smtpd_tls_wrappermode="yes", smtpd_tls_cert_file=str(cert),
+                      smtpd_tls_key_file=str(key))
+    banner, reply = await asyncio.to_thread(_wrapped_client, run.port, header,
+                                            pki.client_context())
+    assert banner.startswith("220 mx.postbus.test ESMTP")
+    assert reply.startswith("250-mx.postbus.test")
+    assert await _logged(caplog, "connect from") == "connect from unknown[192.0.2.7]"

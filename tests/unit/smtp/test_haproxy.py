@@ -91,3 +91,17 @@ def test_v4_mapped_stays_ipv6_without_ipv4() -> None:
 def test_round_trip_and_escape() -> None:
     assert encode_v1(("2001:db8::1", 5), ("::1", 25)) == b"PROXY TCP6 2001:db8::1 ::1 5 25\r\n"
     assert escape(b"a\\b\r\n\x00\x7f\xff\t") == "a\\\\b\\r\\n\\000\\177\\377\\t"
+
+
+@pytest.mark.parametrize("header", [
+    V1, b"PROXY TCP6 2001:db8::7 ::1 1 2\n", b"PROXY  TCP4 1.1.1.1\r1.1.1.1  1 1 x y\r\n",
+    encode_v2(("192.0.2.7", 1), ("192.0.2.8", 25)), encode_v2(None),
+    encode_v2(("::1", 1), ("::1", 2), b"\x04\x00\x1e" + bytes(30)),
+])
+def test_wanted_never_reads_past_a_header(header: bytes) -> None:
+    """What TLS on connect needs: the ClientHello after the header stays in the socket."""
+    from postbus.haproxy import wanted
+
+    for cut in range(len(header)):
+        assert 0 < wanted(header[:cut]) <= len(header) - cut
+    assert wanted(header) == 0
