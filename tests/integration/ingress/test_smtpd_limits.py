@@ -215,3 +215,35 @@ async def test_redis_down_fails_open_and_logs_once(
     warnings = await _warnings(caplog, 1)
     assert len(warnings) == 1  # server a's anvil: once, not per session
     assert warnings[0].startswith("problem talking to server anvil (Redis): ")
+
+
+async def test_connections_of_a_dead_process_stop_counting(redis: ServerProcess) -> None:
+    """Each process refreshes the leases of its open connections; a process that died
+    (here: stopped refreshing) has its connections dropped after one lease."""
+    client = Redis.from_url(f"{redis.url}/0")
+    key = PREFIX + "smtp:192.0.2.1:conns"
+
+    async def live_members() -> int:
+        seconds, micros = await client.time()
+        return int(await client.zcount(key, seconds * 1000 + micros // 1000, "+inf"))
+
+    dead = Anvil("smtp", 60, redis=lambda: client, lease=0.6)
+    alive = Anvil("smtp", 60, redis=lambda: client, lease=0.6)
+    try:
+        assert (await dead.connect("192.0.2.1") or ("", 0, 0))[1] == 1
+        assert (await alive.connect("192.0.2.1") or ("", 0, 0))[1] == 2
+        await dead.close()  # its process is gone: nobody refreshes its lease
+        for _ in range(1000):
+            if await live_members() == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert await live_members() == 1
+        started = asyncio.get_running_loop().time()
+        while asyncio.get_running_loop().time() - started < 1.5:  # 2.5 leases
+            assert await live_members() == 1  # alive's connection is kept
+            await asyncio.sleep(0.05)
+        got = await alive.connect("192.0.2.1")
+        assert got is not None and got[1] == 2
+    finally:
+        await alive.close()
+        await client.aclose()
