@@ -20,6 +20,7 @@ import shutil
 import signal
 import smtplib
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -176,6 +177,13 @@ class MailSystem:
             code, text = client.data(message)
             assert code == 250, (code, text)
             return text.decode().rsplit(" ", 1)[-1]
+
+    def postbus(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A postbus command (postqueue, postsuper ...) on this system's configuration."""
+        return subprocess.run(
+            [sys.executable, "-m", "postbus.cli.main", "-c", str(self.conf), *args],
+            capture_output=True, text=True, timeout=60,
+        )
 
     def quiet(self) -> bool:
         """Nothing queued and nothing in flight: no job, result or open attempt is left

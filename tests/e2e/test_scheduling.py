@@ -161,6 +161,31 @@ def test_a_dead_destination_is_suspended_then_tried_again(tmp_path: Path) -> Non
         system.stop()
 
 
+def test_postqueue_f_revives_a_dead_destination(tmp_path: Path) -> None:
+    """Dead with an hour's backoff: `postqueue -f` tries it again at once, as
+    Postfix's flush unthrottles dead destinations (QMGR_REQ_FLUSH_DEAD)."""
+    port = free_port()
+    system = MailSystem(tmp_path, {"relayhost": f"[127.0.0.1]:{port}",
+                                   "minimal_backoff_time": "3600s",
+                                   "maximal_backoff_time": "4000s"}).start()
+    try:
+        rcpts = [f"q{i}@remote.test" for i in range(8)]
+        for rcpt in rcpts:
+            system.send("a@client.test", [rcpt], BODY)
+        assert system.wait_for(
+            lambda: system.maillog.read_text().count("status=deferred") >= len(rcpts)
+            and "delivery temporarily suspended" in system.maillog.read_text(), timeout=30)
+        with CountingPeer(port=port) as peer:
+            flushed = system.postbus("postqueue", "-f")
+            assert flushed.returncode == 0, flushed.stderr
+            got = system.wait_for(lambda: sorted(peer.handler.recipients) == sorted(rcpts),
+                                  timeout=30)
+            assert got, system.maillog.read_text()[-3000:]
+        assert "flush: 1 dead destinations to be tried again" in system.maillog.read_text()
+    finally:
+        system.stop()
+
+
 def test_rate_delay_spaces_deliveries_to_one_destination(tmp_path: Path) -> None:
     with CountingPeer() as peer:
         system = MailSystem(tmp_path, {"relayhost": f"[127.0.0.1]:{peer.port}",
