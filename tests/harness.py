@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -47,6 +48,12 @@ virtual   unix  -       n       n       -       -       virtual
 LOCAL_USERS = ["postmaster", "alice", "bob", "carol"]
 #: mail_owner: an unprivileged account every Debian system has, not default_privs (nobody).
 MAIL_OWNER = "daemon"
+
+
+def replicated(qmgrs: int, agents: int) -> str:
+    """The harness's master.cf with ``qmgrs`` qmgr and ``agents`` smtp processes."""
+    text = re.sub(r"^(qmgr\s+unix\s+n\s+-\s+n\s+300\s+)1", rf"\g<1>{qmgrs}", MASTER_CF, flags=re.M)
+    return re.sub(r"^(smtp\s+unix\s+-\s+-\s+n\s+-\s+)-", rf"\g<1>{agents}", text, flags=re.M)
 
 
 class MailSystem:

@@ -21,7 +21,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from postbus.servers import free_port
-from tests.harness import MASTER_CF, MailSystem
+from tests.harness import MailSystem, replicated
 
 pytestmark = pytest.mark.e2e
 
@@ -73,12 +73,6 @@ class CountingPeer:
 
     def __exit__(self, *exc: object) -> None:
         self.controller.stop()
-
-
-def replicated(qmgrs: int, agents: int) -> str:
-    """The harness's master.cf with more qmgr and smtp processes."""
-    text = re.sub(r"^(qmgr\s+unix\s+n\s+-\s+n\s+300\s+)1", rf"\g<1>{qmgrs}", MASTER_CF, flags=re.M)
-    return re.sub(r"^(smtp\s+unix\s+-\s+-\s+n\s+-\s+)-", rf"\g<1>{agents}", text, flags=re.M)
 
 
 def test_concurrency_limit_holds_with_two_qmgr_and_two_smtp_replicas(tmp_path: Path) -> None:
