@@ -180,6 +180,52 @@ def test_postqueue_f_revives_a_dead_destination(tmp_path: Path) -> None:
         system.stop()
 
 
+def test_an_agent_killed_while_holding_slots_loses_nothing(tmp_path: Path) -> None:
+    """kill -9 of the smtp agent with its window's slots held (every peer session
+    in DATA): its jobs come back to the restarted agent, which takes their slots
+    again (a slot is named after its job), and everything is delivered."""
+    with CountingPeer(stall=1.0) as peer:
+        system = MailSystem(tmp_path, {"relayhost": f"[127.0.0.1]:{peer.port}",
+                                       "smtp_destination_concurrency_limit": "4"}).start()
+        try:
+            rcpts = [f"k{i}@remote.test" for i in range(16)]
+            for rcpt in rcpts:
+                system.send("a@client.test", [rcpt], BODY)
+            assert system.wait_for(lambda: peer.handler.busy >= 4, timeout=30)
+            system.kill("smtp")
+            system.restart("smtp")
+            got = system.wait_for(lambda: set(peer.handler.recipients) == set(rcpts),
+                                  timeout=60)
+            assert got, system.maillog.read_text()[-3000:]
+            assert system.wait_for(system.quiet, timeout=30)
+        finally:
+            system.stop()
+
+
+def test_redis_killed_under_load_loses_nothing(tmp_path: Path) -> None:
+    """kill -9 of redis-server, which holds the windows, with mail in flight: the
+    agents keep their jobs and retry; once Redis is back (its windows' history
+    gone, restarted at the initial concurrency) everything is delivered once."""
+    with CountingPeer(stall=0.2) as peer:
+        system = MailSystem(tmp_path, {"relayhost": f"[127.0.0.1]:{peer.port}"}).start()
+        try:
+            rcpts = [f"x{i}@remote.test" for i in range(30)]
+            for rcpt in rcpts[:15]:
+                system.send("a@client.test", [rcpt], BODY)
+            system.redis.stop(sig_kill=True)
+            for rcpt in rcpts[15:]:
+                system.send("a@client.test", [rcpt], BODY)
+            system.redis.start()
+            got = system.wait_for(lambda: sorted(peer.handler.recipients) == sorted(rcpts),
+                                  timeout=60)
+            assert got, (sorted(set(rcpts) - set(peer.handler.recipients)),
+                         system.maillog.read_text()[-3000:])
+            assert system.wait_for(system.quiet, timeout=30)
+            assert sorted(peer.handler.recipients) == sorted(rcpts)  # none twice
+        finally:
+            system.stop()
+
+
 def test_rate_delay_spaces_deliveries_to_one_destination(tmp_path: Path) -> None:
     with CountingPeer() as peer:
         system = MailSystem(tmp_path, {"relayhost": f"[127.0.0.1]:{peer.port}",
