@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from postbus.servers import free_port
-from tests.harness import MailSystem
+from tests.harness import MailSystem, replicated
 from tests.postfix_instance import PostfixInstance, available
 
 SENT = re.compile(r" status=sent ")
@@ -101,7 +101,7 @@ def run_postbus(root: Path, args: argparse.Namespace, sink_port: int) -> dict[st
         "relayhost": f"[127.0.0.1]:{sink_port}",
         "maillog_file": str(root / "maillog"),
         **dict(x.split("=", 1) for x in os.environ.get("BENCH_MAIN_CF", "").split(";") if x),
-    }).start()
+    }, master_cf=replicated(args.replicas, args.replicas) if args.replicas > 1 else None).start()
     try:
         t0 = time.monotonic()
         accept_time = send_load(system.smtp_port, args.count, args.size, args.sessions)
@@ -164,6 +164,8 @@ def main() -> int:
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--no-postfix", action="store_true")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="qmgr and smtp processes of Postbus (master.cf maxproc)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="postbus-bench-") as tmp:
         root = Path(tmp)

@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import smtplib
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -46,6 +48,12 @@ virtual   unix  -       n       n       -       -       virtual
 LOCAL_USERS = ["postmaster", "alice", "bob", "carol"]
 #: mail_owner: an unprivileged account every Debian system has, not default_privs (nobody).
 MAIL_OWNER = "daemon"
+
+
+def replicated(qmgrs: int, agents: int) -> str:
+    """The harness's master.cf with ``qmgrs`` qmgr and ``agents`` smtp processes."""
+    text = re.sub(r"^(qmgr\s+unix\s+n\s+-\s+n\s+300\s+)1", rf"\g<1>{qmgrs}", MASTER_CF, flags=re.M)
+    return re.sub(r"^(smtp\s+unix\s+-\s+-\s+n\s+-\s+)-", rf"\g<1>{agents}", text, flags=re.M)
 
 
 class MailSystem:
@@ -176,6 +184,13 @@ class MailSystem:
             code, text = client.data(message)
             assert code == 250, (code, text)
             return text.decode().rsplit(" ", 1)[-1]
+
+    def postbus(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A postbus command (postqueue, postsuper ...) on this system's configuration."""
+        return subprocess.run(
+            [sys.executable, "-m", "postbus.cli.main", "-c", str(self.conf), *args],
+            capture_output=True, text=True, timeout=60,
+        )
 
     def quiet(self) -> bool:
         """Nothing queued and nothing in flight: no job, result or open attempt is left

@@ -21,7 +21,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from postbus.servers import free_port
-from tests.harness import MASTER_CF, MailSystem
+from tests.harness import MailSystem, replicated
 
 pytestmark = pytest.mark.e2e
 
@@ -73,12 +73,6 @@ class CountingPeer:
 
     def __exit__(self, *exc: object) -> None:
         self.controller.stop()
-
-
-def replicated(qmgrs: int, agents: int) -> str:
-    """The harness's master.cf with more qmgr and smtp processes."""
-    text = re.sub(r"^(qmgr\s+unix\s+n\s+-\s+n\s+300\s+)1", rf"\g<1>{qmgrs}", MASTER_CF, flags=re.M)
-    return re.sub(r"^(smtp\s+unix\s+-\s+-\s+n\s+-\s+)-", rf"\g<1>{agents}", text, flags=re.M)
 
 
 def test_concurrency_limit_holds_with_two_qmgr_and_two_smtp_replicas(tmp_path: Path) -> None:
@@ -159,6 +153,77 @@ def test_a_dead_destination_is_suspended_then_tried_again(tmp_path: Path) -> Non
             assert got, system.maillog.read_text()[-3000:]
     finally:
         system.stop()
+
+
+def test_postqueue_f_revives_a_dead_destination(tmp_path: Path) -> None:
+    """Dead with an hour's backoff: `postqueue -f` tries it again at once, as
+    Postfix's flush unthrottles dead destinations (QMGR_REQ_FLUSH_DEAD)."""
+    port = free_port()
+    system = MailSystem(tmp_path, {"relayhost": f"[127.0.0.1]:{port}",
+                                   "minimal_backoff_time": "3600s",
+                                   "maximal_backoff_time": "4000s"}).start()
+    try:
+        rcpts = [f"q{i}@remote.test" for i in range(8)]
+        for rcpt in rcpts:
+            system.send("a@client.test", [rcpt], BODY)
+        assert system.wait_for(
+            lambda: system.maillog.read_text().count("status=deferred") >= len(rcpts)
+            and "delivery temporarily suspended" in system.maillog.read_text(), timeout=30)
+        with CountingPeer(port=port) as peer:
+            flushed = system.postbus("postqueue", "-f")
+            assert flushed.returncode == 0, flushed.stderr
+            got = system.wait_for(lambda: sorted(peer.handler.recipients) == sorted(rcpts),
+                                  timeout=30)
+            assert got, system.maillog.read_text()[-3000:]
+        assert "flush: 1 dead destinations to be tried again" in system.maillog.read_text()
+    finally:
+        system.stop()
+
+
+def test_an_agent_killed_while_holding_slots_loses_nothing(tmp_path: Path) -> None:
+    """kill -9 of the smtp agent with its window's slots held (every peer session
+    in DATA): its jobs come back to the restarted agent, which takes their slots
+    again (a slot is named after its job), and everything is delivered."""
+    with CountingPeer(stall=1.0) as peer:
+        system = MailSystem(tmp_path, {"relayhost": f"[127.0.0.1]:{peer.port}",
+                                       "smtp_destination_concurrency_limit": "4"}).start()
+        try:
+            rcpts = [f"k{i}@remote.test" for i in range(16)]
+            for rcpt in rcpts:
+                system.send("a@client.test", [rcpt], BODY)
+            assert system.wait_for(lambda: peer.handler.busy >= 4, timeout=30)
+            system.kill("smtp")
+            system.restart("smtp")
+            got = system.wait_for(lambda: set(peer.handler.recipients) == set(rcpts),
+                                  timeout=60)
+            assert got, system.maillog.read_text()[-3000:]
+            assert system.wait_for(system.quiet, timeout=30)
+        finally:
+            system.stop()
+
+
+def test_redis_killed_under_load_loses_nothing(tmp_path: Path) -> None:
+    """kill -9 of redis-server, which holds the windows, with mail in flight: the
+    agents keep their jobs and retry; once Redis is back (its windows' history
+    gone, restarted at the initial concurrency) everything is delivered once."""
+    with CountingPeer(stall=0.2) as peer:
+        system = MailSystem(tmp_path, {"relayhost": f"[127.0.0.1]:{peer.port}"}).start()
+        try:
+            rcpts = [f"x{i}@remote.test" for i in range(30)]
+            for rcpt in rcpts[:15]:
+                system.send("a@client.test", [rcpt], BODY)
+            system.redis.stop(sig_kill=True)
+            for rcpt in rcpts[15:]:
+                system.send("a@client.test", [rcpt], BODY)
+            system.redis.start()
+            got = system.wait_for(lambda: sorted(peer.handler.recipients) == sorted(rcpts),
+                                  timeout=60)
+            assert got, (sorted(set(rcpts) - set(peer.handler.recipients)),
+                         system.maillog.read_text()[-3000:])
+            assert system.wait_for(system.quiet, timeout=30)
+            assert sorted(peer.handler.recipients) == sorted(rcpts)  # none twice
+        finally:
+            system.stop()
 
 
 def test_rate_delay_spaces_deliveries_to_one_destination(tmp_path: Path) -> None:

@@ -234,8 +234,11 @@ async def test_postsuper_d_all_leaves_corrupt_unless_named(
     result = await asyncio.to_thread(postbus, qmgr.conf, "postsuper", "-d", "ALL")
     assert "postsuper: Deleted: 0 messages" in result.stderr
     assert len(await corrupt.corrupt_messages(store.js)) == 2
+    result = await asyncio.to_thread(postbus, qmgr.conf, "postsuper", "-d", first, "corrupt")
+    assert "postsuper: Deleted: 1 message\n" in result.stderr
+    assert [m.record_id for m in await corrupt.corrupt_messages(store.js)] == [second]
     result = await asyncio.to_thread(postbus, qmgr.conf, "postsuper", "-d", "ALL", "corrupt")
-    assert "postsuper: Deleted: 2 messages" in result.stderr
+    assert "postsuper: Deleted: 1 message\n" in result.stderr
     assert await corrupt.corrupt_messages(store.js) == []
 
 

@@ -66,26 +66,26 @@ async def delete(bus: admin.Bus, ids: list[str], queues: set[str] | None) -> int
     store, who = bus.queue, _who()
     live = queues - {"corrupt"} if queues else None
     to_corrupt = queues is None or "corrupt" in queues
+    named = "ALL" not in ids
     now_taken = await admin.named_taken(store, ids)
     count = 0
 
     async def one(target: admin.Target) -> None:
         nonlocal count
-        if not await admin.load(store, target, now_taken):
-            if to_corrupt and await corrupt.remove(bus.js, target.queue_id):
+        if await admin.load(store, target, now_taken):
+            assert target.entry is not None
+            if (live is None or target.entry.queue in live) \
+                    and await store.remove(target.queue_id, was=target.entry.queue):
                 log.info("%s: removed", target.queue_id)
                 count += 1
-            return
-        assert target.entry is not None
-        if live is not None and target.entry.queue not in live:
-            return
-        if await store.remove(target.queue_id, was=target.entry.queue):
+                await events.publish_event(bus.js, "deleted", target.queue_id, who=who,
+                                           why="postsuper -d")
+        # a named ID may be in the corrupt queue too (ALL corrupt is selected below)
+        if named and to_corrupt and await corrupt.remove(bus.js, target.queue_id):
             log.info("%s: removed", target.queue_id)
             count += 1
-            await events.publish_event(bus.js, "deleted", target.queue_id, who=who,
-                                       why="postsuper -d")
 
-    if queues is None or live:
+    if queues is None or live or named:
         await admin.each(admin.targets(store, ids), one)
     for record_id in await admin.select_corrupt(bus.js, ids, queues):
         if await corrupt.remove(bus.js, record_id):

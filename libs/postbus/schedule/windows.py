@@ -395,6 +395,38 @@ class Windows:
         await self.redis().srem(WAITING, dest.ident)
 
 
+# KEYS: destination hashes. Dead ones come back at their next request (as when
+# their backoff has passed): the window starts again, cohorts are forgotten.
+_REVIVE = """
+local n = 0
+for _, h in ipairs(KEYS) do
+  if (tonumber(redis.call('HGET', h, 'dead_until')) or 0) > 1 then
+    redis.call('HSET', h, 'dead_until', 1); n = n + 1
+  end
+end
+return n
+"""
+
+
+async def revive_dead() -> int:
+    """Postfix's QMGR_REQ_FLUSH_DEAD (postqueue -f, sendmail -q): every destination
+    suspended as dead may be tried again now. How many were dead."""
+    client = context.redis_client()
+    script = client.register_script(_REVIVE)
+    revived, batch = 0, []
+    async for key in client.scan_iter(match=f"{PREFIX}*", count=500):
+        name = _text(key)
+        if name.endswith(":busy") or name in (LEASES, WAITING):
+            continue
+        batch.append(name)
+        if len(batch) == 200:
+            revived += int(await script(keys=batch))
+            batch = []
+    if batch:
+        revived += int(await script(keys=batch))
+    return revived
+
+
 def _text(value: bytes | str | int) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 

@@ -1,6 +1,9 @@
 """Queue commands: postqueue -f, -i and -s, carried out by the qmgr (≈ qmgr(8)'s
 QMGR_REQ_FLUSH_DEAD trigger and flush(8)'s send_file and send_site).
 
+``flush`` also revives destinations suspended as dead, as QMGR_REQ_FLUSH_DEAD
+unthrottles Postfix's queues.
+
 One qmgr replica takes each request (queue group on ``postbus.cmd.*``, see
 :mod:`postbus.queue.commands`). Flushing a message is what its timer does
 when due: its entry's next attempt becomes now, and a wake-up is published
@@ -19,6 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from nats.aio.msg import Msg
+from redis.exceptions import RedisError
 
 from postbus.bus import subjects as s
 from postbus.match_lists import DomainList
@@ -26,6 +30,7 @@ from postbus.queue import admin
 from postbus.queue import commands as cmd
 from postbus.queue.entry import QueueEntry
 from postbus.queue.ids import is_queue_id
+from postbus.schedule import windows
 from postbus.service import ServiceContext
 
 log = logging.getLogger("postbus.qmgr")
@@ -66,6 +71,7 @@ class Commands:
 
     async def carry_out(self, verb: str, args: dict[str, str]) -> str:
         if verb == cmd.FLUSH:
+            await self.revive()
             self.start("flush", lambda entry: True)
             return cmd.OK
         if verb == cmd.SEND_FILE:
@@ -83,6 +89,16 @@ class Commands:
             self.start(f"site {site.lower()}", lambda entry: cmd.for_site(entry, site))
             return cmd.OK
         raise ValueError(f"unknown queue command {verb!r}")
+
+    async def revive(self) -> None:
+        """Dead destinations are tried again, as Postfix's flush unthrottles them."""
+        try:
+            revived = await windows.revive_dead()
+        except RedisError as exc:  # the flush itself still helps: mail is tried, or waits
+            log.warning("warning: flush: dead destinations not revived: %s", exc)
+            return
+        if revived:
+            log.info("flush: %d dead destinations to be tried again", revived)
 
     async def eligible(self, site: str) -> bool:
         """flush(8) serves only destinations in fast_flush_domains."""
