@@ -95,6 +95,13 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "always_add_missing_headers", "local_header_rewrite_clients", "smtpd_peername_lookup",
     "smtpd_forbidden_commands", "smtpd_discard_ehlo_keywords", "smtputf8_enable",
     "smtpd_discard_ehlo_keyword_address_maps", "smtpd_etrn_restrictions", "fast_flush_domains",
+    # smtpd behind a load balancer (postbus.haproxy, ingress_smtpd/proxy.py)
+    "smtpd_upstream_proxy_protocol", "smtpd_upstream_proxy_timeout",
+    # client limits across replicas (postbus.anvil, ingress_smtpd/limits.py)
+    "smtpd_client_connection_count_limit", "smtpd_client_connection_rate_limit",
+    "smtpd_client_message_rate_limit", "smtpd_client_recipient_rate_limit",
+    "smtpd_client_new_tls_session_rate_limit", "smtpd_client_auth_rate_limit",
+    "smtpd_client_event_limit_exceptions", "anvil_rate_time_unit",
     # smtpd TLS (postbus.tls, postbus.tls_session, ingress_smtpd/starttls.py)
     "smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls", "smtpd_tls_wrappermode",
     "smtpd_starttls_timeout", "smtpd_tls_cert_file", "smtpd_tls_key_file",
@@ -256,6 +263,8 @@ ONLY_VALUES: dict[str, frozenset[str]] = {
     "smtpd_tls_loglevel": frozenset({"0", "1"}),
     # alias, forward, include (local) and generic (smtp) do not propagate yet
     "propagate_unmatched_extensions": frozenset({"", "canonical", "virtual"}),
+    # the one upstream proxy protocol Postfix has
+    "smtpd_upstream_proxy_protocol": frozenset({"", "haproxy"}),
     # no check_address_map tables
     "local_header_rewrite_clients": frozenset(
         {"permit_inet_interfaces", "permit_mynetworks", "permit_sasl_authenticated",

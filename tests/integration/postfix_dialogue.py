@@ -89,8 +89,12 @@ async def dialogue(port: int, lines: list[Line], tls: ssl.SSLContext | None = No
         if isinstance(line, bytes):
             await client.send(line)
             continue
-        await client.send(line + "\r\n")
-        out.append(f"{line[:60]} -> {await client.reply()}")
+        try:
+            await client.send(line + "\r\n")
+            reply = await client.reply()
+        except (ConnectionResetError, BrokenPipeError):  # closed with this line unread
+            reply = "<EOF>"
+        out.append(f"{line[:60]} -> {reply}")
         if out[-1].endswith("<EOF>") or out[-1].split("-> ")[1][:3] in ("221", "421", "521"):
             break
     await client.close()

@@ -23,6 +23,7 @@ TOO_MANY_ERRORS: Final = "421 4.7.0 {host} Error: too many errors"
 TIMEOUT: Final = "421 4.4.2 {host} Error: timeout exceeded"
 
 LOCAL_DATA_ERROR: Final = "421 4.3.0 {host} Server local data error"
+LOCAL_ERROR: Final = "421 4.3.0 {host} Server local error"  # no valid PROXY header
 
 #: EHLO keywords in Postfix's order; SIZE takes message_size_limit (0: no number).
 EHLO_KEYWORDS: Final = (

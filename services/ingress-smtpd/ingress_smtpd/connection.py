@@ -81,8 +81,9 @@ class Connection(asyncio.Protocol):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def _wait(self) -> None:
-        """Wait for more input (flushing replies first); TimeoutError after smtpd_timeout."""
+    async def _wait(self, timeout: float | None = None) -> None:
+        """Wait for more input (flushing replies first); TimeoutError after smtpd_timeout
+        (or ``timeout``)."""
         await self.flush()
         if self.eof:
             raise ConnectionResetError("client went away")
@@ -92,12 +93,21 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         self._waiter = waiter
-        timer = loop.call_later(self.timeout, _expire, waiter)
+        timer = loop.call_later(self.timeout if timeout is None else max(timeout, 0.0),
+                                _expire, waiter)
         try:
             await waiter
         finally:
             timer.cancel()
             self._waiter = None
+
+    async def wait_input(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for more input: False at EOF, TimeoutError after."""
+        try:
+            await self._wait(timeout)
+        except ConnectionResetError:
+            return False
+        return True
 
     # -- input ------------------------------------------------------------------------------
 

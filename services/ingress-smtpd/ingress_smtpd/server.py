@@ -24,9 +24,12 @@ from dataclasses import dataclass
 
 from ingress_smtpd.connection import Connection
 from ingress_smtpd.etrn import FlushRequest, flush_over_bus
+from ingress_smtpd.limits import ClientLimits
+from ingress_smtpd.proxy import HeaderOnly, families, proxy_protocol, read_endpoints
 from ingress_smtpd.restrictions import Policy
 from ingress_smtpd.session import QueueWriter, Session
 from postbus import metrics
+from postbus.anvil import Anvil
 from postbus.cleanup import Cleanup
 from postbus.config.conv import ConfigError, split_list
 from postbus.config.loader import Config
@@ -76,6 +79,9 @@ class Settings:
     smtputf8: bool
     tls: ServerTlsSettings
     fast_flush: DomainList
+    proxy: str  # smtpd_upstream_proxy_protocol: "" or "haproxy"
+    proxy_timeout: float
+    families: tuple[bool, bool]  # IPv4, IPv6 enabled (inet_protocols)
     queue_timeout: float = QUEUE_WRITE_TIMEOUT
 
     @classmethod
@@ -117,6 +123,9 @@ class Settings:
             tls=ServerTlsSettings.from_config(cfg),
             fast_flush=DomainList.from_config(
                 cfg, "fast_flush_domains", set(cfg.list("parent_domain_matches_subdomains"))),
+            proxy=proxy_protocol(cfg),
+            proxy_timeout=cfg.time("smtpd_upstream_proxy_timeout"),
+            families=families(cfg),
         )
 
 
@@ -125,9 +134,10 @@ class SmtpServer:
 
     def __init__(
         self, cfg: Config, writer: QueueWriter, listener: str = "smtp",
-        flush: FlushRequest | None = None,
+        flush: FlushRequest | None = None, anvil: Anvil | None = None,
     ) -> None:
         self.tls: ServerTls | None = None
+        self.anvil = anvil  # the client limits' counters (None: no limits, as stand-alone)
         self.reconfigure(cfg)
         self.writer = writer
         self.flush = flush  # ETRN: ask the qmgr to flush a site (None: no flush service)
@@ -146,6 +156,9 @@ class SmtpServer:
         if self.tls is None or self.tls.settings != settings.tls:
             self.tls = ServerTls(settings.tls)
         self.cfg, self.settings, self.policy, self.cleanup = cfg, settings, policy, cleanup
+        if self.anvil is not None:
+            self.anvil.unit_ms = int(cfg.time("anvil_rate_time_unit") * 1000)
+        self.limits = ClientLimits(cfg, self.anvil)
         self._rewrite = cfg.list("local_header_rewrite_clients")
 
     async def start(
@@ -184,20 +197,29 @@ class SmtpServer:
         return hosts or [None]
 
     def _accept(self, conn: Connection) -> None:
+        if self.settings.proxy and self.settings.tls.wrappermode:
+            HeaderOnly.install(conn)  # read no further than the header: TLS follows
         task = asyncio.create_task(self._session(conn))
         self.sessions.add(task)
         task.add_done_callback(self.sessions.discard)
 
     async def _session(self, conn: Connection) -> None:
-        addr = conn.peer[0]
-        if addr.startswith("::ffff:") and "." in addr:
-            addr = addr[7:]
         metrics.smtpd_connections.labels(self.listener).inc()
         active = metrics.smtpd_active_connections.labels(self.listener)
         active.inc()
+        addr = conn.peer[0]
         try:
+            hangup = False
+            if self.settings.proxy:  # the client is the one the proxy names
+                endpoints = await read_endpoints(conn, self.settings.proxy_timeout,
+                                                 *self.settings.families)
+                hangup = endpoints is None
+                conn.peer = endpoints or conn.peer
+            addr = conn.peer[0]
+            if addr.startswith("::ffff:") and "." in addr:
+                addr = addr[7:]
             name = await self._peername(addr)
-            await Session(self, conn, name, addr).run()
+            await Session(self, conn, name, addr, hangup=hangup).run()
         except Exception:
             log.error("session with %s[%s] failed", "unknown", addr, exc_info=True)
             conn.close()
@@ -275,7 +297,8 @@ async def main(ctx: ServiceContext) -> None:
         return await store.enqueue(entry, b"", long_ids, build=build)
 
     flush = flush_over_bus(ctx.nc) if ctx.nc is not None else None
-    server = SmtpServer(cfg, write, listener=ctx.service, flush=flush)
+    anvil = Anvil(ctx.service, cfg.time("anvil_rate_time_unit"))
+    server = SmtpServer(cfg, write, listener=ctx.service, flush=flush, anvil=anvil)
     ctx.on_reload(server.reconfigure)
     host, port = where
     bound = await server.start(host, port, reuse_port=process_count(master) > 1)

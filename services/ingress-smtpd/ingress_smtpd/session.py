@@ -70,8 +70,10 @@ class Quit(Exception):
 
 
 class Session:
-    def __init__(self, server: SmtpServer, conn: Connection, name: str, addr: str) -> None:
+    def __init__(self, server: SmtpServer, conn: Connection, name: str, addr: str,
+                 hangup: bool = False) -> None:
         self.server = server
+        self.hangup = hangup  # no valid PROXY header: "421 4.3.0 Server local error" only
         self.s = server.settings
         self.conn = conn
         self.client_name = name
@@ -90,6 +92,7 @@ class Session:
         self.discard = self.s.discard  # EHLO keywords not offered to this client
         self.discard_failed = False  # the address maps could not say which
         self.line = ""  # the command line being run, as received
+        self.limits = server.limits.for_session(self)  # connection and rate limits (anvil)
         self.reset()
 
     def reset(self) -> None:
@@ -128,7 +131,10 @@ class Session:
         self.header_context = self.server.cleanup.header_context(local)
         self.add_missing = self.header_context is not None or self.s.always_add_headers
         try:
-            if not await wrapper_mode(self):
+            if self.hangup:
+                conn.write(r.LOCAL_ERROR.format(host=self.s.myhostname))
+                return
+            if not await wrapper_mode(self) or not await self.limits.connect():
                 return
             await discard_keywords(self)
             conn.write(r.BANNER.format(banner=self.s.banner))
@@ -158,6 +164,7 @@ class Session:
         finally:
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 await asyncio.wait_for(conn.flush(), 5)
+            await self.limits.disconnect()  # before the close, as Postfix tells anvil
             conn.close()
             log.info("disconnect from %s%s", self.namaddr, self._stats())
 
@@ -275,6 +282,8 @@ class Session:
         if self.bdat_state is not None:
             await self.reply(r.MAIL_AFTER_BDAT)
             return False
+        if arg[:5].lower() == "from:" and arg[5:].strip() and not await self.limits.mail():
+            return False
         try:
             mail = parse_mail(arg, strict=self.s.strict_envelopes, dsn="DSN" not in self.discard,
                               smtputf8=self.s.smtputf8 and "SMTPUTF8" not in self.discard)
@@ -303,6 +312,8 @@ class Session:
             return False
         if self.bdat_state is not None:
             await self.reply(r.RCPT_AFTER_BDAT)
+            return False
+        if arg[:3].lower() == "to:" and arg[3:].strip() and not await self.limits.rcpt():
             return False
         try:
             rcpt = parse_rcpt(arg, strict=self.s.strict_envelopes, dsn="DSN" not in self.discard)
@@ -378,6 +389,8 @@ class Session:
         if not tokens:
             await self.reply(r.VRFY_SYNTAX)
             return False
+        if not await self.limits.rcpt():
+            return False
         try:
             address = parse_address(tokens[0]) if len(tokens) == 1 else ""
         except ValueError:
@@ -398,6 +411,8 @@ class Session:
         return True
 
     async def do_auth(self, arg: str) -> bool:
+        if not await self.limits.auth():  # smtpd_client_auth_rate_limit, before all else
+            return False
         await self.reply(r.AUTH_NOT_ENABLED)
         return False
 

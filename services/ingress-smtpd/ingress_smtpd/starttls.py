@@ -18,6 +18,7 @@ import re
 import ssl
 from typing import TYPE_CHECKING
 
+from ingress_smtpd.bdat import Hangup
 from postbus.smtp import replies as r
 from postbus.tls import LOG_SUMMARY
 from postbus.tls_session import session_facts
@@ -47,11 +48,14 @@ async def do_starttls(session: Session, arg: str) -> bool:
     if context is None:
         await session.reply(r.TLS_NOT_AVAILABLE)
         return False
+    if not await session.limits.starttls():
+        return False
     session.conn.write(r.STARTTLS_READY)
     await session.conn.flush()
     session.helo = ""
     session.reset()
-    await start_tls(session, context)
+    if not await session.limits.new_tls_session(await start_tls(session, context)):
+        raise Hangup
     return True
 
 
@@ -66,12 +70,16 @@ async def wrapper_mode(session: Session) -> bool:
                     "initialization failed. For details see earlier warnings in your logs.",
                     session.namaddr, session.server.listener)
         return False
-    await start_tls(session, context)
+    if not await session.limits.wrapper():
+        return False
+    if not await session.limits.new_tls_session(await start_tls(session, context)):
+        return False
     return await require_client_cert(session)
 
 
-async def start_tls(session: Session, context: ssl.SSLContext) -> None:
-    """The handshake and what follows it; HandshakeFailed ends the session."""
+async def start_tls(session: Session, context: ssl.SSLContext) -> bool:
+    """The handshake and what follows it: whether the TLS session was resumed;
+    HandshakeFailed ends the session."""
     settings = session.s.tls
     server_tls = session.server.tls
     assert server_tls is not None
@@ -94,6 +102,7 @@ async def start_tls(session: Session, context: ssl.SSLContext) -> None:
         log.info("%s", facts.verify_error(session.namaddr))  # TLS_LOG_UNTRUSTED
     if settings.loglevel >= LOG_SUMMARY:
         log.info("%s", facts.summary(session.namaddr))
+    return sslobj.session_reused
 
 
 async def require_client_cert(session: Session) -> bool:
