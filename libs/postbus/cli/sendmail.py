@@ -22,7 +22,7 @@ import os
 import sys
 
 from postbus import tok822_tree
-from postbus.cleanup import Cleanup, CleanupError, Context
+from postbus.cleanup import Cleanup, CleanupError, Context, MessageDiscarded, Origin
 from postbus.cleanup.content import header_lines, split_headers
 from postbus.cleanup.headers import header_opts
 from postbus.config.loader import Config
@@ -30,10 +30,11 @@ from postbus.logging import setup_logging
 from postbus.maps import context as maps_context
 from postbus.queue.admin import open_queue
 from postbus.queue.entry import QueueEntry, Recipient
+from postbus.queue.ids import new_queue_id
 
 log = logging.getLogger("postbus.pickup")
 
-EX_USAGE, EX_TEMPFAIL = 64, 75
+EX_USAGE, EX_DATAERR, EX_TEMPFAIL = 64, 65, 75
 EXTRACTED = frozenset({"To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc"})  # -t
 
 
@@ -69,19 +70,24 @@ def header_recipients(content: bytes) -> list[str]:
 
 async def submit(cfg: Config, sender: str, recipients: list[str], content: bytes,
                  context: Context | None = "local") -> str:
-    """Cleanup, then the queue; raises CleanupError when the message must not be queued."""
-    entry = QueueEntry(queue_id="", sender=sender,
+    """Cleanup, then the queue; raises CleanupError when the message must not be queued,
+    MessageDiscarded when a DISCARD action dropped it. Header and body checks apply
+    (unless receive_override_options has no_header_body_checks), naming the message
+    with the queue ID it is then queued under."""
+    long_ids = cfg.bool("enable_long_queue_ids")
+    entry = QueueEntry(queue_id=new_queue_id(long_ids), sender=sender,
                        recipients=[Recipient(address) for address in recipients],
                        client_name="localhost", client_addr="127.0.0.1", protocol="sendmail")
     maps_context.configure(cfg.get("postbus_redis_url"))
     try:
         cleanup = Cleanup(cfg)
-        build = await cleanup.message(entry, content, context=context, mapping=cleanup.mapping)
+        qid = entry.queue_id
+        build = await cleanup.message(entry, content, context=context, mapping=cleanup.mapping,
+                                      filter=cleanup.filter, origin=Origin(origin="local"))
     finally:
         await maps_context.aclose()
     async with open_queue(cfg, "sendmail") as store:
-        return await store.queue.enqueue(entry, b"", cfg.bool("enable_long_queue_ids"),
-                                         build=build)
+        return await store.queue.enqueue(entry, b"", long_ids, build=build, queue_id=qid)
 
 
 def main(argv: list[str]) -> int:
@@ -114,7 +120,13 @@ def main(argv: list[str]) -> int:
         context = Cleanup(cfg).header_context(local=False)
     try:
         qid = asyncio.run(submit(cfg, sender, recipients, content, context))
+    except MessageDiscarded as exc:
+        log.info("%s: uid=%d from=<%s>", exc, os.getuid(), user)
+        return 0
     except CleanupError as exc:
+        if exc.reply.startswith("5"):  # content rejected: Postfix would bounce it
+            print(f"sendmail: fatal: message rejected: {exc.reply[4:]}", file=sys.stderr)
+            return EX_DATAERR
         print(f"sendmail: fatal: message not accepted, try again later: {exc.reply}",
               file=sys.stderr)
         return EX_TEMPFAIL

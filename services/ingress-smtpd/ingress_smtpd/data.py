@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from ingress_smtpd.cleanup import Message, unstuff
 from postbus import metrics
-from postbus.cleanup import CleanupError
+from postbus.cleanup import CleanupError, MessageDiscarded
 from postbus.cleanup.status import WRITE_ERROR
+from postbus.queue.ids import new_queue_id
 from postbus.smtp import replies as r
 
 if TYPE_CHECKING:
@@ -68,8 +69,13 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
     )
     try:
         cleanup = server.cleanup
-        await message.rewrite(cleanup.begin(context=session.header_context,
-                                            mapping=cleanup.mapping))
+        qid = new_queue_id(s.long_queue_ids) if cleanup.filter else "NOQUEUE"
+        await message.rewrite(cleanup.begin(queue_id=qid, context=session.header_context,
+                                            mapping=cleanup.mapping), filter=cleanup.filter)
+    except MessageDiscarded:  # DISCARD: the client is told it was queued
+        log.info("%s: client=%s", message.queue_id, session.namaddr)
+        session.conn.write(reply.format(queue_id=message.queue_id, size=size))
+        return True
     except CleanupError as exc:
         await session.reply(exc.reply)
         return False
