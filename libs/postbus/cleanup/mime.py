@@ -120,7 +120,7 @@ class _Walk:
             checks = self.insp.checks
             for quoted, token in _BOUNDARY.findall(value[m.end() :]):
                 bound = re.sub(r"\\(.)", r"\1", quoted) if quoted else token
-                if len(self.stack) > checks.nesting_limit:
+                if len(self.stack) - 1 > checks.nesting_limit:  # nesting_level starts at -1
                     if checks.report_nesting:
                         self.insp.mime_error("MIME nesting exceeds safety limit", header)
                     continue

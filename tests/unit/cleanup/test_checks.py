@@ -212,7 +212,7 @@ def test_mime_bomb(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert verdict.reason == "5.6.0 MIME nesting exceeds safety limit"
     assert any(r.getMessage().startswith(
         "QID1: reject: mime-error MIME nesting exceeds safety limit: Content-Type: "
-        "multipart/mixed; boundary=\"b101\" from mx.client.test[192.0.2.7]; "
+        "multipart/mixed; boundary=\"b102\" from mx.client.test[192.0.2.7]; "
         "from=<a@client.test> to=<b@postbus.test>") for r in caplog.records)
     wide = b"Subject: wide\r\nContent-Type: multipart/mixed; boundary=w\r\n\r\n" + \
         b"".join(b"--w\r\nX-Part: %d\r\n\r\nbody %d\r\n" % (i, i) for i in range(5000)) + \
