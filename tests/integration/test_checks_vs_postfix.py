@@ -94,6 +94,9 @@ MESSAGES: list[tuple[str, bytes]] = [
                b"Content-Type: message/rfc822\r\n\r\nSubject: nested bad\r\n\r\ninner\r\n"
                b"--XX--\r\n"),
     ("mime_bomb", b"Subject: deep\r\nMIME-Version: 1.0\r\n" + _DEEP + b"\r\nend\r\n"),
+    ("huge_header", b"Subject: " + b"x" * 110 * 1024 + b"\r\nX-Mailer: after\r\n\r\nhi\r\n"),
+    ("huge_folded_header", b"X-Long: start\r\n" + b"\tfold fold fold fold\r\n" * 6000
+                           + b"Subject: warn me\r\n\r\nhi\r\n"),
     ("wide_mime", b"Subject: wide\r\nMIME-Version: 1.0\r\n"
                   b"Content-Type: multipart/mixed; boundary=w\r\n\r\n"
                   + b"".join(b"--w\r\nX-Part: %d\r\n\r\nbody\r\n" % i for i in range(2000))
@@ -156,6 +159,12 @@ def normalized(line: str) -> str:
     return _DATE.sub("DATE", _QID.sub("QUEUEID", line))
 
 
+def shortened(lines: list[str]) -> list[str]:
+    """Long header lines as their start and length (the recordings stay small)."""
+    short = [f"{x[:40]}...({len(x)})" if len(x) > 200 else x for x in lines]
+    return [*short[:20], f"({len(lines)} lines)"]
+
+
 def postfix_cleanup_log(maillog: Path, start: int, qid: str | None) -> list[str]:
     deadline = time.monotonic() + 10
     lines: list[str] = []
@@ -181,7 +190,7 @@ def postfix_queued(live: LivePostfix, qid: str) -> dict[str, Any] | None:
                  if json.loads(x)["queue_id"] == qid)
     recipients = next([r["address"] for r in json.loads(x)["recipients"]]
                       for x in listing.splitlines() if json.loads(x)["queue_id"] == qid)
-    return {"headers": kept_headers(content), "body": content.replace("\r\n", "\n")
+    return {"headers": shortened(kept_headers(content)), "body": content.replace("\r\n", "\n")
             .partition("\n\n")[2], "hold": queue == "hold", "recipients": sorted(recipients)}
 
 
@@ -211,7 +220,7 @@ async def our_answer(port: int, store: Bus, message: bytes,
         if got is not None:
             entry = got[0]
             content = (await store.queue.content(entry.queue_id, entry.chunks)).decode()
-            queued = {"headers": kept_headers(content),
+            queued = {"headers": shortened(kept_headers(content)),
                       "body": content.replace("\r\n", "\n").partition("\n\n")[2],
                       "hold": entry.queue == "hold",
                       "recipients": sorted(r.address for r in entry.recipients)}
