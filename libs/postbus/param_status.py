@@ -90,6 +90,9 @@ IMPLEMENTED: frozenset[str] = frozenset({
     # header and body checks (postbus.cleanup.checks, postbus.cleanup.mime)
     "header_checks", "mime_header_checks", "nested_header_checks", "body_checks",
     "body_checks_size_limit", "mime_nesting_limit", "mime_boundary_length_limit",
+    "smtp_header_checks", "smtp_mime_header_checks", "smtp_nested_header_checks",
+    "smtp_body_checks", "lmtp_header_checks", "lmtp_mime_header_checks",
+    "lmtp_nested_header_checks", "lmtp_body_checks",
     # smtpd
     "mail_name", "smtpd_banner", "message_size_limit", "line_length_limit",
     "header_size_limit", "smtpd_timeout", "smtpd_recipient_limit", "smtpd_soft_error_limit",

@@ -28,6 +28,7 @@ from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.maps.maps import Maps, open_maps
 from postbus.maps.table import TableRetry
+from postbus.params import PARAMS
 
 log = logging.getLogger("postbus.cleanup")
 
@@ -106,27 +107,37 @@ def _filter_rules(maps: Maps, name: str) -> None:
 
 
 class ContentChecks:
-    """The check tables and limits shared by every message."""
+    """The check tables and limits shared by every message.
 
-    def __init__(self, cfg: Config) -> None:
+    ``prefix`` "smtp_" or "lmtp_" reads a delivery agent's tables
+    (smtp_header_checks and the rest, :mod:`postbus.hbc`): no size limit on
+    body checks, and FILTER is just an unsupported command there."""
+
+    def __init__(self, cfg: Config, prefix: str = "") -> None:
+        self.prefix = prefix
         self.tables: dict[str, Maps] = {}
         opened: dict[str, Maps] = {}  # mime_ and nested_header_checks are $header_checks
         for name in (PRIMARY, MULTIPART, NESTED, BODY):
-            value = cfg.get(name)
+            param = prefix + name
+            if param not in PARAMS:  # lmtp_ has header and body checks only
+                continue
+            value = cfg.get(param)
             if value.strip():
                 maps = opened.get(value.strip())
                 if maps is None:
-                    maps = opened[value.strip()] = open_maps(value, name)
-                    _filter_rules(maps, name)
+                    maps = opened[value.strip()] = open_maps(value, param)
+                    if not prefix:
+                        _filter_rules(maps, param)
                 self.tables[name] = maps
-        self.body_limit = cfg.size("body_checks_size_limit")
+        self.body_limit = 0 if prefix else cfg.size("body_checks_size_limit")
         self.header_limit = cfg.size("header_size_limit")
         self.line_limit = max(cfg.int("line_length_limit"), 1)
         self.nesting_limit = cfg.int("mime_nesting_limit")
         self.boundary_limit = max(cfg.int("mime_boundary_length_limit"), 1)
         self.mime = not cfg.bool("disable_mime_input_processing")
-        # MIME_OPT_REPORT_NESTING: only when some header checks are configured
-        self.report_nesting = any(n in self.tables for n in (PRIMARY, MULTIPART, NESTED))
+        # MIME_OPT_REPORT_NESTING: only cleanup, and only with some header checks
+        self.report_nesting = not prefix and any(
+            n in self.tables for n in (PRIMARY, MULTIPART, NESTED))
 
     def __bool__(self) -> bool:
         return bool(self.tables)
@@ -180,7 +191,7 @@ class Inspection:
         maps = self.checks.tables.get(cls)
         if maps is None:
             return header, []
-        return await self._find(maps, cls, "header", header)
+        return await self._find(maps, self.checks.prefix + cls, "header", header)
 
     async def body(self, line: str, offset: int) -> tuple[str | None, list[str]]:
         """One body line (or line_length_limit piece of one) at ``offset`` in its part."""
@@ -188,15 +199,16 @@ class Inspection:
         limit = self.checks.body_limit
         if maps is None or not self.out_ok or (limit and offset >= limit):
             return line, []
-        return await self._find(maps, BODY, "body", line)
+        return await self._find(maps, self.checks.prefix + BODY, "body", line)
 
     async def _find(self, maps: Maps, title: str, context: str,
                     text: str) -> tuple[str | None, list[str]]:
         try:
             value = await maps.find(text[: self.checks.header_limit])
         except TableRetry:
-            log.warning("%s: %s map lookup problem -- message not accepted, try again later",
-                        self.origin.queue_id, title)
+            if not self.checks.prefix:
+                log.warning("%s: %s map lookup problem -- message not accepted, "
+                            "try again later", self.origin.queue_id, title)
             self.verdict.write_error = True
             return text, []
         if value is None:
