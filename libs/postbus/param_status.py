@@ -90,6 +90,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     # header and body checks (postbus.cleanup.checks, postbus.cleanup.mime)
     "header_checks", "mime_header_checks", "nested_header_checks", "body_checks",
     "body_checks_size_limit", "mime_nesting_limit", "mime_boundary_length_limit",
+    "disable_mime_input_processing",
     "smtp_header_checks", "smtp_mime_header_checks", "smtp_nested_header_checks",
     "smtp_body_checks", "lmtp_header_checks", "lmtp_mime_header_checks",
     "lmtp_nested_header_checks", "lmtp_body_checks",
