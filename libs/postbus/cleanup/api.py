@@ -145,7 +145,7 @@ class Cleanup:
             origin = origin or Origin()
             origin.queue_id = state.status.queue_id
             origin.sender = entry.sender
-            origin.recipient = state.recipients[-1].address if state.recipients else None
+            origin.recipient = state.last_recipient
             _, content = await state.inspect(content, origin)
         headers = split_headers(content, self.header_size_limit)
         headers.block = await state.header_block(headers.block, self.header_size_limit)
@@ -185,6 +185,7 @@ class CleanupState:
         self.recipients: list[Recipient] = []
         self._dups: set[tuple[str, ...]] = set()
         self.verdict: Verdict | None = None
+        self.last_recipient: str | None = None  # the to=<> of content log lines
         self.hold = False  # a HOLD action: queue the message on hold
 
     async def sender(self, address: str) -> str:
@@ -210,6 +211,7 @@ class CleanupState:
                 clean = await c.canonical.internal(self.status, clean, Classes.ENV_RCPT)
             if c.masquerade.applies(Classes.ENV_RCPT):
                 clean = await c.masquerade.internal(self.status, clean)
+        self.last_recipient = clean  # ≈ state->recip: before virtual alias expansion
         # duplicates are judged by the DSN original recipient (the client's ORCPT, else
         # the cleaned address), NOTIFY and the address as received, as Postfix does
         dsn_orcpt = orcpt or clean

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
+from postbus import metrics
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.maps.maps import Maps, open_maps
@@ -39,6 +40,9 @@ MIME_HEADERS: Final = frozenset({
     "content-description", "content-disposition", "content-id",
     "content-transfer-encoding", "content-type", "mime-version"})
 CONTENT_REJECTED: Final = "5.7.1 message content rejected"
+ACTIONS: Final = frozenset({
+    "REJECT", "WARN", "INFO", "FILTER", "PASS", "DISCARD", "HOLD", "PREPEND", "REPLACE",
+    "REDIRECT", "BCC", "STRIP", "IGNORE", "DUNNO", "OK"})
 _DSN = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?=\s|$)")
 _HEADER = re.compile(r"^[!-9;-~]+[ \t]*:")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
@@ -213,6 +217,8 @@ class Inspection:
             return text, []
         if value is None:
             return text, []
+        verb = value.split(None, 1)[0].upper() if value.strip() else ""
+        metrics.content_check_actions.labels(title, verb if verb in ACTIONS else "other").inc()
         return self.act(context, text, value, title)
 
     def act(self, context: str, buf: str, value: str,

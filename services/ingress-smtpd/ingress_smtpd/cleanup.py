@@ -83,7 +83,7 @@ class Message:
         if filter:
             self.queue_id = qid = state.status.queue_id
             origin = Origin(qid, f"{self.client_name}[{self.client_addr}]", self.sender,
-                            state.recipients[-1].address if state.recipients else None,
+                            state.last_recipient,
                             self.protocol, self.helo)
             self.top, self.content = await state.inspect(self.content, origin,
                                                          self.received(qid))

@@ -219,3 +219,12 @@ def test_mime_bomb(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         b"--w--\r\n"
     _content, verdict = _run(_checks(tmp_path, "/^X-Part: 4999$/ REJECT last"), wide)
     assert verdict.reason == "5.7.1 last"
+
+
+def test_actions_are_counted(tmp_path: Path) -> None:
+    from postbus import metrics
+
+    counter = metrics.content_check_actions.labels("header_checks", "WARN")
+    before = counter._value.get()
+    _run(_checks(tmp_path, "/^Subject:/ WARN"), MSG)
+    assert counter._value.get() == before + 1
