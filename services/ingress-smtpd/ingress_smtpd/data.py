@@ -69,11 +69,13 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
     )
     try:
         cleanup = server.cleanup
-        qid = new_queue_id(s.long_queue_ids) if cleanup.filter else "NOQUEUE"
+        qid = "NOQUEUE"
+        if cleanup.filter:  # the checks' log lines name the message: as Postfix, whose
+            qid = new_queue_id(s.long_queue_ids)  # queue file is open before DATA
+            log.info("%s: client=%s", qid, session.namaddr)
         await message.rewrite(cleanup.begin(queue_id=qid, context=session.header_context,
                                             mapping=cleanup.mapping), filter=cleanup.filter)
     except MessageDiscarded:  # DISCARD: the client is told it was queued
-        log.info("%s: client=%s", message.queue_id, session.namaddr)
         session.conn.write(reply.format(queue_id=message.queue_id, size=size))
         return True
     except CleanupError as exc:
@@ -96,7 +98,8 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
     metrics.smtpd_queue_write_seconds.observe(time.perf_counter() - started)
     server.accepted.inc()
     server.sizes.observe(entry.size)
-    log.info("%s: client=%s", qid, session.namaddr)
+    if qid != message.queue_id:
+        log.info("%s: client=%s", qid, session.namaddr)
     cleanup_log.info("%s: message-id=%s", qid, message.message_id or "<>")
     session.conn.write(reply.format(queue_id=qid, size=size))
     session.errors = session.junk = 0  # a message received forgives earlier errors

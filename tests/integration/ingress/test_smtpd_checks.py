@@ -74,6 +74,10 @@ async def test_reject_answers_550_and_queues_nothing(
     assert await send(run, b"Subject: later\r\n\r\nhi\r\n") == "451 4.7.0 try later"
     assert await send(run, b"Subject: x\r\n\r\nok\r\nviagra!\r\n") == "550 5.7.9 spam body"
     assert await queued(run) == []
+    # the queue ID is drawn before cleanup, as Postfix opens its queue file before DATA
+    clients = [rec.getMessage() for rec in caplog.records
+               if rec.getMessage().endswith(": client=unknown[127.0.0.1]")]
+    assert len(clients) == 3
     lines = [re.sub(r"^\w+: ", "QID: ", line) for line in cleanup_lines(caplog)]
     # smtpd's own Received: header is checked too, its lines joined by a newline that
     # the log shows as "?", as Postfix's logger does
@@ -99,6 +103,8 @@ async def test_discard_answers_250_and_queues_nothing(
     qid = match.group(1)
     assert await queued(run) == []
     assert f"{qid}: discard: header Subject: discard me {ORIGIN}" in cleanup_lines(caplog)
+    assert [rec.getMessage() for rec in caplog.records].count(
+        f"{qid}: client=unknown[127.0.0.1]") == 1
 
 
 async def test_hold_queues_on_hold(smtpd: StartSmtpd, tables: dict[str, str],
@@ -111,6 +117,8 @@ async def test_hold_queues_on_hold(smtpd: StartSmtpd, tables: dict[str, str],
     got = await run.store.queue.get(qid)
     assert got is not None and got[0].queue == "hold"
     assert f"{qid}: hold: header Subject: hold me {ORIGIN}: look at it" in cleanup_lines(caplog)
+    assert [rec.getMessage() for rec in caplog.records].count(
+        f"{qid}: client=unknown[127.0.0.1]") == 1
 
 
 async def test_header_edits_are_queued(smtpd: StartSmtpd, tables: dict[str, str]) -> None:
