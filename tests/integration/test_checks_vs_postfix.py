@@ -244,3 +244,60 @@ async def test_checks_as_postfix(case: str, message: bytes, postfix: LivePostfix
         assert "other@localhost" in expected["queued"].pop("recipients")
         assert got["queued"].pop("recipients") == ["other@localhost"]
     assert got == expected
+
+
+#: mime_header_checks and nested_header_checks set apart from header_checks
+SPLIT_HEADER = "/^Subject: / WARN primary subject\n/^Content-Type: text/ WARN never: a MIME header\n"
+SPLIT_MIME = "/^Content-Type: / INFO mime header\n/^X-Part: / WARN part header\n"
+SPLIT_MESSAGES: list[tuple[str, bytes]] = [
+    ("split_classes", b"Subject: outer\r\nMIME-Version: 1.0\r\n"
+                      b"Content-Type: multipart/mixed; boundary=\"XX\"\r\n\r\n--XX\r\n"
+                      b"Content-Type: text/plain\r\nX-Part: 1\r\n\r\nbody\r\n--XX\r\n"
+                      b"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\n"
+                      b"X-Part: inner\r\n\r\ninner body\r\n--XX--\r\n"),
+]
+
+
+@pytest.fixture(scope="module")
+def split_settings(settings: dict[str, str]) -> Iterator[dict[str, str]]:
+    tables = Path(tempfile.mkdtemp(prefix="postbus-checks-"))
+    tables.chmod(0o755)
+    (tables / "header").write_text(SPLIT_HEADER)
+    (tables / "mime").write_text(SPLIT_MIME)
+    yield {**settings, "header_checks": f"regexp:{tables}/header",
+           "mime_header_checks": f"pcre:{tables}/mime", "nested_header_checks": "",
+           "body_checks": ""}
+    shutil.rmtree(tables, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def split_postfix(split_settings: dict[str, str]) -> Iterator[LivePostfix | None]:
+    with LivePostfix.running({**split_settings, "defer_transports": "local"}) as live:
+        yield live
+
+
+@pytest.fixture
+async def split_ours(split_settings: dict[str, str],
+                     store: Bus) -> AsyncIterator[tuple[int, Bus]]:
+    async def write(entry: QueueEntry, build: Callable[[str], bytes]) -> str:
+        return await store.queue.enqueue(entry, b"", False, build=build,
+                                         queue_id=entry.queue_id)
+
+    server = SmtpServer(make_config(**split_settings), write, listener="compare")
+    port = (await server.start("127.0.0.1", 0))[0][1]
+    yield port, store
+    await server.stop(grace=1.0)
+
+
+@pytest.mark.parametrize(("case", "message"), SPLIT_MESSAGES, ids=[c for c, _ in SPLIT_MESSAGES])
+async def test_header_classes_as_postfix(case: str, message: bytes,
+                                         split_postfix: LivePostfix | None,
+                                         split_ours: tuple[int, Bus],
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    answer = await postfix_answer(split_postfix, message) if split_postfix else None
+    expected = RECORDING.answer(case, None if answer is None else lambda: answer)
+    got = await our_answer(*split_ours, message, caplog)
+    assert got == expected
+    # primary Subject, three Content-Type (mime_header_checks), the part's X-Part; none of
+    # the attachment's headers (nested_header_checks is empty)
+    assert len(got["log"]) == 5
