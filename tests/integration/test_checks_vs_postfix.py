@@ -247,7 +247,8 @@ async def test_checks_as_postfix(case: str, message: bytes, postfix: LivePostfix
 
 
 #: mime_header_checks and nested_header_checks set apart from header_checks
-SPLIT_HEADER = "/^Subject: / WARN primary subject\n/^Content-Type: text/ WARN never: a MIME header\n"
+SPLIT_HEADER = ("/^Subject: / WARN primary subject\n"
+                "/^Content-Type: text/ WARN never: a MIME header\n")
 SPLIT_MIME = "/^Content-Type: / INFO mime header\n/^X-Part: / WARN part header\n"
 SPLIT_MESSAGES: list[tuple[str, bytes]] = [
     ("split_classes", b"Subject: outer\r\nMIME-Version: 1.0\r\n"
