@@ -228,3 +228,27 @@ def test_actions_are_counted(tmp_path: Path) -> None:
     before = counter._value.get()
     _run(_checks(tmp_path, "/^Subject:/ WARN"), MSG)
     assert counter._value.get() == before + 1
+
+
+def test_random_input_never_breaks_the_walk(tmp_path: Path) -> None:
+    """Odd MIME, NUL bytes, bad UTF-8, boundaries everywhere: a verdict, never a traceback;
+    with no rule that matches, the content is never changed."""
+    import random
+
+    pieces = [b"Subject: x\r\n", b'Content-Type: multipart/mixed; boundary="a"\r\n', b"--a\r\n",
+              b"--a--\r\n", b"\r\n", b" cont\r\n", b"\tcont\r\n",
+              b"Content-Type: message/rfc822\r\n", b"\x00\xff\xfe", b"\r", b"\n", b"Content-Type: multipart/digest; boundary=b\r\n",
+              b"--b\r\n", b"X: " + b"y" * 3000 + b"\r\n", b":\r\n", b"No colon\r\n",
+              b'Content-Type: multipart/x; boundary=""\r\n', b"Content-Type: ; boundary=\r\n"]
+    rnd = random.Random(13)
+    (tmp_path / "edits").mkdir()
+    (tmp_path / "quiet").mkdir()
+    edits = _checks(tmp_path / "edits", "/^X:/ IGNORE\n/^Subject:/ REPLACE Subject: new\n"
+                    "/^Content-Type:/ PREPEND X-Pre: 1", "/^--/ PREPEND pre\n/cont/ REPLACE c")
+    quiet = _checks(tmp_path / "quiet", "/^X-Never-There:/ REJECT", "/^never there$/ REJECT")
+    for _ in range(400):
+        msg = b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 40)))
+        if rnd.random() < 0.2:
+            msg = bytes(rnd.randrange(256) for _ in range(rnd.randint(0, 300)))
+        _run(edits, msg)
+        assert _run(quiet, msg) == (None, Verdict())
