@@ -237,7 +237,8 @@ def test_random_input_never_breaks_the_walk(tmp_path: Path) -> None:
 
     pieces = [b"Subject: x\r\n", b'Content-Type: multipart/mixed; boundary="a"\r\n', b"--a\r\n",
               b"--a--\r\n", b"\r\n", b" cont\r\n", b"\tcont\r\n",
-              b"Content-Type: message/rfc822\r\n", b"\x00\xff\xfe", b"\r", b"\n", b"Content-Type: multipart/digest; boundary=b\r\n",
+              b"Content-Type: message/rfc822\r\n", b"\x00\xff\xfe", b"\r", b"\n",
+              b"Content-Type: multipart/digest; boundary=b\r\n",
               b"--b\r\n", b"X: " + b"y" * 3000 + b"\r\n", b":\r\n", b"No colon\r\n",
               b'Content-Type: multipart/x; boundary=""\r\n', b"Content-Type: ; boundary=\r\n"]
     rnd = random.Random(13)
