@@ -1,6 +1,7 @@
 """postbus sendmail runs header_checks and body_checks as Postfix's pickup-fed
 cleanup does: edits are queued, HOLD queues on hold, DISCARD queues nothing and
-succeeds, REJECT queues nothing and fails (Postfix would bounce it to the sender)."""
+succeeds, REJECT succeeds too and bounces the message to its sender
+(cleanup_bounce(): every recipient bounced, the qmgr sends the notice)."""
 
 from __future__ import annotations
 
@@ -56,17 +57,41 @@ async def test_sendmail_edits_and_hold(conf: Path, store: Bus) -> None:
     assert b"X-Secret" not in content
 
 
-async def test_sendmail_discard_and_reject_queue_nothing(conf: Path, store: Bus) -> None:
+async def test_sendmail_discard_queues_nothing(conf: Path, store: Bus) -> None:
     done = await asyncio.to_thread(sendmail, conf, b"Subject: discard\n\nbody\n",
                                    "u@postbus.test")
     assert done.returncode == 0, done.stderr
+    assert [e async for e in store.queue.entries()] == []
+
+
+async def test_sendmail_reject_is_queued_bounced(conf: Path, store: Bus) -> None:
     done = await asyncio.to_thread(sendmail, conf, b"Subject: reject\n\nbody\n",
-                                   "u@postbus.test")
-    assert done.returncode == 65
-    assert done.stderr.decode().endswith(
-        "sendmail: fatal: message rejected: 5.7.1 not from here\n")
+                                   "-f", "root@postbus.test", "u@postbus.test", "v@postbus.test")
+    assert done.returncode == 0, done.stderr
     done = await asyncio.to_thread(sendmail, conf, b"Subject: s\n\nforbidden\n",
                                    "u@postbus.test")
-    assert done.returncode == 65
-    assert done.stderr.decode().endswith("sendmail: fatal: message rejected: 5.7.2 body says no\n")
-    assert [e async for e in store.queue.entries()] == []
+    assert done.returncode == 0, done.stderr
+    entries = {e.recipients[0].reason: e async for e in store.queue.entries()}
+    assert sorted(entries) == ["body says no", "not from here"]
+    assert [(r.address, r.state, r.dsn) for r in entries["not from here"].recipients] == [
+        ("u@postbus.test", "bounced", "5.7.1"), ("v@postbus.test", "bounced", "5.7.1")]
+    assert entries["body says no"].recipients[0].dsn == "5.7.2"
+
+
+async def test_rejected_sendmail_mail_bounces_to_its_sender(qmgr: Path, store: Bus) -> None:
+    etc = qmgr.parent / "etc"
+    (etc / "header_checks").write_text(HEADER_CHECKS)
+    with open(etc / "main.cf", "a") as main:
+        main.write(f"header_checks = regexp:{etc}/header_checks\n")
+    done = await asyncio.to_thread(sendmail, etc, b"Subject: reject\n\nbody\n",
+                                   "-f", "alice@client.test", "u@postbus.test")
+    assert done.returncode == 0, done.stderr
+    for _ in range(400):  # the notice replaces the rejected message
+        entries = [e async for e in store.queue.entries()]
+        if [e.sender for e in entries] == [""]:
+            break
+        await asyncio.sleep(0.05)
+    assert [(e.sender, [r.address for r in e.recipients]) for e in entries] == [
+        ("", ["alice@client.test"])]
+    notice = (await store.queue.content(entries[0].queue_id, entries[0].chunks)).decode()
+    assert "not from here" in notice

@@ -126,7 +126,7 @@ class Cleanup:
     async def message(self, entry: QueueEntry, content: bytes, *,
                       context: Context | None = "local", mapping: bool = True,
                       filter: bool = False, origin: Origin | None = None,
-                      ) -> Callable[[str], bytes]:
+                      bounce: bool = False) -> Callable[[str], bytes]:
         """Rewrite ``entry`` (sender; recipients, each keeping its orig_rcpt and NOTIFY)
         and the header block of ``content`` (CRLF lines); return the function that
         makes the content to queue once the queue ID is drawn (missing headers
@@ -149,7 +149,14 @@ class Cleanup:
             _, content = await state.inspect(content, origin)
         headers = split_headers(content, self.header_size_limit)
         headers.block = await state.header_block(headers.block, self.header_size_limit)
-        state.finish()
+        try:
+            state.finish()
+        except CleanupError as exc:
+            if not bounce or exc.stat != Stat.CONT:
+                raise
+            dsn, _, text = (exc.reason or "5.7.1 message content rejected").partition(" ")
+            for rcpt in state.recipients:
+                rcpt.state, rcpt.dsn, rcpt.reason, rcpt.relay = "bounced", dsn, text, "none"
         if state.hold:
             entry.queue = "hold"
         entry.recipients = state.recipients

@@ -20,12 +20,14 @@ import getpass
 import logging
 import os
 import sys
+import time
 
 from postbus import tok822_tree
 from postbus.cleanup import Cleanup, CleanupError, Context, MessageDiscarded, Origin
 from postbus.cleanup.content import header_lines, split_headers
 from postbus.cleanup.headers import header_opts
 from postbus.config.loader import Config
+from postbus.delivery import Stats, log_delivery
 from postbus.logging import setup_logging
 from postbus.maps import context as maps_context
 from postbus.queue.admin import open_queue
@@ -34,7 +36,7 @@ from postbus.queue.ids import new_queue_id
 
 log = logging.getLogger("postbus.pickup")
 
-EX_USAGE, EX_DATAERR, EX_TEMPFAIL = 64, 65, 75
+EX_USAGE, EX_TEMPFAIL = 64, 75
 EXTRACTED = frozenset({"To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc"})  # -t
 
 
@@ -83,11 +85,19 @@ async def submit(cfg: Config, sender: str, recipients: list[str], content: bytes
         cleanup = Cleanup(cfg)
         qid = entry.queue_id
         build = await cleanup.message(entry, content, context=context, mapping=cleanup.mapping,
-                                      filter=cleanup.filter, origin=Origin(origin="local"))
+                                      filter=cleanup.filter, origin=Origin(origin="local"),
+                                      bounce=True)
     finally:
         await maps_context.aclose()
     async with open_queue(cfg, "sendmail") as store:
-        return await store.queue.enqueue(entry, b"", long_ids, build=build, queue_id=qid)
+        qid = await store.queue.enqueue(entry, b"", long_ids, build=build, queue_id=qid)
+    now = time.time()
+    stats = Stats(entry.arrival_time, now, now)
+    for rcpt in entry.recipients:  # rejected content: the qmgr sends the bounce
+        if rcpt.state == "bounced":
+            log_delivery(qid, rcpt, "none", stats, rcpt.dsn, "bounced", rcpt.reason,
+                         transport="cleanup")
+    return qid
 
 
 def main(argv: list[str]) -> int:
@@ -124,9 +134,6 @@ def main(argv: list[str]) -> int:
         log.info("%s: uid=%d from=<%s>", exc, os.getuid(), user)
         return 0
     except CleanupError as exc:
-        if exc.reply.startswith("5"):  # content rejected: Postfix would bounce it
-            print(f"sendmail: fatal: message rejected: {exc.reply[4:]}", file=sys.stderr)
-            return EX_DATAERR
         print(f"sendmail: fatal: message not accepted, try again later: {exc.reply}",
               file=sys.stderr)
         return EX_TEMPFAIL
