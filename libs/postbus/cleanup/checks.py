@@ -123,7 +123,7 @@ class ContentChecks:
         opened: dict[str, Maps] = {}  # mime_ and nested_header_checks are $header_checks
         for name in (PRIMARY, MULTIPART, NESTED, BODY):
             param = prefix + name
-            if param not in PARAMS:  # lmtp_ has header and body checks only
+            if param not in PARAMS:  # a name Postfix does not have: nothing to read
                 continue
             value = cfg.get(param)
             if value.strip():

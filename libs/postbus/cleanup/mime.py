@@ -43,9 +43,10 @@ def _enc(text: str) -> bytes:
 class _Walk:
     """One message's MIME state (≈ MIME_STATE)."""
 
-    def __init__(self, insp: Inspection, data: bytes) -> None:
+    def __init__(self, insp: Inspection, data: bytes, top: int = 0) -> None:
         self.insp = insp
         self.data = data
+        self.top = top  # the receiver's own headers end here: no header spans it
         checks = insp.checks
         self.mime = checks.mime
         self.header_tables = any(n in checks.tables for n in (PRIMARY, MULTIPART, NESTED))
@@ -66,7 +67,7 @@ class _Walk:
             nxt = n if end < 0 else end + 2
             line = data[pos : n if end < 0 else end]
             if self.state != "body":
-                if lines and line[:1] in (b" ", b"\t"):
+                if lines and line[:1] in (b" ", b"\t") and pos != self.top:
                     lines.append(line)
                     pos = nxt
                     continue
@@ -199,7 +200,7 @@ async def inspect(insp: Inspection, data: bytes, top: int = 0) -> tuple[bytes, b
     """Check a CRLF message whose first ``top`` bytes are headers the receiver added
     (smtpd's Received:); returns those and the rest as the actions left them, or
     None when nothing changed. The decisions are in ``insp.finish()``."""
-    walk = _Walk(insp, data)
+    walk = _Walk(insp, data, top)
     await walk.run()
     if not walk.edits:
         return None

@@ -253,3 +253,11 @@ def test_random_input_never_breaks_the_walk(tmp_path: Path) -> None:
             msg = bytes(rnd.randrange(256) for _ in range(rnd.randint(0, 300)))
         _run(edits, msg)
         assert _run(quiet, msg) == (None, Verdict())
+
+
+def test_content_cannot_continue_the_receivers_header(tmp_path: Path) -> None:
+    """A message starting with a continuation line: our Received: header stays ours."""
+    top = b"Received: from x\r\n"
+    body = b" not a continuation\r\nSubject: s\r\n\r\nbody\r\n"
+    insp = _checks(tmp_path, "/^Received:/ IGNORE").begin(Origin())
+    assert asyncio.run(mime.inspect(insp, top + body, top=len(top))) == (b"", body)
