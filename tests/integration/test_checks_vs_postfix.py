@@ -184,12 +184,18 @@ def postfix_queued(live: LivePostfix, qid: str) -> dict[str, Any] | None:
                                  capture_output=True, text=True, timeout=30, check=True).stdout
     except subprocess.CalledProcessError:
         return None  # discarded: no queue file
-    listing = subprocess.run(["postqueue", "-c", etc, "-j"], capture_output=True, text=True,
-                             timeout=30, check=True).stdout
-    queue = next(json.loads(x)["queue_name"] for x in listing.splitlines()
-                 if json.loads(x)["queue_id"] == qid)
-    recipients = next([r["address"] for r in json.loads(x)["recipients"]]
-                      for x in listing.splitlines() if json.loads(x)["queue_id"] == qid)
+    deadline = time.monotonic() + 20
+    while True:  # once its qmgr has deferred it (or it waits on hold): a settled listing
+        listing = subprocess.run(["postqueue", "-c", etc, "-j"], capture_output=True,
+                                 text=True, timeout=30, check=True).stdout
+        mine = [json.loads(x) for x in listing.splitlines() if json.loads(x)["queue_id"] == qid]
+        if (mine and mine[0]["queue_name"] in ("deferred", "hold")) \
+                or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert mine, f"{qid} is not in Postfix's queue"
+    queue = mine[0]["queue_name"]
+    recipients = [r["address"] for r in mine[0]["recipients"]]
     return {"headers": shortened(kept_headers(content)), "body": content.replace("\r\n", "\n")
             .partition("\n\n")[2], "hold": queue == "hold", "recipients": sorted(recipients)}
 
