@@ -41,6 +41,11 @@ smtpd_queue_write_seconds = Histogram(
 
 # qmgr
 queue_messages = Gauge("postbus_queue_messages", "messages per queue", ["queue"])
+content_check_actions = Counter(
+    "postbus_content_check_actions",
+    "header/body check actions taken (table: header_checks, smtp_body_checks, ...)",
+    ["table", "action"],
+)
 qmgr_messages_inserted = Counter("postbus_qmgr_messages_inserted", "messages taken in by qmgr")
 qmgr_messages_removed = Counter(
     "postbus_qmgr_messages_removed", "messages removed from the queue", ["reason"]

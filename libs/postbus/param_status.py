@@ -87,6 +87,13 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "virtual_alias_expansion_limit", "virtual_alias_address_length_limit",
     "enable_original_recipient", "propagate_unmatched_extensions",
     "header_address_token_limit", "message_drop_headers", "receive_override_options",
+    # header and body checks (postbus.cleanup.checks, postbus.cleanup.mime)
+    "header_checks", "mime_header_checks", "nested_header_checks", "body_checks",
+    "body_checks_size_limit", "mime_nesting_limit", "mime_boundary_length_limit",
+    "disable_mime_input_processing",
+    "smtp_header_checks", "smtp_mime_header_checks", "smtp_nested_header_checks",
+    "smtp_body_checks", "lmtp_header_checks", "lmtp_mime_header_checks",
+    "lmtp_nested_header_checks", "lmtp_body_checks",
     # smtpd
     "mail_name", "smtpd_banner", "message_size_limit", "line_length_limit",
     "header_size_limit", "smtpd_timeout", "smtpd_recipient_limit", "smtpd_soft_error_limit",

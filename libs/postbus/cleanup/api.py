@@ -17,8 +17,14 @@ queue uses alike (smtpd, ``postbus sendmail``, bounces, forwarded mail):
   local delivery's X-Original-To);
 * :meth:`CleanupState.header`: one address header rewritten
   (:mod:`postbus.cleanup.headers`);
+* :meth:`CleanupState.inspect`: header_checks, mime_header_checks,
+  nested_header_checks and body_checks over the content
+  (:mod:`postbus.cleanup.checks`, :mod:`postbus.cleanup.mime`); BCC actions
+  add recipients;
 * :meth:`CleanupState.finish`: raises :class:`CleanupError` when anything
-  failed, so that nothing half-rewritten is queued.
+  failed or the content was rejected, so that nothing half-rewritten is
+  queued, and :class:`MessageDiscarded` for a DISCARD action; a REDIRECT
+  action replaces the recipients; a HOLD action is :attr:`CleanupState.hold`.
 
 :meth:`Cleanup.message` does all of it for a whole message from inside
 the mail system (``postbus sendmail``, a bounce, a forwarded copy), and
@@ -33,11 +39,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from postbus.cleanup import mime
 from postbus.cleanup.canonical import Canonical, Classes
+from postbus.cleanup.checks import ContentChecks, Origin, Verdict
 from postbus.cleanup.content import Headers, header_lines, join, missing_headers, split_headers
 from postbus.cleanup.headers import ADDRESS_HEADERS, HeaderRewriter, header_opts, output_lines
 from postbus.cleanup.masquerade import Masquerade
-from postbus.cleanup.status import Status
+from postbus.cleanup.status import CleanupError, MessageDiscarded, Stat, Status
 from postbus.cleanup.virtual import VirtualAliases
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
@@ -47,8 +55,8 @@ from postbus.rewrite import RewriteRules
 
 Context = Literal["local", "remote"]
 
-#: receive_override_options words (≈ input_transp.c); header/body checks and milters
-#: do not exist in Postbus yet, so turning them off changes nothing
+#: receive_override_options words (≈ input_transp.c); milters do not exist in
+#: Postbus yet, so turning them off changes nothing
 OVERRIDE_OPTIONS = frozenset({"no_unknown_recipient_checks", "no_address_mappings",
                               "no_header_body_checks", "no_milters"})
 
@@ -82,7 +90,12 @@ class Cleanup:
         self.header_size_limit = cfg.size("header_size_limit")
         self.long_queue_ids = cfg.bool("enable_long_queue_ids")
         # receive_override_options = no_address_mappings, for smtpd and sendmail (pickup)
-        self.mapping = "no_address_mappings" not in receive_overrides(cfg)
+        overrides = receive_overrides(cfg)
+        self.mapping = "no_address_mappings" not in overrides
+        # header/body checks: for smtpd and sendmail unless receive_override_options
+        # says no_header_body_checks; never for mail from inside (internal_mail_filter_classes)
+        self.checks = ContentChecks(cfg)
+        self.filter = bool(self.checks) and "no_header_body_checks" not in overrides
         self.drop = frozenset(w.lower() for w in cfg.list("message_drop_headers"))
         # the headers cleanup may change, to leave a block without any alone quickly
         names = "|".join(re.escape(n) for n in sorted(self.drop))
@@ -111,19 +124,41 @@ class Cleanup:
         return CleanupState(self, Status(queue_id), context, mapping)
 
     async def message(self, entry: QueueEntry, content: bytes, *,
-                      context: Context | None = "local",
-                      mapping: bool = True) -> Callable[[str], bytes]:
+                      context: Context | None = "local", mapping: bool = True,
+                      filter: bool = False, origin: Origin | None = None,
+                      bounce: bool = False) -> Callable[[str], bytes]:
         """Rewrite ``entry`` (sender; recipients, each keeping its orig_rcpt and NOTIFY)
         and the header block of ``content`` (CRLF lines); return the function that
         makes the content to queue once the queue ID is drawn (missing headers
-        added, ``entry.message_id`` set). Raises CleanupError: then queue nothing."""
-        state = self.begin(context=context, mapping=mapping)
+        added, ``entry.message_id`` set). Raises CleanupError: then queue nothing.
+
+        ``filter``: run header and body checks (mail from ``postbus sendmail``;
+        ``entry.queue_id`` is then the ID the log lines name and enqueue should
+        try first); a HOLD puts ``entry.queue`` on hold, a DISCARD raises
+        MessageDiscarded."""
+        state = self.begin(queue_id=entry.queue_id or "NOQUEUE", context=context,
+                           mapping=mapping)
         entry.sender = await state.sender(entry.sender)
         for rcpt in entry.recipients:
             await state.recipient(rcpt.address, orcpt=rcpt.orig_rcpt, notify=rcpt.notify)
+        if filter and self.checks:
+            origin = origin or Origin()
+            origin.queue_id = state.status.queue_id
+            origin.sender = entry.sender
+            origin.recipient = state.last_recipient
+            _, content = await state.inspect(content, origin)
         headers = split_headers(content, self.header_size_limit)
         headers.block = await state.header_block(headers.block, self.header_size_limit)
-        state.finish()
+        try:
+            state.finish()
+        except CleanupError as exc:
+            if not bounce or exc.stat != Stat.CONT:
+                raise
+            dsn, _, text = (exc.reason or "5.7.1 message content rejected").partition(" ")
+            for rcpt in state.recipients:
+                rcpt.state, rcpt.dsn, rcpt.reason, rcpt.relay = "bounced", dsn, text, "none"
+        if state.hold:
+            entry.queue = "hold"
         entry.recipients = state.recipients
         arrival = entry.arrival_time or time.time()
         return _Builder(self, entry, headers, arrival)
@@ -156,6 +191,9 @@ class CleanupState:
         self.mapping = mapping
         self.recipients: list[Recipient] = []
         self._dups: set[tuple[str, ...]] = set()
+        self.verdict: Verdict | None = None
+        self.last_recipient: str | None = None  # the to=<> of content log lines
+        self.hold = False  # a HOLD action: queue the message on hold
 
     async def sender(self, address: str) -> str:
         """The envelope sender as queued (≈ cleanup_addr_sender())."""
@@ -180,6 +218,7 @@ class CleanupState:
                 clean = await c.canonical.internal(self.status, clean, Classes.ENV_RCPT)
             if c.masquerade.applies(Classes.ENV_RCPT):
                 clean = await c.masquerade.internal(self.status, clean)
+        self.last_recipient = clean  # ≈ state->recip: before virtual alias expansion
         # duplicates are judged by the DSN original recipient (the client's ORCPT, else
         # the cleaned address), NOTIFY and the address as received, as Postfix does
         dsn_orcpt = orcpt or clean
@@ -248,7 +287,43 @@ class CleanupState:
                     "utf-8", "surrogateescape"))
         return b"".join(out) if changed else block
 
+    async def inspect(self, content: bytes, origin: Origin,
+                      top: bytes = b"") -> tuple[bytes, bytes]:
+        """Header and body checks over ``top`` (headers the receiver adds, smtpd's
+        Received:) and ``content``: both as the actions left them. BCC actions add
+        their recipients now; the rest of the verdict is :meth:`finish`'s."""
+        insp = self.cleanup.checks.begin(origin)
+        changed = await mime.inspect(insp, top + content, len(top))
+        self.verdict = insp.finish()
+        if not self.verdict.rejected and not self.verdict.discard:
+            for bcc in self.verdict.bcc:
+                await self.recipient(bcc, notify="NEVER")
+        return changed if changed is not None else (top, content)
+
     def finish(self) -> None:
-        """Raise CleanupError when the message must not be queued."""
+        """Raise CleanupError when the message must not be queued, MessageDiscarded
+        when it must seem queued but not be; apply REDIRECT and HOLD."""
         self.status.check()
+        v = self.verdict
+        if v is None:
+            return
+        if v.reason:
+            raise CleanupError(Stat.DEFER if v.defer else Stat.CONT, v.reason)
+        if v.write_error:
+            raise CleanupError(Stat.WRITE)
+        if v.discard:
+            raise MessageDiscarded(self.status.queue_id)
+        self.hold = v.hold
+        if v.redirect:
+            # ≈ the qmgr's redirect: every recipient goes to the one address, each
+            # keeping its original recipient (DSN Original-Recipient, X-Original-To)
+            seen: set[str] = set()
+            kept: list[Recipient] = []
+            for rcpt in self.recipients:
+                if rcpt.orig_rcpt.casefold() in seen:
+                    continue
+                seen.add(rcpt.orig_rcpt.casefold())
+                kept.append(Recipient(v.redirect, orig_rcpt=rcpt.orig_rcpt,
+                                      notify=rcpt.notify))
+            self.recipients = kept
 

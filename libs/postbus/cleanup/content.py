@@ -2,7 +2,7 @@
 
 :func:`split_headers` separates the primary header block from the body
 (the obsolete ``Name :`` becomes ``Name:``; a header longer than
-header_size_limit is cut) and notes which headers are there;
+header_size_limit is cut where Postfix cuts it) and notes which headers are there;
 :func:`missing_headers` gives the Message-Id:, Date: and From: headers
 cleanup appends when they are missing: the Resent- ones when the message
 has any Resent- header. Every way into the queue (smtpd, sendmail, bounces)
@@ -51,7 +51,7 @@ _MESSAGE_ID = re.compile(rb"^message-id[ \t]*:((?:[^\n]*\n)(?:[ \t][^\n]*\n)*)",
 _SPACE_COLON = re.compile(rb"^([!-9;-~]+)[ \t]+:", re.M)
 
 
-def split_headers(content: bytes, size_limit: int) -> Headers:
+def split_headers(content: bytes, size_limit: int, line_limit: int = 2048) -> Headers:
     """Separate the header block from the body and note the headers cleanup cares about.
 
     The obsolete ``Name :`` form becomes ``Name:`` (≈ mime_state.c), as Postfix
@@ -70,50 +70,88 @@ def split_headers(content: bytes, size_limit: int) -> Headers:
             if found:
                 message_id = " ".join(found.group(1).decode("utf-8", "replace").split())
         return Headers(block, content[end + 2 :], seen, message_id)
-    return _split_headers_slowly(content, size_limit)
+    return _split_headers_slowly(content, size_limit, line_limit)
 
 
-def _split_headers_slowly(content: bytes, size_limit: int) -> Headers:
+def _keep(length: int, buf: int, size_limit: int, line_limit: int) -> tuple[int, int]:
+    """How much of a header line of ``length`` bytes Postfix keeps when its header
+    buffer already holds ``buf`` bytes (≈ mime_state_update()): the line arrives as
+    records of line_length_limit bytes; the first is always taken, each further one
+    while the buffer is shorter than header_size_limit. Returns (kept, new buf)."""
+    kept = min(length, line_limit)
+    buf += kept
+    while kept < length and buf < size_limit:
+        step = min(line_limit, length - kept)
+        kept += step
+        buf += step
+    return kept, buf
+
+
+def _cut(lines: list[bytes], size_limit: int) -> list[bytes]:
+    """A header longer than header_size_limit as cleanup writes it (≈ cleanup_out_header()):
+    cut at the last line boundary, or mid-line when that would lose more than 10%."""
+    out: list[bytes] = []
+    pos = 0
+    for line in lines:
+        end = pos + len(line)
+        if end > size_limit:
+            if pos <= 0.9 * size_limit:
+                out.append(line[: size_limit - pos])
+            break
+        out.append(line)
+        pos = end + 1
+    return out
+
+
+def _split_headers_slowly(content: bytes, size_limit: int, line_limit: int) -> Headers:
     pos = 0
     n = len(content)
     kept: list[bytes] = []
     seen: set[str] = set()
-    message_id = ""
-    current = 0  # size of the header being read
-    name = ""
-    dropping = False
+    buf = 0  # the header as Postfix buffers it: lines joined by "\n", no CR
+    current: list[bytes] = []  # its lines as kept, without CRLF
     truncated = False
+
+    def done() -> None:
+        nonlocal truncated
+        if buf > size_limit:
+            truncated = True
+            kept.extend(line + CRLF for line in _cut(current, size_limit))
+        else:
+            kept.extend(line + CRLF for line in current)
+
     while pos < n:
         end = content.find(CRLF, pos)
         end = n if end < 0 else end + 2
         line = content[pos:end]
-        if line[:1] in (b" ", b"\t") and kept:
-            current += len(line)
-            if dropping or current > size_limit:
-                dropping = truncated = True
-            else:
-                kept.append(line)
-                if name == "message-id":
-                    message_id += " " + line.decode("utf-8", "replace").strip()
+        text = line.removesuffix(CRLF)
+        if line[:1] in (b" ", b"\t") and current:
             pos = end
-            continue
-        if not _is_header(line):
+            if buf >= size_limit:  # the rest of this header is discarded
+                truncated = True
+                continue
+            keep, buf = _keep(len(text), buf + 1, size_limit, line_limit)
+        elif not _is_header(line):
             break
-        name = line[: line.find(b":")].rstrip(b" \t").decode("ascii").lower()
-        seen.add(name)
-        current = len(line)
-        dropping = current > size_limit
-        if dropping:
-            truncated = True
-            kept.append(line[: size_limit - 2].rstrip(b"\r") + CRLF)
         else:
-            kept.append(line)
-        if name == "message-id":
-            message_id = line.split(b":", 1)[1].decode("utf-8", "replace").strip()
-        pos = end
+            if current:
+                done()
+            current = []
+            seen.add(line[: line.find(b":")].rstrip(b" \t").decode("ascii").lower())
+            pos = end
+            keep, buf = _keep(len(text), 0, size_limit, line_limit)
+        truncated |= keep < len(text) or not line.endswith(CRLF)
+        current.append(text[:keep])
+    if current:
+        done()
     block = b"".join(kept) if truncated else content[:pos]
-    return Headers(_SPACE_COLON.sub(rb"\1:", block), content[pos:], seen, message_id.strip())
-
+    block = _SPACE_COLON.sub(rb"\1:", block)
+    message_id = ""
+    if "message-id" in seen:
+        found = _MESSAGE_ID.search(block)
+        if found:
+            message_id = " ".join(found.group(1).decode("utf-8", "replace").split())
+    return Headers(block, content[pos:], seen, message_id)
 
 
 def missing_headers(

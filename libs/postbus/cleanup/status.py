@@ -22,6 +22,7 @@ class Stat(enum.Flag):
     OK = 0
     WRITE = enum.auto()  # a table could not answer: "queue file write error"
     DEFER = enum.auto()  # an expansion limit: the reason says which
+    CONT = enum.auto()  # content rejected (header/body checks): the reason says why
 
 
 WRITE_ERROR = "451 4.3.0 Error: queue file write error"
@@ -37,11 +38,18 @@ class CleanupError(Exception):
 
     @property
     def reply(self) -> str:
-        """smtpd's reply (≈ common_post_message_handling()): a deferral with a reason
-        gives that reason after 451; anything else is a queue file write error."""
+        """smtpd's reply (≈ common_post_message_handling()), in Postfix's order: a
+        deferral (451 and its reason), rejected content (550 and its reason), anything
+        else a queue file write error."""
         if Stat.DEFER in self.stat:
             return f"451 {self.reason}" if self.reason else "451 4.7.1 Error: service unavailable"
+        if Stat.CONT in self.stat:
+            return f"550 {self.reason or '5.7.1 message content rejected'}"
         return WRITE_ERROR
+
+
+class MessageDiscarded(Exception):
+    """A DISCARD action: the client is told the message was queued, and nothing is."""
 
 
 @dataclass

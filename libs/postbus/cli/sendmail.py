@@ -20,16 +20,19 @@ import getpass
 import logging
 import os
 import sys
+import time
 
 from postbus import tok822_tree
-from postbus.cleanup import Cleanup, CleanupError, Context
+from postbus.cleanup import Cleanup, CleanupError, Context, MessageDiscarded, Origin
 from postbus.cleanup.content import header_lines, split_headers
 from postbus.cleanup.headers import header_opts
 from postbus.config.loader import Config
+from postbus.delivery import Stats, log_delivery
 from postbus.logging import setup_logging
 from postbus.maps import context as maps_context
 from postbus.queue.admin import open_queue
 from postbus.queue.entry import QueueEntry, Recipient
+from postbus.queue.ids import new_queue_id
 
 log = logging.getLogger("postbus.pickup")
 
@@ -69,19 +72,32 @@ def header_recipients(content: bytes) -> list[str]:
 
 async def submit(cfg: Config, sender: str, recipients: list[str], content: bytes,
                  context: Context | None = "local") -> str:
-    """Cleanup, then the queue; raises CleanupError when the message must not be queued."""
-    entry = QueueEntry(queue_id="", sender=sender,
+    """Cleanup, then the queue; raises CleanupError when the message must not be queued,
+    MessageDiscarded when a DISCARD action dropped it. Header and body checks apply
+    (unless receive_override_options has no_header_body_checks), naming the message
+    with the queue ID it is then queued under."""
+    long_ids = cfg.bool("enable_long_queue_ids")
+    entry = QueueEntry(queue_id=new_queue_id(long_ids), sender=sender,
                        recipients=[Recipient(address) for address in recipients],
                        client_name="localhost", client_addr="127.0.0.1", protocol="sendmail")
     maps_context.configure(cfg.get("postbus_redis_url"))
     try:
         cleanup = Cleanup(cfg)
-        build = await cleanup.message(entry, content, context=context, mapping=cleanup.mapping)
+        qid = entry.queue_id
+        build = await cleanup.message(entry, content, context=context, mapping=cleanup.mapping,
+                                      filter=cleanup.filter, origin=Origin(origin="local"),
+                                      bounce=True)
     finally:
         await maps_context.aclose()
     async with open_queue(cfg, "sendmail") as store:
-        return await store.queue.enqueue(entry, b"", cfg.bool("enable_long_queue_ids"),
-                                         build=build)
+        qid = await store.queue.enqueue(entry, b"", long_ids, build=build, queue_id=qid)
+    now = time.time()
+    stats = Stats(entry.arrival_time, now, now)
+    for rcpt in entry.recipients:  # rejected content: the qmgr sends the bounce
+        if rcpt.state == "bounced":
+            log_delivery(qid, rcpt, "none", stats, rcpt.dsn, "bounced", rcpt.reason,
+                         transport="cleanup")
+    return qid
 
 
 def main(argv: list[str]) -> int:
@@ -114,6 +130,9 @@ def main(argv: list[str]) -> int:
         context = Cleanup(cfg).header_context(local=False)
     try:
         qid = asyncio.run(submit(cfg, sender, recipients, content, context))
+    except MessageDiscarded as exc:
+        log.info("%s: uid=%d from=<%s>", exc, os.getuid(), user)
+        return 0
     except CleanupError as exc:
         print(f"sendmail: fatal: message not accepted, try again later: {exc.reply}",
               file=sys.stderr)

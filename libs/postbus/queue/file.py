@@ -69,6 +69,7 @@ class QueueFile:
         long_ids: bool = False,
         *,
         build: Callable[[str], bytes] | None = None,
+        queue_id: str = "",
     ) -> str:
         """Store a new message durably; returns its queue ID.
 
@@ -84,10 +85,14 @@ class QueueFile:
         freshly drawn ID (smtpd's Received: and Message-Id: headers name it);
         it runs again if that ID was taken, and may set entry fields that
         depend on the ID. ``content`` is then ignored.
+
+        ``queue_id``: the ID to try first (cleanup drew it to name the message in
+        its log lines). An entry on hold (a HOLD action) is counted there.
         """
         given_size = entry.size
-        for _ in range(10):
-            entry.queue_id = qid = new_queue_id(long_ids)
+        for attempt in range(10):
+            qid = queue_id if attempt == 0 and queue_id else new_queue_id(long_ids)
+            entry.queue_id = qid
             data = build(qid) if build is not None else content
             chunks = [
                 data[i : i + self.chunk_size] for i in range(0, len(data), self.chunk_size)
@@ -103,6 +108,8 @@ class QueueFile:
                 await self._publish_new(
                     s.msg_subject(qid), chunks[0], {ENTRY_HEADER: entry.encode().decode()}
                 )
+                if entry.queue == "hold":
+                    await gauges.move(self.js, None, "hold")
                 return qid
             except QueueConflict:
                 continue

@@ -8,6 +8,7 @@ outcome in Postfix's format.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from delivery_smtp.addr import HostResolver, families
@@ -15,9 +16,12 @@ from delivery_smtp.connect import Connector
 from delivery_smtp.proto import Settings
 from delivery_smtp.reuse import SessionCache
 from postbus.config.loader import Config
-from postbus.delivery import Stats, log_delivery
+from postbus.delivery import Outcome, Stats, log_delivery
+from postbus.hbc import ChecksUnavailable, DeliveryChecks
 from postbus.job_loop import Deliver
 from postbus.queue.entry import DeliveryJob, RcptResult
+
+log = logging.getLogger("postbus.delivery")
 
 
 def is_lmtp(cfg: Config, service: str) -> bool:
@@ -59,9 +63,18 @@ def build(cfg: Config, service: str) -> Connector:
 def agent(cfg: Config, service: str, connector: Connector) -> Deliver:
     """The per-job delivery function: deliver, then log each recipient as Postfix does."""
     resolution = cfg.int("delay_logging_resolution_limit")
+    checks = DeliveryChecks(cfg, is_lmtp(cfg, service))  # smtp_header_checks and the rest
 
     async def deliver(job: DeliveryJob, content: bytes, stats: Stats) -> list[RcptResult]:
-        outcomes, relay = await connector.deliver(job, content, stats)
+        try:
+            if checks:
+                content = await checks.apply(job.queue_id, content)
+        except ChecksUnavailable as exc:
+            log.warning("%s", exc)
+            failed = Outcome("deferred", "4.3.0", "smtp header checks lookup error")
+            outcomes, relay = [failed] * len(job.recipients), "none"
+        else:
+            outcomes, relay = await connector.deliver(job, content, stats)
         now = time.time()
         results = []
         for index, rcpt, outcome in zip(job.indexes, job.recipients, outcomes, strict=True):

@@ -19,7 +19,9 @@ when the message has any Resent- header, the missing ones are the
 Resent-Message-Id:, Resent-Date: and Resent-From: headers instead. The
 Received: header goes on top; its ``id`` and the added Message-Id name the
 queue ID, so the content is built by :meth:`Message.build` once the store
-has drawn that ID.
+has drawn that ID. With header or body checks, the ID is drawn before
+cleanup (the log lines name it) and the checks see the Received: header
+too, as Postfix's cleanup does.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from postbus.cleanup import CleanupState
+from postbus.cleanup import CleanupState, Origin
 from postbus.cleanup.content import CRLF, Headers, join, mail_date, missing_headers, split_headers
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.smtp.address import MailArgs, RcptArgs, quote_local
@@ -67,16 +69,28 @@ class Message:
     headers: Headers | None = None  # the header block as cleanup rewrote it
     tls: bool = False  # received over TLS: "with ESMTPS" (RFC 3848)
     tls_lines: list[str] = field(default_factory=list)  # smtpd_tls_received_header's comment
+    queue_id: str = ""  # drawn before cleanup when header/body checks run
+    top: bytes | None = None  # the Received: header as the checks left it
+    hold: bool = False  # a HOLD action
 
-    async def rewrite(self, state: CleanupState) -> None:
-        """Postfix's cleanup over envelope and headers; raises CleanupError, and then
-        nothing of this message may be queued."""
+    async def rewrite(self, state: CleanupState, *, filter: bool = False) -> None:
+        """Postfix's cleanup over envelope, content checks (``filter``) and headers;
+        raises CleanupError, and then nothing of this message may be queued, or
+        MessageDiscarded."""
         self.sender = await state.sender(self.sender)
         for rcpt in self.recipients:
             await state.recipient(rcpt.address, orcpt=rcpt.orcpt, notify=rcpt.notify)
+        if filter:
+            self.queue_id = qid = state.status.queue_id
+            origin = Origin(qid, f"{self.client_name}[{self.client_addr}]", self.sender,
+                            state.last_recipient,
+                            self.protocol, self.helo)
+            self.top, self.content = await state.inspect(self.content, origin,
+                                                         self.received(qid))
         headers = split_headers(self.content, self.header_size_limit)
         headers.block = await state.header_block(headers.block, self.header_size_limit)
         state.finish()
+        self.hold = state.hold
         self.queued, self.headers = state.recipients, headers
 
     def entry(self) -> QueueEntry:
@@ -85,7 +99,8 @@ class Message:
             for r in self.recipients
         ]
         return QueueEntry(
-            queue_id="",
+            queue_id=self.queue_id,
+            queue="hold" if self.hold else "incoming",
             sender=self.sender,
             recipients=recipients,
             arrival_time=self.arrival,
@@ -131,4 +146,5 @@ class Message:
                 headers, self.sender, qid, myhostname=self.myhostname, arrival=self.arrival,
                 long_queue_ids=self.long_queue_ids)
         entry.message_id = self.message_id
-        return join(headers, added, self.received(qid))
+        top = self.top if self.top is not None and qid == self.queue_id else None
+        return join(headers, added, self.received(qid) if top is None else top)

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from ingress_smtpd.cleanup import Message, unstuff
 from postbus import metrics
-from postbus.cleanup import CleanupError
+from postbus.cleanup import CleanupError, MessageDiscarded
 from postbus.cleanup.status import WRITE_ERROR
+from postbus.queue.ids import new_queue_id
 from postbus.smtp import replies as r
 
 if TYPE_CHECKING:
@@ -68,8 +69,15 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
     )
     try:
         cleanup = server.cleanup
-        await message.rewrite(cleanup.begin(context=session.header_context,
-                                            mapping=cleanup.mapping))
+        qid = "NOQUEUE"
+        if cleanup.filter:  # the checks' log lines name the message: as Postfix, whose
+            qid = new_queue_id(s.long_queue_ids)  # queue file is open before DATA
+            log.info("%s: client=%s", qid, session.namaddr)
+        await message.rewrite(cleanup.begin(queue_id=qid, context=session.header_context,
+                                            mapping=cleanup.mapping), filter=cleanup.filter)
+    except MessageDiscarded:  # DISCARD: the client is told it was queued
+        session.conn.write(reply.format(queue_id=message.queue_id, size=size))
+        return True
     except CleanupError as exc:
         await session.reply(exc.reply)
         return False
@@ -90,7 +98,8 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
     metrics.smtpd_queue_write_seconds.observe(time.perf_counter() - started)
     server.accepted.inc()
     server.sizes.observe(entry.size)
-    log.info("%s: client=%s", qid, session.namaddr)
+    if qid != message.queue_id:
+        log.info("%s: client=%s", qid, session.namaddr)
     cleanup_log.info("%s: message-id=%s", qid, message.message_id or "<>")
     session.conn.write(reply.format(queue_id=qid, size=size))
     session.errors = session.junk = 0  # a message received forgives earlier errors

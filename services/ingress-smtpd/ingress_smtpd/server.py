@@ -294,7 +294,7 @@ async def main(ctx: ServiceContext) -> None:
     store = ctx.queue
 
     async def write(entry: QueueEntry, build: Callable[[str], bytes]) -> str:
-        return await store.enqueue(entry, b"", long_ids, build=build)
+        return await store.enqueue(entry, b"", long_ids, build=build, queue_id=entry.queue_id)
 
     flush = flush_over_bus(ctx.nc) if ctx.nc is not None else None
     anvil = Anvil(ctx.service, cfg.time("anvil_rate_time_unit"))

@@ -62,6 +62,9 @@ class Attempts:
         if (msg.metadata.num_delivered or 1) > 1:
             await self.lease_ended(msg, entry.queue_id)
             return
+        if entry.queue == "hold":  # cleanup's HOLD action: it waits for postsuper -H
+            await msg.ack()
+            return
         log.info("%s: from=<%s>, size=%d, nrcpt=%d (queue active)",
                  entry.queue_id, entry.sender, entry.size, len(entry.recipients))
         metrics.qmgr_messages_inserted.inc()

@@ -122,7 +122,8 @@ async def running_servers(store: Bus) -> AsyncIterator[StartSmtpd]:
         long_ids = cfg.bool("enable_long_queue_ids")
 
         async def write(entry: QueueEntry, build: Callable[[str], bytes]) -> str:
-            return await store.queue.enqueue(entry, b"", long_ids, build=build)
+            return await store.queue.enqueue(entry, b"", long_ids, build=build,
+                                             queue_id=entry.queue_id)
 
         server = SmtpServer(cfg, write, listener="test")
         bound = await server.start("127.0.0.1", 0)

@@ -89,7 +89,8 @@ async def test_header_longer_than_header_size_limit_is_cut(smtpd: StartSmtpd) ->
     entry, _ = await run.store.queue.get(qid)  # type: ignore[misc]
     content = await run.store.queue.content(qid, entry.chunks)
     header = content[content.index(b"X-Big:") : content.index(b"X-After:")]
-    assert 900 < len(header) <= 1000
+    # Postfix counts a header's size with one "\n" between its lines (no CR)
+    assert 900 < len(header.replace(b"\r\n", b"\n")) - 1 <= 1000
     assert b"\r\nX-After: 1\r\n" in content and content.endswith(b"\r\n\r\nbody\r\n")
 
 

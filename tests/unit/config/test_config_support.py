@@ -18,8 +18,6 @@ MAIN = "myhostname = mx.postbus.test\n"
 
 #: Popular Postfix features Postbus does not have yet: (main.cf lines, refused name).
 NOT_YET = [
-    ("header_checks = regexp:/etc/postbus/header_checks\n", "header_checks"),
-    ("body_checks = regexp:/etc/postbus/body_checks\n", "body_checks"),
     ("smtpd_milters = inet:127.0.0.1:8891\nmilter_default_action = tempfail\n",
      "smtpd_milters"),
     ("non_smtpd_milters = inet:127.0.0.1:8891\n", "non_smtpd_milters"),
@@ -69,9 +67,9 @@ def test_warn_switch_lets_it_through_once(lines: str, name: str) -> None:
 
 
 def test_tools_that_handle_no_mail_opt_out(tmp_path: Path) -> None:
-    (tmp_path / "main.cf").write_text("header_checks = regexp:/x\n")
-    assert Config.load(tmp_path, check_support=False).get("header_checks") == "regexp:/x"
-    with pytest.raises(UnsupportedParameter, match="parameter header_checks is not"):
+    (tmp_path / "main.cf").write_text("content_filter = scan:x\n")
+    assert Config.load(tmp_path, check_support=False).get("content_filter") == "scan:x"
+    with pytest.raises(UnsupportedParameter, match="parameter content_filter is not"):
         Config.load(tmp_path)
 
 
@@ -148,8 +146,8 @@ def test_master_cf_override_names_master_cf_and_its_line() -> None:
 
 
 def test_command_line_override_is_checked() -> None:
-    with pytest.raises(UnsupportedParameter, match=r"^override: parameter header_checks is"):
-        load("", overrides={"header_checks": "regexp:/x"})
+    with pytest.raises(UnsupportedParameter, match=r"^override: parameter content_filter is"):
+        load("", overrides={"content_filter": "scan:x"})
 
 
 def test_bad_switch_value() -> None:
@@ -165,9 +163,9 @@ def test_reload_keeps_the_last_good_configuration(
     ctx = ServiceContext(cfg=Config.load(tmp_path, service="qmgr"), program="qmgr",
                          service="qmgr")
     good = ctx.cfg
-    (tmp_path / "main.cf").write_text(MAIN + "header_checks = regexp:/x\n")
+    (tmp_path / "main.cf").write_text(MAIN + "content_filter = scan:x\n")
     with caplog.at_level(logging.ERROR):
         ConfigWatcher(ctx, str(tmp_path), {}).reload()
     assert ctx.cfg is good
-    assert (f"{tmp_path}/main.cf, line 2: parameter header_checks is not supported yet by "
+    assert (f"{tmp_path}/main.cf, line 2: parameter content_filter is not supported yet by "
             "Postbus; keeping the last good configuration") in caplog.messages

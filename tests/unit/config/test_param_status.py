@@ -62,6 +62,12 @@ INDIRECT = {
         "lmtp_rset_timeout", "lmtp_quit_timeout", "lmtp_starttls_timeout", "lmtp_lhlo_name",
         "lmtp_tls_security_level",
     )},
+    # postbus/cleanup/checks.py ContentChecks reads prefix + "header_checks" and the rest
+    **{name: 'cleanup/checks.py reads f"{prefix}{name}" for the delivery agents (postbus.hbc)'
+       for name in (
+        "smtp_header_checks", "smtp_mime_header_checks", "smtp_nested_header_checks",
+        "smtp_body_checks", "lmtp_header_checks", "lmtp_mime_header_checks",
+        "lmtp_nested_header_checks", "lmtp_body_checks")},
 }
 
 #: Literals that spell a parameter name but are something else.

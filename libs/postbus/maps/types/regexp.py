@@ -117,6 +117,36 @@ def expand(template: Template, m: re.Match[str] | None) -> str:
     return "".join(parts)
 
 
+#: Python's words for a bad pattern -> glibc's regerror() text, which Postfix logs
+_REGERROR = [
+    ("missing ), unterminated subpattern", "Unmatched ( or \\("),
+    ("unbalanced parenthesis", "Unmatched ) or \\)"),
+    ("unterminated character set", "Unmatched [, [^, [:, [., or [="),
+    ("brackets ([ ]) not balanced", "Unmatched [, [^, [:, [., or [="),
+    ("nothing to repeat", "Invalid preceding regular expression"),
+    ("multiple repeat", "Invalid preceding regular expression"),
+    ("invalid preceding regular expression", "Invalid preceding regular expression"),
+    ("trailing backslash", "Trailing backslash"),
+    ("bad escape (end of pattern)", "Trailing backslash"),
+    ("bad character range", "Invalid range end"),
+    ("invalid character class", "Invalid character class name"),
+    ("invalid collation character", "Invalid collation character"),
+    ("invalid group reference", "Invalid back reference"),
+    ("unmatched brace", "Unmatched \\{"),
+    ("invalid brace content", "Invalid content of \\{\\}"),
+    ("min repeat greater than max repeat", "Invalid content of \\{\\}"),
+]
+
+
+def regerror(exc: re.error) -> str:
+    """The text glibc's regerror() gives for what Python refused (≈ dict_regexp_regerror())."""
+    words = exc.msg if hasattr(exc, "msg") else str(exc)
+    for prefix, text in _REGERROR:
+        if words.startswith(prefix):
+            return text
+    return str(exc)
+
+
 class _Dialect:
     """What differs between regexp: and pcre:."""
 
@@ -186,7 +216,7 @@ class _Parser:
         try:
             regex, anchored = self.d.compile(regex_text, "".join(sorted(flags)))
         except re.error as exc:
-            self.warn("%s", exc)
+            self.warn("%s", regerror(exc) if self.d.name == "regexp" else exc)
             return None
         return Pattern(regex, match, anchored), pos
 

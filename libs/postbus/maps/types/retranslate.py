@@ -128,13 +128,18 @@ def compile_posix(pat: str, icase: bool, newline: bool, extended: bool) -> re.Pa
     REG_EXTENDED (on unless the ``x`` flag toggles it off).
     """
     out: list[str] = []
+    atom = -1  # where in ``out`` the last atom starts (-1: none yet)
+    quantified = False  # the last thing written was a quantifier
+    groups: list[int] = []  # ``out`` index of each open group
     i, n = 0, len(pat)
     while i < n:
         c = pat[i]
         at_start = i == 0 or (not extended and pat[max(0, i - 2) : i] in ("\\(", "\\|"))
+        start = len(out)
         if c == "[":
             frag, i = _bracket(pat, i, True, newline)
             out.append(frag)
+            atom, quantified = start, False
             continue
         if c == "\\":
             if i + 1 >= n:
@@ -147,22 +152,63 @@ def compile_posix(pat: str, icase: bool, newline: bool, extended: bool) -> re.Pa
                 out.append("\\" + d)
             else:
                 out.append(_POSIX_ESCAPES.get(d, re.escape(d)))
+            atom, quantified = start, False
             continue
         i += 1
+        quant = ""
         if c == "$" and (extended or i == n or pat[i : i + 2] in ("\\)", "\\|")):
             out.append("$" if newline else r"\Z")
         elif c == "^" and (extended or at_start):
             out.append("^")
+        elif c == "*" and not (not extended and (at_start or pat[i - 2 : i - 1] == "^")):
+            quant = "*"
+        elif extended and c in "+?":
+            quant = c
+        elif extended and c == "{":
+            if atom < 0:
+                raise re.error("invalid preceding regular expression")
+            close = pat.find("}", i)
+            if close < 0:
+                raise re.error("unmatched brace")
+            m = re.fullmatch(r"(\d*)(,(\d*))?", pat[i:close])
+            low = m.group(1) if m else ""
+            if m is None or (not low and not m.group(2)) or (
+                    m.group(3) and int(m.group(3)) < int(low or 0)):
+                raise re.error("invalid brace content")
+            quant = "{" + (low or "0") + (m.group(2) or "") + "}"  # {,n} is {0,n}
+            i = close + 1
+        elif extended and c == "(":
+            if pat[i : i + 1] in ("?", "*", "+"):
+                raise re.error("invalid preceding regular expression")
+            groups.append(start)
+            out.append("(")
+            quantified = False
+            continue
+        elif extended and c == ")":
+            if not groups:  # glibc takes an unmatched ")" literally
+                out.append("\\)")
+                atom, quantified = start, False
+                continue
+            out.append(")")
+            atom, quantified = groups.pop(), False
+            continue
+        elif extended and c == "|":
+            out.append("|")
+            atom, quantified = -1, False
+            continue
         elif c == ".":
             out.append(".")
-        elif c == "*" and not (not extended and (at_start or pat[i - 2 : i - 1] == "^")):
-            out.append("*")
-        elif extended and c in "+?(){}|":
-            if c == "(" and pat[i : i + 1] in ("?", "*", "+"):
-                raise re.error("invalid preceding regular expression")
-            out.append(c)
         else:
             out.append(re.escape(c))
+        if quant:
+            if atom < 0:
+                raise re.error("invalid preceding regular expression")
+            if quantified:  # a** is (a*)*: Python would refuse or read a possessive
+                out[atom:] = ["(?:" + "".join(out[atom:]) + ")"]
+            out.append(quant)
+            quantified = True
+        elif out[start:] and out[start] not in ("^", "$", r"\Z"):
+            atom, quantified = start, False
     flags = (re.IGNORECASE if icase else 0) | (re.MULTILINE if newline else re.DOTALL)
     return _compile("".join(out), flags)
 
