@@ -144,7 +144,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "lmtp_lhlo_timeout", "lmtp_mail_timeout", "lmtp_rcpt_timeout", "lmtp_data_init_timeout",
     "lmtp_data_xfer_timeout", "lmtp_data_done_timeout", "lmtp_rset_timeout",
     "lmtp_quit_timeout", "lmtp_starttls_timeout", "lmtp_lhlo_name", "lmtp_tls_security_level",
-    "lmtp_host_lookup", "delay_logging_resolution_limit",
+    "lmtp_host_lookup", "delay_logging_resolution_limit", "smtp_line_length_limit",
     # local and virtual
     "alias_maps", "home_mailbox", "mail_spool_directory", "command_time_limit",
     "allow_mail_to_commands", "allow_mail_to_files", "default_privs",

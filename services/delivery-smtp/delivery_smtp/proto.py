@@ -12,15 +12,18 @@ recipient. Reasons read exactly as Postfix writes them::
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 import ssl
 from dataclasses import dataclass
 
-from delivery_smtp.session import Chat, Lost, TimedOut, data_bytes
+from delivery_smtp.session import Chat, Lost, TimedOut, message_data
 from postbus.config.loader import Config
 from postbus.delivery import Outcome, Reply, soften
 from postbus.queue.entry import DeliveryJob, Recipient
+
+log = logging.getLogger("postbus.delivery")
 
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
@@ -46,6 +49,7 @@ class Settings:
     tls_capath: str = ""
     skip_5xx_greeting: bool = True
     default_port: int = 25
+    line_limit: int = 998
 
     @classmethod
     def from_config(cls, cfg: Config, lmtp: bool) -> Settings:
@@ -83,6 +87,7 @@ class Settings:
             tls_capath=cfg.get("smtp_tls_CApath"),
             skip_5xx_greeting=cfg.bool("smtp_skip_5xx_greeting"),
             default_port=_lmtp_port(cfg) if lmtp else 25,
+            line_limit=cfg.int(name("smtp_line_length_limit")),
         )
 
 
@@ -316,7 +321,11 @@ async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -
             await chat.reply(st.data_done_timeout)
         else:
             where = "sending message body"
-            await chat.send(data_bytes(content), st.data_xfer_timeout)
+            data, folded = message_data(content, st.line_limit)
+            if folded:
+                log.info("%s: breaking line > %d bytes with <CR><LF>SPACE",
+                         job.queue_id, st.line_limit)
+            await chat.send(data, st.data_xfer_timeout)
             where = "sending end of data -- message may be sent more than once"
             if st.lmtp:  # one reply per accepted recipient, in RCPT order
                 for i in accepted:
