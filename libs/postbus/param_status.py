@@ -19,7 +19,7 @@ Three finer points, each a small table:
   (``smtp_tls_security_level = dane``): such a value is refused like a
   not_yet parameter.
 - :data:`HONOURED_VALUES`: not_yet parameters with a value that means just
-  what Postbus does anyway (``biff = no``, ``mailbox_size_limit = 0``):
+  what Postbus does anyway (``biff = no``):
   that value is accepted.
 
 Per-transport names that Postfix derives from master.cf
@@ -150,6 +150,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "allow_mail_to_commands", "allow_mail_to_files", "default_privs",
     "strict_mailbox_ownership", "virtual_mailbox_maps", "virtual_mailbox_base",
     "virtual_uid_maps", "virtual_gid_maps", "virtual_minimum_uid",
+    "mailbox_size_limit", "virtual_mailbox_limit",
     # the master (postbus start)
     "mail_owner", "service_throttle_time",
 })
@@ -266,8 +267,6 @@ ONLY_VALUES: dict[str, frozenset[str]] = {
 #: not_yet parameters with values that mean exactly what Postbus does anyway.
 HONOURED_VALUES: dict[str, frozenset[str]] = {
     "biff": frozenset({"no"}),  # no comsat notification
-    "mailbox_size_limit": frozenset({"0"}),  # no mailbox size limit
-    "virtual_mailbox_limit": frozenset({"0"}),
     # the postmaster notices that are sent (and none)
     "notify_classes": frozenset({"", "bounce", "2bounce", "delay"}),
 }

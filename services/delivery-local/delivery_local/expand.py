@@ -160,7 +160,8 @@ class AliasExpander:
         data = headers + state.text if maildir else mbox_message(
             state.text, state.job.sender, headers
         )
-        state.done(address, await store(dest, data))
+        limit = self.cfg.size("mailbox_size_limit")
+        state.done(address, await store(dest, data, size_limit=limit))
 
     async def _command(
         self, state: State, command: str, address: str, rights: Rights | None

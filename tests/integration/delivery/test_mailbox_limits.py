@@ -1,0 +1,119 @@
+"""virtual_mailbox_limit and mailbox_size_limit: a delivery that would take a file past the
+limit bounces 5.2.2 with Postfix's text (its write fails with EFBIG under setrlimit), and the
+mailbox is left exactly as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from delivery_local.__main__ import main
+from delivery_local.store import file_limit
+from postbus.config.conv import ConfigError
+from postbus.config.loader import Config
+
+from .conftest import MESSAGE, Bus, RunAgent
+from .localfs import MAIL_OWNER, VIRTUAL_ID, give, mailroot
+
+pytestmark = pytest.mark.integration
+__all__ = ["mailroot"]  # the fixture
+
+TOO_LARGE = "error writing message: File too large"
+
+
+def _virtual(root: Path, limit: str) -> dict[str, str]:
+    base = root / "vmail"
+    base.mkdir()
+    give(base, VIRTUAL_ID, VIRTUAL_ID)
+    (root / "vmailbox").write_text("box@virt.test box\nmd@virt.test md/\n")
+    return {
+        "myhostname": "mail.postbus.test", "mail_owner": MAIL_OWNER,
+        "virtual_mailbox_base": str(base), "virtual_mailbox_maps": f"texthash:{root}/vmailbox",
+        "virtual_uid_maps": f"static:{VIRTUAL_ID}", "virtual_gid_maps": f"static:{VIRTUAL_ID}",
+        "message_size_limit": "500", "virtual_mailbox_limit": limit,
+    }
+
+
+async def test_virtual_mbox_past_the_limit_bounces_and_is_unchanged(
+    bus: Bus, run_agent: RunAgent, mailroot: Path
+) -> None:
+    await run_agent(main, "virtual", _virtual(mailroot, "1000"))
+    box = mailroot / "vmail" / "box"
+    sizes = []
+    for _ in range(2):
+        job = await bus.submit("virtual", "virt.test", ["box@virt.test"])
+        [result] = (await bus.status(job.queue_id)).results
+        assert (result.status, result.dsn, result.reason) == ("sent", "2.0.0",
+                                                              "delivered to mailbox")
+        sizes.append(box.stat().st_size)
+    assert sizes[1] == 2 * sizes[0] and sizes[1] <= 1000 < sizes[1] + sizes[0]
+    before = box.read_bytes()
+    job = await bus.submit("virtual", "virt.test", ["box@virt.test"])
+    [result] = (await bus.status(job.queue_id)).results
+    assert (result.status, result.dsn, result.reason) == (
+        "bounced", "5.2.2", f"delivery failed to mailbox {box}: {TOO_LARGE}"
+    )
+    assert box.read_bytes() == before
+
+
+async def test_virtual_maildir_file_past_the_limit_bounces(
+    bus: Bus, run_agent: RunAgent, mailroot: Path
+) -> None:
+    await run_agent(main, "virtual", _virtual(mailroot, "500"))
+    small = await bus.submit("virtual", "virt.test", ["md@virt.test"])
+    [ok] = (await bus.status(small.queue_id)).results
+    assert (ok.status, ok.reason) == ("sent", "delivered to maildir")
+    # Return-Path: and Delivered-To: take this one past 500 octets
+    big = MESSAGE + b"x" * (480 - len(MESSAGE)) + b"\r\n"
+    job = await bus.submit("virtual", "virt.test", ["md@virt.test"], content=big)
+    [result] = (await bus.status(job.queue_id)).results
+    assert (result.status, result.dsn, result.reason) == (
+        "bounced", "5.2.2", f"maildir delivery failed: {TOO_LARGE}"
+    )
+    md = mailroot / "vmail" / "md"
+    assert len(list((md / "new").iterdir())) == 1
+    assert list((md / "tmp").iterdir()) == []
+
+
+async def test_local_mbox_past_mailbox_size_limit_bounces(
+    bus: Bus, run_agent: RunAgent, mailroot: Path
+) -> None:
+    (mailroot / "users").write_text("bob ok\n")
+    (mailroot / "spool").mkdir()
+    await run_agent(main, "local", {
+        "myhostname": "mail.postbus.test", "mydomain": "postbus.test",
+        "mail_spool_directory": f"{mailroot}/spool", "home_mailbox": "", "alias_maps": "",
+        "local_recipient_maps": f"texthash:{mailroot}/users", "mail_owner": MAIL_OWNER,
+        "message_size_limit": "500", "mailbox_size_limit": "700",
+    })
+    box = mailroot / "spool" / "bob"
+    job = await bus.submit("local", "mail.postbus.test", ["bob@postbus.test"])
+    assert (await bus.status(job.queue_id)).results[0].status == "sent"
+    before = box.read_bytes()
+    job = await bus.submit("local", "mail.postbus.test", ["bob@postbus.test"])
+    [result] = (await bus.status(job.queue_id)).results
+    assert (result.status, result.dsn, result.reason) == (
+        "bounced", "5.2.2", f"cannot update mailbox {box} for user bob. {TOO_LARGE}"
+    )
+    assert box.read_bytes() == before
+
+
+@pytest.mark.parametrize(("settings", "virtual", "error"), [
+    ("mailbox_size_limit = 1000\nmessage_size_limit = 2000\n", False,
+     "configuration error: mailbox_size_limit is smaller than message_size_limit"),
+    ("virtual_mailbox_limit = 1000\nmessage_size_limit = 0\n", True,
+     "configuration error: virtual_mailbox_limit is limited but message_size_limit is "
+     "unlimited"),
+])
+def test_a_limit_below_message_size_limit_is_refused(
+    settings: str, virtual: bool, error: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        file_limit(Config.from_text(settings), virtual)
+    assert str(caught.value) == error
+
+
+def test_limits_as_postfix_reads_them() -> None:
+    assert file_limit(Config.from_text(""), False) == 51200000
+    assert file_limit(Config.from_text("virtual_mailbox_limit = 0\n"), True) == 0
