@@ -145,6 +145,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "lmtp_data_xfer_timeout", "lmtp_data_done_timeout", "lmtp_rset_timeout",
     "lmtp_quit_timeout", "lmtp_starttls_timeout", "lmtp_lhlo_name", "lmtp_tls_security_level",
     "lmtp_host_lookup", "delay_logging_resolution_limit", "smtp_line_length_limit",
+    "lmtp_line_length_limit", "smtp_generic_maps", "lmtp_generic_maps",
     # local and virtual
     "alias_maps", "home_mailbox", "mail_spool_directory", "command_time_limit",
     "allow_mail_to_commands", "allow_mail_to_files", "default_privs",
@@ -255,8 +256,8 @@ ONLY_VALUES: dict[str, frozenset[str]] = {
     "smtpd_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
     # 0 and 1 as Postfix logs them; 2 and up add OpenSSL's handshake trace, not built
     "smtpd_tls_loglevel": frozenset({"0", "1"}),
-    # alias, forward, include (local) and generic (smtp) do not propagate yet
-    "propagate_unmatched_extensions": frozenset({"", "canonical", "virtual"}),
+    # alias, forward and include (local) do not propagate yet
+    "propagate_unmatched_extensions": frozenset({"", "canonical", "virtual", "generic"}),
     # no check_address_map tables
     "local_header_rewrite_clients": frozenset(
         {"permit_inet_interfaces", "permit_mynetworks", "permit_sasl_authenticated",

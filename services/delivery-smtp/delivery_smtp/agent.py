@@ -8,16 +8,21 @@ outcome in Postfix's format.
 
 from __future__ import annotations
 
+import logging
 import time
 
 from delivery_smtp.addr import HostResolver, families
 from delivery_smtp.connect import Connector
+from delivery_smtp.generic import GenericMaps
 from delivery_smtp.proto import Settings
 from delivery_smtp.reuse import SessionCache
 from postbus.config.loader import Config
-from postbus.delivery import Stats, log_delivery
+from postbus.delivery import Outcome, Stats, log_delivery
 from postbus.job_loop import Deliver
+from postbus.maps.table import TableRetry
 from postbus.queue.entry import DeliveryJob, RcptResult
+
+log = logging.getLogger("postbus.delivery")
 
 
 def is_lmtp(cfg: Config, service: str) -> bool:
@@ -59,9 +64,19 @@ def build(cfg: Config, service: str) -> Connector:
 def agent(cfg: Config, service: str, connector: Connector) -> Deliver:
     """The per-job delivery function: deliver, then log each recipient as Postfix does."""
     resolution = cfg.int("delay_logging_resolution_limit")
+    generic = GenericMaps(cfg, is_lmtp(cfg, service))
 
     async def deliver(job: DeliveryJob, content: bytes, stats: Stats) -> list[RcptResult]:
-        outcomes, relay = await connector.deliver(job, content, stats)
+        sent_job, sent = job, content
+        try:
+            if generic:
+                sent_job, sent = await generic.job(job), await generic.content(content)
+        except TableRetry as exc:  # Postfix's smtp dies (msg_fatal); its qmgr defers
+            log.warning("%s: %s map lookup problem: %s", job.queue_id, generic.param, exc)
+            failed = Outcome("deferred", "4.3.0", "unknown mail transport error")
+            outcomes, relay = [failed] * len(job.recipients), "none"
+        else:
+            outcomes, relay = await connector.deliver(sent_job, sent, stats)
         now = time.time()
         results = []
         for index, rcpt, outcome in zip(job.indexes, job.recipients, outcomes, strict=True):

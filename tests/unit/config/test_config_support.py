@@ -24,7 +24,6 @@ NOT_YET = [
      "smtpd_milters"),
     ("non_smtpd_milters = inet:127.0.0.1:8891\n", "non_smtpd_milters"),
     ("content_filter = scan:[127.0.0.1]:10025\n", "content_filter"),
-    ("smtp_generic_maps = hash:/etc/postbus/generic\n", "smtp_generic_maps"),
     ("sender_bcc_maps = hash:/etc/postbus/sender_bcc\n", "sender_bcc_maps"),
     ("undisclosed_recipients_header = To: undisclosed-recipients:;\n",
      "undisclosed_recipients_header"),
