@@ -1,10 +1,19 @@
 """virtual_mailbox_limit and mailbox_size_limit: a delivery that would take a file past the
 limit bounces 5.2.2 with Postfix's text (its write fails with EFBIG under setrlimit), and the
-mailbox is left exactly as it was."""
+mailbox is left exactly as it was.
+
+A private Postfix's virtual(8) delivers to an mbox until one delivery would
+pass virtual_mailbox_limit; its outcome for that one (recorded in
+``tests/data/postfix/mailbox_limit.json``) is what ours must give."""
 
 from __future__ import annotations
 
+import re
+import shutil
+import smtplib
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +21,9 @@ from delivery_local.__main__ import main
 from delivery_local.store import file_limit
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
+from postbus.servers import free_port, wait_port
+from tests import postfix_instance
+from tests.recorded import Recording
 
 from .conftest import MESSAGE, Bus, RunAgent
 from .localfs import MAIL_OWNER, VIRTUAL_ID, give, mailroot
@@ -20,6 +32,56 @@ pytestmark = pytest.mark.integration
 __all__ = ["mailroot"]  # the fixture
 
 TOO_LARGE = "error writing message: File too large"
+RECORDING = Recording("mailbox_limit")
+_STATUS = re.compile(r"to=<box@virt\.test>, relay=virtual, .*dsn=(\S+), status=(\w+) \((.*)\)$",
+                     re.M)
+
+
+def _postfix_past_the_limit() -> dict[str, Any]:
+    """Postfix's virtual(8): deliveries to one mbox until one would pass the limit."""
+    port = free_port()
+    instance = postfix_instance.PostfixInstance(port, {
+        "virtual_mailbox_domains": "virt.test",
+        "virtual_mailbox_maps": "inline:{box@virt.test=box}",
+        "virtual_uid_maps": f"static:{VIRTUAL_ID}", "virtual_gid_maps": f"static:{VIRTUAL_ID}",
+        "virtual_minimum_uid": "100", "message_size_limit": "1000",
+        "virtual_mailbox_limit": "1500",
+    })
+    base = instance.root / "vmail"
+    base.mkdir()
+    shutil.chown(base, VIRTUAL_ID, VIRTUAL_ID)
+    (instance.etc / "main.cf").write_text(
+        (instance.etc / "main.cf").read_text() + f"virtual_mailbox_base = {base}\n")
+    box = base / "box"
+    instance.start()
+    try:
+        wait_port("127.0.0.1", port, 20)
+        for n in range(1, 6):
+            before = box.read_bytes() if box.exists() else b""
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                client.sendmail("", ["box@virt.test"], b"Subject: limit\r\n\r\nbody\r\n")
+            deadline = time.monotonic() + 30
+            while len(found := _STATUS.findall(instance.maillog.read_text()
+                                               if instance.maillog.exists() else "")) < n:
+                assert time.monotonic() < deadline, "Postfix logged no delivery"
+                time.sleep(0.05)
+            dsn, status, reason = found[-1]
+            if status != "sent":
+                return {"dsn": dsn, "status": status, "reason": reason.replace(str(base), "BASE"),
+                        "unchanged": box.read_bytes() == before, "deliveries": n}
+        raise AssertionError("no delivery went past the limit")
+    finally:
+        instance.stop()
+
+
+def test_past_the_limit_as_postfix(tmp_path: Path) -> None:
+    """Postfix's answer (live or recorded): the words our tests below expect."""
+    live = _postfix_past_the_limit if postfix_instance.available() else None
+    postfix = RECORDING.answer("virtual_mbox", live)
+    assert postfix == {"dsn": "5.2.2", "status": "bounced", "unchanged": True,
+                       "deliveries": postfix["deliveries"],
+                       "reason": f"delivery failed to mailbox BASE/box: {TOO_LARGE}"}
+    assert postfix["deliveries"] > 1
 
 
 def _virtual(root: Path, limit: str) -> dict[str, str]:
