@@ -146,6 +146,12 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "lmtp_quit_timeout", "lmtp_starttls_timeout", "lmtp_lhlo_name", "lmtp_tls_security_level",
     "lmtp_host_lookup", "delay_logging_resolution_limit", "smtp_line_length_limit",
     "lmtp_line_length_limit", "smtp_generic_maps", "lmtp_generic_maps",
+    # the smtp client's TLS policy (delivery_smtp/tls_policy.py, tls_client.py)
+    "smtp_tls_policy_maps", "lmtp_tls_policy_maps", "smtp_tls_loglevel", "lmtp_tls_loglevel",
+    "smtp_tls_protocols", "smtp_tls_mandatory_protocols", "smtp_tls_ciphers",
+    "smtp_tls_mandatory_ciphers", "smtp_tls_exclude_ciphers",
+    "smtp_tls_mandatory_exclude_ciphers", "smtp_tls_verify_cert_match",
+    "smtp_tls_secure_cert_match",
     # local and virtual
     "alias_maps", "home_mailbox", "mail_spool_directory", "command_time_limit",
     "allow_mail_to_commands", "allow_mail_to_files", "default_privs",
@@ -247,9 +253,12 @@ PARTLY: dict[str, str] = {
 #: Implemented parameters honoured for these values only (lowercase words; a
 #: list value must consist of them). Other values are refused as not_yet.
 ONLY_VALUES: dict[str, frozenset[str]] = {
-    # no DANE, no certificate matching against the next-hop domain, no fingerprints
-    "smtp_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
-    "lmtp_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
+    # no DANE, no fingerprints
+    "smtp_tls_security_level": frozenset({"", "none", "may", "encrypt", "verify", "secure"}),
+    "lmtp_tls_security_level": frozenset({"", "none", "may", "encrypt", "verify", "secure"}),
+    # 0 and 1 as Postfix logs them; 2 and up add OpenSSL's handshake trace, not built
+    "smtp_tls_loglevel": frozenset({"0", "1"}),
+    "lmtp_tls_loglevel": frozenset({"0", "1"}),
     # no DNSSEC validation
     "smtp_dns_support_level": frozenset({"", "disabled", "enabled"}),
     # Postfix's smtpd has these three (it maps verify/secure/fingerprint to encrypt)

@@ -16,6 +16,8 @@ from delivery_smtp.connect import Connector
 from delivery_smtp.generic import GenericMaps
 from delivery_smtp.proto import Settings
 from delivery_smtp.reuse import SessionCache
+from delivery_smtp.tls_client import ClientTls
+from delivery_smtp.tls_policy import TlsPolicies
 from postbus.config.loader import Config
 from postbus.delivery import Outcome, Stats, log_delivery
 from postbus.job_loop import Deliver
@@ -58,6 +60,7 @@ def build(cfg: Config, service: str) -> Connector:
         caching=cfg.bool("smtp_connection_cache_on_demand"),
         address_limit=cfg.int("smtp_mx_address_limit") or 1000,
         session_limit=cfg.int("smtp_mx_session_limit") or 1000,
+        tls=(TlsPolicies(cfg, lmtp), ClientTls(cfg, lmtp)),
     )
 
 

@@ -21,12 +21,14 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from delivery_smtp.addr import HostLookupError, HostResolver, Target, numeric
-from delivery_smtp.proto import Settings, SiteFailure, handshake, probe, transfer
+from delivery_smtp.proto import Settings, SiteFailure, TlsStart, handshake, probe, transfer
 from delivery_smtp.reuse import SessionCache
 from delivery_smtp.session import Chat
+from delivery_smtp.tls_client import ClientTls
+from delivery_smtp.tls_policy import TlsPolicies
 from postbus.delivery import Outcome, Stats
 from postbus.queue.entry import DeliveryJob
 
@@ -37,6 +39,7 @@ class NextHop:
     port: int
     mx: bool  # look up MX records for host
     path: str = ""  # LMTP over a UNIX-domain socket
+    dest: str = field(default="", compare=False)  # as written: the TLS policy lookup key
 
 
 def _port(text: str) -> int:
@@ -52,7 +55,7 @@ def parse_nexthops(nexthop: str, default_port: int, lmtp: bool = False) -> list[
         if not item:
             continue
         if item.startswith("unix:"):
-            hops.append(NextHop(item[5:], 0, False, path=item[5:]))
+            hops.append(NextHop(item[5:], 0, False, path=item[5:], dest=item[5:]))
             continue
         if item.startswith("inet:"):
             item = item[5:]
@@ -61,13 +64,13 @@ def parse_nexthops(nexthop: str, default_port: int, lmtp: bool = False) -> list[
             if not close or not host or (rest and not rest.startswith(":")):
                 raise ValueError(f"malformed next-hop destination: {item}")
             port = _port(rest[1:]) if rest else default_port
-            hops.append(NextHop(host, port, False))
+            hops.append(NextHop(host, port, False, dest=item))
             continue
         host, port = item, default_port
         if item.count(":") == 1:
             host, _, text = item.partition(":")
             port = _port(text)
-        hops.append(NextHop(host, port, not lmtp and numeric(host) is None))
+        hops.append(NextHop(host, port, not lmtp and numeric(host) is None, dest=item))
     if not hops:
         raise ValueError("empty next-hop destination")
     return hops
@@ -113,8 +116,10 @@ class Connector:
         caching: bool = True,
         address_limit: int = 5,
         session_limit: int = 2,
+        tls: tuple[TlsPolicies, ClientTls] | None = None,
     ) -> None:
         self.st = settings
+        self.tls = tls
         self.resolver = resolver
         self.cache = cache
         self.caching = caching
@@ -141,6 +146,14 @@ class Connector:
         relay = "none"
         sessions = addresses = 0
         for hop in hops:
+            start: TlsStart | None = None
+            if self.tls is not None:
+                policies, client = self.tls
+                policy = await policies.policy(hop.dest, hop.mx and ":" not in hop.dest)
+                if isinstance(policy, Outcome):
+                    last, relay = policy, "none"
+                    continue
+                start = TlsStart(policy, client, hop.host)
             try:
                 targets = await self._targets(hop)
             except HostLookupError as exc:
@@ -158,7 +171,7 @@ class Connector:
                     continue
                 sessions += 1
                 try:
-                    await handshake(chat, self.st)
+                    await handshake(chat, self.st, start)
                 except SiteFailure as exc:
                     chat.broken = True
                     self.cache.retire(chat)

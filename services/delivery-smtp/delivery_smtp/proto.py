@@ -15,13 +15,15 @@ from __future__ import annotations
 import logging
 import re
 import socket
-import ssl
 from dataclasses import dataclass
 
 from delivery_smtp.session import Chat, Lost, TimedOut, message_data
+from delivery_smtp.tls_client import ClientTls, Peer
+from delivery_smtp.tls_policy import PROBLEM, TlsPolicy
 from postbus.config.loader import Config
 from postbus.delivery import Outcome, Reply, soften
 from postbus.queue.entry import DeliveryJob, Recipient
+from postbus.tls import TlsConfigError
 
 log = logging.getLogger("postbus.delivery")
 
@@ -127,16 +129,16 @@ def _refused(chat: Chat, reply: Reply, soft: bool = False) -> SiteFailure:
 # -- handshake ------------------------------------------------------------------
 
 
-def tls_context(level: str, cafile: str, capath: str = "") -> ssl.SSLContext:
-    """Opportunistic and "encrypt" TLS do not verify (Postfix); verify/secure do."""
-    context = ssl.create_default_context(cafile=cafile or None, capath=capath or None)
-    if level not in ("verify", "secure"):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+@dataclass(frozen=True)
+class TlsStart:
+    """The TLS policy of the next hop being tried, and who enforces it."""
+
+    policy: TlsPolicy
+    client: ClientTls
+    nexthop: str  # the next-hop domain, for the nexthop and dot-nexthop patterns
 
 
-async def handshake(chat: Chat, st: Settings) -> None:
+async def handshake(chat: Chat, st: Settings, tls: TlsStart | None = None) -> None:
     """Greeting, EHLO/HELO or LHLO, STARTTLS; raises SiteFailure (≈ smtp_helo())."""
     where = "receiving the initial server greeting"
     try:
@@ -144,25 +146,35 @@ async def handshake(chat: Chat, st: Settings) -> None:
         if greeting.code // 100 != 2:
             raise _refused(chat, greeting, soft=st.skip_5xx_greeting)
         where = await _hello(chat, st)
-        level = st.tls_level
-        if level in ("", "none"):
+        if tls is None or tls.policy.level == "none":
             return
-        required = level != "may"
+        policy = tls.policy
         if "starttls" not in chat.features:
-            if required:
+            if policy.required:
                 text = f"TLS is required, but was not offered by host {chat.namaddr}"
                 raise SiteFailure(Outcome("deferred", "4.7.4", text), chat.relay)
             return
+        try:
+            context, native = tls.client.context(policy)
+        except TlsConfigError as exc:
+            log.warning("%s", exc)
+            if policy.required:
+                raise SiteFailure(PROBLEM, chat.relay) from exc
+            return
         where = "performing the STARTTLS handshake"
-        got = await chat.starttls(
-            tls_context(level, st.tls_cafile, st.tls_capath), chat.target.host,
-            st.starttls_timeout,
-        )
+        got = await chat.starttls(context, chat.target.host, st.starttls_timeout)
         if got.code != 220:
-            if required:
+            if policy.required:
                 text = f"TLS is required, but host {chat.namaddr} refused to start TLS: {got}"
                 raise SiteFailure(Outcome("deferred", "4.7.5", text), chat.relay)
             return
+        transport = chat.wire.transport
+        sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+        if sslobj is not None:
+            peer = Peer(chat.relay, chat.target.host, tls.nexthop)
+            failed = tls.client.check(sslobj, native, policy, peer)
+            if failed is not None:
+                raise SiteFailure(failed, chat.relay)
         where = await _hello(chat, st)
     except (Lost, TimedOut) as exc:
         raise SiteFailure(broken(chat, exc, where), chat.relay) from exc

@@ -34,7 +34,6 @@ NOT_YET = [
     ("smtpd_sasl_auth_enable = yes\n", "smtpd_sasl_auth_enable"),
     ("smtpd_reject_unlisted_sender = yes\n", "smtpd_reject_unlisted_sender"),
     ("smtp_sasl_auth_enable = yes\n", "smtp_sasl_auth_enable"),
-    ("smtp_tls_policy_maps = hash:/etc/postbus/tls_policy\n", "smtp_tls_policy_maps"),
     ("smtpd_data_restrictions = reject_unauth_pipelining\n", "smtpd_data_restrictions"),
     ("smtpd_restriction_classes = mua\nmua = permit\n", "smtpd_restriction_classes"),
     ("always_bcc = archive@example.com\n", "always_bcc"),
