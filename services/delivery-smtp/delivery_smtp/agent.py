@@ -61,6 +61,7 @@ def build(cfg: Config, service: str) -> Connector:
         address_limit=cfg.int("smtp_mx_address_limit") or 1000,
         session_limit=cfg.int("smtp_mx_session_limit") or 1000,
         tls=(TlsPolicies(cfg, lmtp), ClientTls(cfg, lmtp)),
+        min_backoff=cfg.time("minimal_backoff_time"),
     )
 
 

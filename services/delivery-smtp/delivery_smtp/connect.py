@@ -11,7 +11,10 @@ A session parked for the same next hop is tried first (after an RSET
 probe); otherwise each address is tried in turn, up to
 ``smtp_mx_address_limit`` addresses and ``smtp_mx_session_limit``
 sessions that got as far as a greeting, and the last failure is what the
-recipients get when none worked.
+recipients get when none worked. Each next hop has its TLS policy
+(:mod:`delivery_smtp.tls_policy`); a TLS handshake that fails at level may
+is retried on the same server without TLS, but only for mail that has
+waited minimal_backoff_time already, as Postfix does.
 """
 
 from __future__ import annotations
@@ -117,9 +120,11 @@ class Connector:
         address_limit: int = 5,
         session_limit: int = 2,
         tls: tuple[TlsPolicies, ClientTls] | None = None,
+        min_backoff: float = 300.0,
     ) -> None:
         self.st = settings
         self.tls = tls
+        self.min_backoff = min_backoff
         self.resolver = resolver
         self.cache = cache
         self.caching = caching
@@ -176,11 +181,38 @@ class Connector:
                     chat.broken = True
                     self.cache.retire(chat)
                     last, relay = exc.outcome, exc.relay
-                    continue
+                    if not exc.plaintext_ok or not self._plaintext_ok(job):
+                        continue
+                    retried = await self._plaintext(target)
+                    if isinstance(retried, tuple):
+                        last, relay = retried
+                        continue
+                    chat = retried
                 stats.conn_setup_done = time.time()
                 return await self._transfer(key, chat, job, content), chat.relay
         stats.site_failure = last  # no server took a session: the destination failed
         return [last] * count, relay
+
+    async def _plaintext(self, target: Target) -> Chat | tuple[Outcome, str]:
+        """The same server again, without TLS (≈ RETRY_AS_PLAINTEXT); or why not."""
+        try:
+            chat = await self._open(target)
+        except ConnectFailed as exc:
+            return Outcome("deferred", "4.4.1", f"connect to {target.namaddrport}: {exc}"), "none"
+        try:
+            await handshake(chat, self.st, None)
+        except SiteFailure as exc:
+            chat.broken = True
+            self.cache.retire(chat)
+            return exc.outcome, exc.relay
+        return chat
+
+    def _plaintext_ok(self, job: DeliveryJob) -> bool:
+        """Postfix retries a may-level server in clear text only for mail that has
+        waited at least minimal_backoff_time (a first attempt defers instead)."""
+        arrival = job.arrival_time
+        active = job.active_time or time.time()
+        return active - arrival >= self.min_backoff
 
     async def _transfer(
         self, key: str, chat: Chat, job: DeliveryJob, content: bytes

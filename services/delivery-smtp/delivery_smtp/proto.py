@@ -17,7 +17,7 @@ import re
 import socket
 from dataclasses import dataclass
 
-from delivery_smtp.session import Chat, Lost, TimedOut, message_data
+from delivery_smtp.session import Chat, HandshakeFailed, Lost, TimedOut, message_data
 from delivery_smtp.tls_client import ClientTls, Peer
 from delivery_smtp.tls_policy import PROBLEM, TlsPolicy
 from postbus.config.loader import Config
@@ -99,12 +99,19 @@ def _lmtp_port(cfg: Config) -> int:
 
 
 class SiteFailure(Exception):
-    """The session cannot go on; ``outcome`` applies to every recipient still open."""
+    """The session cannot go on; ``outcome`` applies to every recipient still open.
 
-    def __init__(self, outcome: Outcome, relay: str = "none") -> None:
+    ``plaintext_ok``: the TLS handshake failed at level may, where Postfix may
+    try the same server again without TLS."""
+
+    def __init__(self, outcome: Outcome, relay: str = "none", plaintext_ok: bool = False) -> None:
         super().__init__(outcome.reason)
         self.outcome = outcome
         self.relay = relay
+        self.plaintext_ok = plaintext_ok
+
+
+NO_TLS = Outcome("deferred", "4.7.5", "Cannot start TLS: handshake failure")
 
 
 def said(chat: Chat, reply: Reply, request: str) -> str:
@@ -162,7 +169,11 @@ async def handshake(chat: Chat, st: Settings, tls: TlsStart | None = None) -> No
                 raise SiteFailure(PROBLEM, chat.relay) from exc
             return
         where = "performing the STARTTLS handshake"
-        got = await chat.starttls(context, chat.target.host, st.starttls_timeout)
+        try:
+            got = await chat.starttls(context, chat.target.host, st.starttls_timeout)
+        except HandshakeFailed as exc:  # ≈ smtp_start_tls() when tls_client_start() fails
+            log.info("SSL_connect error to %s: %s", chat.relay, exc)
+            raise SiteFailure(NO_TLS, chat.relay, plaintext_ok=not policy.required) from exc
         if got.code != 220:
             if policy.required:
                 text = f"TLS is required, but host {chat.namaddr} refused to start TLS: {got}"

@@ -38,6 +38,10 @@ class TimedOut(Exception):
     """The server did not answer in time."""
 
 
+class HandshakeFailed(Lost):
+    """The TLS handshake after ``220`` to STARTTLS failed; the session is unusable."""
+
+
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 
 # A line that long without an end, or a reply with that many lines, is not SMTP.
@@ -322,10 +326,10 @@ class Chat:
             raise TimedOut() from exc
         except (OSError, ssl.SSLError, ConnectionError, RuntimeError) as exc:
             self.broken = True
-            raise Lost() from exc
+            raise HandshakeFailed(str(exc) or type(exc).__name__) from exc
         if transport is None:
             self.broken = True
-            raise Lost()
+            raise HandshakeFailed("no TLS transport")
         wire.transport = cast(asyncio.Transport, transport)
         self.tls = True
         self.features = {}

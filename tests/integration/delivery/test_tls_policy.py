@@ -32,20 +32,22 @@ def pki(tmp_path: Path) -> Pki:
     return Pki.create(tmp_path / "pki")
 
 
-def _tls_peer(pki: Pki) -> Peer:
+def _tls_peer(pki: Pki, tls13: bool = False) -> Peer:
     cert, key = pki.server("mx", cn="mx.remote.test")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
+    if tls13:
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
     return Peer(tls_context=context)
 
 
-async def _send(bus: Bus, run_agent: RunAgent, peer: Peer, policy: str,
+async def _send(bus: Bus, run_agent: RunAgent, peer: Peer, policy: str, age: float = 0.0,
                 **settings: str) -> tuple[str, str, str]:
     nexthop = f"[127.0.0.1]:{peer.port}"
     await run_agent(main, "smtp", {
         **FAST, "smtp_tls_policy_maps": f"inline:{{ {{{nexthop} = {policy}}} }}", **settings,
     })
-    job = await bus.submit("smtp", nexthop, ["bob@remote.test"])
+    job = await bus.submit("smtp", nexthop, ["bob@remote.test"], age=age)
     [result] = (await bus.status(job.queue_id)).results
     await run_agent.stop()
     return result.status, result.dsn, result.reason
@@ -209,3 +211,20 @@ async def test_log_lines_and_reason_as_postfix(
     assert ours == {name: lines[:-1] for name, lines in postfix.items()}
     assert postfix["bad"][-1] == "dsn=4.7.5, status=deferred (Server certificate not verified)"
     assert postfix["good"][-1].startswith("dsn=2.0.0, status=sent ")
+
+
+async def test_a_failed_handshake_defers_and_may_retries_older_mail_in_clear(
+    bus: Bus, run_agent: RunAgent, pki: Pki
+) -> None:
+    """A server that wants TLS 1.3 and a client that offers at most 1.2: no handshake."""
+    old = {"smtp_tls_protocols": "<=TLSv1.2", "minimal_backoff_time": "300s"}
+    with _tls_peer(pki, tls13=True) as peer:
+        encrypt = await _send(bus, run_agent, peer, "encrypt protocols=<=TLSv1.2", age=3600)
+        fresh = await _send(bus, run_agent, peer, "may", **old)
+        assert peer.handler.messages == []
+        retried = await _send(bus, run_agent, peer, "may", age=3600, **old)
+    failed = ("deferred", "4.7.5", "Cannot start TLS: handshake failure")
+    assert encrypt == failed  # never in clear text
+    assert fresh == failed  # a first attempt defers, as Postfix's does
+    assert retried[0] == "sent"  # mail that has waited goes without TLS to the same server
+    assert peer.handler.tls == [False]
