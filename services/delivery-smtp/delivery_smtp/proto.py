@@ -169,8 +169,9 @@ async def handshake(chat: Chat, st: Settings, tls: TlsStart | None = None) -> No
                 raise SiteFailure(PROBLEM, chat.relay) from exc
             return
         where = "performing the STARTTLS handshake"
+        sni = {"hostname": chat.target.host, "nexthop": tls.nexthop}.get(policy.sni, policy.sni)
         try:
-            got = await chat.starttls(context, chat.target.host, st.starttls_timeout)
+            got = await chat.starttls(context, sni, st.starttls_timeout)
         except HandshakeFailed as exc:  # ≈ smtp_start_tls() when tls_client_start() fails
             log.info("SSL_connect error to %s: %s", chat.relay, exc)
             raise SiteFailure(NO_TLS, chat.relay, plaintext_ok=not policy.required) from exc

@@ -10,12 +10,14 @@ is a level and attributes, separated by spaces or commas::
     [10.0.0.1]:587  encrypt ciphers=high exclude=3DES
 
 ``match`` (verify and secure only, may repeat), ``protocols``,
-``ciphers`` and ``exclude`` replace the main.cf defaults for that
-destination. Anything Postfix would refuse (an unknown level or
+``ciphers``, ``exclude`` and ``servername`` (the TLS SNI name:
+``hostname``, ``nexthop`` or a name; none by default, as Postfix) replace
+the main.cf defaults for that destination. Anything Postfix would refuse (an unknown level or
 attribute, a repeated one, an empty value, ``match`` below verify, a
 table that cannot answer) defers with Postfix's warning and ``4.7.5
-client TLS configuration problem``; so do the levels Postbus does not
-build yet (dane, dane-only, fingerprint), with a warning saying so.
+client TLS configuration problem``; so do the levels and attributes
+Postbus does not build yet (dane, dane-only, fingerprint; tafile,
+connection_reuse), with a warning saying so.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ log = logging.getLogger("postbus.delivery")
 LEVELS = ("none", "may", "encrypt", "verify", "secure")
 NOT_BUILT = ("dane", "dane-only", "fingerprint")
 PROBLEM = Outcome("deferred", "4.7.5", "client TLS configuration problem")
+NOT_BUILT_ATTRS = ("tafile", "connection_reuse")
 _SEP = re.compile(r"[,\s]+")
+_HOSTNAME = re.compile(r"(?=.{1,255}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class TlsPolicy:
     grade: str = ""
     exclude: str = ""  # OpenSSL cipher names and aliases to leave out
     match: tuple[str, ...] = ()  # certificate name patterns (verify, secure)
+    sni: str = ""  # servername: "", "hostname", "nexthop" or a name
 
     @property
     def required(self) -> bool:
@@ -78,6 +84,7 @@ class TlsPolicies:
         self.mandatory_exclude = cfg.get("smtp_tls_mandatory_exclude_ciphers")
         self.verify_match = cfg.get("smtp_tls_verify_cert_match")
         self.secure_match = cfg.get("smtp_tls_secure_cert_match")
+        self.sni = cfg.get("lmtp_tls_servername" if lmtp else "smtp_tls_servername").strip()
         self._cache: dict[str, TlsPolicy | Outcome] = {}
 
     async def policy(self, dest: str, domain: bool) -> TlsPolicy | Outcome:
@@ -104,6 +111,10 @@ class TlsPolicies:
             return PROBLEM
         if level == "none":
             return TlsPolicy("none")
+        sni = attrs.get("servername", self.sni)
+        if sni and not _HOSTNAME.fullmatch(sni):
+            log.warning('"smtp_tls_servername = %s" specifies an invalid hostname', sni)
+            return PROBLEM
         mandatory = level != "may"
         exclude = attrs.get("exclude")
         if exclude is None:
@@ -121,6 +132,7 @@ class TlsPolicies:
             .lower(),
             exclude=" ".join(w for w in (exclude, also) if w),
             match=tuple(m for m in re.split(r"[,\s:]+", matches) if m),
+            sni=sni,
         )
 
     async def _lookup(self, dest: str, domain: bool) -> tuple[str, dict[str, str]] | None:
@@ -163,7 +175,10 @@ def _parse(value: str, where: str) -> tuple[str, dict[str, str]]:
                         'attribute name', where, word)
             raise _Invalid()
         name = name.lower()
-        if name not in ("ciphers", "protocols", "match", "exclude"):
+        if name in NOT_BUILT_ATTRS:
+            log.warning('%s: attribute "%s" is not supported yet by Postbus', where, name)
+            raise _Invalid()
+        if name not in ("ciphers", "protocols", "match", "exclude", "servername"):
             log.warning('%s: invalid attribute name: "%s"', where, name)
             raise _Invalid()
         if not val and name in ("ciphers", "match"):
@@ -178,6 +193,9 @@ def _parse(value: str, where: str) -> tuple[str, dict[str, str]]:
             continue
         if name in attrs:
             log.warning('%s: attribute "%s" is specified multiple times', where, name)
+            raise _Invalid()
+        if name == "servername" and not _HOSTNAME.fullmatch(val):
+            log.warning('%s: "%s=%s" specifies an invalid hostname', where, name, val)
             raise _Invalid()
         attrs[name] = val
     return level, attrs

@@ -228,3 +228,17 @@ async def test_a_failed_handshake_defers_and_may_retries_older_mail_in_clear(
     assert fresh == failed  # a first attempt defers, as Postfix's does
     assert retried[0] == "sent"  # mail that has waited goes without TLS to the same server
     assert peer.handler.tls == [False]
+
+
+async def test_sni_only_when_configured(bus: Bus, run_agent: RunAgent, pki: Pki) -> None:
+    """Postfix sends no SNI by default; servername= (or smtp_tls_servername) sends one."""
+    seen: list[str | None] = []
+    cert, key = pki.server("mx", cn="mx.remote.test")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda _sock, name, _ctx: seen.append(name)  # type: ignore[assignment]
+    with Peer(tls_context=context) as peer:
+        assert (await _send(bus, run_agent, peer, "may"))[0] == "sent"
+        assert (await _send(bus, run_agent, peer, "may servername=mx.remote.test"))[0] == "sent"
+    assert seen == [None, "mx.remote.test"]
+    assert peer.handler.tls == [True, True]

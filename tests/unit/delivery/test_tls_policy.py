@@ -36,6 +36,14 @@ async def test_entries_and_defaults() -> None:
         "verify", protocols=">=TLSv1", grade="medium", exclude="3DES aNULL", match=("hostname",))
 
 
+async def test_servername_from_the_entry_or_main_cf() -> None:
+    p = policies("inline:{ {a.test = may servername=hostname}, {b.test = may} }",
+                 "smtp_tls_servername = sni.example\n")
+    assert (await p.policy("a.test", True)).sni == "hostname"  # type: ignore[union-attr]
+    assert (await p.policy("b.test", True)).sni == "sni.example"  # type: ignore[union-attr]
+    assert (await policies().policy("remote.example", True)).sni == ""  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(("entry", "warning"), [
     ("bogus", 'invalid security level "bogus"'),
     ("verify ciphers=high ciphers=low", 'attribute "ciphers" is specified multiple times'),
@@ -44,6 +52,8 @@ async def test_entries_and_defaults() -> None:
     ("may protocols", 'malformed attribute/value pair "protocols"'),
     ("verify ciphers=", 'attribute "ciphers" has empty value'),
     ("dane", 'TLS security level "dane" for x.test is not supported yet by Postbus'),
+    ("verify tafile=/etc/ta.pem", 'attribute "tafile" is not supported yet by Postbus'),
+    ("may servername=bad_name", '"servername=bad_name" specifies an invalid hostname'),
 ])
 async def test_entries_postfix_refuses_defer_the_destination(
     entry: str, warning: str, caplog: pytest.LogCaptureFixture
