@@ -152,6 +152,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "smtp_tls_mandatory_ciphers", "smtp_tls_exclude_ciphers",
     "smtp_tls_mandatory_exclude_ciphers", "smtp_tls_verify_cert_match",
     "smtp_tls_secure_cert_match", "smtp_tls_servername", "lmtp_tls_servername",
+    "smtp_tls_cert_file", "smtp_tls_key_file",
     # local and virtual
     "alias_maps", "home_mailbox", "mail_spool_directory", "command_time_limit",
     "allow_mail_to_commands", "allow_mail_to_files", "default_privs",

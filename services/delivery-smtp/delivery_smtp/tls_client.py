@@ -2,7 +2,8 @@
 (≈ tls_client.c, tls_verify.c, the TLS part of smtp_proto.c).
 
 A context is made once per policy (protocols, cipher grade and exclusions,
-smtp_tls_CAfile / smtp_tls_CApath). The handshake never fails on a
+smtp_tls_CAfile / smtp_tls_CApath, and the client certificate of
+smtp_tls_cert_file / smtp_tls_key_file, shown to servers that ask). The handshake never fails on a
 certificate: as Postfix's verify callback does, OpenSSL is told to carry on
 and the result is read afterwards. A session is then:
 
@@ -61,6 +62,8 @@ class ClientTls:
     def __init__(self, cfg: Config, lmtp: bool = False) -> None:
         self.cafile = cfg.get("smtp_tls_CAfile").strip()
         self.capath = cfg.get("smtp_tls_CApath").strip()
+        self.cert_file = cfg.get("smtp_tls_cert_file").strip()
+        self.key_file = cfg.get("smtp_tls_key_file").strip() or self.cert_file
         self.loglevel = cfg.int("lmtp_tls_loglevel" if lmtp else "smtp_tls_loglevel")
         self.cipherlists = {grade: cfg.get(f"tls_{grade}_cipherlist")
                             for grade in ("high", "medium", "low", "export", "null")}
@@ -99,6 +102,13 @@ class ClientTls:
                 raise TlsConfigError(
                     f'cannot load Certification Authority data, CAfile="{self.cafile}", '
                     f'CApath="{self.capath}": disabling TLS support') from exc
+        if self.cert_file:
+            try:
+                ctx.load_cert_chain(self.cert_file, self.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise TlsConfigError(
+                    f"cannot load certificate and key from {self.cert_file} and "
+                    f"{self.key_file}: disabling TLS support") from exc
         ctx.verify_mode = ssl.CERT_REQUIRED
         native = Native.of(ctx)
         if not native.accept_unverified():  # no libssl here: nothing can be verified

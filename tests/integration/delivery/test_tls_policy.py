@@ -242,3 +242,27 @@ async def test_sni_only_when_configured(bus: Bus, run_agent: RunAgent, pki: Pki)
         assert (await _send(bus, run_agent, peer, "may servername=mx.remote.test"))[0] == "sent"
     assert seen == [None, "mx.remote.test"]
     assert peer.handler.tls == [True, True]
+
+
+async def test_a_client_certificate_for_a_server_that_asks(
+    bus: Bus, run_agent: RunAgent, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "postbus.delivery")
+    cert, key = pki.server("mx", cn="mx.remote.test")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki.ca_file))
+    context.load_cert_chain(cert, key)
+    context.verify_mode = ssl.CERT_REQUIRED  # no certificate, no session
+    client_cert, client_key = pki.client("relay", "relay.postbus.test")
+    with Peer(tls_context=context) as peer:
+        without = await _send(bus, run_agent, peer, "encrypt")
+        assert peer.handler.messages == []
+        shown = await _send(bus, run_agent, peer, "encrypt", smtp_tls_cert_file=str(client_cert),
+                            smtp_tls_key_file=str(client_key))
+        broken = await _send(bus, run_agent, peer, "encrypt",
+                             smtp_tls_cert_file=str(pki.root / "missing.pem"))
+    assert without[0] == "deferred"  # TLS 1.3: refused after the client's handshake ends
+    assert shown[0] == "sent"
+    assert peer.handler.tls == [True]
+    assert broken == ("deferred", "4.7.5", "client TLS configuration problem")
+    assert any(r.getMessage().startswith("cannot load certificate and key from ")
+               for r in caplog.records)
