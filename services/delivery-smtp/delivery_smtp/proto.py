@@ -46,9 +46,6 @@ class Settings:
     rset_timeout: float = 20.0
     quit_timeout: float = 300.0
     starttls_timeout: float = 300.0
-    tls_level: str = ""
-    tls_cafile: str = ""
-    tls_capath: str = ""
     skip_5xx_greeting: bool = True
     default_port: int = 25
     line_limit: int = 998
@@ -84,9 +81,6 @@ class Settings:
             rset_timeout=seconds("smtp_rset_timeout"),
             quit_timeout=seconds("smtp_quit_timeout"),
             starttls_timeout=seconds("smtp_starttls_timeout"),
-            tls_level=cfg.get(name("smtp_tls_security_level")).strip().lower(),
-            tls_cafile=cfg.get("smtp_tls_CAfile"),
-            tls_capath=cfg.get("smtp_tls_CApath"),
             skip_5xx_greeting=cfg.bool("smtp_skip_5xx_greeting"),
             default_port=_lmtp_port(cfg) if lmtp else 25,
             line_limit=cfg.int(name("smtp_line_length_limit")),

@@ -77,8 +77,10 @@ def test_ehlo_keywords() -> None:
     }
 
 
-def test_tls_settings_read_cafile_and_capath_and_lmtp_twins() -> None:
+async def test_tls_settings_read_cafile_and_capath_and_lmtp_twins() -> None:
     from delivery_smtp.proto import Settings
+    from delivery_smtp.tls_client import ClientTls
+    from delivery_smtp.tls_policy import TlsPolicies
     from postbus.config.loader import Config
 
     cfg = Config.from_text(
@@ -87,9 +89,12 @@ def test_tls_settings_read_cafile_and_capath_and_lmtp_twins() -> None:
         "lmtp_lhlo_name = lmtp.example\nsmtp_helo_name = smtp.example\n"
     )
     smtp, lmtp = Settings.from_config(cfg, lmtp=False), Settings.from_config(cfg, lmtp=True)
-    assert (smtp.tls_cafile, smtp.tls_capath) == ("/etc/ssl/ca.pem", "/etc/ssl/certs")
-    assert (smtp.tls_level, smtp.helo_name) == ("encrypt", "smtp.example")
-    assert (lmtp.tls_level, lmtp.helo_name) == ("may", "lmtp.example")
+    client = ClientTls(cfg)
+    assert (client.cafile, client.capath) == ("/etc/ssl/ca.pem", "/etc/ssl/certs")
+    smtp_policy = await TlsPolicies(cfg).policy("example.com", True)
+    lmtp_policy = await TlsPolicies(cfg, lmtp=True).policy("example.com", True)
+    assert (smtp_policy.level, smtp.helo_name) == ("encrypt", "smtp.example")  # type: ignore
+    assert (lmtp_policy.level, lmtp.helo_name) == ("may", "lmtp.example")  # type: ignore
 
 
 # -- smtp_line_length_limit ------------------------------------------------------------
