@@ -176,3 +176,22 @@ async def test_replies_250_550_451_after_data_are_sent_bounced_deferred(
     ]
     [(_, accepted, _)] = peer.handler.messages
     assert accepted == ["bob@postbus.test", "carol@postbus.test", "erin@postbus.test"]
+
+
+async def test_lmtp_generic_maps_rewrite_the_lmtp_envelope_and_headers(
+    bus: Bus, run_agent: RunAgent
+) -> None:
+    content = b"From: alice@postbus.test\r\nTo: bob@postbus.test\r\nSubject: g\r\n\r\nbody\r\n"
+    with Peer(Handler(data_reply="250 2.0.0 <x> Saved"), lmtp=True) as peer:
+        await run_agent(main, "lmtp", {
+            **FAST, "lmtp_generic_maps": "inline:{ @postbus.test=@mail.example }",
+            "smtp_generic_maps": "inline:{ @postbus.test=@wrong.example }",  # the smtp one
+        })
+        job = await bus.submit("lmtp", f"inet:127.0.0.1:{peer.port}", ["bob@postbus.test"],
+                               content=content)
+        [result] = (await bus.status(job.queue_id)).results
+        await run_agent.stop()
+    assert result.status == "sent"
+    [(sender, rcpts, got)] = peer.handler.messages
+    assert (sender, rcpts) == ("alice@mail.example", ["bob@mail.example"])
+    assert got.startswith(b"From: alice@mail.example\r\nTo: bob@mail.example\r\n")
