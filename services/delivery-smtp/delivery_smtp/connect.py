@@ -224,7 +224,7 @@ class Connector:
 
     async def _targets(self, hop: NextHop) -> list[Target]:
         if hop.path:
-            return [Target(self.st.helo_name, hop.path, 0)]
+            return [Target(self.st.myhostname, hop.path, 0)]  # ≈ smtp_connect_local()
         if hop.mx:
             return await self.resolver.mx_targets(hop.host, hop.port)
         return await self.resolver.host_targets(hop.host, hop.port)

@@ -49,6 +49,7 @@ class Settings:
     skip_5xx_greeting: bool = True
     default_port: int = 25
     line_limit: int = 998
+    myhostname: str = "localhost"  # names a UNIX-domain LMTP server in texts, as Postfix
 
     @classmethod
     def from_config(cls, cfg: Config, lmtp: bool) -> Settings:
@@ -84,6 +85,7 @@ class Settings:
             skip_5xx_greeting=cfg.bool("smtp_skip_5xx_greeting"),
             default_port=_lmtp_port(cfg) if lmtp else 25,
             line_limit=cfg.int(name("smtp_line_length_limit")),
+            myhostname=cfg.get("myhostname"),
         )
 
 
