@@ -72,6 +72,8 @@ class GenericMaps:
 
     async def content(self, content: bytes) -> bytes:
         """The content with the primary header block's addresses mapped."""
+        if content.startswith(b"\r\n"):
+            return content  # no header block at all
         end = content.find(b"\r\n\r\n")
         block, body = (content, b"") if end < 0 else (content[: end + 2], content[end + 2 :])
         out: list[bytes] = []
