@@ -119,6 +119,8 @@ class ClientTls:
               peer: Peer) -> Outcome | None:
         """Log what the handshake proved; the outcome that ends the session, if any."""
         facts = session_facts(sslobj, native, "sha256", ask_ccert=True)
+        if sslobj.context.verify_mode == ssl.CERT_NONE:  # no libssl: nothing was verified
+            facts.peer_trusted = False
         matched = False
         code, text = facts.verify_code, facts.verify_text
         if facts.peer_present and facts.peer_trusted and policy.must_match:
