@@ -85,18 +85,11 @@ class TlsPolicies:
         self.verify_match = cfg.get("smtp_tls_verify_cert_match")
         self.secure_match = cfg.get("smtp_tls_secure_cert_match")
         self.sni = cfg.get("lmtp_tls_servername" if lmtp else "smtp_tls_servername").strip()
-        self._cache: dict[str, TlsPolicy | Outcome] = {}
 
     async def policy(self, dest: str, domain: bool) -> TlsPolicy | Outcome:
         """The policy for next hop ``dest`` (``domain``: a domain, whose parents are
-        looked up too), or the outcome that defers its mail."""
-        key = dest.lower()
-        found = self._cache.get(key)
-        if found is None:
-            found = self._cache[key] = await self._create(dest, domain)
-        return found
-
-    async def _create(self, dest: str, domain: bool) -> TlsPolicy | Outcome:
+        looked up too), or the outcome that defers its mail. Not cached here: the
+        tables' own cache sees ``postbus postmap`` changes at once."""
         level, attrs = self.level, dict[str, str]()
         if self.maps:
             try:
