@@ -190,6 +190,7 @@ class AliasExpander:
         data = mbox_message(state.text, state.job.sender, state.headers(address))
         state.done(address, await deliver_command(
             command, data, env, time_limit=self.cfg.time("command_time_limit"), rights=who,
+            file_limit=self.cfg.size("mailbox_size_limit"),
         ))
 
     async def _forward(self, state: State, target: str, address: str) -> Outcome:

@@ -179,3 +179,32 @@ def test_a_limit_below_message_size_limit_is_refused(
 def test_limits_as_postfix_reads_them() -> None:
     assert file_limit(Config.from_text(""), False) == 51200000
     assert file_limit(Config.from_text("virtual_mailbox_limit = 0\n"), True) == 0
+
+
+async def test_alias_files_and_commands_are_bounded_by_mailbox_size_limit(
+    bus: Bus, run_agent: RunAgent, mailroot: Path
+) -> None:
+    """Postfix: the limit holds for any file local delivery writes, commands' files too."""
+    out = mailroot / "out"
+    out.mkdir()
+    out.chmod(0o1777)  # written as default_privs
+    (mailroot / "aliases").write_text(
+        f"box {out}/box.mbox\n"
+        f'big "|cat >/dev/null; head -c 5000 /dev/zero >{out}/big"\n'
+    )
+    await run_agent(main, "local", {
+        "myhostname": "mail.postbus.test", "mydomain": "postbus.test", "home_mailbox": "",
+        "mail_spool_directory": f"{mailroot}/spool", "mail_owner": MAIL_OWNER,
+        "alias_maps": f"texthash:{mailroot}/aliases", "local_recipient_maps": "",
+        "message_size_limit": "500", "mailbox_size_limit": "700",
+    })
+    first = await bus.submit("local", "mail.postbus.test", ["box@postbus.test"])
+    assert (await bus.status(first.queue_id)).results[0].status == "sent"
+    before = (out / "box.mbox").read_bytes()
+    job = await bus.submit("local", "mail.postbus.test", ["box@postbus.test", "big@postbus.test"])
+    box, big = (await bus.status(job.queue_id)).results
+    assert (box.status, box.dsn, box.reason) == (
+        "bounced", "5.2.2", f"cannot append message to file {out}/box.mbox: {TOO_LARGE}")
+    assert (out / "box.mbox").read_bytes() == before
+    assert big.status == "bounced" and big.reason.startswith("Command died with "), big
+    assert (out / "big").stat().st_size == 700  # written up to the limit, not past it
