@@ -19,7 +19,7 @@ Three finer points, each a small table:
   (``smtp_tls_security_level = dane``): such a value is refused like a
   not_yet parameter.
 - :data:`HONOURED_VALUES`: not_yet parameters with a value that means just
-  what Postbus does anyway (``biff = no``, ``mailbox_size_limit = 0``):
+  what Postbus does anyway (``biff = no``):
   that value is accepted.
 
 Per-transport names that Postfix derives from master.cf
@@ -158,12 +158,21 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "lmtp_lhlo_timeout", "lmtp_mail_timeout", "lmtp_rcpt_timeout", "lmtp_data_init_timeout",
     "lmtp_data_xfer_timeout", "lmtp_data_done_timeout", "lmtp_rset_timeout",
     "lmtp_quit_timeout", "lmtp_starttls_timeout", "lmtp_lhlo_name", "lmtp_tls_security_level",
-    "lmtp_host_lookup", "delay_logging_resolution_limit",
+    "lmtp_host_lookup", "delay_logging_resolution_limit", "smtp_line_length_limit",
+    "lmtp_line_length_limit", "smtp_generic_maps", "lmtp_generic_maps",
+    # the smtp client's TLS policy (delivery_smtp/tls_policy.py, tls_client.py)
+    "smtp_tls_policy_maps", "lmtp_tls_policy_maps", "smtp_tls_loglevel", "lmtp_tls_loglevel",
+    "smtp_tls_protocols", "smtp_tls_mandatory_protocols", "smtp_tls_ciphers",
+    "smtp_tls_mandatory_ciphers", "smtp_tls_exclude_ciphers",
+    "smtp_tls_mandatory_exclude_ciphers", "smtp_tls_verify_cert_match",
+    "smtp_tls_secure_cert_match", "smtp_tls_servername", "lmtp_tls_servername",
+    "smtp_tls_cert_file", "smtp_tls_key_file",
     # local and virtual
     "alias_maps", "home_mailbox", "mail_spool_directory", "command_time_limit",
     "allow_mail_to_commands", "allow_mail_to_files", "default_privs",
     "strict_mailbox_ownership", "virtual_mailbox_maps", "virtual_mailbox_base",
     "virtual_uid_maps", "virtual_gid_maps", "virtual_minimum_uid",
+    "mailbox_size_limit", "virtual_mailbox_limit",
     # the master (postbus start)
     "mail_owner", "service_throttle_time",
 })
@@ -259,17 +268,20 @@ PARTLY: dict[str, str] = {
 #: Implemented parameters honoured for these values only (lowercase words; a
 #: list value must consist of them). Other values are refused as not_yet.
 ONLY_VALUES: dict[str, frozenset[str]] = {
-    # no DANE, no certificate matching against the next-hop domain, no fingerprints
-    "smtp_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
-    "lmtp_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
+    # no DANE, no fingerprints
+    "smtp_tls_security_level": frozenset({"", "none", "may", "encrypt", "verify", "secure"}),
+    "lmtp_tls_security_level": frozenset({"", "none", "may", "encrypt", "verify", "secure"}),
+    # 0 and 1 as Postfix logs them; 2 and up add OpenSSL's handshake trace, not built
+    "smtp_tls_loglevel": frozenset({"0", "1"}),
+    "lmtp_tls_loglevel": frozenset({"0", "1"}),
     # no DNSSEC validation
     "smtp_dns_support_level": frozenset({"", "disabled", "enabled"}),
     # Postfix's smtpd has these three (it maps verify/secure/fingerprint to encrypt)
     "smtpd_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
     # 0 and 1 as Postfix logs them; 2 and up add OpenSSL's handshake trace, not built
     "smtpd_tls_loglevel": frozenset({"0", "1"}),
-    # alias, forward, include (local) and generic (smtp) do not propagate yet
-    "propagate_unmatched_extensions": frozenset({"", "canonical", "virtual"}),
+    # alias, forward and include (local) do not propagate yet
+    "propagate_unmatched_extensions": frozenset({"", "canonical", "virtual", "generic"}),
     # the one upstream proxy protocol Postfix has
     "smtpd_upstream_proxy_protocol": frozenset({"", "haproxy"}),
     # no check_address_map tables
@@ -282,8 +294,6 @@ ONLY_VALUES: dict[str, frozenset[str]] = {
 #: not_yet parameters with values that mean exactly what Postbus does anyway.
 HONOURED_VALUES: dict[str, frozenset[str]] = {
     "biff": frozenset({"no"}),  # no comsat notification
-    "mailbox_size_limit": frozenset({"0"}),  # no mailbox size limit
-    "virtual_mailbox_limit": frozenset({"0"}),
     # the postmaster notices that are sent (and none)
     "notify_classes": frozenset({"", "bounce", "2bounce", "delay"}),
 }

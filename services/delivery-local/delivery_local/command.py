@@ -10,17 +10,29 @@ non-zero status bounce.
 As root the command runs with the rights it is given (default_privs, or the
 owner of an ``:include:`` file): that uid and gid, no supplementary groups,
 working directory ``/``. It never runs as root: rights of uid 0 defer.
+
+mailbox_size_limit bounds every file the command writes, as Postfix's
+local(8) passes its RLIMIT_FSIZE on: util-linux's prlimit sets it on the
+command's own process (lowering one's own limit needs no privilege), then
+runs the shell. Postfix's commands inherit SIGXFSZ ignored and see EFBIG;
+here the signal stops the command ("Command died with status 153"): a
+bounce either way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import shutil
 from collections.abc import Mapping
 
 from delivery_local.privs import AGENT, Rights, is_root
 from postbus.delivery import Outcome
+
+log = logging.getLogger("postbus.delivery")
+PRLIMIT = shutil.which("prlimit", path="/usr/bin:/bin")
 
 # sysexits.h code -> (dsn, text) (≈ sys_exits.c)
 SYS_EXITS: dict[int, tuple[str, str]] = {
@@ -49,6 +61,7 @@ async def deliver_command(
     *,
     time_limit: float,
     rights: Rights = AGENT,
+    file_limit: int = 0,
 ) -> Outcome:
     """Run ``command`` with ``data`` on stdin; the outcome as Postfix reports it."""
     extra: dict[str, object] = {}
@@ -56,8 +69,15 @@ async def deliver_command(
         if rights.uid <= 0 or rights.gid < 0:
             return Outcome("deferred", "4.3.0", f"refusing to run a command as {rights}")
         extra = {"user": rights.uid, "group": rights.gid, "extra_groups": [], "cwd": "/"}
+    argv = ["/bin/sh", "-c", command]
+    if file_limit > 0:
+        if PRLIMIT is not None:
+            argv = [PRLIMIT, f"--fsize={file_limit}", "--", *argv]
+        else:
+            log.warning("prlimit (util-linux) not found: mailbox_size_limit does not bound "
+                        "the files of command deliveries")
     proc = await asyncio.create_subprocess_exec(
-        "/bin/sh", "-c", command,
+        *argv,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

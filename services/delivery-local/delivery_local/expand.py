@@ -160,7 +160,8 @@ class AliasExpander:
         data = headers + state.text if maildir else mbox_message(
             state.text, state.job.sender, headers
         )
-        state.done(address, await store(dest, data))
+        limit = self.cfg.size("mailbox_size_limit")
+        state.done(address, await store(dest, data, size_limit=limit))
 
     async def _command(
         self, state: State, command: str, address: str, rights: Rights | None
@@ -189,6 +190,7 @@ class AliasExpander:
         data = mbox_message(state.text, state.job.sender, state.headers(address))
         state.done(address, await deliver_command(
             command, data, env, time_limit=self.cfg.time("command_time_limit"), rights=who,
+            file_limit=self.cfg.size("mailbox_size_limit"),
         ))
 
     async def _forward(self, state: State, target: str, address: str) -> Outcome:

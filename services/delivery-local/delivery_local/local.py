@@ -40,7 +40,7 @@ from delivery_local.expand import AliasExpander, Reinject
 from delivery_local.names import printable, relative_parts, valid_name
 from delivery_local.privs import AGENT, ConfigProblem, Rights, is_root, owner_rights, spool_rights
 from delivery_local.state import State
-from delivery_local.store import Destination, config_error, store
+from delivery_local.store import Destination, config_error, file_limit, store
 from delivery_local.users import LocalUser, find_user, open_user_tables
 from delivery_local.virtual import VirtualMailboxes
 from postbus.config.loader import Config
@@ -93,6 +93,7 @@ class LocalAgent:
         self.resolution = cfg.int("delay_logging_resolution_limit")
         self.strict = cfg.bool("strict_mailbox_ownership")
         self.original_to = cfg.bool("enable_original_recipient")
+        self.size_limit = file_limit(cfg, virtual)
 
     async def deliver(self, job: DeliveryJob, content: bytes, stats: Stats) -> list[RcptResult]:
         text = unix_text(content)
@@ -153,7 +154,7 @@ class LocalAgent:
             data = mbox_message(state.text, state.job.sender, data)
         else:
             data += state.text
-        state.done(address, await store(dest, data))
+        state.done(address, await store(dest, data, size_limit=self.size_limit))
 
     def _mailbox(self, user: LocalUser, address: str) -> Destination | Outcome:
         """Where ``user``'s mail goes and with whose rights (≈ deliver_mailbox())."""
@@ -212,4 +213,4 @@ class LocalAgent:
             data = mbox_message(state.text, state.job.sender, data)
         else:
             data += state.text
-        state.done(address, await store(dest, data))
+        state.done(address, await store(dest, data, size_limit=self.size_limit))

@@ -7,7 +7,10 @@ and, with strict_mailbox_ownership, owned by the recipient. It is locked
 with fcntl (Postfix's default ``mailbox_delivery_lock`` on Linux also uses
 a dotlock; fcntl is what other processes here honour), the entry appended
 and fsynced; on any write error the file is cut back to its old size so no
-half message is left behind.
+half message is left behind. ``size_limit`` is Postfix's file size limit
+(mailbox_size_limit, virtual_mailbox_limit: setrlimit(RLIMIT_FSIZE) there):
+an entry that would take the file past it is not written, and fails as
+Postfix's write fails, with EFBIG.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ import time
 from collections.abc import Sequence
 
 from delivery_local.safefile import open_append, walk, write_all
+
+
+class WriteError(OSError):
+    """Writing the message failed (Postfix's mail_copy() text: ``error writing message: ...``)."""
 
 
 class MailboxBusy(Exception):
@@ -48,6 +55,7 @@ def deliver_mbox(
     owner_uid: int = -1,
     any_file: bool = False,
     lock_wait: float = 5.0,
+    size_limit: int = 0,
 ) -> None:
     """Append ``data`` (a complete mbox entry) to ``base/parts.../name`` under an fcntl lock.
 
@@ -80,11 +88,13 @@ def deliver_mbox(
             raise OSError(errno.EAGAIN, "target file status changed unexpectedly")
         size = os.lseek(fd, 0, os.SEEK_END)
         try:
+            if size_limit > 0 and size + len(data) > size_limit:
+                raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
             write_all(fd, data)
             os.fsync(fd)
-        except OSError:
+        except OSError as exc:
             os.ftruncate(fd, size)
-            raise
+            raise WriteError(exc.errno, f"error writing message: {exc.strerror}") from None
     finally:
         os.close(fd)  # closing drops the lock
 

@@ -14,6 +14,7 @@ unlinked relative to those descriptors. Missing directories are made
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import socket
@@ -34,8 +35,15 @@ class MaildirError(OSError):
     """A step failed; ``filename`` names the file Postfix's text names."""
 
 
-def deliver_maildir(base: str, parts: Sequence[str], data: bytes) -> str:
-    """Write one message into the Maildir ``base/parts...``; returns the path in new/."""
+class MaildirWriteError(MaildirError):
+    """Writing the message failed (Postfix: ``error writing message: ...``)."""
+
+
+def deliver_maildir(base: str, parts: Sequence[str], data: bytes, size_limit: int = 0) -> str:
+    """Write one message into the Maildir ``base/parts...``; returns the path in new/.
+
+    ``size_limit``: Postfix's file size limit (RLIMIT_FSIZE there), which in a
+    Maildir bounds each message file; a larger one fails with EFBIG."""
     now = time.time()
     sec, usec = int(now), int((now % 1) * 1_000_000)
     host = _hostname()
@@ -47,14 +55,14 @@ def deliver_maildir(base: str, parts: Sequence[str], data: bytes) -> str:
     except OSError as exc:
         raise MaildirError(exc.errno, exc.strerror, tmp_path) from None
     try:
-        return _deliver(box, where, tmp_name, tmp_path, sec, usec, host, data)
+        return _deliver(box, where, tmp_name, tmp_path, sec, usec, host, data, size_limit)
     finally:
         os.close(box)
 
 
 def _deliver(
     box: int, where: str, tmp_name: str, tmp_path: str, sec: int, usec: int, host: str,
-    data: bytes,
+    data: bytes, size_limit: int,
 ) -> str:
     try:
         tmp = _subdir(box, "tmp")
@@ -66,6 +74,8 @@ def _deliver(
         except OSError as exc:
             raise MaildirError(exc.errno, exc.strerror, tmp_path) from None
         try:
+            if size_limit > 0 and len(data) > size_limit:
+                raise OSError(errno.EFBIG, os.strerror(errno.EFBIG))
             write_all(fd, data)
             os.fsync(fd)
             st = os.fstat(fd)
@@ -73,7 +83,7 @@ def _deliver(
             os.close(fd)
             with contextlib.suppress(OSError):
                 os.unlink(tmp_name, dir_fd=tmp)
-            raise MaildirError(exc.errno, exc.strerror, tmp_path) from None
+            raise MaildirWriteError(exc.errno, exc.strerror, tmp_path) from None
         os.close(fd)
         new_name = f"{sec}.V{st.st_dev:x}I{st.st_ino:x}M{usec}.{host}"
         new_path = os.path.join(where, "new", new_name)

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from delivery_local.mailbox import Executable, MailboxBusy, NotOwned, NotRegular, deliver_mbox
-from delivery_local.maildir import deliver_maildir
+from delivery_local.maildir import MaildirWriteError, deliver_maildir
 from delivery_local.privs import AGENT, PrivilegeError, Rights, run_as
+from postbus.config.conv import ConfigError
+from postbus.config.loader import Config
 from postbus.delivery import Outcome
 
 log = logging.getLogger("postbus.delivery")
@@ -65,22 +67,31 @@ def config_error(warning: str, dsn: str = "4.3.5") -> Outcome:
     return Outcome.by_dsn(dsn, CONFIG_ERROR)
 
 
-async def store(dest: Destination, data: bytes, *, lock_wait: float = 5.0) -> Outcome:
-    """Deliver ``data`` (a Maildir file, or a complete mbox entry) to ``dest``."""
+async def store(
+    dest: Destination, data: bytes, *, lock_wait: float = 5.0, size_limit: int = 0
+) -> Outcome:
+    """Deliver ``data`` (a Maildir file, or a complete mbox entry) to ``dest``.
+
+    ``size_limit``: the file size limit (mailbox_size_limit or
+    virtual_mailbox_limit, 0 for none); going past it bounces 5.2.2 with
+    Postfix's ``File too large``, the mailbox left as it was."""
     try:
         if dest.maildir:
-            return await _maildir(dest, data)
-        return await _mbox(dest, data, lock_wait)
+            return await _maildir(dest, data, size_limit)
+        return await _mbox(dest, data, lock_wait, size_limit)
     except PrivilegeError as exc:
         log.warning("%s: %s", dest.recipient, exc)
         return Outcome("deferred", "4.3.0", f"{exc}")
 
 
-async def _maildir(dest: Destination, data: bytes) -> Outcome:
+async def _maildir(dest: Destination, data: bytes, size_limit: int) -> Outcome:
     try:
-        await run_as(dest.rights, deliver_maildir, dest.base, dest.parts, data)
+        await run_as(dest.rights, deliver_maildir, dest.base, dest.parts, data, size_limit)
     except OSError as exc:
-        why = f"create maildir file {exc.filename or dest.path}: {exc.strerror}"
+        if isinstance(exc, MaildirWriteError):
+            why = f"error writing message: {exc.strerror}"
+        else:
+            why = f"create maildir file {exc.filename or dest.path}: {exc.strerror}"
         if exc.errno == errno.EACCES:
             log.warning("maildir access problem for %s: %s", dest.rights, why)
             log.warning("perhaps you need to create the maildirs in advance")
@@ -89,7 +100,7 @@ async def _maildir(dest: Destination, data: bytes) -> Outcome:
     return Outcome("sent", "2.0.0", "delivered to maildir")
 
 
-async def _mbox(dest: Destination, data: bytes, lock_wait: float) -> Outcome:
+async def _mbox(dest: Destination, data: bytes, lock_wait: float, size_limit: int) -> Outcome:
     path = dest.path
     if dest.kind == "local":
         prefix = f"cannot update mailbox {path} for user {dest.user}. "
@@ -100,7 +111,7 @@ async def _mbox(dest: Destination, data: bytes, lock_wait: float) -> Outcome:
     owner = None if dest.owner == AGENT else (dest.owner.uid, dest.owner.gid)
     try:
         await run_as(
-            dest.rights, _append, dest, data, owner, lock_wait,
+            dest.rights, _append, dest, data, owner, lock_wait, size_limit,
         )
     except MailboxBusy as exc:
         return Outcome("deferred", "4.2.0", f"{prefix}{exc}")
@@ -123,10 +134,28 @@ async def _mbox(dest: Destination, data: bytes, lock_wait: float) -> Outcome:
 
 
 def _append(
-    dest: Destination, data: bytes, owner: tuple[int, int] | None, lock_wait: float
+    dest: Destination, data: bytes, owner: tuple[int, int] | None, lock_wait: float,
+    size_limit: int,
 ) -> None:
     *parents, name = dest.parts
     deliver_mbox(
         dest.base, parents, name, data, owner=owner, owner_uid=dest.owner_uid,
-        any_file=dest.kind == "file", lock_wait=lock_wait,
+        any_file=dest.kind == "file", lock_wait=lock_wait, size_limit=size_limit,
     )
+
+
+def file_limit(cfg: Config, virtual: bool) -> int:
+    """mailbox_size_limit (local) or virtual_mailbox_limit, checked as Postfix checks it at start.
+
+    Raises ConfigError when the limit is below message_size_limit (the agent
+    could not deliver a message the system accepted) or message_size_limit is
+    unlimited while the mailbox is not."""
+    name = "virtual_mailbox_limit" if virtual else "mailbox_size_limit"
+    limit, message_limit = cfg.size(name), cfg.size("message_size_limit")
+    if limit > 0:
+        if message_limit <= 0:
+            raise ConfigError(f"configuration error: {name} is limited but "
+                              "message_size_limit is unlimited")
+        if limit < message_limit:
+            raise ConfigError(f"configuration error: {name} is smaller than message_size_limit")
+    return limit

@@ -13,12 +13,16 @@ import time
 
 from delivery_smtp.addr import HostResolver, families
 from delivery_smtp.connect import Connector
+from delivery_smtp.generic import GenericMaps
 from delivery_smtp.proto import Settings
 from delivery_smtp.reuse import SessionCache
+from delivery_smtp.tls_client import ClientTls
+from delivery_smtp.tls_policy import TlsPolicies
 from postbus.config.loader import Config
 from postbus.delivery import Outcome, Stats, log_delivery
 from postbus.hbc import ChecksUnavailable, DeliveryChecks
 from postbus.job_loop import Deliver
+from postbus.maps.table import TableRetry
 from postbus.queue.entry import DeliveryJob, RcptResult
 
 log = logging.getLogger("postbus.delivery")
@@ -57,6 +61,8 @@ def build(cfg: Config, service: str) -> Connector:
         caching=cfg.bool("smtp_connection_cache_on_demand"),
         address_limit=cfg.int("smtp_mx_address_limit") or 1000,
         session_limit=cfg.int("smtp_mx_session_limit") or 1000,
+        tls=(TlsPolicies(cfg, lmtp), ClientTls(cfg, lmtp)),
+        min_backoff=cfg.time("minimal_backoff_time"),
     )
 
 
@@ -64,17 +70,28 @@ def agent(cfg: Config, service: str, connector: Connector) -> Deliver:
     """The per-job delivery function: deliver, then log each recipient as Postfix does."""
     resolution = cfg.int("delay_logging_resolution_limit")
     checks = DeliveryChecks(cfg, is_lmtp(cfg, service))  # smtp_header_checks and the rest
+    generic = GenericMaps(cfg, is_lmtp(cfg, service))
 
     async def deliver(job: DeliveryJob, content: bytes, stats: Stats) -> list[RcptResult]:
+        # as smtp_header_rewrite(): the checks first, then smtp_generic_maps
+        sent_job, sent = job, content
         try:
             if checks:
-                content = await checks.apply(job.queue_id, content)
+                sent = await checks.apply(job.queue_id, sent)
         except ChecksUnavailable as exc:
             log.warning("%s", exc)
             failed = Outcome("deferred", "4.3.0", "smtp header checks lookup error")
             outcomes, relay = [failed] * len(job.recipients), "none"
         else:
-            outcomes, relay = await connector.deliver(job, content, stats)
+            try:
+                if generic:
+                    sent_job, sent = await generic.job(job), await generic.content(sent)
+            except TableRetry as exc:  # Postfix's smtp dies (msg_fatal); its qmgr defers
+                log.warning("%s: %s map lookup problem: %s", job.queue_id, generic.param, exc)
+                failed = Outcome("deferred", "4.3.0", "unknown mail transport error")
+                outcomes, relay = [failed] * len(job.recipients), "none"
+            else:
+                outcomes, relay = await connector.deliver(sent_job, sent, stats)
         now = time.time()
         results = []
         for index, rcpt, outcome in zip(job.indexes, job.recipients, outcomes, strict=True):

@@ -11,7 +11,10 @@ A session parked for the same next hop is tried first (after an RSET
 probe); otherwise each address is tried in turn, up to
 ``smtp_mx_address_limit`` addresses and ``smtp_mx_session_limit``
 sessions that got as far as a greeting, and the last failure is what the
-recipients get when none worked.
+recipients get when none worked. Each next hop has its TLS policy
+(:mod:`delivery_smtp.tls_policy`); a TLS handshake that fails at level may
+is retried on the same server without TLS, but only for mail that has
+waited minimal_backoff_time already, as Postfix does.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from delivery_smtp.addr import HostLookupError, HostResolver, Target, numeric
-from delivery_smtp.proto import Settings, SiteFailure, handshake, probe, transfer
+from delivery_smtp.proto import Settings, SiteFailure, TlsStart, handshake, probe, transfer
 from delivery_smtp.reuse import SessionCache
 from delivery_smtp.session import Chat
+from delivery_smtp.tls_client import ClientTls
+from delivery_smtp.tls_policy import TlsPolicies
 from postbus.delivery import Outcome, Stats
 from postbus.queue.entry import DeliveryJob
 
@@ -37,6 +42,7 @@ class NextHop:
     port: int
     mx: bool  # look up MX records for host
     path: str = ""  # LMTP over a UNIX-domain socket
+    dest: str = field(default="", compare=False)  # as written: the TLS policy lookup key
 
 
 def _port(text: str) -> int:
@@ -52,7 +58,7 @@ def parse_nexthops(nexthop: str, default_port: int, lmtp: bool = False) -> list[
         if not item:
             continue
         if item.startswith("unix:"):
-            hops.append(NextHop(item[5:], 0, False, path=item[5:]))
+            hops.append(NextHop(item[5:], 0, False, path=item[5:], dest=item[5:]))
             continue
         if item.startswith("inet:"):
             item = item[5:]
@@ -61,13 +67,13 @@ def parse_nexthops(nexthop: str, default_port: int, lmtp: bool = False) -> list[
             if not close or not host or (rest and not rest.startswith(":")):
                 raise ValueError(f"malformed next-hop destination: {item}")
             port = _port(rest[1:]) if rest else default_port
-            hops.append(NextHop(host, port, False))
+            hops.append(NextHop(host, port, False, dest=item))
             continue
         host, port = item, default_port
         if item.count(":") == 1:
             host, _, text = item.partition(":")
             port = _port(text)
-        hops.append(NextHop(host, port, not lmtp and numeric(host) is None))
+        hops.append(NextHop(host, port, not lmtp and numeric(host) is None, dest=item))
     if not hops:
         raise ValueError("empty next-hop destination")
     return hops
@@ -113,8 +119,12 @@ class Connector:
         caching: bool = True,
         address_limit: int = 5,
         session_limit: int = 2,
+        tls: tuple[TlsPolicies, ClientTls] | None = None,
+        min_backoff: float = 300.0,
     ) -> None:
         self.st = settings
+        self.tls = tls
+        self.min_backoff = min_backoff
         self.resolver = resolver
         self.cache = cache
         self.caching = caching
@@ -141,6 +151,14 @@ class Connector:
         relay = "none"
         sessions = addresses = 0
         for hop in hops:
+            start: TlsStart | None = None
+            if self.tls is not None:
+                policies, client = self.tls
+                policy = await policies.policy(hop.dest, hop.mx and ":" not in hop.dest)
+                if isinstance(policy, Outcome):
+                    last, relay = policy, "none"
+                    continue
+                start = TlsStart(policy, client, hop.host)
             try:
                 targets = await self._targets(hop)
             except HostLookupError as exc:
@@ -158,16 +176,43 @@ class Connector:
                     continue
                 sessions += 1
                 try:
-                    await handshake(chat, self.st)
+                    await handshake(chat, self.st, start)
                 except SiteFailure as exc:
                     chat.broken = True
                     self.cache.retire(chat)
                     last, relay = exc.outcome, exc.relay
-                    continue
+                    if not exc.plaintext_ok or not self._plaintext_ok(job):
+                        continue
+                    retried = await self._plaintext(target)
+                    if isinstance(retried, tuple):
+                        last, relay = retried
+                        continue
+                    chat = retried
                 stats.conn_setup_done = time.time()
                 return await self._transfer(key, chat, job, content), chat.relay
         stats.site_failure = last  # no server took a session: the destination failed
         return [last] * count, relay
+
+    async def _plaintext(self, target: Target) -> Chat | tuple[Outcome, str]:
+        """The same server again, without TLS (≈ RETRY_AS_PLAINTEXT); or why not."""
+        try:
+            chat = await self._open(target)
+        except ConnectFailed as exc:
+            return Outcome("deferred", "4.4.1", f"connect to {target.namaddrport}: {exc}"), "none"
+        try:
+            await handshake(chat, self.st, None)
+        except SiteFailure as exc:
+            chat.broken = True
+            self.cache.retire(chat)
+            return exc.outcome, exc.relay
+        return chat
+
+    def _plaintext_ok(self, job: DeliveryJob) -> bool:
+        """Postfix retries a may-level server in clear text only for mail that has
+        waited at least minimal_backoff_time (a first attempt defers instead)."""
+        arrival = job.arrival_time
+        active = job.active_time or time.time()
+        return active - arrival >= self.min_backoff
 
     async def _transfer(
         self, key: str, chat: Chat, job: DeliveryJob, content: bytes
@@ -179,7 +224,7 @@ class Connector:
 
     async def _targets(self, hop: NextHop) -> list[Target]:
         if hop.path:
-            return [Target(self.st.helo_name, hop.path, 0)]
+            return [Target(self.st.myhostname, hop.path, 0)]  # ≈ smtp_connect_local()
         if hop.mx:
             return await self.resolver.mx_targets(hop.host, hop.port)
         return await self.resolver.host_targets(hop.host, hop.port)

@@ -12,15 +12,20 @@ recipient. Reasons read exactly as Postfix writes them::
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
-import ssl
 from dataclasses import dataclass
 
-from delivery_smtp.session import Chat, Lost, TimedOut, data_bytes
+from delivery_smtp.session import Chat, HandshakeFailed, Lost, TimedOut, message_data
+from delivery_smtp.tls_client import ClientTls, Peer
+from delivery_smtp.tls_policy import PROBLEM, TlsPolicy
 from postbus.config.loader import Config
 from postbus.delivery import Outcome, Reply, soften
 from postbus.queue.entry import DeliveryJob, Recipient
+from postbus.tls import TlsConfigError
+
+log = logging.getLogger("postbus.delivery")
 
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
@@ -41,11 +46,10 @@ class Settings:
     rset_timeout: float = 20.0
     quit_timeout: float = 300.0
     starttls_timeout: float = 300.0
-    tls_level: str = ""
-    tls_cafile: str = ""
-    tls_capath: str = ""
     skip_5xx_greeting: bool = True
     default_port: int = 25
+    line_limit: int = 998
+    myhostname: str = "localhost"  # names a UNIX-domain LMTP server in texts, as Postfix
 
     @classmethod
     def from_config(cls, cfg: Config, lmtp: bool) -> Settings:
@@ -78,11 +82,10 @@ class Settings:
             rset_timeout=seconds("smtp_rset_timeout"),
             quit_timeout=seconds("smtp_quit_timeout"),
             starttls_timeout=seconds("smtp_starttls_timeout"),
-            tls_level=cfg.get(name("smtp_tls_security_level")).strip().lower(),
-            tls_cafile=cfg.get("smtp_tls_CAfile"),
-            tls_capath=cfg.get("smtp_tls_CApath"),
             skip_5xx_greeting=cfg.bool("smtp_skip_5xx_greeting"),
             default_port=_lmtp_port(cfg) if lmtp else 25,
+            line_limit=cfg.int(name("smtp_line_length_limit")),
+            myhostname=cfg.get("myhostname"),
         )
 
 
@@ -92,12 +95,19 @@ def _lmtp_port(cfg: Config) -> int:
 
 
 class SiteFailure(Exception):
-    """The session cannot go on; ``outcome`` applies to every recipient still open."""
+    """The session cannot go on; ``outcome`` applies to every recipient still open.
 
-    def __init__(self, outcome: Outcome, relay: str = "none") -> None:
+    ``plaintext_ok``: the TLS handshake failed at level may, where Postfix may
+    try the same server again without TLS."""
+
+    def __init__(self, outcome: Outcome, relay: str = "none", plaintext_ok: bool = False) -> None:
         super().__init__(outcome.reason)
         self.outcome = outcome
         self.relay = relay
+        self.plaintext_ok = plaintext_ok
+
+
+NO_TLS = Outcome("deferred", "4.7.5", "Cannot start TLS: handshake failure")
 
 
 def said(chat: Chat, reply: Reply, request: str) -> str:
@@ -122,16 +132,16 @@ def _refused(chat: Chat, reply: Reply, soft: bool = False) -> SiteFailure:
 # -- handshake ------------------------------------------------------------------
 
 
-def tls_context(level: str, cafile: str, capath: str = "") -> ssl.SSLContext:
-    """Opportunistic and "encrypt" TLS do not verify (Postfix); verify/secure do."""
-    context = ssl.create_default_context(cafile=cafile or None, capath=capath or None)
-    if level not in ("verify", "secure"):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+@dataclass(frozen=True)
+class TlsStart:
+    """The TLS policy of the next hop being tried, and who enforces it."""
+
+    policy: TlsPolicy
+    client: ClientTls
+    nexthop: str  # the next-hop domain, for the nexthop and dot-nexthop patterns
 
 
-async def handshake(chat: Chat, st: Settings) -> None:
+async def handshake(chat: Chat, st: Settings, tls: TlsStart | None = None) -> None:
     """Greeting, EHLO/HELO or LHLO, STARTTLS; raises SiteFailure (≈ smtp_helo())."""
     where = "receiving the initial server greeting"
     try:
@@ -139,25 +149,40 @@ async def handshake(chat: Chat, st: Settings) -> None:
         if greeting.code // 100 != 2:
             raise _refused(chat, greeting, soft=st.skip_5xx_greeting)
         where = await _hello(chat, st)
-        level = st.tls_level
-        if level in ("", "none"):
+        if tls is None or tls.policy.level == "none":
             return
-        required = level != "may"
+        policy = tls.policy
         if "starttls" not in chat.features:
-            if required:
+            if policy.required:
                 text = f"TLS is required, but was not offered by host {chat.namaddr}"
                 raise SiteFailure(Outcome("deferred", "4.7.4", text), chat.relay)
             return
+        try:
+            context, native = tls.client.context(policy)
+        except TlsConfigError as exc:
+            log.warning("%s", exc)
+            if policy.required:
+                raise SiteFailure(PROBLEM, chat.relay) from exc
+            return
         where = "performing the STARTTLS handshake"
-        got = await chat.starttls(
-            tls_context(level, st.tls_cafile, st.tls_capath), chat.target.host,
-            st.starttls_timeout,
-        )
+        sni = {"hostname": chat.target.host, "nexthop": tls.nexthop}.get(policy.sni, policy.sni)
+        try:
+            got = await chat.starttls(context, sni, st.starttls_timeout)
+        except HandshakeFailed as exc:  # ≈ smtp_start_tls() when tls_client_start() fails
+            log.info("SSL_connect error to %s: %s", chat.relay, exc)
+            raise SiteFailure(NO_TLS, chat.relay, plaintext_ok=not policy.required) from exc
         if got.code != 220:
-            if required:
+            if policy.required:
                 text = f"TLS is required, but host {chat.namaddr} refused to start TLS: {got}"
                 raise SiteFailure(Outcome("deferred", "4.7.5", text), chat.relay)
             return
+        transport = chat.wire.transport
+        sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+        if sslobj is not None:
+            peer = Peer(chat.relay, chat.target.host, tls.nexthop)
+            failed = tls.client.check(sslobj, native, policy, peer)
+            if failed is not None:
+                raise SiteFailure(failed, chat.relay)
         where = await _hello(chat, st)
     except (Lost, TimedOut) as exc:
         raise SiteFailure(broken(chat, exc, where), chat.relay) from exc
@@ -316,7 +341,11 @@ async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -
             await chat.reply(st.data_done_timeout)
         else:
             where = "sending message body"
-            await chat.send(data_bytes(content), st.data_xfer_timeout)
+            data, folded = message_data(content, st.line_limit)
+            if folded:
+                log.info("%s: breaking line > %d bytes with <CR><LF>SPACE",
+                         job.queue_id, st.line_limit)
+            await chat.send(data, st.data_xfer_timeout)
             where = "sending end of data -- message may be sent more than once"
             if st.lmtp:  # one reply per accepted recipient, in RCPT order
                 for i in accepted:

@@ -38,6 +38,10 @@ class TimedOut(Exception):
     """The server did not answer in time."""
 
 
+class HandshakeFailed(Lost):
+    """The TLS handshake after ``220`` to STARTTLS failed; the session is unusable."""
+
+
 _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 
 # A line that long without an end, or a reply with that many lines, is not SMTP.
@@ -46,10 +50,16 @@ _MAX_LINES = 1000
 
 
 def data_bytes(content: bytes) -> bytes:
-    """Content as sent after DATA: CRLF line ends, leading dots doubled, then ``.``.
+    """Content as sent after DATA, no line folded (see :func:`message_data`)."""
+    return message_data(content, 0)[0]
+
+
+def message_data(content: bytes, line_limit: int) -> tuple[bytes, bool]:
+    """Content as sent after DATA: CRLF line ends, long lines broken, dots doubled, then ``.``.
 
     Queued content already has CRLF line ends (cleanup writes them), so the
-    common case is two C-speed scans and one replace, not a regex pass."""
+    common case is two C-speed scans and one replace, not a regex pass.
+    The flag says whether a line was broken (Postfix logs that once)."""
     crlf = content.count(b"\r\n")
     if content.count(b"\n") == crlf and content.count(b"\r") == crlf:
         body = content
@@ -57,10 +67,34 @@ def data_bytes(content: bytes) -> bytes:
         body = _LINE_ENDS.sub(b"\r\n", content)
     if body and not body.endswith(b"\r\n"):
         body += b"\r\n"
+    body, folded = fold_lines(body, line_limit)
     body = body.replace(b"\r\n.", b"\r\n..")
     if body.startswith(b"."):
         body = b"." + body
-    return body + b".\r\n"
+    return body + b".\r\n", folded
+
+
+def fold_lines(body: bytes, limit: int) -> tuple[bytes, bool]:
+    """Lines longer than ``limit`` octets broken as Postfix's smtp client does (smtp_text_out()).
+
+    The first ``limit`` octets end with CRLF, and each further piece is a
+    line of a space and at most ``limit - 1`` octets, in headers and body
+    alike. Only the first piece can start with a dot, so the dot that
+    stuffing adds to it is not counted, as in Postfix. ``limit`` 0: no limit."""
+    if limit <= 0 or len(body) <= limit:
+        return body, False
+    lines = body.split(b"\r\n")
+    if max(map(len, lines)) <= limit:
+        return body, False
+    step = max(limit - 1, 1)
+    out: list[bytes] = []
+    for line in lines:
+        if len(line) <= limit:
+            out.append(line)
+            continue
+        out.append(line[:limit])
+        out += [b" " + line[i : i + step] for i in range(limit, len(line), step)]
+    return b"\r\n".join(out), True
 
 
 def parse_extensions(text: str) -> dict[str, str]:
@@ -292,10 +326,10 @@ class Chat:
             raise TimedOut() from exc
         except (OSError, ssl.SSLError, ConnectionError, RuntimeError) as exc:
             self.broken = True
-            raise Lost() from exc
+            raise HandshakeFailed(str(exc) or type(exc).__name__) from exc
         if transport is None:
             self.broken = True
-            raise Lost()
+            raise HandshakeFailed("no TLS transport")
         wire.transport = cast(asyncio.Transport, transport)
         self.tls = True
         self.features = {}

@@ -58,8 +58,10 @@ class Bus:
         recipients: list[str] | list[Recipient],
         content: bytes = MESSAGE,
         sender: str = "alice@postbus.test",
+        age: float = 0.0,
     ) -> DeliveryJob:
-        """Queue the content and hand out one delivery job, as the qmgr would."""
+        """Queue the content and hand out one delivery job, as the qmgr would
+        (``age``: seconds the message has already waited in the queue)."""
         rcpts = [r if isinstance(r, Recipient) else Recipient(r) for r in recipients]
         qid = await self.store.queue.enqueue(QueueEntry("", sender, rcpts), content)
         now = time.time()
@@ -69,7 +71,7 @@ class Bus:
         job = DeliveryJob(
             queue_id=qid, transport=transport, nexthop=nexthop, sender=sender,
             recipients=rcpts, indexes=list(range(len(rcpts))), attempt=1,
-            arrival_time=entry.arrival_time, size=entry.size, chunks=entry.chunks,
+            arrival_time=entry.arrival_time - age, size=entry.size, chunks=entry.chunks,
             queued_time=now, active_time=now, attempt_id=entry.attempt_id,
         )
         await self.store.work.submit_job(job)

@@ -6,7 +6,7 @@ import pytest
 
 from delivery_smtp.connect import NextHop, parse_nexthops
 from delivery_smtp.proto import quote_addr, xtext
-from delivery_smtp.session import _Wire, data_bytes, parse_extensions
+from delivery_smtp.session import _Wire, data_bytes, message_data, parse_extensions
 from postbus.delivery import Reply
 
 
@@ -77,8 +77,10 @@ def test_ehlo_keywords() -> None:
     }
 
 
-def test_tls_settings_read_cafile_and_capath_and_lmtp_twins() -> None:
+async def test_tls_settings_read_cafile_and_capath_and_lmtp_twins() -> None:
     from delivery_smtp.proto import Settings
+    from delivery_smtp.tls_client import ClientTls
+    from delivery_smtp.tls_policy import TlsPolicies
     from postbus.config.loader import Config
 
     cfg = Config.from_text(
@@ -87,6 +89,58 @@ def test_tls_settings_read_cafile_and_capath_and_lmtp_twins() -> None:
         "lmtp_lhlo_name = lmtp.example\nsmtp_helo_name = smtp.example\n"
     )
     smtp, lmtp = Settings.from_config(cfg, lmtp=False), Settings.from_config(cfg, lmtp=True)
-    assert (smtp.tls_cafile, smtp.tls_capath) == ("/etc/ssl/ca.pem", "/etc/ssl/certs")
-    assert (smtp.tls_level, smtp.helo_name) == ("encrypt", "smtp.example")
-    assert (lmtp.tls_level, lmtp.helo_name) == ("may", "lmtp.example")
+    client = ClientTls(cfg)
+    assert (client.cafile, client.capath) == ("/etc/ssl/ca.pem", "/etc/ssl/certs")
+    smtp_policy = await TlsPolicies(cfg).policy("example.com", True)
+    lmtp_policy = await TlsPolicies(cfg, lmtp=True).policy("example.com", True)
+    assert (smtp_policy.level, smtp.helo_name) == ("encrypt", "smtp.example")  # type: ignore
+    assert (lmtp_policy.level, lmtp.helo_name) == ("may", "lmtp.example")  # type: ignore
+
+
+# -- smtp_line_length_limit ------------------------------------------------------------
+
+
+def _postfix_text_out(body: bytes, limit: int, record: int = 2048) -> bytes:
+    """Postfix's smtp_text_out(), line by line, over queue records of ``record`` octets."""
+    out = bytearray()
+    for line in body.split(b"\r\n")[:-1]:
+        pieces = [line[i : i + record] for i in range(0, len(line), record)] or [b""]
+        space = limit
+        for n, text in enumerate(pieces):
+            cont = n < len(pieces) - 1
+            while True:
+                if space == limit and text[:1] == b".":
+                    out += b"."
+                if len(text) >= space:
+                    out += text[:space] + b"\r\n"
+                    text = text[space:]
+                    space = limit
+                    if text or cont:
+                        out += b" "
+                        space -= 1
+                    if not text:
+                        break
+                else:
+                    out += text if cont else text + b"\r\n"
+                    space = space - len(text) if cont else limit
+                    break
+    return bytes(out) + b".\r\n"
+
+
+@pytest.mark.parametrize("length", [0, 1, 997, 998, 999, 1500, 1995, 1996, 2048, 2049, 4096,
+                                    5000, 6133, 10000])
+@pytest.mark.parametrize("first", [b"a", b"."])
+def test_long_lines_broken_as_postfix_breaks_them(length: int, first: bytes) -> None:
+    line = (first + b"0123456789" * 1001)[:length]
+    body = b"Subject: x\r\n\r\n" + line + b"\r\n.\r\nend\r\n"
+    data, folded = message_data(body, 998)
+    assert data == _postfix_text_out(body, 998)
+    assert folded == (length > 998)
+    assert all(len(x) <= 999 for x in data.split(b"\r\n"))  # 998, plus a stuffed dot
+
+
+def test_a_long_line_is_cut_at_the_limit_and_continued_with_a_space() -> None:
+    data, folded = message_data(b"x" * 25 + b"\r\n", 10)
+    assert folded
+    assert data == b"xxxxxxxxxx\r\n xxxxxxxxx\r\n xxxxxx\r\n.\r\n"
+    assert message_data(b"x" * 25 + b"\r\n", 0) == (b"x" * 25 + b"\r\n.\r\n", False)
