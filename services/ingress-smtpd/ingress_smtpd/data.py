@@ -18,6 +18,7 @@ from ingress_smtpd.cleanup import Message, unstuff
 from postbus import metrics
 from postbus.cleanup import CleanupError
 from postbus.cleanup.status import WRITE_ERROR
+from postbus.queue.ids import new_queue_id
 from postbus.smtp import replies as r
 
 if TYPE_CHECKING:
@@ -37,6 +38,10 @@ async def do_data(session: Session, arg: str) -> bool:
     if arg:
         await session.reply(r.DATA_SYNTAX)
         return False
+    reject = await session.server.policy.check_data(session._check_state())
+    if reject is not None:
+        await session.reply(reject)
+        return False
     session.conn.write(r.DATA_GO_AHEAD)
     raw, _size = await session.conn.read_data(session.s.size_limit)
     session.where = "END-OF-MESSAGE"
@@ -55,6 +60,20 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
     then ``reply`` (formatted with queue_id and size)."""
     assert session.sender is not None and session.mail is not None
     s, server = session.s, session.server
+    state = session._check_state()
+    state.queue_id, state.size = new_queue_id(s.long_queue_ids), size or len(content)
+    reject = await server.policy.check_eod(state)
+    if reject is not None:
+        await session.reply(reject)
+        return False
+    memory = session.check_memory
+    if memory.discard:  # DISCARD: claim success, keep nothing
+        session.conn.write(reply.format(queue_id=state.queue_id, size=size))
+        session.errors = session.junk = 0
+        return True
+    if memory.prepend:  # PREPEND: after our Received:, before the client's headers
+        content = "".join(h + "\r\n" for h in memory.prepend).encode(
+            "utf-8", "surrogateescape") + content
     tls_lines: list[str] = []
     if session.tls is not None and s.tls.received_header:
         tls_lines = session.tls.received(s.tls.ask_ccert)
