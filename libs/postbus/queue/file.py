@@ -86,8 +86,10 @@ class QueueFile:
         depend on the ID. ``content`` is then ignored.
         """
         given_size = entry.size
+        wanted = entry.queue_id  # a caller's ID (smtpd showed it to policy servers), if free
         for _ in range(10):
-            entry.queue_id = qid = new_queue_id(long_ids)
+            entry.queue_id = qid = wanted or new_queue_id(long_ids)
+            wanted = ""
             data = build(qid) if build is not None else content
             chunks = [
                 data[i : i + self.chunk_size] for i in range(0, len(data), self.chunk_size)

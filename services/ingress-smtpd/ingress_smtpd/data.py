@@ -61,12 +61,13 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
     assert session.sender is not None and session.mail is not None
     s, server = session.s, session.server
     state = session._check_state()
-    state.queue_id, state.size = new_queue_id(s.long_queue_ids), size or len(content)
+    memory = session.check_memory
+    memory.queue_id = memory.queue_id or new_queue_id(s.long_queue_ids)
+    state.queue_id, state.size = memory.queue_id, size or len(content)
     reject = await server.policy.check_eod(state)
     if reject is not None:
         await session.reply(reject)
         return False
-    memory = session.check_memory
     if memory.discard:  # DISCARD: claim success, keep nothing
         session.conn.write(reply.format(queue_id=state.queue_id, size=size))
         session.errors = session.junk = 0
@@ -97,6 +98,7 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
         await session.reply(WRITE_ERROR)
         return False
     entry = message.entry()
+    entry.queue_id = memory.queue_id  # the ID the policy server and the log saw, if still free
     started = time.perf_counter()
     try:
         async with asyncio.timeout(s.queue_timeout):

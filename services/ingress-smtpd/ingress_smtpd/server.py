@@ -260,6 +260,7 @@ class SmtpServer:
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
+        await self.policy.close()  # the policy servers' kept connections
 
 
 async def main(ctx: ServiceContext) -> None:

@@ -38,9 +38,12 @@ def session_state(session: Any, recipient: str = "") -> CheckState:
             transport.get_extra_info("socket").family == socket.AF_UNIX:
         server_addr = "unix"
     mail = session.mail
+    where = "BDAT" if session.where.startswith("BDAT") else session.where
+    if not recipient and where in ("DATA", "BDAT", "END-OF-MESSAGE") and session.recipients:
+        recipient = session.recipients[-1].address  # Postfix's state->recipient: the last
     return CheckState(
         session.client_name, session.client_addr, session.helo, session.sender, recipient,
-        where="BDAT" if session.where.startswith("BDAT") else session.where, protocol=session.protocol,
+        where=where, protocol=session.protocol,
         client_port=str(peer[1]) if peer and peer[1] else "",
         server_addr=server_addr, server_port=server_port,
         rcpt_count=len(session.recipients),
@@ -50,4 +53,6 @@ def session_state(session: Any, recipient: str = "") -> CheckState:
         sasl_username=getattr(session, "sasl_username", "") or "",
         sasl_sender=getattr(session, "sasl_sender", "") or "",
         memory=session.check_memory,
+        long_queue_ids=session.s.long_queue_ids,
+        in_mail=session.sender is not None,
     )

@@ -124,7 +124,9 @@ async def table_result(
     if upper in ("OK", "RELAY"):
         return PERMIT
     if ":" in value:
-        raise ServerError(f"access table {table} has entry with lookup table: {value}")
+        raise ServerError(f"access table {table} has entry with lookup table: {value}\n"
+                          "do not specify lookup tables inside SMTPD access maps\n"
+                          "define a restriction class and specify its name instead.")
     if state.recursion > 100:
         raise ServerError(f"access table {table} entry {value} causes unreasonable recursion")
     try:

@@ -40,6 +40,7 @@ from postbus.policy_protocol import (
     encode_attributes,
     read_attributes,
 )
+from postbus.queue.ids import new_queue_id
 
 if TYPE_CHECKING:
     from ingress_smtpd.restrictions.stages import Policy
@@ -101,6 +102,7 @@ class PolicyClient:
                 raise ConfigError(f"policy service {name}: bad inet:host:port", parameter=param)
             self.host, self.port = host.strip("[]"), int(port)
         self.name, self.kind, self.path = name, kind, where
+        self.endpoint = where  # attr_clnt's name for it in warnings: no "inet:"/"unix:"
 
         def get_time(key: str) -> float:
             return parse_time(settings[key], "s") if key in settings else cfg.time(_TIMES[key])
@@ -173,12 +175,12 @@ class PolicyClient:
                     conn.writer.write(request)
                     await conn.writer.drain()
                     reply = await read_attributes(conn.reader, idle_timeout=self.timeout,
-                                                  timeout=self.timeout, peer=self.name)
+                                                  timeout=self.timeout, peer=self.endpoint)
                 if reply is None:
                     problem = "Success"  # the server closed the connection: errno 0
                 elif "action" not in reply:
-                    log.warning("missing attribute action in input from %s", self.name)
-                    problem = "Success"
+                    log.warning("missing attribute action in input from %s", self.endpoint)
+                    problem = "Application error"
                 else:
                     self._give_back(conn)
                     return reply["action"]
@@ -186,15 +188,15 @@ class PolicyClient:
                 problem = "Connection timed out"
             except PolicyProtocolError as exc:
                 log.warning("%s", exc)
-                problem = "Success"
+                problem = "Application error"
             except OSError as exc:
                 problem = exc.strerror or str(exc) or exc.__class__.__name__
             if conn is not None:
                 conn.close()
-            if count >= self.try_limit or problem not in ("Success", "Broken pipe",
-                                                          "Connection reset by peer",
-                                                          "No such file or directory"):
-                log.warning("problem talking to server %s: %s", self.name, problem)
+            if count >= self.try_limit or problem not in (
+                    "Success", "Application error", "Broken pipe", "Connection reset by peer",
+                    "No such file or directory"):
+                log.warning("problem talking to server %s: %s", self.endpoint, problem)
             if count >= self.try_limit:
                 return None
             await asyncio.sleep(self.retry_delay)
@@ -221,7 +223,7 @@ def request_attributes(state: CheckState, context: str, stress: str) -> dict[str
     trusted = tls is not None and tls.peer_trusted
     where = "DATA" if state.where == "BDAT" else state.where
     counted = where in ("DATA", "END-OF-MESSAGE")
-    if not state.memory.instance:
+    if state.in_mail and not state.memory.instance:
         now = time.time()
         state.memory.instance = (f"{os.getpid():x}.{int(now):x}."
                                  f"{int(now % 1 * 1e6):x}.{next(_instances):x}")
@@ -239,7 +241,7 @@ def request_attributes(state: CheckState, context: str, stress: str) -> dict[str
         "sender": state.sender or "",
         "recipient": state.recipient,
         "recipient_count": str(state.rcpt_count if counted else 0),
-        "queue_id": state.queue_id,
+        "queue_id": state.queue_id or _transaction_id(state),
         "instance": state.memory.instance,
         "size": str(state.size),
         "etrn_domain": state.etrn,
@@ -256,6 +258,15 @@ def request_attributes(state: CheckState, context: str, stress: str) -> dict[str
         "encryption_keysize": str(tls.usebits if tls else 0),
         "policy_context": context,
     }
+
+
+def _transaction_id(state: CheckState) -> str:
+    """Postfix has a queue file, so a queue ID, from the first accepted recipient on."""
+    if state.rcpt_count and state.where != "ETRN":
+        if not state.memory.queue_id:
+            state.memory.queue_id = new_queue_id(state.long_queue_ids)
+        return state.memory.queue_id
+    return ""
 
 
 def _xtext(text: str) -> str:

@@ -189,8 +189,8 @@ class Policy:
         try:
             result = await self.evaluate(steps, state)
         except ServerError as exc:
-            if str(exc):
-                log.warning("%s", exc)
+            for line in filter(None, str(exc).split("\n")):
+                log.warning("%s", line)
             return r.SERVER_CONFIGURATION_ERROR
         return None if result == PERMIT else result
 

@@ -48,10 +48,11 @@ class CheckMemory:
     prepend: list[str] = field(default_factory=list)  # headers, per transaction
     discard: str = ""  # the log text of a DISCARD action, per transaction
     instance: str = ""  # the policy protocol's instance attribute, per transaction
+    queue_id: str = ""  # drawn once a recipient is accepted: the message will be queued so
 
     def reset_transaction(self) -> None:
         self.prepend = []
-        self.discard = self.instance = ""
+        self.discard = self.instance = self.queue_id = ""
 
 
 @dataclass
@@ -75,7 +76,8 @@ class CheckState:
     rcpt_count: int = 0
     size: int = 0
     queue_id: str = ""
-    instance: str = ""
+    long_queue_ids: bool = False
+    in_mail: bool = False  # a MAIL FROM was accepted: a transaction (and its instance) exists
     tls: TlsSession | None = None
     sasl_method: str = ""
     sasl_username: str = ""
