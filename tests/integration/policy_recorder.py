@@ -25,6 +25,7 @@ class PolicyRecorder:
         self.answer = answer
         self.requests: list[dict[str, str]] = []
         self.connections = 0
+        self.closed = 0  # connections the client ended
         self.server: asyncio.AbstractServer | None = None
         self.port = 0
         self._writers: list[asyncio.StreamWriter] = []
@@ -44,6 +45,7 @@ class PolicyRecorder:
             while True:
                 request = await read_attributes(reader, idle_timeout=600, timeout=30)
                 if request is None:
+                    self.closed += 1
                     break
                 self.requests.append(request)
                 action = self.answer(request)

@@ -83,7 +83,7 @@ def settings(port: int) -> dict[str, str]:
         "smtpd_restriction_classes": "mine",
         "mine": "check_sender_access inline:{{s@example.org=REJECT class says no}}",
         "smtpd_recipient_restrictions": f"{policy}, permit_mynetworks, reject",
-        "smtpd_data_restrictions": policy,
+        "smtpd_data_restrictions": f"reject_unauth_pipelining, {policy}",
         "smtpd_end_of_data_restrictions": policy,
         "smtpd_policy_service_retry_delay": "1s",
     }
@@ -127,6 +127,10 @@ DIALOGUES: dict[str, list[Line]] = {
     "bdat_data_reject": [
         "EHLO c", "MAIL FROM:<datarej@example.org>", "RCPT TO:<ok@localhost>",
         b"BDAT 4\r\nabcd", READ, b"BDAT 2 LAST\r\nxy", READ, "QUIT",
+    ],
+    "data_after_improper_pipelining": [
+        b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n", READ, READ, "RCPT TO:<ok@localhost>", "DATA",
+        "QUIT",
     ],
     "bdat_eod_reject": [
         "EHLO c", "MAIL FROM:<eodrej@example.org>", "RCPT TO:<ok@localhost>",

@@ -55,4 +55,5 @@ def session_state(session: Any, recipient: str = "") -> CheckState:
         memory=session.check_memory,
         long_queue_ids=session.s.long_queue_ids,
         in_mail=session.sender is not None,
+        ill_pipelining=bool(getattr(session, "pipelining_logged", False)),
     )

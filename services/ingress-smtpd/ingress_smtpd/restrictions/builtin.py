@@ -179,3 +179,10 @@ async def reject_non_fqdn_sender(policy: Policy, state: CheckState, step: Step) 
 @restriction("warn_if_reject")
 async def warn_if_reject(policy: Policy, state: CheckState, step: Step) -> str | None:
     return None  # a pseudo restriction: Policy.evaluate() sees it by name
+
+
+@restriction("reject_unauth_pipelining")
+async def reject_unauth_pipelining(policy: Policy, state: CheckState, step: Step) -> str | None:
+    if not state.ill_pipelining:
+        return None
+    return reject_text(state, 503, "5.5.0", "Improper use of SMTP command pipelining")

@@ -190,7 +190,8 @@ class PolicyClient:
                 log.warning("%s", exc)
                 problem = "Application error"
             except OSError as exc:
-                problem = exc.strerror or str(exc) or exc.__class__.__name__
+                problem = (os.strerror(exc.errno) if exc.errno else str(exc)) or \
+                    exc.__class__.__name__
             if conn is not None:
                 conn.close()
             if count >= self.try_limit or problem not in (
