@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from postbus.servers import free_port
 from tests.integration.ingress.conftest import BASE_MAIN_CF, StartSmtpd
 from tests.integration.policy_recorder import PolicyRecorder, recorder_thread
 from tests.integration.postfix_dialogue import READ, Line, LivePostfix, compare
@@ -89,6 +90,10 @@ def settings(port: int) -> dict[str, str]:
     }
 
 
+#: Nothing listens there: a policy server that is down.
+DOWN = free_port()
+
+
 def delayed(port: int) -> dict[str, str]:
     """smtpd_delay_reject = no: each stage at its own command."""
     policy = f"check_policy_service inet:127.0.0.1:{port}"
@@ -98,7 +103,18 @@ def delayed(port: int) -> dict[str, str]:
         "smtpd_client_restrictions": f"{policy}, check_client_access inline:{{127.0.0.2=REJECT}}",
         "smtpd_helo_restrictions": policy,
         "smtpd_sender_restrictions": policy,
+        "smtpd_etrn_restrictions": policy,
+        "smtpd_restriction_classes": "mine, down",
+        "down": f"check_policy_service inet:127.0.0.1:{DOWN}",
+        "smtpd_recipient_restrictions": f"check_recipient_access inline:{{down@localhost=down}}, "
+                                        f"{policy}, permit_mynetworks, reject",
     }
+
+
+def refused(port: int) -> dict[str, str]:
+    """smtpd_delay_reject = no and a client list that rejects us at connect."""
+    return {**delayed(port), "smtpd_client_restrictions":
+            "check_client_access inline:{{127.0.0.1=REJECT no thanks}}"}
 
 
 MSG = b"Subject: x\r\n\r\nbody\r\n"
@@ -140,10 +156,14 @@ DIALOGUES: dict[str, list[Line]] = {
 
 DELAYED: dict[str, list[Line]] = {
     "delayed_stages": [
-        "HELO helorej", "EHLO good", "MAIL FROM:<mailrej@example.org>",
+        "HELO helorej", "EHLO good", "ETRN example.com", "MAIL FROM:<mailrej@example.org>",
         "MAIL FROM:<a@example.org>", "RCPT TO:<rej@localhost>", "RCPT TO:<dip@localhost>",
-        "RCPT TO:<ok@localhost>", "QUIT",
+        "RCPT TO:<ok@localhost>", "RCPT TO:<down@localhost>", "QUIT",
     ],
+}
+
+REFUSED: dict[str, list[Line]] = {
+    "refused_at_connect": ["EHLO c", "MAIL FROM:<a@example.org>", "NOOP", "QUIT"],
 }
 
 
@@ -182,6 +202,12 @@ def postfix(their_policy: PolicyRecorder) -> Iterator[LivePostfix | None]:
 @pytest.fixture(scope="module")
 def postfix_delayed(their_policy: PolicyRecorder) -> Iterator[LivePostfix | None]:
     with LivePostfix.running({**delayed(their_policy.port), "defer_transports": "local"}) as pf:
+        yield pf
+
+
+@pytest.fixture(scope="module")
+def postfix_refused(their_policy: PolicyRecorder) -> Iterator[LivePostfix | None]:
+    with LivePostfix.running({**refused(their_policy.port), "defer_transports": "local"}) as pf:
         yield pf
 
 
@@ -225,3 +251,11 @@ async def test_delay_reject_no_as_postfix(
     smtpd: StartSmtpd, caplog: pytest.LogCaptureFixture,
 ) -> None:
     await _compare(name, DELAYED[name], postfix_delayed, their_policy, smtpd, delayed, caplog)
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+async def test_rejected_at_connect_as_postfix(
+    name: str, postfix_refused: LivePostfix | None, their_policy: PolicyRecorder,
+    smtpd: StartSmtpd, caplog: pytest.LogCaptureFixture,
+) -> None:
+    await _compare(name, REFUSED[name], postfix_refused, their_policy, smtpd, refused, caplog)

@@ -127,10 +127,16 @@ class PolicyClient:
     # -- the connection pool ------------------------------------------------------------
 
     async def _connect(self) -> _Conn:
-        if self.kind == "inet":
-            reader, writer = await asyncio.open_connection(self.host, self.port, limit=MAX_LINE)
-        else:
-            reader, writer = await asyncio.open_unix_connection(self.path, limit=MAX_LINE)
+        try:
+            if self.kind == "inet":
+                reader, writer = await asyncio.open_connection(self.host, self.port,
+                                                               limit=MAX_LINE)
+            else:
+                reader, writer = await asyncio.open_unix_connection(self.path, limit=MAX_LINE)
+        except OSError as exc:  # inet_connect()/unix_connect()'s own warning
+            log.warning("connect to %s: %s", self.endpoint,
+                        os.strerror(exc.errno) if exc.errno else exc)
+            raise
         return _Conn(reader, writer)
 
     def _take(self) -> _Conn | None:
