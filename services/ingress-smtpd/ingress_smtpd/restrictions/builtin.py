@@ -11,7 +11,7 @@ from ingress_smtpd.restrictions.registry import Step, restriction
 from ingress_smtpd.restrictions.state import PERMIT, CheckState, reject_text
 from postbus.maps.addr_find import find_access, find_client_access, find_domain_access
 from postbus.smtp import replies as r
-from postbus.smtp.address import quote_local
+from postbus.smtp.address import quote_local, valid_domain
 
 if TYPE_CHECKING:
     from ingress_smtpd.restrictions.stages import Policy
@@ -186,3 +186,69 @@ async def reject_unauth_pipelining(policy: Policy, state: CheckState, step: Step
     if not state.ill_pipelining:
         return None
     return reject_text(state, 503, "5.5.0", "Improper use of SMTP command pipelining")
+
+
+def _helo_literal(policy: Policy, state: CheckState) -> str | None:
+    """reject_invalid_hostaddr() for a ``[address]`` HELO."""
+    if valid_domain(state.helo):
+        return None
+    return reject_text(state, policy.cfg.int("invalid_hostname_reject_code"), "5.5.2",
+                       "Invalid ip address")
+
+
+@restriction("reject_invalid_helo_hostname")
+async def reject_invalid_helo_hostname(policy: Policy, state: CheckState, step: Step
+                                       ) -> str | None:
+    if not state.helo:
+        return None
+    state.reply_class = r.HELO
+    if state.helo.startswith("["):
+        return _helo_literal(policy, state)
+    if valid_domain(state.helo.removesuffix(".")):
+        return None
+    return reject_text(state, policy.cfg.int("invalid_hostname_reject_code"), "5.5.2",
+                       "Invalid name")
+
+
+@restriction("reject_non_fqdn_helo_hostname")
+async def reject_non_fqdn_helo_hostname(policy: Policy, state: CheckState, step: Step
+                                        ) -> str | None:
+    if not state.helo:
+        return None
+    state.reply_class = r.HELO
+    if state.helo.startswith("["):
+        return _helo_literal(policy, state)
+    name = state.helo.removesuffix(".")
+    if valid_domain(name) and "." in name:
+        return None
+    return reject_text(state, policy.cfg.int("non_fqdn_reject_code"), "5.5.2",
+                       "need fully-qualified hostname")
+
+
+@restriction("reject_plaintext_session")
+async def reject_plaintext_session(policy: Policy, state: CheckState, step: Step) -> str | None:
+    if state.tls is not None:
+        return None
+    return f"{policy.cfg.int('plaintext_reject_code')} 4.7.1 Session encryption is required"
+
+
+@restriction("reject_multi_recipient_bounce")
+async def reject_multi_recipient_bounce(policy: Policy, state: CheckState, step: Step
+                                        ) -> str | None:
+    if state.sender != "" or state.rcpt_count <= (0 if state.where == "RCPT" else 1):
+        return None
+    return reject_text(state, policy.cfg.int("multi_recipient_bounce_reject_code"), "5.5.3",
+                       "Multi-recipient bounce")
+
+
+@restriction("check_reverse_client_hostname_access", arg="table")
+async def check_reverse_client_hostname_access(policy: Policy, state: CheckState, step: Step
+                                               ) -> str | None:
+    assert step.maps is not None
+    name = state.reverse_name or state.client_name
+    value = await find_client_access(step.maps, name, state.client_addr,
+                                     parent_matches_subdomains=policy.access_parent)
+    if value is None:
+        return None
+    return await table_result(policy, state, _table(step), value, name,
+                              "Unverified Client host")

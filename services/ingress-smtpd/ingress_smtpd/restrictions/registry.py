@@ -40,9 +40,28 @@ REGISTRY: dict[str, Entry] = {}
 
 #: Restrictions Postfix has that Postbus refuses at start, with the reason.
 REFUSED: dict[str, str] = {
-    name: "address verification (verify(8)) is not supported by Postbus"
-    for name in ("reject_unverified_sender", "reject_unverified_recipient")
+    **{name: "address verification (verify(8)) is not supported by Postbus"
+       for name in ("reject_unverified_sender", "reject_unverified_recipient")},
+    **{name: "it is not supported yet by Postbus" for name in (
+        "check_ccert_access", "check_client_a_access", "check_client_mx_access",
+        "check_client_ns_access", "check_helo_a_access", "check_helo_mx_access",
+        "check_helo_ns_access", "check_recipient_a_access", "check_recipient_mx_access",
+        "check_recipient_ns_access", "check_reverse_client_hostname_a_access",
+        "check_reverse_client_hostname_mx_access", "check_reverse_client_hostname_ns_access",
+        "check_sasl_access", "check_sender_a_access", "check_sender_mx_access",
+        "check_sender_ns_access", "permit_inet_interfaces", "permit_mx_backup",
+        "permit_rhswl_client", "permit_tls_all_clientcerts", "permit_tls_clientcerts",
+        "reject_authenticated_sender_login_mismatch", "reject_known_sender_login_mismatch",
+        "reject_sender_login_mismatch", "reject_unauthenticated_sender_login_mismatch",
+        "reject_unknown_forward_client_hostname", "reject_unlisted_sender", "sleep",
+        "check_address_map", "check_relay_domains", "reject_maps_rbl")},
 }
+#: Postfix's old names for the same restrictions.
+ALIASES = {"reject_unknown_client": "reject_unknown_client_hostname",
+           "reject_unknown_hostname": "reject_unknown_helo_hostname",
+           "reject_invalid_hostname": "reject_invalid_helo_hostname",
+           "reject_non_fqdn_hostname": "reject_non_fqdn_helo_hostname",
+           "reject_rbl": "reject_rbl_client"}
 
 
 def restriction(name: str, *, arg: str = "") -> Callable[[Restriction], Restriction]:
@@ -76,15 +95,18 @@ class Compiler:
         i = 0
         while i < len(words):
             name = words[i]
-            low = name.lower()
+            low = ALIASES.get(name.lower(), name.lower())
             if low in self.classes:
                 steps.append(Step(low, _run_class, steps=self._class(low)))
                 i += 1
                 continue
-            if low in REFUSED:
+            if low in REFUSED and low not in REGISTRY:
                 raise ConfigError(f"restriction {name} is not supported: {REFUSED[low]}",
                                   parameter=param)
             entry = REGISTRY.get(low)
+            if entry is None and ":" in name:  # a bare type:table (Postfix's short-hand)
+                raise ConfigError(f"specify a check_*_access restriction before the table "
+                                  f'"{name}"', parameter=param)
             if entry is None:
                 raise ConfigError(f'unknown smtpd restriction: "{name}"', parameter=param)
             step = Step(low, entry.fn)

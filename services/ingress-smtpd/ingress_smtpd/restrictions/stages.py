@@ -24,6 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 from ingress_smtpd.restrictions import builtin as _builtin  # noqa: F401  (registers)
+from ingress_smtpd.restrictions import dns_checks as _dns_checks  # noqa: F401
+from ingress_smtpd.restrictions.dns_checks import make_resolver, tempfail_action
 from ingress_smtpd.restrictions.policy_client import PolicyClients
 from ingress_smtpd.restrictions.registry import Compiler, Step
 from ingress_smtpd.restrictions.state import (
@@ -62,6 +64,9 @@ class Policy:
                                   parameter="smtpd_restriction_classes")
             classes[name.lower()] = cfg.get(name)
         self.policy_clients = PolicyClients(cfg)
+        self.dns = make_resolver(cfg)
+        self.helo_tempfail = tempfail_action(cfg, "unknown_helo_hostname_tempfail_action")
+        self.address_tempfail = tempfail_action(cfg, "unknown_address_tempfail_action")
         self.compiler = Compiler(classes, self.policy_clients.get)
         self._rhs: dict[str, list[Step]] = {}
         self.client = self._compile("smtpd_client_restrictions")

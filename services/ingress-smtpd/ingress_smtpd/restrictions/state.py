@@ -77,6 +77,7 @@ class CheckState:
     size: int = 0
     queue_id: str = ""
     long_queue_ids: bool = False
+    name_status: str = "notfound"  # why client_name is "unknown": "notfound" or "retry"
     ill_pipelining: bool = False  # the client sent commands ahead where it may not
     in_mail: bool = False  # a MAIL FROM was accepted: a transaction (and its instance) exists
     tls: TlsSession | None = None

@@ -1,0 +1,138 @@
+"""The restrictions that ask the DNS, against a DNS server this test runs on loopback
+(never the machine's resolver): unknown HELO names and address domains, nullMX,
+DNS block and allow lists, and the 4xx each gives when the DNS fails for now.
+Reply texts are Postfix 3.7's (smtpd_check.c), spelled out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from ingress_smtpd.restrictions import Policy
+from postbus.config.conv import ConfigError
+from tests.integration.delivery.peers import DnsServer
+from tests.integration.ingress.conftest import Running, StartSmtpd, make_config
+
+pytestmark = pytest.mark.integration
+
+ZONE = {
+    ("known.test", "A"): ["192.0.2.1"],
+    ("mx.test", "MX"): ["10 mail.mx.test."],
+    ("aonly.test", "A"): ["192.0.2.2"],
+    ("null.test", "MX"): ["0 ."],
+    ("1.0.0.127.bl.test", "A"): ["127.0.0.2"],
+    ("1.0.0.127.bl.test", "TXT"): ['"listed for testing"'],
+    ("1.0.0.127.other.test", "A"): ["127.0.0.9"],
+    ("1.0.0.127.wl.test", "A"): ["127.0.0.2"],
+    ("spam.test.rhs.test", "A"): ["127.0.0.2"],
+}
+
+
+@pytest.fixture
+async def dns() -> AsyncIterator[DnsServer]:
+    server = await DnsServer(ZONE, servfail=("fail.test", "1.0.0.127.failwl.test")).start()
+    yield server
+    server.close()
+
+
+async def dialogue(run: Running, *lines: str) -> list[str]:
+    client = await run.client()
+    out = [await client.cmd(line) for line in lines]
+    await client.cmd("QUIT")
+    return out
+
+
+async def test_unknown_helo_hostname(smtpd: StartSmtpd, dns: DnsServer) -> None:
+    run = await smtpd(postbus_dns_servers=f"127.0.0.1:{dns.port}", mynetworks="127.0.0.0/8",
+                      smtpd_recipient_restrictions="reject_unknown_helo_hostname, "
+                      "permit_mynetworks, reject")
+    rcpt = ["MAIL FROM:<a@example.org>", "RCPT TO:<u@postbus.test>"]
+    assert (await dialogue(run, "EHLO known.test", *rcpt))[-1] == "250 2.1.5 Ok"
+    assert (await dialogue(run, "HELO nx.test", *rcpt))[-1] == \
+        "450 4.7.1 <nx.test>: Helo command rejected: Host not found"
+    # a temporary DNS failure: defer_if_permit, and permit_mynetworks then permits
+    assert (await dialogue(run, "HELO fail.test", *rcpt))[-1] == \
+        "450 4.7.1 <fail.test>: Helo command rejected: Host not found"
+    assert (await dialogue(run, "HELO [1.2.3.4]", *rcpt))[-1] == "250 2.1.5 Ok"
+
+
+async def test_unknown_sender_and_recipient_domains(smtpd: StartSmtpd, dns: DnsServer) -> None:
+    run = await smtpd(postbus_dns_servers=f"127.0.0.1:{dns.port}", mynetworks="127.0.0.0/8",
+                      smtpd_recipient_restrictions="reject_unknown_sender_domain, "
+                      "reject_unknown_recipient_domain, permit_mynetworks, reject")
+
+    async def rcpt(sender: str, recipient: str) -> str:
+        lines = await dialogue(run, "EHLO c", f"MAIL FROM:<{sender}>", f"RCPT TO:<{recipient}>")
+        return lines[-1]
+
+    assert await rcpt("a@mx.test", "b@aonly.test") == "250 2.1.5 Ok"
+    assert await rcpt("a@nx.test", "b@aonly.test") == \
+        "450 4.1.8 <a@nx.test>: Sender address rejected: Domain not found"
+    assert await rcpt("a@mx.test", "b@nx.test") == \
+        "450 4.1.2 <b@nx.test>: Recipient address rejected: Domain not found"
+    assert await rcpt("a@null.test", "b@aonly.test") == \
+        "550 5.7.27 <a@null.test>: Sender address rejected: Domain null.test does not accept " \
+        "mail (nullMX)"
+    assert await rcpt("a@mx.test", "b@null.test") == \
+        "556 5.1.10 <b@null.test>: Recipient address rejected: Domain null.test does not " \
+        "accept mail (nullMX)"
+    assert await rcpt("a@fail.test", "b@aonly.test") == \
+        "450 4.1.8 <a@fail.test>: Sender address rejected: Domain not found"
+    assert await rcpt("", "u@postbus.test") == "250 2.1.5 Ok"  # ours: no lookup
+    # unknown_address_reject_code: the reply code and the DSN class follow it
+    run = await smtpd(postbus_dns_servers=f"127.0.0.1:{dns.port}", mynetworks="127.0.0.0/8",
+                      unknown_address_reject_code="550",
+                      smtpd_recipient_restrictions="reject_unknown_sender_domain, permit")
+    assert await rcpt("a@nx.test", "u@postbus.test") == \
+        "550 5.1.8 <a@nx.test>: Sender address rejected: Domain not found"
+
+
+async def test_dns_block_and_allow_lists(smtpd: StartSmtpd, dns: DnsServer) -> None:
+    servers = f"127.0.0.1:{dns.port}"
+    rcpt = ["EHLO c", "MAIL FROM:<a@example.org>", "RCPT TO:<u@postbus.test>"]
+    run = await smtpd(postbus_dns_servers=servers,
+                      smtpd_client_restrictions="reject_rbl_client other.test=127.0.0.2, "
+                      "reject_rbl_client bl.test")
+    assert (await dialogue(run, *rcpt))[-1] == (
+        "554 5.7.1 Service unavailable; Client host [127.0.0.1] blocked using bl.test; "
+        "listed for testing")
+    run = await smtpd(postbus_dns_servers=servers,
+                      smtpd_client_restrictions="permit_dnswl_client wl.test, "
+                      "reject_rbl_client bl.test")
+    assert (await dialogue(run, *rcpt))[-1] == "250 2.1.5 Ok"
+    run = await smtpd(postbus_dns_servers=servers,
+                      smtpd_sender_restrictions="reject_rhsbl_sender rhs.test")
+    assert (await dialogue(run, "EHLO c", "MAIL FROM:<s@spam.test>", "RCPT TO:<u@postbus.test>")
+            )[-1] == ("554 5.7.1 Service unavailable; Sender address [s@spam.test] blocked "
+                      "using rhs.test")
+    # an allow list that cannot answer: a later reject becomes a deferral
+    run = await smtpd(postbus_dns_servers=servers,
+                      smtpd_client_restrictions="permit_dnswl_client failwl.test, reject")
+    assert (await dialogue(run, *rcpt))[-1] == \
+        "450 4.7.1 <127.0.0.1>: Client host rejected: Service unavailable"
+
+
+async def test_unknown_client_hostname(smtpd: StartSmtpd) -> None:
+    run = await smtpd(smtpd_client_restrictions="reject_unknown_client_hostname")
+    lines = await dialogue(run, "EHLO c", "MAIL FROM:<a@example.org>", "RCPT TO:<u@postbus.test>")
+    assert lines[-1] == "450 4.7.25 Client host rejected: cannot find your hostname, [127.0.0.1]"
+    run = await smtpd(smtpd_client_restrictions="reject_unknown_reverse_client_hostname",
+                      unknown_client_reject_code="550")
+    lines = await dialogue(run, "EHLO c", "MAIL FROM:<a@example.org>", "RCPT TO:<u@postbus.test>")
+    assert lines[-1] == \
+        "550 5.7.1 Client host rejected: cannot find your reverse hostname, [127.0.0.1]"
+
+
+@pytest.mark.parametrize(("setting", "error"), [
+    ("reject_unverified_sender", "restriction reject_unverified_sender is not supported: "
+     "address verification (verify(8)) is not supported by Postbus"),
+    ("check_sender_mx_access hash:/x", "restriction check_sender_mx_access is not supported: "
+     "it is not supported yet by Postbus"),
+    ("reject_rbl_client", "restriction reject_rbl_client requires domain name argument"),
+    ("frobnicate", 'unknown smtpd restriction: "frobnicate"'),
+])
+def test_what_is_not_there_is_refused_at_start(setting: str, error: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        Policy(make_config(smtpd_sender_restrictions=setting))
+    assert error in str(exc.value)
