@@ -83,7 +83,11 @@ def settings(port: int) -> dict[str, str]:
         "smtpd_soft_error_limit": "100",
         "smtpd_restriction_classes": "mine",
         "mine": "check_sender_access inline:{{s@example.org=REJECT class says no}}",
-        "smtpd_recipient_restrictions": f"{policy}, permit_mynetworks, reject",
+        "smtpd_recipient_restrictions": (
+            "check_recipient_access inline:{{warnme@localhost=warn_if_reject, reject}, "
+            "{direj@localhost=defer_if_reject, reject}, {dip2@localhost=defer_if_permit}, "
+            "{dirok@localhost=defer_if_reject, permit}}, "
+            f"{policy}, permit_mynetworks, reject"),
         "smtpd_data_restrictions": f"reject_unauth_pipelining, {policy}",
         "smtpd_end_of_data_restrictions": policy,
         "smtpd_policy_service_retry_delay": "1s",
@@ -123,7 +127,8 @@ DIALOGUES: dict[str, list[Line]] = {
     "rcpt_actions": [
         "EHLO c", "MAIL FROM:<s@example.org> SIZE=100",
         *[f"RCPT TO:<{u}@localhost>" for u in RCPT_ANSWERS if u != "n421"],
-        "RCPT TO:<noaction@localhost>", "RSET", "QUIT",
+        "RCPT TO:<noaction@localhost>", "RCPT TO:<warnme@localhost>", "RCPT TO:<direj@localhost>",
+        "RCPT TO:<dip2@localhost>", "RCPT TO:<dirok@localhost>", "RSET", "QUIT",
     ],
     "data_and_eod_accept": [
         "EHLO c", "MAIL FROM:<a@example.org>", "RCPT TO:<ok@localhost>",
