@@ -123,6 +123,7 @@ class PolicyClient:
         self.stress = cfg.get("stress")
         self.idle: list[_Conn] = []
         self.nesting = 0
+        self._reaper: asyncio.TimerHandle | None = None
 
     # -- the connection pool ------------------------------------------------------------
 
@@ -156,14 +157,28 @@ class PolicyClient:
             conn.close()
             return
         self.idle.append(conn)
-        asyncio.get_running_loop().call_later(self.max_idle, self._expire, conn)
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().call_later(self.max_idle, self._reap)
 
-    def _expire(self, conn: _Conn) -> None:
-        if conn in self.idle and time.monotonic() - conn.used >= self.max_idle - 0.01:
-            self.idle.remove(conn)
-            conn.close()
+    def _reap(self) -> None:
+        """Close what sat unused for max_idle (one timer per client, not per request)."""
+        self._reaper = None
+        now = time.monotonic()
+        keep = []
+        for conn in self.idle:
+            if now - conn.used >= self.max_idle - 0.01 or now - conn.opened >= self.max_ttl:
+                conn.close()
+            else:
+                keep.append(conn)
+        self.idle = keep
+        if keep:
+            wait = max(min(c.used for c in keep) + self.max_idle - now, 0.05)
+            self._reaper = asyncio.get_running_loop().call_later(wait, self._reap)
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         while self.idle:
             self.idle.pop().close()
 
