@@ -5,12 +5,13 @@
 - :mod:`.actions`: the access(5) actions (table results and policy answers);
 - :mod:`.builtin`: permit/reject, mynetworks, relay control, access tables;
 - :mod:`.unlisted`: the recipient table check;
+- :mod:`.dns_checks`: unknown names and domains, DNS block and allow lists;
 - :mod:`.policy_client`: check_policy_service;
 - :mod:`.stages`: the stages and their moment of evaluation (:class:`Policy`).
 
-Restrictions Postfix has and Postbus does not yet (reject_unknown_*, RBLs,
-the ccert and MX/NS checks) are refused at start with their name;
-reject_unverified_* with the reason.
+Restrictions Postfix has and Postbus does not yet (the ccert, SASL-map and
+MX/NS/A checks, permit_mx_backup, reject_unverified_*) are refused at start
+by name (:data:`.registry.REFUSED`).
 """
 
 from __future__ import annotations
