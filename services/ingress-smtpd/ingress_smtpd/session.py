@@ -109,6 +109,8 @@ class Session:
             await self.conn.flush()
             await asyncio.sleep(self.s.error_sleep)
         self.conn.write(text)
+        if text.startswith("421"):  # smtpd_chat_reply(): a 421 ends the session
+            raise Hangup
 
     def _log_reject(self, stage: str, reply: str, rcpt: str | None = None) -> None:
         parts = []
@@ -139,6 +141,8 @@ class Session:
                 self.access_denied = denied
                 self.errors += 1
             conn.write(denied or r.BANNER.format(banner=self.s.banner))
+            if self.access_denied.startswith("421"):
+                return
             while True:
                 line = await conn.readline(self.s.line_limit)
                 if line is None:

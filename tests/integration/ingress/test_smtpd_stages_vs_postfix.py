@@ -130,6 +130,9 @@ DIALOGUES: dict[str, list[Line]] = {
         "RCPT TO:<noaction@localhost>", "RCPT TO:<warnme@localhost>", "RCPT TO:<direj@localhost>",
         "RCPT TO:<dip2@localhost>", "RCPT TO:<dirok@localhost>", "RSET", "QUIT",
     ],
+    "rcpt_421": [
+        "EHLO c", "MAIL FROM:<s@example.org>", "RCPT TO:<n421@localhost>", "NOOP", "QUIT",
+    ],
     "data_and_eod_accept": [
         "EHLO c", "MAIL FROM:<a@example.org>", "RCPT TO:<ok@localhost>",
         "RCPT TO:<dunno@localhost>", "DATA", MSG, ".", "QUIT",
