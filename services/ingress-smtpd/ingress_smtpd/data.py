@@ -64,14 +64,6 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
     memory = session.check_memory
     memory.queue_id = memory.queue_id or new_queue_id(s.long_queue_ids)
     state.queue_id, state.size = memory.queue_id, size or len(content)
-    reject = await server.policy.check_eod(state)
-    if reject is not None:
-        await session.reply(reject)
-        return False
-    if memory.discard:  # DISCARD: claim success, keep nothing
-        session.conn.write(reply.format(queue_id=state.queue_id, size=size))
-        session.errors = session.junk = 0
-        return True
     if memory.prepend:  # PREPEND: after our Received:, before the client's headers
         content = "".join(h + "\r\n" for h in memory.prepend).encode(
             "utf-8", "surrogateescape") + content
@@ -97,6 +89,15 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
         log.error("cleanup of a message from %s failed", session.namaddr, exc_info=True)
         await session.reply(WRITE_ERROR)
         return False
+    # smtpd_end_of_data_restrictions: after cleanup took the message, before 250
+    reject = await server.policy.check_eod(state)
+    if reject is not None:
+        await session.reply(reject)
+        return False
+    if memory.discard:  # DISCARD: claim success, keep nothing
+        session.conn.write(reply.format(queue_id=state.queue_id, size=size))
+        session.errors = session.junk = 0
+        return True
     entry = message.entry()
     entry.queue_id = memory.queue_id  # the ID the policy server and the log saw, if still free
     started = time.perf_counter()
