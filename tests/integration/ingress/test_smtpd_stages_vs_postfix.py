@@ -69,6 +69,8 @@ def answer(request: dict[str, str]) -> str | None:
         return RCPT_ANSWERS.get(rcpt, "DUNNO")
     if local == "mailrej" or request.get("helo_name") == "helorej":
         return "REJECT stage says no"
+    if local == "dipsender" and state == "MAIL":
+        return "DEFER_IF_PERMIT sender later"
     return "DUNNO"
 
 
@@ -166,7 +168,9 @@ DELAYED: dict[str, list[Line]] = {
     "delayed_stages": [
         "HELO helorej", "EHLO good", "ETRN example.com", "MAIL FROM:<mailrej@example.org>",
         "MAIL FROM:<a@example.org>", "RCPT TO:<rej@localhost>", "RCPT TO:<dip@localhost>",
-        "RCPT TO:<ok@localhost>", "RCPT TO:<down@localhost>", "QUIT",
+        "RCPT TO:<ok@localhost>", "RCPT TO:<down@localhost>", "RSET",
+        "MAIL FROM:<dipsender@example.org>", "RCPT TO:<ok@localhost>", "RCPT TO:<rej@localhost>",
+        "QUIT",
     ],
 }
 
