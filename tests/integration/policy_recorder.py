@@ -4,7 +4,7 @@ It speaks the protocol through the one codec (:mod:`postbus.policy_protocol`)
 on a real loopback socket (``inet``) or a Unix socket.  ``answer(request)``
 gives the action text; ``None`` answers without an ``action`` attribute,
 ``"<close>"`` closes the connection without answering, ``"<stall>"`` never
-answers.  Every request and every connection is counted.
+answers, ``"<raw>TEXT"`` sends TEXT as it is.  Every request and every connection is counted.
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ class PolicyRecorder:
                     break
                 if action == "<stall>":
                     await asyncio.sleep(3600)
+                if action is not None and action.startswith("<raw>"):
+                    writer.write(action[5:].encode("utf-8", "surrogateescape"))
+                    await writer.drain()
+                    continue
                 writer.write(encode_attributes({} if action is None else {"action": action}))
                 await writer.drain()
         except Exception:

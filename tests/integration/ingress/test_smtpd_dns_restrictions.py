@@ -131,6 +131,10 @@ async def test_unknown_client_hostname(smtpd: StartSmtpd) -> None:
      "it is not supported yet by Postbus"),
     ("reject_rbl_client", "restriction reject_rbl_client requires domain name argument"),
     ("frobnicate", 'unknown smtpd restriction: "frobnicate"'),
+    ("check_policy_service inet:nohost", "policy service inet:nohost: bad inet:host:port"),
+    ("check_policy_service { inet:127.0.0.1:9, bogus=1 }", 'unknown attribute "bogus"'),
+    ("check_policy_service", "must be followed by transport:server"),
+    ("hash:/etc/postfix/access", "specify a check_*_access restriction before the table"),
 ])
 def test_what_is_not_there_is_refused_at_start(setting: str, error: str) -> None:
     with pytest.raises(ConfigError) as exc:

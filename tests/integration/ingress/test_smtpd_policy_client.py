@@ -220,3 +220,24 @@ async def test_discard_prepend_and_actions_postbus_cannot_carry(
         await server.stop()
 
 
+
+
+async def test_garbage_from_a_policy_server_gives_the_default_action(
+    smtpd: StartSmtpd, caplog: pytest.LogCaptureFixture
+) -> None:
+    answers = {"noequals": "<raw>nonsense\n\n", "long": "<raw>action=" + "x" * 10000 + "\n\n",
+               "close": "<close>"}
+    server = await PolicyRecorder(
+        lambda req: answers[req["recipient"].partition("@")[0]]).start()
+    try:
+        run = await smtpd(**policy(f"inet:127.0.0.1:{server.port}"),
+                          smtpd_policy_service_default_action="DEFER no policy",
+                          smtpd_policy_service_retry_delay="1s")
+        deferred = "450 4.7.1 <{}@postbus.test>: Recipient address rejected: no policy"
+        for name in answers:
+            assert await rcpt(run, f"{name}@postbus.test") == [deferred.format(name)]
+        assert f"missing value for string attribute nonsense from 127.0.0.1:{server.port}" \
+            in caplog.text
+        assert f"string length > 8192 characters from 127.0.0.1:{server.port}" in caplog.text
+    finally:
+        await server.stop()
