@@ -207,13 +207,10 @@ class SmtpServer:
     async def _peername(self, addr: str) -> str:
         if not (self.settings.peername_lookup and self.settings.dns_servers):
             return "unknown"
-        import dns.asyncresolver
         import dns.exception
         import dns.reversename
 
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = self.settings.dns_servers
-        resolver.lifetime = 5.0
+        resolver = self.policy.dns  # postbus_dns_servers, ``host`` or ``host:port``
         try:
             answer = await resolver.resolve(dns.reversename.from_address(addr), "PTR")
             name = str(answer[0]).rstrip(".")

@@ -124,6 +124,33 @@ async def test_unknown_client_hostname(smtpd: StartSmtpd) -> None:
         "550 5.7.1 Client host rejected: cannot find your reverse hostname, [127.0.0.1]"
 
 
+async def test_unknown_client_temporary_and_forged(smtpd: StartSmtpd) -> None:
+    """smtpd_peername_lookup = yes: a PTR lookup that fails for now gives 450 whatever
+    unknown_client_reject_code says; a PTR name that does not resolve back is not the
+    client's name (the code applies) but is its reverse name."""
+    rcpt = ["EHLO c", "MAIL FROM:<a@example.org>", "RCPT TO:<u@postbus.test>"]
+    for zone, servfail, client, reverse in [
+        ({}, ("1.0.0.127.in-addr.arpa",),
+         "450 4.7.25 Client host rejected: cannot find your hostname, [127.0.0.1]",
+         "450 4.7.1 Client host rejected: cannot find your reverse hostname, [127.0.0.1]"),
+        ({("1.0.0.127.in-addr.arpa", "PTR"): ["forged.test."]}, (),
+         "550 5.7.25 Client host rejected: cannot find your hostname, [127.0.0.1]",
+         "250 2.1.5 Ok"),
+        ({("1.0.0.127.in-addr.arpa", "PTR"): ["host.test."], ("host.test", "A"): ["127.0.0.1"]},
+         (), "250 2.1.5 Ok", "250 2.1.5 Ok"),
+    ]:
+        server = await DnsServer(zone, servfail=servfail).start()
+        try:
+            for check, want in [("reject_unknown_client_hostname", client),
+                                ("reject_unknown_reverse_client_hostname", reverse)]:
+                run = await smtpd(postbus_dns_servers=f"127.0.0.1:{server.port}",
+                                  smtpd_peername_lookup="yes", unknown_client_reject_code="550",
+                                  smtpd_client_restrictions=check)
+                assert (await dialogue(run, *rcpt))[-1] == want, (zone, check)
+        finally:
+            server.close()
+
+
 @pytest.mark.parametrize(("setting", "error"), [
     ("reject_unverified_sender", "restriction reject_unverified_sender is not supported: "
      "address verification (verify(8)) is not supported by Postbus"),

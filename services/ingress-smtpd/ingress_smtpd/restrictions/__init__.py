@@ -57,6 +57,5 @@ def session_state(session: Any, recipient: str = "") -> CheckState:
         long_queue_ids=session.s.long_queue_ids,
         in_mail=session.sender is not None,
         reverse_name=getattr(session, "reverse_name", "") or "",
-        name_status=getattr(session, "name_status", "notfound") or "notfound",
         ill_pipelining=bool(getattr(session, "pipelining_logged", False)),
     )

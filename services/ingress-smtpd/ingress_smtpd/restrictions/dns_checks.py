@@ -184,20 +184,49 @@ def _client_unknown(policy: Policy, state: CheckState, status: str, dsn: str, wh
     return f"{code} {dsn} Client host rejected: cannot find your {what}, [{state.client_addr}]"
 
 
+async def _peer_status(policy: Policy, state: CheckState) -> tuple[str, str]:
+    """(name status, reverse name status) of an "unknown" client (≈ smtpd_peer.c):
+    the PTR lookup, then its forward confirmation, each NOTFOUND or RETRY (a
+    temporary failure: the 450 form); without smtpd_peername_lookup both are
+    NOTFOUND. Looked up once per session."""
+    memory = state.memory
+    if memory.peer_status:
+        name_status, _, reverse_status = memory.peer_status.partition(" ")
+        return name_status, reverse_status
+    if not policy.cfg.bool("smtpd_peername_lookup"):
+        return NOTFOUND, NOTFOUND
+    ptr_status, names = await _query(policy, _reversed(state.client_addr) +
+                                     ("ip6.arpa" if ":" in state.client_addr else "in-addr.arpa"),
+                                     "PTR")
+    reverse_status = name_status = ptr_status
+    if ptr_status == OK:
+        kind = "AAAA" if ":" in state.client_addr else "A"
+        found, addrs = await _query(policy, names[0], kind)
+        confirmed = found == OK and any(
+            ipaddress.ip_address(a) == ipaddress.ip_address(state.client_addr) for a in addrs)
+        name_status = OK if confirmed else RETRY if found == RETRY else NOTFOUND
+    memory.peer_status = f"{name_status} {reverse_status}"
+    return name_status, reverse_status
+
+
 @restriction("reject_unknown_client_hostname")
 async def reject_unknown_client_hostname(
     policy: Policy, state: CheckState, step: Step
 ) -> str | None:
-    status = OK if state.client_name != "unknown" else state.name_status
-    return _client_unknown(policy, state, status, "4.7.25", "hostname")
+    if state.client_name != "unknown":
+        return None
+    status = (await _peer_status(policy, state))[0]
+    return _client_unknown(policy, state, NOTFOUND if status == OK else status, "4.7.25",
+                           "hostname")
 
 
 @restriction("reject_unknown_reverse_client_hostname")
 async def reject_unknown_reverse_client_hostname(
     policy: Policy, state: CheckState, step: Step
 ) -> str | None:
-    name = state.reverse_name or state.client_name
-    status = OK if name != "unknown" else state.name_status
+    if (state.reverse_name or state.client_name) != "unknown":
+        return None
+    status = (await _peer_status(policy, state))[1]
     return _client_unknown(policy, state, status, "4.7.1", "reverse hostname")
 
 

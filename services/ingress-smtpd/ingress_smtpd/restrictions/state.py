@@ -48,6 +48,7 @@ class CheckMemory:
     prepend: list[str] = field(default_factory=list)  # headers, per transaction
     discard: str = ""  # the log text of a DISCARD action, per transaction
     instance: str = ""  # the policy protocol's instance attribute, per transaction
+    peer_status: str = ""  # "name_status reverse_status" of an unknown client, per session
     queue_id: str = ""  # drawn once a recipient is accepted: the message will be queued so
 
     def reset_transaction(self) -> None:
@@ -77,7 +78,6 @@ class CheckState:
     size: int = 0
     queue_id: str = ""
     long_queue_ids: bool = False
-    name_status: str = "notfound"  # why client_name is "unknown": "notfound" or "retry"
     ill_pipelining: bool = False  # the client sent commands ahead where it may not
     in_mail: bool = False  # a MAIL FROM was accepted: a transaction (and its instance) exists
     tls: TlsSession | None = None
