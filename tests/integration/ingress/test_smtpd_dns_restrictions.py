@@ -19,6 +19,8 @@ pytestmark = pytest.mark.integration
 ZONE = {
     ("known.test", "A"): ["192.0.2.1"],
     ("mx.test", "MX"): ["10 mail.mx.test."],
+    ("mx.test", "NS"): ["ns.mx.test."],
+    ("mail.mx.test", "A"): ["192.0.2.9"],
     ("aonly.test", "A"): ["192.0.2.2"],
     ("null.test", "MX"): ["0 ."],
     ("1.0.0.127.bl.test", "A"): ["127.0.0.2"],
@@ -151,10 +153,37 @@ async def test_unknown_client_temporary_and_forged(smtpd: StartSmtpd) -> None:
             server.close()
 
 
+async def test_mx_ns_and_a_access(
+    smtpd: StartSmtpd, dns: DnsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def sender(restriction: str, address: str) -> str:
+        run = await smtpd(postbus_dns_servers=f"127.0.0.1:{dns.port}",
+                          smtpd_sender_restrictions=restriction)
+        lines = await dialogue(run, "EHLO c", f"MAIL FROM:<{address}>", "RCPT TO:<u@postbus.test>")
+        return lines[-1]
+
+    assert await sender("check_sender_mx_access inline:{{192.0.2.9=REJECT bad mx}}",
+                        "a@mx.test") == "554 5.7.1 <a@mx.test>: Sender address rejected: bad mx"
+    assert await sender("check_sender_mx_access inline:{{mail.mx.test=REJECT by name}}",
+                        "a@mx.test") == "554 5.7.1 <a@mx.test>: Sender address rejected: by name"
+    assert await sender("check_sender_ns_access inline:{{ns.mx.test=REJECT bad ns}}",
+                        "a@sub.mx.test") == \
+        "554 5.7.1 <a@sub.mx.test>: Sender address rejected: bad ns"
+    assert await sender("check_sender_a_access inline:{{192.0.2.2=REJECT bad a}}",
+                        "a@aonly.test") == \
+        "554 5.7.1 <a@aonly.test>: Sender address rejected: bad a"
+    assert await sender("check_sender_mx_access inline:{{192.0.2.9=REJECT}}", "a@aonly.test") \
+        == "250 2.1.5 Ok"  # no MX: the domain is its own mail host, and not listed
+    assert await sender("check_sender_mx_access inline:{{192.0.2.9=OK}}", "a@mx.test") == \
+        "451 4.3.5 Server configuration error"
+    assert "restriction check_sender_mx_access returns OK for a@mx.test" in caplog.text
+    assert "use DUNNO instead of OK if you want to make an exception" in caplog.text
+
+
 @pytest.mark.parametrize(("setting", "error"), [
     ("reject_unverified_sender", "restriction reject_unverified_sender is not supported: "
      "address verification (verify(8)) is not supported by Postbus"),
-    ("check_sender_mx_access hash:/x", "restriction check_sender_mx_access is not supported: "
+    ("check_ccert_access hash:/x", "restriction check_ccert_access is not supported: "
      "it is not supported yet by Postbus"),
     ("reject_rbl_client", "restriction reject_rbl_client requires domain name argument"),
     ("frobnicate", 'unknown smtpd restriction: "frobnicate"'),

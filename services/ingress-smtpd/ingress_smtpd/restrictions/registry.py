@@ -43,13 +43,7 @@ REFUSED: dict[str, str] = {
     **{name: "address verification (verify(8)) is not supported by Postbus"
        for name in ("reject_unverified_sender", "reject_unverified_recipient")},
     **{name: "it is not supported yet by Postbus" for name in (
-        "check_ccert_access", "check_client_a_access", "check_client_mx_access",
-        "check_client_ns_access", "check_helo_a_access", "check_helo_mx_access",
-        "check_helo_ns_access", "check_recipient_a_access", "check_recipient_mx_access",
-        "check_recipient_ns_access", "check_reverse_client_hostname_a_access",
-        "check_reverse_client_hostname_mx_access", "check_reverse_client_hostname_ns_access",
-        "check_sasl_access", "check_sender_a_access", "check_sender_mx_access",
-        "check_sender_ns_access", "permit_inet_interfaces", "permit_mx_backup",
+        "check_ccert_access", "check_sasl_access", "permit_inet_interfaces", "permit_mx_backup",
         "permit_rhswl_client", "permit_tls_all_clientcerts", "permit_tls_clientcerts",
         "reject_authenticated_sender_login_mismatch", "reject_known_sender_login_mismatch",
         "reject_sender_login_mismatch", "reject_unauthenticated_sender_login_mismatch",
