@@ -43,8 +43,8 @@ REFUSED: dict[str, str] = {
     **{name: "address verification (verify(8)) is not supported by Postbus"
        for name in ("reject_unverified_sender", "reject_unverified_recipient")},
     **{name: "it is not supported yet by Postbus" for name in (
-        "check_ccert_access", "check_sasl_access", "permit_inet_interfaces", "permit_mx_backup",
-        "permit_rhswl_client", "permit_tls_all_clientcerts", "permit_tls_clientcerts",
+        "check_sasl_access", "permit_inet_interfaces", "permit_mx_backup",
+        "permit_rhswl_client",
         "reject_authenticated_sender_login_mismatch", "reject_known_sender_login_mismatch",
         "reject_sender_login_mismatch", "reject_unauthenticated_sender_login_mismatch",
         "reject_unknown_forward_client_hostname", "reject_unlisted_sender", "sleep",

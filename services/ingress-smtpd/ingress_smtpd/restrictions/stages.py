@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from ingress_smtpd.restrictions import builtin as _builtin  # noqa: F401  (registers)
+from ingress_smtpd.restrictions import ccert as _ccert  # noqa: F401
 from ingress_smtpd.restrictions import dns_checks as _dns_checks  # noqa: F401
 from ingress_smtpd.restrictions import server_access as _server_access  # noqa: F401
 from ingress_smtpd.restrictions.dns_checks import make_resolver, tempfail_action
@@ -114,6 +115,7 @@ class Policy:
         ]
         self.mailbox_maps = open_maps(cfg.get("virtual_mailbox_maps"), "virtual_mailbox_maps")
         self.relay_maps = open_maps(cfg.get("relay_recipient_maps"), "relay_recipient_maps")
+        self.relay_ccerts = open_maps(cfg.get("relay_clientcerts"), "relay_clientcerts")
 
     def _compile(self, param: str) -> list[Step]:
         return self.compiler.compile(self.cfg.list(param), param)

@@ -90,6 +90,7 @@ class CheckState:
     defer_if_reject: str | None = None
     warn_if_reject: int = 0
     recursion: int = 0
+    ccert_name: str = ""  # the certificate's CN, the name a ccert reject quotes
 
     @property
     def namaddr(self) -> str:
@@ -111,6 +112,10 @@ def what(state: CheckState) -> str:
         return "DATA"
     if kind == END_OF_DATA:
         return "END-OF-MESSAGE"
+    if kind == "Client certificate":
+        return state.ccert_name
+    if kind == "Unverified Client host":
+        return state.reverse_name or state.client_name
     return state.recipient
 
 
