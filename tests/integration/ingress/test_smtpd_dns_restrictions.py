@@ -5,6 +5,7 @@ Reply texts are Postfix 3.7's (smtpd_check.c), spelled out."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -153,6 +154,26 @@ async def test_unknown_client_temporary_and_forged(smtpd: StartSmtpd) -> None:
             server.close()
 
 
+async def test_rhswl_client_and_sleep(smtpd: StartSmtpd) -> None:
+    zone = {("1.0.0.127.in-addr.arpa", "PTR"): ["host.test."], ("host.test", "A"): ["127.0.0.1"],
+            ("host.test.wl.test", "A"): ["127.0.0.2"]}
+    server = await DnsServer(zone).start()
+    rcpt = ["EHLO c", "MAIL FROM:<a@example.org>", "RCPT TO:<u@postbus.test>"]
+    try:
+        for allow, want in [("wl.test", "250 2.1.5 Ok"), ("other.test", (
+                "554 5.7.1 <host.test[127.0.0.1]>: Client host rejected: Access denied"))]:
+            run = await smtpd(postbus_dns_servers=f"127.0.0.1:{server.port}",
+                              smtpd_peername_lookup="yes",
+                              smtpd_client_restrictions=f"permit_rhswl_client {allow}, reject")
+            assert (await dialogue(run, *rcpt))[-1] == want
+        run = await smtpd(smtpd_client_restrictions="sleep 1, permit")
+        started = time.monotonic()
+        assert (await dialogue(run, *rcpt))[-1] == "250 2.1.5 Ok"
+        assert time.monotonic() - started >= 1
+    finally:
+        server.close()
+
+
 async def test_mx_ns_and_a_access(
     smtpd: StartSmtpd, dns: DnsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -183,8 +204,9 @@ async def test_mx_ns_and_a_access(
 @pytest.mark.parametrize(("setting", "error"), [
     ("reject_unverified_sender", "restriction reject_unverified_sender is not supported: "
      "address verification (verify(8)) is not supported by Postbus"),
-    ("check_ccert_access hash:/x", "restriction check_ccert_access is not supported: "
+    ("permit_mx_backup", "restriction permit_mx_backup is not supported: "
      "it is not supported yet by Postbus"),
+    ("sleep x", "restriction sleep must be followed by number"),
     ("reject_rbl_client", "restriction reject_rbl_client requires domain name argument"),
     ("frobnicate", 'unknown smtpd restriction: "frobnicate"'),
     ("check_policy_service inet:nohost", "policy service inet:nohost: bad inet:host:port"),

@@ -4,6 +4,7 @@ fully-qualified checks (≈ the matching branches of generic_checks())."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from ingress_smtpd.restrictions.actions import defer_if_permit, table_result
@@ -252,3 +253,9 @@ async def check_reverse_client_hostname_access(policy: Policy, state: CheckState
         return None
     return await table_result(policy, state, _table(step), value, name,
                               "Unverified Client host")
+
+
+@restriction("sleep", arg="seconds")
+async def sleep(policy: Policy, state: CheckState, step: Step) -> str | None:
+    await asyncio.sleep(step.arg)  # a pause for this session only
+    return None

@@ -389,3 +389,20 @@ async def reject_rhsbl_recipient(policy: Policy, state: CheckState, step: Step) 
     if not state.recipient:
         return None
     return await _rhsbl(policy, state, step, state.recipient, r.RECIPIENT)
+
+
+@restriction("permit_rhswl_client", arg="domain")
+async def permit_rhswl_client(policy: Policy, state: CheckState, step: Step) -> str | None:
+    if state.client_name == "unknown":
+        return None
+    if state.where == "RCPT" and state.recipient and not await policy.auth_destination(state):
+        return None  # never a way around relay control
+    domain = _rhs_domain(state.client_name)
+    if domain is None:
+        return None
+    rbl, codes = _filter(step.arg)
+    status, _ = await _listed(policy, f"{domain}.{rbl}", codes)
+    if status == RETRY and state.defer_if_reject is None:
+        state.defer_if_reject = (f"450 4.7.1 <{state.client_name}>: {r.CLIENT} rejected: "
+                                 "Service unavailable")
+    return PERMIT if status == OK else None

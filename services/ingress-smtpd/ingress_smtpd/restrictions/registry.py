@@ -44,10 +44,9 @@ REFUSED: dict[str, str] = {
        for name in ("reject_unverified_sender", "reject_unverified_recipient")},
     **{name: "it is not supported yet by Postbus" for name in (
         "check_sasl_access", "permit_inet_interfaces", "permit_mx_backup",
-        "permit_rhswl_client",
         "reject_authenticated_sender_login_mismatch", "reject_known_sender_login_mismatch",
         "reject_sender_login_mismatch", "reject_unauthenticated_sender_login_mismatch",
-        "reject_unknown_forward_client_hostname", "reject_unlisted_sender", "sleep",
+        "reject_unknown_forward_client_hostname", "reject_unlisted_sender",
         "check_address_map", "check_relay_domains", "reject_maps_rbl")},
 }
 #: Postfix's old names for the same restrictions.
@@ -112,6 +111,11 @@ class Compiler:
                         raise ConfigError(f"restriction {name} requires type:table",
                                           parameter=param)
                     step.maps = open_maps(value, param)
+                elif entry.arg == "seconds":
+                    if not value.isdigit():
+                        raise ConfigError(f"restriction {name} must be followed by number",
+                                          parameter=param)
+                    step.arg = int(value)
                 elif entry.arg == "server":
                     if ":" not in value:
                         raise ConfigError(f"restriction {name} must be followed by "
