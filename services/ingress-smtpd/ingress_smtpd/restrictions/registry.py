@@ -40,9 +40,9 @@ REGISTRY: dict[str, Entry] = {}
 
 #: Restrictions Postfix has that Postbus refuses at start, with the reason.
 REFUSED: dict[str, str] = {
-    **{name: "address verification (verify(8)) is not supported by Postbus"
+    **{name: "is not supported: Postbus has no address verification service (verify(8))"
        for name in ("reject_unverified_sender", "reject_unverified_recipient")},
-    **{name: "it is not supported yet by Postbus" for name in (
+    **{name: "is not supported yet by Postbus" for name in (
         "check_sasl_access", "permit_inet_interfaces", "permit_mx_backup",
         "reject_authenticated_sender_login_mismatch", "reject_known_sender_login_mismatch",
         "reject_sender_login_mismatch", "reject_unauthenticated_sender_login_mismatch",
@@ -94,8 +94,7 @@ class Compiler:
                 i += 1
                 continue
             if low in REFUSED and low not in REGISTRY:
-                raise ConfigError(f"restriction {name} is not supported: {REFUSED[low]}",
-                                  parameter=param)
+                raise ConfigError(f"restriction {name} {REFUSED[low]}", parameter=param)
             entry = REGISTRY.get(low)
             if entry is None and ":" in name:  # a bare type:table (Postfix's short-hand)
                 raise ConfigError(f"specify a check_*_access restriction before the table "
