@@ -217,3 +217,11 @@ def test_what_is_not_there_is_refused_at_start(setting: str, error: str) -> None
     with pytest.raises(ConfigError) as exc:
         Policy(make_config(smtpd_sender_restrictions=setting))
     assert error in str(exc.value)
+
+
+def test_a_restriction_class_is_checked_at_start_even_if_only_a_table_names_it() -> None:
+    cfg = make_config(smtpd_restriction_classes="mine", mine="reject_unverified_recipient")
+    with pytest.raises(ConfigError) as exc:
+        Policy(cfg)
+    assert "restriction reject_unverified_recipient is not supported" in str(exc.value)
+    assert "parameter mine" in str(exc.value)

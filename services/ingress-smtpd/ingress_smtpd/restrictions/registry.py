@@ -129,6 +129,12 @@ class Compiler:
             i += 1
         return steps
 
+    def compile_classes(self) -> None:
+        """Every class now, so an error in one is found at start (not at the first
+        access table that names it)."""
+        for name in self.classes:
+            self._class(name)
+
     def _class(self, name: str) -> list[Step]:
         steps = self.compiled.get(name)
         if steps is None:

@@ -71,6 +71,7 @@ class Policy:
         self.address_tempfail = tempfail_action(cfg, "unknown_address_tempfail_action")
         self.compiler = Compiler(classes, self.policy_clients.get)
         self._rhs: dict[str, list[Step]] = {}
+        self.compiler.compile_classes()
         self.client = self._compile("smtpd_client_restrictions")
         self.helo = self._compile("smtpd_helo_restrictions")
         self.sender = self._compile("smtpd_sender_restrictions")
