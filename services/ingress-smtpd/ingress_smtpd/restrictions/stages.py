@@ -67,6 +67,7 @@ class Policy:
             classes[name.lower()] = cfg.get(name)
         self.policy_clients = PolicyClients(cfg)
         self.dns = make_resolver(cfg)
+        tempfail_action(cfg, "reject_tempfail_action")  # the others' default: refuse it early
         self.helo_tempfail = tempfail_action(cfg, "unknown_helo_hostname_tempfail_action")
         self.address_tempfail = tempfail_action(cfg, "unknown_address_tempfail_action")
         self.compiler = Compiler(classes, self.policy_clients.get)
