@@ -120,7 +120,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "maps_rbl_reject_code", "default_rbl_reply", "invalid_hostname_reject_code",
     "plaintext_reject_code", "multi_recipient_bounce_reject_code", "reject_tempfail_action",
     "unknown_helo_hostname_tempfail_action", "unknown_address_tempfail_action",
-    "relay_clientcerts",
+    "relay_clientcerts", "smtpd_reject_unlisted_sender",
     "local_recipient_maps", "relay_recipient_maps", "double_bounce_sender",
     "access_map_reject_code", "access_map_defer_code", "reject_code", "defer_code",
     "relay_domains_reject_code", "non_fqdn_reject_code", "unknown_local_recipient_reject_code",

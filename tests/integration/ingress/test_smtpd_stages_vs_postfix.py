@@ -117,6 +117,13 @@ def delayed(port: int) -> dict[str, str]:
     }
 
 
+def unlisted(port: int) -> dict[str, str]:
+    """Senders must exist too: smtpd_reject_unlisted_sender and reject_unlisted_sender."""
+    return {**settings(port), "local_recipient_maps": "proxy:unix:passwd.byname",
+            "smtpd_reject_unlisted_sender": "yes",
+            "smtpd_recipient_restrictions": "permit_mynetworks, reject"}
+
+
 def refused(port: int) -> dict[str, str]:
     """smtpd_delay_reject = no and a client list that rejects us at connect."""
     return {**delayed(port), "smtpd_client_restrictions":
@@ -174,6 +181,14 @@ DELAYED: dict[str, list[Line]] = {
     ],
 }
 
+UNLISTED: dict[str, list[Line]] = {
+    "unlisted_sender": [
+        "EHLO c", "MAIL FROM:<nosuch@localhost>", "RCPT TO:<root@localhost>", "RSET",
+        "MAIL FROM:<root@localhost>", "RCPT TO:<nosuch@localhost>", "RCPT TO:<root@localhost>",
+        "RSET", "MAIL FROM:<>", "RCPT TO:<root@localhost>", "QUIT",
+    ],
+}
+
 REFUSED: dict[str, list[Line]] = {
     "refused_at_connect": ["EHLO c", "MAIL FROM:<a@example.org>", "NOOP", "QUIT"],
 }
@@ -214,6 +229,12 @@ def postfix(their_policy: PolicyRecorder) -> Iterator[LivePostfix | None]:
 @pytest.fixture(scope="module")
 def postfix_delayed(their_policy: PolicyRecorder) -> Iterator[LivePostfix | None]:
     with LivePostfix.running({**delayed(their_policy.port), "defer_transports": "local"}) as pf:
+        yield pf
+
+
+@pytest.fixture(scope="module")
+def postfix_unlisted(their_policy: PolicyRecorder) -> Iterator[LivePostfix | None]:
+    with LivePostfix.running({**unlisted(their_policy.port), "defer_transports": "local"}) as pf:
         yield pf
 
 
@@ -271,3 +292,11 @@ async def test_rejected_at_connect_as_postfix(
     smtpd: StartSmtpd, caplog: pytest.LogCaptureFixture,
 ) -> None:
     await _compare(name, REFUSED[name], postfix_refused, their_policy, smtpd, refused, caplog)
+
+
+@pytest.mark.parametrize("name", list(UNLISTED))
+async def test_unlisted_sender_as_postfix(
+    name: str, postfix_unlisted: LivePostfix | None, their_policy: PolicyRecorder,
+    smtpd: StartSmtpd, caplog: pytest.LogCaptureFixture,
+) -> None:
+    await _compare(name, UNLISTED[name], postfix_unlisted, their_policy, smtpd, unlisted, caplog)

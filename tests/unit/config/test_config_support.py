@@ -33,7 +33,7 @@ NOT_YET = [
     ("smtpd_tls_session_cache_database = btree:/var/lib/postfix/smtpd_scache\n",
      "smtpd_tls_session_cache_database"),
     ("smtpd_sasl_auth_enable = yes\n", "smtpd_sasl_auth_enable"),
-    ("smtpd_reject_unlisted_sender = yes\n", "smtpd_reject_unlisted_sender"),
+    ("smtpd_client_port_logging = yes\n", "smtpd_client_port_logging"),
     ("smtp_sasl_auth_enable = yes\n", "smtp_sasl_auth_enable"),
     ("smtp_tls_policy_maps = hash:/etc/postbus/tls_policy\n", "smtp_tls_policy_maps"),
     ("smtpd_proxy_filter = 127.0.0.1:10025\n", "smtpd_proxy_filter"),

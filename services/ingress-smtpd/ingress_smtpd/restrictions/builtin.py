@@ -259,3 +259,11 @@ async def check_reverse_client_hostname_access(policy: Policy, state: CheckState
 async def sleep(policy: Policy, state: CheckState, step: Step) -> str | None:
     await asyncio.sleep(step.arg)  # a pause for this session only
     return None
+
+
+@restriction("reject_unlisted_sender")
+async def reject_unlisted_sender(policy: Policy, state: CheckState, step: Step) -> str | None:
+    if not state.sender:
+        return None
+    from ingress_smtpd.restrictions.unlisted import check_unlisted
+    return await check_unlisted(policy, state, state.sender, r.SENDER)

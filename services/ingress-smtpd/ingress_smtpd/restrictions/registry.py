@@ -46,7 +46,7 @@ REFUSED: dict[str, str] = {
         "check_sasl_access", "permit_inet_interfaces", "permit_mx_backup",
         "reject_authenticated_sender_login_mismatch", "reject_known_sender_login_mismatch",
         "reject_sender_login_mismatch", "reject_unauthenticated_sender_login_mismatch",
-        "reject_unknown_forward_client_hostname", "reject_unlisted_sender",
+        "reject_unknown_forward_client_hostname",
         "check_address_map", "check_relay_domains", "reject_maps_rbl")},
 }
 #: Postfix's old names for the same restrictions.

@@ -117,6 +117,9 @@ class Policy:
         ]
         self.mailbox_maps = open_maps(cfg.get("virtual_mailbox_maps"), "virtual_mailbox_maps")
         self.relay_maps = open_maps(cfg.get("relay_recipient_maps"), "relay_recipient_maps")
+        self.sender_canonical = open_maps(cfg.get("sender_canonical_maps"),
+                                          "sender_canonical_maps")
+        self.unlisted_sender = cfg.bool("smtpd_reject_unlisted_sender")
         self.relay_ccerts = open_maps(cfg.get("relay_clientcerts"), "relay_clientcerts")
 
     def _compile(self, param: str) -> list[Step]:
@@ -224,6 +227,10 @@ class Policy:
         state.defer_if_permit = state.memory.dip_client or state.memory.dip_helo
         reject = await self._stage(self.sender, state, r.SENDER)
         state.memory.dip_sender = state.defer_if_permit
+        if reject is None and self.unlisted_sender and state.sender \
+                and not state.memory.discard:  # smtpd_reject_unlisted_sender
+            reply = await check_unlisted(self, state, state.sender, r.SENDER)
+            reject = None if reply is None else finish(state, reply)
         return reject
 
     def _deferred(self, state: CheckState, reject: str | None) -> str | None:

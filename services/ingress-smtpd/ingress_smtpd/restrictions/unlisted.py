@@ -6,7 +6,7 @@ from __future__ import annotations
 import pwd
 from typing import TYPE_CHECKING
 
-from ingress_smtpd.restrictions.actions import dsn_split
+from ingress_smtpd.restrictions.actions import dsn_fix, dsn_split
 from ingress_smtpd.restrictions.state import CheckState
 from postbus.maps.maps import Maps, open_maps, table_specs
 from postbus.maps.table import Table, fold_key
@@ -42,25 +42,30 @@ def open_recipient_maps(value: str, title: str) -> Maps:
     return maps
 
 
-async def check_unlisted(policy: Policy, state: CheckState) -> str | None:
-    """The address must exist in its class's table; the error and retry transports
-    reject at once."""
+async def check_unlisted(
+    policy: Policy, state: CheckState, address: str | None = None, kind: str = r.RECIPIENT
+) -> str | None:
+    """The address (the recipient, or with ``kind`` SENDER the sender) must exist in
+    its class's table; the error and retry transports reject at once."""
     if not policy.rcpt_checks:
         return None
-    address = state.recipient
+    address = state.recipient if address is None else address
+    sender = kind == r.SENDER
     reply = await policy.resolve(state, address)
-    for rewrite in policy.rewrite_maps:
+    rewrites = policy.rewrite_maps + ([policy.sender_canonical] if sender else [])
+    for rewrite in rewrites:
         if rewrite and await policy.resolver.find(rewrite, reply.recipient) is not None:
             return None
     if reply.transport in ("error", "retry"):
         soft = reply.transport == "retry"
-        dsn, text = dsn_split(reply.nexthop, "4.1.1" if soft else "5.1.1")
+        dsn, text = dsn_split(reply.nexthop, ("4.1.0" if soft else "5.1.0") if sender
+                              else ("4.1.1" if soft else "5.1.1"))
         code = 450 if soft else (
             policy.cfg.int("unknown_virtual_alias_reject_code")
             if reply.address_class is AddressClass.VIRTUAL_ALIAS else 550
         )
-        return r.ACCESS_REJECT.format(code=code, dsn=dsn, what=address, kind=r.RECIPIENT,
-                                      text=text)
+        return r.ACCESS_REJECT.format(code=code, dsn=dsn_fix(dsn, kind), what=address,
+                                      kind=kind, text=text)
     table_param = {
         AddressClass.LOCAL: ("local_maps", r.LOCAL_RECIPIENT_TABLE,
                              "unknown_local_recipient_reject_code"),
@@ -79,7 +84,9 @@ async def check_unlisted(policy: Policy, state: CheckState) -> str | None:
         return None
     if await policy.resolver.find(maps, reply.recipient) is not None:
         return None
-    return r.USER_UNKNOWN.format(code=policy.cfg.int(code_param), address=address, table=table)
+    return r.ACCESS_REJECT.format(code=policy.cfg.int(code_param),
+                                  dsn="5.1.0" if sender else "5.1.1", what=address, kind=kind,
+                                  text=f"User unknown in {table}")
 
 
 def _mail_system_name(policy: Policy, recipient: str) -> bool:
