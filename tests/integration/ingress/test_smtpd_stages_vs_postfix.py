@@ -69,6 +69,10 @@ def answer(request: dict[str, str]) -> str | None:
         return RCPT_ANSWERS.get(rcpt, "DUNNO")
     if local == "mailrej" or request.get("helo_name") == "helorej":
         return "REJECT stage says no"
+    if request.get("helo_name") == "prepme" and state in ("HELO", "EHLO"):
+        return "PREPEND X-Test: yes"
+    if request.get("etrn_domain") == "discard.example":
+        return "DISCARD"
     if local == "dipsender" and state == "MAIL":
         return "DEFER_IF_PERMIT sender later"
     return "DUNNO"
@@ -173,7 +177,8 @@ DIALOGUES: dict[str, list[Line]] = {
 
 DELAYED: dict[str, list[Line]] = {
     "delayed_stages": [
-        "HELO helorej", "EHLO good", "ETRN example.com", "MAIL FROM:<mailrej@example.org>",
+        "HELO helorej", "EHLO prepme", "EHLO good", "ETRN example.com", "ETRN discard.example",
+        "MAIL FROM:<mailrej@example.org>",
         "MAIL FROM:<a@example.org>", "RCPT TO:<rej@localhost>", "RCPT TO:<dip@localhost>",
         "RCPT TO:<ok@localhost>", "RCPT TO:<down@localhost>", "RSET",
         "MAIL FROM:<dipsender@example.org>", "RCPT TO:<ok@localhost>", "RCPT TO:<rej@localhost>",

@@ -16,12 +16,12 @@ import re
 from typing import TYPE_CHECKING
 
 from ingress_smtpd.restrictions.state import (
-    END_OF_DATA,
     PERMIT,
     CheckState,
     ServerError,
     log,
     reject_text,
+    what,
     whatsup,
 )
 from postbus.config.conv import ConfigError, split_list
@@ -86,8 +86,10 @@ async def table_result(
     if upper in NOT_CARRIED:
         raise ServerError(f"access table {table}: action {upper} is not supported by Postbus")
     if upper == "DISCARD":
+        if not _can_delegate(state, table, upper):
+            return None
         if not state.memory.discard:
-            state.memory.discard = f"<{_name(state)}>: {kind} " + (
+            state.memory.discard = f"<{what(state)}>: {kind} " + (
                 text or "triggers DISCARD action")
             whatsup(state, "discard", state.memory.discard)
         return PERMIT
@@ -101,11 +103,7 @@ async def table_result(
             state.defer_if_reject = reply
         return None
     if upper == "PREPEND":
-        if kind in (r.CLIENT, r.HELO) and policy.delay_reject is False:
-            log.warning("access table %s: with %s=no, action %s is always skipped in %s "
-                        "restrictions", table, "smtpd_delay_reject", "PREPEND",
-                        "smtpd_client_restrictions" if kind == r.CLIENT
-                        else "smtpd_helo_restrictions")
+        if not _not_in_client_helo(state, table, upper):
             return None
         if state.where == "END-OF-MESSAGE":
             log.warning("access table %s: action PREPEND must be used before "
@@ -143,6 +141,24 @@ async def table_result(
         state.recursion -= 1
 
 
+def _not_in_client_helo(state: CheckState, table: str, action: str) -> bool:
+    """No transaction yet (smtpd_delay_reject = no): nothing to attach the action to."""
+    if state.sender is None:
+        log.warning("access table %s: with smtpd_delay_reject=no, action %s is always "
+                    "skipped in %s or %s restrictions", table, action, r.CLIENT, r.HELO)
+        return False
+    return True
+
+
+def _can_delegate(state: CheckState, table: str, action: str) -> bool:
+    """can_delegate_action(): ETRN receives no mail."""
+    if state.where == "ETRN":
+        log.warning("access table %s: action %s is unavailable in smtpd_etrn_restrictions",
+                    table, action)
+        return False
+    return _not_in_client_helo(state, table, action)
+
+
 def defer_if_permit(state: CheckState, reply: str) -> None:
     """Raise the defer_if_permit flag (the first reason stays), or under
     warn_if_reject log what would have been deferred."""
@@ -151,10 +167,3 @@ def defer_if_permit(state: CheckState, reply: str) -> None:
     elif state.defer_if_permit is None:
         state.defer_if_permit = reply
 
-
-def _name(state: CheckState) -> str:
-    from ingress_smtpd.restrictions.state import what
-    return what(state)
-
-
-__all__ = ["END_OF_DATA", "defer_if_permit", "dsn_fix", "dsn_split", "table_result"]
