@@ -56,6 +56,7 @@ def session_state(session: Any, recipient: str = "") -> CheckState:
         memory=session.check_memory,
         long_queue_ids=session.s.long_queue_ids,
         in_mail=session.sender is not None,
+        listener=getattr(session.server, "listener", "smtp"),
         reverse_name=getattr(session, "reverse_name", "") or "",
         ill_pipelining=bool(getattr(session, "pipelining_logged", False)),
     )

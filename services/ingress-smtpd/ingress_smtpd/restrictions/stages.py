@@ -41,6 +41,7 @@ from ingress_smtpd.restrictions.state import (
     whatsup,
 )
 from ingress_smtpd.restrictions.unlisted import check_unlisted, open_recipient_maps
+from postbus import metrics
 from postbus.cleanup.api import receive_overrides
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
@@ -247,6 +248,7 @@ class Policy:
             reject = r.LOCAL_DATA_ERROR.format(host=self.cfg.get("myhostname"))
         if reject is not None:
             whatsup(state, "reject", reject)
+            metrics.smtpd_rejects.labels(state.listener, state.where.lower(), reject[:3]).inc()
         return reject
 
     async def check_connect(self, state: CheckState) -> str | None:

@@ -79,6 +79,7 @@ class CheckState:
     queue_id: str = ""
     long_queue_ids: bool = False
     ill_pipelining: bool = False  # the client sent commands ahead where it may not
+    listener: str = "smtp"  # the master.cf service, a metrics label
     in_mail: bool = False  # a MAIL FROM was accepted: a transaction (and its instance) exists
     tls: TlsSession | None = None
     sasl_method: str = ""
