@@ -122,7 +122,6 @@ class PolicyClient:
         self.smtputf8 = cfg.bool("smtputf8_enable")
         self.stress = cfg.get("stress")
         self.idle: list[_Conn] = []
-        self.nesting = 0
         self._reaper: asyncio.TimerHandle | None = None
 
     # -- the connection pool ------------------------------------------------------------
@@ -229,14 +228,14 @@ class PolicyClient:
         if action is not None and self.smtputf8 and "\ufffd" in action:
             log.warning("%s: malformed UTF-8 in policy server reply", self.name)
             action = None
-        if action is None:
-            action = self.default_action if self.nesting == 0 else DEFAULT_ACTION
-        self.nesting += 1
+        if action is None:  # a default action that asks a policy server gets the built-in one
+            action = self.default_action if state.policy_nesting == 0 else DEFAULT_ACTION
+        state.policy_nesting += 1
         try:
             return await table_result(policy, state, self.name, action, "policy query",
                                       state.reply_class)
         finally:
-            self.nesting -= 1
+            state.policy_nesting -= 1
 
 
 def request_attributes(state: CheckState, context: str, stress: str) -> dict[str, str]:

@@ -91,6 +91,7 @@ class CheckState:
     defer_if_reject: str | None = None
     warn_if_reject: int = 0
     recursion: int = 0
+    policy_nesting: int = 0  # policy answers being applied (a default action's own query)
     ccert_name: str = ""  # the certificate's CN, the name a ccert reject quotes
 
     @property
