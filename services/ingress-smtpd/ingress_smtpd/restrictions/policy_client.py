@@ -228,8 +228,11 @@ class PolicyClient:
         if action is not None and self.smtputf8 and "\ufffd" in action:
             log.warning("%s: malformed UTF-8 in policy server reply", self.name)
             action = None
-        if action is None:  # a default action that asks a policy server gets the built-in one
-            action = self.default_action if state.policy_nesting == 0 else DEFAULT_ACTION
+        if action is not None:
+            return await table_result(policy, state, self.name, action, "policy query",
+                                      state.reply_class)
+        # a default action that itself fails over to a default gets the built-in one
+        action = self.default_action if state.policy_nesting == 0 else DEFAULT_ACTION
         state.policy_nesting += 1
         try:
             return await table_result(policy, state, self.name, action, "policy query",
