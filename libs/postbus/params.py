@@ -429,6 +429,8 @@ _TABLE: tuple[Param, ...] = (
        "Reply when the policy server is unavailable."),
     _p("smtpd_policy_service_request_limit", "int", "0",
        "Requests per policy server connection; 0 means no limit.", min=0),
+    _p("smtpd_policy_service_policy_context", "str", "",
+       "Text sent as policy_context in every policy request."),
     _p("smtpd_policy_service_try_limit", "int", "2", "Attempts to reach a policy server.", min=1),
     _p("smtpd_policy_service_retry_delay", "time", "1s",
        "Delay between attempts to reach a policy server.", min=1),

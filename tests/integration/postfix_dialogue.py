@@ -142,7 +142,7 @@ def postfix_log(maillog: Path, start: int) -> list[str]:
             lines, pid = [], prefix.group(1)  # the last session: not the fixture's port probe
         if prefix.group(1) != pid:
             continue
-        lines.append(_QID.sub("NOQUEUE: ", msg.replace("warning: ", "", 1)))
+        lines.append(_QID.sub("NOQUEUE: ", msg.removeprefix("warning: ")))
         if msg.startswith("warning: "):
             lines[-1] = "warning: " + lines[-1]
     return normalize(lines)

@@ -90,9 +90,12 @@ class QueueFile:
         its log lines). An entry on hold (a HOLD action) is counted there.
         """
         given_size = entry.size
-        for attempt in range(10):
-            qid = queue_id if attempt == 0 and queue_id else new_queue_id(long_ids)
-            entry.queue_id = qid
+        # the caller's ID first (cleanup named the message by it in its log lines,
+        # smtpd showed it to policy servers), if it is free
+        wanted = queue_id or entry.queue_id
+        for _ in range(10):
+            entry.queue_id = qid = wanted or new_queue_id(long_ids)
+            wanted = ""
             data = build(qid) if build is not None else content
             chunks = [
                 data[i : i + self.chunk_size] for i in range(0, len(data), self.chunk_size)

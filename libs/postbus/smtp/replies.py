@@ -132,6 +132,8 @@ VIRTUAL_MAILBOX_TABLE: Final = "virtual mailbox table"
 RELAY_RECIPIENT_TABLE: Final = "relay recipient table"
 TEMPORARY_LOOKUP_FAILURE: Final = "451 4.3.0 <{what}>: Temporary lookup failure"
 SERVER_CONFIGURATION_ERROR: Final = "451 4.3.5 Server configuration error"
+#: Every command but QUIT after the client was rejected at connect (smtpd_delay_reject = no).
+ACCESS_DENIED_503: Final = "503 5.7.0 Error: access denied for {namaddr}"
 
 
 def ehlo_lines(

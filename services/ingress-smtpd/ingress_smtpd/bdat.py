@@ -123,6 +123,9 @@ async def do_bdat(session: Session, arg: str) -> bool:
         if not session.recipients:
             reply = r.NEED_RCPT if session.sender is None else r.NO_VALID_RECIPIENTS
             return await _skip(session, size, final, reply)
+        reject = await session.server.policy.check_data(session._check_state())
+        if reject is not None:  # smtpd_data_restrictions, at the first chunk as in Postfix
+            return await _skip(session, size, final, reject)
         session.chunks = Chunks(s.size_limit, s.line_limit)
     chunks = session.chunks
     if s.size_limit and chunks.act_size > s.size_limit - size:

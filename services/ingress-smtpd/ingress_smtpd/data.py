@@ -38,6 +38,10 @@ async def do_data(session: Session, arg: str) -> bool:
     if arg:
         await session.reply(r.DATA_SYNTAX)
         return False
+    reject = await session.server.policy.check_data(session._check_state())
+    if reject is not None:
+        await session.reply(reject)
+        return False
     session.conn.write(r.DATA_GO_AHEAD)
     raw, _size = await session.conn.read_data(session.s.size_limit)
     session.where = "END-OF-MESSAGE"
@@ -56,6 +60,13 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
     then ``reply`` (formatted with queue_id and size)."""
     assert session.sender is not None and session.mail is not None
     s, server = session.s, session.server
+    state = session._check_state()
+    memory = session.check_memory
+    memory.queue_id = memory.queue_id or new_queue_id(s.long_queue_ids)
+    state.queue_id, state.size = memory.queue_id, size or len(content)
+    if memory.prepend:  # PREPEND: after our Received:, before the client's headers
+        content = "".join(h + "\r\n" for h in memory.prepend).encode(
+            "utf-8", "surrogateescape") + content
     tls_lines: list[str] = []
     if session.tls is not None and s.tls.received_header:
         tls_lines = session.tls.received(s.tls.ask_ccert)
@@ -85,7 +96,17 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
         log.error("cleanup of a message from %s failed", session.namaddr, exc_info=True)
         await session.reply(WRITE_ERROR)
         return False
+    # smtpd_end_of_data_restrictions: after cleanup took the message, before 250
+    reject = await server.policy.check_eod(state)
+    if reject is not None:
+        await session.reply(reject)
+        return False
+    if memory.discard:  # DISCARD: claim success, keep nothing
+        session.conn.write(reply.format(queue_id=state.queue_id, size=size))
+        session.errors = session.junk = 0
+        return True
     entry = message.entry()
+    entry.queue_id = memory.queue_id  # the ID the policy server and the log saw, if still free
     started = time.perf_counter()
     try:
         async with asyncio.timeout(s.queue_timeout):

@@ -43,10 +43,18 @@ async def do_helo(session: Session, arg: str, esmtp: bool = False) -> bool:
     if not arg:
         await session.reply(r.EHLO_SYNTAX if esmtp else r.HELO_SYNTAX)
         return False
-    session.reset()
     # Without smtputf8_enable undecodable bytes get this far; keep them printable
     # (≈ printable()) so the queue entry stays valid UTF-8.
-    session.helo = _SURROGATES.sub("?", " ".join(arg.split()))
+    helo = _SURROGATES.sub("?", " ".join(arg.split()))
+    if not session.server.policy.delay_reject:  # smtpd_delay_reject = no: check now
+        state = session._check_state()
+        state.helo = helo
+        reject = await session.server.policy.check_helo(state)
+        if reject is not None:
+            await session.reply(reject)
+            return False
+    session.reset()
+    session.helo = helo
     session.protocol = "ESMTP" if esmtp else "SMTP"
     s = session.s
     if not esmtp:

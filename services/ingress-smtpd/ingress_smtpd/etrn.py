@@ -67,7 +67,7 @@ async def do_etrn(session: Session, arg: str) -> bool:
     if site is None:
         await session.reply(r.ETRN_BAD_DOMAIN)
         return False
-    state = session._check_state("")
+    state = session._check_state()
     state.etrn = site
     reject = await session.server.policy.check_etrn(state)
     if reject is not None:

@@ -229,13 +229,10 @@ class SmtpServer:
     async def _peername(self, addr: str) -> str:
         if not (self.settings.peername_lookup and self.settings.dns_servers):
             return "unknown"
-        import dns.asyncresolver
         import dns.exception
         import dns.reversename
 
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = self.settings.dns_servers
-        resolver.lifetime = 5.0
+        resolver = self.policy.dns  # postbus_dns_servers, ``host`` or ``host:port``
         try:
             answer = await resolver.resolve(dns.reversename.from_address(addr), "PTR")
             name = str(answer[0]).rstrip(".")
@@ -282,6 +279,7 @@ class SmtpServer:
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
+        await self.policy.close()  # the policy servers' kept connections
 
 
 async def main(ctx: ServiceContext) -> None:

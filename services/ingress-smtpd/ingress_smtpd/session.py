@@ -29,7 +29,7 @@ from ingress_smtpd.connection import Connection
 from ingress_smtpd.data import do_data
 from ingress_smtpd.ehlo import discard_keywords, do_ehlo, do_helo
 from ingress_smtpd.etrn import do_etrn
-from ingress_smtpd.restrictions import CheckState
+from ingress_smtpd.restrictions import CheckMemory, CheckState, session_state
 from ingress_smtpd.starttls import HandshakeFailed, do_starttls, require_client_cert, wrapper_mode
 from postbus import metrics
 from postbus.cleanup import Context
@@ -93,6 +93,8 @@ class Session:
         self.discard_failed = False  # the address maps could not say which
         self.line = ""  # the command line being run, as received
         self.limits = server.limits.for_session(self)  # connection and rate limits (anvil)
+        self.check_memory = CheckMemory()  # what one restriction stage leaves for the next
+        self.access_denied = ""  # smtpd_delay_reject = no: the client was rejected at connect
         self.reset()
 
     def reset(self) -> None:
@@ -101,6 +103,7 @@ class Session:
         self.recipients: list[RcptArgs] = []
         self.bdat_state: str | None = None  # "ok": taking chunks; "error": skipping them
         self.chunks: Chunks | None = None
+        self.check_memory.reset_transaction()
 
     # -- output -----------------------------------------------------------------------
 
@@ -109,6 +112,8 @@ class Session:
             await self.conn.flush()
             await asyncio.sleep(self.s.error_sleep)
         self.conn.write(text)
+        if text.startswith("421"):  # smtpd_chat_reply(): a 421 ends the session
+            raise Hangup
 
     def _log_reject(self, stage: str, reply: str, rcpt: str | None = None) -> None:
         parts = []
@@ -137,7 +142,13 @@ class Session:
             if not await wrapper_mode(self) or not await self.limits.connect():
                 return
             await discard_keywords(self)
-            conn.write(r.BANNER.format(banner=self.s.banner))
+            denied = await self.server.policy.check_connect(self._check_state())
+            if denied is not None:  # instead of the greeting; every command but QUIT: 503
+                self.access_denied = denied
+                self.errors += 1
+            conn.write(denied or r.BANNER.format(banner=self.s.banner))
+            if self.access_denied.startswith("421"):
+                return
             while True:
                 line = await conn.readline(self.s.line_limit)
                 if line is None:
@@ -223,6 +234,10 @@ class Session:
             self.where = "UNKNOWN"
         counter = self.counts.setdefault(name, [0, 0])
         counter[1] += 1
+        if self.access_denied and name != "quit":
+            await self.reply(r.ACCESS_DENIED_503.format(namaddr=self.namaddr))
+            self.errors += 1
+            return True
         if handler is not None:
             if self.s.tls.enforce and self.tls is None and name not in PRE_TLS:
                 await self.reply(r.MUST_STARTTLS)
@@ -302,6 +317,13 @@ class Session:
             self.sender = None
             await self.reply(r.SIZE_EXCEEDS_LIMIT)
             return False
+        if not self.server.policy.delay_reject:  # smtpd_delay_reject = no: check now
+            state = self._check_state()
+            state.sender = mail.sender
+            reject = await self.server.policy.check_mail(state)
+            if reject is not None:
+                await self.reply(reject)
+                return False
         self.sender, self.mail = mail.sender, mail
         self.conn.write(r.MAIL_OK)
         return True
@@ -358,8 +380,8 @@ class Session:
         log.warning("Illegal address syntax from %s in %s command: %s", self.namaddr, verb, path)
         return False
 
-    def _check_state(self, recipient: str) -> CheckState:
-        return CheckState(self.client_name, self.client_addr, self.helo, self.sender, recipient)
+    def _check_state(self, recipient: str = "") -> CheckState:
+        return session_state(self, recipient)
 
     async def do_rset(self, arg: str) -> bool:
         if arg:
