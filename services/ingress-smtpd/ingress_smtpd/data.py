@@ -82,7 +82,7 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
         cleanup = server.cleanup
         qid = "NOQUEUE"
         if cleanup.filter:  # the checks' log lines name the message: as Postfix, whose
-            qid = new_queue_id(s.long_queue_ids)  # queue file is open before DATA
+            qid = memory.queue_id  # queue file is open before DATA
             log.info("%s: client=%s", qid, session.namaddr)
         await message.rewrite(cleanup.begin(queue_id=qid, context=session.header_context,
                                             mapping=cleanup.mapping), filter=cleanup.filter)
