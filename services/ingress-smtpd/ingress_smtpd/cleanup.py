@@ -67,6 +67,8 @@ class Message:
     headers: Headers | None = None  # the header block as cleanup rewrote it
     tls: bool = False  # received over TLS: "with ESMTPS" (RFC 3848)
     tls_lines: list[str] = field(default_factory=list)  # smtpd_tls_received_header's comment
+    sasl_username: str | None = None  # SMTP AUTH: "with ESMTPA" (RFC 3848)
+    sasl_header: bool = False  # smtpd_sasl_authenticated_header: "(Authenticated sender: u)"
 
     async def rewrite(self, state: CleanupState) -> None:
         """Postfix's cleanup over envelope and headers; raises CleanupError, and then
@@ -101,14 +103,18 @@ class Message:
     def received(self, queue_id: str) -> bytes:
         """Postfix's Received: header (≈ smtpd.c's common_pre_message_handling()): for <rcpt>
         only with one recipient; ``with UTF8SMTP`` for an SMTPUTF8 envelope, an ``S`` after
-        ESMTP over TLS (RFC 3848)."""
+        ESMTP over TLS, an ``A`` after SMTP AUTH (RFC 3848)."""
         addr = self.client_addr
         if ":" in addr:
             addr = "IPv6:" + addr
         protocol = "UTF8SMTP" if self.mail.smtputf8 else self.protocol
         if self.tls and self.protocol == "ESMTP":
             protocol += "S"
+        if self.sasl_username is not None and self.protocol == "ESMTP":
+            protocol += "A"
         tls = "".join(line + "\r\n" for line in self.tls_lines)
+        if self.sasl_username is not None and self.sasl_header:
+            tls += f"\t(Authenticated sender: {comment_sanitize(self.sasl_username)})\r\n"
         text = (
             f"Received: from {self.helo or self.client_name} ({self.client_name} [{addr}])\r\n"
             f"{tls}\tby {self.myhostname} ({self.mail_name}) with {protocol} id {queue_id}"
@@ -132,3 +138,29 @@ class Message:
                 long_queue_ids=self.long_queue_ids)
         entry.message_id = self.message_id
         return join(headers, added, self.received(qid))
+
+
+def comment_sanitize(text: str) -> str:
+    """Text fit for an RFC 822 comment (≈ comment_sanitize()): printable, backslashes
+    and unbalanced parentheses escaped."""
+    out: list[str] = []
+    depth = 0
+    for ch in text:
+        if not ch.isprintable():
+            ch = "?"
+        if ch == "\\":
+            out.append("\\\\")
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            if depth == 0:
+                out.append("\\)")
+                continue
+            depth -= 1
+        out.append(ch)
+    text = "".join(out)
+    while depth > 0:  # close what was opened
+        text += ")"
+        depth -= 1
+    return text

@@ -57,6 +57,8 @@ class CheckState:
     etrn: str = ""  # the site of an ETRN command
     reply_class: str = r.RECIPIENT  # whose name goes into a generic reject
     resolved: dict[str, ResolveReply] = field(default_factory=dict)  # per-command cache
+    sasl_username: str | None = None  # SMTP AUTH (ingress_smtpd.sasl_checks)
+    sasl_method: str | None = None
 
 
 Restriction = Callable[["Policy", CheckState, Maps | None], Awaitable[str | None]]
@@ -498,13 +500,6 @@ async def check_helo_access(policy: Policy, state: CheckState, maps: Maps | None
     return None if value is None else await _access_action(policy, state, value, r.HELO)
 
 
-@restriction("permit_sasl_authenticated")
-async def permit_sasl_authenticated(
-    policy: Policy, state: CheckState, maps: Maps | None
-) -> str | None:
-    return None  # no SMTP AUTH yet: nobody is authenticated
-
-
 def _non_fqdn(address: str) -> bool:
     domain = address.rpartition("@")[2]
     return "@" not in address or ("." not in domain and not domain.startswith("["))
@@ -530,3 +525,7 @@ async def reject_non_fqdn_sender(
     state.reply_class = r.SENDER
     return _reject(state, policy.cfg.int("non_fqdn_reject_code"), "5.5.2",
                    "need fully-qualified address")
+
+
+# registers permit_sasl_authenticated and the *_sender_login_mismatch restrictions
+import ingress_smtpd.sasl_checks  # noqa: E402, F401

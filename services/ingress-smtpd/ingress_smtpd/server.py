@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ingress_smtpd.auth import AuthSettings
 from ingress_smtpd.connection import Connection
 from ingress_smtpd.etrn import FlushRequest, flush_over_bus
 from ingress_smtpd.restrictions import Policy
@@ -76,6 +77,7 @@ class Settings:
     smtputf8: bool
     tls: ServerTlsSettings
     fast_flush: DomainList
+    auth: AuthSettings
     queue_timeout: float = QUEUE_WRITE_TIMEOUT
 
     @classmethod
@@ -117,6 +119,7 @@ class Settings:
             tls=ServerTlsSettings.from_config(cfg),
             fast_flush=DomainList.from_config(
                 cfg, "fast_flush_domains", set(cfg.list("parent_domain_matches_subdomains"))),
+            auth=AuthSettings.from_config(cfg),
         )
 
 

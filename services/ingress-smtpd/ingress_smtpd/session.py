@@ -24,6 +24,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from ingress_smtpd.auth import AuthState, do_auth
 from ingress_smtpd.bdat import Chunks, Hangup, do_bdat
 from ingress_smtpd.connection import Connection
 from ingress_smtpd.data import do_data
@@ -90,6 +91,7 @@ class Session:
         self.discard = self.s.discard  # EHLO keywords not offered to this client
         self.discard_failed = False  # the address maps could not say which
         self.line = ""  # the command line being run, as received
+        self.auth = AuthState()  # SMTP AUTH; STARTTLS starts it anew
         self.reset()
 
     def reset(self) -> None:
@@ -348,7 +350,8 @@ class Session:
         return False
 
     def _check_state(self, recipient: str) -> CheckState:
-        return CheckState(self.client_name, self.client_addr, self.helo, self.sender, recipient)
+        return CheckState(self.client_name, self.client_addr, self.helo, self.sender, recipient,
+                          sasl_username=self.auth.username, sasl_method=self.auth.method)
 
     async def do_rset(self, arg: str) -> bool:
         if arg:
@@ -396,10 +399,6 @@ class Session:
             return False
         self.conn.write(r.VRFY_OK.format(address=tokens[0]))
         return True
-
-    async def do_auth(self, arg: str) -> bool:
-        await self.reply(r.AUTH_NOT_ENABLED)
-        return False
 
     HANDLERS: dict[str, Callable[[Session, str], Awaitable[bool]]] = {
         "helo": do_helo,

@@ -18,6 +18,7 @@ import re
 import ssl
 from typing import TYPE_CHECKING
 
+from ingress_smtpd.auth import AuthState
 from postbus.smtp import replies as r
 from postbus.tls import LOG_SUMMARY
 from postbus.tls_session import session_facts
@@ -51,6 +52,7 @@ async def do_starttls(session: Session, arg: str) -> bool:
     await session.conn.flush()
     session.helo = ""
     session.reset()
+    session.auth = AuthState()  # a login before TLS does not count after it
     await start_tls(session, context)
     return True
 

@@ -1,0 +1,185 @@
+"""SMTP AUTH in smtpd (≈ smtpd_sasl_proto.c and smtpd_sasl_glue.c).
+
+AUTH is active for a session when smtpd_sasl_auth_enable is on and, with
+smtpd_tls_auth_only (implied by smtpd_tls_security_level = encrypt), only
+once TLS is on; STARTTLS forgets an earlier login and takes the mechanisms
+anew under smtpd_sasl_tls_security_options.  An inactive AUTH is ``503
+5.5.1 Error: authentication not enabled``, as Postfix answers.  The
+mechanisms come from the backend (:mod:`postbus.sasl`), filtered by the
+security options; EHLO offers ``AUTH mechs`` (and ``AUTH=mechs`` with
+broken_sasl_auth_clients).  Every response line is bounded by
+smtpd_sasl_response_limit; ``*`` cancels; every failure is logged with the
+client, the mechanism, the reason and the user name, as Postfix does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from postbus.config.loader import Config
+from postbus.sasl import Backend, Status, filter_mechanisms, open_backend, security_options
+from postbus.smtp import replies as r
+
+if TYPE_CHECKING:
+    from ingress_smtpd.session import Session
+
+log = logging.getLogger("postbus.smtpd")
+
+
+@dataclass
+class AuthSettings:
+    """The SASL parameters of smtpd, read once at start."""
+
+    enable: bool
+    tls_only: bool
+    options: frozenset[str]
+    tls_options: frozenset[str]
+    broken_clients: bool
+    header: bool
+    service: str
+    response_limit: int
+    backend: Backend | None
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> AuthSettings:
+        enable = cfg.bool("smtpd_sasl_auth_enable")
+        level = cfg.get("smtpd_tls_security_level").strip().lower()
+        return cls(
+            enable=enable,
+            tls_only=cfg.bool("smtpd_tls_auth_only") or level == "encrypt"
+            or (not level and cfg.bool("smtpd_enforce_tls")),
+            options=security_options(cfg, "smtpd_sasl_security_options"),
+            tls_options=security_options(cfg, "smtpd_sasl_tls_security_options"),
+            broken_clients=cfg.bool("broken_sasl_auth_clients"),
+            header=cfg.bool("smtpd_sasl_authenticated_header"),
+            service=cfg.get("smtpd_sasl_service"),
+            response_limit=max(cfg.int("smtpd_sasl_response_limit"), 1),
+            backend=open_backend(cfg) if enable else None,
+        )
+
+
+@dataclass
+class AuthState:
+    """What one session knows of SMTP AUTH; STARTTLS starts a new one."""
+
+    mechanisms: list[str] | None = None  # None: not yet asked of the backend
+    username: str | None = None
+    method: str | None = None
+
+
+async def mechanisms(session: Session) -> list[str]:
+    """The mechanisms this session may use (empty: AUTH is not active)."""
+    a = session.s.auth
+    state = session.auth
+    if not a.enable or a.backend is None or (a.tls_only and session.tls is None):
+        return []
+    if state.mechanisms is None:
+        offered = await a.backend.mechanisms()
+        if offered is None:
+            state.mechanisms = []  # warned by the backend; Postfix would stop here
+        else:
+            options = a.tls_options if session.tls is not None else a.options
+            # smtpd_sasl_mechanism_filter's default, "!external, static:rest"
+            state.mechanisms = [m for m in filter_mechanisms(offered, options)
+                                if m.upper() != "EXTERNAL"]
+            if not state.mechanisms:
+                log.warning("no SASL authentication mechanisms")
+    return state.mechanisms
+
+
+async def ehlo_keywords(session: Session) -> tuple[str, ...]:
+    """``AUTH PLAIN LOGIN`` (and ``AUTH=PLAIN LOGIN`` for broken clients), or nothing."""
+    if "AUTH" in session.discard:
+        return ()
+    mechs = await mechanisms(session)
+    if not mechs:
+        return ()
+    words = " ".join(mechs)
+    return (f"AUTH {words}", f"AUTH={words}") if session.s.auth.broken_clients \
+        else (f"AUTH {words}",)
+
+
+async def do_auth(session: Session, arg: str) -> bool:
+    s = session.s
+    if s.helo_required and not session.helo:
+        await session.reply(r.NEED_HELO)
+        return False
+    if "AUTH" in session.discard or not await mechanisms(session):
+        await session.reply(r.AUTH_NOT_ENABLED)
+        return False
+    if session.sender is not None:
+        await session.reply(r.AUTH_IN_TRANSACTION)
+        return False
+    if s.auth.tls_only and session.tls is None:
+        await session.reply(r.AUTH_NEED_TLS)  # RFC 4954 section 4 (not reached: inactive)
+        return False
+    if session.auth.username is not None:
+        await session.reply(r.AUTH_ALREADY)
+        return False
+    words = arg.split()
+    if not 1 <= len(words) <= 2:
+        await session.reply(r.AUTH_SYNTAX)
+        return False
+    method = words[0]
+    assert s.auth.backend is not None
+    exchange = s.auth.backend.exchange(
+        service=s.auth.service, client_addr=session.client_addr,
+        server_addr=session.conn.local_addr(), secured=session.tls is not None)
+    try:
+        step = await exchange.first(method, words[1] if len(words) == 2 else None)
+        while step.status is Status.MORE:
+            session.conn.write(f"334 {step.text}")
+            await session.conn.flush()
+            response = await _response(session)
+            if response is None:
+                return False
+            if response == "*":
+                log.warning("%s: SASL %s authentication aborted", session.namaddr, method)
+                await session.reply(r.AUTH_ABORTED)
+                return False
+            step = await exchange.next(response)
+    finally:
+        await exchange.close()
+    if step.status is not Status.DONE:
+        reason = step.text or "(reason unavailable)"
+        log.warning("%s: SASL %.100s authentication failed: %s, sasl_username=%.100s",
+                    session.namaddr, method, reason, step.username or "(unavailable)")
+        template = r.AUTH_TEMP_FAILED if step.status is Status.TEMP else r.AUTH_FAILED
+        await session.reply(template.format(reason=reason))
+        return False
+    session.conn.write(r.AUTH_OK)
+    session.auth.username = _printable(step.username or "")
+    session.auth.method = _printable(method)
+    return True
+
+
+async def _response(session: Session) -> str | None:
+    """One client response line within smtpd_sasl_response_limit (None: answered, or gone)."""
+    limit = session.s.auth.response_limit
+    line = await session.conn.readline(limit + 2)
+    if line is None:
+        raise ConnectionResetError("client went away")
+    if not line.endswith(b"\n") or len(line.rstrip(b"\r\n")) > limit:
+        if not line.endswith(b"\n"):
+            await session.conn.skip_line(limit)
+        await session.reply(r.AUTH_RESPONSE_LIMIT)
+        return None
+    return line.decode("utf-8", "surrogateescape").rstrip("\r\n")
+
+
+def log_fields(session: Session) -> str:
+    """``, sasl_method=PLAIN, sasl_username=u, sasl_sender=s`` for the client= line."""
+    out = ""
+    if session.auth.method:
+        out += f", sasl_method={session.auth.method}"
+    if session.auth.username is not None:
+        out += f", sasl_username={session.auth.username}"
+    if session.mail is not None and session.mail.auth is not None:
+        out += f", sasl_sender={session.mail.auth}"
+    return out
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)

@@ -1,0 +1,128 @@
+"""A private Dovecot auth server on loopback for SMTP AUTH tests (Debian's dovecot-core).
+
+Its own configuration, base and state directories under a temporary
+directory, never the system's: ``service auth`` with an inet listener on a
+free loopback port and a unix listener in the directory, a passwd-file of
+test users with plain passwords, no failure delay and no auth penalty.  Started in the
+foreground (``dovecot -F -c``) and stopped by its process id.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DOVECOT = shutil.which("dovecot") or ("/usr/sbin/dovecot"
+                                      if os.path.exists("/usr/sbin/dovecot") else None)
+
+CONFIG = """\
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+protocols =
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+auth_verbose = yes
+{users}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {root}/users
+}}
+userdb {{
+  driver = static
+  args = uid=65534 gid=65534 home={root}
+}}
+service auth {{
+  inet_listener {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  unix_listener {root}/auth {{
+    mode = 0666
+  }}
+}}
+service anvil {{
+  chroot =
+  # no penalty delays: auth cannot reach anvil (every test client is 127.0.0.1)
+  unix_listener anvil-auth-penalty {{
+    mode = 0
+  }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Dovecot:
+    root: Path
+    users: dict[str, str]
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.root / "auth"
+
+    def start(self) -> Dovecot:
+        assert DOVECOT is not None
+        for sub in ("run", "state"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o755)  # the auth worker runs as the dovecot user
+        for parent in self.root.parents:  # pytest's tmp_path lies in 0700 directories
+            if parent == Path("/tmp") or parent == Path("/"):
+                break
+            os.chmod(parent, os.stat(parent).st_mode | 0o111)
+        (self.root / "users").write_text(
+            "".join(f"{name}:{{PLAIN}}{pw}\n" for name, pw in self.users.items()))
+        own = "" if os.getuid() == 0 else (
+            f"default_internal_user = {os.getlogin()}\ndefault_login_user = {os.getlogin()}")
+        conf = self.root / "dovecot.conf"
+        conf.write_text(CONFIG.format(root=self.root, port=self.port, users=own))
+        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"dovecot exited: {err} {self.log()}")
+            if self.socket_path.exists() and _listening(self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"dovecot did not start: {self.log()}")
+
+    def log(self) -> str:
+        path = self.root / "dovecot.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
