@@ -61,7 +61,7 @@ class BuiltinExchange:
     async def first(self, mechanism: str, response: str | None) -> Step:
         self.mechanism = mechanism.upper()
         if self.mechanism not in ("PLAIN", "LOGIN"):
-            return Step(Status.FAIL, f"Invalid authentication mechanism: '{mechanism}'")
+            return Step(Status.FAIL, "Invalid authentication mechanism")
         if response is None:
             challenge = "" if self.mechanism == "PLAIN" else USERNAME_CHALLENGE
             return Step(Status.MORE, challenge)
@@ -71,7 +71,7 @@ class BuiltinExchange:
         return await self._take(response, "continued")
 
     async def _take(self, response: str, which: str) -> Step:
-        data = _decode(response)
+        data = _decode(response, initial=which == "initial")
         if data is None:
             return Step(Status.FAIL, f"Invalid base64 data in {which} response")
         if self.mechanism == "PLAIN":
@@ -105,9 +105,10 @@ class BuiltinExchange:
         return None
 
 
-def _decode(response: str) -> bytes | None:
-    """Strict base64 (``=`` alone: an empty response), or None; bounded."""
-    if response == "=":
+def _decode(response: str, initial: bool) -> bytes | None:
+    """Strict base64, or None; bounded. ``=`` alone is an empty initial response
+    (RFC 4954), and bad base64 in a continued one, as Dovecot has it."""
+    if response == "=" and initial:
         return b""
     if len(response) > MAX_RESPONSE * 4 // 3 + 4:
         return None

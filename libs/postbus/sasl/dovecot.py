@@ -10,7 +10,7 @@ untouched, after Postfix's own check of its alphabet.  The mechanism list
 of the last handshake is kept, so EHLO does not cost a connection.
 
 What Postfix answers, we answer: an unknown mechanism is ``Invalid
-authentication mechanism: 'X'``, a lost server ``Connection lost to
+authentication mechanism``, a lost server ``Connection lost to
 authentication server`` (temporary), an unreachable one ``Can't connect to
 authentication server``... with the same warnings.
 """
@@ -140,8 +140,7 @@ class DovecotExchange:
     async def first(self, mechanism: str, response: str | None) -> Step:
         mechs = self.backend.cached or []
         if not any(m.name.upper() == mechanism.upper() for m in mechs):
-            return Step(Status.FAIL, _printable(
-                f"Invalid authentication mechanism: '{mechanism}'"))
+            return Step(Status.FAIL, "Invalid authentication mechanism")  # Postfix 3.7
         if response is not None and not is_valid_base64(response):
             return Step(Status.FAIL, "Invalid base64 data in initial response")
         conn = await self.backend.connect()

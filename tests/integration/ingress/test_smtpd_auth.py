@@ -109,7 +109,7 @@ async def test_login_exchange_failure_cancel_and_bad_input(
     assert await c.cmd("AUTH") == "501 5.5.4 Syntax: AUTH mechanism"
     assert await c.cmd("AUTH PLAIN a b") == "501 5.5.4 Syntax: AUTH mechanism"
     assert await c.cmd("AUTH CRAM-MD5") == \
-        "535 5.7.8 Error: authentication failed: Invalid authentication mechanism: 'CRAM-MD5'"
+        "535 5.7.8 Error: authentication failed: Invalid authentication mechanism"
     assert await c.cmd("AUTH LOGIN") == "334 VXNlcm5hbWU6"
     assert await c.cmd(b64("alice")) == "334 UGFzc3dvcmQ6"
     assert await c.cmd(b64("wrong")) == \

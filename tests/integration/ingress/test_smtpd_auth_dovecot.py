@@ -1,0 +1,75 @@
+"""smtpd_sasl_type = dovecot against a real Dovecot (Debian's dovecot-core, started by the
+test with its own configuration on loopback): inet and unix sockets, a path relative to
+queue_directory, a Dovecot that goes away or never answers."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from postbus.smtp import replies as r
+from tests.dovecot_instance import DOVECOT, Dovecot
+from tests.integration.ingress.conftest import StartSmtpd
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(DOVECOT is None, reason="dovecot (Debian's dovecot-core) is not installed"),
+]
+
+PLAIN_ALICE = "AUTH PLAIN " + base64.b64encode(b"\0alice\0s3cret").decode()
+
+
+@pytest.fixture
+def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
+    server = Dovecot(tmp_path / "dovecot", {"alice": "s3cret"}).start()
+    yield server
+    server.stop()
+
+
+def cf(path: str, **extra: str) -> dict[str, str]:
+    return {"smtpd_sasl_auth_enable": "yes", "smtpd_sasl_type": "dovecot",
+            "smtpd_sasl_path": path, **extra}
+
+
+async def test_inet_unix_and_relative_paths(
+    smtpd: StartSmtpd, dovecot: Dovecot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="postbus.smtpd")
+    for path, extra in ((f"inet:127.0.0.1:{dovecot.port}", {}),
+                        (f"unix:{dovecot.socket_path}", {}),
+                        (str(dovecot.socket_path), {}),
+                        ("auth", {"queue_directory": str(dovecot.root)})):
+        run = await smtpd(**cf(path, **extra))
+        c = await run.client()
+        assert "250-AUTH PLAIN LOGIN\n" in await c.cmd("EHLO c.example"), path
+        assert await c.cmd("AUTH LOGIN") == "334 VXNlcm5hbWU6"
+        assert await c.cmd(base64.b64encode(b"alice").decode()) == "334 UGFzc3dvcmQ6"
+        assert await c.cmd(base64.b64encode(b"nope").decode()) == \
+            "535 5.7.8 Error: authentication failed: (reason unavailable)"
+        assert await c.cmd(PLAIN_ALICE) == r.AUTH_OK, path
+        await c.cmd("QUIT")
+    assert "SASL LOGIN authentication failed: (reason unavailable), sasl_username=alice" \
+        in caplog.text
+
+
+async def test_dovecot_gone_is_a_temporary_failure_and_never_there_offers_nothing(
+    smtpd: StartSmtpd, dovecot: Dovecot, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = await smtpd(**cf(f"inet:127.0.0.1:{dovecot.port}"))
+    c = await run.client()
+    assert "250-AUTH PLAIN LOGIN\n" in await c.cmd("EHLO c.example")
+    dovecot.stop()
+    assert await c.cmd(PLAIN_ALICE) == \
+        "454 4.7.0 Temporary authentication failure: Can't connect to authentication server"
+    assert f"SASL: Connect to Dovecot auth socket 'inet:127.0.0.1:{dovecot.port}' failed" \
+        in caplog.text
+    assert await c.cmd("NOOP") == r.OK
+    missing = await smtpd(**cf(str(dovecot.root / "no-such-socket")))
+    d = await missing.client()
+    assert "AUTH" not in await d.cmd("EHLO c.example")
+    assert await d.cmd(PLAIN_ALICE) == r.AUTH_NOT_ENABLED
+    assert "no-such-socket' failed: No such file or directory" in caplog.text
