@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import difflib
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -55,16 +56,14 @@ def files() -> Iterator[Path]:
     """Files both servers read, in a directory Postfix's daemons may enter."""
     root = Path(tempfile.mkdtemp(prefix="postbus-auth-"))
     root.chmod(0o755)
-    pki = Pki.create(root / "pki")
-    for path in root.rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
     (root / "owners").write_text("alice@postbus.test alice\n")
     yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def pki(files: Path) -> Pki:
-    return Pki.create(files / "pki2")
+    return Pki.create(files / "pki")
 
 
 @pytest.fixture(scope="module")
