@@ -7,7 +7,7 @@ anew under smtpd_sasl_tls_security_options.  An inactive AUTH is ``503
 5.5.1 Error: authentication not enabled``, as Postfix answers.  The
 mechanisms come from the backend (:mod:`postbus.sasl`), filtered by the
 security options; EHLO offers ``AUTH mechs`` (and ``AUTH=mechs`` with
-broken_sasl_auth_clients).  Every response line is bounded by
+broken_sasl_auth_clients), except to smtpd_sasl_exceptions_networks.  Every response line is bounded by
 smtpd_sasl_response_limit; ``*`` cancels; every failure is logged with the
 client, the mechanism, the reason and the user name, as Postfix does.
 """
@@ -18,7 +18,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
+from postbus.match_lists import NetworkList, parse_network
 from postbus.sasl import Backend, Status, filter_mechanisms, open_backend, security_options
 from postbus.smtp import replies as r
 
@@ -41,6 +43,7 @@ class AuthSettings:
     service: str
     response_limit: int
     backend: Backend | None
+    exceptions: NetworkList | None  # smtpd_sasl_exceptions_networks: not offered AUTH
 
     @classmethod
     def from_config(cls, cfg: Config) -> AuthSettings:
@@ -57,7 +60,20 @@ class AuthSettings:
             service=cfg.get("smtpd_sasl_service"),
             response_limit=max(cfg.int("smtpd_sasl_response_limit"), 1),
             backend=open_backend(cfg) if enable else None,
+            exceptions=_exceptions(cfg),
         )
+
+
+def _exceptions(cfg: Config) -> NetworkList | None:
+    """smtpd_sasl_exceptions_networks: addresses, networks and tables of addresses; host
+    names (which Postfix matches too) are refused rather than ignored."""
+    param = "smtpd_sasl_exceptions_networks"
+    for word in cfg.list(param):
+        word = word.lstrip("!")
+        if parse_network(word) is None and (":" not in word or word.startswith("[")):
+            raise ConfigError(f"host name {word} is not supported yet by Postbus "
+                              "(addresses, networks and tables are)", parameter=param)
+    return NetworkList(cfg, param) if cfg.list(param) else None
 
 
 @dataclass
@@ -93,6 +109,9 @@ async def ehlo_keywords(session: Session) -> tuple[str, ...]:
     """``AUTH PLAIN LOGIN`` (and ``AUTH=PLAIN LOGIN`` for broken clients), or nothing."""
     if "AUTH" in session.discard:
         return ()
+    exceptions = session.s.auth.exceptions
+    if exceptions is not None and await exceptions.matches(session.client_addr):
+        return ()  # not announced; the AUTH command still works, as in Postfix
     mechs = await mechanisms(session)
     if not mechs:
         return ()
@@ -152,6 +171,10 @@ async def do_auth(session: Session, arg: str) -> bool:
     session.conn.write(r.AUTH_OK)
     session.auth.username = _printable(step.username or "")
     session.auth.method = _printable(method)
+    if session.header_context != "local" and await session.server.local_client(
+            session.client_addr, authenticated=True):  # local_header_rewrite_clients
+        session.header_context = session.server.cleanup.header_context(True)
+        session.add_missing = True
     return True
 
 

@@ -228,11 +228,13 @@ class SmtpServer:
             pass
         return "unknown"
 
-    async def local_client(self, addr: str) -> bool:
+    async def local_client(self, addr: str, authenticated: bool = False) -> bool:
         """The client is in local_header_rewrite_clients: its headers are rewritten
-        in the local context (≈ smtpd_check_rewrite())."""
+        in the local context (≈ smtpd_check_rewrite()); ``authenticated``: after AUTH."""
         for word in self._rewrite:
             if word == "permit_mynetworks" and await self.policy.in_mynetworks(addr):
+                return True
+            if word == "permit_sasl_authenticated" and authenticated:
                 return True
             if word == "permit_inet_interfaces" and self._local_address(addr):
                 return True

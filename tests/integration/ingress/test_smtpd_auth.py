@@ -240,3 +240,49 @@ def test_unknown_security_option_and_cyrus_are_refused_at_start() -> None:
                                          smtpd_sasl_security_options="nope"))
 
 
+
+
+async def test_local_header_rewrite_for_authenticated_clients(
+    smtpd: StartSmtpd, users: UserStore
+) -> None:
+    run = await smtpd(**auth_cf(local_header_rewrite_clients="permit_sasl_authenticated"))
+    for login in (False, True):
+        c = await run.client()
+        await c.cmd("EHLO c.example")
+        if login:
+            assert await c.cmd(f"AUTH PLAIN {b64(chr(0) + 'alice' + chr(0) + 's3cret')}") \
+                == r.AUTH_OK
+        await c.cmd("MAIL FROM:<alice@postbus.test>")
+        await c.cmd("RCPT TO:<bob@postbus.test>")
+        await c.cmd("DATA")
+        assert (await c.cmd(f"Subject: {login}\r\nTo: bob\r\n\r\nbody\r\n.")).startswith("250")
+        await c.cmd("QUIT")
+    heads = {}
+    for content in await queued(run):
+        head = content.split(b"\r\n\r\n", 1)[0].decode()
+        heads["Subject: True" in head] = head
+    assert heads[False].endswith("\r\nTo: bob")  # a remote client's headers stay as they are
+    assert "\r\nTo: bob@mx.postbus.test" in heads[True], heads[True]
+    assert "\r\nMessage-Id: <" in heads[True]
+
+
+async def test_exceptions_networks_are_not_offered_auth_but_may_use_it(
+    smtpd: StartSmtpd, users: UserStore
+) -> None:
+    run = await smtpd(**auth_cf(smtpd_sasl_exceptions_networks="10.0.0.0/8, 127.0.0.0/8"))
+    c = await run.client()
+    assert "AUTH" not in await c.cmd("EHLO c.example")
+    assert await c.cmd(f"AUTH PLAIN {b64(chr(0) + 'alice' + chr(0) + 's3cret')}") == r.AUTH_OK
+    other = await smtpd(**auth_cf(smtpd_sasl_exceptions_networks="!127.0.0.1, 127.0.0.0/8"))
+    d = await other.client()
+    assert "250-AUTH PLAIN LOGIN" in await d.cmd("EHLO c.example")
+
+
+def test_exceptions_by_host_name_are_refused_at_start() -> None:
+    from ingress_smtpd.server import Settings
+    from postbus.config.conv import ConfigError
+    from tests.integration.ingress.conftest import make_config
+
+    with pytest.raises(ConfigError, match="host name mua.example is not supported yet"):
+        Settings.from_config(make_config(**auth_cf(
+            smtpd_sasl_exceptions_networks="mua.example")))
