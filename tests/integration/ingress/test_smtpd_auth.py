@@ -283,6 +283,6 @@ def test_exceptions_by_host_name_are_refused_at_start() -> None:
     from postbus.config.conv import ConfigError
     from tests.integration.ingress.conftest import make_config
 
-    with pytest.raises(ConfigError, match="host name mua.example is not supported yet"):
+    with pytest.raises(ConfigError, match=r"host name mua\.example is not supported yet"):
         Settings.from_config(make_config(**auth_cf(
             smtpd_sasl_exceptions_networks="mua.example")))
