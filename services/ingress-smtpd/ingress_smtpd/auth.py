@@ -8,8 +8,9 @@ anew under smtpd_sasl_tls_security_options.  An inactive AUTH is ``503
 mechanisms come from the backend (:mod:`postbus.sasl`), filtered by the
 security options; EHLO offers ``AUTH mechs`` (and ``AUTH=mechs`` with
 broken_sasl_auth_clients), except to smtpd_sasl_exceptions_networks.  Every
-response line is bounded by smtpd_sasl_response_limit; ``*`` cancels; every failure is logged with the
-client, the mechanism, the reason and the user name, as Postfix does.
+response line is bounded by smtpd_sasl_response_limit; ``*`` cancels; every
+failure is logged with the client, the mechanism, the reason and the user
+name, as Postfix does.
 """
 
 from __future__ import annotations
