@@ -141,26 +141,21 @@ class Message:
 
 
 def comment_sanitize(text: str) -> str:
-    """Text fit for an RFC 822 comment (≈ comment_sanitize()): printable, backslashes
-    and unbalanced parentheses escaped."""
+    """Text fit for an RFC 822 comment (≈ smtpd.c's comment_sanitize()): printable ASCII
+    only, a backslash or an unbalanced ``)`` becomes ``?`` (each byte of anything else
+    too), and what is left open is closed."""
     out: list[str] = []
     depth = 0
-    for ch in text:
-        if not ch.isprintable():
+    for byte in text.encode("utf-8", "surrogateescape"):
+        ch = chr(byte)
+        if not 0x20 <= byte < 0x7F or ch == "\\":
             ch = "?"
-        if ch == "\\":
-            out.append("\\\\")
-            continue
-        if ch == "(":
+        elif ch == "(":
             depth += 1
         elif ch == ")":
-            if depth == 0:
-                out.append("\\)")
-                continue
-            depth -= 1
+            if depth > 0:
+                depth -= 1
+            else:
+                ch = "?"
         out.append(ch)
-    text = "".join(out)
-    while depth > 0:  # close what was opened
-        text += ")"
-        depth -= 1
-    return text
+    return "".join(out) + ")" * depth

@@ -101,10 +101,11 @@ def test_auth_parameter_of_mail_from() -> None:
 @pytest.mark.parametrize(("name", "comment"), [
     ("alice", "alice"),
     ("a(b)c", "a(b)c"),
-    ("a)b", "a\\)b"),
+    ("a)b", "a?b"),
     ("a(b", "a(b)"),
-    ("a\\b", "a\\\\b"),
+    ("a\\b", "a?b"),
     ("a\x01b", "a?b"),
+    ("jürgen", "j??rgen"),
 ])
 def test_authenticated_sender_comment(name: str, comment: str) -> None:
     assert comment_sanitize(name) == comment
