@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from postbus import metrics
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.match_lists import NetworkList, parse_network
@@ -157,6 +158,7 @@ async def do_auth(session: Session, arg: str) -> bool:
                 return False
             if response == "*":
                 log.warning("%s: SASL %s authentication aborted", session.namaddr, method)
+                _count(session, "aborted")
                 await session.reply(r.AUTH_ABORTED)
                 return False
             step = await exchange.next(response)
@@ -166,10 +168,12 @@ async def do_auth(session: Session, arg: str) -> bool:
         reason = step.text or "(reason unavailable)"
         log.warning("%s: SASL %.100s authentication failed: %s, sasl_username=%.100s",
                     session.namaddr, method, reason, step.username or "(unavailable)")
+        _count(session, "temporary" if step.status is Status.TEMP else "failure")
         template = r.AUTH_TEMP_FAILED if step.status is Status.TEMP else r.AUTH_FAILED
         await session.reply(template.format(reason=reason))
         return False
     session.conn.write(r.AUTH_OK)
+    _count(session, "success")
     session.auth.username = _printable(step.username or "")
     session.auth.method = _printable(method)
     if session.header_context != "local" and await session.server.local_client(
@@ -203,6 +207,10 @@ def log_fields(session: Session) -> str:
     if session.mail is not None and session.mail.auth is not None:
         out += f", sasl_sender={session.mail.auth}"
     return out
+
+
+def _count(session: Session, result: str) -> None:
+    metrics.smtpd_auth.labels(session.server.listener, result).inc()
 
 
 def _printable(text: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from postbus import metrics
 from postbus.maps import context as maps_context
 from postbus.sasl.users import UserStore
 from postbus.servers import ServerProcess
@@ -136,6 +137,9 @@ async def test_login_exchange_failure_cancel_and_bad_input(
         "503 5.5.4 Error: multiple AUTH= options"
     assert await c.cmd("QUIT") == r.BYE
     assert "ehlo=1 auth=1/10 mail=0/1 noop=1 quit=1 commands=4/14" in caplog.text
+    samples = {(m.labels["result"]): m.value for m in metrics.smtpd_auth.collect()[0].samples
+               if m.name.endswith("_total") and m.labels["listener"] == "test"}
+    assert samples["aborted"] >= 1 and samples["failure"] >= 5 and samples["success"] >= 1
 
 
 async def test_security_options_and_disabled(
