@@ -290,3 +290,21 @@ def test_exceptions_by_host_name_are_refused_at_start() -> None:
     with pytest.raises(ConfigError, match=r"host name mua\.example is not supported yet"):
         Settings.from_config(make_config(**auth_cf(
             smtpd_sasl_exceptions_networks="mua.example")))
+
+
+async def test_local_domain_is_the_realm_of_a_bare_login(
+    smtpd: StartSmtpd, users: UserStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="postbus.smtpd")
+    run = await smtpd(**auth_cf(smtpd_sasl_local_domain="postbus.test"))
+    c = await run.client()
+    await c.cmd("EHLO c.example")
+    assert await c.cmd(f"AUTH PLAIN {b64(chr(0) + 'alice' + chr(0) + 's3cret')}") == \
+        "535 5.7.8 Error: authentication failed: (reason unavailable)"
+    assert "sasl_username=alice@postbus.test" in caplog.text  # alice@postbus.test: no such user
+    assert await c.cmd(f"AUTH PLAIN {b64(chr(0) + 'bob' + chr(0) + 'b0b')}") == r.AUTH_OK
+    await c.cmd("MAIL FROM:<bob@postbus.test>")
+    await c.cmd("RCPT TO:<u@postbus.test>")
+    await c.cmd("DATA")
+    assert (await c.cmd("Subject: x\r\n\r\n.")).startswith("250 2.0.0 Ok: queued as ")
+    assert "sasl_method=PLAIN, sasl_username=bob@postbus.test" in caplog.text
