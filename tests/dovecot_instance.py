@@ -9,6 +9,7 @@ foreground (``dovecot -F -c``) and stopped by its process id.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -29,7 +30,7 @@ protocols =
 listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 auth_failure_delay = 0
 auth_verbose = yes
 {users}
@@ -70,6 +71,7 @@ def free_port() -> int:
 class Dovecot:
     root: Path
     users: dict[str, str]
+    mechanisms: str = "plain login"
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
@@ -91,8 +93,9 @@ class Dovecot:
         own = "" if os.getuid() == 0 else (
             f"default_internal_user = {os.getlogin()}\ndefault_login_user = {os.getlogin()}")
         conf = self.root / "dovecot.conf"
-        conf.write_text(CONFIG.format(root=self.root, port=self.port, users=own))
-        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)],
+        conf.write_text(CONFIG.format(root=self.root, port=self.port, users=own,
+                                     mechanisms=self.mechanisms))
+        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], start_new_session=True,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -110,15 +113,20 @@ class Dovecot:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
+        """Stop Dovecot and its children (its own process group: the auth process would
+        otherwise serve open connections a while after the master is gone)."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)  # children still in the group
         if self.proc.stderr is not None:
             self.proc.stderr.close()
 

@@ -67,6 +67,9 @@ class Backend(Protocol):
     def exchange(self, *, service: str, client_addr: str, server_addr: str,
                  secured: bool) -> Exchange: ...
 
+    async def aclose(self) -> None:
+        """Close what the backend holds open (smtpd's stop)."""
+
 
 #: smtpd_sasl_security_options words -> the Dovecot property they exclude (no...) or require.
 _NEGATIVE = {"noplaintext": "plaintext", "noactive": "active", "nodictionary": "dictionary",

@@ -46,6 +46,9 @@ class BuiltinBackend:
                  secured: bool) -> BuiltinExchange:
         return BuiltinExchange(self)
 
+    async def aclose(self) -> None:
+        return None  # the Redis client belongs to the maps context
+
     def store(self) -> UserStore:
         from postbus.maps.context import redis_client
 

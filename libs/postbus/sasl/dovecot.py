@@ -2,12 +2,15 @@
 
 smtpd_sasl_path names the socket: ``inet:host:port``, ``unix:/path`` or a
 path, relative to queue_directory as Postfix's chrooted smtpd sees it
-(``private/auth``).  Each AUTH command gets its own connection: handshake
+(``private/auth``).  As Postfix, a process keeps one connection: handshake
 (``VERSION 1 2`` and ``CPID`` from us; ``VERSION``, ``MECH``..., ``DONE`` from
 Dovecot), then ``AUTH id mech service=smtp nologin lip= rip= [secured]
-[resp=]``, ``CONT`` both ways and ``OK``/``FAIL``.  Base64 goes through
-untouched, after Postfix's own check of its alphabet.  The mechanism list
-of the last handshake is kept, so EHLO does not cost a connection.
+[resp=]``, ``CONT`` both ways and ``OK``/``FAIL``.  Unlike one Postfix
+smtpd, one of our processes runs many sessions at once, so their requests
+share the connection, told apart by their ids (Dovecot refuses a second
+connection with the same CPID while the first is open).  Base64 goes
+through untouched, after Postfix's own check of its alphabet.  The
+mechanism list of the handshake serves EHLO.
 
 What Postfix answers, we answer: an unknown mechanism is ``Invalid
 authentication mechanism``, a lost server ``Connection lost to
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -33,6 +37,9 @@ AUTH_TIMEOUT = 10.0  # Postfix's AUTH_TIMEOUT
 LINE_LIMIT = 65536  # one reply line from Dovecot, at most
 _BASE64 = re.compile(r"[A-Za-z0-9+/=]*")
 _MAJOR, _MINOR = 1, 2  # AUTH_PROTOCOL_MAJOR_VERSION, AUTH_PROTOCOL_MINOR_VERSION
+_IDS = itertools.count(1)  # request ids, unique in this process (Dovecot keys them by CPID)
+_CONNECT_ERRORS = (OSError, ValueError, TimeoutError, asyncio.LimitOverrunError,
+                   asyncio.IncompleteReadError)
 
 
 def is_valid_base64(data: str) -> bool:
@@ -41,10 +48,43 @@ def is_valid_base64(data: str) -> bool:
 
 
 @dataclass
+class _Connection:
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    pending: dict[int, asyncio.Queue[list[str] | None]] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+    alive: bool = True
+
+    async def dispatch(self) -> None:
+        """Hand each OK, CONT or FAIL line to the request it answers; at the end, None."""
+        try:
+            while line := await self.reader.readline():
+                if not line.endswith(b"\n"):
+                    break
+                words = line.decode("utf-8", "replace").rstrip("\n").split("\t")
+                if words[0] not in ("OK", "CONT", "FAIL"):
+                    continue
+                if len(words) < 2:
+                    log.warning("SASL: Protocol error")
+                    continue
+                queue = self.pending.get(int(words[1])) if words[1].isdigit() else None
+                if queue is not None:
+                    queue.put_nowait(words)
+        except _CONNECT_ERRORS:
+            pass
+        finally:
+            self.alive = False
+            self.writer.close()
+            for queue in self.pending.values():
+                queue.put_nowait(None)
+
+
+@dataclass
 class DovecotBackend:
     path: str  # as configured, for the log
     cached: list[Mechanism] | None = None
-    _ids: int = field(default=0, repr=False)
+    _conn: _Connection | None = field(default=None, repr=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @classmethod
     def from_config(cls, cfg: Config) -> DovecotBackend:
@@ -55,8 +95,18 @@ class DovecotBackend:
                 path = os.path.join(cfg.get("queue_directory"), bare)
         return cls(path)
 
-    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
-        """A handshaken connection (and a fresh mechanism list), or None (warned)."""
+    async def connection(self, fresh: bool = False) -> _Connection | None:
+        """The shared, handshaken connection (a new one with ``fresh``), or None (warned)."""
+        async with self._lock:
+            conn = self._conn
+            if conn is not None and conn.alive and not fresh:
+                return conn
+            if conn is not None:
+                conn.writer.close()
+            self._conn = await self._connect()
+            return self._conn
+
+    async def _connect(self) -> _Connection | None:
         try:
             async with asyncio.timeout(AUTH_TIMEOUT):
                 if self.path.startswith("inet:"):
@@ -66,7 +116,7 @@ class DovecotBackend:
                 else:
                     reader, writer = await asyncio.open_unix_connection(
                         self.path.removeprefix("unix:"), limit=LINE_LIMIT)
-        except (OSError, ValueError, TimeoutError) as exc:
+        except _CONNECT_ERRORS as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             log.warning("SASL: Connect to Dovecot auth socket '%s' failed: %s",
                         self.path, why or "Connection timed out")
@@ -76,14 +126,16 @@ class DovecotBackend:
             async with asyncio.timeout(AUTH_TIMEOUT):
                 await writer.drain()
                 mechs = await self._handshake(reader)
-        except (OSError, ValueError, TimeoutError, asyncio.LimitOverrunError) as exc:
+        except _CONNECT_ERRORS as exc:
             log.warning("SASL: Couldn't send handshake: %s", exc or "timeout")
             mechs = None
         if mechs is None:
             writer.close()
             return None
         self.cached = mechs
-        return reader, writer
+        conn = _Connection(reader, writer)
+        conn.task = asyncio.create_task(conn.dispatch())
+        return conn
 
     async def _handshake(self, reader: asyncio.StreamReader) -> list[Mechanism] | None:
         mechs: list[Mechanism] = []
@@ -112,18 +164,20 @@ class DovecotBackend:
 
     async def mechanisms(self) -> list[Mechanism] | None:
         if self.cached is None:
-            conn = await self.connect()
-            if conn is not None:
-                conn[1].close()
+            await self.connection()
         return self.cached
 
     def exchange(self, *, service: str, client_addr: str, server_addr: str,
                  secured: bool) -> DovecotExchange:
         return DovecotExchange(self, service, client_addr, server_addr, secured)
 
-    def next_id(self) -> int:
-        self._ids += 1
-        return self._ids
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and conn.task is not None:
+            conn.writer.close()
+            conn.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await conn.task
 
 
 @dataclass
@@ -134,8 +188,8 @@ class DovecotExchange:
     server_addr: str
     secured: bool
     request: int = 0
-    reader: asyncio.StreamReader | None = None
-    writer: asyncio.StreamWriter | None = None
+    conn: _Connection | None = None
+    replies: asyncio.Queue[list[str] | None] = field(default_factory=asyncio.Queue)
 
     async def first(self, mechanism: str, response: str | None) -> Step:
         mechs = self.backend.cached or []
@@ -143,76 +197,75 @@ class DovecotExchange:
             return Step(Status.FAIL, "Invalid authentication mechanism")  # Postfix 3.7
         if response is not None and not is_valid_base64(response):
             return Step(Status.FAIL, "Invalid base64 data in initial response")
-        conn = await self.backend.connect()
-        if conn is None:
-            return Step(Status.TEMP, "Can't connect to authentication server")
-        self.reader, self.writer = conn
-        self.request = self.backend.next_id()
+        self.request = next(_IDS)
         line = (f"AUTH\t{self.request}\t{mechanism}\tservice={self.service}\tnologin"
                 f"\tlip={self.server_addr}\trip={self.client_addr}")
         if self.secured:
             line += "\tsecured"
         if response is not None:
             line += f"\tresp={response}"
-        return await self._send(line + "\n")
+        line += "\n"
+        for attempt in range(2):  # as Postfix: a connection that went away is made anew once
+            conn = await self.backend.connection(fresh=attempt > 0)
+            if conn is None:
+                return Step(Status.TEMP, "Can't connect to authentication server")
+            self.conn = conn
+            conn.pending[self.request] = self.replies
+            if await self._write(line):
+                return await self._reply()
+            conn.pending.pop(self.request, None)
+        return Step(Status.TEMP, "Can't connect to authentication server")
 
     async def next(self, response: str) -> Step:
         if not is_valid_base64(response):
             return Step(Status.FAIL, "Invalid base64 data in continued response")
-        return await self._send(f"CONT\t{self.request}\t{response}\n")
-
-    async def _send(self, line: str) -> Step:
-        assert self.reader is not None and self.writer is not None
-        try:
-            self.writer.write(line.encode("utf-8", "surrogateescape"))
-            async with asyncio.timeout(AUTH_TIMEOUT):
-                await self.writer.drain()
-                return await self._reply(self.reader)
-        except (OSError, ValueError, TimeoutError, asyncio.LimitOverrunError):
-            await self.close()
+        if not await self._write(f"CONT\t{self.request}\t{response}\n"):
             return Step(Status.TEMP, "Connection lost to authentication server")
+        return await self._reply()
 
-    async def _reply(self, reader: asyncio.StreamReader) -> Step:
-        """≈ xsasl_dovecot_handle_reply(): the first OK, CONT or FAIL for our request."""
-        while line := await reader.readline():
-            if not line.endswith(b"\n"):
-                break
-            cmd, *args = line.decode("utf-8", "replace").rstrip("\n").split("\t")
-            if cmd not in ("OK", "CONT", "FAIL"):
-                continue
+    async def _write(self, line: str) -> bool:
+        conn = self.conn
+        if conn is None or not conn.alive:
+            return False
+        try:
+            conn.writer.write(line.encode("utf-8", "surrogateescape"))
+            async with asyncio.timeout(AUTH_TIMEOUT):
+                await conn.writer.drain()
+        except _CONNECT_ERRORS:
+            return False
+        return True
+
+    async def _reply(self) -> Step:
+        """≈ xsasl_dovecot_handle_reply(): this request's OK, CONT or FAIL."""
+        try:
+            async with asyncio.timeout(AUTH_TIMEOUT):
+                words = await self.replies.get()
+        except TimeoutError:
+            words = None
+        if words is None:
+            return Step(Status.TEMP, "Connection lost to authentication server")
+        cmd, args = words[0], words[2:]
+        if cmd == "CONT":
             if not args:
-                log.warning("SASL: Protocol error")
-                continue
-            if not args[0].isdigit() or int(args[0]) != self.request:
-                continue
-            if cmd == "CONT":
-                if len(args) < 2:
-                    log.warning("missing Dovecot server %s reply field", cmd)
-                    return Step(Status.FAIL, "Authentication backend error")
-                return Step(Status.MORE, args[1])
-            user = reason = None
-            for arg in args[1:]:
-                if arg.startswith("user="):
-                    user = _printable(arg[5:])
-                elif arg.startswith("reason=") and cmd == "FAIL":
-                    reason = _printable(arg[7:])
-            if cmd == "OK":
-                await self.close()
-                if user is None:
-                    log.warning("missing Dovecot server %s username field", cmd)
-                    return Step(Status.FAIL, "Authentication backend error")
-                return Step(Status.DONE, "", user)
-            await self.close()
-            return Step(Status.FAIL, reason or "", user)
-        await self.close()
-        return Step(Status.TEMP, "Connection lost to authentication server")
+                log.warning("missing Dovecot server %s reply field", cmd)
+                return Step(Status.FAIL, "Authentication backend error")
+            return Step(Status.MORE, args[0])
+        user = reason = None
+        for arg in args:
+            if arg.startswith("user="):
+                user = _printable(arg[5:])
+            elif arg.startswith("reason=") and cmd == "FAIL":
+                reason = _printable(arg[7:])
+        if cmd == "OK":
+            if user is None:
+                log.warning("missing Dovecot server %s username field", cmd)
+                return Step(Status.FAIL, "Authentication backend error")
+            return Step(Status.DONE, "", user)
+        return Step(Status.FAIL, reason or "", user)
 
     async def close(self) -> None:
-        writer, self.writer, self.reader = self.writer, None, None
-        if writer is not None:
-            writer.close()
-            with contextlib.suppress(OSError, ConnectionError):
-                await writer.wait_closed()
+        if self.conn is not None:
+            self.conn.pending.pop(self.request, None)
 
 
 def _printable(text: str) -> str:

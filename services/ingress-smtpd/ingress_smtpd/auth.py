@@ -23,7 +23,14 @@ from postbus import metrics
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.match_lists import NetworkList, parse_network
-from postbus.sasl import Backend, Status, filter_mechanisms, open_backend, security_options
+from postbus.sasl import (
+    Backend,
+    Status,
+    Step,
+    filter_mechanisms,
+    open_backend,
+    security_options,
+)
 from postbus.smtp import replies as r
 
 if TYPE_CHECKING:
@@ -145,6 +152,9 @@ async def do_auth(session: Session, arg: str) -> bool:
         return False
     method = words[0]
     assert s.auth.backend is not None
+    if method.upper() not in (m.upper() for m in await mechanisms(session)):
+        step = Step(Status.FAIL, "Invalid authentication mechanism")  # filtered out, or none
+        return await _failed(session, method, step)
     exchange = s.auth.backend.exchange(
         service=s.auth.service, client_addr=session.client_addr,
         server_addr=session.conn.local_addr(), secured=session.tls is not None)
@@ -165,13 +175,7 @@ async def do_auth(session: Session, arg: str) -> bool:
     finally:
         await exchange.close()
     if step.status is not Status.DONE:
-        reason = step.text or "(reason unavailable)"
-        log.warning("%s: SASL %.100s authentication failed: %s, sasl_username=%.100s",
-                    session.namaddr, method, reason, step.username or "(unavailable)")
-        _count(session, "temporary" if step.status is Status.TEMP else "failure")
-        template = r.AUTH_TEMP_FAILED if step.status is Status.TEMP else r.AUTH_FAILED
-        await session.reply(template.format(reason=reason))
-        return False
+        return await _failed(session, method, step)
     session.conn.write(r.AUTH_OK)
     _count(session, "success")
     session.auth.username = _printable(step.username or "")
@@ -181,6 +185,17 @@ async def do_auth(session: Session, arg: str) -> bool:
         session.header_context = session.server.cleanup.header_context(True)
         session.add_missing = True
     return True
+
+
+async def _failed(session: Session, method: str, step: Step) -> bool:
+    """535 (454 for a temporary failure), logged as Postfix logs it; always False."""
+    reason = step.text or "(reason unavailable)"
+    log.warning("%s: SASL %.100s authentication failed: %s, sasl_username=%.100s",
+                session.namaddr, method, reason, step.username or "(unavailable)")
+    _count(session, "temporary" if step.status is Status.TEMP else "failure")
+    template = r.AUTH_TEMP_FAILED if step.status is Status.TEMP else r.AUTH_FAILED
+    await session.reply(template.format(reason=reason))
+    return False
 
 
 async def _response(session: Session) -> str | None:

@@ -265,6 +265,8 @@ class SmtpServer:
         for server in self.servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
+        if self.settings.auth.backend is not None:
+            await self.settings.auth.backend.aclose()
 
 
 async def main(ctx: ServiceContext) -> None:

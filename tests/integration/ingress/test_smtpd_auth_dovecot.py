@@ -4,7 +4,10 @@ queue_directory, a Dovecot that goes away or never answers."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
+import hmac
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,6 +66,12 @@ async def test_dovecot_gone_is_a_temporary_failure_and_never_there_offers_nothin
     c = await run.client()
     assert "250-AUTH PLAIN LOGIN\n" in await c.cmd("EHLO c.example")
     dovecot.stop()
+    # the open connection is lost (seen at once, or only when the request meets it)
+    assert await c.cmd(PLAIN_ALICE) in (
+        "454 4.7.0 Temporary authentication failure: Can't connect to authentication server",
+        "454 4.7.0 Temporary authentication failure: Connection lost to authentication server")
+    c = await run.client()
+    await c.cmd("EHLO c.example")
     assert await c.cmd(PLAIN_ALICE) == \
         "454 4.7.0 Temporary authentication failure: Can't connect to authentication server"
     assert f"SASL: Connect to Dovecot auth socket 'inet:127.0.0.1:{dovecot.port}' failed" \
@@ -73,3 +82,53 @@ async def test_dovecot_gone_is_a_temporary_failure_and_never_there_offers_nothin
     assert "AUTH" not in await d.cmd("EHLO c.example")
     assert await d.cmd(PLAIN_ALICE) == r.AUTH_NOT_ENABLED
     assert "no-such-socket' failed: No such file or directory" in caplog.text
+
+
+async def test_challenge_response_mechanism_passes_through(
+    smtpd: StartSmtpd, tmp_path: Path
+) -> None:
+    """CRAM-MD5 from Dovecot: offered, kept by noplaintext, its challenge and response
+    carried through untouched."""
+    server = Dovecot(tmp_path / "dc", {"alice": "s3cret"}, mechanisms="plain login cram-md5")
+    server.start()
+    try:
+        run = await smtpd(**cf(f"inet:127.0.0.1:{server.port}",
+                               smtpd_sasl_security_options="noanonymous, noplaintext"))
+        c = await run.client()
+        assert "250-AUTH CRAM-MD5\n" in await c.cmd("EHLO c.example")
+        assert await c.cmd(PLAIN_ALICE) == \
+            "535 5.7.8 Error: authentication failed: Invalid authentication mechanism"
+        reply = await c.cmd("AUTH CRAM-MD5")
+        assert reply.startswith("334 ")
+        challenge = base64.b64decode(reply[4:])
+        digest = hmac.new(b"s3cret", challenge, hashlib.md5).hexdigest()
+        assert await c.cmd(base64.b64encode(f"alice {digest}".encode()).decode()) == r.AUTH_OK
+    finally:
+        server.stop()
+
+
+async def test_concurrent_sessions_share_one_dovecot_connection(
+    smtpd: StartSmtpd, dovecot: Dovecot
+) -> None:
+    """Twenty sessions authenticate at once (right and wrong passwords, LOGIN's two steps
+    in between): each gets its own answer."""
+    run = await smtpd(**cf(f"inet:127.0.0.1:{dovecot.port}"))
+
+    async def one(i: int) -> tuple[str, str]:
+        c = await run.client()
+        await c.cmd("EHLO c.example")
+        password = "s3cret" if i % 2 == 0 else "bad"
+        if i % 3 == 0:
+            await c.cmd("AUTH LOGIN")
+            await c.cmd(base64.b64encode(b"alice").decode())
+            reply = await c.cmd(base64.b64encode(password.encode()).decode())
+        else:
+            reply = await c.cmd("AUTH PLAIN " + base64.b64encode(
+                f"\0alice\0{password}".encode()).decode())
+        await c.cmd("QUIT")
+        return password, reply
+
+    for password, reply in await asyncio.gather(*(one(i) for i in range(20))):
+        expected = r.AUTH_OK if password == "s3cret" else \
+            "535 5.7.8 Error: authentication failed: (reason unavailable)"
+        assert reply == expected
