@@ -1,7 +1,7 @@
 """A private Dovecot auth server on loopback for SMTP AUTH tests (Debian's dovecot-core).
 
-Its own configuration, base and state directories under a temporary
-directory, never the system's: ``service auth`` with an inet listener on a
+Its own configuration, base and state directories in a private temporary
+directory (removed at stop), never the system's: ``service auth`` with an inet listener on a
 free loopback port and a unix listener in the directory, a passwd-file of
 test users with plain passwords, no failure delay and no auth penalty.  Started in the
 foreground (``dovecot -F -c``) and stopped by its process id.
@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,10 +68,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def private_root() -> Path:
+    """A directory of its own in /tmp (0755): pytest's tmp_path lies in 0700 directories
+    that another pytest session may make 0700 again at any time, and Dovecot's auth
+    worker, which runs as the dovecot user, must read the users file."""
+    root = Path(tempfile.mkdtemp(prefix="postbus-dovecot-"))
+    root.chmod(0o755)
+    return root
+
+
 @dataclass
 class Dovecot:
-    root: Path
     users: dict[str, str]
+    root: Path = field(default_factory=private_root)
     mechanisms: str = "plain login"
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
@@ -83,11 +93,6 @@ class Dovecot:
         assert DOVECOT is not None
         for sub in ("run", "state"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o755)  # the auth worker runs as the dovecot user
-        for parent in self.root.parents:  # pytest's tmp_path lies in 0700 directories
-            if parent == Path("/tmp") or parent == Path("/"):
-                break
-            os.chmod(parent, os.stat(parent).st_mode | 0o111)
         (self.root / "users").write_text(
             "".join(f"{name}:{{PLAIN}}{pw}\n" for name, pw in self.users.items()))
         own = "" if os.getuid() == 0 else (
@@ -129,6 +134,7 @@ class Dovecot:
             os.killpg(self.proc.pid, signal.SIGKILL)  # children still in the group
         if self.proc.stderr is not None:
             self.proc.stderr.close()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def _listening(port: int) -> bool:

@@ -67,11 +67,11 @@ def pki(files: Path) -> Pki:
 
 
 @pytest.fixture(scope="module")
-def dovecot(files: Path) -> Iterator[Dovecot | None]:
+def dovecot() -> Iterator[Dovecot | None]:
     if DOVECOT is None:
         yield None
         return
-    server = Dovecot(files / "dovecot", USERS).start()
+    server = Dovecot(USERS).start()
     yield server
     server.stop()
 

@@ -10,7 +10,6 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,8 +26,8 @@ PLAIN_ALICE = "AUTH PLAIN " + base64.b64encode(b"\0alice\0s3cret").decode()
 
 
 @pytest.fixture
-def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
-    server = Dovecot(tmp_path / "dovecot", {"alice": "s3cret"}).start()
+def dovecot() -> Iterator[Dovecot]:
+    server = Dovecot({"alice": "s3cret"}).start()
     yield server
     server.stop()
 
@@ -84,12 +83,10 @@ async def test_dovecot_gone_is_a_temporary_failure_and_never_there_offers_nothin
     assert "no-such-socket' failed: No such file or directory" in caplog.text
 
 
-async def test_challenge_response_mechanism_passes_through(
-    smtpd: StartSmtpd, tmp_path: Path
-) -> None:
+async def test_challenge_response_mechanism_passes_through(smtpd: StartSmtpd) -> None:
     """CRAM-MD5 from Dovecot: offered, kept by noplaintext, its challenge and response
     carried through untouched."""
-    server = Dovecot(tmp_path / "dc", {"alice": "s3cret"}, mechanisms="plain login cram-md5")
+    server = Dovecot({"alice": "s3cret"}, mechanisms="plain login cram-md5")
     server.start()
     try:
         run = await smtpd(**cf(f"inet:127.0.0.1:{server.port}",
