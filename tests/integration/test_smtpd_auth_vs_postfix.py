@@ -46,6 +46,9 @@ CONFIGS: dict[str, dict[str, str]] = {
     "auth": {},
     "tls_only": {"smtpd_tls_auth_only": "yes"},
     "broken": {"broken_sasl_auth_clients": "yes", "smtpd_sasl_authenticated_header": "yes"},
+    "submission": {"smtpd_tls_security_level": "encrypt",
+                   "smtpd_recipient_restrictions": "permit_sasl_authenticated, reject"},
+    "limit": {"smtpd_sasl_response_limit": "12288"},
     "logins": {"smtpd_sender_restrictions": "reject_sender_login_mismatch",
                "smtpd_relay_restrictions": "permit_sasl_authenticated, reject_unauth_destination"},
 }
@@ -153,6 +156,15 @@ def dialogues(pki: Pki) -> dict[str, tuple[str, list[Line]]]:
             "EHLO c", PLAIN_ALICE, "STARTTLS", Tls(tls), "EHLO c2", PLAIN_ALICE, "QUIT",
         ]),
         "broken_clients": ("broken", ["EHLO c", "STARTTLS", Tls(tls), "EHLO c", "QUIT"]),
+        "submission": ("submission", [
+            "EHLO c", PLAIN_ALICE, "STARTTLS", Tls(tls), "EHLO c2", "MAIL FROM:<a@b.example>",
+            "RCPT TO:<u@postbus.test>", "RSET", PLAIN_ALICE, "MAIL FROM:<a@b.example>",
+            "RCPT TO:<u@postbus.test>", "RCPT TO:<x@elsewhere.example>", "QUIT",
+        ]),
+        "response_limit": ("limit", [
+            "EHLO c", "AUTH PLAIN", "A" * 12289, "NOOP", "AUTH LOGIN", "A" * 12288,
+            "AUTH LOGIN", "A" * 12287, "QUIT",
+        ]),
         "sender_logins": ("logins", [
             "EHLO c", "MAIL FROM:<alice@postbus.test>", "RCPT TO:<x@elsewhere.example>",
             "RCPT TO:<u@postbus.test>", "RSET",
@@ -164,7 +176,7 @@ def dialogues(pki: Pki) -> dict[str, tuple[str, list[Line]]]:
 
 
 NAMES = ["plain_ok", "login_fail_then_ok", "plain_unknown_user_and_proxy", "bad_input",
-         "tls_only", "broken_clients", "sender_logins"]
+         "tls_only", "broken_clients", "submission", "response_limit", "sender_logins"]
 
 
 async def _ours(config: str, backend: str, pki: Pki, files: Path,

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("postbus.smtpd")
 
+RESPONSE_LIMIT_MIN = 12288  # DEF_SMTPD_SASL_RESP_LIMIT, also the minimum
+
 
 @dataclass
 class AuthSettings:
@@ -67,10 +69,19 @@ class AuthSettings:
             broken_clients=cfg.bool("broken_sasl_auth_clients"),
             header=cfg.bool("smtpd_sasl_authenticated_header"),
             service=cfg.get("smtpd_sasl_service"),
-            response_limit=max(cfg.int("smtpd_sasl_response_limit"), 1),
+            response_limit=_response_limit(cfg),
             backend=open_backend(cfg) if enable else None,
             exceptions=_exceptions(cfg),
         )
+
+
+def _response_limit(cfg: Config) -> int:
+    """smtpd_sasl_response_limit, at least its default (Postfix's minimum too)."""
+    value = cfg.int("smtpd_sasl_response_limit")
+    if value < RESPONSE_LIMIT_MIN:
+        raise ConfigError(f"invalid smtpd_sasl_response_limit parameter value {value} < "
+                          f"{RESPONSE_LIMIT_MIN}", parameter="smtpd_sasl_response_limit")
+    return value
 
 
 def _exceptions(cfg: Config) -> NetworkList | None:
@@ -199,13 +210,21 @@ async def _failed(session: Session, method: str, step: Step) -> bool:
 
 
 async def _response(session: Session) -> str | None:
-    """One client response line within smtpd_sasl_response_limit (None: answered, or gone)."""
+    """One client response line (None: answered already).
+
+    As smtpd_chat_query_limit(): at most smtpd_sasl_response_limit bytes with
+    the line end, so the text itself is shorter; a longer line is logged,
+    skipped to its end and answered ``500 5.5.6``."""
     limit = session.s.auth.response_limit
-    line = await session.conn.readline(limit + 2)
+    line = await session.conn.readline(limit + 1)  # the +1: a CR at the bound, then LF
     if line is None:
         raise ConnectionResetError("client went away")
-    if not line.endswith(b"\n") or len(line.rstrip(b"\r\n")) > limit:
-        if not line.endswith(b"\n"):
+    end = 2 if line.endswith(b"\r\n") else 1 if line.endswith(b"\n") else 0
+    if not end or len(line) - end >= limit:
+        text = line[:limit].decode("utf-8", "replace").rstrip("\r\n")
+        log.warning("%s: request longer than %d: %.30s...", session.namaddr, limit,
+                    _printable(text))
+        if not end:
             await session.conn.skip_line(limit)
         await session.reply(r.AUTH_RESPONSE_LIMIT)
         return None

@@ -103,7 +103,7 @@ async def test_login_exchange_failure_cancel_and_bad_input(
     smtpd: StartSmtpd, users: UserStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="postbus.smtpd")
-    run = await smtpd(**auth_cf(broken_sasl_auth_clients="yes", smtpd_sasl_response_limit="100"))
+    run = await smtpd(**auth_cf(broken_sasl_auth_clients="yes"))
     c = await run.client()
     ehlo = await c.cmd("EHLO c.example")
     assert "250-AUTH PLAIN LOGIN\n250-AUTH=PLAIN LOGIN\n" in ehlo  # smtpd_tls_auth_only = no
@@ -126,7 +126,9 @@ async def test_login_exchange_failure_cancel_and_bad_input(
     assert await c.cmd("!!notbase64") == \
         "535 5.7.8 Error: authentication failed: Invalid base64 data in continued response"
     assert await c.cmd("AUTH PLAIN") == "334 "
-    assert await c.cmd("A" * 500) == "500 5.5.6 SASL response limit exceeded"
+    assert await c.cmd("A" * 12289) == "500 5.5.6 SASL response limit exceeded"
+    assert "unknown[127.0.0.1]: request longer than 12288: AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA..." \
+        in caplog.text
     assert await c.cmd("NOOP") == r.OK  # the over-long line was skipped as a whole
     # an authorization identity other than the user: no proxy logins
     assert (await c.cmd(f"AUTH PLAIN {b64('bob' + chr(0) + 'alice' + chr(0) + 's3cret')}"))\
@@ -238,6 +240,9 @@ def test_unknown_security_option_and_cyrus_are_refused_at_start() -> None:
 
     with pytest.raises(ConfigError, match="smtpd_sasl_type"):
         Settings.from_config(make_config(smtpd_sasl_auth_enable="yes"))
+    with pytest.raises(ConfigError, match="value 100 < 12288"):
+        Settings.from_config(make_config(smtpd_sasl_auth_enable="yes", smtpd_sasl_type="postbus",
+                                         smtpd_sasl_response_limit="100"))
     with pytest.raises(ConfigError, match='unknown smtpd_sasl_security_options value "nope"'):
         Settings.from_config(make_config(smtpd_sasl_auth_enable="yes",
                                          smtpd_sasl_type="postbus",
