@@ -81,10 +81,10 @@ class _Connection:
 
 @dataclass
 class DovecotBackend:
-    path: str  # as configured, for the log
-    cached: list[Mechanism] | None = None
-    _conn: _Connection | None = field(default=None, repr=False)
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    path: str  # as configured, for the log; two backends with one path are equal
+    cached: list[Mechanism] | None = field(default=None, compare=False)
+    _conn: _Connection | None = field(default=None, repr=False, compare=False)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, cfg: Config) -> DovecotBackend:

@@ -131,6 +131,7 @@ class SmtpServer:
         flush: FlushRequest | None = None,
     ) -> None:
         self.tls: ServerTls | None = None
+        self._closing: set[asyncio.Task[None]] = set()
         self.reconfigure(cfg)
         self.writer = writer
         self.flush = flush  # ETRN: ask the qmgr to flush a site (None: no flush service)
@@ -146,10 +147,25 @@ class SmtpServer:
         ConfigError, leaving the old settings in place, when it is unusable."""
         settings, policy = Settings.from_config(cfg), Policy(cfg)
         cleanup = Cleanup(cfg, policy.resolver)
+        self._keep_sasl_backend(settings)
         if self.tls is None or self.tls.settings != settings.tls:
             self.tls = ServerTls(settings.tls)
         self.cfg, self.settings, self.policy, self.cleanup = cfg, settings, policy, cleanup
         self._rewrite = cfg.list("local_header_rewrite_clients")
+
+    def _keep_sasl_backend(self, settings: Settings) -> None:
+        """A reload keeps the SASL backend (and its Dovecot connection) when it is the
+        same; a replaced one is closed."""
+        old = self.settings.auth.backend if hasattr(self, "settings") else None
+        if old is None:
+            return
+        if settings.auth.backend == old:
+            settings.auth.backend = old
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing was opened
+            task = asyncio.get_running_loop().create_task(old.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def start(
         self, host: str, port: int, *, reuse_port: bool = False

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from postbus.sasl.dovecot import DovecotBackend
 from postbus.smtp import replies as r
 from tests.dovecot_instance import DOVECOT, Dovecot
-from tests.integration.ingress.conftest import StartSmtpd
+from tests.integration.ingress.conftest import StartSmtpd, make_config
 
 pytestmark = [
     pytest.mark.integration,
@@ -129,3 +130,26 @@ async def test_concurrent_sessions_share_one_dovecot_connection(
         expected = r.AUTH_OK if password == "s3cret" else \
             "535 5.7.8 Error: authentication failed: (reason unavailable)"
         assert reply == expected
+
+
+async def test_reload_keeps_the_same_backend_and_closes_a_replaced_one(
+    smtpd: StartSmtpd, dovecot: Dovecot
+) -> None:
+    settings = cf(f"inet:127.0.0.1:{dovecot.port}")
+    run = await smtpd(**settings)
+    c = await run.client()
+    await c.cmd("EHLO c.example")
+    assert await c.cmd(PLAIN_ALICE) == r.AUTH_OK
+    backend = run.server.settings.auth.backend
+    assert isinstance(backend, DovecotBackend) and backend._conn is not None
+    run.server.reconfigure(make_config(**settings))
+    assert run.server.settings.auth.backend is backend
+    run.server.reconfigure(make_config(**cf(f"unix:{dovecot.socket_path}")))
+    assert run.server.settings.auth.backend is not backend
+    deadline = asyncio.get_running_loop().time() + 10
+    while backend._conn is not None:  # closed by a task of its own
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    d = await run.client()
+    await d.cmd("EHLO c.example")
+    assert await d.cmd(PLAIN_ALICE) == r.AUTH_OK
