@@ -26,7 +26,7 @@ from postbus.sasl.users import UserStore
 from postbus.servers import ServerProcess
 from tests.dovecot_instance import DOVECOT, Dovecot
 from tests.integration.ingress.conftest import BASE_MAIN_CF, make_config
-from tests.integration.postfix_dialogue import Line, LivePostfix, Tls, compare
+from tests.integration.postfix_dialogue import READ_ALL, Line, LivePostfix, Tls, compare
 from tests.recorded import Recording
 from tests.tls_certs import Pki
 
@@ -165,6 +165,17 @@ def dialogues(pki: Pki) -> dict[str, tuple[str, list[Line]]]:
             "EHLO c", "AUTH PLAIN", "A" * 12289, "NOOP", "AUTH LOGIN", "A" * 12288,
             "AUTH LOGIN", "A" * 12287, "QUIT",
         ]),
+        "hangup_in_exchange": ("auth", ["EHLO c", "AUTH LOGIN", b64("alice")]),
+        "pipelined": ("submission", [
+            "EHLO c", "STARTTLS", Tls(tls),
+            (f"EHLO c2\r\n{PLAIN_ALICE}\r\nMAIL FROM:<a@b.example>\r\n"
+             "RCPT TO:<x@elsewhere.example>\r\nRSET\r\nAUTH LOGIN\r\nQUIT\r\n").encode(),
+            READ_ALL,
+        ]),
+        "nul_and_utf8": ("auth", [
+            "EHLO c", "AUTH PLAIN\x00" + b64("x"), "AUTH LOGIN", b64("\u00e4lice\x01"),
+            b64("s3cret"), "AUTH PL\u00c4IN", "QUIT",
+        ]),
         "sender_logins": ("logins", [
             "EHLO c", "MAIL FROM:<alice@postbus.test>", "RCPT TO:<x@elsewhere.example>",
             "RCPT TO:<u@postbus.test>", "RSET",
@@ -176,7 +187,8 @@ def dialogues(pki: Pki) -> dict[str, tuple[str, list[Line]]]:
 
 
 NAMES = ["plain_ok", "login_fail_then_ok", "plain_unknown_user_and_proxy", "bad_input",
-         "tls_only", "broken_clients", "submission", "response_limit", "sender_logins"]
+         "tls_only", "broken_clients", "submission", "response_limit", "hangup_in_exchange",
+         "pipelined", "nul_and_utf8", "sender_logins"]
 
 
 async def _ours(config: str, backend: str, pki: Pki, files: Path,
