@@ -49,6 +49,8 @@ CONFIGS: dict[str, dict[str, str]] = {
     "submission": {"smtpd_tls_security_level": "encrypt",
                    "smtpd_recipient_restrictions": "permit_sasl_authenticated, reject"},
     "limit": {"smtpd_sasl_response_limit": "12288"},
+    "sasl_access": {"smtpd_recipient_restrictions":
+                    "check_sasl_access texthash:{files}/logins, permit_sasl_authenticated, reject"},
     "logins": {"smtpd_sender_restrictions": "reject_sender_login_mismatch",
                "smtpd_relay_restrictions": "permit_sasl_authenticated, reject_unauth_destination"},
 }
@@ -60,6 +62,7 @@ def files() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="postbus-auth-"))
     root.chmod(0o755)
     (root / "owners").write_text("alice@postbus.test alice\n")
+    (root / "logins").write_text("alice REJECT not you\nbob@postbus.test 450 4.7.1 later\n")
     yield root
     shutil.rmtree(root, ignore_errors=True)
 
@@ -92,7 +95,7 @@ def settings(config: str, pki: Pki, files: Path) -> dict[str, str]:
         "smtpd_tls_key_file": str(key),
         "smtpd_sasl_auth_enable": "yes",
         "smtpd_sender_login_maps": f"texthash:{files / 'owners'}",
-        **CONFIGS[config],
+        **{k: v.replace("{files}", str(files)) for k, v in CONFIGS[config].items()},
     }
 
 
@@ -176,6 +179,14 @@ def dialogues(pki: Pki) -> dict[str, tuple[str, list[Line]]]:
             "EHLO c", "AUTH PLAIN\x00" + b64("x"), "AUTH LOGIN", b64("\u00e4lice\x01"),
             b64("s3cret"), "AUTH PL\u00c4IN", "QUIT",
         ]),
+        "sasl_access_reject": ("sasl_access", [
+            "EHLO c", "MAIL FROM:<a@b.example>", "RCPT TO:<u@postbus.test>", "RSET",
+            PLAIN_ALICE, "MAIL FROM:<a@b.example>", "RCPT TO:<u@postbus.test>", "QUIT",
+        ]),
+        "sasl_access_defer": ("sasl_access", [
+            "EHLO c", f"AUTH PLAIN {b64(chr(0) + 'bob@postbus.test' + chr(0) + 'b0b')}",
+            "MAIL FROM:<a@b.example>", "RCPT TO:<u@postbus.test>", "QUIT",
+        ]),
         "sender_logins": ("logins", [
             "EHLO c", "MAIL FROM:<alice@postbus.test>", "RCPT TO:<x@elsewhere.example>",
             "RCPT TO:<u@postbus.test>", "RSET",
@@ -188,7 +199,8 @@ def dialogues(pki: Pki) -> dict[str, tuple[str, list[Line]]]:
 
 NAMES = ["plain_ok", "login_fail_then_ok", "plain_unknown_user_and_proxy", "bad_input",
          "tls_only", "broken_clients", "submission", "response_limit", "hangup_in_exchange",
-         "pipelined", "nul_and_utf8", "sender_logins"]
+         "pipelined", "nul_and_utf8", "sasl_access_reject", "sasl_access_defer",
+         "sender_logins"]
 
 
 async def _ours(config: str, backend: str, pki: Pki, files: Path,

@@ -13,20 +13,32 @@ check_mail_addr_find() does:
   owner, the second without a login;
 - reject_sender_login_mismatch: the first and the second together.
 
+check_sasl_access type:table looks the login name up in an access(5)
+table: ``554 5.7.1 <alice>: SASL login name rejected: ...``.
+
 Without smtpd_sasl_auth_enable they are ignored with Postfix's warning.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
-from ingress_smtpd.restrictions import PERMIT, CheckState, Policy, restriction
+from ingress_smtpd.restrictions import (
+    PERMIT,
+    REGISTRY,
+    CheckState,
+    Policy,
+    _access_action,
+    restriction,
+)
 from postbus.maps.maps import Maps, open_maps
 from postbus.smtp import replies as r
 
 log = logging.getLogger("postbus.smtpd")
 
 LOGIN_MAPS = "smtpd_sender_login_maps"
+SASL_USER = "SASL login name"  # SMTPD_NAME_SASL_USER
 
 
 @restriction("permit_sasl_authenticated")
@@ -126,3 +138,25 @@ async def reject_sender_login_mismatch(
         return None
     return await _auth_mismatch(policy, state, allow_unknown=False) \
         or await _unauth_mismatch(policy, state)
+
+
+@restriction("check_sasl_access", table=True)
+async def check_sasl_access(policy: Policy, state: CheckState, maps: Maps | None) -> str | None:
+    """≈ check_sasl_access(): the login name as the key, the name (non-printable
+    characters as ``_``) in the reply."""
+    assert maps is not None
+    if not policy.cfg.bool("smtpd_sasl_auth_enable"):
+        log.warning("restriction `check_sasl_access' ignored: no SASL support")
+        return None
+    if not state.sasl_username:
+        return None
+    value = await maps.find(state.sasl_username)
+    if value is None:
+        return None
+    first = value.split()[0].lower() if value.split() else ""
+    if "_" in first and first in REGISTRY:  # a restriction named by the table (not an
+        # access action such as REJECT) runs on the session as it is
+        return await _access_action(policy, state, value, SASL_USER)
+    shown = "".join(c if c.isprintable() else "_" for c in state.sasl_username)
+    return await _access_action(policy, dataclasses.replace(state, recipient=shown), value,
+                                SASL_USER)
