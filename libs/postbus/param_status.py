@@ -173,7 +173,8 @@ _NO_DB_FILES = "tables live in Redis, not in Berkeley DB or LMDB files"
 
 #: Parameters that describe something Postbus does not have, and why.
 NOT_APPLICABLE: dict[str, str] = {
-    "queue_directory": _NO_QUEUE_FILES,
+    "queue_directory": _NO_QUEUE_FILES + " (a relative smtpd_sasl_path still starts there, "
+                       "as in Postfix)",
     "hash_queue_names": _NO_QUEUE_FILES,
     "hash_queue_depth": _NO_QUEUE_FILES,
     "queue_file_attribute_count_limit": _NO_QUEUE_FILES,
