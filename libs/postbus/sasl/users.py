@@ -3,7 +3,9 @@
 ``postbus saslpasswd`` writes it, smtpd (smtpd_sasl_type = postbus) reads
 it; every ingress replica sees the same users.  The key is
 postbus_sasl_users_key.  Hashing and checking run in a thread: argon2 is
-meant to be slow, and the event loop has other sessions to serve.
+meant to be slow, and the event loop has other sessions to serve.  A hash
+made with weaker parameters than argon2-cffi's current ones is renewed at
+the next successful login.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class UserStore:
         ok = False
         with contextlib.suppress(VerificationError, InvalidHashError):
             ok = await asyncio.to_thread(_HASHER.verify, hashed, password)
+        if ok and stored is not None and _HASHER.check_needs_rehash(hashed):
+            await self.set(name, password)  # stored with older argon2 parameters
         return ok and stored is not None
 
 

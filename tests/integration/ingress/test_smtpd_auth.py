@@ -313,3 +313,39 @@ async def test_local_domain_is_the_realm_of_a_bare_login(
     await c.cmd("DATA")
     assert (await c.cmd("Subject: x\r\n\r\n.")).startswith("250 2.0.0 Ok: queued as ")
     assert "sasl_method=PLAIN, sasl_username=bob@postbus.test" in caplog.text
+
+
+async def test_weak_hash_is_renewed_at_login(smtpd: StartSmtpd, users: UserStore) -> None:
+    from argon2 import PasswordHasher
+
+    weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash("w3ak")
+    await users.redis.hset(users.key, "weak", weak)
+    run = await smtpd(**auth_cf())
+    c = await run.client()
+    await c.cmd("EHLO c.example")
+    assert await c.cmd(f"AUTH PLAIN {b64(chr(0) + 'weak' + chr(0) + 'w3ak')}") == r.AUTH_OK
+    renewed = (await users.redis.hget(users.key, "weak")).decode()
+    assert renewed != weak and "m=65536" in renewed
+    assert await users.check("weak", "w3ak")
+
+
+async def test_saslpasswd_refusals(tmp_path: Path, redis: ServerProcess) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "main.cf").write_text(f"postbus_redis_url = {redis.url}/0\n")
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "postbus.cli.main", "-c", str(tmp_path),
+                               "saslpasswd", *args], capture_output=True, text=True,
+                              input=stdin, timeout=60)
+
+    empty = run("add", "alice", stdin="\n")
+    assert (empty.returncode, empty.stderr) == (1, "saslpasswd: fatal: empty password\n")
+    bad = run("add", "a\tb", stdin="x\n")
+    assert bad.returncode == 1 and "bad user name" in bad.stderr
+    assert run("add").returncode == 2  # usage
+    assert run("list").stdout == ""
+    redis.stop()
+    down = run("add", "alice", stdin="pw\n")
+    assert down.returncode == 75 and "saslpasswd: fatal: cannot reach Redis" in down.stderr
