@@ -27,6 +27,10 @@ smtpd_messages_accepted = Counter(
 smtpd_rejects = Counter(
     "postbus_smtpd_rejects", "SMTP commands rejected", ["listener", "stage", "code"]
 )
+smtpd_auth = Counter(
+    "postbus_smtpd_auth", "SMTP AUTH exchanges by result (success, failure, temporary, "
+    "aborted)", ["listener", "result"]
+)
 smtpd_message_size = Histogram(
     "postbus_smtpd_message_size_bytes",
     "size of messages queued by smtpd",

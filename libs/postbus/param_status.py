@@ -120,6 +120,14 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "smtpd_tls_mandatory_exclude_ciphers", "smtpd_tls_fingerprint_digest",
     "tls_high_cipherlist", "tls_medium_cipherlist", "tls_low_cipherlist",
     "tls_export_cipherlist", "tls_null_cipherlist", "tls_preempt_cipherlist",
+    # smtpd SASL (postbus.sasl, ingress_smtpd/auth.py, ingress_smtpd/sasl_checks.py);
+    # smtpd_sasl_type: dovecot and postbus (cyrus is refused at start when AUTH is on)
+    "smtpd_sasl_auth_enable", "smtpd_sasl_type", "smtpd_sasl_path", "smtpd_sasl_service",
+    "smtpd_sasl_security_options", "smtpd_sasl_tls_security_options",
+    "smtpd_sasl_local_domain", "smtpd_sasl_authenticated_header", "smtpd_sasl_response_limit",
+    "smtpd_tls_auth_only", "broken_sasl_auth_clients", "smtpd_sender_login_maps",
+    "smtpd_sasl_exceptions_networks",
+    "postbus_sasl_users_key",
     # smtpd restrictions
     "smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions",
     "smtpd_relay_restrictions", "smtpd_recipient_restrictions", "allow_untrusted_routing",
@@ -198,7 +206,8 @@ _NO_DB_FILES = "tables live in Redis, not in Berkeley DB or LMDB files"
 
 #: Parameters that describe something Postbus does not have, and why.
 NOT_APPLICABLE: dict[str, str] = {
-    "queue_directory": _NO_QUEUE_FILES,
+    "queue_directory": _NO_QUEUE_FILES + " (a relative smtpd_sasl_path still starts there, "
+                       "as in Postfix)",
     "hash_queue_names": _NO_QUEUE_FILES,
     "hash_queue_depth": _NO_QUEUE_FILES,
     "queue_file_attribute_count_limit": _NO_QUEUE_FILES,

@@ -720,6 +720,9 @@ _TABLE: tuple[Param, ...] = (
        "NATS server URL of the bus (env POSTBUS_NATS_URL when unset)."),
     _p("postbus_redis_url", "str", "redis://127.0.0.1:6379/0",
        "Redis URL of the lookup tables (env POSTBUS_REDIS_URL when unset)."),
+    _p("postbus_sasl_users_key", "str", "postbus:sasl:users",
+       "Redis hash of the smtpd_sasl_type = postbus users (name -> argon2 hash), "
+       "managed with postbus saslpasswd."),
     _p("postbus_ack_wait", "time", "60s",
        "Time a bus consumer has to acknowledge a message before it is redelivered.", min=1),
     _p("postbus_metrics_port", "int", "9100",

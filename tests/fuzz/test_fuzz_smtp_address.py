@@ -22,6 +22,7 @@ from postbus.smtp.address import (
     split_args,
     xtext_decode,
 )
+from postbus.smtp.replies import MULTIPLE_AUTH
 from tests.fuzz.strategies import bounded, domains, long_mailish, mailish
 
 _PARAMS = ["SIZE=", "SIZE=10", "BODY=8BITMIME", "SMTPUTF8", "RET=FULL", "ENVID=", "AUTH=<>",
@@ -57,7 +58,7 @@ def test_parse_mail_answers_or_replies(keyword: str, path: str, extra: list[str]
     try:
         mail = bounded(parse_mail, arg)
     except ReplyError as exc:
-        assert exc.reply[:3] in {"501", "555", "552"}, exc.reply
+        assert exc.reply[:3] in {"501", "555", "552"} or exc.reply == MULTIPLE_AUTH, exc.reply
         return
     assert isinstance(mail.sender, str)
     assert mail.size is None or mail.size >= 0

@@ -15,7 +15,7 @@ without brackets, bad address literals.
 
 Parameters (RFC 1870 SIZE, 6152 BODY, 6531 SMTPUTF8, 3461 RET/ENVID/
 NOTIFY/ORCPT) are checked with Postfix's replies; a repeated DSN parameter
-is a syntax error, a repeated SIZE is not; ``AUTH=`` is accepted and ignored.
+is a syntax error, a repeated SIZE is not; ``AUTH=`` is kept for the log (sasl_sender=).
 """
 
 from __future__ import annotations
@@ -73,6 +73,7 @@ class MailArgs:
     smtputf8: bool = False
     ret: str = ""  # FULL or HDRS
     envid: str = ""  # decoded xtext
+    auth: str | None = None  # AUTH=<mailbox> as sent (xtext), not <> (RFC 4954)
 
 
 @dataclass
@@ -392,8 +393,11 @@ def parse_mail(
             if mail.envid or not value or not _xtext_valid(value) or len(value) > 100:
                 raise ReplyError(r.BAD_ENVID)
             mail.envid = xtext_decode(value)
-        elif key == "AUTH" and eq:
-            continue  # RFC 4954: ignored without an authenticated session
+        elif key == "AUTH" and eq:  # ≈ smtpd_sasl_mail_opt()
+            if mail.auth is not None:
+                raise ReplyError(r.MULTIPLE_AUTH)
+            if value != "<>":
+                mail.auth = "".join(c if c.isprintable() else "?" for c in value)
         else:
             raise ReplyError(r.UNSUPPORTED_OPTION.format(option=param))
     return mail

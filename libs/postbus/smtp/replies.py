@@ -43,6 +43,19 @@ BAD_SYNTAX: Final = "500 5.5.2 Error: bad syntax"
 BAD_UTF8: Final = "500 5.5.2 Error: bad UTF-8 syntax"
 NOT_IMPLEMENTED: Final = "502 5.5.1 Error: command not implemented"
 AUTH_NOT_ENABLED: Final = "503 5.5.1 Error: authentication not enabled"
+# SMTP AUTH (smtpd_sasl_proto.c, smtpd_sasl_glue.c)
+AUTH_IN_TRANSACTION: Final = "503 5.5.1 Error: MAIL transaction in progress"
+AUTH_NEED_TLS: Final = "504 5.5.4 Encryption required for requested authentication mechanism"
+AUTH_ALREADY: Final = "503 5.5.1 Error: already authenticated"
+AUTH_SYNTAX: Final = "501 5.5.4 Syntax: AUTH mechanism"
+AUTH_ABORTED: Final = "501 5.7.0 Authentication aborted"
+AUTH_RESPONSE_LIMIT: Final = "500 5.5.6 SASL response limit exceeded"
+AUTH_OK: Final = "235 2.7.0 Authentication successful"
+AUTH_FAILED: Final = "535 5.7.8 Error: authentication failed: {reason}"
+AUTH_TEMP_FAILED: Final = "454 4.7.0 Temporary authentication failure: {reason}"
+MULTIPLE_AUTH: Final = "503 5.5.4 Error: multiple AUTH= options"
+LOGIN_NOT_OWNER: Final = "553 5.7.1 <{sender}>: Sender address rejected: not owned by user {user}"
+LOGIN_NOT_LOGGED_IN: Final = "553 5.7.1 <{sender}>: Sender address rejected: not logged in"
 EHLO_SYNTAX: Final = "501 Syntax: EHLO hostname"
 HELO_SYNTAX: Final = "501 Syntax: HELO hostname"
 NEED_HELO: Final = "503 5.5.1 Error: send HELO/EHLO first"
@@ -138,12 +151,14 @@ ACCESS_DENIED_503: Final = "503 5.7.0 Error: access denied for {namaddr}"
 
 def ehlo_lines(
     host: str, size_limit: int, *, vrfy: bool = True, discard: frozenset[str] = frozenset(),
-    starttls: bool = False, smtputf8: bool = True,
+    starttls: bool = False, smtputf8: bool = True, auth: tuple[str, ...] = (),
 ) -> list[str]:
     """The EHLO response lines, without the ``250-``/``250 `` prefixes (≈ ehlo_cmd()):
     STARTTLS only where TLS is offered and not yet on, SMTPUTF8 with smtputf8_enable."""
     lines = [host]
     for keyword in EHLO_KEYWORDS:
+        if keyword == "ENHANCEDSTATUSCODES":  # after STARTTLS: "AUTH mechs" (and "AUTH=mechs")
+            lines.extend(auth)
         if keyword in discard or (keyword == "VRFY" and not vrfy) or (
             keyword == "STARTTLS" and not starttls
         ) or (keyword == "SMTPUTF8" and not smtputf8):

@@ -72,6 +72,8 @@ class Message:
     queue_id: str = ""  # drawn before cleanup when header/body checks run
     top: bytes | None = None  # the Received: header as the checks left it
     hold: bool = False  # a HOLD action
+    sasl_username: str | None = None  # SMTP AUTH: "with ESMTPA" (RFC 3848)
+    sasl_header: bool = False  # smtpd_sasl_authenticated_header: "(Authenticated sender: u)"
 
     async def rewrite(self, state: CleanupState, *, filter: bool = False) -> None:
         """Postfix's cleanup over envelope, content checks (``filter``) and headers;
@@ -116,14 +118,18 @@ class Message:
     def received(self, queue_id: str) -> bytes:
         """Postfix's Received: header (≈ smtpd.c's common_pre_message_handling()): for <rcpt>
         only with one recipient; ``with UTF8SMTP`` for an SMTPUTF8 envelope, an ``S`` after
-        ESMTP over TLS (RFC 3848)."""
+        ESMTP over TLS, an ``A`` after SMTP AUTH (RFC 3848)."""
         addr = self.client_addr
         if ":" in addr:
             addr = "IPv6:" + addr
         protocol = "UTF8SMTP" if self.mail.smtputf8 else self.protocol
         if self.tls and self.protocol == "ESMTP":
             protocol += "S"
+        if self.sasl_username is not None and self.protocol == "ESMTP":
+            protocol += "A"
         tls = "".join(line + "\r\n" for line in self.tls_lines)
+        if self.sasl_username is not None and self.sasl_header:
+            tls += f"\t(Authenticated sender: {comment_sanitize(self.sasl_username)})\r\n"
         text = (
             f"Received: from {self.helo or self.client_name} ({self.client_name} [{addr}])\r\n"
             f"{tls}\tby {self.myhostname} ({self.mail_name}) with {protocol} id {queue_id}"
@@ -148,3 +154,24 @@ class Message:
         entry.message_id = self.message_id
         top = self.top if self.top is not None and qid == self.queue_id else None
         return join(headers, added, self.received(qid) if top is None else top)
+
+
+def comment_sanitize(text: str) -> str:
+    """Text fit for an RFC 822 comment (≈ smtpd.c's comment_sanitize()): printable ASCII
+    only, a backslash or an unbalanced ``)`` becomes ``?`` (each byte of anything else
+    too), and what is left open is closed."""
+    out: list[str] = []
+    depth = 0
+    for byte in text.encode("utf-8", "surrogateescape"):
+        ch = chr(byte)
+        if not 0x20 <= byte < 0x7F or ch == "\\":
+            ch = "?"
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            if depth > 0:
+                depth -= 1
+            else:
+                ch = "?"
+        out.append(ch)
+    return "".join(out) + ")" * depth

@@ -37,6 +37,12 @@ class Connection(asyncio.Protocol):
         self.data_bytes = 0  # DATA bytes read so far, for "lost connection after DATA (N bytes)"
         self.tls = False
 
+    def local_addr(self) -> str:
+        """Our end's address (the ``lip=`` a SASL server is told), or ""."""
+        name = self.transport.get_extra_info("sockname") if self.transport else None
+        addr = str(name[0]) if name else ""
+        return addr[7:] if addr.startswith("::ffff:") and "." in addr else addr
+
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from ingress_smtpd.auth import log_fields
 from ingress_smtpd.cleanup import Message, unstuff
 from postbus import metrics
 from postbus.cleanup import CleanupError, MessageDiscarded
@@ -77,6 +78,7 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
         mail_name=s.mail_name, header_size_limit=s.header_size_limit,
         add_missing=session.add_missing, long_queue_ids=s.long_queue_ids,
         tls=session.tls is not None, tls_lines=tls_lines,
+        sasl_username=session.auth.username, sasl_header=s.auth.header,
     )
     try:
         cleanup = server.cleanup
@@ -120,7 +122,7 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
     server.accepted.inc()
     server.sizes.observe(entry.size)
     if qid != message.queue_id:
-        log.info("%s: client=%s", qid, session.namaddr)
+        log.info("%s: client=%s%s", qid, session.namaddr, log_fields(session))
     cleanup_log.info("%s: message-id=%s", qid, message.message_id or "<>")
     session.conn.write(reply.format(queue_id=qid, size=size))
     session.errors = session.junk = 0  # a message received forgives earlier errors

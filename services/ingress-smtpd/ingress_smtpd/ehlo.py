@@ -12,6 +12,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from ingress_smtpd.auth import ehlo_keywords
 from postbus.maps.table import TableRetry
 from postbus.smtp import replies as r
 
@@ -67,7 +68,8 @@ async def do_helo(session: Session, arg: str, esmtp: bool = False) -> bool:
         raise TableRetry("")  # logged above; the session ends with 421
     lines = r.ehlo_lines(s.myhostname, s.size_limit, vrfy=not s.disable_vrfy,
                          discard=session.discard, smtputf8=s.smtputf8,
-                         starttls=s.tls.use_tls and session.tls is None)
+                         starttls=s.tls.use_tls and session.tls is None,
+                         auth=await ehlo_keywords(session))
     session.conn.write(r.multiline(250, lines))
     return True
 

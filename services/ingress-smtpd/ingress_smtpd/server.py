@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ingress_smtpd.auth import AuthSettings
 from ingress_smtpd.connection import Connection
 from ingress_smtpd.etrn import FlushRequest, flush_over_bus
 from ingress_smtpd.limits import ClientLimits
@@ -82,6 +83,7 @@ class Settings:
     proxy: str  # smtpd_upstream_proxy_protocol: "" or "haproxy"
     proxy_timeout: float
     families: tuple[bool, bool]  # IPv4, IPv6 enabled (inet_protocols)
+    auth: AuthSettings
     queue_timeout: float = QUEUE_WRITE_TIMEOUT
 
     @classmethod
@@ -126,6 +128,7 @@ class Settings:
             proxy=proxy_protocol(cfg),
             proxy_timeout=cfg.time("smtpd_upstream_proxy_timeout"),
             families=families(cfg),
+            auth=AuthSettings.from_config(cfg),
         )
 
 
@@ -138,6 +141,7 @@ class SmtpServer:
     ) -> None:
         self.tls: ServerTls | None = None
         self.anvil = anvil  # the client limits' counters (None: no limits, as stand-alone)
+        self._closing: set[asyncio.Task[None]] = set()
         self.reconfigure(cfg)
         self.writer = writer
         self.flush = flush  # ETRN: ask the qmgr to flush a site (None: no flush service)
@@ -153,6 +157,7 @@ class SmtpServer:
         ConfigError, leaving the old settings in place, when it is unusable."""
         settings, policy = Settings.from_config(cfg), Policy(cfg)
         cleanup = Cleanup(cfg, policy.resolver)
+        self._keep_sasl_backend(settings)
         if self.tls is None or self.tls.settings != settings.tls:
             self.tls = ServerTls(settings.tls)
         self.cfg, self.settings, self.policy, self.cleanup = cfg, settings, policy, cleanup
@@ -160,6 +165,20 @@ class SmtpServer:
             self.anvil.unit_ms = int(cfg.time("anvil_rate_time_unit") * 1000)
         self.limits = ClientLimits(cfg, self.anvil)
         self._rewrite = cfg.list("local_header_rewrite_clients")
+
+    def _keep_sasl_backend(self, settings: Settings) -> None:
+        """A reload keeps the SASL backend (and its Dovecot connection) when it is the
+        same; a replaced one is closed."""
+        old = self.settings.auth.backend if hasattr(self, "settings") else None
+        if old is None:
+            return
+        if settings.auth.backend == old:
+            settings.auth.backend = old
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing was opened
+            task = asyncio.get_running_loop().create_task(old.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def start(
         self, host: str, port: int, *, reuse_port: bool = False
@@ -244,11 +263,13 @@ class SmtpServer:
             pass
         return "unknown"
 
-    async def local_client(self, addr: str) -> bool:
+    async def local_client(self, addr: str, authenticated: bool = False) -> bool:
         """The client is in local_header_rewrite_clients: its headers are rewritten
-        in the local context (≈ smtpd_check_rewrite())."""
+        in the local context (≈ smtpd_check_rewrite()); ``authenticated``: after AUTH."""
         for word in self._rewrite:
             if word == "permit_mynetworks" and await self.policy.in_mynetworks(addr):
+                return True
+            if word == "permit_sasl_authenticated" and authenticated:
                 return True
             if word == "permit_inet_interfaces" and self._local_address(addr):
                 return True
@@ -280,6 +301,8 @@ class SmtpServer:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         await self.policy.close()  # the policy servers' kept connections
+        if self.settings.auth.backend is not None:
+            await self.settings.auth.backend.aclose()
 
 
 async def main(ctx: ServiceContext) -> None:

@@ -24,6 +24,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from ingress_smtpd.auth import AuthState, do_auth
 from ingress_smtpd.bdat import Chunks, Hangup, do_bdat
 from ingress_smtpd.connection import Connection
 from ingress_smtpd.data import do_data
@@ -95,6 +96,7 @@ class Session:
         self.limits = server.limits.for_session(self)  # connection and rate limits (anvil)
         self.check_memory = CheckMemory()  # what one restriction stage leaves for the next
         self.access_denied = ""  # smtpd_delay_reject = no: the client was rejected at connect
+        self.auth = AuthState()  # SMTP AUTH; STARTTLS starts it anew
         self.reset()
 
     def reset(self) -> None:
@@ -431,12 +433,6 @@ class Session:
             return False
         self.conn.write(r.VRFY_OK.format(address=tokens[0]))
         return True
-
-    async def do_auth(self, arg: str) -> bool:
-        if not await self.limits.auth():  # smtpd_client_auth_rate_limit, before all else
-            return False
-        await self.reply(r.AUTH_NOT_ENABLED)
-        return False
 
     HANDLERS: dict[str, Callable[[Session, str], Awaitable[bool]]] = {
         "helo": do_helo,

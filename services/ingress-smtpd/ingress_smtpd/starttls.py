@@ -18,6 +18,7 @@ import re
 import ssl
 from typing import TYPE_CHECKING
 
+from ingress_smtpd.auth import AuthState
 from ingress_smtpd.bdat import Hangup
 from postbus.smtp import replies as r
 from postbus.tls import LOG_SUMMARY
@@ -54,6 +55,7 @@ async def do_starttls(session: Session, arg: str) -> bool:
     await session.conn.flush()
     session.helo = ""
     session.reset()
+    session.auth = AuthState()  # a login before TLS does not count after it
     if not await session.limits.new_tls_session(await start_tls(session, context)):
         raise Hangup
     return True

@@ -6,6 +6,7 @@
 - :mod:`.builtin`: permit/reject, mynetworks, relay control, access tables;
 - :mod:`.unlisted`: the recipient table check;
 - :mod:`.dns_checks`: unknown names and domains, DNS block and allow lists;
+- :mod:`.sasl`: permit_sasl_authenticated, the login mismatch checks, check_sasl_access;
 - :mod:`.policy_client`: check_policy_service;
 - :mod:`.stages`: the stages and their moment of evaluation (:class:`Policy`).
 
@@ -50,9 +51,9 @@ def session_state(session: Any, recipient: str = "") -> CheckState:
         rcpt_count=len(session.recipients),
         size=(mail.size or 0) if mail is not None else 0,
         tls=session.tls,
-        sasl_method=getattr(session, "sasl_method", "") or "",
-        sasl_username=getattr(session, "sasl_username", "") or "",
-        sasl_sender=getattr(session, "sasl_sender", "") or "",
+        sasl_method=session.auth.method or "",
+        sasl_username=session.auth.username or "",
+        sasl_sender=(mail.auth or "") if mail is not None else "",
         memory=session.check_memory,
         long_queue_ids=session.s.long_queue_ids,
         in_mail=session.sender is not None,

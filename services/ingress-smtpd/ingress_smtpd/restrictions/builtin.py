@@ -143,11 +143,6 @@ async def check_helo_access(policy: Policy, state: CheckState, step: Step) -> st
     return await table_result(policy, state, _table(step), value, state.helo, r.HELO)
 
 
-@restriction("permit_sasl_authenticated")
-async def permit_sasl_authenticated(policy: Policy, state: CheckState, step: Step) -> str | None:
-    return PERMIT if state.sasl_username else None
-
-
 def _table(step: Step) -> str:
     """The table's name as Postfix's warnings give it: its type:name."""
     assert step.maps is not None

@@ -43,9 +43,7 @@ REFUSED: dict[str, str] = {
     **{name: "is not supported: Postbus has no address verification service (verify(8))"
        for name in ("reject_unverified_sender", "reject_unverified_recipient")},
     **{name: "is not supported yet by Postbus" for name in (
-        "check_sasl_access", "permit_inet_interfaces", "permit_mx_backup",
-        "reject_authenticated_sender_login_mismatch", "reject_known_sender_login_mismatch",
-        "reject_sender_login_mismatch", "reject_unauthenticated_sender_login_mismatch",
+        "permit_inet_interfaces", "permit_mx_backup",
         "reject_unknown_forward_client_hostname",
         "check_address_map", "check_relay_domains", "reject_maps_rbl")},
 }

@@ -26,6 +26,7 @@ from typing import Any
 from ingress_smtpd.restrictions import builtin as _builtin  # noqa: F401  (registers)
 from ingress_smtpd.restrictions import ccert as _ccert  # noqa: F401
 from ingress_smtpd.restrictions import dns_checks as _dns_checks  # noqa: F401
+from ingress_smtpd.restrictions import sasl as _sasl  # noqa: F401
 from ingress_smtpd.restrictions import server_access as _server_access  # noqa: F401
 from ingress_smtpd.restrictions.dns_checks import make_resolver, tempfail_action
 from ingress_smtpd.restrictions.policy_client import PolicyClients
