@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from ingress_smtpd.restrictions.actions import table_result
 from ingress_smtpd.restrictions.registry import Step, restriction
-from ingress_smtpd.restrictions.state import PERMIT, CheckState
+from ingress_smtpd.restrictions.state import PERMIT, SASL_USER, CheckState
 from postbus.maps.maps import Maps, open_maps
 from postbus.smtp import replies as r
 
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("postbus.smtpd")
 
 LOGIN_MAPS = "smtpd_sender_login_maps"
-SASL_USER = "SASL login name"  # SMTPD_NAME_SASL_USER
 
 
 @restriction("permit_sasl_authenticated")

@@ -99,6 +99,9 @@ class CheckState:
         return f"{self.client_name}[{self.client_addr}]"
 
 
+SASL_USER = "SASL login name"  # SMTPD_NAME_SASL_USER
+
+
 def what(state: CheckState) -> str:
     """The name a generic reject quotes for the current reply class."""
     kind = state.reply_class
@@ -118,6 +121,8 @@ def what(state: CheckState) -> str:
         return state.ccert_name
     if kind == "Unverified Client host":
         return state.reverse_name or state.client_name
+    if kind == SASL_USER:  # non-printable characters shown as "_", as check_sasl_access()
+        return "".join(c if c.isprintable() else "_" for c in state.sasl_username)
     return state.recipient
 
 
