@@ -19,7 +19,7 @@ from postbus.servers import ServerProcess, free_port
 pytestmark = pytest.mark.e2e
 
 FEATURES = (
-    "header_checks = regexp:/etc/postbus/header_checks\n"
+    "always_bcc = archive@example.com\n"
     "smtpd_milters = inet:127.0.0.1:8891\n"
 )
 
@@ -42,15 +42,15 @@ def test_role_refuses_fast_naming_the_line(tmp_path: Path) -> None:
     run = subprocess.run(qmgr(conf), capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
     assert time.monotonic() - started < 15
-    assert (f"fatal: {conf}/main.cf, line 2: parameter header_checks is not supported yet "
+    assert (f"fatal: {conf}/main.cf, line 2: parameter always_bcc is not supported yet "
             "by Postbus") in run.stderr
 
 
 def test_role_refuses_its_master_cf_override(tmp_path: Path) -> None:
-    conf = write_conf(tmp_path, "", "qmgr unix n - n 300 1 qmgr\n  -o header_checks=regexp:/x\n")
+    conf = write_conf(tmp_path, "", "qmgr unix n - n 300 1 qmgr\n  -o always_bcc=archive@example.com\n")
     run = subprocess.run(qmgr(conf), capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
-    assert (f"fatal: {conf}/master.cf, line 1: parameter header_checks is not supported yet "
+    assert (f"fatal: {conf}/master.cf, line 1: parameter always_bcc is not supported yet "
             "by Postbus") in run.stderr
 
 
@@ -62,7 +62,7 @@ def test_postbus_start_refuses_before_starting_anything(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert run.returncode == 1
-    assert run.stderr == (f"postbus: fatal: {conf}/main.cf, line 3: parameter header_checks "
+    assert run.stderr == (f"postbus: fatal: {conf}/main.cf, line 3: parameter always_bcc "
                           "is not supported yet by Postbus\n")
     assert not (tmp_path / "var").exists()  # nothing was started
 
@@ -94,7 +94,7 @@ def test_warn_switch_starts_and_warns_once_per_parameter(
         proc.wait(30)
     warnings = [line for line in maillog.read_text().splitlines() if "not supported" in line]
     assert [w.split(": ", 1)[1] for w in warnings] == [
-        f"warning: {conf}/main.cf, line 2: parameter header_checks is not supported yet by "
+        f"warning: {conf}/main.cf, line 2: parameter always_bcc is not supported yet by "
         "Postbus; ignored (postbus_unsupported_parameters = warn)",
         f"warning: {conf}/main.cf, line 3: parameter smtpd_milters is not supported yet by "
         "Postbus; ignored (postbus_unsupported_parameters = warn)",
@@ -119,7 +119,7 @@ def _wait_for(predicate: object, timeout: float = 30) -> None:
 
 
 def test_sendmail_refuses_but_queue_tools_still_work(tmp_path: Path) -> None:
-    """sendmail injects mail (non_smtpd_milters, header_checks would apply): it refuses;
+    """sendmail injects mail (non_smtpd_milters, always_bcc would apply): it refuses;
     postconf shows and edits such a main.cf as Postfix's does."""
     conf = write_conf(tmp_path, FEATURES, "qmgr unix n - n 300 1 qmgr\n")
 
@@ -129,9 +129,9 @@ def test_sendmail_refuses_but_queue_tools_still_work(tmp_path: Path) -> None:
 
     sent = postbus("sendmail", "bob@example.com", stdin="Subject: x\n\nbody\n")
     assert sent.returncode == 1
-    assert sent.stderr == (f"postbus: fatal: {conf}/main.cf, line 2: parameter header_checks "
+    assert sent.stderr == (f"postbus: fatal: {conf}/main.cf, line 2: parameter always_bcc "
                            "is not supported yet by Postbus\n")
-    shown = postbus("postconf", "-n", "header_checks", "smtpd_milters")
+    shown = postbus("postconf", "-n", "always_bcc", "smtpd_milters")
     assert (shown.returncode, shown.stderr) == (0, "")
-    assert shown.stdout == ("header_checks = regexp:/etc/postbus/header_checks\n"
+    assert shown.stdout == ("always_bcc = archive@example.com\n"
                             "smtpd_milters = inet:127.0.0.1:8891\n")
