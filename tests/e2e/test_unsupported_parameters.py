@@ -47,7 +47,8 @@ def test_role_refuses_fast_naming_the_line(tmp_path: Path) -> None:
 
 
 def test_role_refuses_its_master_cf_override(tmp_path: Path) -> None:
-    conf = write_conf(tmp_path, "", "qmgr unix n - n 300 1 qmgr\n  -o always_bcc=archive@example.com\n")
+    conf = write_conf(tmp_path, "",
+                      "qmgr unix n - n 300 1 qmgr\n  -o always_bcc=archive@example.com\n")
     run = subprocess.run(qmgr(conf), capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
     assert (f"fatal: {conf}/master.cf, line 1: parameter always_bcc is not supported yet "
