@@ -84,7 +84,7 @@ def _start(tmp_path: Path, redis: ServerProcess, nats: ServerProcess, extra: str
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             proc.wait()
-            error = PortTaken if "address already in use" in api.output() else RuntimeError
+            error = PortTaken if "address already in use" in api.output().lower() else RuntimeError
             raise error(f"maps-api did not start:\n{api.output()}")
         time.sleep(0.05)
 
