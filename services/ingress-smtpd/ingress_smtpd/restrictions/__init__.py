@@ -26,19 +26,27 @@ from ingress_smtpd.restrictions.state import PERMIT, CheckMemory, CheckState
 __all__ = ["PERMIT", "CheckMemory", "CheckState", "Policy", "session_state"]
 
 
+def _server_endpoint(transport: Any) -> tuple[str, str]:
+    """The address and port the client connected to (``unix`` for a socket file)."""
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if isinstance(sockname, tuple) and len(sockname) >= 2:
+        return str(sockname[0]), str(sockname[1])
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None and sock.family == socket.AF_UNIX:
+        return "unix", ""
+    return "", ""
+
+
 def session_state(session: Any, recipient: str = "") -> CheckState:
     """The restrictions' view of an ingress session (duck-typed: the session module
     imports this one)."""
     conn = session.conn
     peer = getattr(conn, "peer", ("", 0))
-    server_addr, server_port = "", ""
     transport = getattr(conn, "transport", None)
-    sockname = transport.get_extra_info("sockname") if transport is not None else None
-    if isinstance(sockname, tuple) and len(sockname) >= 2:
-        server_addr, server_port = str(sockname[0]), str(sockname[1])
-    elif transport is not None and transport.get_extra_info("socket") is not None and \
-            transport.get_extra_info("socket").family == socket.AF_UNIX:
-        server_addr = "unix"
+    cached = getattr(session, "_server_endpoint", None)  # once per transport (STARTTLS)
+    if cached is None or cached[0] is not transport:
+        cached = session._server_endpoint = (transport, *_server_endpoint(transport))
+    server_addr, server_port = cached[1], cached[2]
     mail = session.mail
     where = "BDAT" if session.where.startswith("BDAT") else session.where
     if not recipient and where in ("DATA", "BDAT", "END-OF-MESSAGE") and session.recipients:
