@@ -39,9 +39,10 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from postbus.maps import context
+from postbus.redis_script import run_script
 
 __all__ = ["PREFIX", "Anvil"]
 
@@ -106,7 +107,6 @@ for i, key in ipairs(KEYS) do redis.call('ZREM', key, ARGV[i]) end
 return #KEYS
 """
 
-_digests: dict[str, str] = {}
 
 
 class Anvil:
@@ -136,7 +136,8 @@ class Anvil:
         if time.monotonic() < self._down_until:
             return None
         try:
-            return await asyncio.wait_for(self._eval(script, keys, args), self.timeout)
+            return await asyncio.wait_for(run_script(self.redis(), script, keys, list(args)),
+                                          self.timeout)
         except (RedisError, OSError, TimeoutError) as exc:
             if not self._down_until:
                 log.warning("problem talking to server anvil (Redis): %s; "
@@ -146,17 +147,6 @@ class Anvil:
         finally:
             if self._down_until and time.monotonic() >= self._down_until:
                 self._down_until = 0.0
-
-    async def _eval(self, script: str, keys: list[str], args: list[str | int]) -> Any:
-        client = self.redis()
-        digest = _digests.get(script)
-        if digest is not None:
-            try:
-                return await client.evalsha(digest, len(keys), *keys, *args)
-            except NoScriptError:
-                pass
-        _digests[script] = await client.script_load(script)
-        return await client.evalsha(_digests[script], len(keys), *keys, *args)
 
     # -- connections -------------------------------------------------------------------
 

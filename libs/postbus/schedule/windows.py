@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 
 from postbus.config.loader import Config
 from postbus.maps import context
+from postbus.redis_script import run_script
 
 PREFIX = "postbus:dest:"
 WAITING = PREFIX + "waiting"  # destinations with parked jobs
@@ -43,7 +43,6 @@ LEASES = PREFIX + "leases"  # every busy slot, scored by when its lease runs out
 STATE_TTL = 3600.0  # seconds an idle destination's window is remembered
 SUSPENDED = "delivery temporarily suspended: "
 
-_digests: dict[str, str] = {}  # script -> SHA1, as Redis knows it
 
 
 @dataclass(frozen=True)
@@ -323,16 +322,7 @@ class Windows:
         return context.redis_client()
 
     async def _run(self, script: str, keys: list[str], args: list[str | int | float]) -> Any:
-        """Run a script by its digest (loading it the first time Redis lacks it)."""
-        client = self.redis()
-        digest = _digests.get(script)
-        if digest is not None:
-            try:
-                return await client.evalsha(digest, len(keys), *keys, *args)
-            except NoScriptError:
-                pass
-        _digests[script] = await client.script_load(script)
-        return await client.evalsha(_digests[script], len(keys), *keys, *args)
+        return await run_script(self.redis(), script, keys, args)
 
     async def acquire(self, dest: Destination, member: str) -> Grant:
         lim = self.limits(dest.transport)
