@@ -120,6 +120,24 @@ webhook_pending = Gauge(
     ["webhook"],
 )
 
+# content-filter
+content_filter_checks = Counter(
+    "postbus_content_filter_checks",
+    "content-filter checks by result (check: dkim_sign, dkim_verify, spf, dmarc, scanner)",
+    ["check", "result"],
+)
+content_filter_check_seconds = Histogram(
+    "postbus_content_filter_check_seconds", "time one content-filter check took", ["check"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+content_filter_actions = Counter(
+    "postbus_content_filter_actions",
+    "messages by the content-filter's verdict (accept, tempfail, reject, hold)", ["action"],
+)
+content_filter_scanner_down = Gauge(
+    "postbus_content_filter_scanner_down", "1 while the HTTP scanner does not answer"
+)
+
 QUEUE_STAGES = ("before_queue_manager", "queue_manager", "connection_setup", "transmission")
 for _queue in ("incoming", "active", "deferred", "hold", "corrupt"):
     queue_messages.labels(_queue).set(0)

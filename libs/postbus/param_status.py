@@ -70,6 +70,12 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "postbus_webhook_secret_file", "postbus_webhook_timeout", "postbus_webhook_max_attempts",
     "postbus_webhook_minimal_backoff_time", "postbus_webhook_maximal_backoff_time",
     "postbus_webhook_concurrency",
+    # content-filter (DKIM signing, Authentication-Results, HTTP scanner)
+    "postbus_dkim_signing_table", "postbus_dkim_key_table", "postbus_dkim_canonicalization",
+    "postbus_dkim_signed_headers", "postbus_authres_verify", "postbus_authserv_id",
+    "postbus_content_filter_scanner_url", "postbus_content_filter_scanner_timeout",
+    "postbus_content_filter_default_action", "postbus_content_filter_reject_score",
+    "postbus_content_filter_add_header_score",
     # identity, address classes and routing (postbus.resolve, postbus.rewrite)
     "myhostname", "mydomain", "myorigin", "mydestination", "mynetworks", "mynetworks_style",
     "inet_interfaces", "inet_protocols", "proxy_interfaces", "relay_domains", "relayhost",

@@ -801,6 +801,35 @@ _TABLE: tuple[Param, ...] = (
        "Longest wait between two POSTs of an event.", min=1),
     _p("postbus_webhook_concurrency", "int", "10",
        "POSTs a webhooks process has in flight at most.", min=1, max=1000),
+    # content-filter: DKIM, Authentication-Results, HTTP scanner
+    _p("postbus_dkim_signing_table", "str", "",
+       "Tables: sender address or domain (From: header, else envelope) -> key name; "
+       "empty: no signing."),
+    _p("postbus_dkim_key_table", "str", "",
+       "Tables: key name -> domain:selector:keyfile; empty: the signing table gives "
+       "domain:selector:keyfile itself."),
+    _p("postbus_dkim_canonicalization", "str", "relaxed/simple",
+       "DKIM header/body canonicalization of new signatures (simple or relaxed)."),
+    _p("postbus_dkim_signed_headers", "list",
+       "From, Sender, Reply-To, Subject, Date, Message-ID, To, Cc, MIME-Version, "
+       "Content-Type, Content-Transfer-Encoding, In-Reply-To, References",
+       "Header fields a new DKIM signature covers (those present)."),
+    _p("postbus_authres_verify", "bool", "yes",
+       "Verify DKIM, SPF and DMARC and prepend an Authentication-Results header."),
+    _p("postbus_authserv_id", "str", "$myhostname",
+       "The authserv-id of Authentication-Results headers (older ones with it are removed)."),
+    _p("postbus_content_filter_scanner_url", "str", "",
+       "HTTP scanner (rspamd /checkv2 shape) each message is POSTed to; empty: none."),
+    _p("postbus_content_filter_scanner_timeout", "time", "30s",
+       "Time the HTTP scanner has to answer.", min=1),
+    _p("postbus_content_filter_default_action", "str", "tempfail",
+       "What a message gets when the scanner is down or answers badly: accept, tempfail, "
+       "reject or hold."),
+    _p("postbus_content_filter_reject_score", "str", "",
+       "Scanner score at or above which the message is rejected; empty: the scanner's action."),
+    _p("postbus_content_filter_add_header_score", "str", "",
+       "Scanner score at or above which X-Spam-Flag: YES is added; empty: the scanner's "
+       "action."),
 )
 
 PARAMS: dict[str, Param] = {param.name: param for param in _TABLE}

@@ -20,6 +20,7 @@ COMMANDS = {
     "postsuper": "delete, hold, release and requeue queued mail",
     "sendmail": "submit a message from standard input",
     "saslpasswd": "add, delete and list SMTP AUTH users (smtpd_sasl_type = postbus)",
+    "dkim": "dkim keygen -d DOMAIN -s SELECTOR: make a DKIM key and its DNS record",
     "events": "follow the queue's event stream (-j JSON, --since, --kind, -n)",
     "start": "start NATS, Redis and every master.cf service as local processes",
     "stop": "stop what `postbus start` started",

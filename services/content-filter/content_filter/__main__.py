@@ -1,18 +1,37 @@
-"""content-filter: after-queue filtering over the bus (≈ content_filter / FILTER).
+"""content-filter: the after-queue content filter on the bus (≈ content_filter /
+FILTER with a re-injecting filter such as amavisd, OpenDKIM or rspamd).
 
-This first version runs as a service with health and metrics only; the
-content-filter issue adds the bus consumer, checks, DKIM signing and
-re-injection.
+It is the delivery agent of every master.cf transport whose command is
+``content-filter``: it takes that transport's jobs off the bus as the other
+agents do (:mod:`postbus.job_loop`), so it scales out as replicas; each job
+is verified, scanned, signed and re-injected by :mod:`content_filter.agent`.
 """
 
 from __future__ import annotations
 
+from content_filter.agent import FilterAgent
+from postbus.config.loader import Config
+from postbus.delivery import Stats
+from postbus.job_loop import serve_jobs
+from postbus.queue.entry import DeliveryJob, RcptResult
 from postbus.service import ServiceContext, run
 
 
 async def main(ctx: ServiceContext) -> None:
-    ctx.ready = True
-    await ctx.stopping.wait()
+    agents = [FilterAgent(ctx.cfg, ctx.queue)]
+
+    def configure(cfg: Config) -> None:
+        """On reload: new jobs use the new tables, keys and scanner settings."""
+        agents[0] = FilterAgent(cfg, ctx.queue)
+
+    async def deliver(job: DeliveryJob, content: bytes, stats: Stats) -> list[RcptResult]:
+        return await agents[0].deliver(job, content, stats)
+
+    ctx.on_reload(configure)
+    try:
+        await serve_jobs(ctx, deliver)
+    finally:
+        await agents[0].close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,138 @@
+"""The content-filter service as an after-queue filter: DKIM signing, Authentication-Results,
+the HTTP scanner's actions, kill -9 mid-job, and replicas.
+
+Mail to filter.test is routed to the content-filter transport with transport_maps;
+the filter's own master.cf line maps those recipients to remote.test with
+virtual_alias_maps when it re-injects (as Postfix's re-injection smtpd may), so
+the re-injected copy leaves through the relayhost (an aiosmtpd sink) instead of
+coming back to the filter.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import dkim
+import dns.resolver
+import pytest
+
+from tests.e2e.filter_peers import DnsPeer, ScannerPeer
+from tests.e2e.peers import Peer, Received
+from tests.harness import MASTER_CF, MailSystem
+
+pytestmark = pytest.mark.e2e
+
+FILTER_LINE = ("content-filter unix - - n - {maxproc} content-filter\n"
+               "  -o virtual_alias_maps=texthash:{conf}/filter_virtual\n")
+USERS = ["u0", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9"]
+
+
+def keygen(directory: Path, domain: str, selector: str) -> tuple[Path, str]:
+    """A key made by `postbus dkim keygen`; returns the key file and the TXT rdata."""
+    made = subprocess.run(
+        [sys.executable, "-m", "postbus.cli.main", "dkim", "keygen", "-d", domain,
+         "-s", selector, "-b", "1024", "-D", str(directory)],
+        capture_output=True, text=True, check=True)
+    key = directory / f"{selector}.private"
+    assert key.stat().st_mode & 0o777 == 0o600
+    strings = re.findall(r'"([^"]*)"', made.stdout)
+    assert made.stdout.startswith(f"{selector}._domainkey\tIN\tTXT\t(")
+    return key, " ".join(f'"{s}"' for s in strings)
+
+
+def make_system(tmp_path: Path, peer: Peer, dns_port: int, maxproc: str = "-",
+                **main_cf: str) -> MailSystem:
+    conf = tmp_path / "etc"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "transport").write_text("filter.test content-filter:\n")
+    (conf / "filter_virtual").write_text(
+        "".join(f"{u}@filter.test {u}@remote.test\n" for u in USERS))
+    settings = {
+        "relayhost": f"[127.0.0.1]:{peer.port}",
+        "transport_maps": f"texthash:{conf}/transport",
+        "postbus_dns_servers": f"127.0.0.1:{dns_port}",
+        "postbus_authserv_id": "mx.postbus.test",
+    }
+    settings.update(main_cf)
+    master = MASTER_CF + FILTER_LINE.format(maxproc=maxproc, conf=conf)
+    return MailSystem(tmp_path, settings, master_cf=master)
+
+
+def header(message: Received, name: str) -> list[str]:
+    head = message.content.split(b"\r\n\r\n", 1)[0].decode()
+    unfolded = re.sub(r"\r\n[ \t]+", " ", head)
+    return [line.split(":", 1)[1].strip() for line in unfolded.split("\r\n")
+            if line.lower().startswith(name.lower() + ":")]
+
+
+def dns_txt(port: int):  # type: ignore[no-untyped-def]
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = [dns.nameserver.Do53Nameserver("127.0.0.1", port)]
+
+    def lookup(name: bytes, timeout: float = 5) -> bytes:
+        answer = resolver.resolve(name.decode().rstrip("."), "TXT")
+        return b"".join(answer[0].strings)
+
+    return lookup
+
+
+def test_signs_verifies_and_adds_authentication_results(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    ours, our_txt = keygen(keys, "signer.test", "sel1")
+    theirs, their_txt = keygen(keys, "author.test", "s2")
+    zone = {
+        ("sel1._domainkey.signer.test", "TXT"): [our_txt],
+        ("s2._domainkey.author.test", "TXT"): [their_txt],
+        ("author.test", "TXT"): ['"v=spf1 ip4:127.0.0.1 -all"'],
+        ("_dmarc.author.test", "TXT"): ['"v=DMARC1; p=reject"'],
+    }
+    (tmp_path / "etc").mkdir(parents=True)
+    (tmp_path / "etc" / "signing").write_text("signer.test signer.test:sel1:" + str(ours) + "\n")
+    with DnsPeer(zone) as dnsd, Peer() as peer:
+        system = make_system(
+            tmp_path, peer, dnsd.port,
+            postbus_dkim_signing_table=f"texthash:{tmp_path}/etc/signing").start()
+        try:
+            out = ("From: Sig <a@signer.test>\r\nTo: u0@filter.test\r\nSubject: signed\r\n"
+                   "Message-ID: <1@signer.test>\r\nDate: Mon, 30 Nov 2026 08:00:00 +0000\r\n"
+                   "\r\nour mail\r\n")
+            qid = system.send("a@signer.test", ["u0@filter.test"], out)
+            inbound = ("From: Bob <bob@author.test>\r\nTo: u1@filter.test\r\nSubject: in\r\n"
+                       "Date: Mon, 30 Nov 2026 08:00:00 +0000\r\n\r\ntheir mail\r\n").encode()
+            signature = dkim.sign(inbound, b"s2", b"author.test", theirs.read_bytes(),
+                                  include_headers=[b"from", b"to", b"subject", b"date"])
+            forged = b"Authentication-Results: mx.postbus.test; dkim=pass header.d=bank.test\r\n"
+            system.send("bob@author.test", ["u1@filter.test"], forged + signature + inbound)
+            assert system.wait_for(lambda: len(peer.handler.messages) >= 2, timeout=30), \
+                system.maillog.read_text()
+            log = system.maillog.read_text()
+        finally:
+            system.stop()
+        check_signed_mail(peer, dnsd.port, qid, log, signature)
+
+
+def check_signed_mail(peer: Peer, dns_port: int, qid: str, log: str, signature: bytes) -> None:
+    by_rcpt = {m.recipients[0]: m for m in peer.handler.messages}
+    signed = by_rcpt["u0@remote.test"]
+    assert dkim.verify(signed.content, dnsfunc=dns_txt(dns_port))
+    assert header(signed, "DKIM-Signature")[0].count("d=signer.test") == 1
+    # the filter reported the original recipient sent, naming the re-injected message
+    match = re.search(rf"content-filter\[\d+\]: {qid}: to=<u0@filter.test>, "
+                      r"relay=content-filter, delay=[\d.]+, "
+                      r"delays=[\d./]+, dsn=2\.0\.0, "
+                      r"status=sent \(250 2\.0\.0 Ok: queued as (\w+)\)", log)
+    assert match, log
+    assert re.search(rf"smtp\[\d+\]: {match.group(1)}: to=<u0@remote.test>, "
+                     r"orig_to=<u0@filter.test>, relay=127.0.0.1.*status=sent", log), log
+    assert header(signed, "Authentication-Results") == [
+        "mx.postbus.test; spf=none smtp.mailfrom=a@signer.test; dmarc=none header.from=signer.test"]
+    got = by_rcpt["u1@remote.test"]
+    b_tag = re.search(r"\bb=([^;]{8})", signature.decode().replace("\r\n", "")).group(1)
+    assert header(got, "Authentication-Results") == [
+        f"mx.postbus.test; dkim=pass header.d=author.test header.s=s2 header.b={b_tag}; "
+        "spf=pass smtp.mailfrom=bob@author.test; dmarc=pass (p=reject) header.from=author.test"]
+    assert not header(got, "DKIM-Signature")[1:]  # theirs kept, not signed again
+    assert dkim.verify(got.content, dnsfunc=dns_txt(dns_port))
