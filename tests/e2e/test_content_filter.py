@@ -19,7 +19,7 @@ import dkim
 import dns.resolver
 import pytest
 
-from tests.e2e.filter_peers import DnsPeer, ScannerPeer
+from tests.e2e.filter_peers import DnsPeer
 from tests.e2e.peers import Peer, Received
 from tests.harness import MASTER_CF, MailSystem
 
@@ -100,8 +100,8 @@ def test_signs_verifies_and_adds_authentication_results(tmp_path: Path) -> None:
                    "Message-ID: <1@signer.test>\r\nDate: Mon, 30 Nov 2026 08:00:00 +0000\r\n"
                    "\r\nour mail\r\n")
             qid = system.send("a@signer.test", ["u0@filter.test"], out)
-            inbound = ("From: Bob <bob@author.test>\r\nTo: u1@filter.test\r\nSubject: in\r\n"
-                       "Date: Mon, 30 Nov 2026 08:00:00 +0000\r\n\r\ntheir mail\r\n").encode()
+            inbound = (b"From: Bob <bob@author.test>\r\nTo: u1@filter.test\r\nSubject: in\r\n"
+                       b"Date: Mon, 30 Nov 2026 08:00:00 +0000\r\n\r\ntheir mail\r\n")
             signature = dkim.sign(inbound, b"s2", b"author.test", theirs.read_bytes(),
                                   include_headers=[b"from", b"to", b"subject", b"date"])
             forged = b"Authentication-Results: mx.postbus.test; dkim=pass header.d=bank.test\r\n"
