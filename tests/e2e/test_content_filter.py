@@ -13,13 +13,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import dkim
 import dns.resolver
 import pytest
 
-from tests.e2e.filter_peers import DnsPeer
+from tests.e2e.filter_peers import DnsPeer, ScannerPeer
 from tests.e2e.peers import Peer, Received
 from tests.harness import MASTER_CF, MailSystem
 
@@ -136,3 +137,131 @@ def check_signed_mail(peer: Peer, dns_port: int, qid: str, log: str, signature: 
         "spf=pass smtp.mailfrom=bob@author.test; dmarc=pass (p=reject) header.from=author.test"]
     assert not header(got, "DKIM-Signature")[1:]  # theirs kept, not signed again
     assert dkim.verify(got.content, dnsfunc=dns_txt(dns_port))
+
+
+def wait_log(system: MailSystem, pattern: str, timeout: float = 30) -> re.Match[str]:
+    found = system.wait_for(lambda: re.search(pattern, system.maillog.read_text(), re.M),
+                            timeout=timeout)
+    assert found, f"{pattern!r} not logged:\n{system.maillog.read_text()}"
+    return found
+
+
+def send_subject(system: MailSystem, rcpt: str, subject: str) -> str:
+    return system.send("a@client.test", [rcpt],
+                       f"From: a@client.test\r\nTo: {rcpt}\r\nSubject: {subject}\r\n\r\nbody\r\n")
+
+
+def test_scanner_actions(tmp_path: Path) -> None:
+    """reject bounces, soft reject defers, add header and rewrite subject change the
+    copy; a scanner that times out gets the default action (here hold)."""
+    with DnsPeer({}) as dnsd, ScannerPeer() as scanner, Peer() as peer:
+        system = make_system(
+            tmp_path, peer, dnsd.port, postbus_authres_verify="no",
+            postbus_content_filter_scanner_url=scanner.url,
+            postbus_content_filter_scanner_timeout="2s",
+            postbus_content_filter_default_action="hold").start()
+        try:
+            rejected = send_subject(system, "u0@filter.test", "action=reject score=20")
+            soft = send_subject(system, "u1@filter.test", "action=soft_reject score=9")
+            send_subject(system, "u2@filter.test", "action=add_header score=6.5")
+            send_subject(system, "u3@filter.test", "action=rewrite_subject score=7")
+            stalled = send_subject(system, "u4@filter.test", "stall=6")
+            wait_log(system, rf"content-filter\[\d+\]: {rejected}: to=<u0@filter.test>, "
+                     r"relay=content-filter, .*dsn=5\.7\.1, "
+                     r"status=bounced \(message content rejected \(score 20\)\)$")
+            wait_log(system, rf"content-filter\[\d+\]: {soft}: to=<u1@filter.test>, "
+                     r"relay=content-filter, .*dsn=4\.7\.1, "
+                     r"status=deferred \(message content rejected for now \(score 9\)\)$")
+            held = wait_log(system, rf"content-filter\[\d+\]: {stalled}: to=<u4@filter.test>, "
+                            r"relay=content-filter, .*dsn=2\.0\.0, "
+                            r"status=sent \(250 2\.0\.0 Ok: queued as (\w+)\)$").group(1)
+            wait_log(system, r"content-filter\[\d+\]: warning: scanner http://\S+: timed out; "
+                     r"using postbus_content_filter_default_action = hold until it answers$")
+            assert system.wait_for(lambda: {"u2@remote.test", "u3@remote.test"} <= {
+                m.recipients[0] for m in peer.handler.messages}, timeout=30)
+            queue = system.postbus("postqueue", "-p").stdout
+            assert re.search(rf"^{held}!", queue, re.M), queue
+            bounce = system.wait_for(lambda: [m for m in peer.handler.messages
+                                              if m.recipients == ["a@client.test"]], timeout=30)
+            assert bounce, system.maillog.read_text()
+        finally:
+            system.stop()
+    by_rcpt = {m.recipients[0]: m for m in peer.handler.messages}
+    assert header(by_rcpt["u2@remote.test"], "X-Spam-Flag") == ["YES"]
+    assert header(by_rcpt["u3@remote.test"], "X-Spam-Flag") == []
+    assert header(by_rcpt["u3@remote.test"], "Subject") == [
+        "***SPAM*** action=rewrite_subject score=7"]
+    assert "u0@remote.test" not in by_rcpt and "u1@remote.test" not in by_rcpt
+    first = scanner.requests[0][0]
+    assert first["From"] == ["a@client.test"] and first["IP"] == ["127.0.0.1"]
+
+
+def test_scanner_down_gets_default_action_logged_once(tmp_path: Path) -> None:
+    closed = ScannerPeer()
+    closed.server.server_close()  # nothing listens on its port
+    with DnsPeer({}) as dnsd, Peer() as peer:
+        system = make_system(
+            tmp_path, peer, dnsd.port, postbus_authres_verify="no",
+            postbus_content_filter_scanner_url=closed.url,
+            postbus_content_filter_default_action="accept").start()
+        try:
+            for user in USERS[:3]:
+                send_subject(system, f"{user}@filter.test", "down")
+            assert system.wait_for(lambda: len(peer.handler.messages) >= 3, timeout=30), \
+                system.maillog.read_text()
+            log = system.maillog.read_text()
+            port = system.children["content-filter"].metrics_port
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as reply:
+                exposed = reply.read().decode()
+        finally:
+            system.stop()
+    assert "postbus_content_filter_scanner_down 1.0" in exposed
+    assert 'postbus_content_filter_checks_total{check="scanner",result="error"} 3.0' in exposed
+    assert 'postbus_content_filter_actions_total{action="accept"} 3.0' in exposed
+    assert 'postbus_content_filter_check_seconds_count{check="scanner"} 3.0' in exposed
+    warnings = re.findall(r"warning: scanner .*: (.*); using postbus_content_filter_default_"
+                          r"action = accept until it answers", log)
+    assert len(warnings) == 1, log
+
+
+def test_kill_content_filter_mid_job_loses_nothing(tmp_path: Path) -> None:
+    with DnsPeer({}) as dnsd, ScannerPeer() as scanner, Peer() as peer:
+        system = make_system(
+            tmp_path, peer, dnsd.port, postbus_authres_verify="no",
+            postbus_content_filter_scanner_url=scanner.url).start()
+        try:
+            qid = send_subject(system, "u5@filter.test", "stall=3")
+            assert system.wait_for(lambda: scanner.requests, timeout=30)
+            system.kill("content-filter")  # SIGKILL while the scanner holds the job
+            system.restart("content-filter")
+            assert system.wait_for(lambda: peer.handler.messages, timeout=60), \
+                system.maillog.read_text()
+            wait_log(system, rf"{qid}: to=<u5@filter.test>, relay=content-filter, "
+                     r".*status=sent \(250 2\.0\.0 Ok: queued as \w+\)$")
+            wait_log(system, rf"qmgr\[\d+\]: {qid}: removed$")
+        finally:
+            system.stop()
+    assert [m.recipients for m in peer.handler.messages][:1] == [["u5@remote.test"]]
+    assert len(scanner.requests) >= 2  # the job was handed out again and scanned again
+
+
+def test_two_replicas_share_the_work(tmp_path: Path) -> None:
+    with DnsPeer({}) as dnsd, ScannerPeer() as scanner, Peer() as peer:
+        system = make_system(
+            tmp_path, peer, dnsd.port, maxproc="2", postbus_authres_verify="no",
+            postbus_content_filter_scanner_url=scanner.url).start()
+        try:
+            assert {"content-filter", "content-filter#1"} <= set(system.procs)
+            for user in USERS:
+                send_subject(system, f"{user}@filter.test", "stall=1")
+            assert system.wait_for(lambda: len(peer.handler.messages) >= len(USERS),
+                                   timeout=60), system.maillog.read_text()
+            log = system.maillog.read_text()
+        finally:
+            system.stop()
+    pids = set(re.findall(r"content-filter\[(\d+)\]: \w+: to=<u\d@filter.test>, "
+                          r"relay=content-filter, .*status=sent", log))
+    assert pids == {str(p.pid) for label, p in system.procs.items()
+                    if label.startswith("content-filter")}, log
+    assert sorted(m.recipients[0] for m in peer.handler.messages) == sorted(
+        f"{u}@remote.test" for u in USERS)
