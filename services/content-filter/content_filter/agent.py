@@ -8,9 +8,9 @@ job's sender and recipients with their ORCPT and NOTIFY) through cleanup
 without header/body checks and without a content filter (Postfix's
 ``-o content_filter= -o receive_override_options=no_header_body_checks``
 re-injection listener); address mapping follows this service's own
-receive_override_options. Only once the new message is queued are the
-recipients reported ``sent (250 2.0.0 Ok: queued as NEWID)``: a crash in
-between may queue it twice, never lose it.
+receive_override_options, and headers are not rewritten again. Only once
+the new message is queued are the recipients reported ``sent (250 2.0.0
+Ok: queued as NEWID)``: a crash in between may queue it twice, never lose it.
 """
 
 from __future__ import annotations
@@ -137,7 +137,10 @@ class FilterAgent:
             env_id=job.env_id, ret=job.ret, protocol="ESMTP", client_name="localhost",
             client_addr="127.0.0.1", helo="localhost",
         )
-        build = await self.cleanup.message(entry, message, mapping=self.cleanup.mapping)
+        # headers as they are: rewriting them again (masquerading...) would break the
+        # signature just made; the envelope maps as receive_override_options says
+        build = await self.cleanup.message(entry, message, context=None,
+                                           mapping=self.cleanup.mapping)
         if hold:
             entry.queue = "hold"
         return await self.queue.enqueue(entry, b"", self.long_ids, build=build)

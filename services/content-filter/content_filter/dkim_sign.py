@@ -148,6 +148,11 @@ class Signer:
             return None, b""
         start = time.monotonic()
         present = {name.lower() for name, _ in dkim.rfc822_parse(headers + b"\r\n")[0]}
+        if b"from" not in present:  # DKIM must sign From:; say so, do not defer forever
+            log.warning("warning: message from <%s> has no From: header; not DKIM-signed",
+                        sender)
+            metrics.content_filter_checks.labels("dkim_sign", "no_from").inc()
+            return None, b""
         include = [h.encode() for h in self.headers if h.encode() in present]
         try:
             signature = dkim.DKIM(message, linesep=b"\r\n").sign(

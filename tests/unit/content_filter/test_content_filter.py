@@ -73,6 +73,8 @@ async def test_sign_with_key_table_verifies(tmp_path: Path) -> None:
                            dnsfunc=lambda name, timeout=5: value)
     # an author outside the table: not signed; a missing key file: a SignError
     assert await Signer(cfg).sign(MESSAGE.replace(b"Example.test", b"x.org"), "") == (None, b"")
+    no_from = MESSAGE.replace(b"From: Alice <alice@Mail.Example.test>\r\n", b"")
+    assert await Signer(cfg).sign(no_from, "alice@example.test") == (None, b"")
     private.unlink()
     with pytest.raises(SignError, match=r"cannot read DKIM key .*s1\.private"):
         await Signer(cfg).sign(MESSAGE, "")
