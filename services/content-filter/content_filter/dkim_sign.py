@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import dkim
 
+from content_filter import rsa_fast
 from postbus import metrics
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
@@ -31,6 +32,7 @@ from postbus.maps.table import TableRetry
 log = logging.getLogger("postbus.content-filter")
 
 CANONICALIZATIONS = ("simple", "relaxed")
+rsa_fast.install()
 
 
 class SignError(Exception):

@@ -138,3 +138,18 @@ def test_subject_rewrite_and_header_split() -> None:
     assert rewritten == b"Subject: ***SPAM*** hello\r\n\tfolded\r\n"
     assert agent.rewrite_subject([b"To: x\r\n"], "[SPAM]") == [b"To: x\r\n",
                                                                b"Subject: [SPAM]\r\n"]
+
+
+def test_openssl_rsa_step_makes_dkimpys_own_signature(tmp_path: Path) -> None:
+    import hashlib
+
+    import dkim.crypto
+
+    from content_filter import rsa_fast
+
+    private, _ = keytool.keygen("example.test", "r", 1024, tmp_path)
+    pk = dkim.crypto.parse_pem_private_key(private.read_bytes())
+    for name in ("sha256", "sha1"):
+        digest = hashlib.new(name, b"header hash input")
+        assert rsa_fast.sign(digest, pk) == dkim.crypto.RSASSA_PKCS1_v1_5_sign(digest, pk)
+    assert dkim.RSASSA_PKCS1_v1_5_sign is rsa_fast.sign  # installed by dkim_sign
