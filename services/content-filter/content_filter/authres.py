@@ -183,9 +183,9 @@ class Verifier:
             try:
                 good = dkim.DKIM(message).verify(idx, dnsfunc=lookup)
                 result = "pass" if good else "fail"
-            except dkim.KeyFormatError:
-                result = "permerror" if records else "fail"
-            except dkim.DKIMException:
+            except dkim.ValidationError as exc:  # a changed body fails; a bad tag is permerror
+                result = "fail" if "body hash mismatch" in str(exc) else "permerror"
+            except dkim.DKIMException:  # no key, a bad key, a malformed signature
                 result = "permerror"
             metrics.content_filter_checks.labels("dkim_verify", result).inc()
             out.append(("dkim", result, props))
