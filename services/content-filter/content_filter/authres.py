@@ -171,6 +171,7 @@ class Verifier:
             props = f"header.d={d} header.s={s} header.b={tags.get(b'b', b'')[:8].decode()}"
             state, records = await self.txt(f"{s}._domainkey.{d}") if d and s else ("none", [])
             if state == "temperror":
+                metrics.content_filter_checks.labels("dkim_verify", "temperror").inc()
                 out.append(("dkim", "temperror", props))
                 continue
             keys = {f"{s}._domainkey.{d}.": records[0] if records else b""}
