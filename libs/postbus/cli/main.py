@@ -20,6 +20,7 @@ COMMANDS = {
     "postsuper": "delete, hold, release and requeue queued mail",
     "sendmail": "submit a message from standard input",
     "saslpasswd": "add, delete and list SMTP AUTH users (smtpd_sasl_type = postbus)",
+    "tlsrpt": "show a day's TLS-RPT results, or send its reports now (--send-now)",
     "events": "follow the queue's event stream (-j JSON, --since, --kind, -n)",
     "start": "start NATS, Redis and every master.cf service as local processes",
     "stop": "stop what `postbus start` started",

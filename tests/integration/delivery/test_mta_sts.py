@@ -4,7 +4,13 @@ certificates from a test CA; the policy cache and the TLS-RPT counters in a real
 
 from __future__ import annotations
 
+import calendar
+import email
+import email.policy
+import gzip
+import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +18,11 @@ from pathlib import Path
 import pytest
 
 from delivery_smtp.__main__ import main
+from postbus.config.loader import Config
 from postbus.maps.context import redis_client
+from postbus.queue.entry import DeliveryJob
+from postbus.servers import ServerProcess
+from postbus.tlsrpt.send import send_day
 from postbus.tlsrpt.store import day_entries, day_of
 from tests.tls_certs import Pki
 
@@ -196,3 +206,74 @@ async def test_a_fetch_with_an_untrusted_certificate_is_no_policy_and_is_recorde
         await run_agent.stop()
     assert got[0] == "sent"
     assert await _report() == [(0, [("sts-webpki-invalid", "")])]
+
+
+# -- TLS-RPT: the day's results as a report mail, through the queue to a sink -----------
+
+
+async def _hand_out(bus: Bus, queue_id: str, nexthop: str) -> None:
+    """A delivery job for a queued message, as the qmgr would make it."""
+    got = await bus.store.queue.get(queue_id)
+    assert got is not None
+    entry, now = got[0], time.time()
+    await bus.store.work.submit_job(DeliveryJob(
+        queue_id=queue_id, transport="smtp", nexthop=nexthop, sender=entry.sender,
+        recipients=entry.recipients, indexes=list(range(len(entry.recipients))), attempt=1,
+        arrival_time=entry.arrival_time, size=entry.size, chunks=entry.chunks,
+        queued_time=now, active_time=now, attempt_id=entry.attempt_id))
+
+
+async def test_a_report_mail_carries_the_days_results_to_the_rua(
+    bus: Bus, run_agent: RunAgent, remote: Remote, nats: ServerProcess, tmp_path: Path
+) -> None:
+    remote.https.policy = policy_text("testing", "mx.remote.test")
+    set_txt(remote.dns, "_smtp._tls.remote.test", "v=TLSRPTv1; rua=mailto:tls-reports@remote.test")
+    with mx_peer(remote.pki) as good, mx_peer(remote.pki, cn="other.test") as bad, \
+            Peer() as sink:
+        await run_agent(main, "smtp", remote.settings())
+        assert (await _send(bus, good))[0] == "sent"
+        assert (await _send(bus, good))[0] == "sent"
+        assert (await _send(bus, bad))[0] == "sent"
+        cfg = Config.from_text(
+            f"postbus_nats_url = {nats.url}\npostbus_dns_servers = 127.0.0.1:{remote.dns.port}\n"
+            "mydomain = postbus.test\nmyhostname = mail.postbus.test\n")
+        day = day_of()
+        [line] = await send_day(cfg, redis_client(), day)
+        queue_id = line.split(":")[0]
+        await _hand_out(bus, queue_id, f"[127.0.0.1]:{sink.port}")
+        [result] = (await bus.status(queue_id)).results
+        await run_agent.stop()
+    assert result.status == "sent"
+    [(sender, rcpts, content)] = sink.handler.messages
+    assert (sender, rcpts) == ("postmaster@postbus.test", ["tls-reports@remote.test"])
+    msg = email.message_from_bytes(content, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "tlsrpt"
+    assert msg["TLS-Report-Domain"] == "remote.test"
+    assert msg["TLS-Report-Submitter"] == "mail.postbus.test"
+    [part] = [p for p in msg.iter_attachments()]
+    assert part.get_content_type() == "application/tlsrpt+gzip"
+    start = calendar.timegm(time.strptime(day, "%Y-%m-%d"))
+    assert part.get_filename() == (
+        f"mail.postbus.test!remote.test!{start}!{start + 86399}.json.gz")
+    report = json.loads(gzip.decompress(part.get_content()))
+    assert " ".join(str(msg["Subject"]).split()) == (
+        f"Report Domain: remote.test Submitter: mail.postbus.test "
+        f"Report-ID: <{report['report-id']}>")
+    assert line == (f"{queue_id}: TLS-RPT report {report['report-id']} for remote.test "
+                    "to tls-reports@remote.test")
+    assert report["organization-name"] == "postbus.test"
+    assert report["contact-info"] == "postmaster@postbus.test"
+    assert report["date-range"] == {"start-datetime": f"{day}T00:00:00Z",
+                                    "end-datetime": f"{day}T23:59:59Z"}
+    assert report["policies"] == [{
+        "policy": {"policy-type": "sts", "policy-domain": "remote.test",
+                   "policy-string": ["version: STSv1", "mode: testing", "mx: mx.remote.test",
+                                     "max_age: 86400"],
+                   "mx-host": ["mx.remote.test"]},
+        "summary": {"total-successful-session-count": 2, "total-failure-session-count": 1},
+        "failure-details": [{"result-type": "certificate-host-mismatch",
+                             "receiving-ip": "127.0.0.1",
+                             "receiving-mx-hostname": "mx.remote.test",
+                             "failed-session-count": 1}],
+    }]
