@@ -108,22 +108,33 @@ async def send_day(cfg: Config, redis: Redis, day: str) -> list[str]:
             done.append(f"{qid}: TLS-RPT report {built['report-id']} for {domain} "
                         f"to {', '.join(mailto)}")
         for uri in (u for u in uris if u.lower().startswith("https:")):
-            done.append(await _post(cfg, uri, built, domain))
+            done.append(await _post(cfg, dns_resolver, uri, built, domain))
     for line in done:
         log.info("%s", line)
     return done
 
 
-async def _post(cfg: Config, uri: str, built: dict[str, object], domain: str) -> str:
+async def _post(cfg: Config, dns_resolver: dns.asyncresolver.Resolver, uri: str,
+                built: dict[str, object], domain: str) -> str:
+    """POST the report; the host is looked up as the agents look names up
+    (postbus_dns_servers), TLS still verified against its name."""
     ca_file = cfg.get("postbus_mta_sts_ca_file").strip()
     context = ssl.create_default_context(cafile=ca_file or None)
+    url = httpx.URL(uri)
+    what = f"TLS-RPT report {built['report-id']} for {domain} to {uri}"
     try:
+        address = url.host
+        if cfg.list("postbus_dns_servers"):
+            answer = await dns_resolver.resolve(url.host, "A", search=False)
+            address = str(next(iter(answer)))
         async with httpx.AsyncClient(verify=context, timeout=30.0) as client:
-            got = await client.post(uri, content=report.gzipped(built),
-                                    headers={"Content-Type": "application/tlsrpt+gzip"})
-        return f"TLS-RPT report {built['report-id']} for {domain} to {uri}: {got.status_code}"
-    except httpx.HTTPError as exc:
-        return f"TLS-RPT report {built['report-id']} for {domain} to {uri} failed: {exc}"
+            got = await client.post(url.copy_with(host=address), content=report.gzipped(built),
+                                    headers={"Content-Type": "application/tlsrpt+gzip",
+                                             "Host": url.netloc.decode("ascii")},
+                                    extensions={"sni_hostname": url.host})
+        return f"{what}: {got.status_code}"
+    except (httpx.HTTPError, dns.exception.DNSException) as exc:
+        return f"{what} failed: {exc}"
 
 
 async def send_once(cfg: Config, redis: Redis, day: str) -> list[str] | None:

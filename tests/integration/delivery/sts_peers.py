@@ -23,6 +23,7 @@ class PolicyServer:
         self.policy = policy
         self.status = 200
         self.requests: list[str] = []
+        self.posts: list[tuple[str, str, bytes]] = []  # (request line, content type, body)
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -39,7 +40,15 @@ class PolicyServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = (await reader.readuntil(b"\r\n\r\n")).decode()
-            self.requests.append(head.split("\r\n")[0])
+            first, *lines = head.split("\r\n")
+            fields = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines)}
+            if first.startswith("POST "):
+                body = await reader.readexactly(int(fields.get("content-length", "0")))
+                self.posts.append((first, fields.get("content-type", ""), body))
+                writer.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+                await writer.drain()
+                return
+            self.requests.append(first)
             body = self.policy.encode() if self.status == 200 else b"no\r\n"
             writer.write(f"HTTP/1.1 {self.status} X\r\nContent-Type: text/plain\r\n"
                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()

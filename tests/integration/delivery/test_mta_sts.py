@@ -4,6 +4,7 @@ certificates from a test CA; the policy cache and the TLS-RPT counters in a real
 
 from __future__ import annotations
 
+import asyncio
 import calendar
 import email
 import email.policy
@@ -22,8 +23,8 @@ from postbus.config.loader import Config
 from postbus.maps.context import redis_client
 from postbus.queue.entry import DeliveryJob
 from postbus.servers import ServerProcess
-from postbus.tlsrpt.send import send_day
-from postbus.tlsrpt.store import day_entries, day_of
+from postbus.tlsrpt.send import send_day, send_once
+from postbus.tlsrpt.store import PolicyInfo, day_entries, day_of, record
 from tests.tls_certs import Pki
 
 from .conftest import Bus, RunAgent
@@ -277,3 +278,52 @@ async def test_a_report_mail_carries_the_days_results_to_the_rua(
                              "receiving-mx-hostname": "mx.remote.test",
                              "failed-session-count": 1}],
     }]
+
+
+def _info() -> PolicyInfo:
+    return PolicyInfo("remote.test", "sts", "1", policy_text("enforce", "mx.remote.test"),
+                      ("mx.remote.test",))
+
+
+async def test_an_https_rua_gets_the_gzipped_report_posted(
+    bus: Bus, remote: Remote, nats: ServerProcess
+) -> None:
+    await record(redis_client(), _info(), "starttls-not-supported", "mx.remote.test",
+                 "127.0.0.1")
+    uri = f"https://mta-sts.remote.test:{remote.https.port}/tlsrpt"
+    set_txt(remote.dns, "_smtp._tls.remote.test", f"v=TLSRPTv1;rua={uri}")
+    cfg = Config.from_text(
+        f"postbus_nats_url = {nats.url}\npostbus_dns_servers = 127.0.0.1:{remote.dns.port}\n"
+        f"postbus_mta_sts_ca_file = {remote.pki.ca_file}\nmydomain = postbus.test\n")
+    [line] = await send_day(cfg, redis_client(), day_of())
+    [(first, ctype, body)] = remote.https.posts
+    report = json.loads(gzip.decompress(body))
+    assert (first, ctype) == ("POST /tlsrpt HTTP/1.1", "application/tlsrpt+gzip")
+    assert line == f"TLS-RPT report {report['report-id']} for remote.test to {uri}: 202"
+    assert report["policies"][0]["summary"] == {"total-successful-session-count": 0,
+                                                "total-failure-session-count": 1}
+    assert report["policies"][0]["failure-details"][0]["result-type"] == \
+        "starttls-not-supported"
+
+
+async def test_one_replica_a_day_sends_yesterdays_reports(
+    bus: Bus, run_agent: RunAgent, remote: Remote, nats: ServerProcess,
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "postbus.tlsrpt")
+    yesterday = time.time() - 86400
+    await record(redis_client(), _info(), "", "mx.remote.test", "127.0.0.1", when=yesterday)
+    set_txt(remote.dns, "_smtp._tls.remote.test", "v=TLSRPTv1; rua=mailto:tlsrpt@remote.test")
+    settings = remote.settings(postbus_nats_url=nats.url, mydomain="postbus.test")
+    await run_agent(main, "smtp", settings)
+    await run_agent(main, "relay", settings)
+    deadline = time.monotonic() + 30
+    while not _lines(caplog, "TLS-RPT report") and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await run_agent.stop()
+    [line] = _lines(caplog, "TLS-RPT report")
+    assert line.endswith(" for remote.test to tlsrpt@remote.test")
+    assert f": TLS-RPT report {day_of(yesterday)}T00:00:00Z_remote.test_" in line
+    assert await redis_client().exists(f"postbus:tlsrpt:{day_of(yesterday)}:sent") == 1
+    cfg = Config.from_text(f"postbus_dns_servers = 127.0.0.1:{remote.dns.port}\n")
+    assert await send_once(cfg, redis_client(), day_of(yesterday)) is None  # sent already
