@@ -20,6 +20,7 @@ counted for the domain's daily report (:mod:`postbus.tlsrpt.store`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -160,6 +161,7 @@ class MtaSts:
         self.port = cfg.int("postbus_mta_sts_https_port")
         self.context = https_context(cfg.get("postbus_mta_sts_ca_file").strip())
         self.record = cfg.bool("postbus_tlsrpt")
+        self._inflight: dict[str, asyncio.Future[StsPolicy | None]] = {}
 
     async def hop(self, domain: str, policy: TlsPolicy,
                   policies: TlsPolicies) -> tuple[StsHop | None, TlsPolicy | Outcome]:
@@ -178,7 +180,15 @@ class MtaSts:
         return StsHop(sts, self.record), replace(made, sts=sts.mode)
 
     async def policy(self, domain: str) -> StsPolicy | None:
-        """The policy in force for ``domain`` (None: no MTA-STS)."""
+        """The policy in force for ``domain`` (None: no MTA-STS); deliveries to one domain
+        that ask at the same time share one lookup (and one fetch)."""
+        task = self._inflight.get(domain)
+        if task is None:
+            task = self._inflight[domain] = asyncio.ensure_future(self._policy(domain))
+            task.add_done_callback(lambda _: self._inflight.pop(domain, None))
+        return await asyncio.shield(task)
+
+    async def _policy(self, domain: str) -> StsPolicy | None:
         now = time.time()
         cached = await self._cached(domain, now)
         if cached is not None and now - cached.checked < self.refresh:

@@ -7,7 +7,10 @@ The HTTPS server is a small asyncio server with a certificate from the test CA; 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.tls_certs import Pki
@@ -100,3 +103,35 @@ def https_context(pki: Pki) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     return context
+
+
+@dataclass
+class Remote:
+    pki: Pki
+    dns: DnsServer
+    https: PolicyServer
+
+    def settings(self, **more: str) -> dict[str, str]:
+        return {
+            "smtp_connection_cache_on_demand": "no", "myhostname": "mail.postbus.test",
+            "postbus_dns_servers": f"127.0.0.1:{self.dns.port}", "postbus_mta_sts": "yes",
+            "postbus_mta_sts_ca_file": str(self.pki.ca_file),
+            "postbus_mta_sts_https_port": str(self.https.port),
+            "postbus_mta_sts_cache_refresh": "0", "postbus_tlsrpt": "yes",
+            "smtp_tls_CAfile": str(self.pki.ca_file), "smtp_tls_loglevel": "1", **more,
+        }
+
+
+@contextlib.asynccontextmanager
+async def remote_peers(tmp_path: Path) -> AsyncIterator[Remote]:
+    """remote.test's DNS (_mta-sts id 1) and its policy server (enforce, mx.remote.test)."""
+    pki = Pki.create(tmp_path / "pki")
+    dns = await DnsServer(zone("1")).start()
+    https = await PolicyServer(https_context(pki), policy_text("enforce", "mx.remote.test"))\
+        .start()
+    made = Remote(pki, dns, https)
+    try:
+        yield made
+    finally:
+        dns.close()
+        await made.https.close()
