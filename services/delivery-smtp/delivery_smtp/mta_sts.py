@@ -127,9 +127,11 @@ class StsHop:
 
     def allowed(self, targets: list[Target]) -> list[Target] | Outcome:
         """The targets the policy allows (enforce), or every one (testing)."""
+        if self.policy.mode != "enforce":
+            return targets
         ok = [t for t in targets if self.policy.allows(t.host)]
-        if self.policy.mode != "enforce" or ok:
-            return ok if self.policy.mode == "enforce" else targets
+        if ok:
+            return ok
         hosts = ", ".join(dict.fromkeys(t.host for t in targets))
         return Outcome("deferred", "4.7.5",
                        f"MTA-STS policy of {self.policy.domain} (id={self.policy.id}, mode "
