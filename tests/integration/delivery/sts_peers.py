@@ -25,6 +25,8 @@ class PolicyServer:
         self.context = context
         self.policy = policy
         self.status = 200
+        self.stall = asyncio.Event()  # while clear with ``stalling``, requests get no answer
+        self.stalling = False
         self.requests: list[str] = []
         self.posts: list[tuple[str, str, bytes]] = []  # (request line, content type, body)
         self.server: asyncio.Server | None = None
@@ -36,6 +38,7 @@ class PolicyServer:
         return self
 
     async def close(self) -> None:
+        self.stall.set()
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
@@ -52,6 +55,9 @@ class PolicyServer:
                 await writer.drain()
                 return
             self.requests.append(first)
+            if self.stalling:
+                await self.stall.wait()
+                return
             body = self.policy.encode() if self.status == 200 else b"no\r\n"
             writer.write(f"HTTP/1.1 {self.status} X\r\nContent-Type: text/plain\r\n"
                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()

@@ -75,16 +75,21 @@ async def test_enforce_delivers_to_a_matching_mx_with_a_verified_certificate(
 
 
 async def test_enforce_defers_when_no_mx_is_in_the_policy(
-    bus: Bus, run_agent: RunAgent, remote: Remote
+    bus: Bus, run_agent: RunAgent, remote: Remote, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "postbus.delivery")
     remote.https.policy = policy_text("enforce", "*.other.test", "mx.remote.example")
     with mx_peer(remote.pki) as peer:
         await run_agent(main, "smtp", remote.settings())
         got = await _send(bus, peer)
         await run_agent.stop()
-    assert got == ("deferred", "4.7.5", "MTA-STS policy of remote.test (id=1, mode enforce) "
-                   "allows none of its MX hosts: mx.remote.test")
+    why = ("MTA-STS policy of remote.test (id=1, mode enforce) allows none of its MX hosts: "
+           "mx.remote.test")
+    assert got == ("deferred", "4.7.5", why)
     assert peer.handler.messages == []
+    [line] = _lines(caplog, "status=deferred")
+    assert ": to=<bob@remote.test>, relay=none, delay=" in line
+    assert line.endswith(f", dsn=4.7.5, status=deferred ({why})")
 
 
 async def test_enforce_defers_on_a_certificate_for_another_name_never_in_clear(
@@ -213,3 +218,24 @@ async def test_concurrent_deliveries_share_one_policy_fetch(
         await run_agent.stop()
     assert results == ["sent"] * 4
     assert remote.https.requests == ["GET /.well-known/mta-sts.txt HTTP/1.1"]
+
+
+async def test_a_policy_over_64_kib_or_too_slow_is_no_policy(
+    bus: Bus, run_agent: RunAgent, remote: Remote, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "postbus.delivery")
+    remote.https.policy = policy_text("enforce", "mx.elsewhere.test") + "x: y\r\n" * 11000
+    with Peer() as peer:
+        await run_agent(main, "smtp", remote.settings(postbus_mta_sts_timeout="1s"))
+        big = await _send(bus, peer)
+        remote.https.stalling = True
+        set_txt(remote.dns, "_mta-sts.remote.test", "v=STSv1; id=2")
+        slow = await _send(bus, peer)
+        await run_agent.stop()
+    assert (big[0], slow[0]) == ("sent", "sent")
+    where = f"https://mta-sts.remote.test/.well-known/mta-sts.txt (port {remote.https.port})"
+    assert _lines(caplog, "fetch for") == [
+        f"MTA-STS policy fetch for remote.test (id=1) failed: {where}: larger than 64 KiB",
+        "MTA-STS policy fetch for remote.test (id=2) failed: mta-sts.remote.test: timed out"]
+    assert sorted(await _report()) == [(0, [("sts-policy-fetch-error", "")]),
+                                       (0, [("sts-policy-invalid", "")])]
