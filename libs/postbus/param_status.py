@@ -58,6 +58,10 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "postbus_bus_retry_limit", "postbus_bus_retry_max_delay", "postbus_maps_api_url",
     "postbus_delivery_lease", "qmgr_message_active_limit",
     "postbus_dns_servers", "enable_long_queue_ids",
+    # MTA-STS and TLS-RPT (delivery-smtp, postbus.tlsrpt)
+    "postbus_mta_sts", "postbus_mta_sts_cache_refresh", "postbus_mta_sts_timeout",
+    "postbus_mta_sts_ca_file", "postbus_mta_sts_https_port", "postbus_tlsrpt",
+    "postbus_tlsrpt_reporting_org", "postbus_tlsrpt_submitter", "postbus_tlsrpt_contact",
     # maps-api
     "proxy_read_maps", "postbus_maps_api_socketmap_listen", "postbus_maps_api_tcp_listen",
     "postbus_maps_api_tcp_maps", "postbus_maps_api_token",

@@ -769,6 +769,28 @@ _TABLE: tuple[Param, ...] = (
     _p("postbus_delivery_lease", "time", "20s",
        "How often the qmgr checks that a delivery attempt still has work on the bus; an"
        " attempt with none is taken up again.", min=1),
+    # -- MTA-STS and TLS-RPT (delivery-smtp, postbus.tlsrpt) -------
+    _p("postbus_mta_sts", "bool", "no",
+       "Apply recipient domains' MTA-STS policies (RFC 8461) where smtp_tls_policy_maps"
+       " has no entry."),
+    _p("postbus_mta_sts_cache_refresh", "time", "10m",
+       "How long a cached MTA-STS policy is used before its _mta-sts TXT id is checked"
+       " again.", min=0),
+    _p("postbus_mta_sts_timeout", "time", "10s",
+       "Time an MTA-STS policy fetch (connect, TLS, HTTP) may take.", min=1),
+    _p("postbus_mta_sts_ca_file", "str", "",
+       "CA certificates for the policy's HTTPS server; empty: the system store."),
+    _p("postbus_mta_sts_https_port", "int", "443",
+       "Port of the mta-sts.<domain> HTTPS server (another one only for tests).",
+       min=1, max=65535),
+    _p("postbus_tlsrpt", "bool", "no",
+       "Record TLS results per policy domain and send daily TLS-RPT reports (RFC 8460)."),
+    _p("postbus_tlsrpt_reporting_org", "str", "$mydomain",
+       "organization-name of TLS-RPT reports."),
+    _p("postbus_tlsrpt_submitter", "str", "$myhostname",
+       "Submitter of TLS-RPT reports (subject and file name)."),
+    _p("postbus_tlsrpt_contact", "str", "postmaster@$mydomain",
+       "contact-info of TLS-RPT reports, and their sender address."),
     # -- events and webhooks (postbus.events, the webhooks role) ---
     _p("postbus_events_record", "list",
        "received, active, deferred, delivered, bounced, expired, held, released, requeued,"

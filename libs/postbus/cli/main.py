@@ -21,6 +21,7 @@ COMMANDS = {
     "sendmail": "submit a message from standard input",
     "saslpasswd": "add, delete and list SMTP AUTH users (smtpd_sasl_type = postbus)",
     "dkim": "dkim keygen -d DOMAIN -s SELECTOR: make a DKIM key and its DNS record",
+    "tlsrpt": "show a day's TLS-RPT results, or send its reports now (--send-now)",
     "events": "follow the queue's event stream (-j JSON, --since, --kind, -n)",
     "start": "start NATS, Redis and every master.cf service as local processes",
     "stop": "stop what `postbus start` started",

@@ -13,8 +13,10 @@ from delivery_smtp.agent import agent, build
 from postbus.config.loader import Config
 from postbus.delivery import Stats
 from postbus.job_loop import Deliver, serve_jobs
+from postbus.maps.context import redis_client
 from postbus.queue.entry import DeliveryJob, RcptResult
 from postbus.service import ServiceContext, run
+from postbus.tlsrpt.send import daily
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -32,6 +34,8 @@ async def main(ctx: ServiceContext) -> None:
 
     configure(ctx.cfg)
     ctx.on_reload(configure)
+    if ctx.cfg.bool("postbus_tlsrpt"):  # yesterday's TLS-RPT reports, one replica a day
+        sweepers.append(asyncio.create_task(daily(ctx.cfg, redis_client(), ctx.stopping)))
     try:
         await serve_jobs(ctx, deliver)
     finally:

@@ -14,6 +14,7 @@ import time
 from delivery_smtp.addr import HostResolver, families
 from delivery_smtp.connect import Connector
 from delivery_smtp.generic import GenericMaps
+from delivery_smtp.mta_sts import MtaSts
 from delivery_smtp.proto import Settings
 from delivery_smtp.reuse import SessionCache
 from delivery_smtp.tls_client import ClientTls
@@ -63,6 +64,7 @@ def build(cfg: Config, service: str) -> Connector:
         session_limit=cfg.int("smtp_mx_session_limit") or 1000,
         tls=(TlsPolicies(cfg, lmtp), ClientTls(cfg, lmtp)),
         min_backoff=cfg.time("minimal_backoff_time"),
+        sts=MtaSts(cfg, resolver) if cfg.bool("postbus_mta_sts") and not lmtp else None,
     )
 
 

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 from delivery_smtp.addr import HostLookupError, HostResolver, Target, numeric
+from delivery_smtp.mta_sts import MtaSts, StsHop
 from delivery_smtp.proto import Settings, SiteFailure, TlsStart, handshake, probe, transfer
 from delivery_smtp.reuse import SessionCache
 from delivery_smtp.session import Chat
@@ -121,8 +122,10 @@ class Connector:
         session_limit: int = 2,
         tls: tuple[TlsPolicies, ClientTls] | None = None,
         min_backoff: float = 300.0,
+        sts: MtaSts | None = None,
     ) -> None:
         self.st = settings
+        self.sts = sts
         self.tls = tls
         self.min_backoff = min_backoff
         self.resolver = resolver
@@ -152,18 +155,28 @@ class Connector:
         sessions = addresses = 0
         for hop in hops:
             start: TlsStart | None = None
+            sts: StsHop | None = None
             if self.tls is not None:
                 policies, client = self.tls
                 policy = await policies.policy(hop.dest, hop.mx and ":" not in hop.dest)
+                if self.sts is not None and hop.mx and not isinstance(policy, Outcome) \
+                        and not policy.site:  # a policy table entry wins over MTA-STS
+                    sts, policy = await self.sts.hop(hop.host, policy, policies)
                 if isinstance(policy, Outcome):
                     last, relay = policy, "none"
                     continue
-                start = TlsStart(policy, client, hop.host)
+                start = TlsStart(policy, client, hop.host, sts.verdict if sts else None)
             try:
                 targets = await self._targets(hop)
             except HostLookupError as exc:
                 last, relay = exc.outcome, "none"
                 continue
+            if sts is not None:
+                allowed = sts.allowed(targets)
+                if isinstance(allowed, Outcome):
+                    last, relay = allowed, "none"
+                    continue
+                targets = allowed
             for target in targets:
                 if addresses >= self.address_limit or sessions >= self.session_limit:
                     break
@@ -188,6 +201,9 @@ class Connector:
                         last, relay = retried
                         continue
                     chat = retried
+                finally:
+                    if sts is not None:  # the TLS-RPT result of this session
+                        await sts.done(target)
                 stats.conn_setup_done = time.time()
                 return await self._transfer(key, chat, job, content), chat.relay
         stats.site_failure = last  # no server took a session: the destination failed

@@ -139,6 +139,12 @@ class TlsStart:
     policy: TlsPolicy
     client: ClientTls
     nexthop: str  # the next-hop domain, for the nexthop and dot-nexthop patterns
+    verdict: list[str] | None = None  # MTA-STS: the RFC 8460 result type of each session
+
+
+def _note(tls: TlsStart, result: str) -> None:
+    if tls.verdict is not None:
+        tls.verdict.append(result)
 
 
 async def handshake(chat: Chat, st: Settings, tls: TlsStart | None = None) -> None:
@@ -153,6 +159,7 @@ async def handshake(chat: Chat, st: Settings, tls: TlsStart | None = None) -> No
             return
         policy = tls.policy
         if "starttls" not in chat.features:
+            _note(tls, "starttls-not-supported")
             if policy.required:
                 text = f"TLS is required, but was not offered by host {chat.namaddr}"
                 raise SiteFailure(Outcome("deferred", "4.7.4", text), chat.relay)
@@ -170,8 +177,10 @@ async def handshake(chat: Chat, st: Settings, tls: TlsStart | None = None) -> No
             got = await chat.starttls(context, sni, st.starttls_timeout)
         except HandshakeFailed as exc:  # ≈ smtp_start_tls() when tls_client_start() fails
             log.info("SSL_connect error to %s: %s", chat.relay, exc)
+            _note(tls, "validation-failure")
             raise SiteFailure(NO_TLS, chat.relay, plaintext_ok=not policy.required) from exc
         if got.code != 220:
+            _note(tls, "starttls-not-supported")
             if policy.required:
                 text = f"TLS is required, but host {chat.namaddr} refused to start TLS: {got}"
                 raise SiteFailure(Outcome("deferred", "4.7.5", text), chat.relay)
@@ -180,7 +189,7 @@ async def handshake(chat: Chat, st: Settings, tls: TlsStart | None = None) -> No
         sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
         if sslobj is not None:
             peer = Peer(chat.relay, chat.target.host, tls.nexthop)
-            failed = tls.client.check(sslobj, native, policy, peer)
+            failed = tls.client.check(sslobj, native, policy, peer, tls.verdict)
             if failed is not None:
                 raise SiteFailure(failed, chat.relay)
         where = await _hello(chat, st)

@@ -67,11 +67,11 @@ class ClientTls:
         self.loglevel = cfg.int("lmtp_tls_loglevel" if lmtp else "smtp_tls_loglevel")
         self.cipherlists = {grade: cfg.get(f"tls_{grade}_cipherlist")
                             for grade in ("high", "medium", "low", "export", "null")}
-        self._contexts: dict[tuple[str, str, str], tuple[ssl.SSLContext, Native]] = {}
+        self._contexts: dict[tuple[str, str, str, bool], tuple[ssl.SSLContext, Native]] = {}
 
     def context(self, policy: TlsPolicy) -> tuple[ssl.SSLContext, Native]:
         """The context for ``policy``; TlsConfigError in Postfix's words when it cannot be."""
-        key = (policy.protocols, policy.grade, policy.exclude)
+        key = (policy.protocols, policy.grade, policy.exclude, bool(policy.sts))
         made = self._contexts.get(key)
         if made is None:
             made = self._contexts[key] = self._build(policy)
@@ -102,6 +102,8 @@ class ClientTls:
                 raise TlsConfigError(
                     f'cannot load Certification Authority data, CAfile="{self.cafile}", '
                     f'CApath="{self.capath}": disabling TLS support') from exc
+        elif policy.sts:  # MTA-STS means WebPKI: the system store when main.cf names none
+            ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
         if self.cert_file:
             try:
                 ctx.load_cert_chain(self.cert_file, self.key_file)
@@ -116,8 +118,11 @@ class ClientTls:
         return ctx, native
 
     def check(self, sslobj: ssl.SSLObject, native: Native, policy: TlsPolicy,
-              peer: Peer) -> Outcome | None:
-        """Log what the handshake proved; the outcome that ends the session, if any."""
+              peer: Peer, verdict: list[str] | None = None) -> Outcome | None:
+        """Log what the handshake proved; the outcome that ends the session, if any.
+
+        ``verdict`` (MTA-STS) gets the RFC 8460 result type of the session ("" when
+        the certificate is trusted and names the MX host), whatever the level."""
         facts = session_facts(sslobj, native, "sha256", ask_ccert=True)
         if sslobj.context.verify_mode == ssl.CERT_NONE:  # no libssl: nothing was verified
             facts.peer_trusted = False
@@ -130,6 +135,9 @@ class ClientTls:
             if not matched:
                 code, text = _HOSTNAME_MISMATCH, "hostname mismatch"
         trusted = facts.peer_present and facts.peer_trusted and (matched or not policy.must_match)
+        if verdict is not None:
+            verdict.append(_sts_result(facts.peer_present, facts.peer_trusted, code,
+                                       sslobj.getpeercert() or {}, peer))
         if policy.must_match and not matched:
             log.info("%s", _verify_error(code, text, facts.issuer_oneline, peer.namaddrport,
                                          facts.peer_present))
@@ -140,6 +148,21 @@ class ClientTls:
                      trust, peer.namaddrport, facts.protocol, facts.cipher, facts.usebits,
                      facts.algbits, _as_client(facts.params).text())
         return NOT_VERIFIED if policy.must_match and not matched else None
+
+
+def _sts_result(present: bool, trusted: bool, code: int, decoded: Mapping[str, Any],
+                peer: Peer) -> str:
+    """The RFC 8460 result type of a session under MTA-STS ("" for a valid one)."""
+    if not present:
+        return "certificate-not-trusted"
+    if code in (10, 14):
+        return "certificate-expired"
+    if not trusted and code != _HOSTNAME_MISMATCH:
+        return "certificate-not-trusted"
+    names = certificate_names(decoded)
+    if not any(name_matches(name, "hostname", peer) for name in names):
+        return "certificate-host-mismatch"
+    return "" if trusted else "validation-failure"
 
 
 def _as_client(params: SignatureParams) -> SignatureParams:

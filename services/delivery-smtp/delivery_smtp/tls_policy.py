@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from postbus.config.loader import Config
 from postbus.delivery import Outcome
@@ -52,6 +52,8 @@ class TlsPolicy:
     exclude: str = ""  # OpenSSL cipher names and aliases to leave out
     match: tuple[str, ...] = ()  # certificate name patterns (verify, secure)
     sni: str = ""  # servername: "", "hostname", "nexthop" or a name
+    site: bool = field(default=False, compare=False)  # from a table entry: wins over MTA-STS
+    sts: str = ""  # MTA-STS mode behind this policy: "", "enforce" or "testing"
 
     @property
     def required(self) -> bool:
@@ -90,20 +92,25 @@ class TlsPolicies:
         """The policy for next hop ``dest`` (``domain``: a domain, whose parents are
         looked up too), or the outcome that defers its mail. Not cached here: the
         tables' own cache sees ``postbus postmap`` changes at once."""
-        level, attrs = self.level, dict[str, str]()
+        level, attrs, site = self.level, dict[str, str](), False
         if self.maps:
             try:
-                site = await self._lookup(dest, domain)
+                found = await self._lookup(dest, domain)
             except _Invalid:
                 return PROBLEM
-            if site is not None:
-                level, attrs = site
+            if found is not None:
+                (level, attrs), site = found, True
+        return self.make(level, attrs, dest, site)
+
+    def make(self, level: str, attrs: dict[str, str], dest: str,
+             site: bool = False) -> TlsPolicy | Outcome:
+        """The policy of ``level`` with ``attrs`` over main.cf's defaults."""
         if level in NOT_BUILT:
             log.warning("TLS security level \"%s\" for %s is not supported yet by Postbus",
                         level, dest)
             return PROBLEM
         if level == "none":
-            return TlsPolicy("none")
+            return TlsPolicy("none", site=site)
         sni = attrs.get("servername", self.sni)
         if sni and not _HOSTNAME.fullmatch(sni):
             log.warning('"smtp_tls_servername = %s" specifies an invalid hostname', sni)
@@ -126,6 +133,7 @@ class TlsPolicies:
             exclude=" ".join(w for w in (exclude, also) if w),
             match=tuple(m for m in re.split(r"[,\s:]+", matches) if m),
             sni=sni,
+            site=site,
         )
 
     async def _lookup(self, dest: str, domain: bool) -> tuple[str, dict[str, str]] | None:
