@@ -65,13 +65,17 @@ async def read_attributes(
     idle_timeout: float,
     timeout: float,
     peer: str = "unknown",
+    max_line: int = MAX_LINE,
+    max_attributes: int = MAX_ATTRIBUTES,
+    max_request: int = MAX_REQUEST,
 ) -> dict[str, str] | None:
     """Read one attribute list up to its empty line; None when the peer closed before it.
 
     ``idle_timeout`` bounds the wait for the first byte of a request
     (:class:`PolicyIdle`), ``timeout`` the time from that byte to the empty
-    line.  The reader's own limit should be at least :data:`MAX_LINE` (a
-    smaller one only makes long lines fail earlier).
+    line.  The ``max_*`` bounds default to the module's; the reader's own
+    limit should be at least ``max_line`` (a smaller one only makes long
+    lines fail earlier).
     """
     try:
         async with asyncio.timeout(idle_timeout):
@@ -82,14 +86,17 @@ async def read_attributes(
         return None
     try:
         async with asyncio.timeout(timeout):
-            return await _read_lines(reader, first, peer)
+            return await _read_lines(reader, first, peer,
+                                     (max_line, max_attributes, max_request))
     except TimeoutError:
         raise PolicyProtocolError(
             f"timeout on {peer} while reading input attribute"
         ) from None
 
 
-async def _read_lines(reader: asyncio.StreamReader, first: bytes, peer: str) -> dict[str, str]:
+async def _read_lines(reader: asyncio.StreamReader, first: bytes, peer: str,
+                      limits: tuple[int, int, int]) -> dict[str, str]:
+    max_line, max_attributes, max_request = limits
     attrs: dict[str, str] = {}
     size = count = 0
     while True:
@@ -102,15 +109,15 @@ async def _read_lines(reader: asyncio.StreamReader, first: bytes, peer: str) -> 
         except asyncio.LimitOverrunError:
             line = b""  # too long: reported below
         first = b""
-        if not line or len(line) > MAX_LINE:
+        if not line or len(line) > max_line:
             raise PolicyProtocolError(
-                f"string length > {MAX_LINE} characters from {peer}"
+                f"string length > {max_line} characters from {peer}"
                 " while reading input attribute"
             )
         size += len(line)
-        if size > MAX_REQUEST:
+        if size > max_request:
             raise PolicyProtocolError(
-                f"request size exceeds limit {MAX_REQUEST} in input from {peer}"
+                f"request size exceeds limit {max_request} in input from {peer}"
             )
         text = line[:-1]
         if text.endswith(b"\r"):
@@ -123,9 +130,9 @@ async def _read_lines(reader: asyncio.StreamReader, first: bytes, peer: str) -> 
                 "utf-8", "replace"))  # as printable(): no control characters in the log
             raise PolicyProtocolError(f"missing value for string attribute {shown} from {peer}")
         count += 1
-        if count > MAX_ATTRIBUTES:
+        if count > max_attributes:
             raise PolicyProtocolError(
-                f"attribute count exceeds limit {MAX_ATTRIBUTES} in input from {peer}"
+                f"attribute count exceeds limit {max_attributes} in input from {peer}"
             )
         attrs.setdefault(name.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
 
