@@ -96,45 +96,85 @@ async def read_attributes(
 
 async def _read_lines(reader: asyncio.StreamReader, first: bytes, peer: str,
                       limits: tuple[int, int, int]) -> dict[str, str]:
+    """Line by line; once the first line shows a client that ends lines with LF only (as
+    Postfix does) and the reader may buffer a whole request, the rest in one read."""
     max_line, max_attributes, max_request = limits
     attrs: dict[str, str] = {}
     size = count = 0
+    block = getattr(reader, "_limit", 0) >= max_request
     while True:
         try:
             line = first + await reader.readuntil(b"\n") if first != b"\n" else first
         except asyncio.IncompleteReadError:
-            raise PolicyProtocolError(
-                f"premature end-of-input on {peer} while reading input attribute"
-            ) from None
+            raise _premature(peer) from None
         except asyncio.LimitOverrunError:
             line = b""  # too long: reported below
         first = b""
         if not line or len(line) > max_line:
-            raise PolicyProtocolError(
-                f"string length > {max_line} characters from {peer}"
-                " while reading input attribute"
-            )
+            raise _too_long(max_line, peer)
         size += len(line)
         if size > max_request:
-            raise PolicyProtocolError(
-                f"request size exceeds limit {max_request} in input from {peer}"
-            )
+            raise _too_big(max_request, peer)
         text = line[:-1]
         if text.endswith(b"\r"):
             text = text[:-1]
+            block = False
         if not text:
             return attrs
-        name, eq, value = text.partition(b"=")
-        if not eq:
-            shown = "".join(c if c.isprintable() else "?" for c in name[:100].decode(
-                "utf-8", "replace"))  # as printable(): no control characters in the log
-            raise PolicyProtocolError(f"missing value for string attribute {shown} from {peer}")
         count += 1
-        if count > max_attributes:
-            raise PolicyProtocolError(
-                f"attribute count exceeds limit {max_attributes} in input from {peer}"
-            )
-        attrs.setdefault(name.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+        _add(attrs, text, count, max_attributes, peer)
+        if block:
+            return await _read_block(reader, attrs, size, count, limits, peer)
+
+
+async def _read_block(reader: asyncio.StreamReader, attrs: dict[str, str], size: int,
+                      count: int, limits: tuple[int, int, int], peer: str) -> dict[str, str]:
+    """The rest of a request after its first line, in one read up to the empty line."""
+    max_line, max_attributes, max_request = limits
+    try:
+        nxt = await reader.readexactly(1)
+        if nxt == b"\n":
+            return attrs
+        rest = nxt + await reader.readuntil(b"\n\n")
+    except asyncio.IncompleteReadError:
+        raise _premature(peer) from None
+    except asyncio.LimitOverrunError:
+        raise _too_big(max_request, peer) from None
+    if size + len(rest) > max_request:
+        raise _too_big(max_request, peer)
+    for text in rest[:-2].split(b"\n"):
+        if len(text) >= max_line:
+            raise _too_long(max_line, peer)
+        count += 1
+        _add(attrs, text[:-1] if text.endswith(b"\r") else text, count, max_attributes, peer)
+    return attrs
+
+
+def _add(attrs: dict[str, str], text: bytes, count: int, max_attributes: int,
+         peer: str) -> None:
+    name, eq, value = text.partition(b"=")
+    if not eq:
+        shown = "".join(c if c.isprintable() else "?" for c in name[:100].decode(
+            "utf-8", "replace"))  # as printable(): no control characters in the log
+        raise PolicyProtocolError(f"missing value for string attribute {shown} from {peer}")
+    if count > max_attributes:
+        raise PolicyProtocolError(
+            f"attribute count exceeds limit {max_attributes} in input from {peer}")
+    attrs.setdefault(name.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+
+
+def _premature(peer: str) -> PolicyProtocolError:
+    return PolicyProtocolError(
+        f"premature end-of-input on {peer} while reading input attribute")
+
+
+def _too_long(max_line: int, peer: str) -> PolicyProtocolError:
+    return PolicyProtocolError(
+        f"string length > {max_line} characters from {peer} while reading input attribute")
+
+
+def _too_big(max_request: int, peer: str) -> PolicyProtocolError:
+    return PolicyProtocolError(f"request size exceeds limit {max_request} in input from {peer}")
 
 
 def encode_attributes(attrs: Mapping[str, str]) -> bytes:

@@ -79,7 +79,8 @@ class RedisOutage:
                 job.close()
             return None
         try:
-            result = await asyncio.wait_for(job, timeout)
+            async with asyncio.timeout(timeout):  # no task per call, unlike wait_for
+                result = await job
         except (RedisError, OSError, TimeoutError) as exc:
             self.failed(exc)
             return None

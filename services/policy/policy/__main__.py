@@ -26,7 +26,7 @@ async def main(ctx: ServiceContext) -> None:
     ctx.on_reload(server.reconfigure)
     listener = await asyncio.start_server(
         server.session, host or "127.0.0.1", port,
-        limit=max(server.max_line, proto.MAX_LINE))
+        limit=max(server.max_line, server.max_request, proto.MAX_LINE))
     ctx.ready = True
     async with listener:
         await ctx.stopping.wait()
