@@ -142,11 +142,20 @@ async def _read_block(reader: asyncio.StreamReader, attrs: dict[str, str], size:
         raise _too_big(max_request, peer) from None
     if size + len(rest) > max_request:
         raise _too_big(max_request, peer)
-    for text in rest[:-2].split(b"\n"):
-        if len(text) >= max_line:
-            raise _too_long(max_line, peer)
+    body = rest[:-2]
+    if len(body) >= max_line and any(len(t) >= max_line for t in body.split(b"\n")):
+        raise _too_long(max_line, peer)
+    # one decode for the block: a newline or "=" is never part of a UTF-8 sequence, so
+    # this is what decoding each name and value gives
+    for line in body.decode("utf-8", "replace").split("\n"):
+        name, eq, value = line.removesuffix("\r").partition("=")
+        if not eq:
+            raise _missing(name, peer)
         count += 1
-        _add(attrs, text[:-1] if text.endswith(b"\r") else text, count, max_attributes, peer)
+        if count > max_attributes:
+            raise _too_many(max_attributes, peer)
+        if name not in attrs:
+            attrs[name] = value
     return attrs
 
 
@@ -154,13 +163,20 @@ def _add(attrs: dict[str, str], text: bytes, count: int, max_attributes: int,
          peer: str) -> None:
     name, eq, value = text.partition(b"=")
     if not eq:
-        shown = "".join(c if c.isprintable() else "?" for c in name[:100].decode(
-            "utf-8", "replace"))  # as printable(): no control characters in the log
-        raise PolicyProtocolError(f"missing value for string attribute {shown} from {peer}")
+        raise _missing(name.decode("utf-8", "replace"), peer)
     if count > max_attributes:
-        raise PolicyProtocolError(
-            f"attribute count exceeds limit {max_attributes} in input from {peer}")
+        raise _too_many(max_attributes, peer)
     attrs.setdefault(name.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+
+
+def _missing(name: str, peer: str) -> PolicyProtocolError:
+    shown = "".join(c if c.isprintable() else "?" for c in name[:100])  # as printable()
+    return PolicyProtocolError(f"missing value for string attribute {shown} from {peer}")
+
+
+def _too_many(max_attributes: int, peer: str) -> PolicyProtocolError:
+    return PolicyProtocolError(
+        f"attribute count exceeds limit {max_attributes} in input from {peer}")
 
 
 def _premature(peer: str) -> PolicyProtocolError:

@@ -38,6 +38,38 @@ async def run_script(client: Redis, script: str, keys: list[str],
     return await client.evalsha(_digests[script], len(keys), *keys, *args)
 
 
+Call = tuple[str, list[str], list[str | int | float]]  # script, keys, arguments
+
+
+async def run_scripts(client: Redis, calls: list[Call]) -> list[Any]:
+    """Each call's answer (or its RedisError), in one pipelined round trip.
+
+    A script Redis does not know is loaded and only the calls that got
+    NOSCRIPT run again, so that no call runs twice.
+    """
+    for script in {script for script, _, _ in calls} - _digests.keys():
+        _digests[script] = await client.script_load(script)
+    answers: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        for i in todo:
+            script, keys, args = calls[i]
+            pipe.evalsha(_digests[script], len(keys), *keys, *args)
+        got = await pipe.execute(raise_on_error=False)
+        again = []
+        for i, answer in zip(todo, got, strict=True):
+            answers[i] = answer
+            if isinstance(answer, NoScriptError) and attempt == 0:
+                again.append(i)
+        if not again:
+            break
+        for script in {calls[i][0] for i in again}:
+            _digests[script] = await client.script_load(script)
+        todo = again
+    return answers
+
+
 class RedisOutage:
     """What a Redis client does while Redis cannot answer: each failure skips Redis for
     ``retry_after`` seconds (a dead Redis then costs callers no time), and one outage is

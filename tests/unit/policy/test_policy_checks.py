@@ -212,3 +212,17 @@ async def test_redis_outage_gives_the_default_action_logged_once(
 def test_unknown_check_is_refused() -> None:
     with pytest.raises(ConfigError, match="unknown check 'postgrey'"):
         Checks(Config.from_text("postbus_policy_checks = postgrey\n"))
+
+
+async def test_odd_values_are_answered(client: Redis) -> None:
+    """Non-UTF-8 bytes (already U+FFFD), an unparsable address, missing attributes."""
+    clock = Clock()
+    checks = make(client, clock, "postbus_policy_checks = greylist, ratelimit\n"
+                  "postbus_policy_ratelimit_limits = client_address 1/1m\n")
+    odd = req(client_address="not-an-ip", sender="\ufffdl\ufffdve@exa\ufffdmple.com",
+              recipient="\ufffd@\ufffd")
+    assert await checks.answer(odd) == (
+        "DEFER_IF_PERMIT 4.2.0 Greylisted, see http://postgrey.schweikert.ch/help/\ufffd.html")
+    partial = req()
+    del partial["sender"]
+    assert await checks.answer(partial) == "DUNNO"  # as postgrey: attribute missing
