@@ -1,12 +1,16 @@
 """Policy service benchmark: requests per second of one policy process with greylisting
 on (issue 12: target >= 5,000 per process over reused connections, Redis round trips
-included).
+included), and what ingress-smtpd's policy client (check_policy_service) costs per request
+(target: <= 0.1 ms CPU per message with a local policy server).
 
 Starts its own redis-server and one policy process on loopback (postbus_policy_checks =
 greylist, Postfix-sized requests of about 30 attributes, each a new triplet, so every
 request is one Redis script), then drives it from ``--connections`` reused connections,
 each sending its next request when the answer to the last one arrived, as Postfix's
-smtpd does. Prints requests/s and the server's CPU seconds per request.
+smtpd does. Prints requests/s and the server's CPU seconds per request. Then smtpd's own
+client (``ingress_smtpd.restrictions.policy_client.PolicyClient``, reused connections) asks
+the same server from this process, and the CPU this process spent per request is printed:
+the client's cost in an smtpd, less building the attribute list.
 
 Run: ``python bench/policy_bench.py`` (``--seconds``, ``--connections``).
 """
@@ -64,6 +68,32 @@ async def drive(port: int, connections: int, seconds: float) -> int:
     return done
 
 
+def client_cpu(port: int, requests: int) -> float:
+    """CPU seconds of this process per request sent with smtpd's policy client."""
+    from ingress_smtpd.restrictions.policy_client import PolicyClient
+    from postbus.config.loader import Config
+
+    client = PolicyClient(f"inet:127.0.0.1:{port}", Config.from_text(""),
+                          "smtpd_recipient_restrictions")
+    request = dict(line.split("=", 1) for line in ATTRS.strip().split("\n"))
+
+    async def run() -> float:
+        async def session(s: int) -> None:
+            for n in range(requests // 10):
+                attrs = request | {"recipient": f"c{s}-{n}@postbus.test",
+                                   "instance": f"c{s}.{n}"}
+                action = await client.query(attrs)
+                assert action is not None and action.startswith("DEFER_IF_PERMIT"), action
+        await session(0)  # warm up: the connection
+        start = time.process_time()
+        await asyncio.gather(*(session(s) for s in range(1, 11)))
+        used = time.process_time() - start
+        await client.close()
+        return used / (requests // 10 * 10)
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -102,6 +132,9 @@ def main() -> None:
                   f"{done / elapsed:,.0f} requests/s per process "
                   f"({cpu / done * 1e6:.0f} us server CPU per request, "
                   f"{done / cpu:,.0f} requests per server CPU second)")
+            per = client_cpu(port, 5000)
+            print(f"smtpd policy client (check_policy_service, reused connections): "
+                  f"{per * 1000:.3f} ms CPU per request")
         finally:
             proc.terminate()
             proc.wait(10)
