@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -15,7 +16,7 @@ from policy.ratelimit import parse_limits
 from policy.store import Store
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
-from postbus.servers import ServerProcess, free_port
+from postbus.servers import ServerProcess, free_port, redis_server
 
 HELP = "Greylisted, see http://postgrey.schweikert.ch/help/example.net.html"
 
@@ -226,3 +227,25 @@ async def test_odd_values_are_answered(client: Redis) -> None:
     partial = req()
     del partial["sender"]
     assert await checks.answer(partial) == "DUNNO"  # as postgrey: attribute missing
+
+
+async def test_redis_back_is_logged_and_checks_resume(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "postbus.policy")
+    port = free_port()
+    client = Redis.from_url(f"redis://127.0.0.1:{port}/0")
+    checks = Checks(Config.from_text("postbus_policy_checks = greylist\n"),
+                    Store(lambda: client, retry_after=0.0), clock=Clock())
+    server = None
+    try:
+        assert await checks.answer(req()) == "DUNNO"  # the default action
+        server = redis_server(tmp_path / "redis", port=port).start()
+        assert (await checks.answer(req())).startswith("DEFER_IF_PERMIT 4.2.0 Greylisted")
+        messages = [r.getMessage() for r in caplog.records]
+        assert sum("problem talking to Redis" in m for m in messages) == 1
+        assert "Redis answers again; policy checks resumed" in messages
+    finally:
+        await client.aclose()
+        if server is not None:
+            server.stop()
