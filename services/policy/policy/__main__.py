@@ -2,7 +2,8 @@
 greylisting (postgrey's), rate limits and SPF (policyd-spf's), configured by
 the ``postbus_policy_*`` parameters of main.cf. Real Postfix can use it:
 ``check_policy_service inet:host:port``. State is in Redis, so replicas
-behind one address answer alike. :mod:`policy.server` serves connections,
+behind one address answer alike (several processes of one master.cf line share its
+port). :mod:`policy.server` serves connections,
 :mod:`policy.checks` composes the checks.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from postbus import policy_protocol as proto
+from postbus.master_plan import process_count
 from postbus.service import ServiceContext, run
 
 from .server import Server
@@ -24,9 +26,12 @@ async def main(ctx: ServiceContext) -> None:
     host, port = address
     server = Server(ctx.cfg)
     ctx.on_reload(server.reconfigure)
+    # the processes of one master.cf line (maxproc > 1) share its port (SO_REUSEPORT)
+    assert entry is not None
     listener = await asyncio.start_server(
         server.session, host or "127.0.0.1", port,
-        limit=max(server.max_line, server.max_request, proto.MAX_LINE))
+        limit=max(server.max_line, server.max_request, proto.MAX_LINE),
+        reuse_port=process_count(entry) > 1 or None)
     ctx.ready = True
     async with listener:
         await ctx.stopping.wait()

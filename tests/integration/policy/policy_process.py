@@ -41,12 +41,14 @@ class PolicyProcess:
         assert "Traceback" not in self.output(), self.output()
 
 
-def start_policy(tmp: Path, main_cf: str, name: str = "policy") -> PolicyProcess:
+def start_policy(tmp: Path, main_cf: str, name: str = "policy", *, port: int = 0,
+                 maxproc: str = "-") -> PolicyProcess:
+    """One policy process; ``port`` and ``maxproc`` for another process of the same line."""
     conf = tmp / name
     conf.mkdir()
-    port, metrics = free_port(), free_port()
+    port, metrics = port or free_port(), free_port()
     (conf / "main.cf").write_text(f"data_directory = {tmp}\n{main_cf}")
-    (conf / "master.cf").write_text(f"127.0.0.1:{port} inet n - n - - policy\n")
+    (conf / "master.cf").write_text(f"127.0.0.1:{port} inet n - n - {maxproc} policy\n")
     log = conf / "policy.out"
     with open(log, "wb") as out:
         proc = subprocess.Popen(

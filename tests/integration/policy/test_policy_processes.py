@@ -1,5 +1,5 @@
-"""The policy service takes a changed main.cf without a restart, and keeps its last good
-configuration when the new one is bad."""
+"""Policy service processes: a changed main.cf taken without a restart (the last good
+configuration kept when the new one is bad), several processes on one address."""
 
 from __future__ import annotations
 
@@ -44,3 +44,19 @@ def test_reload(redis: ServerProcess, tmp_path: Path) -> None:
         assert ask(policy.port).startswith(b"action=DEFER_IF_PERMIT Greylisted")
     finally:
         policy.stop()
+
+
+def test_processes_of_one_line_share_its_port(redis: ServerProcess, tmp_path: Path) -> None:
+    """maxproc 2: two processes on one address (SO_REUSEPORT), one greylist in Redis."""
+    main_cf = f"postbus_redis_url = {redis.url}/0\npostbus_policy_checks = greylist\n"
+    a = start_policy(tmp_path, main_cf, "a", maxproc="2")
+    b = start_policy(tmp_path, main_cf, "b", port=a.port, maxproc="2")
+    try:
+        answers = {ask(a.port) for _ in range(40)}  # new connections: the kernel spreads them
+        assert answers == {b"action=DEFER_IF_PERMIT Greylisted, see "
+                           b"http://postgrey.schweikert.ch/help/example.net.html\n\n"}
+        a.wait_log("action=greylist, reason=")
+        b.wait_log("action=greylist, reason=")  # both served, from the one triplet
+    finally:
+        a.stop()
+        b.stop()
