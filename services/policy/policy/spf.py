@@ -8,15 +8,17 @@ address; a result listed by ``postbus_policy_spf_helo_reject`` /
 
     550 5.7.23 Message rejected due to: SPF fail - not authorized. Please see http://...
 
-(``5.7.24`` for a permanent error, ``DEFER_IF_PERMIT 4.7.24 ... deferred``
+(``5.7.24`` for a permanent error, ``defer_if_permit 4.7.24 ... deferred``
 for a temporary one when ``_temperror_defer`` is set); anything else is
-``PREPEND Received-SPF: Pass (mailfrom) identity=mailfrom; client-ip=...;
+``prepend Received-SPF: Pass (mailfrom) identity=mailfrom; client-ip=...;
 helo=...; envelope-from=...; receiver=... `` (policyd-spf's spelling, the
-trailing space included). Clients in ``_skip_addresses`` get an
-``X-Comment`` header instead. The receiver is the recipient's domain.
+lower-case actions and the trailing space included). Clients in
+``_skip_addresses`` get an ``X-Comment`` header instead. The receiver is
+the recipient's domain. tests/integration/policy/test_spf_vs_policyd_spf.py
+compares the answers with Debian's policyd-spf.
 
 One result per message (Postfix's ``instance``): later recipients of a
-message get the same rejection, or DUNNO once its header was prepended.
+message get the same rejection, or ``dunno`` once its header was prepended.
 pyspf blocks, so it runs in a thread; its DNS goes to
 ``postbus_dns_servers`` through dnspython.
 """
@@ -118,9 +120,9 @@ class Spf:
         instance = req.get("instance", "")
         if instance and instance in self._instances:
             done = self._instances[instance]
-            return done if not done.startswith("PREPEND") else "DUNNO"
+            return done if not done.startswith("prepend") else "dunno"  # one header
         answer = await self._evaluate(req)
-        if instance and answer != "DUNNO":
+        if instance and answer != "dunno":
             self._instances[instance] = answer
             if len(self._instances) > _INSTANCES:
                 self._instances.popitem(last=False)
@@ -129,7 +131,7 @@ class Spf:
     async def _evaluate(self, req: dict[str, str]) -> str:
         ip = req.get("client_address", "")
         if not ip:
-            return "DUNNO"
+            return "dunno"
         recipient = req.get("recipient") or "none"
         receiver = "<UNKNOWN>" if self.hide_receiver else (
             recipient.split("@")[1] if "@" in recipient else recipient)
@@ -137,13 +139,13 @@ class Spf:
         try:
             address = ipaddress.ip_address(ip)
         except ValueError:
-            return "DUNNO"
+            return "dunno"
         if any(address.version == n.version and address in n for n in self.skip):
-            return ("PREPEND X-Comment: SPF check N/A for local connections - "
+            return ("prepend X-Comment: SPF check N/A for local connections - "
                     f"client-ip={ip}; helo={helo or '<UNKNOWN>'}; envelope-from={sender}; "
                     f"receiver={receiver} ")
         if not sender and not helo:
-            return "DUNNO"
+            return "dunno"
         if not helo:
             helo = sender.split("@", 1)[1] if "@" in sender else "unknown"
         header = ""
@@ -172,7 +174,7 @@ class Spf:
                           f"receiver={receiver} ")
             if action in ("reject", "defer"):
                 return self._reject(action, result, explanation, "mfrom", sender, ip, receiver)
-        return f"PREPEND {header}" if header else "DUNNO"
+        return f"prepend {header}" if header else "dunno"
 
     async def _query(self, ip: str, sender: str, helo: str) -> tuple[str, str]:
         """pyspf's (result, explanation), the result capitalized as policyd-spf does."""
@@ -192,5 +194,5 @@ class Spf:
                                   spf=explanation, url=url)
         error = result in ("Permerror", "Temperror")
         if action == "defer":
-            return f"DEFER_IF_PERMIT 4.7.24 {text}"
+            return f"defer_if_permit 4.7.24 {text}"
         return f"550 {'5.7.24' if error else '5.7.23'} {text}"

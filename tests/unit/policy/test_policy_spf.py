@@ -42,7 +42,7 @@ def req(sender: str, helo: str = "nohelo.test", ip: str = "192.0.2.10",
 
 async def test_pass_prepends_received_spf(dns: DnsServer) -> None:
     assert await spf(dns).check(req("alice@pass.test")) == (
-        "PREPEND Received-SPF: Pass (mailfrom) identity=mailfrom; client-ip=192.0.2.10; "
+        "prepend Received-SPF: Pass (mailfrom) identity=mailfrom; client-ip=192.0.2.10; "
         "helo=nohelo.test; envelope-from=alice@pass.test; receiver=example.net ")
 
 
@@ -55,17 +55,17 @@ async def test_fail_is_rejected_as_policyd_spf_does(dns: DnsServer) -> None:
 async def test_softfail_neutral_none_and_errors_are_prepended(dns: DnsServer) -> None:
     check = spf(dns)
     assert (await check.check(req("a@soft.test"))).startswith(
-        "PREPEND Received-SPF: Softfail (mailfrom) identity=mailfrom; ")
+        "prepend Received-SPF: Softfail (mailfrom) identity=mailfrom; ")
     assert (await check.check(req("a@neutral.test"))).startswith(
-        "PREPEND Received-SPF: Neutral (mailfrom) identity=mailfrom; ")
+        "prepend Received-SPF: Neutral (mailfrom) identity=mailfrom; ")
     # no record for the sender nor the HELO name (policyd-spf's spelling)
     assert await check.check(req("a@norecord.test")) == (
-        "PREPEND Received-SPF: None (mailfrom) identity=mailfrom; client-ip=192.0.2.10; "
+        "prepend Received-SPF: None (mailfrom) identity=mailfrom; client-ip=192.0.2.10; "
         "helo=nohelo.test; envelope-from=a@norecord.test; receiver=example.net ")
     assert (await check.check(req("a@perm.test"))).startswith(
-        "PREPEND Received-SPF: Permerror (mailfrom) identity=mailfrom; ")
+        "prepend Received-SPF: Permerror (mailfrom) identity=mailfrom; ")
     assert (await check.check(req("a@tempfail.test"))).startswith(
-        "PREPEND Received-SPF: Temperror (mailfrom) identity=mailfrom; ")
+        "prepend Received-SPF: Temperror (mailfrom) identity=mailfrom; ")
 
 
 async def test_stricter_settings(dns: DnsServer) -> None:
@@ -78,7 +78,7 @@ async def test_stricter_settings(dns: DnsServer) -> None:
     assert (await check.check(req("a@perm.test"))).startswith(
         "550 5.7.24 Message rejected due to: ")
     assert (await check.check(req("a@tempfail.test"))).startswith(
-        "DEFER_IF_PERMIT 4.7.24 Message deferred due to: ")
+        "defer_if_permit 4.7.24 Message deferred due to: ")
     assert (await check.check(req("a@pass.test"))).endswith("receiver=<UNKNOWN> ")
 
 
@@ -89,17 +89,17 @@ async def test_helo_is_checked_first(dns: DnsServer) -> None:
         "http://www.openspf.net/Why?s=helo;id=badhelo.test;")
     # the null sender: the HELO result is the header
     assert (await check.check(req("", helo="helo.test"))).startswith(
-        "PREPEND Received-SPF: Pass (sender SPF authorized) identity=helo; "
+        "prepend Received-SPF: Pass (sender SPF authorized) identity=helo; "
         "client-ip=192.0.2.10; helo=helo.test; envelope-from=<>; ")
 
 
 async def test_one_header_per_message_and_local_clients(dns: DnsServer) -> None:
     check = spf(dns)
-    assert (await check.check(req("a@pass.test", instance="m1"))).startswith("PREPEND ")
-    assert await check.check(req("a@pass.test", instance="m1")) == "DUNNO"
+    assert (await check.check(req("a@pass.test", instance="m1"))).startswith("prepend ")
+    assert await check.check(req("a@pass.test", instance="m1")) == "dunno"
     rejected = await check.check(req("a@fail.test", instance="m2"))
     assert rejected.startswith("550 ")
     assert await check.check(req("a@fail.test", instance="m2")) == rejected
     assert await check.check(req("a@fail.test", ip="127.0.0.1")) == (
-        "PREPEND X-Comment: SPF check N/A for local connections - client-ip=127.0.0.1; "
+        "prepend X-Comment: SPF check N/A for local connections - client-ip=127.0.0.1; "
         "helo=nohelo.test; envelope-from=a@fail.test; receiver=example.net ")
