@@ -91,6 +91,12 @@ class Spf:
         self.hide_receiver = cfg.bool("postbus_policy_spf_hide_receiver")
         self.reason = cfg.get("postbus_policy_spf_reason_message")
         self.url = cfg.get("postbus_policy_spf_reason_url")
+        try:  # a template with other fields would fail at the first rejection: say so now
+            self._reject("reject", "Fail", "x", "mfrom", "x", "x", "x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"bad template field {exc}: use {{rejectdefer}}, {{spf}} and "
+                              "{url} in postbus_policy_spf_reason_message, {0} to {3} in "
+                              "postbus_policy_spf_reason_url") from None
         # pyspf looks its DNS function up at every query: one resolver per process
         pyspf.DNSLookup = _lookup(sync_resolver(cfg.list("postbus_dns_servers"),
                                                 self.lookup_time))

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from policy.spf import Spf
+from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from tests.integration.delivery.peers import DnsServer
 
@@ -103,3 +104,10 @@ async def test_one_header_per_message_and_local_clients(dns: DnsServer) -> None:
     assert await check.check(req("a@fail.test", ip="127.0.0.1")) == (
         "prepend X-Comment: SPF check N/A for local connections - client-ip=127.0.0.1; "
         "helo=nohelo.test; envelope-from=a@fail.test; receiver=example.net ")
+
+
+def test_bad_reason_template_is_refused_at_start() -> None:
+    with pytest.raises(ConfigError, match="bad template field 'reason'"):
+        Spf(Config.from_text("postbus_policy_spf_reason_message = {reason}\n"))
+    with pytest.raises(ConfigError, match="bad template field"):
+        Spf(Config.from_text("postbus_policy_spf_reason_url = http://x/{4}\n"))
