@@ -124,22 +124,36 @@ async def _read_lines(reader: asyncio.StreamReader, first: bytes, peer: str,
         count += 1
         _add(attrs, text, count, max_attributes, peer)
         if block:
-            return await _read_block(reader, attrs, size, count, limits, peer)
+            try:
+                first = await reader.readexactly(1)
+            except asyncio.IncompleteReadError:
+                raise _premature(peer) from None
+            if first == b"\n":
+                return attrs
+            if first != b"\r":  # else the next line may be an empty CRLF one: line by line
+                return await _read_block(reader, first, attrs, size, count, limits, peer)
+            block = False
 
 
-async def _read_block(reader: asyncio.StreamReader, attrs: dict[str, str], size: int,
-                      count: int, limits: tuple[int, int, int], peer: str) -> dict[str, str]:
-    """The rest of a request after its first line, in one read up to the empty line."""
+async def _read_block(reader: asyncio.StreamReader, first: bytes, attrs: dict[str, str],
+                      size: int, count: int, limits: tuple[int, int, int], peer: str
+                      ) -> dict[str, str]:
+    """The rest of a request after its first line, in one read up to the empty line.
+
+    An empty CRLF line in it would have ended the request before: that client mixes
+    line endings, and the request boundary is lost (an error, never two requests as one).
+    """
     max_line, max_attributes, max_request = limits
     try:
-        nxt = await reader.readexactly(1)
-        if nxt == b"\n":
-            return attrs
-        rest = nxt + await reader.readuntil(b"\n\n")
-    except asyncio.IncompleteReadError:
+        rest = first + await reader.readuntil(b"\n\n")
+    except asyncio.IncompleteReadError as exc:
+        if b"\n\r\n" in exc.partial:
+            raise _mixed(peer) from None
         raise _premature(peer) from None
     except asyncio.LimitOverrunError:
         raise _too_big(max_request, peer) from None
+    if b"\n\r\n" in rest:
+        raise _mixed(peer)
     if size + len(rest) > max_request:
         raise _too_big(max_request, peer)
     body = rest[:-2]
@@ -177,6 +191,10 @@ def _missing(name: str, peer: str) -> PolicyProtocolError:
 def _too_many(max_attributes: int, peer: str) -> PolicyProtocolError:
     return PolicyProtocolError(
         f"attribute count exceeds limit {max_attributes} in input from {peer}")
+
+
+def _mixed(peer: str) -> PolicyProtocolError:
+    return PolicyProtocolError(f"mixed LF and CRLF line endings in input from {peer}")
 
 
 def _premature(peer: str) -> PolicyProtocolError:

@@ -141,3 +141,14 @@ async def test_violations_of_whole_requests(data: bytes, error: str) -> None:
     with pytest.raises(PolicyProtocolError) as info:
         await _read(_big_reader(data, eof=len(data) < MAX_REQUEST), timeout=2)
     assert str(info.value).startswith(error)
+
+
+async def test_mixed_line_endings_never_merge_requests() -> None:
+    # an empty CRLF line right after an LF first line ends the request, as line by line
+    reader = _big_reader(b"a=1\n\r\nb=2\n\n")
+    assert await _read(reader) == {"a": "1"}
+    assert await _read(reader) == {"b": "2"}
+    # further in, the boundary would be lost: a clear error, not two requests as one
+    with pytest.raises(PolicyProtocolError, match="^mixed LF and CRLF line endings in input "
+                       "from peer:1$"):
+        await _read(_big_reader(b"a=1\nb=2\r\n\r\nc=3\n\n"))
