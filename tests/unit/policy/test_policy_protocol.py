@@ -149,6 +149,6 @@ async def test_mixed_line_endings_never_merge_requests() -> None:
     assert await _read(reader) == {"a": "1"}
     assert await _read(reader) == {"b": "2"}
     # further in, the boundary would be lost: a clear error, not two requests as one
-    with pytest.raises(PolicyProtocolError, match="^mixed LF and CRLF line endings in input "
-                       "from peer:1$"):
+    with pytest.raises(PolicyProtocolError) as info:
         await _read(_big_reader(b"a=1\nb=2\r\n\r\nc=3\n\n"))
+    assert str(info.value) == "mixed LF and CRLF line endings in input from peer:1"
