@@ -91,7 +91,9 @@ def client_cpu(port: int, requests: int) -> float:
         await client.close()
         return used / (requests // 10 * 10)
 
-    return asyncio.run(run())
+    import uvloop  # as smtpd runs
+
+    return uvloop.run(run())
 
 
 def main() -> None:

@@ -217,16 +217,19 @@ def encode_attributes(attrs: Mapping[str, str]) -> bytes:
     ValueError for what the other end could not read back: an empty name,
     a ``=`` in a name, a newline or NUL anywhere, a line over :data:`MAX_LINE`.
     """
-    out = bytearray()
-    for name, value in attrs.items():
-        if not name or "=" in name or _bad_chars(name) or _bad_chars(value):
-            raise ValueError(f"attribute {name!r} cannot be sent as a policy attribute")
-        line = f"{name}={value}\n".encode("utf-8", "surrogateescape")
-        if len(line) > MAX_LINE:
-            raise ValueError(f"attribute {name} is longer than {MAX_LINE} bytes")
-        out += line
-    out += b"\n"
-    return bytes(out)
+    text = "".join([f"{name}={value}\n" for name, value in attrs.items()])
+    # one scan of the whole text for the common case; the attribute to blame when not
+    if text.count("\n") != len(attrs) or "\r" in text or "\0" in text or any(
+            not name or "=" in name for name in attrs):
+        for name, value in attrs.items():
+            if not name or "=" in name or _bad_chars(name) or _bad_chars(value):
+                raise ValueError(f"attribute {name!r} cannot be sent as a policy attribute")
+    out = text.encode("utf-8", "surrogateescape")
+    if len(out) > MAX_LINE:
+        for name, value in attrs.items():
+            if len(f"{name}={value}\n".encode("utf-8", "surrogateescape")) > MAX_LINE:
+                raise ValueError(f"attribute {name} is longer than {MAX_LINE} bytes")
+    return out + b"\n"
 
 
 def encode_reply(action: str) -> bytes:

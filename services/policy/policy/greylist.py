@@ -24,6 +24,7 @@ client sends.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -103,14 +104,16 @@ def sender_key(sender: str) -> str:
     return f"{_NUMBER.sub('#', user)}@{domain}"
 
 
+@functools.lru_cache(maxsize=4096)  # clients come back: parsing is a tenth of a request
 def client_network(address: str, v4: int, v6: int) -> str:
     """The client's network address for the triplet (the address itself if unparsable)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return address
-    net = ipaddress.ip_network(f"{ip}/{v4 if ip.version == 4 else v6}", strict=False)
-    return str(net.network_address)
+    bits = ip.max_prefixlen
+    prefix = v4 if ip.version == 4 else v6
+    return str(type(ip)(int(ip) >> (bits - prefix) << (bits - prefix)))
 
 
 class Greylist:
