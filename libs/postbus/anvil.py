@@ -34,15 +34,13 @@ import contextlib
 import itertools
 import logging
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from postbus.maps import context
-from postbus.redis_script import run_script
+from postbus.redis_script import RedisOutage, run_script
 
 __all__ = ["PREFIX", "Anvil"]
 
@@ -123,7 +121,8 @@ class Anvil:
         self._ids = itertools.count(1)
         self._token = os.urandom(6).hex()
         self._open: dict[str, str] = {}  # member -> its connection set
-        self._down_until = 0.0
+        self.outage = RedisOutage(log, "problem talking to server anvil (Redis): %s; "
+                                  "client limits are not enforced", retry_after=RETRY_AFTER)
         self._refresher: asyncio.Task[None] | None = None
         self._gone: list[tuple[str, str]] = []  # (connection set, member) to drop
         self._sent: asyncio.Future[None] | None = None  # done when _gone has been sent
@@ -133,20 +132,8 @@ class Anvil:
         return f"{PREFIX}{self.service}:{addr}"
 
     async def _run(self, script: str, keys: list[str], args: list[str | int]) -> Any:
-        if time.monotonic() < self._down_until:
-            return None
-        try:
-            return await asyncio.wait_for(run_script(self.redis(), script, keys, list(args)),
-                                          self.timeout)
-        except (RedisError, OSError, TimeoutError) as exc:
-            if not self._down_until:
-                log.warning("problem talking to server anvil (Redis): %s; "
-                            "client limits are not enforced", exc or exc.__class__.__name__)
-            self._down_until = time.monotonic() + RETRY_AFTER
-            return None
-        finally:
-            if self._down_until and time.monotonic() >= self._down_until:
-                self._down_until = 0.0
+        return await self.outage.call(run_script(self.redis(), script, keys, list(args)),
+                                      self.timeout)
 
     # -- connections -------------------------------------------------------------------
 

@@ -43,6 +43,16 @@ smtpd_queue_write_seconds = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
 )
 
+# policy
+policy_requests = Counter(
+    "postbus_policy_requests", "policy delegation requests answered by the policy service"
+)
+policy_actions = Counter(
+    "postbus_policy_actions", "actions of the policy service's checks (check: greylist, "
+    "ratelimit, spf; action: DUNNO, PREPEND, DEFER_IF_PERMIT, 5xx, REDIS_DOWN, ...)",
+    ["check", "action"],
+)
+
 # qmgr
 queue_messages = Gauge("postbus_queue_messages", "messages per queue", ["queue"])
 content_check_actions = Counter(

@@ -65,13 +65,17 @@ async def read_attributes(
     idle_timeout: float,
     timeout: float,
     peer: str = "unknown",
+    max_line: int = MAX_LINE,
+    max_attributes: int = MAX_ATTRIBUTES,
+    max_request: int = MAX_REQUEST,
 ) -> dict[str, str] | None:
     """Read one attribute list up to its empty line; None when the peer closed before it.
 
     ``idle_timeout`` bounds the wait for the first byte of a request
     (:class:`PolicyIdle`), ``timeout`` the time from that byte to the empty
-    line.  The reader's own limit should be at least :data:`MAX_LINE` (a
-    smaller one only makes long lines fail earlier).
+    line.  The ``max_*`` bounds default to the module's; the reader's own
+    limit should be at least ``max_line`` (a smaller one only makes long
+    lines fail earlier).
     """
     try:
         async with asyncio.timeout(idle_timeout):
@@ -82,52 +86,129 @@ async def read_attributes(
         return None
     try:
         async with asyncio.timeout(timeout):
-            return await _read_lines(reader, first, peer)
+            return await _read_lines(reader, first, peer,
+                                     (max_line, max_attributes, max_request))
     except TimeoutError:
         raise PolicyProtocolError(
             f"timeout on {peer} while reading input attribute"
         ) from None
 
 
-async def _read_lines(reader: asyncio.StreamReader, first: bytes, peer: str) -> dict[str, str]:
+async def _read_lines(reader: asyncio.StreamReader, first: bytes, peer: str,
+                      limits: tuple[int, int, int]) -> dict[str, str]:
+    """Line by line; once the first line shows a client that ends lines with LF only (as
+    Postfix does) and the reader may buffer a whole request, the rest in one read."""
+    max_line, max_attributes, max_request = limits
     attrs: dict[str, str] = {}
     size = count = 0
+    block = getattr(reader, "_limit", 0) >= max_request
     while True:
         try:
             line = first + await reader.readuntil(b"\n") if first != b"\n" else first
         except asyncio.IncompleteReadError:
-            raise PolicyProtocolError(
-                f"premature end-of-input on {peer} while reading input attribute"
-            ) from None
+            raise _premature(peer) from None
         except asyncio.LimitOverrunError:
             line = b""  # too long: reported below
         first = b""
-        if not line or len(line) > MAX_LINE:
-            raise PolicyProtocolError(
-                f"string length > {MAX_LINE} characters from {peer}"
-                " while reading input attribute"
-            )
+        if not line or len(line) > max_line:
+            raise _too_long(max_line, peer)
         size += len(line)
-        if size > MAX_REQUEST:
-            raise PolicyProtocolError(
-                f"request size exceeds limit {MAX_REQUEST} in input from {peer}"
-            )
+        if size > max_request:
+            raise _too_big(max_request, peer)
         text = line[:-1]
         if text.endswith(b"\r"):
             text = text[:-1]
+            block = False
         if not text:
             return attrs
-        name, eq, value = text.partition(b"=")
-        if not eq:
-            shown = "".join(c if c.isprintable() else "?" for c in name[:100].decode(
-                "utf-8", "replace"))  # as printable(): no control characters in the log
-            raise PolicyProtocolError(f"missing value for string attribute {shown} from {peer}")
         count += 1
-        if count > MAX_ATTRIBUTES:
-            raise PolicyProtocolError(
-                f"attribute count exceeds limit {MAX_ATTRIBUTES} in input from {peer}"
-            )
-        attrs.setdefault(name.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+        _add(attrs, text, count, max_attributes, peer)
+        if block:
+            try:
+                first = await reader.readexactly(1)
+            except asyncio.IncompleteReadError:
+                raise _premature(peer) from None
+            if first == b"\n":
+                return attrs
+            if first != b"\r":  # else the next line may be an empty CRLF one: line by line
+                return await _read_block(reader, first, attrs, size, count, limits, peer)
+            block = False
+
+
+async def _read_block(reader: asyncio.StreamReader, first: bytes, attrs: dict[str, str],
+                      size: int, count: int, limits: tuple[int, int, int], peer: str
+                      ) -> dict[str, str]:
+    """The rest of a request after its first line, in one read up to the empty line.
+
+    An empty CRLF line in it would have ended the request before: that client mixes
+    line endings, and the request boundary is lost (an error, never two requests as one).
+    """
+    max_line, max_attributes, max_request = limits
+    try:
+        rest = first + await reader.readuntil(b"\n\n")
+    except asyncio.IncompleteReadError as exc:
+        if b"\n\r\n" in exc.partial:
+            raise _mixed(peer) from None
+        raise _premature(peer) from None
+    except asyncio.LimitOverrunError:
+        raise _too_big(max_request, peer) from None
+    if b"\n\r\n" in rest:
+        raise _mixed(peer)
+    if size + len(rest) > max_request:
+        raise _too_big(max_request, peer)
+    body = rest[:-2]
+    if len(body) >= max_line and any(len(t) >= max_line for t in body.split(b"\n")):
+        raise _too_long(max_line, peer)
+    # one decode for the block: a newline or "=" is never part of a UTF-8 sequence, so
+    # this is what decoding each name and value gives
+    for line in body.decode("utf-8", "replace").split("\n"):
+        name, eq, value = line.removesuffix("\r").partition("=")
+        if not eq:
+            raise _missing(name, peer)
+        count += 1
+        if count > max_attributes:
+            raise _too_many(max_attributes, peer)
+        if name not in attrs:
+            attrs[name] = value
+    return attrs
+
+
+def _add(attrs: dict[str, str], text: bytes, count: int, max_attributes: int,
+         peer: str) -> None:
+    name, eq, value = text.partition(b"=")
+    if not eq:
+        raise _missing(name.decode("utf-8", "replace"), peer)
+    if count > max_attributes:
+        raise _too_many(max_attributes, peer)
+    attrs.setdefault(name.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+
+
+def _missing(name: str, peer: str) -> PolicyProtocolError:
+    shown = "".join(c if c.isprintable() else "?" for c in name[:100])  # as printable()
+    return PolicyProtocolError(f"missing value for string attribute {shown} from {peer}")
+
+
+def _too_many(max_attributes: int, peer: str) -> PolicyProtocolError:
+    return PolicyProtocolError(
+        f"attribute count exceeds limit {max_attributes} in input from {peer}")
+
+
+def _mixed(peer: str) -> PolicyProtocolError:
+    return PolicyProtocolError(f"mixed LF and CRLF line endings in input from {peer}")
+
+
+def _premature(peer: str) -> PolicyProtocolError:
+    return PolicyProtocolError(
+        f"premature end-of-input on {peer} while reading input attribute")
+
+
+def _too_long(max_line: int, peer: str) -> PolicyProtocolError:
+    return PolicyProtocolError(
+        f"string length > {max_line} characters from {peer} while reading input attribute")
+
+
+def _too_big(max_request: int, peer: str) -> PolicyProtocolError:
+    return PolicyProtocolError(f"request size exceeds limit {max_request} in input from {peer}")
 
 
 def encode_attributes(attrs: Mapping[str, str]) -> bytes:
@@ -136,16 +217,19 @@ def encode_attributes(attrs: Mapping[str, str]) -> bytes:
     ValueError for what the other end could not read back: an empty name,
     a ``=`` in a name, a newline or NUL anywhere, a line over :data:`MAX_LINE`.
     """
-    out = bytearray()
-    for name, value in attrs.items():
-        if not name or "=" in name or _bad_chars(name) or _bad_chars(value):
-            raise ValueError(f"attribute {name!r} cannot be sent as a policy attribute")
-        line = f"{name}={value}\n".encode("utf-8", "surrogateescape")
-        if len(line) > MAX_LINE:
-            raise ValueError(f"attribute {name} is longer than {MAX_LINE} bytes")
-        out += line
-    out += b"\n"
-    return bytes(out)
+    text = "".join([f"{name}={value}\n" for name, value in attrs.items()])
+    # one scan of the whole text for the common case; the attribute to blame when not
+    if text.count("\n") != len(attrs) or "\r" in text or "\0" in text or any(
+            not name or "=" in name for name in attrs):
+        for name, value in attrs.items():
+            if not name or "=" in name or _bad_chars(name) or _bad_chars(value):
+                raise ValueError(f"attribute {name!r} cannot be sent as a policy attribute")
+    out = text.encode("utf-8", "surrogateescape")
+    if len(out) > MAX_LINE:
+        for name, value in attrs.items():
+            if len(f"{name}={value}\n".encode("utf-8", "surrogateescape")) > MAX_LINE:
+                raise ValueError(f"attribute {name} is longer than {MAX_LINE} bytes")
+    return out + b"\n"
 
 
 def encode_reply(action: str) -> bytes:

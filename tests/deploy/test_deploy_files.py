@@ -43,6 +43,7 @@ METRICS = frozenset(
         "postbus_smtpd_connections_total",
         "postbus_smtpd_messages_accepted_total",
         "postbus_smtpd_rejects_total",
+        "postbus_policy_actions_total",
         "postbus_queue_messages",
         "postbus_qmgr_messages_inserted_total",
         "postbus_qmgr_messages_removed_total",

@@ -118,3 +118,19 @@ def test_request_size_limit(delta: int, line_size: int) -> None:
         assert outcome == "refused"
     else:
         assert len(outcome) == 1 and len(outcome[0]) == count + 1
+
+
+@given(policy_bytes)
+def test_whole_request_reads_as_line_by_line(data: bytes) -> None:
+    """A server's reader (limit >= MAX_REQUEST) reads the rest of a request in one piece
+    after an LF-only first line: the same requests, or a clear error for a client that
+    mixes LF and CRLF lines where the boundary would be lost."""
+    out = read_all(data, _read, limit=MAX_REQUEST)
+    error = out[-1] if out and isinstance(out[-1], BaseException) else None
+    requests = out[:-1] if error else out
+    assert error is None or (type(error) is PolicyProtocolError and str(error).isprintable())
+    expected, failed = _reference(data)
+    if error is not None and str(error).startswith("mixed LF and CRLF line endings"):
+        assert requests == expected[:len(requests)]
+    else:
+        assert (requests, error is not None) == (expected, failed)

@@ -1,71 +1,21 @@
-"""policy: a Postfix policy delegation server (≈ SMTPD_POLICY_README).
-
-This first version speaks the protocol and answers ``DUNNO`` (no opinion)
-to every request; greylisting, rate limits and SPF come with the policy
-issue. Real Postfix can already use it: ``check_policy_service inet:host:port``.
-
-Input is bounded by :mod:`postbus.policy_protocol` (line length, attribute
-count, request size); a client that stays silent between requests for
-``postbus_policy_max_idle`` is disconnected, one that takes longer than
-``postbus_policy_timeout`` to finish a request gets a warning and is
-disconnected, as is any client that breaks the protocol.
+"""policy: a Postfix policy delegation server (≈ SMTPD_POLICY_README) with
+greylisting (postgrey's), rate limits and SPF (policyd-spf's), configured by
+the ``postbus_policy_*`` parameters of main.cf. Real Postfix can use it:
+``check_policy_service inet:host:port``. State is in Redis, so replicas
+behind one address answer alike (several processes of one master.cf line share its
+port). :mod:`policy.server` serves connections,
+:mod:`policy.checks` composes the checks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from postbus import policy_protocol as proto
-from postbus.config.loader import Config
-from postbus.logging import peer_name
+from postbus.master_plan import process_count
 from postbus.service import ServiceContext, run
 
-log = logging.getLogger("postbus.policy")
-
-MAX_IDLE = "postbus_policy_max_idle"
-TIMEOUT = "postbus_policy_timeout"
-
-
-class Server:
-    """The per-connection loop, with the timeouts of the configuration (reloadable)."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.idle_timeout = self.timeout = 0.0
-        self.writers: set[asyncio.StreamWriter] = set()
-        self.reconfigure(cfg)
-
-    def reconfigure(self, cfg: Config) -> None:
-        self.idle_timeout = cfg.time(MAX_IDLE)
-        self.timeout = cfg.time(TIMEOUT)
-
-    def close_all(self) -> None:
-        """Disconnect every client (at stop: a connection may be idle for minutes)."""
-        for writer in list(self.writers):
-            writer.close()
-
-    async def session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """One client connection: any number of requests, each ended by an empty line."""
-        peer = peer_name(writer)
-        self.writers.add(writer)
-        try:
-            while True:
-                attrs = await proto.read_attributes(
-                    reader, idle_timeout=self.idle_timeout, timeout=self.timeout, peer=peer
-                )
-                if attrs is None:
-                    return
-                writer.write(proto.encode_reply("DUNNO"))
-                await writer.drain()
-        except proto.PolicyIdle as exc:
-            log.info("%s", exc)
-        except proto.PolicyProtocolError as exc:
-            log.warning("%s", exc)
-        except ConnectionError:
-            pass
-        finally:
-            self.writers.discard(writer)
-            writer.close()
+from .server import Server
 
 
 async def main(ctx: ServiceContext) -> None:
@@ -76,9 +26,12 @@ async def main(ctx: ServiceContext) -> None:
     host, port = address
     server = Server(ctx.cfg)
     ctx.on_reload(server.reconfigure)
+    # the processes of one master.cf line (maxproc > 1) share its port (SO_REUSEPORT)
+    assert entry is not None
     listener = await asyncio.start_server(
-        server.session, host or "127.0.0.1", port, limit=proto.MAX_LINE
-    )
+        server.session, host or "127.0.0.1", port,
+        limit=max(server.max_line, server.max_request, proto.MAX_LINE),
+        reuse_port=process_count(entry) > 1 or None)
     ctx.ready = True
     async with listener:
         await ctx.stopping.wait()
