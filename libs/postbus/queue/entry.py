@@ -78,6 +78,7 @@ class QueueEntry:
     notified: bool = False  # (unused since notices are per recipient: Recipient.reported)
     attempt_id: str = ""  # the current attempt; '' before the first
     holder: int = 0  # stream sequence of the trigger or wake-up holding that attempt open
+    filter: str = ""  # content_filter or a FILTER action: transport:nexthop for every recipient
 
     def record(self, status: DeliveryStatus) -> bool:
         """Apply a delivery report to the recipients it covers (as Postfix's agents

@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ingress_smtpd.auth import log_fields
-from ingress_smtpd.cleanup import Message, unstuff
+from ingress_smtpd.cleanup import Message, carry, unstuff
 from postbus import metrics
 from postbus.cleanup import CleanupError, MessageDiscarded
 from postbus.cleanup.status import WRITE_ERROR
@@ -86,8 +86,10 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
         if cleanup.filter:  # the checks' log lines name the message: as Postfix, whose
             qid = memory.queue_id  # queue file is open before DATA
             log.info("%s: client=%s", qid, session.namaddr)
-        await message.rewrite(cleanup.begin(queue_id=qid, context=session.header_context,
-                                            mapping=cleanup.mapping), filter=cleanup.filter)
+        cstate = cleanup.begin(queue_id=qid, context=session.header_context,
+                               mapping=cleanup.mapping)
+        carry(cstate, memory, cleanup.content_filter)  # HOLD, FILTER, REDIRECT actions
+        await message.rewrite(cstate, filter=cleanup.filter)
     except MessageDiscarded:  # DISCARD: the client is told it was queued
         session.conn.write(reply.format(queue_id=message.queue_id, size=size))
         return True
