@@ -89,6 +89,8 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "header_address_token_limit", "message_drop_headers", "receive_override_options",
     # after-queue content filter: smtpd and sendmail mark the message, the qmgr routes it
     "content_filter", "default_filter_nexthop",
+    # before-queue content filter (ingress_smtpd/proxy_filter.py)
+    "smtpd_proxy_filter", "smtpd_proxy_timeout", "smtpd_proxy_ehlo", "smtpd_proxy_options",
     # header and body checks (postbus.cleanup.checks, postbus.cleanup.mime)
     "header_checks", "mime_header_checks", "nested_header_checks", "body_checks",
     "body_checks_size_limit", "mime_nesting_limit", "mime_boundary_length_limit",

@@ -138,7 +138,8 @@ class Message:
             tls += f"\t(Authenticated sender: {comment_sanitize(self.sasl_username)})\r\n"
         text = (
             f"Received: from {self.helo or self.client_name} ({self.client_name} [{addr}])\r\n"
-            f"{tls}\tby {self.myhostname} ({self.mail_name}) with {protocol} id {queue_id}"
+            f"{tls}\tby {self.myhostname} ({self.mail_name}) with {protocol}"
+            + (f" id {queue_id}" if queue_id else "")  # none for a before-queue filter
         )
         date = mail_date(self.arrival)
         if len(self.recipients) == 1:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from ingress_smtpd.auth import log_fields
 from ingress_smtpd.cleanup import Message, carry, unstuff
+from ingress_smtpd.proxy_filter import proxy_data, proxy_message
 from postbus import metrics
 from postbus.cleanup import CleanupError, MessageDiscarded
 from postbus.cleanup.status import WRITE_ERROR
@@ -40,6 +41,8 @@ async def do_data(session: Session, arg: str) -> bool:
         await session.reply(r.DATA_SYNTAX)
         return False
     reject = await session.server.policy.check_data(session._check_state())
+    if reject is None:
+        reject = await proxy_data(session)  # smtpd_proxy_filter: the filter goes first
     if reject is not None:
         await session.reply(reject)
         return False
@@ -80,6 +83,8 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
         tls=session.tls is not None, tls_lines=tls_lines,
         sasl_username=session.auth.username, sasl_header=s.auth.header,
     )
+    if session.proxy is not None:  # smtpd_proxy_filter: the filter queues it, or not
+        return await proxy_message(session, message.received(""), message.content)
     try:
         cleanup = server.cleanup
         qid = "NOQUEUE"
