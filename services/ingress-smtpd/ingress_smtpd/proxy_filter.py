@@ -10,7 +10,8 @@ As Postfix: the connection is opened when the first recipient has passed
 the restrictions (greeting, ``EHLO $smtpd_proxy_ehlo``, the client's MAIL
 FROM command as received), each accepted RCPT TO is relayed and the
 filter's refusal is the client's reply; DATA is relayed before our 354;
-the content goes with our own ``Received:`` header (no queue ID: nothing is
+the client is told with XFORWARD when the filter offers it; the content
+goes with our own ``Received:`` header (no queue ID: nothing is
 queued here), and the filter's end-of-data reply goes back to the client
 and is logged as ``proxy-accept: END-OF-MESSAGE: ...`` or
 ``proxy-reject: ...``. smtpd_end_of_data_restrictions run before the final
@@ -148,12 +149,26 @@ class Proxy:
                     return "\r\n".join(lines)
             log.warning("received garbage from proxy %s: %.100s", self.s.service, text)
 
-    async def open(self) -> str | None:
-        """Connect, greeting, EHLO, the client's MAIL FROM; None or the client's reply."""
+    async def open(self, xforward: list[tuple[str, str]]) -> str | None:
+        """Connect, greeting, EHLO, XFORWARD when the filter offers it, the client's
+        MAIL FROM; None or the client's reply."""
         await self._connect()
         if await self.cmd("", "2") is not None or \
                 await self.cmd(f"EHLO {self.s.ehlo}", "2") is not None:
             raise ProxyDown  # the filter must take us: a made-up reply, not its own
+        offered = _xforward_offered(self.last)
+        line = ""
+        for name, value in xforward:
+            if name not in offered:
+                continue
+            item = f" {name}={_xtext(value)}"
+            if line and len(line) + len(item) > XFORWARD_LIMIT:
+                if await self.cmd("XFORWARD" + line, "2") is not None:
+                    raise ProxyDown
+                line = ""
+            line += item
+        if line and await self.cmd("XFORWARD" + line, "2") is not None:
+            raise ProxyDown
         return await self.cmd(self.mail_line, "2")
 
     async def content(self, content: bytes) -> str:
@@ -186,6 +201,39 @@ class Proxy:
         self.reader = self.writer = None
 
 
+XFORWARD_LIMIT = 512 - len("250 XFORWARD\r\n")  # PAYLOAD_LIMIT
+UNAVAILABLE = "[UNAVAILABLE]"
+
+
+def _xforward_offered(ehlo: str) -> frozenset[str]:
+    """The XFORWARD attributes an EHLO reply names."""
+    for line in ehlo.split("\r\n"):
+        words = line[4:].upper().split()
+        if words[:1] == ["XFORWARD"]:
+            return frozenset(words[1:])
+    return frozenset()
+
+
+def _xtext(value: str) -> str:
+    """RFC 3461 xtext (≈ xtext_quote())."""
+    return "".join(f"+{b:02X}" if b < 33 or b > 126 or b in b"+=" else chr(b)
+                   for b in value.encode("utf-8", "surrogateescape"))
+
+
+def xforward(session: Session) -> list[tuple[str, str]]:
+    """The client as XFORWARD tells it, in Postfix's order (IDENT: no queue ID here)."""
+    addr = session.client_addr
+    peer = getattr(session.conn, "peer", None)
+    port = str(peer[1]) if peer and peer[1] else ""
+    known = [("NAME", session.client_name, session.client_name != "unknown"),
+             ("ADDR", f"IPv6:{addr}" if ":" in addr else addr, addr != "unknown"),
+             ("PORT", port, bool(port) and port != "unknown"),
+             ("HELO", session.helo, bool(session.helo)), ("IDENT", "", False),
+             ("PROTO", session.protocol, True),
+             ("SOURCE", "LOCAL" if session.header_context == "local" else "REMOTE", True)]
+    return [(name, value if ok else UNAVAILABLE) for name, value, ok in known]
+
+
 def drop(session: Session) -> None:
     """End the transaction's filter connection, if any."""
     if session.proxy is not None:
@@ -207,7 +255,7 @@ async def proxy_rcpt(session: Session) -> str | None:
         proxy = Proxy(settings, session.mail_line)
         if not settings.speed_adjust:
             try:
-                reply = await proxy.open()
+                reply = await proxy.open(xforward(session))
             except ProxyDown:
                 reply = PROXY_ERROR
             if reply is not None:
@@ -246,7 +294,7 @@ async def proxy_message(session: Session, top: bytes, content: bytes) -> bool:
     if reject is not None:
         await session.reply(reject)
         return False
-    reply = await _replay(proxy)
+    reply = await _replay(session, proxy)
     if reply is None:
         reply = await proxy_data(session)
     if reply is None:
@@ -267,12 +315,12 @@ async def proxy_message(session: Session, top: bytes, content: bytes) -> bool:
     return ok
 
 
-async def _replay(proxy: Proxy) -> str | None:
+async def _replay(session: Session, proxy: Proxy) -> str | None:
     """speed_adjust: the transaction so far, now that the message is here."""
     if not proxy.s.speed_adjust:
         return None
     try:
-        reply = await proxy.open()
+        reply = await proxy.open(xforward(session))
         for line in proxy.replay:
             reply = reply or await proxy.cmd(line, "2")
         reply = reply or await proxy.cmd("DATA", "3")

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from postbus.servers import free_port
 from tests.integration.ingress.conftest import BASE_MAIN_CF, StartSmtpd
-from tests.integration.ingress.test_smtpd_proxy_filter import Filter
+from tests.integration.ingress.test_smtpd_proxy_filter import Filter, FilterController
 from tests.integration.postfix_dialogue import LivePostfix, compare
 from tests.recorded import Recording
 
@@ -42,6 +41,8 @@ class _PortFree(Recording):
         def masked() -> Any:
             assert live is not None
             value = live()
+            if isinstance(value, list):
+                return value
             return {"replies": normal_log(value["replies"]), "log": normal_log(value["log"])}
 
         return super().answer(case, None if live is None else masked)
@@ -90,7 +91,7 @@ ACTIONS: dict[str, list[Any]] = {
 @pytest.fixture(scope="module")
 def shared_filter() -> Iterator[tuple[Filter, int]]:
     flt = Filter()
-    controller = Controller(flt, hostname="127.0.0.1", port=free_port(), decode_data=False)
+    controller = FilterController(flt)
     controller.start()
     yield flt, controller.port
     controller.stop()
@@ -155,6 +156,26 @@ async def test_proxy_filter_as_postfix(
         name: str, postfix_proxy: LivePostfix | None, shared_filter: tuple[Filter, int],
         smtpd: StartSmtpd, caplog: pytest.LogCaptureFixture) -> None:
     await _compare(name, PROXY[name], postfix_proxy, _proxy(shared_filter[1]), smtpd, caplog)
+
+
+async def test_xforward_to_the_filter_as_postfix(
+        postfix_proxy: LivePostfix | None, shared_filter: tuple[Filter, int],
+        smtpd: StartSmtpd, caplog: pytest.LogCaptureFixture) -> None:
+    """The XFORWARD command(s) the filter gets, the client's port masked."""
+    flt, port = shared_filter
+
+    def told() -> list[str]:
+        return [re.sub(r"PORT=\d+", "PORT=PORT", line) for line in flt.xforward]
+
+    lines = PROXY["proxy_accept"]
+    flt.xforward.clear()
+    if postfix_proxy is not None:
+        await postfix_proxy.dialogue(lines)
+    theirs = RECORDING.answer("xforward", None if postfix_proxy is None else told)
+    flt.xforward.clear()
+    run = await smtpd(**_proxy(port))
+    await compare(RECORDING, "proxy_accept", lines, run.port, None, caplog)
+    assert told() == theirs
 
 
 @pytest.mark.parametrize("name", list(ABSENT))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 
@@ -29,11 +30,19 @@ WHATSUP = "from=<s@example.org> to=<a@postbus.test> proto=ESMTP helo=<client.exa
 @dataclass
 class Filter:
     """A before-queue filter: refuses rcpt "no@", rejects "Subject: spam", stalls on
-    "Subject: stall"; otherwise it takes the message."""
+    "Subject: stall"; otherwise it takes the message. It offers XFORWARD and keeps
+    what it is told."""
 
     messages: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    xforward: list[str] = field(default_factory=list)
     mails: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
+                          hostname: str, responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE",
+                responses[-1]]
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, options: list[str]) -> str:
@@ -60,10 +69,29 @@ class Filter:
         return "250 2.0.0 Ok: queued as FILTERED"
 
 
+class XforwardSMTP(SMTP):
+    async def smtp_XFORWARD(self, arg: str) -> None:
+        handler = self.event_handler
+        assert isinstance(handler, Filter)
+        with handler.lock:
+            handler.xforward.append(arg)
+        await self.push("250 2.0.0 Ok")
+
+
+class FilterController(Controller):
+    """aiosmtpd with the XFORWARD command."""
+
+    def __init__(self, flt: Filter) -> None:
+        super().__init__(flt, hostname="127.0.0.1", port=free_port(), decode_data=False)
+
+    def factory(self) -> SMTP:
+        return XforwardSMTP(self.handler, **self.SMTP_kwargs)
+
+
 @pytest.fixture
 def proxy_filter() -> object:
     flt = Filter()
-    controller = Controller(flt, hostname="127.0.0.1", port=free_port(), decode_data=False)
+    controller = FilterController(flt)
     controller.start()
     flt.port = controller.port  # type: ignore[attr-defined]
     yield flt
@@ -98,6 +126,10 @@ async def test_the_filter_answers_before_our_250(
                        r.DATA_GO_AHEAD, "250 2.0.0 Ok: queued as FILTERED"]
     [(sender, rcpts, content)] = proxy_filter.messages
     assert (sender, rcpts) == ("s@example.org", ["a@postbus.test"])
+    [told] = proxy_filter.xforward
+    assert re.fullmatch(r"NAME=\[UNAVAILABLE\] ADDR=127\.0\.0\.1 PORT=\d+ "
+                        r"HELO=client\.example IDENT=\[UNAVAILABLE\] PROTO=ESMTP "
+                        r"SOURCE=LOCAL", told), told  # 127.0.0.1: permit_inet_interfaces
     # our Received: header, without a queue ID (nothing is queued here); dots intact
     received, _, rest = content.partition(b"Subject: hello\r\n")
     assert received.startswith(b"Received: from client.example (unknown [127.0.0.1])\r\n"
