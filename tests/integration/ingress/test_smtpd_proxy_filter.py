@@ -188,3 +188,19 @@ async def test_speed_adjust_sends_the_transaction_at_the_end(
     # a recipient the filter refuses now refuses the message
     assert (await _transaction(run, ["a@postbus.test", "no@postbus.test"], "x"))[-1] == \
         "550 5.1.1 <no@postbus.test>: unknown in the filter"
+
+
+async def test_bdat_goes_to_the_filter_as_data(smtpd: StartSmtpd, proxy_filter: Filter) -> None:
+    run = await _start(smtpd, proxy_filter.port)  # type: ignore[attr-defined]
+    client = await run.client()
+    await client.cmd("EHLO client.example")
+    assert await client.cmd("MAIL FROM:<s@example.org>") == r.MAIL_OK
+    assert await client.cmd("RCPT TO:<a@postbus.test>") == r.RCPT_OK
+    first = b"Subject: chunks\r\n\r\n.dot"
+    await client.send(f"BDAT {len(first)}\r\n".encode() + first)
+    assert await client.reply() == f"250 2.0.0 Ok: {len(first)} bytes"
+    last = b" line\r\n"
+    await client.send(f"BDAT {len(last)} LAST\r\n".encode() + last)
+    assert await client.reply() == "250 2.0.0 Ok: queued as FILTERED"
+    [(_sender, _rcpts, content)] = proxy_filter.messages
+    assert content.endswith(b"Subject: chunks\r\n\r\n.dot line\r\n")
