@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from ingress_smtpd.auth import log_fields
 from ingress_smtpd.cleanup import Message, carry, unstuff
 from ingress_smtpd.proxy_filter import proxy_data, proxy_message
+from ingress_smtpd.xforward import apply as forwarded
+from ingress_smtpd.xforward import orig_fields
 from postbus import metrics
 from postbus.cleanup import CleanupError, MessageDiscarded
 from postbus.cleanup.status import WRITE_ERROR
@@ -90,7 +92,7 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
         qid = "NOQUEUE"
         if cleanup.filter:  # the checks' log lines name the message: as Postfix, whose
             qid = memory.queue_id  # queue file is open before DATA
-            log.info("%s: client=%s", qid, session.namaddr)
+            log.info("%s: client=%s%s", qid, session.namaddr, orig_fields(session))
         cstate = cleanup.begin(queue_id=qid, context=session.header_context,
                                mapping=cleanup.mapping)
         carry(cstate, memory, cleanup.content_filter)  # HOLD, FILTER, REDIRECT actions
@@ -115,6 +117,7 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
         session.errors = session.junk = 0
         return True
     entry = message.entry()
+    forwarded(session, entry)  # XFORWARD: the original client
     entry.queue_id = memory.queue_id  # the ID the policy server and the log saw, if still free
     started = time.perf_counter()
     try:
@@ -129,7 +132,8 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
     server.accepted.inc()
     server.sizes.observe(entry.size)
     if qid != message.queue_id:
-        log.info("%s: client=%s%s", qid, session.namaddr, log_fields(session))
+        log.info("%s: client=%s%s%s", qid, session.namaddr, log_fields(session),
+                 orig_fields(session))
     cleanup_log.info("%s: message-id=%s", qid, message.message_id or "<>")
     session.conn.write(reply.format(queue_id=qid, size=size))
     session.errors = session.junk = 0  # a message received forgives earlier errors

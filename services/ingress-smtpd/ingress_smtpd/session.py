@@ -34,6 +34,8 @@ from ingress_smtpd.proxy_filter import Proxy, proxy_rcpt
 from ingress_smtpd.proxy_filter import drop as drop_proxy
 from ingress_smtpd.restrictions import CheckMemory, CheckState, session_state
 from ingress_smtpd.starttls import HandshakeFailed, do_starttls, require_client_cert, wrapper_mode
+from ingress_smtpd.xforward import Forwarded, do_xforward
+from ingress_smtpd.xforward import reset as reset_xforward
 from postbus import metrics
 from postbus.cleanup import Context
 from postbus.maps.table import TableRetry
@@ -58,7 +60,7 @@ log = logging.getLogger("postbus.smtpd")
 _SURROGATES = re.compile("[\udc80-\udcff]")
 
 #: Postfix's command table order, used for the counters of the disconnect line.
-COUNTED = ("helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat",
+COUNTED = ("helo", "ehlo", "xforward", "starttls", "auth", "mail", "rcpt", "data", "bdat",
            "rset", "noop", "vrfy", "etrn", "quit", "unknown")
 JUNK = frozenset({"rset", "noop", "vrfy", "etrn"})  # SMTPD_CMD_FLAG_LIMIT
 LAST = frozenset({"helo", "ehlo", "data", "noop", "vrfy"})  # SMTPD_CMD_FLAG_LAST: ends a batch
@@ -101,6 +103,7 @@ class Session:
         self.auth = AuthState()  # SMTP AUTH; STARTTLS starts it anew
         self.proxy: Proxy | None = None  # smtpd_proxy_filter's connection, per transaction
         self.mail_line = ""  # the MAIL FROM command as received, for the proxy filter
+        self.xforward: Forwarded | None = None  # XFORWARD attributes, per transaction
         self.reset()
 
     def reset(self) -> None:
@@ -111,6 +114,7 @@ class Session:
         self.chunks: Chunks | None = None
         self.check_memory.reset_transaction()
         drop_proxy(self)
+        reset_xforward(self)
 
     # -- output -----------------------------------------------------------------------
 
@@ -458,4 +462,5 @@ class Session:
         "starttls": do_starttls,
         "bdat": do_bdat,
         "auth": do_auth,
+        "xforward": do_xforward,
     }

@@ -50,7 +50,7 @@ class _PortFree(Recording):
 
 RECORDING = _PortFree("smtpd_filter")
 BASE = {**BASE_MAIN_CF, "mail_name": "Postbus", "mydestination": "postbus.test",
-        "mynetworks": "127.0.0.0/8", "smtpd_proxy_timeout": "1s"}
+        "mynetworks": "127.0.0.0/8", "smtpd_proxy_timeout": "1s", "inet_protocols": "ipv4"}
 ACCESS = """\
 hold@postbus.test HOLD
 hold2@postbus.test HOLD second
@@ -85,6 +85,20 @@ ACTIONS: dict[str, list[Any]] = {
                        "RCPT TO:<emptyfilter@postbus.test>", "RSET",
                        "MAIL FROM:<s@example.org>", "RCPT TO:<a@postbus.test>",
                        "RCPT TO:<filter@postbus.test>", "QUIT"],
+}
+
+
+XFORWARD: dict[str, list[Any]] = {
+    "xforward": ["EHLO filter.example", "XFORWARD", "XFORWARD NAME",
+                 "XFORWARD NAME=bad_name!", "XFORWARD ADDR=999.1.2.3", "XFORWARD PORT=x1",
+                 "XFORWARD SOURCE=ELSEWHERE", "XFORWARD COLOR=blue",
+                 "XFORWARD NAME=mail.example ADDR=192.0.2.7 PORT=4567",
+                 "XFORWARD HELO=outside.example PROTO=ESMTP SOURCE=REMOTE IDENT=ABC123",
+                 "XFORWARD NAME=[UNAVAILABLE] ADDR=IPv6:2001:db8::1 HELO=+5Bx+5D",
+                 "XFORWARD NAME=[UNAVAILABLE] ADDR=192.0.2.8 HELO=+5Bx+5D",
+                 "MAIL FROM:<s@example.org>", "XFORWARD NAME=late.example",
+                 "RCPT TO:<a@postbus.test>", *DATA, "<read one reply>", "QUIT"],
+    "xforward_denied": ["EHLO filter.example", "XFORWARD NAME=mail.example", "QUIT"],
 }
 
 
@@ -190,3 +204,31 @@ async def test_access_actions_as_postfix(
         name: str, postfix_actions: LivePostfix | None, access_dir: Path,
         smtpd: StartSmtpd, caplog: pytest.LogCaptureFixture) -> None:
     await _compare(name, ACTIONS[name], postfix_actions, _actions(access_dir), smtpd, caplog)
+
+
+def _xforward() -> dict[str, str]:
+    return {**BASE, "smtpd_authorized_xforward_hosts": "127.0.0.0/8"}
+
+
+@pytest.fixture(scope="module")
+def postfix_xforward() -> Iterator[LivePostfix | None]:
+    with LivePostfix.running({**_xforward(), "defer_transports": "local"}) as pf:
+        yield pf
+
+
+@pytest.fixture(scope="module")
+def postfix_plain() -> Iterator[LivePostfix | None]:
+    with LivePostfix.running(BASE) as pf:
+        yield pf
+
+
+async def test_xforward_as_postfix(postfix_xforward: LivePostfix | None, smtpd: StartSmtpd,
+                                   caplog: pytest.LogCaptureFixture) -> None:
+    await _compare("xforward", XFORWARD["xforward"], postfix_xforward, _xforward(), smtpd,
+                   caplog)
+
+
+async def test_xforward_denied_as_postfix(postfix_plain: LivePostfix | None, smtpd: StartSmtpd,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    await _compare("xforward_denied", XFORWARD["xforward_denied"], postfix_plain, BASE, smtpd,
+                   caplog)
