@@ -185,7 +185,7 @@ async def test_xforward_to_the_filter_as_postfix(
     flt.xforward.clear()
     if postfix_proxy is not None:
         await postfix_proxy.dialogue(lines)
-    theirs = RECORDING.answer("xforward", None if postfix_proxy is None else told)
+    theirs = RECORDING.answer("xforward_to_filter", None if postfix_proxy is None else told)
     flt.xforward.clear()
     run = await smtpd(**_proxy(port))
     await compare(RECORDING, "proxy_accept", lines, run.port, None, caplog)
