@@ -77,6 +77,7 @@ class Message:
     top: bytes | None = None  # the Received: header as the checks left it
     hold: bool = False  # a HOLD action
     filter: str = ""  # content_filter, or a FILTER action's transport:destination
+    bcc: list[str] = field(default_factory=list)  # BCC actions of smtpd's restrictions
     sasl_username: str | None = None  # SMTP AUTH: "with ESMTPA" (RFC 3848)
     sasl_header: bool = False  # smtpd_sasl_authenticated_header: "(Authenticated sender: u)"
 
@@ -87,6 +88,8 @@ class Message:
         self.sender = await state.sender(self.sender)
         for rcpt in self.recipients:
             await state.recipient(rcpt.address, orcpt=rcpt.orcpt, notify=rcpt.notify)
+        for bcc in self.bcc:  # smtpd's BCC actions: extracted recipients, NOTIFY=NEVER
+            await state.recipient(bcc, notify="NEVER")
         if filter:
             self.queue_id = qid = state.status.queue_id
             origin = Origin(qid, f"{self.client_name}[{self.client_addr}]", self.sender,
@@ -163,13 +166,15 @@ class Message:
         return join(headers, added, self.received(qid) if top is None else top)
 
 
-def carry(state: CleanupState, memory: CheckMemory, content_filter: str) -> None:
+def carry(state: CleanupState, memory: CheckMemory, content_filter: str,
+          message: Message) -> None:
     """What smtpd's restrictions decided for the whole message, handed to cleanup
-    (≈ smtpd's saved_flags, saved_filter and saved_redirect records): a HOLD, the
-    last FILTER (else content_filter) and the last REDIRECT."""
+    (≈ smtpd's saved_flags, saved_filter, saved_redirect and saved_bcc records): a
+    HOLD, the last FILTER (else content_filter), the last REDIRECT, BCC recipients."""
     state.hold = memory.hold
     state.filter = memory.filter or content_filter
     state.redirect = memory.redirect
+    message.bcc = list(memory.bcc)
 
 
 def comment_sanitize(text: str) -> str:

@@ -95,7 +95,7 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
             log.info("%s: client=%s%s", qid, session.namaddr, orig_fields(session))
         cstate = cleanup.begin(queue_id=qid, context=session.header_context,
                                mapping=cleanup.mapping)
-        carry(cstate, memory, cleanup.content_filter)  # HOLD, FILTER, REDIRECT actions
+        carry(cstate, memory, cleanup.content_filter, message)  # HOLD, FILTER, ... actions
         await message.rewrite(cstate, filter=cleanup.filter)
     except MessageDiscarded:  # DISCARD: the client is told it was queued
         session.conn.write(reply.format(queue_id=message.queue_id, size=size))

@@ -22,7 +22,8 @@ QUEUED = re.compile(r"^250 2\.0\.0 Ok: queued as (\S+)$")
 @pytest.fixture
 def tables(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "access").write_text("scan@postbus.test FILTER scan:[127.0.0.1]:10030\n"
-                                     "held@postbus.test HOLD\n")
+                                     "held@postbus.test HOLD\n"
+                                     "copy@postbus.test BCC archive@postbus.test\n")
     (tmp_path / "header_checks").write_text("/^Subject: last/ FILTER last:\n")
     return {"content_filter": "smtp:[127.0.0.1]:10024",
             "header_checks": f"regexp:{tmp_path}/header_checks",
@@ -61,3 +62,20 @@ async def test_a_reinjection_listener_filters_nothing(
     # an access table is smtpd's own: FILTER still applies there
     assert await _send(run, "scan@postbus.test", "last") == ("scan:[127.0.0.1]:10030",
                                                             "incoming")
+
+
+async def test_bcc_adds_a_recipient_that_never_notifies(
+        smtpd: StartSmtpd, tables: dict[str, str]) -> None:
+    run = await smtpd(**tables)
+    client = await run.client()
+    await client.cmd("EHLO client.example")
+    await client.cmd("MAIL FROM:<s@example.org>")
+    assert await client.cmd("RCPT TO:<copy@postbus.test>") == r.RCPT_OK
+    await client.cmd("DATA")
+    await client.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
+    match = QUEUED.match(await client.reply())
+    assert match
+    got = await run.store.queue.get(match.group(1))
+    assert got is not None
+    assert [(x.address, x.notify) for x in got[0].recipients] == [
+        ("copy@postbus.test", ""), ("archive@postbus.test", "NEVER")]

@@ -59,6 +59,8 @@ badredirect@postbus.test REDIRECT nobody
 filter@postbus.test FILTER smtp:[127.0.0.1]:10025
 badfilter@postbus.test FILTER nocolon
 emptyfilter@postbus.test FILTER
+bcc@postbus.test BCC archive@postbus.test
+badbcc@postbus.test BCC nobody
 """
 DATA = ["DATA", b"Subject: hello\r\n\r\nbody\r\n.\r\n"]
 
@@ -82,7 +84,8 @@ ACTIONS: dict[str, list[Any]] = {
                        "RCPT TO:<hold@postbus.test>", "RCPT TO:<hold2@postbus.test>",
                        "RCPT TO:<redirect@postbus.test>", "RCPT TO:<badredirect@postbus.test>",
                        "RCPT TO:<filter@postbus.test>", "RCPT TO:<badfilter@postbus.test>",
-                       "RCPT TO:<emptyfilter@postbus.test>", "RSET",
+                       "RCPT TO:<emptyfilter@postbus.test>", "RCPT TO:<bcc@postbus.test>",
+                       "RCPT TO:<badbcc@postbus.test>", "RSET",
                        "MAIL FROM:<s@example.org>", "RCPT TO:<a@postbus.test>",
                        "RCPT TO:<filter@postbus.test>", "QUIT"],
 }

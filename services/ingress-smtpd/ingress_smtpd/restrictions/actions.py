@@ -4,12 +4,10 @@ One interpreter for the right-hand side of an access table and for a
 policy server's ``action=``: OK, REJECT, DEFER, DEFER_IF_PERMIT,
 DEFER_IF_REJECT, ``4NN``/``5NN`` text, DUNNO, DISCARD, PREPEND, WARN, INFO,
 an all-numeric value (OK), and a list of restrictions or restriction class
-names.  Replies and log lines are Postfix's.  HOLD, FILTER and REDIRECT
-apply to the whole message: they are remembered for the transaction
+names.  Replies and log lines are Postfix's.  HOLD, FILTER, REDIRECT and
+BCC apply to the whole message: they are remembered for the transaction
 (:class:`CheckMemory`) and cleanup carries them to the queue entry (the
-last FILTER and REDIRECT win).  BCC is not carried yet: it is not ignored
-but answered as the configuration error it is here (``451 4.3.5``), with a
-warning naming the action.
+last FILTER and REDIRECT win; each BCC adds a recipient with NOTIFY=NEVER).
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ if TYPE_CHECKING:
 
 _DSN = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})$")
 _HEADER = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
-NOT_CARRIED = ("BCC",)
 
 
 def dsn_split(text: str, default: str) -> tuple[str, str]:
@@ -86,9 +83,7 @@ async def table_result(
     if upper in ("INFO", "WARN"):
         whatsup(state, upper.lower(), text)
         return None
-    if upper in NOT_CARRIED:
-        raise ServerError(f"access table {table}: action {upper} is not supported by Postbus")
-    if upper in ("HOLD", "FILTER", "REDIRECT"):
+    if upper in ("HOLD", "FILTER", "REDIRECT", "BCC"):
         if _can_delegate(state, table, upper):
             _delegate(state, table, datum, upper, text, kind)
         return None
@@ -150,7 +145,7 @@ async def table_result(
 
 def _delegate(state: CheckState, table: str, datum: str, action: str, text: str,
               kind: str) -> None:
-    """HOLD, FILTER, REDIRECT: remember the action for the message and log it
+    """HOLD, FILTER, REDIRECT, BCC: remember the action for the message and log it
     (≈ check_table_result()); the restrictions go on (DUNNO)."""
     memory = state.memory
     if state.rcpt_count and not state.queue_id:  # Postfix's queue file is open by now
@@ -166,12 +161,14 @@ def _delegate(state: CheckState, table: str, datum: str, action: str, text: str,
         log.warning('access table %s entry "%s" has FILTER entry without value', table, datum)
     elif action == "FILTER" and ":" not in text:
         log.warning('access table %s entry "%s" requires transport:destination', table, datum)
-    elif action == "REDIRECT" and "@" not in text:
+    elif action in ("REDIRECT", "BCC") and "@" not in text:
         log.warning('access table %s entry "%s" requires user@domain target', table, datum)
     else:
         whatsup(state, action.lower(), f"<{what(state)}>: {kind} triggers {action} {text}")
         if action == "FILTER":
             memory.filter = text
+        elif action == "BCC":
+            memory.bcc.append(text)
         else:
             memory.redirect = text
 
