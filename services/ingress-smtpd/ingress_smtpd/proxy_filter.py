@@ -32,6 +32,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ingress_smtpd.xforward import CLIENT_ATTRS
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.smtp import replies as r
@@ -221,15 +222,23 @@ def _xtext(value: str) -> str:
 
 
 def xforward(session: Session) -> list[tuple[str, str]]:
-    """The client as XFORWARD tells it, in Postfix's order (IDENT: no queue ID here)."""
-    addr = session.client_addr
+    """The client as XFORWARD tells it, in Postfix's order (IDENT: no queue ID here);
+    what our own client forwarded to us, when it did (≈ FORWARD_NAME() and friends)."""
+    fwd = session.xforward
     peer = getattr(session.conn, "peer", None)
-    port = str(peer[1]) if peer and peer[1] else ""
-    known = [("NAME", session.client_name, session.client_name != "unknown"),
+    name, addr, helo = session.client_name, session.client_addr, session.helo
+    port, proto = str(peer[1]) if peer and peer[1] else "", session.protocol
+    ident = ""
+    if fwd is not None:
+        if fwd.received & CLIENT_ATTRS:
+            name, addr, port, helo = fwd.name, fwd.addr, fwd.port, fwd.helo or ""
+            proto = fwd.protocol
+        ident = fwd.ident or ""
+    known = [("NAME", name, name != "unknown"),
              ("ADDR", f"IPv6:{addr}" if ":" in addr else addr, addr != "unknown"),
              ("PORT", port, bool(port) and port != "unknown"),
-             ("HELO", session.helo, bool(session.helo)), ("IDENT", "", False),
-             ("PROTO", session.protocol, True),
+             ("HELO", helo, bool(helo)), ("IDENT", ident, bool(ident)),
+             ("PROTO", proto, proto != "unknown"),
              ("SOURCE", "LOCAL" if session.header_context == "local" else "REMOTE", True)]
     return [(name, value if ok else UNAVAILABLE) for name, value, ok in known]
 

@@ -204,3 +204,19 @@ async def test_bdat_goes_to_the_filter_as_data(smtpd: StartSmtpd, proxy_filter: 
     assert await client.reply() == "250 2.0.0 Ok: queued as FILTERED"
     [(_sender, _rcpts, content)] = proxy_filter.messages
     assert content.endswith(b"Subject: chunks\r\n\r\n.dot line\r\n")
+
+
+async def test_what_our_client_forwarded_is_forwarded(
+        smtpd: StartSmtpd, proxy_filter: Filter) -> None:
+    """An intermediate proxy passes on the XFORWARD attributes it was given."""
+    run = await _start(smtpd, proxy_filter.port,  # type: ignore[attr-defined]
+                       smtpd_authorized_xforward_hosts="127.0.0.0/8")
+    client = await run.client()
+    await client.cmd("EHLO client.example")
+    assert await client.cmd("XFORWARD NAME=mail.example ADDR=192.0.2.7 IDENT=Q1") == \
+        "250 2.0.0 Ok"
+    assert await client.cmd("MAIL FROM:<s@example.org>") == r.MAIL_OK
+    assert await client.cmd("RCPT TO:<a@postbus.test>") == r.RCPT_OK
+    assert proxy_filter.xforward == [
+        "NAME=mail.example ADDR=192.0.2.7 PORT=[UNAVAILABLE] HELO=[UNAVAILABLE] IDENT=Q1 "
+        "PROTO=[UNAVAILABLE] SOURCE=LOCAL"]
