@@ -54,3 +54,12 @@ def test_every_open_recipient_of_a_filtered_message_goes_to_the_filter() -> None
     # without a filter, the resolver decides
     plain = asyncio.run(resolver.route("a@postbus.test"))
     assert (plain.transport, plain.nexthop) == ("local", "mx.postbus.test")
+
+
+def test_an_entry_without_a_filter_is_written_as_before() -> None:
+    """``filter`` is written only when set: the version before it reads the entry."""
+    plain = QueueEntry("Q1", "s@x.test", [Recipient("a@postbus.test")])
+    assert b'"filter"' not in plain.encode()
+    assert QueueEntry.decode(plain.encode()).filter == ""
+    plain.filter = "scan:"
+    assert b'"filter":"scan:"' in plain.encode()
