@@ -75,6 +75,12 @@ PROXY: dict[str, list[Any]] = {
                     "RCPT TO:<a@postbus.test>", "DATA",
                     b"Subject: stall\r\n\r\nbody\r\n.\r\n", "<read one reply>", "QUIT"],
 }
+SPEED: dict[str, list[Any]] = {
+    "speed_adjust": ["EHLO client.example", "MAIL FROM:<s@example.org>",
+                     "RCPT TO:<a@postbus.test>", "RCPT TO:<no@postbus.test>", *DATA,
+                     "<read one reply>", "MAIL FROM:<s@example.org>",
+                     "RCPT TO:<a@postbus.test>", *DATA, "<read one reply>", "QUIT"],
+}
 ABSENT: dict[str, list[Any]] = {
     "proxy_absent": ["EHLO client.example", "MAIL FROM:<s@example.org>",
                      "RCPT TO:<a@postbus.test>", "DATA", "QUIT"],
@@ -235,3 +241,20 @@ async def test_xforward_denied_as_postfix(postfix_plain: LivePostfix | None, smt
                                           caplog: pytest.LogCaptureFixture) -> None:
     await _compare("xforward_denied", XFORWARD["xforward_denied"], postfix_plain, BASE, smtpd,
                    caplog)
+
+
+@pytest.fixture(scope="module")
+def postfix_speed(shared_filter: tuple[Filter, int]) -> Iterator[LivePostfix | None]:
+    with LivePostfix.running(_speed(shared_filter[1])) as pf:
+        yield pf
+
+
+def _speed(port: int) -> dict[str, str]:
+    return {**_proxy(port), "smtpd_proxy_options": "speed_adjust"}
+
+
+async def test_speed_adjust_as_postfix(
+        postfix_speed: LivePostfix | None, shared_filter: tuple[Filter, int],
+        smtpd: StartSmtpd, caplog: pytest.LogCaptureFixture) -> None:
+    await _compare("speed_adjust", SPEED["speed_adjust"], postfix_speed,
+                   _speed(shared_filter[1]), smtpd, caplog)
