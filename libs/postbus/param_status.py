@@ -111,6 +111,12 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "virtual_alias_expansion_limit", "virtual_alias_address_length_limit",
     "enable_original_recipient", "propagate_unmatched_extensions",
     "header_address_token_limit", "message_drop_headers", "receive_override_options",
+    # after-queue content filter: smtpd and sendmail mark the message, the qmgr routes it
+    "content_filter", "default_filter_nexthop",
+    # before-queue content filter (ingress_smtpd/proxy_filter.py)
+    "smtpd_proxy_filter", "smtpd_proxy_timeout", "smtpd_proxy_ehlo", "smtpd_proxy_options",
+    # XFORWARD from a content filter (ingress_smtpd/xforward.py)
+    "smtpd_authorized_xforward_hosts",
     # header and body checks (postbus.cleanup.checks, postbus.cleanup.mime)
     "header_checks", "mime_header_checks", "nested_header_checks", "body_checks",
     "body_checks_size_limit", "mime_nesting_limit", "mime_boundary_length_limit",

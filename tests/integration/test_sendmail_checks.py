@@ -23,6 +23,7 @@ HEADER_CHECKS = """\
 /^Subject: hold/ HOLD
 /^X-Secret:/ IGNORE
 /^Subject: (tag)/ REPLACE Subject: [x] $1
+/^Subject: scan/ FILTER scan:[127.0.0.1]:10026
 """
 
 
@@ -95,3 +96,15 @@ async def test_rejected_sendmail_mail_bounces_to_its_sender(qmgr: Path, store: B
         ("", ["alice@client.test"])]
     notice = (await store.queue.content(entries[0].queue_id, entries[0].chunks)).decode()
     assert "not from here" in notice
+
+
+async def test_sendmail_content_filter_and_filter_action(conf: Path, store: Bus) -> None:
+    """content_filter marks mail from sendmail as pickup does; a FILTER action wins."""
+    main = conf / "main.cf"
+    main.write_text(main.read_text() + "content_filter = smtp:[127.0.0.1]:10025\n")
+    for subject in ("plain", "scan"):
+        done = await asyncio.to_thread(sendmail, conf, f"Subject: {subject}\n\nb\n".encode(),
+                                       "u@postbus.test")
+        assert done.returncode == 0, done.stderr
+    filters = sorted([e.filter async for e in store.queue.entries()])
+    assert filters == ["scan:[127.0.0.1]:10026", "smtp:[127.0.0.1]:10025"]

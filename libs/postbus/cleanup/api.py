@@ -24,7 +24,9 @@ queue uses alike (smtpd, ``postbus sendmail``, bounces, forwarded mail):
 * :meth:`CleanupState.finish`: raises :class:`CleanupError` when anything
   failed or the content was rejected, so that nothing half-rewritten is
   queued, and :class:`MessageDiscarded` for a DISCARD action; a REDIRECT
-  action replaces the recipients; a HOLD action is :attr:`CleanupState.hold`.
+  action replaces the recipients; a HOLD action is :attr:`CleanupState.hold`,
+  a FILTER action :attr:`CleanupState.filter` (smtpd's restrictions may set
+  all three first: the last FILTER and REDIRECT win).
 
 :meth:`Cleanup.message` does all of it for a whole message from inside
 the mail system (``postbus sendmail``, a bounce, a forwarded copy), and
@@ -92,6 +94,9 @@ class Cleanup:
         # receive_override_options = no_address_mappings, for smtpd and sendmail (pickup)
         overrides = receive_overrides(cfg)
         self.mapping = "no_address_mappings" not in overrides
+        # content_filter: what smtpd and sendmail (pickup) put on every message they
+        # queue; a re-injection listener has "-o content_filter=" (≈ REC_TYPE_FILT)
+        self.content_filter = cfg.get("content_filter").strip()
         # header/body checks: for smtpd and sendmail unless receive_override_options
         # says no_header_body_checks; never for mail from inside (internal_mail_filter_classes)
         self.checks = ContentChecks(cfg)
@@ -159,6 +164,7 @@ class Cleanup:
                 rcpt.state, rcpt.dsn, rcpt.reason, rcpt.relay = "bounced", dsn, text, "none"
         if state.hold:
             entry.queue = "hold"
+        entry.filter = state.filter or entry.filter  # a FILTER action over content_filter
         entry.recipients = state.recipients
         arrival = entry.arrival_time or time.time()
         return _Builder(self, entry, headers, arrival)
@@ -193,7 +199,11 @@ class CleanupState:
         self._dups: set[tuple[str, ...]] = set()
         self.verdict: Verdict | None = None
         self.last_recipient: str | None = None  # the to=<> of content log lines
+        # what smtpd's restrictions asked for (HOLD, FILTER, REDIRECT), set before
+        # finish(); header and body checks' own FILTER or REDIRECT override them
         self.hold = False  # a HOLD action: queue the message on hold
+        self.filter = ""  # content_filter's transport:destination for this message, if any
+        self.redirect = ""
 
     async def sender(self, address: str) -> str:
         """The envelope sender as queued (≈ cleanup_addr_sender())."""
@@ -302,19 +312,21 @@ class CleanupState:
 
     def finish(self) -> None:
         """Raise CleanupError when the message must not be queued, MessageDiscarded
-        when it must seem queued but not be; apply REDIRECT and HOLD."""
+        when it must seem queued but not be; apply REDIRECT, and take FILTER and
+        HOLD into :attr:`filter` and :attr:`hold`."""
         self.status.check()
         v = self.verdict
-        if v is None:
-            return
-        if v.reason:
-            raise CleanupError(Stat.DEFER if v.defer else Stat.CONT, v.reason)
-        if v.write_error:
-            raise CleanupError(Stat.WRITE)
-        if v.discard:
-            raise MessageDiscarded(self.status.queue_id)
-        self.hold = v.hold
-        if v.redirect:
+        if v is not None:
+            if v.reason:
+                raise CleanupError(Stat.DEFER if v.defer else Stat.CONT, v.reason)
+            if v.write_error:
+                raise CleanupError(Stat.WRITE)
+            if v.discard:
+                raise MessageDiscarded(self.status.queue_id)
+            self.hold = self.hold or v.hold
+            self.filter = v.filter or self.filter
+            self.redirect = v.redirect or self.redirect
+        if self.redirect:
             # ≈ the qmgr's redirect: every recipient goes to the one address, each
             # keeping its original recipient (DSN Original-Recipient, X-Original-To)
             seen: set[str] = set()
@@ -323,7 +335,7 @@ class CleanupState:
                 if rcpt.orig_rcpt.casefold() in seen:
                     continue
                 seen.add(rcpt.orig_rcpt.casefold())
-                kept.append(Recipient(v.redirect, orig_rcpt=rcpt.orig_rcpt,
+                kept.append(Recipient(self.redirect, orig_rcpt=rcpt.orig_rcpt,
                                       notify=rcpt.notify))
             self.recipients = kept
 

@@ -10,11 +10,9 @@ lines (``QID: reject: header Subject: ... from client[addr]; from=<...>
 to=<...> proto=ESMTP helo=<...>: 5.7.1 text``).
 
 What the actions leave for the caller is in :class:`Verdict`: a rejection
-(``550`` or, for a 4.x.x text, ``451``), DISCARD, HOLD, REDIRECT and BCC
-recipients. FILTER needs content_filter routing, which Postbus does not
-have: a FILTER result in a regexp or pcre table stops the start with a
-clear error, and one from any other table defers the message (``451``)
-with a warning, so that no message is delivered unfiltered.
+(``550`` or, for a 4.x.x text, ``451``), DISCARD, HOLD, FILTER (the last
+``transport:destination`` wins, as content_filter for this message),
+REDIRECT and BCC recipients.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from postbus import metrics
-from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.maps.maps import Maps, open_maps
 from postbus.maps.table import TableRetry
@@ -71,6 +68,7 @@ class Verdict:
     discard: bool = False
     hold: bool = False
     redirect: str = ""
+    filter: str = ""  # FILTER transport:destination, the last one found
     bcc: list[str] = field(default_factory=list)
 
     @property
@@ -90,32 +88,12 @@ class Origin:
     helo: str = ""
 
 
-def _filter_rules(maps: Maps, name: str) -> None:
-    """Refuse a FILTER result in a regexp/pcre table at start (content_filter routing
-    is not built); other table types are caught at lookup time."""
-    for table in maps:
-        current = getattr(table, "current", None)
-        if current is None or getattr(table, "fixed", True):
-            continue
-        try:
-            rules = current()
-        except Exception:
-            continue
-        for rule in rules:
-            template = getattr(rule, "template", None) or []
-            head = template[0] if template and isinstance(template[0], str) else ""
-            if head[:6].upper() == "FILTER" and head[6:7] in ("", " ", "\t"):
-                raise ConfigError(
-                    f"{name}: {table.spec}, line {rule.lineno}: the FILTER action is not "
-                    "supported: Postbus has no content_filter routing yet", parameter=name)
-
-
 class ContentChecks:
     """The check tables and limits shared by every message.
 
     ``prefix`` "smtp_" or "lmtp_" reads a delivery agent's tables
     (smtp_header_checks and the rest, :mod:`postbus.hbc`): no size limit on
-    body checks, and FILTER is just an unsupported command there."""
+    body checks."""
 
     def __init__(self, cfg: Config, prefix: str = "") -> None:
         self.prefix = prefix
@@ -130,8 +108,6 @@ class ContentChecks:
                 maps = opened.get(value.strip())
                 if maps is None:
                     maps = opened[value.strip()] = open_maps(value, param)
-                    if not prefix:
-                        _filter_rules(maps, param)
                 self.tables[name] = maps
         self.body_limit = 0 if prefix else cfg.size("body_checks_size_limit")
         self.header_limit = cfg.size("header_size_limit")
@@ -240,11 +216,14 @@ class Inspection:
         elif verb in ("WARN", "INFO"):
             self._log("warning" if verb == "WARN" else "info", context, buf, text)
         elif verb == "FILTER":
-            # content_filter routing is not built: defer rather than deliver unfiltered
-            log.warning("%s: FILTER action in %s map is not supported (no content_filter "
-                        "routing) -- message not accepted, try again later",
-                        self.origin.queue_id, map_class)
-            v.write_error = True
+            if not text:
+                log.warning("missing FILTER command argument in %s map", map_class)
+            elif ":" not in text:
+                log.warning("bad FILTER command %s in %s -- need transport:destination",
+                            text, map_class)
+            else:
+                v.filter = text
+                self._log("filter", context, buf, text)
         elif verb == "PASS":
             self._log("pass", context, buf, text)
         elif verb == "DISCARD":

@@ -83,6 +83,7 @@ async def submit(cfg: Config, sender: str, recipients: list[str], content: bytes
     maps_context.configure(cfg.get("postbus_redis_url"))
     try:
         cleanup = Cleanup(cfg)
+        entry.filter = cleanup.content_filter  # as pickup writes REC_TYPE_FILT
         qid = entry.queue_id
         build = await cleanup.message(entry, content, context=context, mapping=cleanup.mapping,
                                       filter=cleanup.filter, origin=Origin(origin="local"),

@@ -78,6 +78,7 @@ class QueueEntry:
     notified: bool = False  # (unused since notices are per recipient: Recipient.reported)
     attempt_id: str = ""  # the current attempt; '' before the first
     holder: int = 0  # stream sequence of the trigger or wake-up holding that attempt open
+    filter: str = ""  # content_filter or a FILTER action: transport:nexthop for every recipient
 
     def record(self, status: DeliveryStatus) -> bool:
         """Apply a delivery report to the recipients it covers (as Postfix's agents
@@ -113,17 +114,25 @@ class QueueEntry:
         return all(r.final for r in self.recipients)
 
     def encode(self) -> bytes:
-        return _dump(self, "recipients")
+        return _dump(self, "recipients", OPTIONAL)
 
     @classmethod
     def decode(cls, raw: bytes) -> QueueEntry:
         return _build(cls, _load(raw), "recipients", Recipient, "queue entry")
 
 
-def _dump(obj: Any, nested: str) -> bytes:
+#: Fields written only when set, so that an entry without them stays readable by
+#: the version before them (a rolling upgrade): they decode to their defaults.
+OPTIONAL = ("filter",)
+
+
+def _dump(obj: Any, nested: str, optional: tuple[str, ...] = ()) -> bytes:
     """Versioned JSON of a flat dataclass whose ``nested`` field lists dataclasses
     (hand-rolled rather than dataclasses.asdict: this runs for every message)."""
     data = dict(obj.__dict__)
+    for name in optional:
+        if not data[name]:
+            del data[name]
     data[nested] = [item.__dict__ for item in data[nested]]
     data["v"] = CODEC_VERSION
     return orjson.dumps(data)

@@ -28,13 +28,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from postbus.cleanup import CleanupState, Origin
 from postbus.cleanup.content import CRLF, Headers, join, mail_date, missing_headers, split_headers
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.smtp.address import MailArgs, RcptArgs, quote_local
 
-__all__ = ["Message", "mail_date", "split_headers", "unstuff"]
+if TYPE_CHECKING:
+    from ingress_smtpd.restrictions.state import CheckMemory
+
+__all__ = ["Message", "carry", "mail_date", "split_headers", "unstuff"]
 
 
 def unstuff(raw: bytes) -> bytes:
@@ -72,6 +76,8 @@ class Message:
     queue_id: str = ""  # drawn before cleanup when header/body checks run
     top: bytes | None = None  # the Received: header as the checks left it
     hold: bool = False  # a HOLD action
+    filter: str = ""  # content_filter, or a FILTER action's transport:destination
+    bcc: list[str] = field(default_factory=list)  # BCC actions of smtpd's restrictions
     sasl_username: str | None = None  # SMTP AUTH: "with ESMTPA" (RFC 3848)
     sasl_header: bool = False  # smtpd_sasl_authenticated_header: "(Authenticated sender: u)"
 
@@ -82,6 +88,8 @@ class Message:
         self.sender = await state.sender(self.sender)
         for rcpt in self.recipients:
             await state.recipient(rcpt.address, orcpt=rcpt.orcpt, notify=rcpt.notify)
+        for bcc in self.bcc:  # smtpd's BCC actions: extracted recipients, NOTIFY=NEVER
+            await state.recipient(bcc, notify="NEVER")
         if filter:
             self.queue_id = qid = state.status.queue_id
             origin = Origin(qid, f"{self.client_name}[{self.client_addr}]", self.sender,
@@ -92,7 +100,7 @@ class Message:
         headers = split_headers(self.content, self.header_size_limit)
         headers.block = await state.header_block(headers.block, self.header_size_limit)
         state.finish()
-        self.hold = state.hold
+        self.hold, self.filter = state.hold, state.filter
         self.queued, self.headers = state.recipients, headers
 
     def entry(self) -> QueueEntry:
@@ -113,6 +121,7 @@ class Message:
             env_id=self.mail.envid,
             ret=self.mail.ret,
             smtputf8=self.mail.smtputf8,
+            filter=self.filter,
         )
 
     def received(self, queue_id: str) -> bytes:
@@ -132,7 +141,8 @@ class Message:
             tls += f"\t(Authenticated sender: {comment_sanitize(self.sasl_username)})\r\n"
         text = (
             f"Received: from {self.helo or self.client_name} ({self.client_name} [{addr}])\r\n"
-            f"{tls}\tby {self.myhostname} ({self.mail_name}) with {protocol} id {queue_id}"
+            f"{tls}\tby {self.myhostname} ({self.mail_name}) with {protocol}"
+            + (f" id {queue_id}" if queue_id else "")  # none for a before-queue filter
         )
         date = mail_date(self.arrival)
         if len(self.recipients) == 1:
@@ -154,6 +164,17 @@ class Message:
         entry.message_id = self.message_id
         top = self.top if self.top is not None and qid == self.queue_id else None
         return join(headers, added, self.received(qid) if top is None else top)
+
+
+def carry(state: CleanupState, memory: CheckMemory, content_filter: str,
+          message: Message) -> None:
+    """What smtpd's restrictions decided for the whole message, handed to cleanup
+    (≈ smtpd's saved_flags, saved_filter, saved_redirect and saved_bcc records): a
+    HOLD, the last FILTER (else content_filter), the last REDIRECT, BCC recipients."""
+    state.hold = memory.hold
+    state.filter = memory.filter or content_filter
+    state.redirect = memory.redirect
+    message.bcc = list(memory.bcc)
 
 
 def comment_sanitize(text: str) -> str:

@@ -15,7 +15,10 @@ import time
 from typing import TYPE_CHECKING
 
 from ingress_smtpd.auth import log_fields
-from ingress_smtpd.cleanup import Message, unstuff
+from ingress_smtpd.cleanup import Message, carry, unstuff
+from ingress_smtpd.proxy_filter import proxy_data, proxy_message
+from ingress_smtpd.xforward import apply as forwarded
+from ingress_smtpd.xforward import orig_fields
 from postbus import metrics
 from postbus.cleanup import CleanupError, MessageDiscarded
 from postbus.cleanup.status import WRITE_ERROR
@@ -40,6 +43,8 @@ async def do_data(session: Session, arg: str) -> bool:
         await session.reply(r.DATA_SYNTAX)
         return False
     reject = await session.server.policy.check_data(session._check_state())
+    if reject is None:
+        reject = await proxy_data(session)  # smtpd_proxy_filter: the filter goes first
     if reject is not None:
         await session.reply(reject)
         return False
@@ -80,14 +85,18 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
         tls=session.tls is not None, tls_lines=tls_lines,
         sasl_username=session.auth.username, sasl_header=s.auth.header,
     )
+    if session.proxy is not None:  # smtpd_proxy_filter: the filter queues it, or not
+        return await proxy_message(session, message.received(""), message.content)
     try:
         cleanup = server.cleanup
         qid = "NOQUEUE"
         if cleanup.filter:  # the checks' log lines name the message: as Postfix, whose
             qid = memory.queue_id  # queue file is open before DATA
-            log.info("%s: client=%s", qid, session.namaddr)
-        await message.rewrite(cleanup.begin(queue_id=qid, context=session.header_context,
-                                            mapping=cleanup.mapping), filter=cleanup.filter)
+            log.info("%s: client=%s%s", qid, session.namaddr, orig_fields(session))
+        cstate = cleanup.begin(queue_id=qid, context=session.header_context,
+                               mapping=cleanup.mapping)
+        carry(cstate, memory, cleanup.content_filter, message)  # HOLD, FILTER, ... actions
+        await message.rewrite(cstate, filter=cleanup.filter)
     except MessageDiscarded:  # DISCARD: the client is told it was queued
         session.conn.write(reply.format(queue_id=message.queue_id, size=size))
         return True
@@ -108,6 +117,7 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
         session.errors = session.junk = 0
         return True
     entry = message.entry()
+    forwarded(session, entry)  # XFORWARD: the original client
     entry.queue_id = memory.queue_id  # the ID the policy server and the log saw, if still free
     started = time.perf_counter()
     try:
@@ -122,7 +132,8 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
     server.accepted.inc()
     server.sizes.observe(entry.size)
     if qid != message.queue_id:
-        log.info("%s: client=%s%s", qid, session.namaddr, log_fields(session))
+        log.info("%s: client=%s%s%s", qid, session.namaddr, log_fields(session),
+                 orig_fields(session))
     cleanup_log.info("%s: message-id=%s", qid, message.message_id or "<>")
     session.conn.write(reply.format(queue_id=qid, size=size))
     session.errors = session.junk = 0  # a message received forgives earlier errors

@@ -13,6 +13,7 @@ import re
 from typing import TYPE_CHECKING
 
 from ingress_smtpd.auth import ehlo_keywords
+from ingress_smtpd.xforward import ehlo_keyword
 from postbus.maps.table import TableRetry
 from postbus.smtp import replies as r
 
@@ -69,7 +70,7 @@ async def do_helo(session: Session, arg: str, esmtp: bool = False) -> bool:
     lines = r.ehlo_lines(s.myhostname, s.size_limit, vrfy=not s.disable_vrfy,
                          discard=session.discard, smtputf8=s.smtputf8,
                          starttls=s.tls.use_tls and session.tls is None,
-                         auth=await ehlo_keywords(session))
+                         auth=(*await ehlo_keywords(session), *await ehlo_keyword(session)))
     session.conn.write(r.multiline(250, lines))
     return True
 

@@ -27,8 +27,10 @@ from ingress_smtpd.connection import Connection
 from ingress_smtpd.etrn import FlushRequest, flush_over_bus
 from ingress_smtpd.limits import ClientLimits
 from ingress_smtpd.proxy import HeaderOnly, families, proxy_protocol, read_endpoints
+from ingress_smtpd.proxy_filter import ProxySettings
 from ingress_smtpd.restrictions import Policy
 from ingress_smtpd.session import QueueWriter, Session
+from ingress_smtpd.xforward import authorized_hosts
 from postbus import metrics
 from postbus.anvil import Anvil
 from postbus.cleanup import Cleanup
@@ -157,10 +159,13 @@ class SmtpServer:
         ConfigError, leaving the old settings in place, when it is unusable."""
         settings, policy = Settings.from_config(cfg), Policy(cfg)
         cleanup = Cleanup(cfg, policy.resolver)
+        proxy_filter = ProxySettings.from_config(cfg)  # smtpd_proxy_filter
+        xforward_hosts = authorized_hosts(cfg)  # smtpd_authorized_xforward_hosts
         self._keep_sasl_backend(settings)
         if self.tls is None or self.tls.settings != settings.tls:
             self.tls = ServerTls(settings.tls)
         self.cfg, self.settings, self.policy, self.cleanup = cfg, settings, policy, cleanup
+        self.proxy_filter, self.xforward_hosts = proxy_filter, xforward_hosts
         if self.anvil is not None:
             self.anvil.unit_ms = int(cfg.time("anvil_rate_time_unit") * 1000)
         self.limits = ClientLimits(cfg, self.anvil)

@@ -30,8 +30,12 @@ from ingress_smtpd.connection import Connection
 from ingress_smtpd.data import do_data
 from ingress_smtpd.ehlo import discard_keywords, do_ehlo, do_helo
 from ingress_smtpd.etrn import do_etrn
+from ingress_smtpd.proxy_filter import Proxy, proxy_rcpt
+from ingress_smtpd.proxy_filter import drop as drop_proxy
 from ingress_smtpd.restrictions import CheckMemory, CheckState, session_state
 from ingress_smtpd.starttls import HandshakeFailed, do_starttls, require_client_cert, wrapper_mode
+from ingress_smtpd.xforward import Forwarded, do_xforward
+from ingress_smtpd.xforward import reset as reset_xforward
 from postbus import metrics
 from postbus.cleanup import Context
 from postbus.maps.table import TableRetry
@@ -56,7 +60,7 @@ log = logging.getLogger("postbus.smtpd")
 _SURROGATES = re.compile("[\udc80-\udcff]")
 
 #: Postfix's command table order, used for the counters of the disconnect line.
-COUNTED = ("helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat",
+COUNTED = ("helo", "ehlo", "xforward", "starttls", "auth", "mail", "rcpt", "data", "bdat",
            "rset", "noop", "vrfy", "etrn", "quit", "unknown")
 JUNK = frozenset({"rset", "noop", "vrfy", "etrn"})  # SMTPD_CMD_FLAG_LIMIT
 LAST = frozenset({"helo", "ehlo", "data", "noop", "vrfy"})  # SMTPD_CMD_FLAG_LAST: ends a batch
@@ -97,6 +101,9 @@ class Session:
         self.check_memory = CheckMemory()  # what one restriction stage leaves for the next
         self.access_denied = ""  # smtpd_delay_reject = no: the client was rejected at connect
         self.auth = AuthState()  # SMTP AUTH; STARTTLS starts it anew
+        self.proxy: Proxy | None = None  # smtpd_proxy_filter's connection, per transaction
+        self.mail_line = ""  # the MAIL FROM command as received, for the proxy filter
+        self.xforward: Forwarded | None = None  # XFORWARD attributes, per transaction
         self.reset()
 
     def reset(self) -> None:
@@ -106,6 +113,8 @@ class Session:
         self.bdat_state: str | None = None  # "ok": taking chunks; "error": skipping them
         self.chunks: Chunks | None = None
         self.check_memory.reset_transaction()
+        drop_proxy(self)
+        reset_xforward(self)
 
     # -- output -----------------------------------------------------------------------
 
@@ -177,6 +186,7 @@ class Session:
         finally:
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 await asyncio.wait_for(conn.flush(), 5)
+            drop_proxy(self)
             await self.limits.disconnect()  # before the close, as Postfix tells anvil
             conn.close()
             log.info("disconnect from %s%s", self.namaddr, self._stats())
@@ -326,7 +336,7 @@ class Session:
             if reject is not None:
                 await self.reply(reject)
                 return False
-        self.sender, self.mail = mail.sender, mail
+        self.sender, self.mail, self.mail_line = mail.sender, mail, self.line
         self.conn.write(r.MAIL_OK)
         return True
 
@@ -359,6 +369,10 @@ class Session:
         reject = await self.server.policy.check_rcpt(self._check_state(rcpt.address))
         if reject is not None:
             self._log_reject("RCPT", reject, rcpt.address)
+            await self.reply(reject)
+            return False
+        reject = await proxy_rcpt(self)  # smtpd_proxy_filter: the filter has its say
+        if reject is not None:
             await self.reply(reject)
             return False
         self.recipients.append(rcpt)
@@ -448,4 +462,5 @@ class Session:
         "starttls": do_starttls,
         "bdat": do_bdat,
         "auth": do_auth,
+        "xforward": do_xforward,
     }

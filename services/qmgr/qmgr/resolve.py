@@ -14,6 +14,10 @@ qmgr does when trivial-rewrite reports RESOLVE_FLAG_FAIL: the recipient is
 deferred and tried again after the usual backoff. ``Route.failure`` says
 which lookup failed and why, for the log.
 
+A message with a content filter (:attr:`QueueEntry.filter`, from
+content_filter or a FILTER action) goes to that transport:nexthop for
+every recipient, unresolved: :meth:`RouteResolver.filtered`.
+
 Mail to the local double-bounce address (double_bounce_sender in a local
 domain: a postmaster notice that could not be delivered came back) is
 discarded here, as Postfix's qmgr does, so there is never a triple bounce.
@@ -63,6 +67,20 @@ class RouteResolver:
     def __init__(self, cfg: Config) -> None:
         self.resolver = Resolver(cfg)
         self.double_bounce = cfg.get("double_bounce_sender").lower()
+        self.filter_nexthop = cfg.get("default_filter_nexthop")
+        self.myhostname = cfg.get("myhostname")
+
+    def filtered(self, filter: str, address: str) -> Route:
+        """The route of every recipient of a message with a content filter
+        (content_filter or a FILTER action): the filter overrides the resolver,
+        and the address is left as it is. A filter without a next hop goes to
+        default_filter_nexthop, else to the recipient's domain, else to
+        $myhostname (≈ qmgr_message_resolve())."""
+        transport, _, nexthop = filter.partition(":")
+        if not nexthop:
+            domain = address.rpartition("@")[2] if "@" in address else ""
+            nexthop = self.filter_nexthop or domain or self.myhostname
+        return _make_route(transport, nexthop, address)
 
     async def route(self, address: str, sender: str = "") -> Route:
         try:

@@ -47,11 +47,15 @@ class Scheduler:
     async def route(self, entry: QueueEntry) -> list[Recipient]:
         """Resolve every open recipient and mark it active (a job will carry it) or
         settle it (error:, discard:, retry:); returns those the qmgr settled."""
-        routes = {
-            i: await self.resolver.route(r.address, entry.sender)
-            for i, r in enumerate(entry.recipients)
-            if r.state in OPEN_STATES
-        }
+        if entry.filter:  # a content filter overrides the address resolver
+            routes = {i: self.resolver.filtered(entry.filter, r.address)
+                      for i, r in enumerate(entry.recipients) if r.state in OPEN_STATES}
+        else:
+            routes = {
+                i: await self.resolver.route(r.address, entry.sender)
+                for i, r in enumerate(entry.recipients)
+                if r.state in OPEN_STATES
+            }
         for failure in dict.fromkeys(r.failure for r in routes.values() if r.failure):
             log.warning("%s: %s", entry.queue_id, failure)  # once per message
         return [entry.recipients[i] for i, route in routes.items() if _apply(entry, i, route)]

@@ -174,12 +174,13 @@ async def test_unix_socket_and_policy_context(smtpd: StartSmtpd, tmp_path: Path)
         await server.stop()
 
 
-async def test_discard_prepend_and_actions_postbus_cannot_carry(
+async def test_discard_prepend_hold_filter_redirect(
     smtpd: StartSmtpd, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "postbus.smtpd")
     answers = {"discard": "DISCARD spam", "prepend": "PREPEND X-Policy: seen",
-               "hold": "HOLD", "redirect": "REDIRECT x@y.example"}
+               "hold": "HOLD", "redirect": "REDIRECT x@y.example",
+               "filter": "FILTER scan:[127.0.0.1]:10025", "bcc": "BCC c@y.example"}
     server = await PolicyRecorder(
         lambda req: answers.get(req["recipient"].partition("@")[0], "DUNNO")).start()
     try:
@@ -187,10 +188,10 @@ async def test_discard_prepend_and_actions_postbus_cannot_carry(
         client = await run.client()
         await client.cmd("EHLO c")
         await client.cmd("MAIL FROM:<s@example.org>")
-        assert await client.cmd("RCPT TO:<hold@postbus.test>") == \
-            "451 4.3.5 Server configuration error"
-        assert await client.cmd("RCPT TO:<redirect@postbus.test>") == \
-            "451 4.3.5 Server configuration error"
+        assert await client.cmd("RCPT TO:<bcc@postbus.test>") == "250 2.1.5 Ok"
+        assert await client.cmd("RCPT TO:<hold@postbus.test>") == "250 2.1.5 Ok"
+        assert await client.cmd("RCPT TO:<redirect@postbus.test>") == "250 2.1.5 Ok"
+        assert await client.cmd("RCPT TO:<filter@postbus.test>") == "250 2.1.5 Ok"
         assert await client.cmd("RCPT TO:<prepend@postbus.test>") == "250 2.1.5 Ok"
         assert await client.cmd("DATA") == "354 End data with <CR><LF>.<CR><LF>"
         await client.send(b"Subject: x\r\n\r\nbody\r\n.\r\n")
@@ -198,6 +199,22 @@ async def test_discard_prepend_and_actions_postbus_cannot_carry(
         qid = reply.rpartition(" ")[2]
         got = await run.store.queue.get(qid)
         assert got is not None, reply
+        # HOLD, FILTER and REDIRECT apply to the whole message
+        assert got[0].queue == "hold" and got[0].filter == "scan:[127.0.0.1]:10025"
+        assert {x.address for x in got[0].recipients} == {"x@y.example"}
+        tail = "from=<s@example.org> to=<{0}@postbus.test> proto=ESMTP helo=<c>"
+        # as Postfix: the queue ID exists once the first recipient is accepted
+        for ident, action, text in (
+                ("NOQUEUE", "bcc", "<bcc@postbus.test>: Recipient address triggers "
+                                   "BCC c@y.example"),
+                (qid, "hold", "<hold@postbus.test>: Recipient address triggers "
+                              "HOLD action"),
+                (qid, "redirect", "<redirect@postbus.test>: Recipient address "
+                                  "triggers REDIRECT x@y.example"),
+                (qid, "filter", "<filter@postbus.test>: Recipient address triggers "
+                                "FILTER scan:[127.0.0.1]:10025")):
+            assert (f"{ident}: {action}: RCPT from unknown[127.0.0.1]: {text}; "
+                    + tail.format(action)) in caplog.messages
         content = await run.store.queue.content(qid, got[0].chunks)
         received, _, rest = content.partition(b"X-Policy: seen\r\n")
         assert received.startswith(b"Received: ") and rest.startswith(b"Subject: x\r\n")
@@ -210,12 +227,11 @@ async def test_discard_prepend_and_actions_postbus_cannot_carry(
         reply = await client.reply()
         assert reply.startswith("250 2.0.0 Ok: queued as ")
         assert await run.store.queue.get(reply.rpartition(" ")[2]) is None
-        assert len(server.requests) == 4  # none after the DISCARD: the message is decided
+        assert len(server.requests) == 6  # none after the DISCARD: the message is decided
         await client.cmd("QUIT")
         assert ("NOQUEUE: discard: RCPT from unknown[127.0.0.1]: <discard@postbus.test>: "
                 "Recipient address spam; from=<s@example.org> to=<discard@postbus.test>"
                 in caplog.text)
-        assert "action HOLD is not supported by Postbus" in caplog.text
     finally:
         await server.stop()
 

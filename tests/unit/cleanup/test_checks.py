@@ -13,7 +13,6 @@ import pytest
 
 from postbus.cleanup import mime
 from postbus.cleanup.checks import ContentChecks, Origin, Verdict
-from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 
 ORIGIN = "from mx.client.test[192.0.2.7]; from=<a@client.test> to=<b@postbus.test> " \
@@ -147,9 +146,21 @@ def test_broken_table_line_is_skipped(tmp_path: Path,
                for r in caplog.records)
 
 
-def test_filter_is_refused_at_start(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="FILTER action is not supported"):
-        _checks(tmp_path, "/^Subject:/ FILTER smtp:[127.0.0.1]:10025")
+def test_filter_last_one_wins_and_needs_a_transport(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """FILTER (≈ cleanup_act()): the last transport:destination found is the message's
+    content filter; one without a colon, or without text, is only a warning."""
+    caplog.set_level(logging.INFO, "postbus.cleanup")
+    _content, verdict = _run(_checks(
+        tmp_path, "/^Received:/ FILTER smtp:[127.0.0.1]:10025\n/^Subject:/ FILTER scan:\n"
+        "/^From:/ FILTER nocolon\n/^X-Tag:/ FILTER"), MSG)
+    assert verdict.filter == "scan:" and not verdict.rejected
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        _log("filter", "header Received: from x", "smtp:[127.0.0.1]:10025"),
+        _log("filter", "header Subject: hello", "scan:"),
+        "missing FILTER command argument in header_checks map",
+        "bad FILTER command nocolon in header_checks -- need transport:destination"]
 
 
 MIME = (b"Subject: parts\r\nMIME-Version: 1.0\r\n"

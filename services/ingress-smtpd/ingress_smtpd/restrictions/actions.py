@@ -4,10 +4,10 @@ One interpreter for the right-hand side of an access table and for a
 policy server's ``action=``: OK, REJECT, DEFER, DEFER_IF_PERMIT,
 DEFER_IF_REJECT, ``4NN``/``5NN`` text, DUNNO, DISCARD, PREPEND, WARN, INFO,
 an all-numeric value (OK), and a list of restrictions or restriction class
-names.  Replies and log lines are Postfix's.  HOLD, FILTER, REDIRECT and BCC
-change what happens to the message after the queue, which Postbus does not
-carry yet: they are not ignored but answered as the configuration error
-they are here (``451 4.3.5``), with a warning naming the action.
+names.  Replies and log lines are Postfix's.  HOLD, FILTER, REDIRECT and
+BCC apply to the whole message: they are remembered for the transaction
+(:class:`CheckMemory`) and cleanup carries them to the queue entry (the
+last FILTER and REDIRECT win; each BCC adds a recipient with NOTIFY=NEVER).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ingress_smtpd.restrictions.state import (
     whatsup,
 )
 from postbus.config.conv import ConfigError, split_list
+from postbus.queue.ids import new_queue_id
 from postbus.smtp import replies as r
 
 if TYPE_CHECKING:
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 _DSN = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})$")
 _HEADER = re.compile(r"[\x21-\x39\x3b-\x7e]+:")
-NOT_CARRIED = ("HOLD", "FILTER", "REDIRECT", "BCC")
 
 
 def dsn_split(text: str, default: str) -> tuple[str, str]:
@@ -83,8 +83,10 @@ async def table_result(
     if upper in ("INFO", "WARN"):
         whatsup(state, upper.lower(), text)
         return None
-    if upper in NOT_CARRIED:
-        raise ServerError(f"access table {table}: action {upper} is not supported by Postbus")
+    if upper in ("HOLD", "FILTER", "REDIRECT", "BCC"):
+        if _can_delegate(state, table, upper):
+            _delegate(state, table, datum, upper, text, kind)
+        return None
     if upper == "DISCARD":
         if not _can_delegate(state, table, upper):
             return None
@@ -139,6 +141,36 @@ async def table_result(
         return await policy.evaluate(steps, state)
     finally:
         state.recursion -= 1
+
+
+def _delegate(state: CheckState, table: str, datum: str, action: str, text: str,
+              kind: str) -> None:
+    """HOLD, FILTER, REDIRECT, BCC: remember the action for the message and log it
+    (≈ check_table_result()); the restrictions go on (DUNNO)."""
+    memory = state.memory
+    if state.rcpt_count and not state.queue_id:  # Postfix's queue file is open by now
+        memory.queue_id = memory.queue_id or new_queue_id(state.long_queue_ids)
+        state.queue_id = memory.queue_id
+    if action == "HOLD":
+        if not memory.hold:
+            whatsup(state, "hold", f"<{what(state)}>: {kind} " + (
+                text or "triggers HOLD action"))
+            memory.hold = True
+        return
+    if action == "FILTER" and not text:
+        log.warning('access table %s entry "%s" has FILTER entry without value', table, datum)
+    elif action == "FILTER" and ":" not in text:
+        log.warning('access table %s entry "%s" requires transport:destination', table, datum)
+    elif action in ("REDIRECT", "BCC") and "@" not in text:
+        log.warning('access table %s entry "%s" requires user@domain target', table, datum)
+    else:
+        whatsup(state, action.lower(), f"<{what(state)}>: {kind} triggers {action} {text}")
+        if action == "FILTER":
+            memory.filter = text
+        elif action == "BCC":
+            memory.bcc.append(text)
+        else:
+            memory.redirect = text
 
 
 def _not_in_client_helo(state: CheckState, table: str, action: str) -> bool:

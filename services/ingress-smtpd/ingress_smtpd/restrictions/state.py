@@ -5,7 +5,8 @@ the HELO name, the envelope, the stage (``where``) and, for the policy
 client, everything Postfix sends a policy server.  :class:`CheckMemory`
 lives as long as the session: the defer_if_permit flag each stage left
 (Postfix's defer_if_permit_client/_helo/_sender), and the actions access
-tables and policy servers asked for the transaction (PREPEND, DISCARD).
+tables and policy servers asked for the transaction (PREPEND, DISCARD,
+HOLD, FILTER, REDIRECT, BCC: cleanup carries these to the queue entry).
 
 A rejection passes through :func:`finish` as in smtpd_check_reject():
 warn_if_reject turns it into a ``reject_warning`` log line, an earlier
@@ -47,13 +48,19 @@ class CheckMemory:
     dip_sender: str | None = None
     prepend: list[str] = field(default_factory=list)  # headers, per transaction
     discard: str = ""  # the log text of a DISCARD action, per transaction
+    hold: bool = False  # a HOLD action, per transaction
+    filter: str = ""  # the last FILTER action's transport:destination, per transaction
+    redirect: str = ""  # the last REDIRECT action's address, per transaction
+    bcc: list[str] = field(default_factory=list)  # BCC actions' addresses, per transaction
     instance: str = ""  # the policy protocol's instance attribute, per transaction
     peer_status: str = ""  # "name_status reverse_status" of an unknown client, per session
     queue_id: str = ""  # drawn once a recipient is accepted: the message will be queued so
 
     def reset_transaction(self) -> None:
         self.prepend = []
-        self.discard = self.instance = self.queue_id = ""
+        self.discard = self.instance = self.queue_id = self.filter = self.redirect = ""
+        self.hold = False
+        self.bcc = []
 
 
 @dataclass

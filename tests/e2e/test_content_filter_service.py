@@ -265,3 +265,30 @@ def test_two_replicas_share_the_work(tmp_path: Path) -> None:
                     if label.startswith("content-filter")}, log
     assert sorted(m.recipients[0] for m in peer.handler.messages) == sorted(
         f"{u}@remote.test" for u in USERS)
+
+
+def test_content_filter_sends_every_message_through_the_service_once(tmp_path: Path) -> None:
+    """main.cf's content_filter = content-filter: (FILTER_README's after-queue setup with
+    our own filter): the message is signed, and the re-injected copy is not filtered again."""
+    key, txt = keygen(tmp_path / "keys", "signer.test", "sel1")
+    (tmp_path / "etc").mkdir(parents=True)
+    (tmp_path / "etc" / "signing").write_text(f"signer.test signer.test:sel1:{key}\n")
+    with DnsPeer({("sel1._domainkey.signer.test", "TXT"): [txt]}) as dnsd, Peer() as peer:
+        system = make_system(
+            tmp_path, peer, dnsd.port, content_filter="content-filter:",
+            postbus_dkim_signing_table=f"texthash:{tmp_path}/etc/signing").start()
+        try:
+            qid = system.send("a@signer.test", ["carol@remote.test"],
+                              "From: <a@signer.test>\r\nSubject: filtered\r\n\r\nbody\r\n")
+            filtered = wait_log(system, rf"content-filter\[\d+\]: {qid}: to=<carol@remote.test>, "
+                                        r"relay=content-filter, .*queued as (\w+)\)")
+            new = filtered.group(1)
+            wait_log(system, rf"smtp\[\d+\]: {new}: to=<carol@remote.test>, "
+                             r"relay=127\.0\.0\.1.*status=sent")
+            log = system.maillog.read_text()
+        finally:
+            system.stop()
+    assert not re.search(rf"content-filter\[\d+\]: {new}:", log), log
+    [message] = peer.handler.messages
+    assert message.recipients == ["carol@remote.test"]
+    assert dkim.verify(message.content, dnsfunc=dns_txt(dnsd.port))
