@@ -288,7 +288,7 @@ def test_content_filter_sends_every_message_through_the_service_once(tmp_path: P
             log = system.maillog.read_text()
         finally:
             system.stop()
-    assert not re.search(rf"content-filter\[\d+\]: {new}:", log), log
-    [message] = peer.handler.messages
-    assert message.recipients == ["carol@remote.test"]
-    assert dkim.verify(message.content, dnsfunc=dns_txt(dnsd.port))
+        assert not re.search(rf"content-filter\[\d+\]: {new}:", log), log
+        [message] = peer.handler.messages
+        assert message.recipients == ["carol@remote.test"]
+        assert dkim.verify(message.content, dnsfunc=dns_txt(dnsd.port))
