@@ -13,7 +13,6 @@ recipient. Reasons read exactly as Postfix writes them::
 from __future__ import annotations
 
 import logging
-import re
 import socket
 from dataclasses import dataclass
 
@@ -21,14 +20,14 @@ from delivery_smtp.session import Chat, HandshakeFailed, Lost, TimedOut, message
 from delivery_smtp.tls_client import ClientTls, Peer
 from delivery_smtp.tls_policy import PROBLEM, TlsPolicy
 from postbus.config.loader import Config
-from postbus.delivery import Outcome, Reply, soften
+from postbus.delivery import Outcome, soften
 from postbus.queue.entry import DeliveryJob, Recipient
+from postbus.smtp import xtext
+from postbus.smtp.address import quote_local
+from postbus.smtp.reply import Reply
 from postbus.tls import TlsConfigError
 
 log = logging.getLogger("postbus.delivery")
-
-_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -204,28 +203,10 @@ async def _hello(chat: Chat, st: Settings) -> str:
 # -- the mail transaction -------------------------------------------------------------
 
 
-def quote_addr(address: str) -> str:
-    """The address for MAIL FROM/RCPT TO, local part quoted when RFC 5321 needs it."""
-    local, at, domain = address.rpartition("@")
-    if not at:
-        local, domain = address, ""
-    if local and not _ATOM.fullmatch(local) and not local.startswith('"'):
-        local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return f"{local}@{domain}" if at else local
-
-
-def xtext(text: str) -> str:
-    """RFC 3461 xtext: ``+`` ``=`` and non-printables as ``+HH``."""
-    return "".join(
-        c if 33 <= ord(c) <= 126 and c not in "+=" else "".join(f"+{b:02X}" for b in c.encode())
-        for c in text
-    )
-
-
 def _mail_command(
     chat: Chat, job: DeliveryJob, size: int, utf8: bool, eight_bit: bool
 ) -> bytes:
-    args = [f"MAIL FROM:<{quote_addr(job.sender)}>" if job.sender else "MAIL FROM:<>"]
+    args = [f"MAIL FROM:<{quote_local(job.sender)}>" if job.sender else "MAIL FROM:<>"]
     if "size" in chat.features:
         args.append(f"SIZE={size}")
     if eight_bit and "8bitmime" in chat.features:
@@ -236,17 +217,17 @@ def _mail_command(
         if job.ret:
             args.append(f"RET={job.ret}")
         if job.env_id:
-            args.append(f"ENVID={xtext(job.env_id)}")
+            args.append(f"ENVID={xtext.encode(job.env_id)}")
     return (" ".join(args) + "\r\n").encode()
 
 
 def _rcpt_command(chat: Chat, rcpt: Recipient) -> bytes:
-    words = [f"RCPT TO:<{quote_addr(rcpt.address)}>"]
+    words = [f"RCPT TO:<{quote_local(rcpt.address)}>"]
     if "dsn" in chat.features:
         if rcpt.notify:
             words.append(f"NOTIFY={rcpt.notify}")
         if rcpt.orig_rcpt:
-            words.append(f"ORCPT=rfc822;{xtext(rcpt.orig_rcpt)}")
+            words.append(f"ORCPT=rfc822;{xtext.encode(rcpt.orig_rcpt)}")
     return (" ".join(words) + "\r\n").encode()
 
 

@@ -15,12 +15,13 @@ import time
 from typing import TYPE_CHECKING
 
 from ingress_smtpd.auth import log_fields
-from ingress_smtpd.cleanup import Message, unstuff
+from ingress_smtpd.cleanup import Message
 from postbus import metrics
 from postbus.cleanup import CleanupError, MessageDiscarded
 from postbus.cleanup.status import WRITE_ERROR
 from postbus.queue.ids import new_queue_id
 from postbus.smtp import replies as r
+from postbus.smtp.dotstuff import unstuff
 
 if TYPE_CHECKING:
     from ingress_smtpd.session import Session
