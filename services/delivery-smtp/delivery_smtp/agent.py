@@ -16,6 +16,7 @@ from delivery_smtp.connect import Connector
 from delivery_smtp.generic import GenericMaps
 from delivery_smtp.proto import Settings
 from delivery_smtp.reuse import SessionCache
+from delivery_smtp.sasl_auth import SaslClient
 from delivery_smtp.tls_client import ClientTls
 from delivery_smtp.tls_policy import TlsPolicies
 from postbus.config.loader import Config
@@ -63,6 +64,7 @@ def build(cfg: Config, service: str) -> Connector:
         session_limit=cfg.int("smtp_mx_session_limit") or 1000,
         tls=(TlsPolicies(cfg, lmtp), ClientTls(cfg, lmtp)),
         min_backoff=cfg.time("minimal_backoff_time"),
+        sasl=SaslClient(cfg, lmtp),
     )
 
 

@@ -16,13 +16,14 @@ import logging
 import socket
 from dataclasses import dataclass
 
+from delivery_smtp.sasl_auth import SaslStart, Who
 from delivery_smtp.session import Chat, HandshakeFailed, Lost, TimedOut, message_data
 from delivery_smtp.tls_client import ClientTls, Peer
 from delivery_smtp.tls_policy import PROBLEM, TlsPolicy
 from postbus.config.loader import Config
 from postbus.delivery import Outcome, soften
 from postbus.queue.entry import DeliveryJob, Recipient
-from postbus.smtp import xtext
+from postbus.smtp import dotstuff, xtext
 from postbus.smtp.address import quote_local
 from postbus.smtp.reply import Reply
 from postbus.tls import TlsConfigError
@@ -140,8 +141,25 @@ class TlsStart:
     nexthop: str  # the next-hop domain, for the nexthop and dot-nexthop patterns
 
 
-async def handshake(chat: Chat, st: Settings, tls: TlsStart | None = None) -> None:
-    """Greeting, EHLO/HELO or LHLO, STARTTLS; raises SiteFailure (≈ smtp_helo())."""
+async def handshake(
+    chat: Chat, st: Settings, tls: TlsStart | None = None, sasl: SaslStart | None = None
+) -> None:
+    """Greeting, EHLO/HELO or LHLO, STARTTLS, AUTH; raises SiteFailure (≈ smtp_helo())."""
+    where = "receiving the initial server greeting"
+    try:
+        where, verified = await _greet(chat, st, tls)
+        if sasl is not None:  # a failure in AUTH is told as one in the last EHLO
+            who = Who(sasl.sender, chat.target.host, sasl.dest)
+            failed = await sasl.client.login(chat, who, st.helo_timeout, verified)
+            if failed is not None:
+                raise SiteFailure(failed, chat.relay)
+    except (Lost, TimedOut) as exc:
+        raise SiteFailure(broken(chat, exc, where), chat.relay) from exc
+
+
+async def _greet(chat: Chat, st: Settings, tls: TlsStart | None) -> tuple[str, bool]:
+    """Greeting, hello and STARTTLS: what is being done, and whether the server
+    certificate was verified (smtp_sasl_tls_verified_security_options)."""
     where = "receiving the initial server greeting"
     try:
         greeting = await chat.greeting(st.helo_timeout)
@@ -149,20 +167,20 @@ async def handshake(chat: Chat, st: Settings, tls: TlsStart | None = None) -> No
             raise _refused(chat, greeting, soft=st.skip_5xx_greeting)
         where = await _hello(chat, st)
         if tls is None or tls.policy.level == "none":
-            return
+            return where, False
         policy = tls.policy
         if "starttls" not in chat.features:
             if policy.required:
                 text = f"TLS is required, but was not offered by host {chat.namaddr}"
                 raise SiteFailure(Outcome("deferred", "4.7.4", text), chat.relay)
-            return
+            return where, False
         try:
             context, native = tls.client.context(policy)
         except TlsConfigError as exc:
             log.warning("%s", exc)
             if policy.required:
                 raise SiteFailure(PROBLEM, chat.relay) from exc
-            return
+            return where, False
         where = "performing the STARTTLS handshake"
         sni = {"hostname": chat.target.host, "nexthop": tls.nexthop}.get(policy.sni, policy.sni)
         try:
@@ -174,15 +192,17 @@ async def handshake(chat: Chat, st: Settings, tls: TlsStart | None = None) -> No
             if policy.required:
                 text = f"TLS is required, but host {chat.namaddr} refused to start TLS: {got}"
                 raise SiteFailure(Outcome("deferred", "4.7.5", text), chat.relay)
-            return
+            return where, False
         transport = chat.wire.transport
         sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+        verified = False
         if sslobj is not None:
             peer = Peer(chat.relay, chat.target.host, tls.nexthop)
             failed = tls.client.check(sslobj, native, policy, peer)
             if failed is not None:
                 raise SiteFailure(failed, chat.relay)
-        where = await _hello(chat, st)
+            verified = policy.must_match
+        return await _hello(chat, st), verified
     except (Lost, TimedOut) as exc:
         raise SiteFailure(broken(chat, exc, where), chat.relay) from exc
 
@@ -318,7 +338,7 @@ async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -
             await _rset(chat, st)
         elif not accepted:  # pipelined DATA accepted with nobody to send to
             where = "sending end of data -- message may be sent more than once"
-            await chat.send(b".\r\n", st.data_xfer_timeout)
+            await chat.send(dotstuff.END, st.data_xfer_timeout)
             await chat.reply(st.data_done_timeout)
         else:
             where = "sending message body"

@@ -8,6 +8,7 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.rcode
@@ -66,13 +67,15 @@ class Peer:
         handler: Handler | None = None,
         lmtp: bool = False,
         tls_context: ssl.SSLContext | None = None,
+        **smtp_params: Any,
     ) -> None:
+        """``smtp_params``: more of aiosmtpd's SMTP arguments (``authenticator`` ...)."""
         self.handler = handler or Handler()
         self.port = free_port()
         cls = LmtpController if lmtp else Controller
         self.controller = cls(
             self.handler, hostname="127.0.0.1", port=self.port, decode_data=False,
-            tls_context=tls_context,
+            tls_context=tls_context, **smtp_params,
         )
 
     def __enter__(self) -> Peer:
