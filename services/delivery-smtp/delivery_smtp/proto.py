@@ -25,6 +25,7 @@ from postbus.delivery import Outcome, soften
 from postbus.queue.entry import DeliveryJob, Recipient
 from postbus.smtp import dotstuff, xtext
 from postbus.smtp.address import quote_local
+from postbus.smtp.downgrade import downgrade
 from postbus.smtp.reply import Reply
 from postbus.tls import TlsConfigError
 
@@ -50,6 +51,8 @@ class Settings:
     default_port: int = 25
     line_limit: int = 998
     myhostname: str = "localhost"  # names a UNIX-domain LMTP server in texts, as Postfix
+    mime_conversion: bool = True  # not disable_mime_output_conversion
+    nesting_limit: int = 100  # mime_nesting_limit
 
     @classmethod
     def from_config(cls, cfg: Config, lmtp: bool) -> Settings:
@@ -86,6 +89,8 @@ class Settings:
             default_port=_lmtp_port(cfg) if lmtp else 25,
             line_limit=cfg.int(name("smtp_line_length_limit")),
             myhostname=cfg.get("myhostname"),
+            mime_conversion=not cfg.bool("disable_mime_output_conversion"),
+            nesting_limit=cfg.int("mime_nesting_limit"),
         )
 
 
@@ -224,10 +229,11 @@ async def _hello(chat: Chat, st: Settings) -> str:
 
 
 def _mail_command(
-    chat: Chat, job: DeliveryJob, size: int, utf8: bool, eight_bit: bool
+    chat: Chat, job: DeliveryJob, size: int | None, utf8: bool, eight_bit: bool
 ) -> bytes:
+    """MAIL FROM; no SIZE for content about to be downgraded, as Postfix (its size changes)."""
     args = [f"MAIL FROM:<{quote_local(job.sender)}>" if job.sender else "MAIL FROM:<>"]
-    if "size" in chat.features:
+    if "size" in chat.features and size is not None:
         args.append(f"SIZE={size}")
     if eight_bit and "8bitmime" in chat.features:
         args.append("BODY=8BITMIME")
@@ -301,7 +307,14 @@ async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -
         text = f"SMTPUTF8 is required, but was not offered by host {chat.namaddr}"
         return [Outcome("bounced", "5.6.7", text)] * count
     pipelining = "pipelining" in chat.features
-    mail = _mail_command(chat, job, len(content), utf8, not content.isascii())
+    if "smtputf8" in chat.features and "8bitmime" not in chat.features:
+        log.info("host %s offers SMTPUTF8 support, but not 8BITMIME", chat.namaddr)
+        chat.features["8bitmime"] = ""
+    eight_bit = not content.isascii()
+    size: int | None = len(content)
+    if eight_bit and "8bitmime" not in chat.features and st.mime_conversion:
+        content, size = downgrade(content, st.nesting_limit), None  # ≈ SMTP_MIME_DOWNGRADE
+    mail = _mail_command(chat, job, size, utf8, eight_bit)
     rcpts = [_rcpt_command(chat, rcpt) for rcpt in job.recipients]
     where = "sending MAIL FROM"
     accepted: list[int] = []
