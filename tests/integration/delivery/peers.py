@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import smtplib
 import ssl
 import subprocess
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from postbus.servers import free_port, wait_port
+from tests import postfix_instance
 
 
 @dataclass
@@ -84,6 +89,56 @@ class Peer:
 
     def __exit__(self, *exc: object) -> None:
         self.controller.stop()
+
+
+def wait_message(peer: Peer, timeout: float = 60.0) -> bytes:
+    """The content of the first message the peer received (waited for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with peer.handler.lock:
+            if peer.handler.messages:
+                return peer.handler.messages[0][2]
+        time.sleep(0.05)
+    raise AssertionError("the peer received nothing")
+
+
+def wait_log(path: Path, pattern: str, timeout: float = 30.0) -> str:
+    """The first match of ``pattern`` in a log file (waited for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and (found := re.search(pattern, path.read_text(), re.M)):
+            return found.group(0)
+        time.sleep(0.05)
+    raise AssertionError(f"no log line matching {pattern!r}")
+
+
+def postfix_relays(handler: Handler, message: bytes, mail_options: Sequence[str] = (),
+                   log_pattern: str = "") -> tuple[list[str], str]:
+    """A private Postfix relays ``message`` to an aiosmtpd peer with ``handler``: the
+    lines that arrive after Postfix's Received: header, and the first log line matching
+    ``log_pattern`` (when given)."""
+    with Peer(handler) as peer:
+        port = free_port()
+        instance = postfix_instance.PostfixInstance(port, {
+            "myhostname": "mx.postbus.test", "relayhost": f"[127.0.0.1]:{peer.port}",
+        })
+        instance.start()
+        try:
+            wait_port("127.0.0.1", port, 20)
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                client.ehlo("client.example")
+                client.sendmail("alice@client.test", ["bob@remote.test"], message,
+                                mail_options=list(mail_options))
+            content = wait_message(peer)
+            line = wait_log(instance.maillog, log_pattern) if log_pattern else ""
+        finally:
+            instance.stop()
+    lines = content.decode("latin-1").split("\r\n")
+    assert lines[0].startswith("Received: "), lines[:3]
+    rest = 1
+    while lines[rest][:1] in (" ", "\t"):
+        rest += 1
+    return lines[rest:], line
 
 
 class SmtpSink:

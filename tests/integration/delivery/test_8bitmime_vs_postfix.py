@@ -10,20 +10,17 @@ what arrives, less the Received: header Postfix adds, is recorded in
 from __future__ import annotations
 
 import logging
-import smtplib
-import time
 from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from delivery_smtp.__main__ import main
-from postbus.servers import free_port, wait_port
 from tests import postfix_instance
 from tests.recorded import Recording
 
 from .conftest import Bus, RunAgent
-from .peers import Handler, Peer
+from .peers import Handler, Peer, postfix_relays
 
 pytestmark = pytest.mark.integration
 
@@ -82,39 +79,9 @@ class NoEightBit(Handler):
         return "250 2.1.0 Ok"
 
 
-def _wait_message(peer: Peer, timeout: float = 60.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with peer.handler.lock:
-            if peer.handler.messages:
-                return peer.handler.messages[0][2]
-        time.sleep(0.05)
-    raise AssertionError("the peer received nothing")
-
-
 def _postfix_relays(smtputf8: bool = False) -> list[str]:
     """What Postfix sends of MESSAGE to a server without 8BITMIME, after its Received:."""
-    with Peer(NoEightBit(smtputf8)) as peer:
-        port = free_port()
-        instance = postfix_instance.PostfixInstance(port, {
-            "myhostname": "mx.postbus.test", "relayhost": f"[127.0.0.1]:{peer.port}",
-        })
-        instance.start()
-        try:
-            wait_port("127.0.0.1", port, 20)
-            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-                client.ehlo("client.example")
-                client.sendmail("alice@client.test", ["bob@remote.test"], MESSAGE,
-                                mail_options=["BODY=8BITMIME"])
-            content = _wait_message(peer)
-        finally:
-            instance.stop()
-    lines = content.decode("latin-1").split("\r\n")
-    assert lines[0].startswith("Received: "), lines[:3]
-    rest = 1
-    while lines[rest][:1] in (" ", "\t"):
-        rest += 1
-    return lines[rest:]
+    return postfix_relays(NoEightBit(smtputf8), MESSAGE, ["BODY=8BITMIME"])[0]
 
 
 async def _send(bus: Bus, run_agent: RunAgent, peer: Peer, content: bytes = MESSAGE,
