@@ -193,6 +193,8 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "lmtp_sasl_password_maps", "lmtp_sasl_security_options", "lmtp_sasl_tls_security_options",
     "lmtp_sasl_tls_verified_security_options", "lmtp_sasl_mechanism_filter",
     "lmtp_sender_dependent_authentication", "lmtp_sasl_auth_soft_bounce", "lmtp_sasl_type",
+    "smtp_sasl_auth_cache_name", "smtp_sasl_auth_cache_time", "lmtp_sasl_auth_cache_name",
+    "lmtp_sasl_auth_cache_time",
     # 8BITMIME downgrade for servers without it (postbus.smtp.downgrade)
     "disable_mime_output_conversion",
     # local and virtual

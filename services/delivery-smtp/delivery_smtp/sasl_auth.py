@@ -18,6 +18,9 @@ security options allow, or a server that refuses: the session fails with
 Postfix's text, every recipient still open is deferred (or bounced on a 5xx
 with ``smtp_sasl_auth_soft_bounce = no``), and the next server is tried.
 
+With ``smtp_sasl_auth_cache_name``, a 535 is remembered for a while
+(:mod:`delivery_smtp.sasl_cache`).
+
 Which security options apply depends on the connection, as in Postfix:
 ``smtp_sasl_security_options`` in clear text, ``smtp_sasl_tls_security_options``
 under TLS, ``smtp_sasl_tls_verified_security_options`` under TLS with a
@@ -33,6 +36,7 @@ import binascii
 import logging
 from dataclasses import dataclass
 
+from delivery_smtp.sasl_cache import AuthCache
 from delivery_smtp.session import Chat
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
@@ -53,7 +57,8 @@ _SMTP = {
     "soft": "smtp_sasl_auth_soft_bounce", "options": "smtp_sasl_security_options",
     "tls_options": "smtp_sasl_tls_security_options",
     "verified_options": "smtp_sasl_tls_verified_security_options",
-    "filter": "smtp_sasl_mechanism_filter",
+    "filter": "smtp_sasl_mechanism_filter", "cache": "smtp_sasl_auth_cache_name",
+    "cache_time": "smtp_sasl_auth_cache_time",
 }
 _LMTP = {
     "type": "lmtp_sasl_type", "enable": "lmtp_sasl_auth_enable",
@@ -61,7 +66,8 @@ _LMTP = {
     "soft": "lmtp_sasl_auth_soft_bounce", "options": "lmtp_sasl_security_options",
     "tls_options": "lmtp_sasl_tls_security_options",
     "verified_options": "lmtp_sasl_tls_verified_security_options",
-    "filter": "lmtp_sasl_mechanism_filter",
+    "filter": "lmtp_sasl_mechanism_filter", "cache": "lmtp_sasl_auth_cache_name",
+    "cache_time": "lmtp_sasl_auth_cache_time",
 }
 
 
@@ -99,6 +105,8 @@ class SaslClient:
         self.verified_options = security_options(cfg, n["verified_options"])
         self.filter = _mechanism_filter(cfg, n["filter"])
         self.resolver = Resolver(cfg) if self.enabled and self.sender_dependent else None
+        name = cfg.get(n["cache"]).strip()
+        self.cache = AuthCache(name, cfg.time(n["cache_time"]), n["cache"]) if name else None
 
     def reuse_key(self, nexthop: str, sender: str) -> str:
         """The session cache key: per sender when credentials may depend on it."""
@@ -145,11 +153,17 @@ class SaslClient:
             return Outcome("deferred", "4.7.0", text)
         options = (self.verified_options if verified else self.tls_options) if chat.tls \
             else self.options
-        return await self._authenticate(chat, offered, options, found, timeout)
+        return await self._authenticate(chat, who.host, offered, options, found, timeout)
 
-    async def _authenticate(self, chat: Chat, offered: list[str], options: frozenset[str],
-                            creds: tuple[str, str], timeout: float | None) -> Outcome | None:
+    async def _authenticate(self, chat: Chat, host: str, offered: list[str],
+                            options: frozenset[str], creds: tuple[str, str],
+                            timeout: float | None) -> Outcome | None:
         """≈ smtp_sasl_authenticate()."""
+        if self.cache is not None and (failed := await self.cache.find(host, *creds)):
+            dsn, reply = failed
+            dsn = soften(dsn) if self.soft_bounce else dsn
+            text = f"SASL [CACHED] authentication failed; server {host} said: {reply}"
+            return Outcome.by_dsn(dsn, text)
         try:
             exchange = start(offered, options, *creds)
         except SaslClientError as exc:
@@ -192,6 +206,8 @@ class SaslClient:
             got = await chat.command(answer, timeout=timeout)
         if got.code // 100 == 2:
             return None
+        if self.cache is not None and got.code == 535:
+            await self.cache.store(host, *creds, got.dsn, str(got))
         dsn = got.dsn
         if self.soft_bounce and got.code // 100 == 5:
             dsn = soften(dsn)

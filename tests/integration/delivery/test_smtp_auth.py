@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import subprocess
 import sys
 from base64 import b64decode
@@ -135,6 +136,32 @@ async def test_a_refused_login_defers_or_bounces_with_postfix_words(
         assert await _relayed(run) == []
 
 
+async def test_a_cached_failure_spares_the_server_until_the_password_changes(
+    bus: Bus, run_agent: RunAgent, saslpasswd: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "postbus.smtpd")
+    cache = {"smtp_sasl_auth_cache_name": "proxy:btree:/var/lib/postfix/sasl_auth_cache",
+             "smtp_sasl_security_options": ""}
+    async with running_servers(bus.store) as smtpd:
+        run = await smtpd(**RELAY_CF)
+        wrong = _maps({"127.0.0.1": "alice:wrong"})
+        got = await _deliver(bus, run_agent, run.port, ["a@postbus.test"] * 2,
+                             smtp_sasl_password_maps=wrong, **cache)
+        said = "said: 535 5.7.8 Error: authentication failed: (reason unavailable)"
+        assert got == [
+            ("deferred", "4.7.8", f"SASL authentication failed; server 127.0.0.1[127.0.0.1] "
+                                  f"{said}"),
+            ("deferred", "4.7.8", f"SASL [CACHED] authentication failed; server 127.0.0.1 "
+                                  f"{said}"),
+        ]
+        tries = [r for r in caplog.records if "authentication failed" in r.getMessage()]
+        assert len(tries) == 1  # the second time the server was not asked
+        right = _maps({"127.0.0.1": "alice:s3cret"})
+        [got1] = await _deliver(bus, run_agent, run.port, ["a@postbus.test"],
+                                smtp_sasl_password_maps=right, **cache)
+        assert got1[0] == "sent"
+
+
 async def test_per_sender_credentials_and_sessions(
     bus: Bus, run_agent: RunAgent, saslpasswd: None
 ) -> None:
@@ -202,6 +229,8 @@ def test_unknown_options_and_filter_tables_are_refused_at_start() -> None:
 
     with pytest.raises(ConfigError, match='unknown smtp_sasl_security_options value "bogus"'):
         SaslClient(cfg(smtp_sasl_security_options="noplaintext, bogus"))
+    with pytest.raises(ConfigError, match='must start with "proxy:'):
+        SaslClient(cfg(smtp_sasl_auth_cache_name="btree:/var/lib/postfix/sasl_auth_cache"))
     with pytest.raises(ConfigError, match="smtp_sasl_mechanism_filter"):
         SaslClient(cfg(smtp_sasl_mechanism_filter="hash:/etc/postfix/mechs"))
     assert b64decode("AHRpbQB0YW5zdGFhZnRhbnN0YWFm") == b"\0tim\0tanstaaftanstaaf"
