@@ -61,7 +61,7 @@ class Handler:
 
 class LmtpController(Controller):
     def factory(self) -> LMTP:
-        return LMTP(self.handler, decode_data=False)
+        return LMTP(self.handler, **self.SMTP_kwargs)
 
 
 class Peer:

@@ -195,13 +195,14 @@ class CramHandler(Handler):
         return AuthResult(success=ok, auth_data=LoginPassword(b"tim", b""))
 
 
-def _peer(logins: list[tuple[str, bytes]], handler: Handler | None = None) -> Peer:
+def _peer(logins: list[tuple[str, bytes]], handler: Handler | None = None,
+          lmtp: bool = False) -> Peer:
     def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
                       data: Any) -> AuthResult:
         logins.append((mechanism, data.login))
         return AuthResult(success=data.password == b"tanstaaftanstaaf")
 
-    return Peer(handler, auth_require_tls=False, authenticator=authenticator)
+    return Peer(handler, lmtp=lmtp, auth_require_tls=False, authenticator=authenticator)
 
 
 async def test_aiosmtpd_login_and_cram_md5_and_strangers(bus: Bus, run_agent: RunAgent) -> None:
@@ -220,6 +221,20 @@ async def test_aiosmtpd_login_and_cram_md5_and_strangers(bus: Bus, run_agent: Ru
         [got] = await _deliver(bus, run_agent, peer.port, ["a@postbus.test"],
                                smtp_sasl_password_maps=maps)  # default options
         assert got[0] == "sent" and len(handler.messages) == 1
+
+
+async def test_lmtp_reads_its_own_twins(bus: Bus, run_agent: RunAgent) -> None:
+    logins: list[tuple[str, bytes]] = []
+    with _peer(logins, lmtp=True) as peer:
+        await run_agent(main, "lmtp", {
+            "lmtp_sasl_auth_enable": "yes", "lmtp_sasl_security_options": "",
+            "lmtp_sasl_password_maps": _maps({f"127.0.0.1:{peer.port}": "tim:tanstaaftanstaaf"}),
+            "smtp_sasl_auth_enable": "no"})
+        job = await bus.submit("lmtp", f"inet:127.0.0.1:{peer.port}", ["bob@postbus.test"])
+        [result] = (await bus.status(job.queue_id)).results
+        await run_agent.stop()
+    assert result.status == "sent"
+    assert logins == [("PLAIN", b"tim")]
 
 
 def test_unknown_options_and_filter_tables_are_refused_at_start() -> None:
