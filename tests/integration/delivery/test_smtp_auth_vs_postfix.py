@@ -1,7 +1,9 @@
 """SMTP AUTH as a client, compared with Postfix 3.7's smtp client (Cyrus SASL): a private
-Postfix relays to our smtpd with AUTH (PLAIN and LOGIN, clear text) under the same
-smtp_sasl_* settings as delivery-smtp; the deferral text and code, or the mechanism
-used, must be the same. Recorded in ``tests/data/postfix/smtp_sasl_client.json``."""
+Postfix relays to our smtpd with AUTH (clear text) under the same smtp_sasl_* settings
+as delivery-smtp; the deferral text and code, or the mechanism used, must be the same.
+Our smtpd offers PLAIN and LOGIN from its own store, or, behind a private Dovecot,
+SCRAM-SHA-256, SCRAM-SHA-1 and CRAM-MD5 as well (where Dovecot is installed).
+Recorded in ``tests/data/postfix/smtp_sasl_client.json``."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import pytest
 from delivery_smtp.__main__ import main
 from postbus.servers import free_port, wait_port
 from tests import postfix_instance
+from tests.dovecot_instance import DOVECOT, Dovecot
 from tests.integration.ingress.conftest import running_servers
 from tests.recorded import Recording
 
@@ -38,10 +41,20 @@ CASES = {
                                       "smtp_sasl_security_options": "noanonymous",
                                       "smtp_sasl_mechanism_filter": "login"},
 }
+DOVECOT_CASES = {
+    "dovecot, default options": {"password": "s3cret"},
+    "dovecot, plaintext allowed": {"password": "s3cret",
+                                   "smtp_sasl_security_options": "noanonymous"},
+    "dovecot, CRAM-MD5 only": {"password": "s3cret", "smtp_sasl_mechanism_filter": "cram-md5"},
+    "dovecot, SCRAM-SHA-256 only": {"password": "s3cret",
+                                    "smtp_sasl_mechanism_filter": "scram-sha-256"},
+    "dovecot, wrong password": {"password": "wrong"},
+}
+MECHANISMS = "scram-sha-256 scram-sha-1 cram-md5 plain login"
 
 
 def _settings(case: str, port: int) -> dict[str, str]:
-    cf = dict(CASES[case])
+    cf = dict(CASES.get(case) or DOVECOT_CASES[case])
     password = cf.pop("password")
     return {"smtp_sasl_auth_enable": "yes",
             "smtp_sasl_password_maps": f"inline:{{ {{[127.0.0.1]:{port} = alice:{password}}} }}",
@@ -56,7 +69,7 @@ class _Methods(logging.Handler):
         self.methods: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if found := re.search(r"sasl_method=(\w+)", record.getMessage()):
+        if found := re.search(r"sasl_method=([\w-]+)", record.getMessage()):
             self.methods.append(found.group(1))
 
 
@@ -85,6 +98,22 @@ def _postfix(case: str, port: int, methods: _Methods) -> dict[str, Any]:
 @pytest.mark.usefixtures("saslpasswd")
 @pytest.mark.parametrize("case", list(CASES))
 async def test_as_postfix(case: str, bus: Bus, run_agent: RunAgent) -> None:
+    await _compare(case, bus, run_agent, RELAY_CF)
+
+
+@pytest.mark.skipif(DOVECOT is None, reason="dovecot (Debian's dovecot-core) is not installed")
+@pytest.mark.parametrize("case", list(DOVECOT_CASES))
+async def test_scram_and_cram_md5_as_postfix(case: str, bus: Bus, run_agent: RunAgent) -> None:
+    dovecot = Dovecot({"alice": "s3cret"}, mechanisms=MECHANISMS).start()
+    try:
+        await _compare(case, bus, run_agent, {
+            **RELAY_CF, "smtpd_sasl_type": "dovecot",
+            "smtpd_sasl_path": f"inet:127.0.0.1:{dovecot.port}"})
+    finally:
+        dovecot.stop()
+
+
+async def _compare(case: str, bus: Bus, run_agent: RunAgent, smtpd_cf: dict[str, str]) -> None:
     methods = _Methods()
     smtpd_log = logging.getLogger("postbus.smtpd")
     level = smtpd_log.level
@@ -92,7 +121,7 @@ async def test_as_postfix(case: str, bus: Bus, run_agent: RunAgent) -> None:
     smtpd_log.addHandler(methods)
     try:
         async with running_servers(bus.store) as smtpd:
-            run = await smtpd(**RELAY_CF)
+            run = await smtpd(**smtpd_cf)
             live = (lambda: _postfix(case, run.port, methods)) \
                 if postfix_instance.available() else None
             postfix = await asyncio.to_thread(RECORDING.answer, case, live)
