@@ -1,77 +1,25 @@
-"""What every delivery agent shares (≈ log_adhoc.c, format_tv.c, smtp_chat.c's reply parsing).
+"""What every delivery agent shares (≈ log_adhoc.c, format_tv.c).
 
 A delivery agent takes a :class:`DeliveryJob` off the bus, reads the
 content, delivers it and answers with one :class:`DeliveryStatus`. This
 module holds the parts that must look the same whichever agent did the
 work: the ``to=<...>, relay=..., delay=..., delays=a/b/c/d, dsn=...,
-status=...`` log line, the delivery metrics, and the reading of an SMTP
-reply into status and enhanced status code. The job loop itself is
+status=...`` log line, the delivery metrics, and the outcome of one
+recipient (an SMTP reply is read by :mod:`postbus.smtp.reply`). The job loop itself is
 :mod:`postbus.job_loop`, so that each agent only writes ``deliver``.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
-from typing import Literal
 
 from postbus import metrics
 from postbus.queue.entry import DeliveryJob, Recipient
+from postbus.smtp.reply import Reply, Status, reply_status
 
 log = logging.getLogger("postbus.delivery")
-
-Status = Literal["sent", "deferred", "bounced"]
-
-
-_DSN_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
-
-
-# -- replies ------------------------------------------------------------------
-
-
-def reply_status(code: int) -> Status:
-    """2xx sent, 4xx deferred, anything else bounced (Postfix treats odd codes as hard)."""
-    if 200 <= code < 300:
-        return "sent"
-    if 400 <= code < 500:
-        return "deferred"
-    return "bounced"
-
-
-def reply_dsn(code: int, text: str) -> str:
-    """The enhanced status code of a reply (≈ smtp_chat_resp()).
-
-    A code at the start of the text counts only when its class digit agrees
-    with the reply code; otherwise Postfix derives ``X.0.0`` from the reply
-    class (and ``5.5.0`` for a reply outside 2xx/4xx/5xx).
-    """
-    match = _DSN_RE.match(text.lstrip())
-    first = str(code)[:1]
-    if match and match.group(1) == first:
-        return match.group(0)
-    return f"{first}.0.0" if first in ("2", "4", "5") else "5.5.0"
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One SMTP/LMTP reply: ``text`` is every line's text joined with newlines."""
-
-    code: int
-    text: str
-
-    @property
-    def status(self) -> Status:
-        return reply_status(self.code)
-
-    @property
-    def dsn(self) -> str:
-        return reply_dsn(self.code, self.text)
-
-    def __str__(self) -> str:
-        """The reply as Postfix logs it: ``550 5.1.1 text``, lines joined by spaces."""
-        return f"{self.code} {' '.join(self.text.splitlines())}".rstrip()
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,18 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "smtp_tls_mandatory_exclude_ciphers", "smtp_tls_verify_cert_match",
     "smtp_tls_secure_cert_match", "smtp_tls_servername", "lmtp_tls_servername",
     "smtp_tls_cert_file", "smtp_tls_key_file",
+    # the smtp client's SMTP AUTH (delivery_smtp/sasl_auth.py, postbus.sasl.client)
+    "smtp_sasl_auth_enable", "smtp_sasl_password_maps", "smtp_sasl_security_options",
+    "smtp_sasl_tls_security_options", "smtp_sasl_tls_verified_security_options",
+    "smtp_sasl_mechanism_filter", "smtp_sender_dependent_authentication",
+    "smtp_sasl_auth_soft_bounce", "smtp_sasl_type", "lmtp_sasl_auth_enable",
+    "lmtp_sasl_password_maps", "lmtp_sasl_security_options", "lmtp_sasl_tls_security_options",
+    "lmtp_sasl_tls_verified_security_options", "lmtp_sasl_mechanism_filter",
+    "lmtp_sender_dependent_authentication", "lmtp_sasl_auth_soft_bounce", "lmtp_sasl_type",
+    "smtp_sasl_auth_cache_name", "smtp_sasl_auth_cache_time", "lmtp_sasl_auth_cache_name",
+    "lmtp_sasl_auth_cache_time",
+    # 8BITMIME downgrade for servers without it (postbus.smtp.downgrade)
+    "disable_mime_output_conversion",
     # local and virtual
     "alias_maps", "home_mailbox", "mail_spool_directory", "command_time_limit",
     "allow_mail_to_commands", "allow_mail_to_files", "default_privs",
@@ -323,6 +335,9 @@ ONLY_VALUES: dict[str, frozenset[str]] = {
     # 0 and 1 as Postfix logs them; 2 and up add OpenSSL's handshake trace, not built
     "smtp_tls_loglevel": frozenset({"0", "1"}),
     "lmtp_tls_loglevel": frozenset({"0", "1"}),
+    # the client mechanisms are built in, as Cyrus would offer them
+    "smtp_sasl_type": frozenset({"cyrus"}),
+    "lmtp_sasl_type": frozenset({"cyrus"}),
     # no DNSSEC validation
     "smtp_dns_support_level": frozenset({"", "disabled", "enabled"}),
     # Postfix's smtpd has these three (it maps verify/secure/fingerprint to encrypt)

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 
 from postbus.smtp import replies as r
+from postbus.smtp import xtext
 
 __all__ = [
     "MailArgs",
@@ -37,7 +38,6 @@ __all__ = [
     "quote_local",
     "split_args",
     "valid_domain",
-    "xtext_decode",
 ]
 
 
@@ -293,48 +293,6 @@ def _is_dot_atom(local: str) -> bool:
     return all(ch in _ATEXT or ch == "." or ord(ch) > 127 for ch in local)
 
 
-_XTEXT_HEX = re.compile(r"\+([0-9A-Fa-f]{2})")
-
-
-def _xtext_valid(text: str) -> bool:
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if ch == "+":
-            if not re.fullmatch(r"[0-9A-Fa-f]{2}", text[i + 1 : i + 3]):
-                return False
-            i += 3
-            continue
-        if not ("!" <= ch <= "~") or ch == "=":
-            return False
-        i += 1
-    return True
-
-
-_UXTEXT = re.compile(r"\\x\{([^}]*)\}")
-
-
-def uxtext_decode(text: str) -> str | None:
-    """RFC 6533 ``\\x{HEX}`` escapes in UTF-8 text (≈ uxtext_unquote()); None when bad."""
-    out: list[str] = []
-    pos = 0
-    for match in _UXTEXT.finditer(text):
-        digits = match.group(1)
-        if not digits or not all(c in "0123456789abcdefABCDEF" for c in digits) \
-                or int(digits, 16) > 0x10FFFF or 0xD800 <= int(digits, 16) <= 0xDFFF:
-            return None
-        out += [text[pos:match.start()], chr(int(digits, 16))]
-        pos = match.end()
-    rest = text[pos:]
-    if "\\x{" in rest:
-        return None  # an escape without its closing brace
-    return "".join(out) + rest
-
-
-def xtext_decode(text: str) -> str:
-    return _XTEXT_HEX.sub(lambda m: chr(int(m.group(1), 16)), text)
-
-
 def _path_token(tokens: list[str], keyword: str) -> tuple[str, list[str]] | None:
     """Split ``FROM:<a>`` / ``FROM: <a>`` into the path and the parameters."""
     if not tokens or tokens[0][: len(keyword)].upper() != keyword:
@@ -390,9 +348,9 @@ def parse_mail(
                 raise ReplyError(r.BAD_RET)
             mail.ret = value.upper()
         elif key == "ENVID" and eq:
-            if mail.envid or not value or not _xtext_valid(value) or len(value) > 100:
+            if mail.envid or not value or not xtext.valid(value) or len(value) > 100:
                 raise ReplyError(r.BAD_ENVID)
-            mail.envid = xtext_decode(value)
+            mail.envid = xtext.decode(value)
         elif key == "AUTH" and eq:  # ≈ smtpd_sasl_mail_opt()
             if mail.auth is not None:
                 raise ReplyError(r.MULTIPLE_AUTH)
@@ -431,16 +389,16 @@ def parse_rcpt(arg: str, *, strict: bool = False, dsn: bool = True) -> RcptArgs:
                 raise ReplyError(r.BAD_NOTIFY)
             rcpt.notify = ",".join(words)
         elif key == "ORCPT" and eq:
-            kind, semi, xtext = value.partition(";")
+            kind, semi, text = value.partition(";")
             if kind.lower() == "utf-8":  # RFC 6533: utf-8-addr-xtext / unitext
-                decoded = uxtext_decode(xtext)
+                decoded = xtext.uxtext_decode(text)
                 if rcpt.orcpt or not semi or decoded is None or not decoded:
                     raise ReplyError(r.BAD_ORCPT)
                 rcpt.orcpt = decoded
                 continue
-            if rcpt.orcpt or not semi or not kind or not xtext or not _xtext_valid(xtext):
+            if rcpt.orcpt or not semi or not kind or not text or not xtext.valid(text):
                 raise ReplyError(r.BAD_ORCPT)
-            rcpt.orcpt = xtext_decode(xtext)
+            rcpt.orcpt = xtext.decode(text)
         else:
             raise ReplyError(r.UNSUPPORTED_OPTION.format(option=param))
     return rcpt

@@ -17,6 +17,7 @@ from delivery_smtp.generic import GenericMaps
 from delivery_smtp.mta_sts import MtaSts
 from delivery_smtp.proto import Settings
 from delivery_smtp.reuse import SessionCache
+from delivery_smtp.sasl_auth import SaslClient
 from delivery_smtp.tls_client import ClientTls
 from delivery_smtp.tls_policy import TlsPolicies
 from postbus.config.loader import Config
@@ -65,6 +66,7 @@ def build(cfg: Config, service: str) -> Connector:
         tls=(TlsPolicies(cfg, lmtp), ClientTls(cfg, lmtp)),
         min_backoff=cfg.time("minimal_backoff_time"),
         sts=MtaSts(cfg, resolver) if cfg.bool("postbus_mta_sts") and not lmtp else None,
+        sasl=SaslClient(cfg, lmtp),
     )
 
 

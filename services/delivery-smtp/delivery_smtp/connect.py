@@ -30,6 +30,7 @@ from delivery_smtp.addr import HostLookupError, HostResolver, Target, numeric
 from delivery_smtp.mta_sts import MtaSts, StsHop
 from delivery_smtp.proto import Settings, SiteFailure, TlsStart, handshake, probe, transfer
 from delivery_smtp.reuse import SessionCache
+from delivery_smtp.sasl_auth import SaslClient, SaslStart
 from delivery_smtp.session import Chat
 from delivery_smtp.tls_client import ClientTls
 from delivery_smtp.tls_policy import TlsPolicies
@@ -123,9 +124,11 @@ class Connector:
         tls: tuple[TlsPolicies, ClientTls] | None = None,
         min_backoff: float = 300.0,
         sts: MtaSts | None = None,
+        sasl: SaslClient | None = None,
     ) -> None:
         self.st = settings
         self.sts = sts
+        self.sasl = sasl
         self.tls = tls
         self.min_backoff = min_backoff
         self.resolver = resolver
@@ -139,7 +142,7 @@ class Connector:
     ) -> tuple[list[Outcome], str]:
         """Outcomes per recipient and the relay (``host[addr]:port`` or ``none``)."""
         count = len(job.recipients)
-        key = job.nexthop
+        key = self.sasl.reuse_key(job.nexthop, job.sender) if self.sasl else job.nexthop
         while (chat := self.cache.take(key)) is not None:
             if await probe(chat, self.st):
                 stats.conn_setup_done = time.time()
@@ -166,6 +169,7 @@ class Connector:
                     last, relay = policy, "none"
                     continue
                 start = TlsStart(policy, client, hop.host, sts.verdict if sts else None)
+            sasl = SaslStart(self.sasl, job.sender, hop.dest) if self.sasl else None
             try:
                 targets = await self._targets(hop)
             except HostLookupError as exc:
@@ -189,14 +193,14 @@ class Connector:
                     continue
                 sessions += 1
                 try:
-                    await handshake(chat, self.st, start)
+                    await handshake(chat, self.st, start, sasl)
                 except SiteFailure as exc:
                     chat.broken = True
                     self.cache.retire(chat)
                     last, relay = exc.outcome, exc.relay
                     if not exc.plaintext_ok or not self._plaintext_ok(job):
                         continue
-                    retried = await self._plaintext(target)
+                    retried = await self._plaintext(target, sasl)
                     if isinstance(retried, tuple):
                         last, relay = retried
                         continue
@@ -209,14 +213,16 @@ class Connector:
         stats.site_failure = last  # no server took a session: the destination failed
         return [last] * count, relay
 
-    async def _plaintext(self, target: Target) -> Chat | tuple[Outcome, str]:
+    async def _plaintext(
+        self, target: Target, sasl: SaslStart | None
+    ) -> Chat | tuple[Outcome, str]:
         """The same server again, without TLS (≈ RETRY_AS_PLAINTEXT); or why not."""
         try:
             chat = await self._open(target)
         except ConnectFailed as exc:
             return Outcome("deferred", "4.4.1", f"connect to {target.namaddrport}: {exc}"), "none"
         try:
-            await handshake(chat, self.st, None)
+            await handshake(chat, self.st, None, sasl)
         except SiteFailure as exc:
             chat.broken = True
             self.cache.retire(chat)

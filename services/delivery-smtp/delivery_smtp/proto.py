@@ -13,22 +13,23 @@ recipient. Reasons read exactly as Postfix writes them::
 from __future__ import annotations
 
 import logging
-import re
 import socket
 from dataclasses import dataclass
 
+from delivery_smtp.sasl_auth import SaslStart, Who
 from delivery_smtp.session import Chat, HandshakeFailed, Lost, TimedOut, message_data
 from delivery_smtp.tls_client import ClientTls, Peer
 from delivery_smtp.tls_policy import PROBLEM, TlsPolicy
 from postbus.config.loader import Config
-from postbus.delivery import Outcome, Reply, soften
+from postbus.delivery import Outcome, soften
 from postbus.queue.entry import DeliveryJob, Recipient
+from postbus.smtp import dotstuff, xtext
+from postbus.smtp.address import quote_local
+from postbus.smtp.downgrade import downgrade
+from postbus.smtp.reply import Reply
 from postbus.tls import TlsConfigError
 
 log = logging.getLogger("postbus.delivery")
-
-_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -50,6 +51,8 @@ class Settings:
     default_port: int = 25
     line_limit: int = 998
     myhostname: str = "localhost"  # names a UNIX-domain LMTP server in texts, as Postfix
+    mime_conversion: bool = True  # not disable_mime_output_conversion
+    nesting_limit: int = 100  # mime_nesting_limit
 
     @classmethod
     def from_config(cls, cfg: Config, lmtp: bool) -> Settings:
@@ -86,6 +89,8 @@ class Settings:
             default_port=_lmtp_port(cfg) if lmtp else 25,
             line_limit=cfg.int(name("smtp_line_length_limit")),
             myhostname=cfg.get("myhostname"),
+            mime_conversion=not cfg.bool("disable_mime_output_conversion"),
+            nesting_limit=cfg.int("mime_nesting_limit"),
         )
 
 
@@ -147,8 +152,25 @@ def _note(tls: TlsStart, result: str) -> None:
         tls.verdict.append(result)
 
 
-async def handshake(chat: Chat, st: Settings, tls: TlsStart | None = None) -> None:
-    """Greeting, EHLO/HELO or LHLO, STARTTLS; raises SiteFailure (≈ smtp_helo())."""
+async def handshake(
+    chat: Chat, st: Settings, tls: TlsStart | None = None, sasl: SaslStart | None = None
+) -> None:
+    """Greeting, EHLO/HELO or LHLO, STARTTLS, AUTH; raises SiteFailure (≈ smtp_helo())."""
+    where = "receiving the initial server greeting"
+    try:
+        where, verified = await _greet(chat, st, tls)
+        if sasl is not None:  # a failure in AUTH is told as one in the last EHLO
+            who = Who(sasl.sender, chat.target.host, sasl.dest)
+            failed = await sasl.client.login(chat, who, st.helo_timeout, verified)
+            if failed is not None:
+                raise SiteFailure(failed, chat.relay)
+    except (Lost, TimedOut) as exc:
+        raise SiteFailure(broken(chat, exc, where), chat.relay) from exc
+
+
+async def _greet(chat: Chat, st: Settings, tls: TlsStart | None) -> tuple[str, bool]:
+    """Greeting, hello and STARTTLS: what is being done, and whether the server
+    certificate was verified (smtp_sasl_tls_verified_security_options)."""
     where = "receiving the initial server greeting"
     try:
         greeting = await chat.greeting(st.helo_timeout)
@@ -156,21 +178,21 @@ async def handshake(chat: Chat, st: Settings, tls: TlsStart | None = None) -> No
             raise _refused(chat, greeting, soft=st.skip_5xx_greeting)
         where = await _hello(chat, st)
         if tls is None or tls.policy.level == "none":
-            return
+            return where, False
         policy = tls.policy
         if "starttls" not in chat.features:
             _note(tls, "starttls-not-supported")
             if policy.required:
                 text = f"TLS is required, but was not offered by host {chat.namaddr}"
                 raise SiteFailure(Outcome("deferred", "4.7.4", text), chat.relay)
-            return
+            return where, False
         try:
             context, native = tls.client.context(policy)
         except TlsConfigError as exc:
             log.warning("%s", exc)
             if policy.required:
                 raise SiteFailure(PROBLEM, chat.relay) from exc
-            return
+            return where, False
         where = "performing the STARTTLS handshake"
         sni = {"hostname": chat.target.host, "nexthop": tls.nexthop}.get(policy.sni, policy.sni)
         try:
@@ -184,15 +206,17 @@ async def handshake(chat: Chat, st: Settings, tls: TlsStart | None = None) -> No
             if policy.required:
                 text = f"TLS is required, but host {chat.namaddr} refused to start TLS: {got}"
                 raise SiteFailure(Outcome("deferred", "4.7.5", text), chat.relay)
-            return
+            return where, False
         transport = chat.wire.transport
         sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+        verified = False
         if sslobj is not None:
             peer = Peer(chat.relay, chat.target.host, tls.nexthop)
             failed = tls.client.check(sslobj, native, policy, peer, tls.verdict)
             if failed is not None:
                 raise SiteFailure(failed, chat.relay)
-        where = await _hello(chat, st)
+            verified = policy.must_match
+        return await _hello(chat, st), verified
     except (Lost, TimedOut) as exc:
         raise SiteFailure(broken(chat, exc, where), chat.relay) from exc
 
@@ -213,29 +237,12 @@ async def _hello(chat: Chat, st: Settings) -> str:
 # -- the mail transaction -------------------------------------------------------------
 
 
-def quote_addr(address: str) -> str:
-    """The address for MAIL FROM/RCPT TO, local part quoted when RFC 5321 needs it."""
-    local, at, domain = address.rpartition("@")
-    if not at:
-        local, domain = address, ""
-    if local and not _ATOM.fullmatch(local) and not local.startswith('"'):
-        local = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return f"{local}@{domain}" if at else local
-
-
-def xtext(text: str) -> str:
-    """RFC 3461 xtext: ``+`` ``=`` and non-printables as ``+HH``."""
-    return "".join(
-        c if 33 <= ord(c) <= 126 and c not in "+=" else "".join(f"+{b:02X}" for b in c.encode())
-        for c in text
-    )
-
-
 def _mail_command(
-    chat: Chat, job: DeliveryJob, size: int, utf8: bool, eight_bit: bool
+    chat: Chat, job: DeliveryJob, size: int | None, utf8: bool, eight_bit: bool
 ) -> bytes:
-    args = [f"MAIL FROM:<{quote_addr(job.sender)}>" if job.sender else "MAIL FROM:<>"]
-    if "size" in chat.features:
+    """MAIL FROM; no SIZE for content about to be downgraded, as Postfix (its size changes)."""
+    args = [f"MAIL FROM:<{quote_local(job.sender)}>" if job.sender else "MAIL FROM:<>"]
+    if "size" in chat.features and size is not None:
         args.append(f"SIZE={size}")
     if eight_bit and "8bitmime" in chat.features:
         args.append("BODY=8BITMIME")
@@ -245,17 +252,17 @@ def _mail_command(
         if job.ret:
             args.append(f"RET={job.ret}")
         if job.env_id:
-            args.append(f"ENVID={xtext(job.env_id)}")
+            args.append(f"ENVID={xtext.encode(job.env_id)}")
     return (" ".join(args) + "\r\n").encode()
 
 
 def _rcpt_command(chat: Chat, rcpt: Recipient) -> bytes:
-    words = [f"RCPT TO:<{quote_addr(rcpt.address)}>"]
+    words = [f"RCPT TO:<{quote_local(rcpt.address)}>"]
     if "dsn" in chat.features:
         if rcpt.notify:
             words.append(f"NOTIFY={rcpt.notify}")
         if rcpt.orig_rcpt:
-            words.append(f"ORCPT=rfc822;{xtext(rcpt.orig_rcpt)}")
+            words.append(f"ORCPT=rfc822;{xtext.encode(rcpt.orig_rcpt)}")
     return (" ".join(words) + "\r\n").encode()
 
 
@@ -309,7 +316,14 @@ async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -
         text = f"SMTPUTF8 is required, but was not offered by host {chat.namaddr}"
         return [Outcome("bounced", "5.6.7", text)] * count
     pipelining = "pipelining" in chat.features
-    mail = _mail_command(chat, job, len(content), utf8, not content.isascii())
+    if "smtputf8" in chat.features and "8bitmime" not in chat.features:
+        log.info("host %s offers SMTPUTF8 support, but not 8BITMIME", chat.namaddr)
+        chat.features["8bitmime"] = ""
+    eight_bit = not content.isascii()
+    size: int | None = len(content)
+    if eight_bit and "8bitmime" not in chat.features and st.mime_conversion:
+        content, size = downgrade(content, st.nesting_limit), None  # ≈ SMTP_MIME_DOWNGRADE
+    mail = _mail_command(chat, job, size, utf8, eight_bit)
     rcpts = [_rcpt_command(chat, rcpt) for rcpt in job.recipients]
     where = "sending MAIL FROM"
     accepted: list[int] = []
@@ -346,7 +360,7 @@ async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -
             await _rset(chat, st)
         elif not accepted:  # pipelined DATA accepted with nobody to send to
             where = "sending end of data -- message may be sent more than once"
-            await chat.send(b".\r\n", st.data_xfer_timeout)
+            await chat.send(dotstuff.END, st.data_xfer_timeout)
             await chat.reply(st.data_done_timeout)
         else:
             where = "sending message body"

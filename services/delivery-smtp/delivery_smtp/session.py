@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import socket
 import ssl
 import time
@@ -27,7 +26,8 @@ from collections import deque
 from typing import cast
 
 from delivery_smtp.addr import Target
-from postbus.delivery import Reply
+from postbus.smtp.dotstuff import crlf, stuff
+from postbus.smtp.reply import NotAReply, Reply, ReplyLines, ehlo_features
 
 
 class Lost(Exception):
@@ -42,36 +42,17 @@ class HandshakeFailed(Lost):
     """The TLS handshake after ``220`` to STARTTLS failed; the session is unusable."""
 
 
-_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
-
 # A line that long without an end, or a reply with that many lines, is not SMTP.
 _MAX_LINE = 64 * 1024
 _MAX_LINES = 1000
 
 
-def data_bytes(content: bytes) -> bytes:
-    """Content as sent after DATA, no line folded (see :func:`message_data`)."""
-    return message_data(content, 0)[0]
-
-
 def message_data(content: bytes, line_limit: int) -> tuple[bytes, bool]:
     """Content as sent after DATA: CRLF line ends, long lines broken, dots doubled, then ``.``.
 
-    Queued content already has CRLF line ends (cleanup writes them), so the
-    common case is two C-speed scans and one replace, not a regex pass.
     The flag says whether a line was broken (Postfix logs that once)."""
-    crlf = content.count(b"\r\n")
-    if content.count(b"\n") == crlf and content.count(b"\r") == crlf:
-        body = content
-    else:
-        body = _LINE_ENDS.sub(b"\r\n", content)
-    if body and not body.endswith(b"\r\n"):
-        body += b"\r\n"
-    body, folded = fold_lines(body, line_limit)
-    body = body.replace(b"\r\n.", b"\r\n..")
-    if body.startswith(b"."):
-        body = b"." + body
-    return body + b".\r\n", folded
+    body, folded = fold_lines(crlf(content), line_limit)
+    return stuff(body), folded
 
 
 def fold_lines(body: bytes, limit: int) -> tuple[bytes, bool]:
@@ -97,23 +78,6 @@ def fold_lines(body: bytes, limit: int) -> tuple[bytes, bool]:
     return b"\r\n".join(out), True
 
 
-def parse_extensions(text: str) -> dict[str, str]:
-    """EHLO/LHLO keywords (lower case) and their parameters; the first line is the greeting.
-
-    The old-style ``AUTH=method ...`` line counts as ``auth``, as Postfix reads it."""
-    features: dict[str, str] = {}
-    for line in text.split("\n")[1:]:
-        line = line.strip()
-        if not line:
-            continue
-        if line[:5].upper() == "AUTH=":
-            features["auth"] = line[5:].strip()
-            continue
-        keyword, _, params = line.partition(" ")
-        features[keyword.lower()] = params
-    return features
-
-
 class _Wire(asyncio.Protocol):
     """The byte stream of one connection: whole replies in, flow control out."""
 
@@ -123,7 +87,7 @@ class _Wire(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.closed = False
         self._partial = b""
-        self._lines: list[str] = []
+        self._reader = ReplyLines(_MAX_LINES)
         self.paused = False
         self._drained: asyncio.Future[None] | None = None
 
@@ -165,14 +129,13 @@ class _Wire(asyncio.Protocol):
 
     def _line(self, line: bytes) -> bool:
         """Add one reply line; False when it is not one (the connection is then dropped)."""
-        code = line[:3]
-        if len(code) != 3 or not code.isdigit() or len(self._lines) >= _MAX_LINES:
+        try:
+            reply = self._reader.add(line)
+        except NotAReply:
             self._garbled()
             return False
-        self._lines.append(line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape"))
-        if line[3:4] != b"-":
-            self.replies.append(Reply(int(code), "\n".join(self._lines)))
-            self._lines = []
+        if reply is not None:
+            self.replies.append(reply)
         return True
 
     def _garbled(self) -> None:
@@ -303,7 +266,7 @@ class Chat:
         """EHLO/HELO/LHLO; a 2xx EHLO or LHLO reply sets ``features``."""
         got = await self.command(verb.encode(), name.encode(), timeout=timeout)
         ok = got.code // 100 == 2 and verb != "HELO"
-        self.features = parse_extensions(got.text) if ok else {}
+        self.features = ehlo_features(got.text) if ok else {}
         return got
 
     async def starttls(

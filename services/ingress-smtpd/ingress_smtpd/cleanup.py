@@ -3,8 +3,8 @@
 The content is handled in bulk with ``bytes.replace`` rather than line by
 line, because protocol CPU per message is the ingress budget: the line
 ends become CRLF (a bare LF ends a line, as Postfix accepts by default),
-the leading dot of every line goes (dot-unstuffing), and only the header
-block is parsed.  Long lines are kept whole: Postfix splits them into
+the leading dot of every line goes (:mod:`postbus.smtp.dotstuff`), and
+only the header block is parsed.  Long lines are kept whole: Postfix splits them into
 records of line_length_limit bytes but joins them again on delivery.
 
 As cleanup does, one header longer than header_size_limit is cut (the
@@ -31,23 +31,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from postbus.cleanup import CleanupState, Origin
-from postbus.cleanup.content import CRLF, Headers, join, mail_date, missing_headers, split_headers
+from postbus.cleanup.content import Headers, join, mail_date, missing_headers, split_headers
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.smtp.address import MailArgs, RcptArgs, quote_local
 
 if TYPE_CHECKING:
     from ingress_smtpd.restrictions.state import CheckMemory
 
-__all__ = ["Message", "carry", "mail_date", "split_headers", "unstuff"]
-
-
-def unstuff(raw: bytes) -> bytes:
-    """DATA as received (without the final ``.`` line) -> CRLF content, dots removed."""
-    if not raw:
-        return b""
-    text = b"\n" + raw.replace(b"\r\n", b"\n")
-    text = text.replace(b"\n.", b"\n")
-    return text[1:].replace(b"\n", CRLF)
+__all__ = ["Message", "carry", "mail_date", "split_headers"]
 
 
 @dataclass

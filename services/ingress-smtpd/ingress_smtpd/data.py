@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ingress_smtpd.auth import log_fields
-from ingress_smtpd.cleanup import Message, carry, unstuff
+from ingress_smtpd.cleanup import Message, carry
 from ingress_smtpd.proxy_filter import proxy_data, proxy_message
 from ingress_smtpd.xforward import apply as forwarded
 from ingress_smtpd.xforward import orig_fields
@@ -24,6 +24,7 @@ from postbus.cleanup import CleanupError, MessageDiscarded
 from postbus.cleanup.status import WRITE_ERROR
 from postbus.queue.ids import new_queue_id
 from postbus.smtp import replies as r
+from postbus.smtp.dotstuff import unstuff
 
 if TYPE_CHECKING:
     from ingress_smtpd.session import Session

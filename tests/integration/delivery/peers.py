@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import smtplib
 import ssl
 import subprocess
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dns.message
 import dns.rcode
@@ -18,6 +23,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from postbus.servers import free_port, wait_port
+from tests import postfix_instance
 
 
 @dataclass
@@ -55,7 +61,7 @@ class Handler:
 
 class LmtpController(Controller):
     def factory(self) -> LMTP:
-        return LMTP(self.handler, decode_data=False)
+        return LMTP(self.handler, **self.SMTP_kwargs)
 
 
 class Peer:
@@ -66,13 +72,15 @@ class Peer:
         handler: Handler | None = None,
         lmtp: bool = False,
         tls_context: ssl.SSLContext | None = None,
+        **smtp_params: Any,
     ) -> None:
+        """``smtp_params``: more of aiosmtpd's SMTP arguments (``authenticator`` ...)."""
         self.handler = handler or Handler()
         self.port = free_port()
         cls = LmtpController if lmtp else Controller
         self.controller = cls(
             self.handler, hostname="127.0.0.1", port=self.port, decode_data=False,
-            tls_context=tls_context,
+            tls_context=tls_context, **smtp_params,
         )
 
     def __enter__(self) -> Peer:
@@ -81,6 +89,56 @@ class Peer:
 
     def __exit__(self, *exc: object) -> None:
         self.controller.stop()
+
+
+def wait_message(peer: Peer, timeout: float = 60.0) -> bytes:
+    """The content of the first message the peer received (waited for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with peer.handler.lock:
+            if peer.handler.messages:
+                return peer.handler.messages[0][2]
+        time.sleep(0.05)
+    raise AssertionError("the peer received nothing")
+
+
+def wait_log(path: Path, pattern: str, timeout: float = 30.0) -> str:
+    """The first match of ``pattern`` in a log file (waited for)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and (found := re.search(pattern, path.read_text(), re.M)):
+            return found.group(0)
+        time.sleep(0.05)
+    raise AssertionError(f"no log line matching {pattern!r}")
+
+
+def postfix_relays(handler: Handler, message: bytes, mail_options: Sequence[str] = (),
+                   log_pattern: str = "") -> tuple[list[str], str]:
+    """A private Postfix relays ``message`` to an aiosmtpd peer with ``handler``: the
+    lines that arrive after Postfix's Received: header, and the first log line matching
+    ``log_pattern`` (when given)."""
+    with Peer(handler) as peer:
+        port = free_port()
+        instance = postfix_instance.PostfixInstance(port, {
+            "myhostname": "mx.postbus.test", "relayhost": f"[127.0.0.1]:{peer.port}",
+        })
+        instance.start()
+        try:
+            wait_port("127.0.0.1", port, 20)
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                client.ehlo("client.example")
+                client.sendmail("alice@client.test", ["bob@remote.test"], message,
+                                mail_options=list(mail_options))
+            content = wait_message(peer)
+            line = wait_log(instance.maillog, log_pattern) if log_pattern else ""
+        finally:
+            instance.stop()
+    lines = content.decode("latin-1").split("\r\n")
+    assert lines[0].startswith("Received: "), lines[:3]
+    rest = 1
+    while lines[rest][:1] in (" ", "\t"):
+        rest += 1
+    return lines[rest:], line
 
 
 class SmtpSink:

@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import logging
 import re
-import smtplib
-import time
 from typing import Any
 
 import pytest
 
 from delivery_smtp.__main__ import main
-from postbus.servers import free_port, wait_port
 from tests import postfix_instance
 from tests.recorded import Recording
 
 from .conftest import Bus, RunAgent
-from .peers import Peer
+from .peers import Handler, Peer, postfix_relays
 
 pytestmark = pytest.mark.integration
 
@@ -45,49 +42,10 @@ MESSAGE = (
 )
 
 
-def _wait_message(peer: Peer, timeout: float = 60.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with peer.handler.lock:
-            if peer.handler.messages:
-                return peer.handler.messages[0][2]
-        time.sleep(0.05)
-    raise AssertionError("the peer received nothing")
-
-
-def _wait_log(path: Any, pattern: str, timeout: float = 30.0) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and (found := re.search(pattern, path.read_text(), re.M)):
-            return found.group(0)
-        time.sleep(0.05)
-    raise AssertionError(f"no log line matching {pattern!r}")
-
-
 def _postfix_relays() -> dict[str, Any]:
     """Postfix's output for MESSAGE: the lines after its Received: header, and its log line."""
-    with Peer() as peer:
-        port = free_port()
-        instance = postfix_instance.PostfixInstance(port, {
-            "myhostname": "mx.postbus.test",
-            "relayhost": f"[127.0.0.1]:{peer.port}",
-        })
-        instance.start()
-        try:
-            wait_port("127.0.0.1", port, 20)
-            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-                client.ehlo("client.example")
-                client.sendmail("alice@client.test", ["bob@remote.test"], MESSAGE)
-            content = _wait_message(peer)
-            line = _wait_log(instance.maillog, r"\w+: breaking line > .*$")
-        finally:
-            instance.stop()
-    lines = content.decode("ascii").split("\r\n")
-    assert lines[0].startswith("Received: "), lines[:3]
-    rest = 1
-    while lines[rest][:1] in (" ", "\t"):
-        rest += 1
-    return {"content": lines[rest:], "log": re.sub(r"^\w+:", "QID:", line)}
+    lines, line = postfix_relays(Handler(), MESSAGE, log_pattern=r"\w+: breaking line > .*$")
+    return {"content": lines, "log": re.sub(r"^\w+:", "QID:", line)}
 
 
 async def test_long_lines_are_sent_as_postfix_sends_them(

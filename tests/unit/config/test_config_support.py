@@ -30,7 +30,7 @@ NOT_YET = [
      "smtpd_tls_session_cache_database"),
     ("smtpd_sasl_mechanism_filter = plain\n", "smtpd_sasl_mechanism_filter"),
     ("smtpd_client_port_logging = yes\n", "smtpd_client_port_logging"),
-    ("smtp_sasl_auth_enable = yes\n", "smtp_sasl_auth_enable"),
+    ("smtp_sasl_path = /etc/sasl2\n", "smtp_sasl_path"),
     ("smtpd_reject_footer = call us\n", "smtpd_reject_footer"),
     ("always_bcc = archive@example.com\n", "always_bcc"),
     ("soft_bounce = yes\n", "soft_bounce"),

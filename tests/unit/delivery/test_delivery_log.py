@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from postbus.delivery import (
-    Outcome,
-    Reply,
-    Stats,
-    format_tv,
-    log_delivery,
-    reply_dsn,
-    reply_status,
-    soften,
-)
+from postbus.delivery import Outcome, Stats, format_tv, log_delivery, soften
 from postbus.queue.entry import Recipient
+from postbus.smtp.reply import Reply, reply_dsn, reply_status
 
 
 @pytest.mark.parametrize(

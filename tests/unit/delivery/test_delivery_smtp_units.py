@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from delivery_smtp.connect import NextHop, parse_nexthops
-from delivery_smtp.proto import quote_addr, xtext
-from delivery_smtp.session import _Wire, data_bytes, message_data, parse_extensions
-from postbus.delivery import Reply
+from delivery_smtp.session import _Wire, message_data
+from postbus.smtp.reply import Reply
 
 
 @pytest.mark.parametrize(
@@ -37,18 +36,6 @@ def test_parse_nexthops_rejects_garbage(bad: str) -> None:
         parse_nexthops(bad, 25)
 
 
-def test_data_bytes_stuffs_dots_and_normalises_line_ends() -> None:
-    assert data_bytes(b"a\n.b\r\n..c\rd") == b"a\r\n..b\r\n...c\r\nd\r\n.\r\n"
-    assert data_bytes(b"") == b".\r\n"
-
-
-def test_quote_addr_and_xtext() -> None:
-    assert quote_addr("bob@example.com") == "bob@example.com"
-    assert quote_addr("john doe@example.com") == '"john doe"@example.com'
-    assert quote_addr("postmaster") == "postmaster"
-    assert xtext("a+b=c d") == "a+2Bb+3Dc+20d"
-
-
 # -- the reply reader shared by SMTP and LMTP ----------------------------------------
 
 
@@ -68,13 +55,6 @@ def test_garbage_ends_the_conversation_after_the_good_replies() -> None:
     wire.data_received(b"250 2.1.0 Ok\r\nHTTP/1.1 400 Bad Request\r\n250 Ok\r\n")
     assert list(wire.replies) == [Reply(250, "2.1.0 Ok")]
     assert wire.closed
-
-
-def test_ehlo_keywords() -> None:
-    text = "mx.test\nPIPELINING\nSIZE 10240000\nAUTH=LOGIN PLAIN\n8BITMIME\nDSN"
-    assert parse_extensions(text) == {
-        "pipelining": "", "size": "10240000", "auth": "LOGIN PLAIN", "8bitmime": "", "dsn": "",
-    }
 
 
 async def test_tls_settings_read_cafile_and_capath_and_lmtp_twins() -> None:

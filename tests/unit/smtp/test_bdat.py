@@ -8,7 +8,8 @@ import pytest
 from ingress_smtpd.bdat import Chunks, parse_bdat
 from ingress_smtpd.etrn import etrn_site
 from postbus.smtp import replies as r
-from postbus.smtp.address import ReplyError, parse_mail, parse_rcpt, uxtext_decode
+from postbus.smtp.address import ReplyError, parse_mail, parse_rcpt
+from postbus.smtp.xtext import uxtext_decode
 
 
 @pytest.mark.parametrize(("arg", "parsed"), [

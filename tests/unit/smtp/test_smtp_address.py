@@ -14,7 +14,6 @@ from postbus.smtp.address import (
     parse_rcpt,
     quote_local,
     split_args,
-    xtext_decode,
 )
 
 # (path token, internal form) -- accepted by Postfix with strict_rfc821_envelopes = no
@@ -188,7 +187,3 @@ def test_illegal_syntax_is_logged_only_for_a_complete_token() -> None:
     with pytest.raises(ReplyError) as err:
         parse_rcpt("TO:<a@c.example")
     assert err.value.bad_address is None
-
-
-def test_xtext_decode() -> None:
-    assert xtext_decode("a+2Bb+3Dc") == "a+b=c"

@@ -1,4 +1,4 @@
-"""cleanup: dot-unstuffing, line ends, header block, added headers, Received header."""
+"""cleanup: header block, added headers, Received header."""
 
 from __future__ import annotations
 
@@ -6,28 +6,8 @@ import dataclasses
 import time
 from typing import Any
 
-import pytest
-
-from ingress_smtpd.cleanup import Message, mail_date, split_headers, unstuff
+from ingress_smtpd.cleanup import Message, mail_date, split_headers
 from postbus.smtp.address import MailArgs, RcptArgs
-
-
-@pytest.mark.parametrize(
-    ("raw", "content"),
-    [
-        (b"", b""),
-        (b"a\r\n", b"a\r\n"),
-        (b"..a\r\n", b".a\r\n"),
-        (b".a\r\n", b"a\r\n"),  # Postfix drops any leading dot
-        (b"a\r\n..\r\n...b\r\n", b"a\r\n.\r\n..b\r\n"),
-        (b"bare\nlf\r\n", b"bare\r\nlf\r\n"),
-        (b"x\r\n.\n", b"x\r\n\r\n"),
-        (b"mid.dot\r\n", b"mid.dot\r\n"),
-        (b"cr\ronly\r\n", b"cr\ronly\r\n"),
-    ],
-)
-def test_unstuff(raw: bytes, content: bytes) -> None:
-    assert unstuff(raw) == content
 
 
 def test_split_headers() -> None:

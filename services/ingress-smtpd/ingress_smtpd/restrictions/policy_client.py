@@ -41,6 +41,7 @@ from postbus.policy_protocol import (
     read_attributes,
 )
 from postbus.queue.ids import new_queue_id
+from postbus.smtp import xtext
 
 if TYPE_CHECKING:
     from ingress_smtpd.restrictions.stages import Policy
@@ -273,8 +274,8 @@ def request_attributes(state: CheckState, context: str, stress: str) -> dict[str
         "sasl_method": state.sasl_method,
         "sasl_username": state.sasl_username,
         "sasl_sender": state.sasl_sender,
-        "ccert_subject": _xtext(tls.peer_cn) if trusted and tls else "",
-        "ccert_issuer": _xtext(tls.issuer_cn) if trusted and tls else "",
+        "ccert_subject": xtext.encode(tls.peer_cn) if trusted and tls else "",
+        "ccert_issuer": xtext.encode(tls.issuer_cn) if trusted and tls else "",
         "ccert_fingerprint": tls.fingerprint if tls else "",
         "ccert_pubkey_fingerprint": tls.pkey_fingerprint if tls else "",
         "encryption_protocol": tls.protocol if tls else "",
@@ -291,11 +292,6 @@ def _transaction_id(state: CheckState) -> str:
             state.memory.queue_id = new_queue_id(state.long_queue_ids)
         return state.memory.queue_id
     return ""
-
-
-def _xtext(text: str) -> str:
-    """xtext_quote() with no special characters: ``+``, ``=`` and non-printables as +XX."""
-    return "".join(f"+{ord(c):02X}" if c in "+=" or not " " < c < "\x7f" else c for c in text)
 
 
 class PolicyClients:

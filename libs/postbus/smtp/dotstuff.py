@@ -1,0 +1,50 @@
+"""Dot-stuffing both ways (RFC 5321 4.5.2): the one rule the server and the client share.
+
+The sender doubles the dot that starts a line and ends the data with a
+line holding a lone dot; the receiver takes one leading dot off every
+line. Both are done in bulk with ``bytes.replace`` rather than line by
+line, because this is the hottest loop of ingress and delivery alike.
+A bare LF ends a line on the way in, as Postfix accepts by default, and
+any lone CR or LF becomes CRLF on the way out (RFC 5321 2.3.8).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["END", "crlf", "stuff", "unstuff"]
+
+#: The line that ends the data.
+END = b".\r\n"
+
+_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+
+
+def unstuff(raw: bytes) -> bytes:
+    """Data as received (without the final ``.`` line) -> CRLF content, leading dots removed."""
+    if not raw:
+        return b""
+    text = b"\n" + raw.replace(b"\r\n", b"\n")
+    text = text.replace(b"\n.", b"\n")
+    return text[1:].replace(b"\n", b"\r\n")
+
+
+def crlf(content: bytes) -> bytes:
+    """Content with CRLF line ends only and a CRLF after the last line.
+
+    Queued content already has CRLF line ends (cleanup writes them), so the
+    common case is two C-speed scans, not a regex pass."""
+    pairs = content.count(b"\r\n")
+    if content.count(b"\n") != pairs or content.count(b"\r") != pairs:
+        content = _LINE_ENDS.sub(b"\r\n", content)
+    if content and not content.endswith(b"\r\n"):
+        content += b"\r\n"
+    return content
+
+
+def stuff(body: bytes) -> bytes:
+    """CRLF lines (see :func:`crlf`) as sent after DATA: leading dots doubled, then ``.``."""
+    body = body.replace(b"\r\n.", b"\r\n..")
+    if body.startswith(b"."):
+        body = b"." + body
+    return body + END
