@@ -23,7 +23,7 @@ from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.match_lists import NetworkList, parse_network
 from postbus.queue.entry import QueueEntry
-from postbus.smtp.address import xtext_decode
+from postbus.smtp import xtext
 
 if TYPE_CHECKING:
     from ingress_smtpd.session import Session
@@ -99,7 +99,7 @@ async def do_xforward(session: Session, arg: str) -> bool:
         if len(raw) > 255:
             await session.reply("501 5.5.4 Error: attribute value too long")
             return False
-        value = "".join(c if c.isprintable() else "?" for c in xtext_decode(raw))
+        value = "".join(c if c.isprintable() else "?" for c in xtext.decode(raw))
         error = _set(fwd, name.upper(), value, session.s.families)
         if error:
             await session.reply(error)
