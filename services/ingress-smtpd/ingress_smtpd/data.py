@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from ingress_smtpd import milter
 from ingress_smtpd.auth import log_fields
 from ingress_smtpd.cleanup import Message, unstuff
 from postbus import metrics
@@ -40,6 +41,8 @@ async def do_data(session: Session, arg: str) -> bool:
         await session.reply(r.DATA_SYNTAX)
         return False
     reject = await session.server.policy.check_data(session._check_state())
+    if reject is None and session.milters is not None:
+        reject = milter.check(session, await session.milters.data())
     if reject is not None:
         await session.reply(reject)
         return False
@@ -88,6 +91,7 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
             log.info("%s: client=%s", qid, session.namaddr)
         await message.rewrite(cleanup.begin(queue_id=qid, context=session.header_context,
                                             mapping=cleanup.mapping), filter=cleanup.filter)
+        refused = None if session.milters is None else await milter.message(session, message)
     except MessageDiscarded:  # DISCARD: the client is told it was queued
         session.conn.write(reply.format(queue_id=message.queue_id, size=size))
         return True
@@ -98,6 +102,13 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
         log.error("cleanup of a message from %s failed", session.namaddr, exc_info=True)
         await session.reply(WRITE_ERROR)
         return False
+    if refused:  # a milter's reject or tempfail at end of message
+        await session.reply(refused)
+        return False
+    if refused == "" or session.milter_discard:  # a milter's DISCARD
+        session.conn.write(reply.format(queue_id=memory.queue_id, size=size))
+        session.errors = session.junk = 0
+        return True
     # smtpd_end_of_data_restrictions: after cleanup took the message, before 250
     reject = await server.policy.check_eod(state)
     if reject is not None:

@@ -12,6 +12,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from ingress_smtpd import milter
 from ingress_smtpd.auth import ehlo_keywords
 from postbus.maps.table import TableRetry
 from postbus.smtp import replies as r
@@ -53,6 +54,13 @@ async def do_helo(session: Session, arg: str, esmtp: bool = False) -> bool:
         reject = await session.server.policy.check_helo(state)
         if reject is not None:
             await session.reply(reject)
+            return False
+    if session.milters is not None:  # a reject other than 421 persists for MAIL (Sendmail)
+        saved, session.helo = session.helo, helo
+        err = milter.check(session, await session.milters.helo(helo))
+        session.helo = saved
+        if err is not None and err.startswith("421"):
+            await session.reply(err)
             return False
     session.reset()
     session.helo = helo

@@ -24,6 +24,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from ingress_smtpd import milter
 from ingress_smtpd.auth import AuthState, do_auth
 from ingress_smtpd.bdat import Chunks, Hangup, do_bdat
 from ingress_smtpd.connection import Connection
@@ -36,6 +37,7 @@ from postbus import metrics
 from postbus.cleanup import Context
 from postbus.maps.table import TableRetry
 from postbus.queue.entry import QueueEntry
+from postbus.queue.ids import new_queue_id
 from postbus.smtp import replies as r
 from postbus.smtp.address import (
     MailArgs,
@@ -97,6 +99,9 @@ class Session:
         self.check_memory = CheckMemory()  # what one restriction stage leaves for the next
         self.access_denied = ""  # smtpd_delay_reject = no: the client was rejected at connect
         self.auth = AuthState()  # SMTP AUTH; STARTTLS starts it anew
+        self.milters = milter.start(self)  # smtpd_milters: None when there are none
+        self.milter_hold = ""  # a milter's quarantine: the transaction goes on hold
+        self.milter_discard = False
         self.reset()
 
     def reset(self) -> None:
@@ -106,6 +111,12 @@ class Session:
         self.bdat_state: str | None = None  # "ok": taking chunks; "error": skipping them
         self.chunks: Chunks | None = None
         self.check_memory.reset_transaction()
+        self.milter_sender: str | None = None  # the sender and recipient milters are told
+        self.milter_rcpt: tuple[str | None, str | None] = (None, None)  # (address, reject)
+        if self.milters is not None and getattr(self, "milter_abort", False):
+            self.milters.abort()
+        self.milter_abort = False
+        self.milter_hold, self.milter_discard = "", False
 
     # -- output -----------------------------------------------------------------------
 
@@ -148,6 +159,8 @@ class Session:
             if denied is not None:  # instead of the greeting; every command but QUIT: 503
                 self.access_denied = denied
                 self.errors += 1
+            if denied is None and self.milters is not None:
+                denied = await self._milter_connect()
             conn.write(denied or r.BANNER.format(banner=self.s.banner))
             if self.access_denied.startswith("421"):
                 return
@@ -178,8 +191,22 @@ class Session:
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
                 await asyncio.wait_for(conn.flush(), 5)
             await self.limits.disconnect()  # before the close, as Postfix tells anvil
+            if self.milters is not None:
+                await self.milters.disconnect()
             conn.close()
             log.info("disconnect from %s%s", self.namaddr, self._stats())
+
+    async def _milter_connect(self) -> str | None:
+        """The milters' connect event: a reject is the greeting (≈ smtpd_proto())."""
+        err = milter.check(self, await self.milters.connect(  # type: ignore[union-attr]
+            self.client_name, self.client_addr, self.conn.peer[1]))
+        if err is not None and err[0] == "5":
+            self.errors += 1
+            return f"554 {self.s.myhostname} ESMTP not accepting connections"
+        if err is not None and err.startswith("421"):
+            self.access_denied = "421"
+            return f"421 {self.s.myhostname} Service unavailable - try again later"
+        return None
 
     def _lost(self) -> None:
         log.info("lost connection after %s%s from %s", self._where(), self._data_bytes(),
@@ -286,6 +313,11 @@ class Session:
     # -- verbs -----------------------------------------------------------------------------
 
     async def unknown(self, arg: str) -> bool:
+        if self.milters is not None:
+            err = milter.check(self, await self.milters.unknown(self.line))
+            if err is not None:
+                await self.reply(err)
+                return False
         await self.reply(r.UNRECOGNIZED)
         return False
 
@@ -326,6 +358,14 @@ class Session:
             if reject is not None:
                 await self.reply(reject)
                 return False
+        if self.milters is not None:
+            self.milter_abort = True
+            self.milter_sender = mail.sender
+            err = milter.check(self, await self.milters.mail(milter.args(arg, "from:")))
+            if err is not None:
+                self.reset()
+                await self.reply(err)
+                return False
         self.sender, self.mail = mail.sender, mail
         self.conn.write(r.MAIL_OK)
         return True
@@ -357,13 +397,28 @@ class Session:
             await self.reply(r.TOO_MANY_RECIPIENTS)
             return False
         reject = await self.server.policy.check_rcpt(self._check_state(rcpt.address))
+        if self.milters is not None:
+            reject = await self._milter_rcpt(rcpt.address, arg, reject)
         if reject is not None:
-            self._log_reject("RCPT", reject, rcpt.address)
+            if not reject.startswith("milter:"):
+                self._log_reject("RCPT", reject, rcpt.address)
+            reject = reject.removeprefix("milter:")
             await self.reply(reject)
             return False
         self.recipients.append(rcpt)
         self.conn.write(r.RCPT_OK)
         return True
+
+    async def _milter_rcpt(self, address: str, arg: str, reject: str | None) -> str | None:
+        """The milters' RCPT event; a rejected recipient only to those asking for it."""
+        assert self.milters is not None
+        self.milter_rcpt = (address, reject)
+        if not self.check_memory.queue_id:  # Postfix opens the queue file at the first RCPT
+            self.check_memory.queue_id = new_queue_id(self.s.long_queue_ids)
+        err = await self.milters.rcpt(milter.args(arg, "to:"), rejected=reject is not None)
+        err = milter.check(self, err) if reject is None else None
+        self.milter_rcpt = (address, None)
+        return reject if err is None else "milter:" + err
 
     async def _check_addr(self, address: str, smtputf8: bool, verb: str, path: str) -> bool:
         """The address resolves to something usable (≈ smtpd_check_addr()): a valid

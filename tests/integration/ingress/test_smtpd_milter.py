@@ -1,0 +1,178 @@
+"""smtpd_milters: a milter in the test decides and edits; replies are Postfix's texts
+(milter8.c, smtpd.c's check_milter_reply(), cleanup_milter.c)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+
+from postbus.smtp import replies as r
+from tests.integration.ingress.conftest import Running, StartSmtpd
+from tests.milter_server import (
+    ACCEPT,
+    CONTINUE,
+    REJECT,
+    TEMPFAIL,
+    ScriptedMilter,
+    addheader,
+    addrcpt,
+    chgfrom,
+    chgheader,
+    delrcpt,
+    insheader,
+    quarantine,
+    replbody,
+    replycode,
+)
+
+pytestmark = pytest.mark.integration
+
+QUEUED = re.compile(r"^250 2\.0\.0 Ok: queued as (\S+)$")
+MESSAGE = b"From: a@example.org\r\nSubject: hi\r\nX-Old: 1\r\n\r\nbody line\r\n"
+TEMPFAIL_TEXT = "451 4.7.1 Service unavailable - try again later"
+REJECT_TEXT = "550 5.7.1 Command rejected"
+
+
+@pytest.fixture
+async def milter() -> AsyncIterator[ScriptedMilter]:
+    m = await ScriptedMilter().start()
+    yield m
+    await m.stop()
+
+
+async def start(smtpd: StartSmtpd, milter: ScriptedMilter, **cf: str) -> Running:
+    return await smtpd(smtpd_milters=milter.name, **cf)
+
+
+async def transaction(run: Running, rcpts: list[str], body: bytes = MESSAGE) -> str:
+    client = await run.client()
+    assert (await client.cmd("EHLO client.example")).startswith("250-")
+    assert await client.cmd("MAIL FROM:<s@example.org>") == r.MAIL_OK
+    for rcpt in rcpts:
+        assert await client.cmd(f"RCPT TO:<{rcpt}>") == r.RCPT_OK
+    assert await client.cmd("DATA") == r.DATA_GO_AHEAD
+    await client.send(body + b".\r\n")
+    reply = await client.reply()
+    assert await client.cmd("QUIT") == r.BYE
+    return reply
+
+
+async def queued(run: Running, reply: str) -> tuple[object, bytes]:
+    match = QUEUED.match(reply)
+    assert match, reply
+    got = await run.store.queue.get(match.group(1))
+    assert got is not None
+    entry, _ = got
+    return entry, await run.store.queue.content(match.group(1), entry.chunks)
+
+
+async def test_every_modification(smtpd: StartSmtpd, milter: ScriptedMilter) -> None:
+    milter.replies["E"] = [
+        addheader("X-Added", "yes"), insheader(0, "X-Top", "first"),
+        chgheader(1, "Subject", "changed"), chgheader(1, "X-Old", ""),
+        addrcpt("<extra@postbus.test>"), delrcpt("<b@postbus.test>"),
+        chgfrom("<new@example.org>"), replbody(b"new body\r\nline 2\r\n"), CONTINUE]
+    run = await start(smtpd, milter)
+    entry, content = await queued(run, await transaction(
+        run, ["a@postbus.test", "b@postbus.test"]))
+    assert entry.sender == "new@example.org"  # type: ignore[attr-defined]
+    assert [x.address for x in entry.recipients] == [  # type: ignore[attr-defined]
+        "a@postbus.test", "extra@postbus.test"]
+    head, _, body = content.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0] == b"X-Top: first"  # index 0: above our Received:
+    assert lines[1].startswith(b"Received: from client.example")
+    assert b"Subject: changed" in lines and b"X-Added: yes" in lines
+    assert not any(x.startswith(b"X-Old") for x in lines)
+    assert body == b"new body\r\nline 2\r\n"
+    # what the milter saw: connect, helo, envelope with <>, headers without our Received:
+    connect = milter.seen("C")[0]
+    assert connect.startswith(b"[127.0.0.1]\x004") and connect.endswith(b"127.0.0.1\x00")
+    assert milter.seen("H") == [b"client.example\x00"]
+    assert milter.seen("M") == [b"<s@example.org>\x00"]
+    assert milter.seen("R") == [b"<a@postbus.test>\x00", b"<b@postbus.test>\x00"]
+    names = [h.split(b"\0")[0] for h in milter.seen("L")]
+    assert names[0] == b"From" and b"Received" not in names
+    assert milter.seen("B") == [b"body line\r\n"]
+    assert milter.macros("C")["j"] == "mx.postbus.test"
+    assert milter.macros("C")["{daemon_name}"] == "mx.postbus.test"
+    assert milter.macros("M")["{mail_addr}"] == "s@example.org"
+    assert milter.macros("R")["{rcpt_addr}"] == "a@postbus.test"
+    assert milter.macros("R")["i"] == entry.queue_id  # type: ignore[attr-defined]
+
+
+async def test_reject_and_tempfail_at_each_stage(
+        smtpd: StartSmtpd, milter: ScriptedMilter, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    milter.replies["R"] = lambda data: [REJECT] if b"bad" in data else [CONTINUE]
+    milter.replies["M"] = lambda data: [TEMPFAIL] if b"later" in data else [CONTINUE]
+    run = await start(smtpd, milter)
+    client = await run.client()
+    await client.cmd("EHLO client.example")
+    assert await client.cmd("MAIL FROM:<later@example.org>") == TEMPFAIL_TEXT
+    assert await client.cmd("MAIL FROM:<s@example.org>") == r.MAIL_OK
+    assert await client.cmd("RCPT TO:<bad@postbus.test>") == REJECT_TEXT
+    assert await client.cmd("RCPT TO:<ok@postbus.test>") == r.RCPT_OK
+    assert any(re.fullmatch(r"\w+: milter-reject: RCPT from unknown\[127\.0\.0\.1\]: "
+                            r"550 5\.7\.1 Command rejected; from=<s@example\.org> "
+                            r"to=<bad@postbus\.test> proto=ESMTP helo=<client\.example>",
+                            rec.getMessage()) for rec in caplog.records)
+
+
+async def test_connect_reject_persists(smtpd: StartSmtpd, milter: ScriptedMilter) -> None:
+    milter.replies["C"] = [REJECT]
+    run = await start(smtpd, milter)
+    client = await run.client(banner=False)
+    assert await client.reply() == "554 mx.postbus.test ESMTP not accepting connections"
+    assert (await client.cmd("HELO client.example")) == "250 mx.postbus.test"
+    assert await client.cmd("MAIL FROM:<s@example.org>") == REJECT_TEXT
+
+
+async def test_end_of_message_replies(smtpd: StartSmtpd, milter: ScriptedMilter) -> None:
+    milter.replies["E"] = [replycode("554 5.7.0 Go away")]
+    run = await start(smtpd, milter)
+    assert await transaction(run, ["a@postbus.test"]) == "554 5.7.0 Go away"
+    milter.replies["E"] = [quarantine("suspicious"), CONTINUE]
+    entry, _ = await queued(run, await transaction(run, ["a@postbus.test"]))
+    assert entry.queue == "hold"  # type: ignore[attr-defined]
+    milter.replies["E"] = [TEMPFAIL]
+    assert await transaction(run, ["a@postbus.test"]) == TEMPFAIL_TEXT
+    milter.replies["E"] = [ACCEPT]
+    await queued(run, await transaction(run, ["a@postbus.test"]))
+
+
+@pytest.mark.parametrize("behaviour", ["garbage", "close", "hang"])
+async def test_broken_milter_gets_default_action(
+        smtpd: StartSmtpd, milter: ScriptedMilter, behaviour: str) -> None:
+    milter.replies["E"] = behaviour
+    run = await start(smtpd, milter, milter_content_timeout="1s")
+    assert await transaction(run, ["a@postbus.test"]) == TEMPFAIL_TEXT
+    run2 = await start(smtpd, milter, milter_content_timeout="1s",
+                       milter_default_action="accept")
+    await queued(run2, await transaction(run2, ["a@postbus.test"]))
+    run3 = await start(smtpd, milter, milter_content_timeout="1s",
+                       milter_default_action="reject")
+    assert await transaction(run3, ["a@postbus.test"]) == "550 5.5.0 Service unavailable"
+    run4 = await start(smtpd, milter, milter_content_timeout="1s",
+                       milter_default_action="quarantine")
+    entry, _ = await queued(run4, await transaction(run4, ["a@postbus.test"]))
+    assert entry.queue == "hold"  # type: ignore[attr-defined]
+
+
+async def test_unreachable_milter(smtpd: StartSmtpd, milter: ScriptedMilter) -> None:
+    await milter.stop()
+    run = await smtpd(smtpd_milters=milter.name, milter_connect_timeout="2s")
+    client = await run.client()
+    await client.cmd("EHLO client.example")
+    assert await client.cmd("MAIL FROM:<s@example.org>") == TEMPFAIL_TEXT
+
+
+async def test_helo_timeout_then_default(smtpd: StartSmtpd, milter: ScriptedMilter) -> None:
+    milter.replies["H"] = "hang"
+    run = await start(smtpd, milter, milter_command_timeout="1s")
+    client = await run.client()
+    assert (await client.cmd("EHLO client.example")).startswith("250-")
+    assert await client.cmd("MAIL FROM:<s@example.org>") == TEMPFAIL_TEXT
