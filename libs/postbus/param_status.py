@@ -89,8 +89,9 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "header_address_token_limit", "message_drop_headers", "receive_override_options",
     # header and body checks (postbus.cleanup.checks, postbus.cleanup.mime)
     # the milter client (postbus.milter; smtpd and cleanup)
-    "smtpd_milters", "milter_protocol", "milter_default_action", "milter_connect_timeout",
-    "milter_command_timeout", "milter_content_timeout", "milter_macro_daemon_name",
+    "smtpd_milters", "non_smtpd_milters", "milter_protocol", "milter_default_action",
+    "milter_connect_timeout", "milter_command_timeout", "milter_content_timeout",
+    "milter_macro_daemon_name",
     "milter_macro_v", "milter_macro_defaults", "milter_connect_macros", "milter_helo_macros",
     "milter_mail_macros", "milter_rcpt_macros", "milter_data_macros",
     "milter_end_of_header_macros", "milter_end_of_data_macros",
