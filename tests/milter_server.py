@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 Action = Callable[[bytes], list[bytes] | str] | list[bytes] | str
@@ -76,6 +77,7 @@ class ScriptedMilter:
     protocol: int = 0  # the events it does not want, the replies it will not send
     events: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
     connections: int = 0
+    last_sender: str = ""  # of the transaction under way: scripts may decide by it
     port: int = 0
     _server: asyncio.AbstractServer | None = None
     _hung: list[asyncio.StreamWriter] = field(default_factory=list)
@@ -124,6 +126,8 @@ class ScriptedMilter:
                         break
                     continue
                 self.events.append((cmd, data, macros))
+                if cmd == "M":
+                    self.last_sender = data.split(b"\0")[0].decode()
                 action = self.replies.get(cmd, [CONTINUE])
                 if callable(action):
                     action = action(data)
@@ -148,3 +152,27 @@ class ScriptedMilter:
         finally:
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+@contextlib.contextmanager
+def milter_thread(milter: ScriptedMilter) -> Iterator[ScriptedMilter]:
+    """``milter`` served from a thread of its own (for a module-scoped Postfix)."""
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(milter.start())
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    started.wait(10)
+    try:
+        yield milter
+    finally:
+        asyncio.run_coroutine_threadsafe(milter.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

@@ -155,6 +155,7 @@ def verdict(reply: str, *, queue_id: str, event: str, client: str, sender: str |
         if reply[0] == "S":
             reply = "421 4.7.0 Service unavailable"
         kind, action, text, out = "reject", "milter-reject", reply[4:], reply
+    text = text.replace("\r", "?").replace("\n", "?")  # as Postfix's logging prints them
     line = f"{queue_id}: {action}: {event} from {client}: {text};"
     if sender is not None:
         line += f" from=<{sender}>"

@@ -44,7 +44,7 @@ async def inspect(settings: MilterSettings, cleanup: Cleanup, entry: QueueEntry,
             return current["rcpt"]
         return None
 
-    milters = Milters(settings, lookup)
+    milters = Milters(settings, lookup, log)
     qid = entry.queue_id or "NOQUEUE"
 
     def apply(event: str, reply: Reply) -> None:

@@ -68,7 +68,8 @@ class MilterError(Exception):
 class Milter:
     """One configured milter, for one SMTP session or one submission."""
 
-    def __init__(self, spec: MilterSpec) -> None:
+    def __init__(self, spec: MilterSpec, logger: logging.Logger = log) -> None:
+        self.log = logger  # the role's: Postfix logs these as smtpd or cleanup
         self.spec = spec
         self.name = spec.name
         self.state = CLOSED
@@ -91,7 +92,8 @@ class Milter:
 
     def comm_error(self, kind: str, warning: str) -> Reply:
         """≈ milter8_comm_error(): close, and answer with the default action from now on."""
-        log.warning("milter %s: %s", self.name, warning) if warning else None
+        if warning:
+            self.log.warning("milter %s: %s", self.name, warning)
         metrics.milter_errors.labels(self.name, kind).inc()
         self._close()
         action = self.spec.default_action.lower()
@@ -106,7 +108,7 @@ class Milter:
 
     def conf_error(self, warning: str) -> Reply:
         """≈ milter8_conf_error(): a reply or request Postbus cannot take."""
-        log.warning("milter %s: %s", self.name, warning)
+        self.log.warning("milter %s: %s", self.name, warning)
         metrics.milter_errors.labels(self.name, "config").inc()
         self._close()
         action = self.spec.default_action.lower()
@@ -171,7 +173,7 @@ class Milter:
                     self.reader, self.writer = await asyncio.open_unix_connection(endpoint)
         except (OSError, TimeoutError, ValueError) as exc:
             why = "Connection timed out" if isinstance(exc, TimeoutError) else _why(exc)
-            log.warning("connect to Milter service %s: %s", self.name, why)
+            self.log.warning("connect to Milter service %s: %s", self.name, why)
             self.comm_error("connect", "")
             return
         try:
@@ -234,7 +236,7 @@ class Milter:
             await self._send(c.packet(event, payload))
             if skip_reply:
                 return self.def_reply
-            return await self._replies(event, editor)
+            return await self._replies(event, editor, len(payload))
         except (MilterError, c.ProtocolError, OSError, TimeoutError) as exc:
             return self._fail(exc)
         finally:
@@ -245,7 +247,7 @@ class Milter:
         metrics.milter_replies.labels(self.name, c.EVENT_NAMES.get(event, "?")[6:].lower(),
                                       action).inc()
 
-    async def _replies(self, event: bytes, editor: Editor | None) -> Reply:
+    async def _replies(self, event: bytes, editor: Editor | None, sent: int) -> Reply:
         in_connect = event in (c.CONNECT, c.HELO)
         body: list[bytes] | None = None
         body_done = False
@@ -257,8 +259,10 @@ class Milter:
                 body, body_done = None, True
             if cmd in (c.PROGRESS, c.CONTINUE, c.ACCEPT, c.DISCARD, c.REJECT, c.TEMPFAIL,
                        c.SHUTDOWN, c.SKIP) and data:
+                # Postfix's text names the size of the event it sent (milter8_event()'s
+                # data_len), not of the extra data: kept, for log tools' sake
                 return self.comm_error("protocol", f"reply {c.REPLY_NAMES[cmd]} was "
-                                       f"followed by {len(data)} data bytes")
+                                       f"followed by {sent} data bytes")
             if cmd == c.PROGRESS:
                 continue
             if cmd == c.CONTINUE:
@@ -272,8 +276,8 @@ class Milter:
                 return self.def_reply
             if cmd == c.DISCARD:
                 if in_connect:
-                    log.warning("milter %s: DISCARD action is not allowed for connect or helo",
-                                self.name)
+                    self.log.warning("milter %s: DISCARD action is not allowed for connect "
+                                     "or helo", self.name)
                     return self.def_reply
                 self._count(event, "discard")
                 self.state = ACCEPT_MSG

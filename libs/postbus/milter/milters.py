@@ -42,10 +42,11 @@ _SKIP_MSG = (*_SKIP_CONN, ACCEPT_MSG)
 class Milters:
     """The milters of one SMTP session (or one non-SMTP submission)."""
 
-    def __init__(self, settings: MilterSettings, lookup: Lookup) -> None:
+    def __init__(self, settings: MilterSettings, lookup: Lookup,
+                 logger: logging.Logger = log) -> None:
         self.settings = settings
         self.lookup = lookup
-        self.milters = [Milter(spec) for spec in settings.milters]
+        self.milters = [Milter(spec, logger) for spec in settings.milters]
 
     def macros(self, milter: Milter, stage: str) -> list[tuple[str, str]]:
         names = milter.symlists.get(stage)
@@ -155,7 +156,10 @@ class Milters:
             if m.state in _SKIP_MSG or m.state != ENVELOPE:
                 reply = m.def_reply
             else:
+                saved = (m.def_reply, m.skip_event)
                 reply = await self._message(m, *content(), editor)
+                if m.state != ERROR:  # Postfix's cleanup has a copy: smtpd's stays as it was
+                    m.state, (m.def_reply, m.skip_event) = ENVELOPE, saved
             if reply is not None:
                 return reply
         return None

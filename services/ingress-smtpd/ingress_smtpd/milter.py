@@ -18,6 +18,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from postbus.cleanup.milter_edit import MessageEdit, verdict
+from postbus.maps.table import TableRetry
 from postbus.milter import Milters
 from postbus.smtp.address import quote_local
 
@@ -32,7 +33,17 @@ def start(session: Session) -> Milters | None:
     settings = session.server.milters
     if not settings:
         return None
-    return Milters(settings, lambda name: macro(session, name))
+    return Milters(settings, lambda name: macro(session, name), log)
+
+
+async def route(session: Session, address: str) -> tuple[str, str, str] | None:
+    """(address, nexthop, transport) as trivial-rewrite resolves it, for the {mail_*} and
+    {rcpt_*} macros (≈ smtpd_resolve_addr()); None when the tables cannot say."""
+    try:
+        reply = await session.server.policy.resolver.resolve(address)
+    except TableRetry:
+        return None
+    return reply.recipient, reply.nexthop, reply.transport
 
 
 def macro(session: Session, name: str) -> str | None:
@@ -64,9 +75,13 @@ def macro(session: Session, name: str) -> str | None:
         return auth.method
     if name in ("{auth_authen}", "{auth_author}"):
         return auth.username if name == "{auth_authen}" else None
-    if name == "{mail_addr}":
+    if name in ("{mail_addr}", "{mail_host}", "{mail_mailer}"):
         sender = session.sender if session.sender is not None else session.milter_sender
-        return None if sender is None else quote_local(sender) if sender else ""
+        if sender is None:
+            return None
+        if name == "{mail_addr}" and not sender:
+            return ""
+        return _routed(name, session.milter_routes[0])
     if name in ("{rcpt_addr}", "{rcpt_host}", "{rcpt_mailer}"):
         rcpt, rejected = session.milter_rcpt
         if rcpt is None:
@@ -74,9 +89,18 @@ def macro(session: Session, name: str) -> str | None:
         if rejected:  # a rejected recipient: the reply, as Sendmail's error mailer
             status, _, text = rejected[4:].partition(" ")
             return {"{rcpt_addr}": text, "{rcpt_host}": status, "{rcpt_mailer}": "error"}[name]
-        return quote_local(rcpt) if name == "{rcpt_addr}" and rcpt else \
-            rcpt if name == "{rcpt_addr}" else None
+        if name == "{rcpt_addr}" and not rcpt:
+            return ""
+        return _routed(name, session.milter_routes[1])
     return None
+
+
+def _routed(name: str, resolved: tuple[str, str, str] | None) -> str | None:
+    if resolved is None:
+        return None
+    if name.endswith("_addr}"):
+        return quote_local(resolved[0]) if resolved[0] else ""
+    return resolved[1] if name.endswith("_host}") else resolved[2]
 
 
 def check(session: Session, reply: str | None) -> str | None:
@@ -102,6 +126,7 @@ def check(session: Session, reply: str | None) -> str | None:
     else:
         action, text = "reject", "421 4.3.5 Server configuration error"
         out = text
+    text = text.replace("\r", "?").replace("\n", "?")  # as Postfix's logging prints them
     log.info("%s: %s: %s from %s: %s;%s", qid, action, session.where, session.namaddr, text,
              whatsup(session))
     return out

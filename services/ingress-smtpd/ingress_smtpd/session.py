@@ -113,6 +113,7 @@ class Session:
         self.check_memory.reset_transaction()
         self.milter_sender: str | None = None  # the sender and recipient milters are told
         self.milter_rcpt: tuple[str | None, str | None] = (None, None)  # (address, reject)
+        self.milter_routes: list[tuple[str, str, str] | None] = [None, None]  # resolved
         if self.milters is not None and getattr(self, "milter_abort", False):
             self.milters.abort()
         self.milter_abort = False
@@ -361,6 +362,7 @@ class Session:
         if self.milters is not None:
             self.milter_abort = True
             self.milter_sender = mail.sender
+            self.milter_routes[0] = await milter.route(self, mail.sender)
             err = milter.check(self, await self.milters.mail(milter.args(arg, "from:")))
             if err is not None:
                 self.reset()
@@ -413,11 +415,14 @@ class Session:
         """The milters' RCPT event; a rejected recipient only to those asking for it."""
         assert self.milters is not None
         self.milter_rcpt = (address, reject)
-        if not self.check_memory.queue_id:  # Postfix opens the queue file at the first RCPT
-            self.check_memory.queue_id = new_queue_id(self.s.long_queue_ids)
+        self.milter_routes[1] = await milter.route(self, address) if reject is None else None
         err = await self.milters.rcpt(milter.args(arg, "to:"), rejected=reject is not None)
         err = milter.check(self, err) if reject is None else None
         self.milter_rcpt = (address, None)
+        if err is None and reject is None and not self.check_memory.queue_id:
+            # Postfix opens the queue file (and so has the {i} macro) after the first
+            # recipient the milters accepted
+            self.check_memory.queue_id = new_queue_id(self.s.long_queue_ids)
         return reject if err is None else "milter:" + err
 
     async def _check_addr(self, address: str, smtputf8: bool, verb: str, path: str) -> bool:

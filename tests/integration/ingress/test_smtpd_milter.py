@@ -101,7 +101,11 @@ async def test_every_modification(smtpd: StartSmtpd, milter: ScriptedMilter) -> 
     assert milter.macros("C")["{daemon_name}"] == "mx.postbus.test"
     assert milter.macros("M")["{mail_addr}"] == "s@example.org"
     assert milter.macros("R")["{rcpt_addr}"] == "a@postbus.test"
-    assert milter.macros("R")["i"] == entry.queue_id  # type: ignore[attr-defined]
+    # {i}: Postfix has a queue ID from the first recipient the milters accepted on
+    rcpt_macros = [m for event, _, m in milter.events if event == "R"]
+    assert "i" not in rcpt_macros[0]
+    assert rcpt_macros[1]["i"] == entry.queue_id  # type: ignore[attr-defined]
+    assert milter.macros("E")["i"] == entry.queue_id  # type: ignore[attr-defined]
 
 
 async def test_reject_and_tempfail_at_each_stage(
