@@ -21,7 +21,7 @@ MESSAGE = (b"From: Alice <alice@example.org>\r\nTo: bob@postbus.test\r\n"
 
 
 async def test_opendkim_signs(smtpd: StartSmtpd, tmp_path: Path) -> None:
-    async with opendkim(tmp_path) as odk:
+    with opendkim(tmp_path) as odk:
         run = await smtpd(smtpd_milters=odk.name)
         _, content = await queued(run, await transaction(run, ["bob@postbus.test"],
                                                              MESSAGE))
