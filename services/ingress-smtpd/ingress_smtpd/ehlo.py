@@ -55,6 +55,7 @@ async def do_helo(session: Session, arg: str, esmtp: bool = False) -> bool:
         if reject is not None:
             await session.reply(reject)
             return False
+    err = None
     if session.milters is not None:  # a reject other than 421 persists for MAIL (Sendmail)
         saved, session.helo = session.helo, helo
         err = milter.check(session, await session.milters.helo(helo))
@@ -68,6 +69,9 @@ async def do_helo(session: Session, arg: str, esmtp: bool = False) -> bool:
     s = session.s
     if not esmtp:
         session.conn.write(r.HELO_OK.format(host=s.myhostname))
+        return True
+    if err is not None and err[0] == "5":  # a milter said no: ENHANCEDSTATUSCODES only
+        session.conn.write(r.multiline(250, [s.myhostname, "ENHANCEDSTATUSCODES"]))
         return True
     if session.discard and "SILENT-DISCARD" not in session.discard:
         log.info("discarding EHLO keywords: %s", r.discard_text(session.discard))

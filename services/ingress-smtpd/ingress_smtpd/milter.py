@@ -183,3 +183,16 @@ async def message(session: Session, msg: Message) -> str | None:
         msg.hold = True
         return None
     return "" if kind == "discard" else out
+
+
+async def other(session: Session, tls: bool = False) -> bool:
+    """VRFY, ETRN, STARTTLS, AUTH: a milter's persisting reject (≈ milter_other_event());
+    True when the command was answered. ``tls``: STARTTLS and AUTH, where a 4xx is
+    ``454 4.3.0 Try again later`` (Sendmail compatibility)."""
+    if session.milters is None:
+        return False
+    err = session.milters.other()
+    if err is None or err[0] not in "45":
+        return False
+    await session.reply("454 4.3.0 Try again later" if tls and err[0] == "4" else err)
+    return True

@@ -314,11 +314,14 @@ class Session:
     # -- verbs -----------------------------------------------------------------------------
 
     async def unknown(self, arg: str) -> bool:
-        if self.milters is not None:
-            err = milter.check(self, await self.milters.unknown(self.line))
-            if err is not None:
+        if self.milters is not None:  # the verb (smtpd's tokenized buffer); only a 4xx is
+            # sent, our "502 ... command not recognized" is not overridden (≈ smtpd.c)
+            err = await self.milters.unknown(self.line.strip(" \t").split(" ")[0])
+            if err is not None and err[0] == "4":
                 await self.reply(err)
                 return False
+            if err is not None and err[0] not in "HDS5":
+                log.warning("unexpected SMFIC_UNKNOWN response: %s", err)
         await self.reply(r.UNRECOGNIZED)
         return False
 
@@ -474,6 +477,8 @@ class Session:
             await self.reply(r.VRFY_SYNTAX)
             return False
         if not await self.limits.rcpt():
+            return False
+        if await milter.other(self):
             return False
         try:
             address = parse_address(tokens[0]) if len(tokens) == 1 else ""

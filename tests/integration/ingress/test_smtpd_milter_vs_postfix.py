@@ -70,7 +70,7 @@ def script(milter: ScriptedMilter) -> ScriptedMilter:
         return BY_LOCAL[name[1:]] if name.startswith("e") and name[1:] in BY_LOCAL \
             else [CONTINUE]
 
-    milter.replies.update({"M": stage("m"), "R": stage("r"), "E": eom})
+    milter.replies.update({"H": stage("h"), "M": stage("m"), "R": stage("r"), "E": eom})
     return milter
 
 
@@ -105,6 +105,14 @@ DIALOGUES: dict[str, list[Line]] = {
     "bad_packet": ["EHLO c", "MAIL FROM:<mjunk@example.org>", "MAIL FROM:<s@example.org>",
                    "QUIT"],
     "shutdown": ["EHLO c", "MAIL FROM:<mshut@example.org>", "NOOP"],
+    # a reject at HELO/EHLO is not sent (Sendmail): it persists for what follows
+    "helo_reject": ["EHLO hrej", "VRFY root@localhost", "ETRN example.com",
+                    "MAIL FROM:<s@example.org>", "STARTTLS", "AUTH PLAIN", "EHLO c",
+                    "MAIL FROM:<s@example.org>", "QUIT"],
+    "helo_tempfail": ["HELO htemp", "VRFY root@localhost", "STARTTLS",
+                      "MAIL FROM:<s@example.org>", "QUIT"],
+    "helo_shutdown": ["EHLO hshut", "NOOP"],
+    "unknown_command": ["EHLO c", "FOO bar", "QUIT"],
 }
 
 _STABLE = re.compile(r"^(i|_|\{daemon_addr\}|\{client_port\})$")
