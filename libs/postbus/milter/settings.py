@@ -103,7 +103,10 @@ def parse_milter(token: str, base: MilterSpec, parameter: str) -> MilterSpec:
                                  "command_timeout", "content_timeout"}:
             raise ConfigError(f'unknown milter setting "{word}" in {parameter}',
                               parameter=parameter)
-        values[key] = parse_time(value, "s", min=1) if key.endswith("timeout") else value
+        try:
+            values[key] = parse_time(value, "s", min=1) if key.endswith("timeout") else value
+        except ConfigError as err:
+            raise ConfigError(f"{err} in {parameter}", parameter=parameter) from None
     spec = MilterSpec(**values)
     check(spec, parameter, parameter)
     return _endpoint(spec, parameter)

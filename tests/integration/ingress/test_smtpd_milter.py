@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from postbus.smtp import replies as r
 from tests.integration.ingress.conftest import Running, StartSmtpd
@@ -23,6 +26,7 @@ from tests.milter_server import (
     chgheader,
     delrcpt,
     insheader,
+    pkt,
     quarantine,
     replbody,
     replycode,
@@ -180,3 +184,103 @@ async def test_helo_timeout_then_default(smtpd: StartSmtpd, milter: ScriptedMilt
     client = await run.client()
     assert (await client.cmd("EHLO client.example")).startswith("250-")
     assert await client.cmd("MAIL FROM:<s@example.org>") == TEMPFAIL_TEXT
+
+
+async def test_protocol_2_milter_gets_no_data_event(smtpd: StartSmtpd,
+                                                    milter: ScriptedMilter) -> None:
+    """A version 2 filter is sent only the events of version 2 (no DATA, no unknown)."""
+    milter.version = 2
+    run = await start(smtpd, milter)
+    await queued(run, await transaction(run, ["a@postbus.test"]))
+    letters = [event for event, _, _ in milter.events]
+    assert letters[:4] == ["C", "H", "M", "R"] and "T" not in letters
+    assert letters[-1] == "E"
+    milter.events.clear()
+    run2 = await start(smtpd, milter, milter_protocol="2")
+    await queued(run2, await transaction(run2, ["a@postbus.test"]))
+    assert "T" not in [event for event, _, _ in milter.events]
+
+
+async def test_no_reply_per_header_and_skip(smtpd: StartSmtpd, milter: ScriptedMilter) -> None:
+    """SMFIP_NR_HDR: headers are sent without waiting; SMFIR_SKIP ends the body."""
+    milter.protocol = 0x80 | 0x400  # NR_HDR, SKIP
+    milter.replies["B"] = [pkt(b"s")]
+    milter.replies["E"] = [addheader("X-Seen", "all"), CONTINUE]
+    run = await start(smtpd, milter)
+    body = MESSAGE + b"".join(b"%d" % i + b"x" * 1000 + b"\r\n" for i in range(200))
+    _, content = await queued(run, await transaction(run, ["a@postbus.test"], body))
+    assert b"\r\nX-Seen: all\r\n" in content
+    assert len(milter.seen("L")) == 5  # with the Message-Id: and Date: cleanup added
+    assert len(milter.seen("B")) == 1  # the first 64 KiB chunk, then skipped
+
+
+async def test_envelope_quarantine_holds_the_transaction(
+        smtpd: StartSmtpd, milter: ScriptedMilter) -> None:
+    milter.replies["R"] = [quarantine("rcpt looks odd"), CONTINUE]
+    run = await start(smtpd, milter)
+    entry, _ = await queued(run, await transaction(run, ["a@postbus.test"]))
+    assert entry.queue == "hold"  # type: ignore[attr-defined]
+
+
+async def test_two_milters_in_turn_over_a_unix_socket(
+        smtpd: StartSmtpd, milter: ScriptedMilter, tmp_path: Path) -> None:
+    """The second milter sees the first one's edits, as Postfix's cleanup re-reads its
+    queue file; ``unix:`` endpoints work."""
+    second = ScriptedMilter()
+    path = tmp_path / "m.sock"
+    server = await asyncio.start_unix_server(second._session, str(path))
+    try:
+        milter.replies["E"] = [addheader("X-First", "1"), CONTINUE]
+        second.replies["E"] = [chgheader(1, "X-First", "changed"), CONTINUE]
+        run = await smtpd(smtpd_milters=f"{milter.name}, unix:{path}",
+                          milter_macro_defaults="{auth_type}=none")
+        _, content = await queued(run, await transaction(run, ["a@postbus.test"]))
+        assert b"\r\nX-First: changed\r\n" in content
+        assert any(h.startswith(b"X-First\x00") for h in second.seen("L"))
+        assert second.macros("M")["{auth_type}"] == "none"  # milter_macro_defaults
+    finally:
+        server.close()
+
+
+async def test_metrics_per_milter_and_action(smtpd: StartSmtpd, milter: ScriptedMilter) -> None:
+    milter.replies["E"] = [addheader("X-A", "1"), REJECT]
+    run = await start(smtpd, milter)
+    before = metric("postbus_milter_replies_total", milter.name, event="bodyeob",
+                    action="reject")
+    edits = metric("postbus_milter_edits_total", milter.name, action="addheader")
+    assert await transaction(run, ["a@postbus.test"]) == REJECT_TEXT
+    assert metric("postbus_milter_replies_total", milter.name, event="bodyeob",
+                  action="reject") == before + 1
+    assert metric("postbus_milter_edits_total", milter.name, action="addheader") == edits + 1
+    assert metric("postbus_milter_event_seconds_count", milter.name, event="bodyeob") >= 1
+
+
+def metric(name: str, milter: str, **labels: str) -> float:
+    value = REGISTRY.get_sample_value(name, {"milter": milter, **labels})
+    return value or 0.0
+
+
+@pytest.mark.parametrize(("field", "value", "warning"), [
+    ("version", 7, "protocol version 7 conflict with MTA protocol version 6"),
+    ("actions", 0x1000, "request mask 0x1000 conflict with MTA request mask 0x1ff"),
+])
+async def test_bad_negotiation_gets_default_action(
+        smtpd: StartSmtpd, milter: ScriptedMilter, caplog: pytest.LogCaptureFixture,
+        field: str, value: int, warning: str) -> None:
+    caplog.set_level(logging.INFO)
+    setattr(milter, field, value)
+    run = await start(smtpd, milter)
+    client = await run.client()
+    await client.cmd("EHLO client.example")
+    assert await client.cmd("MAIL FROM:<s@example.org>") == TEMPFAIL_TEXT
+    assert f"milter {milter.name}: {warning}" in caplog.messages
+
+
+@pytest.mark.parametrize("stage", ["C", "M", "R", "T", "L", "B"])
+async def test_milter_dying_at_any_stage_loses_nothing(
+        smtpd: StartSmtpd, milter: ScriptedMilter, stage: str) -> None:
+    """A milter that hangs up at any event: with milter_default_action = accept the
+    message is queued all the same; the session goes on."""
+    milter.replies[stage] = "close"
+    run = await start(smtpd, milter, milter_default_action="accept")
+    await queued(run, await transaction(run, ["a@postbus.test"]))
