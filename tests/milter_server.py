@@ -5,7 +5,8 @@ client is tested against a second reading of the wire format. ``replies`` maps a
 event letter (``C`` connect, ``H`` helo, ``M`` mail, ``R`` rcpt, ``T`` data, ``L``
 header, ``N`` end of headers, ``B`` body, ``E`` end of message) to a function of the
 event's data that returns the packets to answer with, or one of ``"hang"`` (never
-answer), ``"close"`` (hang up), ``"garbage"`` (bytes that are no packet). Every
+answer), ``"late"`` (answer after 2.5 s), ``"close"`` (hang up), ``"garbage"`` (bytes
+that are no packet). Every
 event is recorded with the macros that came before it.
 """
 
@@ -137,6 +138,9 @@ class ScriptedMilter:
                     return
                 if action == "close":
                     return
+                if action == "late":  # answers, but after the client's timeout
+                    await asyncio.sleep(2.5)
+                    action = [CONTINUE]
                 if action == "garbage":
                     writer.write(b"\x00\x00\x00\x05zzzzz")
                     await writer.drain()

@@ -41,8 +41,8 @@ async def do_data(session: Session, arg: str) -> bool:
         await session.reply(r.DATA_SYNTAX)
         return False
     reject = await session.server.policy.check_data(session._check_state())
-    if reject is None and session.milters is not None:
-        reject = milter.check(session, await session.milters.data())
+    if reject is None and (milters := milter.active(session)) is not None:
+        reject = milter.check(session, await milters.data())
     if reject is not None:
         await session.reply(reject)
         return False
@@ -91,7 +91,7 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
             log.info("%s: client=%s", qid, session.namaddr)
         await message.rewrite(cleanup.begin(queue_id=qid, context=session.header_context,
                                             mapping=cleanup.mapping), filter=cleanup.filter)
-        refused = None if session.milters is None else await milter.message(session, message)
+        refused = await milter.message(session, message) if milter.active(session) else None
     except MessageDiscarded:  # DISCARD: the client is told it was queued
         session.conn.write(reply.format(queue_id=message.queue_id, size=size))
         return True

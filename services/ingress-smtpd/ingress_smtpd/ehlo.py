@@ -56,9 +56,9 @@ async def do_helo(session: Session, arg: str, esmtp: bool = False) -> bool:
             await session.reply(reject)
             return False
     err = None
-    if session.milters is not None:  # a reject other than 421 persists for MAIL (Sendmail)
+    if (milters := milter.active(session)) is not None:  # a reject but 421 persists (Sendmail)
         saved, session.helo = session.helo, helo
-        err = milter.check(session, await session.milters.helo(helo))
+        err = milter.check(session, await milters.helo(helo))
         session.helo = saved
         if err is not None and err.startswith("421"):
             await session.reply(err)

@@ -46,6 +46,14 @@ async def route(session: Session, address: str) -> tuple[str, str, str] | None:
     return reply.recipient, reply.nexthop, reply.transport
 
 
+def active(session: Session) -> Milters | None:
+    """The milters, unless a DISCARD (a milter's or an access map's) already decided
+    this transaction (≈ smtpd.c's MILTER_SKIP_FLAGS)."""
+    if session.milter_discard or session.check_memory.discard:
+        return None
+    return session.milters
+
+
 def macro(session: Session, name: str) -> str | None:
     """A macro's value in this session (≈ smtpd_milter_eval())."""
     tls, auth = session.tls, session.auth

@@ -362,11 +362,11 @@ class Session:
             if reject is not None:
                 await self.reply(reject)
                 return False
-        if self.milters is not None:
+        if (milters := milter.active(self)) is not None:
             self.milter_abort = True
             self.milter_sender = mail.sender
             self.milter_routes[0] = await milter.route(self, mail.sender)
-            err = milter.check(self, await self.milters.mail(milter.args(arg, "from:")))
+            err = milter.check(self, await milters.mail(milter.args(arg, "from:")))
             if err is not None:
                 self.reset()
                 await self.reply(err)
@@ -402,7 +402,7 @@ class Session:
             await self.reply(r.TOO_MANY_RECIPIENTS)
             return False
         reject = await self.server.policy.check_rcpt(self._check_state(rcpt.address))
-        if self.milters is not None:
+        if milter.active(self):
             reject = await self._milter_rcpt(rcpt.address, arg, reject)
         if reject is not None:
             if not reject.startswith("milter:"):

@@ -17,6 +17,7 @@ from tests.integration.ingress.conftest import Running, StartSmtpd
 from tests.milter_server import (
     ACCEPT,
     CONTINUE,
+    DISCARD,
     REJECT,
     TEMPFAIL,
     ScriptedMilter,
@@ -284,3 +285,37 @@ async def test_milter_dying_at_any_stage_loses_nothing(
     milter.replies[stage] = "close"
     run = await start(smtpd, milter, milter_default_action="accept")
     await queued(run, await transaction(run, ["a@postbus.test"]))
+
+
+async def test_late_answer_is_not_taken(smtpd: StartSmtpd, milter: ScriptedMilter,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """An answer after milter_command_timeout: the default action, the milter is done
+    for the session (its late packet is never read as the answer to something else)."""
+    caplog.set_level(logging.INFO)
+    milter.replies["R"] = "late"
+    run = await start(smtpd, milter, milter_command_timeout="1s")
+    client = await run.client()
+    await client.cmd("EHLO client.example")
+    assert await client.cmd("MAIL FROM:<s@example.org>") == r.MAIL_OK
+    assert await client.cmd("RCPT TO:<a@postbus.test>") == TEMPFAIL_TEXT
+    assert await client.cmd("RCPT TO:<b@postbus.test>") == TEMPFAIL_TEXT
+    assert await client.cmd("RSET") == r.OK
+    assert await client.cmd("QUIT") == r.BYE
+    assert (f"milter {milter.name}: can't read SMFIC_RCPT reply packet header: "
+            "Connection timed out") in caplog.messages
+    assert len(milter.seen("R")) == 1
+
+
+async def test_discard_at_rcpt_skips_the_rest(smtpd: StartSmtpd, milter: ScriptedMilter,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A DISCARD decides the transaction: no more events to the milters, the client is
+    told it was queued, nothing is (smtpd.c's MILTER_SKIP_FLAGS)."""
+    caplog.set_level(logging.INFO)
+    milter.replies["R"] = [DISCARD]
+    run = await start(smtpd, milter)
+    reply = await transaction(run, ["a@postbus.test", "b@postbus.test"])
+    assert QUEUED.match(reply), reply
+    assert len(milter.seen("R")) == 1 and not milter.seen("T") and not milter.seen("E")
+    assert [e async for e in run.store.queue.entries()] == []
+    assert any("milter-discard: RCPT from unknown[127.0.0.1]: milter triggers DISCARD "
+               "action;" in m for m in caplog.messages)
