@@ -13,7 +13,15 @@ import pytest
 from postbus.queue.admin import Bus
 from postbus.servers import ServerProcess
 from tests.integration.test_sendmail_checks import sendmail
-from tests.milter_server import CONTINUE, REJECT, ScriptedMilter, addheader, addrcpt, quarantine
+from tests.milter_server import (
+    CONTINUE,
+    REJECT,
+    TEMPFAIL,
+    ScriptedMilter,
+    addheader,
+    addrcpt,
+    quarantine,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -53,13 +61,25 @@ async def test_sendmail_through_milter(conf: Path, store: Bus, milter: ScriptedM
 
 async def test_sendmail_rejected_by_milter(conf: Path, store: Bus,
                                            milter: ScriptedMilter) -> None:
-    milter.replies["E"] = [REJECT]
+    milter.replies["E"] = [TEMPFAIL]
     done = await asyncio.to_thread(sendmail, conf, b"Subject: s\n\nbody\n", "u@postbus.test")
     assert done.returncode == 75
-    assert b"550 5.7.1 Command rejected" in done.stderr
+    assert b"451 4.7.1 Service unavailable - try again later" in done.stderr
     milter.replies["E"] = [CONTINUE]
     milter.replies["R"] = [REJECT]
     done = await asyncio.to_thread(sendmail, conf, b"Subject: s\n\nbody\n", "u@postbus.test")
     assert done.returncode == 75
     assert b"451 4.3.5 Server configuration error" in done.stderr
     assert [e async for e in store.queue.entries()] == []
+
+
+async def test_sendmail_milter_reject_bounces(conf: Path, store: Bus,
+                                              milter: ScriptedMilter) -> None:
+    """A 5xx at end of message: queued with every recipient bounced, the qmgr tells the
+    sender (as Postfix's cleanup bounces rejected pickup mail); sendmail succeeds."""
+    milter.replies["E"] = [REJECT]
+    done = await asyncio.to_thread(sendmail, conf, b"Subject: s\n\nbody\n", "u@postbus.test")
+    assert done.returncode == 0, done.stderr
+    [entry] = [e async for e in store.queue.entries()]
+    assert [(r.state, r.dsn, r.reason) for r in entry.recipients] == [
+        ("bounced", "5.7.1", "Command rejected")]

@@ -181,7 +181,7 @@ async def message(session: Session, msg: Message) -> str | None:
         return ""
     if session.milter_hold:
         msg.hold = True
-    if reply is None:
+    if reply is None or (reply[0] == "H" and session.milter_hold):  # held already: once
         return None
     last = msg.queued[-1].address if msg.queued else None
     kind, out = verdict(reply, queue_id=entry.queue_id, event="END-OF-MESSAGE",
