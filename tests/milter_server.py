@@ -26,6 +26,9 @@ def pkt(cmd: bytes, data: bytes = b"") -> bytes:
     return struct.pack(">I", len(data) + 1) + cmd + data
 
 
+#: in a list of replies: hang up there
+HANG_UP = b"<hang up>"
+
 CONTINUE, ACCEPT, REJECT, TEMPFAIL, DISCARD = (pkt(b"c"), pkt(b"a"), pkt(b"r"), pkt(b"t"),
                                                pkt(b"d"))
 
@@ -149,6 +152,9 @@ class ScriptedMilter:
                     continue  # no reply per header
                 assert isinstance(action, list)
                 for p in action:
+                    if p is HANG_UP:
+                        await writer.drain()
+                        return
                     writer.write(p)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

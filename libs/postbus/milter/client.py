@@ -86,6 +86,7 @@ class Milter:
         self.timeout = spec.command_timeout
         self.want_rcpt_rej = False
         self._sock: Any = None  # TCP only (TCP_QUICKACK)
+        self.replacing = False  # between the first SMFIR_REPLBODY and the next reply
 
     # -- failures ------------------------------------------------------------------------
 
@@ -256,8 +257,12 @@ class Milter:
                 return self.def_reply
             return await self._replies(event, editor, len(payload))
         except (MilterError, c.ProtocolError, OSError, TimeoutError) as exc:
-            return self._fail(exc)
+            reply = self._fail(exc)
+            if self.replacing and (reply is None or reply[0] not in "DS45"):
+                reply = "421 4.7.0 Service unavailable"  # half a new body: not that message
+            return reply
         finally:
+            self.replacing = False
             self._timer(event).observe(time.perf_counter() - started)
 
     def _timer(self, event: bytes) -> Any:
@@ -283,7 +288,7 @@ class Milter:
             if body is not None and cmd != c.REPLBODY:
                 assert editor is not None
                 editor.repl_body(b"".join(body))
-                body, body_done = None, True
+                body, body_done, self.replacing = None, True, False
             if cmd in (c.PROGRESS, c.CONTINUE, c.ACCEPT, c.DISCARD, c.REJECT, c.TEMPFAIL,
                        c.SHUTDOWN, c.SKIP) and data:
                 # Postfix's text names the size of the event it sent (milter8_event()'s
@@ -350,7 +355,7 @@ class Milter:
                         return self.conf_error("body replacement requests can't currently "
                                                "be mixed with other requests")
                     if body is None:
-                        body = []
+                        body, self.replacing = [], True
                         metrics.milter_edits.labels(self.name, "replbody").inc()
                     body.append(data)
                     continue

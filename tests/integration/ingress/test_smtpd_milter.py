@@ -18,6 +18,7 @@ from tests.milter_server import (
     ACCEPT,
     CONTINUE,
     DISCARD,
+    HANG_UP,
     REJECT,
     TEMPFAIL,
     ScriptedMilter,
@@ -319,3 +320,19 @@ async def test_discard_at_rcpt_skips_the_rest(smtpd: StartSmtpd, milter: Scripte
     assert [e async for e in run.store.queue.entries()] == []
     assert any("milter-discard: RCPT from unknown[127.0.0.1]: milter triggers DISCARD "
                "action;" in m for m in caplog.messages)
+
+
+async def test_milter_gone_while_replacing_the_body(smtpd: StartSmtpd,
+                                                    milter: ScriptedMilter) -> None:
+    """Half a new body and then nothing: not the old message, not half the new one
+    (Postfix: 421 4.7.0 Service unavailable), even with milter_default_action = accept."""
+    milter.replies["E"] = [replbody(b"first half\r\n"), HANG_UP]
+    run = await start(smtpd, milter, milter_default_action="accept")
+    client = await run.client()
+    await client.cmd("EHLO client.example")
+    await client.cmd("MAIL FROM:<s@example.org>")
+    await client.cmd("RCPT TO:<a@postbus.test>")
+    await client.cmd("DATA")
+    await client.send(MESSAGE + b".\r\n")
+    assert await client.reply() == "421 4.7.0 Service unavailable"
+    assert [e async for e in run.store.queue.entries()] == []
