@@ -79,6 +79,7 @@ class ScriptedMilter:
     version: int = 6
     actions: int = 0x1FF
     protocol: int = 0  # the events it does not want, the replies it will not send
+    symlists: bytes = b""  # SMFIR_SETSYMLIST lists after the OPTNEG reply
     events: list[tuple[str, bytes, dict[str, str]]] = field(default_factory=list)
     connections: int = 0
     last_sender: str = ""  # of the transaction under way: scripts may decide by it
@@ -118,7 +119,7 @@ class ScriptedMilter:
                 cmd, data = body[:1].decode(), body[1:]
                 if cmd == "O":
                     writer.write(pkt(b"O", struct.pack(">III", self.version, self.actions,
-                                                       self.protocol)))
+                                                       self.protocol) + self.symlists))
                     continue
                 if cmd == "D":
                     parts = data[1:].split(b"\0")[:-1]

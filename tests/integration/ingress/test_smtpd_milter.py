@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -336,3 +337,12 @@ async def test_milter_gone_while_replacing_the_body(smtpd: StartSmtpd,
     await client.send(MESSAGE + b".\r\n")
     assert await client.reply() == "421 4.7.0 Service unavailable"
     assert [e async for e in run.store.queue.entries()] == []
+
+
+async def test_milter_chooses_its_macros(smtpd: StartSmtpd, milter: ScriptedMilter) -> None:
+    """SMFIF_SETSYMLIST: the milter's own list for a stage replaces milter_mail_macros."""
+    milter.symlists = struct.pack(">I", 2) + b"{client_addr} _\x00"  # SMFIM_ENVFROM
+    run = await start(smtpd, milter)
+    await queued(run, await transaction(run, ["a@postbus.test"]))
+    assert milter.macros("M") == {"{client_addr}": "127.0.0.1", "_": "unknown [127.0.0.1]"}
+    assert "{rcpt_addr}" in milter.macros("R")  # the other stages keep theirs
