@@ -151,3 +151,23 @@ content_filter_scanner_down = Gauge(
 QUEUE_STAGES = ("before_queue_manager", "queue_manager", "connection_setup", "transmission")
 for _queue in ("incoming", "active", "deferred", "hold", "corrupt"):
     queue_messages.labels(_queue).set(0)
+
+# milter client (smtpd_milters, non_smtpd_milters)
+milter_replies = Counter(
+    "postbus_milter_replies", "milter decisions by milter, event and action (continue, accept, "
+    "reject, tempfail, discard, quarantine, shutdown, replycode, skip)",
+    ["milter", "event", "action"],
+)
+milter_edits = Counter(
+    "postbus_milter_edits", "message modifications a milter asked for, by action",
+    ["milter", "action"],
+)
+milter_errors = Counter(
+    "postbus_milter_errors", "milter failures (connect, timeout, protocol, closed) that "
+    "milter_default_action answered", ["milter", "kind"],
+)
+milter_event_seconds = Histogram(
+    "postbus_milter_event_seconds", "time from sending a milter event to its final reply",
+    ["milter", "event"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30),
+)

@@ -118,6 +118,14 @@ IMPLEMENTED: frozenset[str] = frozenset({
     # XFORWARD from a content filter (ingress_smtpd/xforward.py)
     "smtpd_authorized_xforward_hosts",
     # header and body checks (postbus.cleanup.checks, postbus.cleanup.mime)
+    # the milter client (postbus.milter; smtpd and cleanup)
+    "smtpd_milters", "non_smtpd_milters", "milter_protocol", "milter_default_action",
+    "milter_connect_timeout", "milter_command_timeout", "milter_content_timeout",
+    "milter_macro_daemon_name",
+    "milter_macro_v", "milter_macro_defaults", "milter_connect_macros", "milter_helo_macros",
+    "milter_mail_macros", "milter_rcpt_macros", "milter_data_macros",
+    "milter_end_of_header_macros", "milter_end_of_data_macros",
+    "milter_unknown_command_macros",
     "header_checks", "mime_header_checks", "nested_header_checks", "body_checks",
     "body_checks_size_limit", "mime_nesting_limit", "mime_boundary_length_limit",
     "disable_mime_input_processing",

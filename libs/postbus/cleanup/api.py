@@ -57,8 +57,8 @@ from postbus.rewrite import RewriteRules
 
 Context = Literal["local", "remote"]
 
-#: receive_override_options words (≈ input_transp.c); milters do not exist in
-#: Postbus yet, so turning them off changes nothing
+#: receive_override_options words (≈ input_transp.c); no_milters turns smtpd_milters
+#: and non_smtpd_milters off
 OVERRIDE_OPTIONS = frozenset({"no_unknown_recipient_checks", "no_address_mappings",
                               "no_header_body_checks", "no_milters"})
 

@@ -23,13 +23,15 @@ import sys
 import time
 
 from postbus import tok822_tree
-from postbus.cleanup import Cleanup, CleanupError, Context, MessageDiscarded, Origin
+from postbus.cleanup import Cleanup, CleanupError, Context, MessageDiscarded, Origin, milter_submit
+from postbus.cleanup.api import receive_overrides
 from postbus.cleanup.content import header_lines, split_headers
 from postbus.cleanup.headers import header_opts
 from postbus.config.loader import Config
 from postbus.delivery import Stats, log_delivery
 from postbus.logging import setup_logging
 from postbus.maps import context as maps_context
+from postbus.milter import MilterSettings
 from postbus.queue.admin import open_queue
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.queue.ids import new_queue_id
@@ -88,6 +90,10 @@ async def submit(cfg: Config, sender: str, recipients: list[str], content: bytes
         build = await cleanup.message(entry, content, context=context, mapping=cleanup.mapping,
                                       filter=cleanup.filter, origin=Origin(origin="local"),
                                       bounce=True)
+        milters = MilterSettings.from_config(cfg, "non_smtpd_milters")
+        if milters and "no_milters" not in receive_overrides(cfg):
+            edited = await milter_submit.inspect(milters, cleanup, entry, build(qid), context)
+            build = lambda _qid: edited  # noqa: E731 - the milters saw this very content
     finally:
         await maps_context.aclose()
     async with open_queue(cfg, "sendmail") as store:

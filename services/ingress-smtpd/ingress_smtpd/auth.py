@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ingress_smtpd import milter
 from postbus import metrics
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
@@ -152,6 +153,8 @@ async def do_auth(session: Session, arg: str) -> bool:
         return False
     if session.sender is not None:
         await session.reply(r.AUTH_IN_TRANSACTION)
+        return False
+    if await milter.other(session, tls=True):
         return False
     if s.auth.tls_only and session.tls is None:
         await session.reply(r.AUTH_NEED_TLS)  # RFC 4954 section 4 (not reached: inactive)

@@ -20,6 +20,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from ingress_smtpd import milter
 from ingress_smtpd.data import queue_message
 from postbus.smtp import replies as r
 
@@ -124,6 +125,8 @@ async def do_bdat(session: Session, arg: str) -> bool:
             reply = r.NEED_RCPT if session.sender is None else r.NO_VALID_RECIPIENTS
             return await _skip(session, size, final, reply)
         reject = await session.server.policy.check_data(session._check_state())
+        if reject is None and (milters := milter.active(session)) is not None:
+            reject = milter.check(session, await milters.data())
         if reject is not None:  # smtpd_data_restrictions, at the first chunk as in Postfix
             return await _skip(session, size, final, reject)
         session.chunks = Chunks(s.size_limit, s.line_limit)

@@ -71,6 +71,7 @@ class Message:
     bcc: list[str] = field(default_factory=list)  # BCC actions of smtpd's restrictions
     sasl_username: str | None = None  # SMTP AUTH: "with ESMTPA" (RFC 3848)
     sasl_header: bool = False  # smtpd_sasl_authenticated_header: "(Authenticated sender: u)"
+    frozen: bytes | None = None  # the content as milters left it (built once, before them)
 
     async def rewrite(self, state: CleanupState, *, filter: bool = False) -> None:
         """Postfix's cleanup over envelope, content checks (``filter``) and headers;
@@ -145,6 +146,10 @@ class Message:
     def build(self, entry: QueueEntry) -> bytes:
         """The queued content for ``entry.queue_id``; sets ``message_id`` (and the entry's)."""
         qid = entry.queue_id
+        if self.frozen is not None:  # milters saw (and may have changed) the whole message
+            self.message_id = entry.message_id = split_headers(
+                self.frozen, self.header_size_limit).message_id
+            return self.frozen
         headers = self.headers or split_headers(self.content, self.header_size_limit)
         added: list[str] = []
         self.message_id = headers.message_id

@@ -14,6 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from ingress_smtpd import milter
 from ingress_smtpd.auth import log_fields
 from ingress_smtpd.cleanup import Message, carry
 from ingress_smtpd.proxy_filter import proxy_data, proxy_message
@@ -44,6 +45,8 @@ async def do_data(session: Session, arg: str) -> bool:
         await session.reply(r.DATA_SYNTAX)
         return False
     reject = await session.server.policy.check_data(session._check_state())
+    if reject is None and (milters := milter.active(session)) is not None:
+        reject = milter.check(session, await milters.data())
     if reject is None:
         reject = await proxy_data(session)  # smtpd_proxy_filter: the filter goes first
     if reject is not None:
@@ -98,6 +101,7 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
                                mapping=cleanup.mapping)
         carry(cstate, memory, cleanup.content_filter, message)  # HOLD, FILTER, ... actions
         await message.rewrite(cstate, filter=cleanup.filter)
+        refused = await milter.message(session, message) if milter.active(session) else None
     except MessageDiscarded:  # DISCARD: the client is told it was queued
         session.conn.write(reply.format(queue_id=message.queue_id, size=size))
         return True
@@ -108,6 +112,13 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
         log.error("cleanup of a message from %s failed", session.namaddr, exc_info=True)
         await session.reply(WRITE_ERROR)
         return False
+    if refused:  # a milter's reject or tempfail at end of message
+        await session.reply(refused)
+        return False
+    if refused == "" or session.milter_discard:  # a milter's DISCARD
+        session.conn.write(reply.format(queue_id=memory.queue_id, size=size))
+        session.errors = session.junk = 0
+        return True
     # smtpd_end_of_data_restrictions: after cleanup took the message, before 250
     reject = await server.policy.check_eod(state)
     if reject is not None:

@@ -12,6 +12,7 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
+from ingress_smtpd import milter
 from ingress_smtpd.auth import ehlo_keywords
 from ingress_smtpd.xforward import ehlo_keyword
 from postbus.maps.table import TableRetry
@@ -55,12 +56,23 @@ async def do_helo(session: Session, arg: str, esmtp: bool = False) -> bool:
         if reject is not None:
             await session.reply(reject)
             return False
+    err = None
+    if (milters := milter.active(session)) is not None:  # a reject but 421 persists (Sendmail)
+        saved, session.helo = session.helo, helo
+        err = milter.check(session, await milters.helo(helo))
+        session.helo = saved
+        if err is not None and err.startswith("421"):
+            await session.reply(err)
+            return False
     session.reset()
     session.helo = helo
     session.protocol = "ESMTP" if esmtp else "SMTP"
     s = session.s
     if not esmtp:
         session.conn.write(r.HELO_OK.format(host=s.myhostname))
+        return True
+    if err is not None and err[0] == "5":  # a milter said no: ENHANCEDSTATUSCODES only
+        session.conn.write(r.multiline(250, [s.myhostname, "ENHANCEDSTATUSCODES"]))
         return True
     if session.discard and "SILENT-DISCARD" not in session.discard:
         log.info("discarding EHLO keywords: %s", r.discard_text(session.discard))

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from ingress_smtpd import milter
 from postbus.maps.table import TableRetry
 from postbus.queue import commands
 from postbus.smtp import replies as r
@@ -55,6 +56,8 @@ async def do_etrn(session: Session, arg: str) -> bool:
     s = session.s
     if s.helo_required and not session.helo:
         await session.reply(r.ETRN_NEED_HELO)
+        return False
+    if await milter.other(session):
         return False
     if session.sender is not None:
         await session.reply(r.ETRN_IN_TRANSACTION)

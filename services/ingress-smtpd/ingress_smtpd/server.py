@@ -34,11 +34,13 @@ from ingress_smtpd.xforward import authorized_hosts
 from postbus import metrics
 from postbus.anvil import Anvil
 from postbus.cleanup import Cleanup
+from postbus.cleanup.api import receive_overrides
 from postbus.config.conv import ConfigError, split_list
 from postbus.config.loader import Config
 from postbus.maps.maps import Maps, open_maps
 from postbus.master_plan import process_count
 from postbus.match_lists import DomainList
+from postbus.milter import MilterSettings
 from postbus.params import PARAMS
 from postbus.queue.entry import QueueEntry
 from postbus.service import ServiceContext
@@ -161,11 +163,15 @@ class SmtpServer:
         cleanup = Cleanup(cfg, policy.resolver)
         proxy_filter = ProxySettings.from_config(cfg)  # smtpd_proxy_filter
         xforward_hosts = authorized_hosts(cfg)  # smtpd_authorized_xforward_hosts
+        milters = MilterSettings.from_config(cfg, "smtpd_milters")
+        if "no_milters" in receive_overrides(cfg):
+            milters.milters = []
         self._keep_sasl_backend(settings)
         if self.tls is None or self.tls.settings != settings.tls:
             self.tls = ServerTls(settings.tls)
         self.cfg, self.settings, self.policy, self.cleanup = cfg, settings, policy, cleanup
         self.proxy_filter, self.xforward_hosts = proxy_filter, xforward_hosts
+        self.milters = milters
         if self.anvil is not None:
             self.anvil.unit_ms = int(cfg.time("anvil_rate_time_unit") * 1000)
         self.limits = ClientLimits(cfg, self.anvil)

@@ -24,6 +24,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from ingress_smtpd import milter
 from ingress_smtpd.auth import AuthState, do_auth
 from ingress_smtpd.bdat import Chunks, Hangup, do_bdat
 from ingress_smtpd.connection import Connection
@@ -40,6 +41,7 @@ from postbus import metrics
 from postbus.cleanup import Context
 from postbus.maps.table import TableRetry
 from postbus.queue.entry import QueueEntry
+from postbus.queue.ids import new_queue_id
 from postbus.smtp import replies as r
 from postbus.smtp.address import (
     MailArgs,
@@ -104,6 +106,9 @@ class Session:
         self.proxy: Proxy | None = None  # smtpd_proxy_filter's connection, per transaction
         self.mail_line = ""  # the MAIL FROM command as received, for the proxy filter
         self.xforward: Forwarded | None = None  # XFORWARD attributes, per transaction
+        self.milters = milter.start(self)  # smtpd_milters: None when there are none
+        self.milter_hold = ""  # a milter's quarantine: the transaction goes on hold
+        self.milter_discard = False
         self.reset()
 
     def reset(self) -> None:
@@ -115,6 +120,13 @@ class Session:
         self.check_memory.reset_transaction()
         drop_proxy(self)
         reset_xforward(self)
+        self.milter_sender: str | None = None  # the sender and recipient milters are told
+        self.milter_rcpt: tuple[str | None, str | None] = (None, None)  # (address, reject)
+        self.milter_routes: list[tuple[str, str, str] | None] = [None, None]  # resolved
+        if self.milters is not None and getattr(self, "milter_abort", False):
+            self.milters.abort()
+        self.milter_abort = False
+        self.milter_hold, self.milter_discard = "", False
 
     # -- output -----------------------------------------------------------------------
 
@@ -157,6 +169,8 @@ class Session:
             if denied is not None:  # instead of the greeting; every command but QUIT: 503
                 self.access_denied = denied
                 self.errors += 1
+            if denied is None and self.milters is not None:
+                denied = await self._milter_connect()
             conn.write(denied or r.BANNER.format(banner=self.s.banner))
             if self.access_denied.startswith("421"):
                 return
@@ -188,8 +202,22 @@ class Session:
                 await asyncio.wait_for(conn.flush(), 5)
             drop_proxy(self)
             await self.limits.disconnect()  # before the close, as Postfix tells anvil
+            if self.milters is not None:
+                await self.milters.disconnect()
             conn.close()
             log.info("disconnect from %s%s", self.namaddr, self._stats())
+
+    async def _milter_connect(self) -> str | None:
+        """The milters' connect event: a reject is the greeting (≈ smtpd_proto())."""
+        err = milter.check(self, await self.milters.connect(  # type: ignore[union-attr]
+            self.client_name, self.client_addr, self.conn.peer[1]))
+        if err is not None and err[0] == "5":
+            self.errors += 1
+            return f"554 {self.s.myhostname} ESMTP not accepting connections"
+        if err is not None and err.startswith("421"):
+            self.access_denied = "421"
+            return f"421 {self.s.myhostname} Service unavailable - try again later"
+        return None
 
     def _lost(self) -> None:
         log.info("lost connection after %s%s from %s", self._where(), self._data_bytes(),
@@ -296,6 +324,14 @@ class Session:
     # -- verbs -----------------------------------------------------------------------------
 
     async def unknown(self, arg: str) -> bool:
+        if self.milters is not None:  # the verb (smtpd's tokenized buffer); only a 4xx is
+            # sent, our "502 ... command not recognized" is not overridden (≈ smtpd.c)
+            err = await self.milters.unknown(self.line.strip(" \t").split(" ")[0])
+            if err is not None and err[0] == "4":
+                await self.reply(err)
+                return False
+            if err is not None and err[0] not in "HDS5":
+                log.warning("unexpected SMFIC_UNKNOWN response: %s", err)
         await self.reply(r.UNRECOGNIZED)
         return False
 
@@ -336,6 +372,15 @@ class Session:
             if reject is not None:
                 await self.reply(reject)
                 return False
+        if (milters := milter.active(self)) is not None:
+            self.milter_abort = True
+            self.milter_sender = mail.sender
+            self.milter_routes[0] = await milter.route(self, mail.sender)
+            err = milter.check(self, await milters.mail(milter.args(arg, "from:")))
+            if err is not None:
+                self.reset()
+                await self.reply(err)
+                return False
         self.sender, self.mail, self.mail_line = mail.sender, mail, self.line
         self.conn.write(r.MAIL_OK)
         return True
@@ -367,8 +412,12 @@ class Session:
             await self.reply(r.TOO_MANY_RECIPIENTS)
             return False
         reject = await self.server.policy.check_rcpt(self._check_state(rcpt.address))
+        if milter.active(self):
+            reject = await self._milter_rcpt(rcpt.address, arg, reject)
         if reject is not None:
-            self._log_reject("RCPT", reject, rcpt.address)
+            if not reject.startswith("milter:"):
+                self._log_reject("RCPT", reject, rcpt.address)
+            reject = reject.removeprefix("milter:")
             await self.reply(reject)
             return False
         reject = await proxy_rcpt(self)  # smtpd_proxy_filter: the filter has its say
@@ -378,6 +427,20 @@ class Session:
         self.recipients.append(rcpt)
         self.conn.write(r.RCPT_OK)
         return True
+
+    async def _milter_rcpt(self, address: str, arg: str, reject: str | None) -> str | None:
+        """The milters' RCPT event; a rejected recipient only to those asking for it."""
+        assert self.milters is not None
+        self.milter_rcpt = (address, reject)
+        self.milter_routes[1] = await milter.route(self, address) if reject is None else None
+        err = await self.milters.rcpt(milter.args(arg, "to:"), rejected=reject is not None)
+        err = milter.check(self, err) if reject is None else None
+        self.milter_rcpt = (address, None)
+        if err is None and reject is None and not self.check_memory.queue_id:
+            # Postfix opens the queue file (and so has the {i} macro) after the first
+            # recipient the milters accepted
+            self.check_memory.queue_id = new_queue_id(self.s.long_queue_ids)
+        return reject if err is None else "milter:" + err
 
     async def _check_addr(self, address: str, smtputf8: bool, verb: str, path: str) -> bool:
         """The address resolves to something usable (≈ smtpd_check_addr()): a valid
@@ -428,6 +491,8 @@ class Session:
             await self.reply(r.VRFY_SYNTAX)
             return False
         if not await self.limits.rcpt():
+            return False
+        if await milter.other(self):
             return False
         try:
             address = parse_address(tokens[0]) if len(tokens) == 1 else ""

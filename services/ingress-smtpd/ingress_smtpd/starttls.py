@@ -18,6 +18,7 @@ import re
 import ssl
 from typing import TYPE_CHECKING
 
+from ingress_smtpd import milter
 from ingress_smtpd.auth import AuthState
 from ingress_smtpd.bdat import Hangup
 from postbus.smtp import replies as r
@@ -37,6 +38,8 @@ class HandshakeFailed(Exception):
 async def do_starttls(session: Session, arg: str) -> bool:
     if arg:
         await session.reply(r.STARTTLS_SYNTAX)
+        return False
+    if await milter.other(session, tls=True):
         return False
     if session.tls is not None:
         await session.reply(r.TLS_ALREADY_ACTIVE)

@@ -18,9 +18,9 @@ MAIN = "myhostname = mx.postbus.test\n"
 
 #: Popular Postfix features Postbus does not have yet: (main.cf lines, refused name).
 NOT_YET = [
-    ("smtpd_milters = inet:127.0.0.1:8891\nmilter_default_action = tempfail\n",
-     "smtpd_milters"),
-    ("non_smtpd_milters = inet:127.0.0.1:8891\n", "non_smtpd_milters"),
+    ("smtpd_milters = inet:127.0.0.1:8891\nsmtpd_milter_maps = cidr:/etc/postbus/m.cidr\n",
+     "smtpd_milter_maps"),
+    ("milter_header_checks = regexp:/etc/postbus/milter_hc\n", "milter_header_checks"),
     ("sender_bcc_maps = hash:/etc/postbus/sender_bcc\n", "sender_bcc_maps"),
     ("undisclosed_recipients_header = To: undisclosed-recipients:;\n",
      "undisclosed_recipients_header"),
