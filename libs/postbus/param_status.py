@@ -191,6 +191,10 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "strict_mailbox_ownership", "virtual_mailbox_maps", "virtual_mailbox_base",
     "virtual_uid_maps", "virtual_gid_maps", "virtual_minimum_uid",
     "mailbox_size_limit", "virtual_mailbox_limit",
+    "forward_path", "forward_expansion_filter", "mailbox_command", "mailbox_command_maps",
+    "owner_request_special", "expand_owner_alias", "prepend_delivered_header",
+    "command_execution_directory", "execution_directory_expansion_filter",
+    "command_expansion_filter", "local_command_shell", "export_environment",
     # the master (postbus start)
     "mail_owner", "service_throttle_time",
 })
@@ -229,7 +233,6 @@ NOT_APPLICABLE: dict[str, str] = {
     "mail_version": "read-only in Postfix too: the configuration language Postbus implements",
     "mail_release_date": "read-only in Postfix too",
     "import_environment": _NO_DAEMONS,
-    "export_environment": _NO_DAEMONS,
     "debugger_command": _NO_DAEMONS,
     "fault_injection_code": _NO_DAEMONS,
     "daemon_timeout": _NO_DAEMONS,

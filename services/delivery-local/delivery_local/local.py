@@ -11,8 +11,13 @@ local, for each recipient, in Postfix's order:
    expands into targets (:mod:`delivery_local.expand`);
 4. the user — a passwd entry, else a name listed in a ``local_recipient_maps``
    table (:mod:`delivery_local.users`); anyone else bounces
-   ``5.1.1 unknown user: "name"``, and nothing is created for them;
-5. the mailbox — ``home_mailbox`` under the home directory if set (passwd
+   ``5.1.1 unknown user: "name"``, and nothing is created for them (a name
+   reached through an owner- alias, a .forward or an :include: file is
+   re-queued instead, as Postfix resubmits it);
+5. ``forward_path`` — a passwd user's ``.forward`` (:mod:`delivery_local.forward`);
+6. ``mailbox_command_maps``, ``mailbox_command`` — a command as the recipient
+   (:mod:`delivery_local.runner`; table users: default_privs);
+7. the mailbox — ``home_mailbox`` under the home directory if set (passwd
    users only), else ``mail_spool_directory``/name; a name ending in ``/`` is
    a Maildir, anything else an mbox file (:mod:`delivery_local.store`).
 
@@ -36,7 +41,7 @@ import os
 import time
 
 from delivery_local.copy import delivered_to_seen, mbox_message, unix_text
-from delivery_local.expand import AliasExpander, Reinject
+from delivery_local.expand import AliasExpander, Mode, Reinject, Who
 from delivery_local.names import printable, relative_parts, valid_name
 from delivery_local.privs import AGENT, ConfigProblem, Rights, is_root, owner_rights, spool_rights
 from delivery_local.state import State
@@ -46,6 +51,7 @@ from delivery_local.virtual import VirtualMailboxes
 from postbus.config.loader import Config
 from postbus.delivery import Outcome, Stats, log_delivery
 from postbus.maps.addr_find import split_extension
+from postbus.maps.maps import open_maps
 from postbus.maps.table import TableRetry
 from postbus.queue.entry import DeliveryJob, RcptResult, Recipient
 
@@ -89,6 +95,7 @@ class LocalAgent:
         self.virtual = VirtualMailboxes(cfg) if virtual else None
         self.users = open_user_tables(cfg.get("local_recipient_maps"))
         self.aliases = AliasExpander(cfg, self._local, reinject)
+        self.command_maps = open_maps(cfg.get("mailbox_command_maps"), "mailbox_command_maps")
         self.delimiter = cfg.get("recipient_delimiter")
         self.resolution = cfg.int("delay_logging_resolution_limit")
         self.strict = cfg.bool("strict_mailbox_ownership")
@@ -126,7 +133,8 @@ class LocalAgent:
 
     # -- local(8) ---------------------------------------------------------------
 
-    async def _local(self, state: State, address: str, depth: int, aliases: bool = True) -> None:
+    async def _local(self, state: State, address: str, depth: int, mode: Mode = "all") -> None:
+        """One local name, in Postfix's order (≈ recipient.c deliver_switch())."""
         local, at, domain = address.rpartition("@")
         name = (local if at else address).lower()
         user, _ext = split_extension(name, self.delimiter)
@@ -137,13 +145,28 @@ class LocalAgent:
         if not valid_name(user):
             state.done(address, unknown)
             return
-        if aliases and await self.aliases.expand(state, address, name, user, depth):
+        if mode == "all" and await self.aliases.expand(state, address, name, user, depth):
+            return
+        if mode != "mailbox" and (state.indirect or (state.owner and state.owner != user)):
+            # a list member, a .forward or :include: name: a new queue file of its own
+            if state.first_time(f"address:{address.lower()}"):
+                state.done(address, await self.aliases.requeue(state, address, address))
             return
         found = await find_user(user, domain.lower(), self.users)
         if found is None or (not found.in_passwd and self.cfg.get("home_mailbox")):
             state.done(address, unknown)  # a table user has no home for home_mailbox
             return
+        if mode != "mailbox" and await self.aliases.dotforward(state, address, found, depth):
+            return
         if not state.first_time(f"mailbox:{found.name}"):
+            return
+        command = await self._mailbox_command(found)
+        if command:
+            who = Who(Rights(found.uid, found.gid) if found.in_passwd else None, found)
+            data = mbox_message(state.text, state.sender, state.headers(address))
+            outcome = await self.aliases.runner.run(state, command, address, who, data)
+            if outcome is not None:
+                state.done(address, outcome)
             return
         dest = self._mailbox(found, address)
         if isinstance(dest, Outcome):
@@ -151,10 +174,18 @@ class LocalAgent:
             return
         data = state.headers(address)
         if not dest.maildir:
-            data = mbox_message(state.text, state.job.sender, data)
+            data = mbox_message(state.text, state.sender, data)
         else:
             data += state.text
         state.done(address, await store(dest, data, size_limit=self.size_limit))
+
+    async def _mailbox_command(self, user: LocalUser) -> str:
+        """mailbox_command_maps (by user name), else mailbox_command (≈ mailbox.c)."""
+        if self.command_maps.tables:
+            found = await self.command_maps.find(user.name)
+            if found is not None:
+                return found
+        return self.cfg.get("mailbox_command")
 
     def _mailbox(self, user: LocalUser, address: str) -> Destination | Outcome:
         """Where ``user``'s mail goes and with whose rights (≈ deliver_mailbox())."""
@@ -210,7 +241,7 @@ class LocalAgent:
             return
         data = state.headers(address)
         if not dest.maildir:
-            data = mbox_message(state.text, state.job.sender, data)
+            data = mbox_message(state.text, state.sender, data)
         else:
             data += state.text
         state.done(address, await store(dest, data, size_limit=self.size_limit))

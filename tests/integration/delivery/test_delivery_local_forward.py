@@ -1,0 +1,267 @@
+"""local(8) beyond the mailbox: mailbox_command, .forward files (forward_path), owner- aliases,
+forwarding loops; with real processes and files.
+
+The recipient is a passwd user: as root (CI) Debian's ``bin`` (uid 2), whose
+commands and files must run and be written with uid 2; not as root, the
+user running the tests, and everything runs as that user.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+from pathlib import Path
+
+import pytest
+
+from delivery_local.__main__ import main
+from postbus.queue.entry import Recipient
+
+from .conftest import MESSAGE, Bus, RunAgent
+from .localfs import MAIL_OWNER, PASSWD_USER, ROOT, give, mailroot, uid_gid
+
+pytestmark = pytest.mark.integration
+__all__ = ["mailroot"]  # the fixture
+
+USER = PASSWD_USER if ROOT else pwd.getpwuid(os.geteuid()).pw_name
+ENTRY = pwd.getpwnam(USER)
+
+# writes its environment, uid and input where the test can read them; exits as told
+SCRIPT = """#!/bin/sh
+out={out}
+case "$EXTENSION" in
+  75) echo "try later"; exit 75 ;;
+  67) printf 'no such\\tuser\\n'; exit 67 ;;
+  3) echo oops; exit 3 ;;
+  dsn) echo "4.2.2 mailbox full"; exit 1 ;;
+  slow) sleep 30 ;;
+esac
+env > "$out/env.$EXTENSION"
+id -u > "$out/uid.$EXTENSION"
+cat > "$out/msg.$EXTENSION"
+"""
+
+
+def _settings(root: Path, **extra: str) -> dict[str, str]:
+    (root / "users").write_text("bob ok\ncarol ok\n")
+    spool = root / "spool"
+    spool.mkdir(exist_ok=True)
+    spool.chmod(0o1777)  # the passwd user writes its own Maildir here
+    return {
+        "myhostname": "mail.postbus.test",
+        "mydomain": "postbus.test",
+        "myorigin": "postbus.test",
+        "mydestination": "postbus.test, mail.postbus.test",
+        "mail_spool_directory": f"{spool}/",
+        "home_mailbox": "",
+        "alias_maps": "",
+        "local_recipient_maps": f"texthash:{root}/users",
+        "mail_owner": MAIL_OWNER,
+        "recipient_delimiter": "+",
+        **extra,
+    }
+
+
+def _out(root: Path) -> Path:
+    out = root / "out"
+    out.mkdir(exist_ok=True)
+    out.chmod(0o1777)
+    return out
+
+
+def _env(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+async def test_mailbox_command_runs_as_the_recipient_with_postfix_environment(
+    bus: Bus, run_agent: RunAgent, mailroot: Path
+) -> None:
+    out = _out(mailroot)
+    script = mailroot / "deliver"
+    script.write_text(SCRIPT.format(out=out))
+    script.chmod(0o755)
+    await run_agent(main, "local", _settings(
+        mailroot, mailbox_command=str(script), export_environment="TZ LANG=C.UTF-8"))
+    rcpt = Recipient(f"{USER}+ok@postbus.test", orig_rcpt="Orig@postbus.test")
+    job = await bus.submit("local", "mail.postbus.test", [rcpt], sender="a'b;c@remote.test")
+    [result] = (await bus.status(job.queue_id)).results
+    assert (result.status, result.dsn, result.reason) == (
+        "sent", "2.0.0", f"delivered to command: {script}")
+    env = _env(out / "env.ok")
+    assert {k: env.get(k) for k in (
+        "HOME", "SHELL", "USER", "LOGNAME", "LOCAL", "DOMAIN", "EXTENSION", "RECIPIENT",
+        "SENDER", "ORIGINAL_RECIPIENT", "PATH", "LANG")} == {
+        "HOME": ENTRY.pw_dir, "SHELL": ENTRY.pw_shell, "USER": USER, "LOGNAME": USER,
+        "LOCAL": f"{USER}+ok", "DOMAIN": "postbus.test", "EXTENSION": "ok",
+        "RECIPIENT": f"{USER}+ok@postbus.test",
+        "SENDER": "a_b_c@remote.test",  # command_expansion_filter: no quote, no semicolon
+        "ORIGINAL_RECIPIENT": "Orig@postbus.test", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+    }
+    assert "NATS_URL" not in env and "PYTHONPATH" not in env  # only export_environment
+    assert (out / "uid.ok").read_text() == f"{ENTRY.pw_uid if ROOT else os.geteuid()}\n"
+    msg = (out / "msg.ok").read_bytes()
+    assert msg.startswith(b"From a'b;c@remote.test  ")
+    assert (b"\nReturn-Path: <a'b;c@remote.test>\nX-Original-To: Orig@postbus.test\n"
+            b"Delivered-To: " + f"{USER}+ok@postbus.test".encode() + b"\nReceived: ") in msg
+    assert not os.listdir(mailroot / "spool")  # the command is the mailbox
+
+
+async def test_mailbox_command_exit_status_as_postfix_reports_it(
+    bus: Bus, run_agent: RunAgent, mailroot: Path
+) -> None:
+    out = _out(mailroot)
+    script = mailroot / "deliver"
+    script.write_text(SCRIPT.format(out=out))
+    script.chmod(0o755)
+    await run_agent(main, "local", _settings(
+        mailroot, mailbox_command=str(script), command_time_limit="2s"))
+    exts = ["75", "67", "3", "dsn", "slow"]
+    job = await bus.submit("local", "mail.postbus.test", [f"{USER}+{e}@postbus.test" for e in exts])
+    got = [(r.status, r.dsn, r.reason) for r in (await bus.status(job.queue_id)).results]
+    assert got == [
+        ("deferred", "4.3.0", "temporary failure. Command output: try later "),
+        ("bounced", "5.1.1", "user unknown. Command output: no such user "),
+        ("bounced", "5.3.0", f'Command died with status 3: "{script}". Command output: oops '),
+        ("deferred", "4.2.2", "mailbox full "),
+        ("bounced", "5.3.0", f'Command time limit exceeded: "{script}"'),
+    ]
+
+
+async def test_mailbox_command_maps_by_user_name(
+    bus: Bus, run_agent: RunAgent, mailroot: Path
+) -> None:
+    out = _out(mailroot)
+    (mailroot / "commands").write_text(f"{USER} touch {out}/mapped\n")
+    await run_agent(main, "local", _settings(
+        mailroot, mailbox_command=f"touch {out}/default",
+        mailbox_command_maps=f"texthash:{mailroot}/commands"))
+    job = await bus.submit("local", "mail.postbus.test", [f"{USER}@postbus.test"])
+    [result] = (await bus.status(job.queue_id)).results
+    assert (result.status, result.reason) == ("sent", f"delivered to command: touch {out}/mapped")
+    assert (out / "mapped").exists() and not (out / "default").exists()
+
+
+def _forward(path: Path, text: str, mode: int = 0o644) -> None:
+    path.write_text(text)
+    path.chmod(mode)
+    give(path, *uid_gid(USER))
+
+
+async def test_dotforward_addresses_commands_files_and_own_mailbox(
+    bus: Bus, run_agent: RunAgent, mailroot: Path, caplog
+) -> None:
+    caplog.set_level(logging.INFO, "postbus.delivery")
+    out = _out(mailroot)
+    fwd = mailroot / "fwd"
+    fwd.mkdir()
+    # the extension's own file first, as Postfix's default forward_path
+    _forward(fwd / f"{USER}+lists", f"{out}/lists.mbox\n")
+    _forward(fwd / USER, f'# my forward\nfriend@remote.test, "|id -u > {out}/fwd.uid"\n'
+                         f"\\{USER}\n")
+    await run_agent(main, "local", _settings(
+        mailroot, forward_path=f"{fwd}/$user${{recipient_delimiter}}${{extension}}, {fwd}/$user"))
+    job = await bus.submit("local", "mail.postbus.test",
+                           [f"{USER}@postbus.test", f"{USER}+lists@postbus.test"])
+    plain, lists = (await bus.status(job.queue_id)).results
+    assert plain.status == lists.status == "sent"
+    uid = ENTRY.pw_uid if ROOT else os.geteuid()
+    assert (out / "fwd.uid").read_text() == f"{uid}\n"  # the user's rights, not default_privs
+    assert (out / "lists.mbox").stat().st_uid == uid
+    assert (out / "lists.mbox").read_bytes().startswith(b"From alice@postbus.test  ")
+    [kept] = list((mailroot / "spool" / USER / "new").iterdir())  # \user: the mailbox
+    assert f"Delivered-To: {USER}@postbus.test\n".encode() in kept.read_bytes()
+    logs = [r.getMessage() for r in caplog.records if job.queue_id in r.getMessage()]
+    forwarded = next(line for line in logs if "to=<friend@remote.test>" in line)
+    assert f"orig_to=<{USER}@postbus.test>" in forwarded
+    new_qid = forwarded.rsplit("forwarded as ", 1)[1].rstrip(")")
+    got = await bus.store.queue.get(new_qid)
+    assert got is not None
+    assert (got[0].sender, [r.address for r in got[0].recipients]) == (
+        "alice@postbus.test", ["friend@remote.test"])
+    content = await bus.store.queue.content(new_qid)
+    assert content.startswith(f"Delivered-To: {USER}@postbus.test\r\n".encode())
+    # the forwarded copy coming back to the same user is a loop, as Postfix reports it
+    job = await bus.submit("local", "mail.postbus.test", [f"{USER}@postbus.test"], content)
+    [loop] = (await bus.status(job.queue_id)).results
+    assert (loop.status, loop.dsn, loop.reason) == (
+        "bounced", "5.4.6", f"mail forwarding loop for {USER}@postbus.test")
+
+
+async def test_unsafe_or_restricted_dotforward(
+    bus: Bus, run_agent: RunAgent, mailroot: Path, caplog
+) -> None:
+    caplog.set_level(logging.WARNING, "postbus.delivery")
+    out = _out(mailroot)
+    fwd = mailroot / "fwd"
+    fwd.mkdir()
+    _forward(fwd / USER, f'"|touch {out}/ran"\n', mode=0o666)
+    settings = _settings(mailroot, forward_path=f"{fwd}/$user")
+    await run_agent(main, "local", settings)
+    job = await bus.submit("local", "mail.postbus.test", [f"{USER}@postbus.test"])
+    [result] = (await bus.status(job.queue_id)).results
+    # a world-writable .forward is ignored with Postfix's warning: mail goes to the mailbox
+    assert (result.status, result.reason) == ("sent", "delivered to maildir")
+    assert f"file {fwd}/{USER} is world writable" in [r.getMessage() for r in caplog.records]
+    assert not (out / "ran").exists()
+    await run_agent.stop()
+    (fwd / USER).chmod(0o644)
+    await run_agent(main, "local", {**settings, "allow_mail_to_commands": "alias"})
+    job = await bus.submit("local", "mail.postbus.test", [f"{USER}@postbus.test"])
+    [result] = (await bus.status(job.queue_id)).results
+    assert (result.status, result.dsn, result.reason) == (
+        "bounced", "5.7.1", "mail to command is restricted")
+    assert not (out / "ran").exists()
+
+
+@pytest.mark.parametrize("expand_owner", ["no", "yes"])
+async def test_owner_alias_becomes_the_envelope_sender(
+    bus: Bus, run_agent: RunAgent, mailroot: Path, caplog, expand_owner: str
+) -> None:
+    caplog.set_level(logging.INFO, "postbus.delivery")
+    (mailroot / "aliases").write_text(
+        "list friend@remote.test, bob\nowner-list listadmin\n"
+        "plain other@remote.test\n")
+    await run_agent(main, "local", _settings(
+        mailroot, alias_maps=f"texthash:{mailroot}/aliases", expand_owner_alias=expand_owner))
+    job = await bus.submit("local", "mail.postbus.test", [
+        Recipient("list@postbus.test", orig_rcpt="List@postbus.test"),
+        "plain@postbus.test"])
+    listed, plain = (await bus.status(job.queue_id)).results
+    assert listed.status == plain.status == "sent"
+    logs = [r.getMessage() for r in caplog.records if job.queue_id in r.getMessage()]
+    queued = {}
+    for line in logs:
+        if "forwarded as " in line:
+            qid = line.rsplit("forwarded as ", 1)[1].rstrip(")")
+            got = await bus.store.queue.get(qid)
+            assert got is not None
+            queued[got[0].recipients[0].address] = (got[0].sender, got[0].recipients[0].orig_rcpt)
+    owner = "owner-list@postbus.test" if expand_owner == "no" else "listadmin@postbus.test"
+    # the list's members, local ones too, are queued anew with the owner as sender, and
+    # without the list's original recipient (a new message: each is its own)
+    assert queued == {
+        "friend@remote.test": (owner, "friend@remote.test"),
+        "bob@postbus.test": (owner, "bob@postbus.test"),
+        "other@remote.test": ("alice@postbus.test", "plain@postbus.test"),
+    }
+    assert not (mailroot / "spool" / "bob").exists()
+
+
+async def test_alias_and_forward_loops_between_users(
+    bus: Bus, run_agent: RunAgent, mailroot: Path
+) -> None:
+    (mailroot / "aliases").write_text(f"bob carol\ncarol bob\nme {USER}\n")
+    fwd = mailroot / "fwd"
+    fwd.mkdir()
+    _forward(fwd / USER, "me\n")  # back to the alias that names this user
+    await run_agent(main, "local", _settings(
+        mailroot, alias_maps=f"texthash:{mailroot}/aliases", forward_path=f"{fwd}/$user"))
+    looped = b"Delivered-To: carol@postbus.test\r\n" + MESSAGE
+    job = await bus.submit("local", "mail.postbus.test", ["bob@postbus.test"], looped)
+    [bob] = (await bus.status(job.queue_id)).results
+    assert (bob.status, bob.dsn, bob.reason) == (
+        "bounced", "5.4.6", "mail forwarding loop for carol@postbus.test")
+    job = await bus.submit("local", "mail.postbus.test", [f"{USER}@postbus.test"])
+    [me] = (await bus.status(job.queue_id)).results
+    assert me.status == "sent"
