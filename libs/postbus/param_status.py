@@ -194,7 +194,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "forward_path", "forward_expansion_filter", "mailbox_command", "mailbox_command_maps",
     "owner_request_special", "expand_owner_alias", "prepend_delivered_header",
     "command_execution_directory", "execution_directory_expansion_filter",
-    "command_expansion_filter", "local_command_shell", "export_environment",
+    "command_expansion_filter", "local_command_shell", "export_environment", "luser_relay",
     # the master (postbus start)
     "mail_owner", "service_throttle_time",
 })

@@ -8,13 +8,18 @@ Postfix's local(8) forwards through cleanup(8)).
 
 from __future__ import annotations
 
+import logging
+
 from delivery_local.local import LocalAgent, prepare_spool
+from delivery_local.state import Client
 from postbus.cleanup import Cleanup
 from postbus.config.loader import Config
 from postbus.delivery import Stats
 from postbus.job_loop import serve_jobs
 from postbus.queue.entry import DeliveryJob, QueueEntry, RcptResult
 from postbus.service import ServiceContext, run
+
+log = logging.getLogger("postbus.delivery")
 
 
 def is_virtual(ctx: ServiceContext) -> bool:
@@ -33,15 +38,29 @@ async def main(ctx: ServiceContext) -> None:
         return await ctx.queue.enqueue(entry, b"", ctx.cfg.bool("enable_long_queue_ids"),
                                        build=build)
 
+    async def client_of(queue_id: str) -> Client:
+        """The SMTP client of a message (CLIENT_* for commands), from its queue entry."""
+        try:
+            got = await ctx.queue.get(queue_id)
+        except Exception as exc:  # the variables are a courtesy: the delivery goes on
+            log.warning("%s: cannot read the queue entry for CLIENT_*: %s", queue_id, exc)
+            return Client()
+        if got is None:
+            return Client()
+        entry = got[0]
+        return Client(entry.client_name, entry.client_addr, entry.helo, entry.protocol)
+
     if not is_virtual(ctx):
         prepare_spool(ctx.cfg)
-    agents = [LocalAgent(ctx.cfg, ctx.service, virtual=is_virtual(ctx), reinject=reinject)]
+    agents = [LocalAgent(ctx.cfg, ctx.service, virtual=is_virtual(ctx), reinject=reinject,
+                         client_of=client_of)]
 
     def configure(cfg: Config) -> None:
         """On reload: new jobs use the new settings (mailboxes, aliases...)."""
         if not is_virtual(ctx):
             prepare_spool(cfg)
-        agents[0] = LocalAgent(cfg, ctx.service, virtual=is_virtual(ctx), reinject=reinject)
+        agents[0] = LocalAgent(cfg, ctx.service, virtual=is_virtual(ctx), reinject=reinject,
+                               client_of=client_of)
         cleanups[0] = Cleanup(cfg)
 
     async def deliver(job: DeliveryJob, content: bytes, stats: Stats) -> list[RcptResult]:

@@ -39,12 +39,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 
 from delivery_local.copy import delivered_to_seen, mbox_message, unix_text
 from delivery_local.expand import AliasExpander, Mode, Reinject, Who
+from delivery_local.local_expand import ExpandError, local_expand, recipient_attrs
 from delivery_local.names import printable, relative_parts, valid_name
 from delivery_local.privs import AGENT, ConfigProblem, Rights, is_root, owner_rights, spool_rights
-from delivery_local.state import State
+from delivery_local.state import Client, State
 from delivery_local.store import Destination, config_error, file_limit, store
 from delivery_local.users import LocalUser, find_user, open_user_tables
 from delivery_local.virtual import VirtualMailboxes
@@ -88,13 +90,16 @@ class LocalAgent:
     """Delivers jobs for a local (``virtual=False``) or virtual transport."""
 
     def __init__(
-        self, cfg: Config, service: str, *, virtual: bool, reinject: Reinject | None = None
+        self, cfg: Config, service: str, *, virtual: bool, reinject: Reinject | None = None,
+        client_of: Callable[[str], Awaitable[Client]] | None = None,
     ) -> None:
         self.cfg = cfg
+        self.client_of = client_of
         self.service = service
         self.virtual = VirtualMailboxes(cfg) if virtual else None
         self.users = open_user_tables(cfg.get("local_recipient_maps"))
         self.aliases = AliasExpander(cfg, self._local, reinject)
+        self.luser_relay = cfg.get("luser_relay")
         self.command_maps = open_maps(cfg.get("mailbox_command_maps"), "mailbox_command_maps")
         self.delimiter = cfg.get("recipient_delimiter")
         self.resolution = cfg.int("delay_logging_resolution_limit")
@@ -106,7 +111,8 @@ class LocalAgent:
         text = unix_text(content)
         results: list[RcptResult] = []
         for index, rcpt in zip(job.indexes, job.recipients, strict=True):
-            state = State(job, text, rcpt, original_to=self.original_to)
+            state = State(job, text, rcpt, original_to=self.original_to,
+                          client_of=self.client_of)
             try:
                 if self.virtual is not None:
                     await self._virtual(state, self.virtual)
@@ -154,7 +160,8 @@ class LocalAgent:
             return
         found = await find_user(user, domain.lower(), self.users)
         if found is None or (not found.in_passwd and self.cfg.get("home_mailbox")):
-            state.done(address, unknown)  # a table user has no home for home_mailbox
+            # a table user has no home for home_mailbox
+            await self._unknown(state, address, user, depth, unknown)
             return
         if mode != "mailbox" and await self.aliases.dotforward(state, address, found, depth):
             return
@@ -178,6 +185,36 @@ class LocalAgent:
         else:
             data += state.text
         state.done(address, await store(dest, data, size_limit=self.size_limit))
+
+    async def _unknown(
+        self, state: State, address: str, user: str, depth: int, unknown: Outcome
+    ) -> None:
+        """No alias, no user (≈ unknown.c): luser_relay, else a required alias that is
+        missing is discarded with a warning, else the bounce."""
+        if not state.first_time(f"unknown:{address.lower()}"):
+            return
+        if self.luser_relay:
+            try:
+                relay = local_expand(
+                    self.luser_relay, recipient_attrs(address, self.delimiter), "").text
+            except ExpandError:
+                log.warning("bad parameter value syntax for luser_relay: %s", self.luser_relay)
+                state.done(address, config_error("luser_relay syntax error"))
+                return
+            if "@" not in relay:
+                relay = f"{relay}@{self.cfg.get('myorigin')}"
+            if relay.lower() == address.lower():
+                state.done(address, unknown)
+            elif await self.aliases.resolver.is_local(relay.rpartition("@")[2].lower()):
+                await self._local(state, relay, depth + 1)
+            elif state.first_time(f"address:{relay.lower()}"):
+                state.done(relay, await self.aliases.requeue(state, relay, address))
+            return
+        if user in ("mailer-daemon", "postmaster"):
+            log.warning("required alias not found: %s", user)
+            state.done(address, Outcome("sent", "2.0.0", "discarded"))
+            return
+        state.done(address, unknown)
 
     async def _mailbox_command(self, user: LocalUser) -> str:
         """mailbox_command_maps (by user name), else mailbox_command (≈ mailbox.c)."""

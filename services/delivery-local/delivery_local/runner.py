@@ -15,13 +15,12 @@ administrator's (alias, mailbox_command) or the user's own (.forward).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Protocol
 
 from delivery_local.command import deliver_command, exported
 from delivery_local.local_expand import ExpandError, censor, local_expand, recipient_attrs
 from delivery_local.privs import AGENT, ConfigProblem, Rights, default_rights, is_root
-from delivery_local.state import State
+from delivery_local.state import Client, State
 from delivery_local.store import config_error
 from delivery_local.users import LocalUser
 from postbus.config.loader import Config
@@ -36,16 +35,6 @@ class WhoLike(Protocol):
 
     @property
     def user(self) -> LocalUser | None: ...
-
-
-@dataclass(frozen=True)
-class Client:
-    """What the queue entry knows about the SMTP client (CLIENT_* variables)."""
-
-    name: str = ""
-    addr: str = ""
-    helo: str = ""
-    protocol: str = ""
 
 
 class CommandRunner:
@@ -88,8 +77,8 @@ class CommandRunner:
         out.update({k: censor(v, self.filter) for k, v in env.items() if v})
         return out
 
-    async def run(self, state: State, command: str, address: str, who: WhoLike, data: bytes,
-                  client: Client | None = None) -> Outcome | None:
+    async def run(self, state: State, command: str, address: str, who: WhoLike, data: bytes
+                  ) -> Outcome | None:
         """Deliver ``data`` to ``command`` for ``address``; None: this user's command had
         this message already (≈ been_here "command")."""
         try:
@@ -107,7 +96,7 @@ class CommandRunner:
                 log.warning("bad parameter value syntax for command_execution_directory: %s",
                             self.exec_dir)
                 return Outcome("deferred", "4.3.5", "mail system configuration error")
-        env = self.environment(state, address, who.user, client or Client())
+        env = self.environment(state, address, who.user, await state.client())
         return await deliver_command(
             command, data, env, time_limit=self.time_limit, rights=rights,
             file_limit=self.file_limit, shell=self.shell, cwd=cwd,

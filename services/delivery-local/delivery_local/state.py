@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from delivery_local.copy import header_lines
 from postbus.delivery import Outcome
 from postbus.queue.entry import DeliveryJob, Recipient
+
+
+@dataclass(frozen=True)
+class Client:
+    """What the queue entry says about the SMTP client (CLIENT_* of a command)."""
+
+    name: str = ""
+    addr: str = ""
+    helo: str = ""
+    protocol: str = ""
+
+
+NO_CLIENT = Client()
 
 
 @dataclass
@@ -26,6 +39,16 @@ class State:
     indirect: bool = False  # below an :include: file: local names not aliases are re-queued
     # Delivered-To: the job's recipient (frozen_delivered_to = yes, Postfix's default)
     delivered: str = ""
+    client_of: Callable[[str], Awaitable[Client]] | None = None  # by queue ID, when asked
+    _client: Client | None = None
+
+    async def client(self) -> Client:
+        """The message's client (looked up once, for commands only)."""
+        if self._client is None:
+            self._client = NO_CLIENT
+            if self.client_of is not None:
+                self._client = await self.client_of(self.job.queue_id)
+        return self._client
 
     def __post_init__(self) -> None:
         self.sender = self.sender or self.job.sender

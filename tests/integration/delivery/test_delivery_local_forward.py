@@ -84,19 +84,24 @@ async def test_mailbox_command_runs_as_the_recipient_with_postfix_environment(
     await run_agent(main, "local", _settings(
         mailroot, mailbox_command=str(script), export_environment="TZ LANG=C.UTF-8"))
     rcpt = Recipient(f"{USER}+ok@postbus.test", orig_rcpt="Orig@postbus.test")
-    job = await bus.submit("local", "mail.postbus.test", [rcpt], sender="a'b;c@remote.test")
+    job = await bus.submit("local", "mail.postbus.test", [rcpt], sender="a'b;c@remote.test",
+                           client_name="client.test", client_addr="127.0.0.1",
+                           helo="helo.test", protocol="ESMTP")
     [result] = (await bus.status(job.queue_id)).results
     assert (result.status, result.dsn, result.reason) == (
         "sent", "2.0.0", f"delivered to command: {script}")
     env = _env(out / "env.ok")
     assert {k: env.get(k) for k in (
         "HOME", "SHELL", "USER", "LOGNAME", "LOCAL", "DOMAIN", "EXTENSION", "RECIPIENT",
-        "SENDER", "ORIGINAL_RECIPIENT", "PATH", "LANG")} == {
+        "SENDER", "ORIGINAL_RECIPIENT", "PATH", "LANG", "CLIENT_HOSTNAME", "CLIENT_ADDRESS",
+        "CLIENT_HELO", "CLIENT_PROTOCOL")} == {
         "HOME": ENTRY.pw_dir, "SHELL": ENTRY.pw_shell, "USER": USER, "LOGNAME": USER,
         "LOCAL": f"{USER}+ok", "DOMAIN": "postbus.test", "EXTENSION": "ok",
         "RECIPIENT": f"{USER}+ok@postbus.test",
         "SENDER": "a_b_c@remote.test",  # command_expansion_filter: no quote, no semicolon
         "ORIGINAL_RECIPIENT": "Orig@postbus.test", "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8",
+        "CLIENT_HOSTNAME": "client.test", "CLIENT_ADDRESS": "127.0.0.1",
+        "CLIENT_HELO": "helo.test", "CLIENT_PROTOCOL": "ESMTP",
     }
     assert "NATS_URL" not in env and "PYTHONPATH" not in env  # only export_environment
     assert (out / "uid.ok").read_text() == f"{ENTRY.pw_uid if ROOT else os.geteuid()}\n"
@@ -265,3 +270,33 @@ async def test_alias_and_forward_loops_between_users(
     job = await bus.submit("local", "mail.postbus.test", [f"{USER}@postbus.test"])
     [me] = (await bus.status(job.queue_id)).results
     assert me.status == "sent"
+
+
+async def test_luser_relay_and_required_aliases(
+    bus: Bus, run_agent: RunAgent, mailroot: Path, caplog
+) -> None:
+    caplog.set_level(logging.INFO, "postbus.delivery")
+    settings = _settings(mailroot, local_recipient_maps="")
+    (mailroot / "users").write_text("")
+    await run_agent(main, "local", settings)
+    job = await bus.submit("local", "mail.postbus.test",
+                           ["postmaster@postbus.test", "nobody1@postbus.test"])
+    postmaster, nobody = (await bus.status(job.queue_id)).results
+    # Postfix tosses mail for a missing required alias, with a warning
+    assert (postmaster.status, postmaster.dsn, postmaster.reason) == ("sent", "2.0.0", "discarded")
+    assert "required alias not found: postmaster" in [r.getMessage() for r in caplog.records]
+    assert (nobody.status, nobody.reason) == ("bounced", 'unknown user: "nobody1"')
+    await run_agent.stop()
+    await run_agent(main, "local", {**settings, "luser_relay": f"{USER}+$user"})
+    job = await bus.submit("local", "mail.postbus.test", ["nobody1@postbus.test"])
+    [relayed] = (await bus.status(job.queue_id)).results
+    assert (relayed.status, relayed.reason) == ("sent", "delivered to maildir")
+    [kept] = list((mailroot / "spool" / USER / "new").iterdir())
+    assert b"\nDelivered-To: nobody1@postbus.test\n" in kept.read_bytes()
+    await run_agent.stop()
+    await run_agent(main, "local", {**settings, "luser_relay": "$user@remote.test"})
+    job = await bus.submit("local", "mail.postbus.test", ["nobody2@postbus.test"])
+    [relayed] = (await bus.status(job.queue_id)).results
+    assert relayed.status == "sent" and relayed.reason.startswith("forwarded as ")
+    got = await bus.store.queue.get(relayed.reason.rsplit(" ", 1)[1])
+    assert got is not None and got[0].recipients[0].address == "nobody2@remote.test"
