@@ -1,0 +1,95 @@
+"""mailbox_command outcomes and a .forward loop, word for word as Postfix's local(8) logs them.
+
+A private Postfix delivers to ``bin+EXT@localhost`` through the same script
+our agent runs (exit 75, 67, 3, a ``D.S.N text`` answer, a time-out); its
+log (recorded in ``tests/data/postfix/local_command.json``) is what ours must
+say, with the script's path as ``SCRIPT``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import smtplib
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from delivery_local.__main__ import main
+from postbus.servers import free_port, wait_port
+from tests import postfix_instance
+from tests.recorded import Recording
+
+from .conftest import Bus, RunAgent
+from .localfs import MAIL_OWNER, PASSWD_USER, ROOT, mailroot
+
+pytestmark = pytest.mark.integration
+__all__ = ["mailroot"]  # the fixture
+
+RECORDING = Recording("local_command")
+EXTS = ["75", "67", "3", "dsn", "slow"]
+SCRIPT = """#!/bin/sh
+case "$EXTENSION" in
+  75) echo "try later"; exit 75 ;;
+  67) printf 'no such\\tuser\\n'; exit 67 ;;
+  3) echo oops; exit 3 ;;
+  dsn) echo "4.2.2 mailbox full"; exit 1 ;;
+  slow) sleep 30 ;;
+esac
+cat > /dev/null
+"""
+_STATUS = re.compile(r"to=<bin\+(\w+)@localhost>, relay=local, .*dsn=(\S+), status=(\w+) "
+                     r"\((.*)\)$", re.M)
+
+
+def _script(root: Path) -> Path:
+    path = root / "deliver"
+    path.write_text(SCRIPT)
+    path.chmod(0o755)
+    return path
+
+
+def _postfix() -> dict[str, Any]:
+    port = free_port()
+    instance = postfix_instance.PostfixInstance(port, {
+        "recipient_delimiter": "+", "command_time_limit": "2s", "mailbox_command": "SCRIPT",
+    })
+    script = _script(instance.root)
+    main_cf = instance.etc / "main.cf"
+    main_cf.write_text(main_cf.read_text().replace("= SCRIPT", f"= {script}"))
+    instance.start()
+    try:
+        wait_port("127.0.0.1", port, 20)
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.sendmail("alice@example.com", [f"bin+{e}@localhost" for e in EXTS],
+                            b"Subject: cmd\r\n\r\nbody\r\n")
+        deadline = time.monotonic() + 60
+        while len(found := _STATUS.findall(
+                instance.maillog.read_text() if instance.maillog.exists() else "")) < len(EXTS):
+            assert time.monotonic() < deadline, "Postfix logged no delivery"
+            time.sleep(0.1)
+        return {ext: [dsn, status, reason.replace(str(script), "SCRIPT")]
+                for ext, dsn, status, reason in found}
+    finally:
+        instance.stop()
+
+
+async def test_mailbox_command_outcomes_as_postfix(
+    bus: Bus, run_agent: RunAgent, mailroot: Path
+) -> None:
+    live = _postfix if postfix_instance.available() else None
+    postfix = RECORDING.answer("mailbox_command", live)
+    script = _script(mailroot)
+    user = PASSWD_USER if ROOT else pwd.getpwuid(os.geteuid()).pw_name
+    await run_agent(main, "local", {
+        "myhostname": "mail.postbus.test", "myorigin": "postbus.test", "mail_owner": MAIL_OWNER,
+        "recipient_delimiter": "+", "command_time_limit": "2s", "mailbox_command": str(script),
+        "alias_maps": "", "forward_path": "",
+    })
+    job = await bus.submit("local", "localhost", [f"{user}+{e}@localhost" for e in EXTS])
+    ours = {ext: [r.dsn, r.status, r.reason.replace(str(script), "SCRIPT")]
+            for ext, r in zip(EXTS, (await bus.status(job.queue_id)).results, strict=True)}
+    assert ours == postfix
