@@ -181,7 +181,7 @@ class AliasExpander:
         elif cls not in self.commands:
             state.done(address, Outcome("bounced", "5.7.1", "mail to command is restricted"))
         else:
-            data = self._copy(state, address, "command")
+            data = self.copy(state, address, "command")
             outcome = await self.runner.run(state, value, address, who, data)
             if outcome is not None:
                 state.done(address, outcome)
@@ -198,7 +198,7 @@ class AliasExpander:
             mode = "mailbox" if value.startswith("\\") else "all"
             await self.local(state, f"{plain}@{self.myorigin}", depth, mode)
 
-    def _copy(self, state: State, address: str, kind: str) -> bytes:
+    def copy(self, state: State, address: str, kind: str) -> bytes:
         """From_ line, headers (Delivered-To: as prepend_delivered_header says) and text."""
         headers = state.headers(address, delivered=kind in self.delivered_for)
         return mbox_message(state.text, state.sender, headers)

@@ -170,7 +170,7 @@ class LocalAgent:
         command = await self._mailbox_command(found)
         if command:
             who = Who(Rights(found.uid, found.gid) if found.in_passwd else None, found)
-            data = mbox_message(state.text, state.sender, state.headers(address))
+            data = self.aliases.copy(state, address, "command")
             outcome = await self.aliases.runner.run(state, command, address, who, data)
             if outcome is not None:
                 state.done(address, outcome)
