@@ -61,6 +61,11 @@ LocalFn = Callable[[State, str, int, Mode], Awaitable[None]]
 Reinject = Callable[[QueueEntry, bytes], Awaitable[str]]
 
 
+#: Alias hops before "alias database loop": Postfix's nesting counter (limit 100) grows by
+#: about four per hop, so a loop between two aliases ends at the 25th, on the second name.
+ALIAS_DEPTH = 25
+
+
 @dataclass(frozen=True)
 class Who:
     """Whose rights and home file and command targets get (≈ USER_ATTR)."""
@@ -104,12 +109,21 @@ class AliasExpander:
             found, value = user, await self.maps.find(user)
         if value is None:
             return False
+        if depth >= ALIAS_DEPTH:
+            log.warning("alias database loop for %s", found)
+            state.done(address, Outcome("bounced", "5.4.6", f"alias database loop for {found}"))
+            return True
+        targets = alias.parse(value)
+        if not targets:
+            log.warning("no recipient in alias lookup result for %s", found)
+            state.done(address, Outcome("deferred", "4.3.0", "alias database unavailable"))
+            return True
         changes: dict[str, object] = {"indirect": False}
         owner = await self._owner(found)
         if owner:  # a mailing list: its owner gets the bounces, DSN fields start afresh
             changes.update(sender=owner, owner=owner, orig_rcpt="")
         with state.below(**changes):
-            for target in alias.parse(value):
+            for target in targets:
                 await self._target(state, target, address, (name, user), depth + 1, "alias",
                                    ALIAS)
         return True

@@ -144,7 +144,11 @@ class LocalAgent:
         local, at, domain = address.rpartition("@")
         name = (local if at else address).lower()
         user, _ext = split_extension(name, self.delimiter)
-        if delivered_to_seen(state.text, address) or depth > MAX_DEPTH:
+        if depth > MAX_DEPTH:
+            log.warning("recipient nesting limit exceeded for %s", address)
+            state.done(address, Outcome("bounced", "5.4.6", "recipient nesting limit exceeded"))
+            return
+        if delivered_to_seen(state.text, address):
             state.done(address, Outcome("bounced", "5.4.6", f"mail forwarding loop for {address}"))
             return
         unknown = Outcome("bounced", "5.1.1", f'unknown user: "{printable(user)}"')

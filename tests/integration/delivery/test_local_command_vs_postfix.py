@@ -1,13 +1,15 @@
-"""mailbox_command outcomes and a .forward loop, word for word as Postfix's local(8) logs them.
+"""mailbox_command outcomes and an alias loop, word for word as Postfix's local(8) logs them.
 
 A private Postfix delivers to ``bin+EXT@localhost`` through the same script
 our agent runs (exit 75, 67, 3, a ``D.S.N text`` answer, a time-out); its
 log (recorded in ``tests/data/postfix/local_command.json``) is what ours must
-say, with the script's path as ``SCRIPT``.
+say, with the script's path as ``SCRIPT``. Two aliases naming each other end
+in the same ``alias database loop`` bounce, on the same name.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import re
@@ -93,3 +95,54 @@ async def test_mailbox_command_outcomes_as_postfix(
     ours = {ext: [r.dsn, r.status, r.reason.replace(str(script), "SCRIPT")]
             for ext, r in zip(EXTS, (await bus.status(job.queue_id)).results, strict=True)}
     assert ours == postfix
+
+
+_LOOP = re.compile(r"to=<(\S+)>, orig_to=<(\S+)>, relay=local, .*dsn=(\S+), status=(\w+) "
+                   r"\((.*)\)$", re.M)
+
+
+def _postfix_alias_loop() -> dict[str, Any]:
+    port = free_port()
+    instance = postfix_instance.PostfixInstance(port, {
+        "alias_maps": "texthash:ALIASES", "local_recipient_maps": "", "myorigin": "localhost",
+    })
+    (instance.root / "aliases").write_text("ping pong\npong ping\n")
+    main_cf = instance.etc / "main.cf"
+    main_cf.write_text(main_cf.read_text().replace("ALIASES", str(instance.root / "aliases")))
+    instance.start()
+    try:
+        wait_port("127.0.0.1", port, 20)
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+            client.sendmail("alice@example.com", ["ping@localhost"], b"Subject: loop\r\n\r\nx\r\n")
+        deadline = time.monotonic() + 60
+        while not (found := _LOOP.findall(
+                instance.maillog.read_text() if instance.maillog.exists() else "")):
+            assert time.monotonic() < deadline, "Postfix logged no delivery"
+            time.sleep(0.1)
+        warnings = re.findall(r"warning: (alias database loop for \S+)",
+                              instance.maillog.read_text())
+        return {"log": list(found[0]), "warnings": warnings}
+    finally:
+        instance.stop()
+
+
+async def test_alias_loop_as_postfix(
+    bus: Bus, run_agent: RunAgent, mailroot: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = _postfix_alias_loop if postfix_instance.available() else None
+    postfix = RECORDING.answer("alias_loop", live)
+    caplog.set_level(logging.INFO, "postbus.delivery")
+    (mailroot / "aliases").write_text("ping pong\npong ping\n")
+    await run_agent(main, "local", {
+        "myhostname": "mail.postbus.test", "myorigin": "localhost", "mail_owner": MAIL_OWNER,
+        "alias_maps": f"texthash:{mailroot}/aliases", "local_recipient_maps": "",
+    })
+    job = await bus.submit("local", "localhost", ["ping@localhost"])
+    [result] = (await bus.status(job.queue_id)).results
+    line = next(r.getMessage() for r in caplog.records
+                if r.getMessage().startswith(f"{job.queue_id}: to="))
+    found = _LOOP.findall(line)
+    assert found and list(found[0]) == postfix["log"], line
+    assert (result.dsn, result.status, result.reason) == tuple(postfix["log"][2:])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w.removeprefix("warning: ") for w in warnings] == postfix["warnings"]
