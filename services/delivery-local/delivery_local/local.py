@@ -42,10 +42,19 @@ import time
 from collections.abc import Awaitable, Callable
 
 from delivery_local.copy import delivered_to_seen, mbox_message, unix_text
-from delivery_local.expand import AliasExpander, Mode, Reinject, Who
+from delivery_local.expand import AliasExpander, Mode, Reinject, Who, user_rights
 from delivery_local.local_expand import ExpandError, local_expand, recipient_attrs
 from delivery_local.names import printable, relative_parts, valid_name
-from delivery_local.privs import AGENT, ConfigProblem, Rights, is_root, owner_rights, spool_rights
+from delivery_local.privs import (
+    AGENT,
+    ConfigProblem,
+    PrivilegeError,
+    Rights,
+    is_root,
+    owner_rights,
+    run_as,
+    spool_rights,
+)
 from delivery_local.state import Client, State
 from delivery_local.store import Destination, config_error, file_limit, store
 from delivery_local.users import LocalUser, find_user, open_user_tables
@@ -78,6 +87,15 @@ def prepare_spool(cfg: Config) -> None:
         log.warning("cannot create mail_spool_directory %s: %s", spool, exc)
 
 
+def _home_problem(home: str) -> str:
+    """Why the home directory cannot be reached (as the user), or "" (≈ stat_as())."""
+    try:
+        os.stat(home)
+    except OSError as exc:
+        return exc.strerror or "error"
+    return ""
+
+
 def worst(leaves: list[tuple[str, Outcome]]) -> Outcome:
     for status in ("deferred", "bounced"):
         for _, outcome in leaves:
@@ -100,6 +118,7 @@ class LocalAgent:
         self.users = open_user_tables(cfg.get("local_recipient_maps"))
         self.aliases = AliasExpander(cfg, self._local, reinject)
         self.luser_relay = cfg.get("luser_relay")
+        self.require_home = cfg.bool("require_home_directory")
         self.command_maps = open_maps(cfg.get("mailbox_command_maps"), "mailbox_command_maps")
         self.delimiter = cfg.get("recipient_delimiter")
         self.resolution = cfg.int("delay_logging_resolution_limit")
@@ -167,6 +186,15 @@ class LocalAgent:
             # a table user has no home for home_mailbox
             await self._unknown(state, address, user, depth, unknown)
             return
+        if self.require_home and found.in_passwd:
+            try:
+                problem = await run_as(user_rights(found), _home_problem, found.home)
+            except PrivilegeError as exc:
+                problem = f"{exc}"
+            if problem:
+                state.done(address, Outcome(
+                    "deferred", "4.3.0", f"cannot access home directory {found.home}: {problem}"))
+                return
         if mode != "mailbox" and await self.aliases.dotforward(state, address, found, depth):
             return
         if not state.first_time(f"mailbox:{found.name}"):

@@ -300,3 +300,15 @@ async def test_luser_relay_and_required_aliases(
     assert relayed.status == "sent" and relayed.reason.startswith("forwarded as ")
     got = await bus.store.queue.get(relayed.reason.rsplit(" ", 1)[1])
     assert got is not None and got[0].recipients[0].address == "nobody2@remote.test"
+
+
+async def test_require_home_directory(bus: Bus, run_agent: RunAgent, mailroot: Path) -> None:
+    home = pwd.getpwnam("nobody").pw_dir  # Debian's nobody: /nonexistent
+    assert not os.path.exists(home)
+    await run_agent(main, "local", _settings(mailroot, require_home_directory="yes"))
+    job = await bus.submit("local", "mail.postbus.test",
+                           ["nobody@postbus.test", f"{USER}@postbus.test"])
+    nobody, user = (await bus.status(job.queue_id)).results
+    assert (nobody.status, nobody.dsn, nobody.reason) == (
+        "deferred", "4.3.0", f"cannot access home directory {home}: No such file or directory")
+    assert (user.status, user.reason) == ("sent", "delivered to maildir")
