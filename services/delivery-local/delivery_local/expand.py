@@ -38,7 +38,7 @@ from delivery_local.copy import mbox_message
 from delivery_local.forward import find_forward
 from delivery_local.local_expand import recipient_attrs
 from delivery_local.names import printable, valid_name
-from delivery_local.privs import AGENT, ConfigProblem, PrivilegeError, Rights, is_root
+from delivery_local.privs import AGENT, ConfigProblem, PrivilegeError, Rights, is_root, run_as
 from delivery_local.runner import CommandRunner
 from delivery_local.state import State
 from delivery_local.store import Destination, config_error, store
@@ -75,6 +75,14 @@ class Who:
 
 
 ALIAS = Who()
+
+
+def _reader(who: Who) -> Rights:
+    """Rights to look up and read an :include: file with: root's for aliases, else the
+    rights of the .forward user or :include: file owner who named it."""
+    if is_root() and who.rights is not None and who.rights.uid != 0:
+        return who.rights
+    return AGENT
 
 
 def user_rights(user: LocalUser) -> Rights:
@@ -221,13 +229,17 @@ class AliasExpander:
         self, state: State, path: str, address: str, names: tuple[str, str], depth: int,
         who: Who,
     ) -> None:
-        """``:include:/file`` (≈ include.c): absolute, a regular file, not world-writable."""
+        """``:include:/file`` (≈ include.c): absolute, a regular file, not world-writable;
+        looked up and read with the rights of whoever named it (a .forward's user), so a
+        user cannot :include: a file they could not read themselves."""
         problem = None
         if not path.startswith("/"):
             problem = f":include:{path} uses a relative path"
         else:
             try:
-                st = os.stat(path)
+                st = await run_as(_reader(who), os.stat, path)
+            except PrivilegeError as exc:
+                problem = f"{exc}"
             except OSError as exc:
                 problem = f"unable to lookup :include: file {path}: {exc.strerror}"
             else:
@@ -252,7 +264,10 @@ class AliasExpander:
         if not state.first_time(f"include:{uid}:{path}"):
             return
         try:
-            targets = alias.read_include(path)
+            targets = await run_as(_reader(who), alias.read_include, path)
+        except PrivilegeError as exc:
+            state.done(address, Outcome("deferred", "4.3.0", f"{exc}"))
+            return
         except OSError as exc:
             problem = f"cannot open include file {path}: {exc.strerror}"
             state.done(address, config_error(printable(problem), "5.3.5"))

@@ -312,3 +312,26 @@ async def test_require_home_directory(bus: Bus, run_agent: RunAgent, mailroot: P
     assert (nobody.status, nobody.dsn, nobody.reason) == (
         "deferred", "4.3.0", f"cannot access home directory {home}: No such file or directory")
     assert (user.status, user.reason) == ("sent", "delivered to maildir")
+
+
+async def test_dotforward_include_is_read_with_the_users_rights(
+    bus: Bus, run_agent: RunAgent, mailroot: Path, caplog
+) -> None:
+    caplog.set_level(logging.INFO, "postbus.delivery")
+    secret = mailroot / "secret"
+    secret.write_text("stolen@remote.test\n")
+    secret.chmod(0o600)  # root's (or ours, not as root)
+    fwd = mailroot / "fwd"
+    fwd.mkdir()
+    _forward(fwd / USER, f":include:{secret}\n")
+    await run_agent(main, "local", _settings(mailroot, forward_path=f"{fwd}/$user"))
+    job = await bus.submit("local", "mail.postbus.test", [f"{USER}@postbus.test"])
+    [result] = (await bus.status(job.queue_id)).results
+    logs = [r.getMessage() for r in caplog.records]
+    if ROOT:  # the user cannot read it, so neither can their .forward
+        assert (result.status, result.dsn, result.reason) == (
+            "bounced", "5.3.5", "mail system configuration error")
+        assert f"cannot open include file {secret}: Permission denied" in logs
+        assert not any("stolen@remote.test" in line for line in logs)
+    else:
+        assert (result.status, result.reason[:13]) == ("sent", "forwarded as ")
