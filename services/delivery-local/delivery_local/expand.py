@@ -12,7 +12,9 @@ Rights, as root (Postfix's rules for a root-owned alias database): alias
 files and commands get ``default_privs``; targets read from an
 ``:include:`` file owned by another user get that user's rights; a
 ``.forward`` file's targets get the recipient's own (default_privs for
-root). Not as root, the agent uses its own. A command never runs as root.
+root). Not as root, the agent uses its own, and so honours only its own
+account's ``.forward`` (another user's is ignored with a warning: its
+commands would run as the mail system). A command never runs as root.
 
 Who gets the mail next, as Postfix decides: a name that is the
 recipient's own goes to its mailbox; with an ``owner-<alias>`` alias
@@ -161,6 +163,11 @@ class AliasExpander:
             state.done(address, Outcome("deferred", "4.3.0", f"{exc}"))
             return True
         if fwd is None:
+            return False
+        if not is_root() and user.uid != os.geteuid():
+            # not root, its commands and files would run as the agent, not as the user
+            log.warning("%s: ignoring %s: the local delivery agent is not root and cannot "
+                        "deliver as user %s", state.job.queue_id, fwd.path, user.name)
             return False
         if not state.first_time(f"forward:{fwd.path}"):
             return f"forward-done:{fwd.path}" in state.seen  # else we are recursive

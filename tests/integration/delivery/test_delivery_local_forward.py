@@ -335,3 +335,25 @@ async def test_dotforward_include_is_read_with_the_users_rights(
         assert not any("stolen@remote.test" in line for line in logs)
     else:
         assert (result.status, result.reason[:13]) == ("sent", "forwarded as ")
+
+
+async def test_an_agent_that_is_not_root_ignores_other_users_dotforward(
+    bus: Bus, run_agent: RunAgent, mailroot: Path, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not root, a user's .forward commands would run as the mail system: ignored."""
+    caplog.set_level(logging.WARNING, "postbus.delivery")
+    other = next(u for u in (PASSWD_USER, "daemon") if pwd.getpwnam(u).pw_uid != os.geteuid())
+    monkeypatch.setattr("delivery_local.expand.is_root", lambda: False)
+    out = _out(mailroot)
+    fwd = mailroot / "fwd"
+    fwd.mkdir()
+    _forward(fwd / other, f'"|touch {out}/ran"\n')
+    (fwd / other).chmod(0o644)
+    give(fwd / other, *uid_gid(other))
+    await run_agent(main, "local", _settings(mailroot, forward_path=f"{fwd}/$user"))
+    job = await bus.submit("local", "mail.postbus.test", [f"{other}@postbus.test"])
+    [result] = (await bus.status(job.queue_id)).results
+    assert (result.status, result.reason) == ("sent", "delivered to maildir")
+    assert not (out / "ran").exists()
+    assert (f"{job.queue_id}: ignoring {fwd}/{other}: the local delivery agent is not root "
+            f"and cannot deliver as user {other}") in [r.getMessage() for r in caplog.records]
