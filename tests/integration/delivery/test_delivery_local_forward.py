@@ -120,7 +120,7 @@ async def test_mailbox_command_exit_status_as_postfix_reports_it(
     script.write_text(SCRIPT.format(out=out))
     script.chmod(0o755)
     await run_agent(main, "local", _settings(
-        mailroot, mailbox_command=str(script), command_time_limit="2s"))
+        mailroot, mailbox_command=str(script), command_time_limit="4s"))
     exts = ["75", "67", "3", "dsn", "slow"]
     job = await bus.submit("local", "mail.postbus.test", [f"{USER}+{e}@postbus.test" for e in exts])
     got = [(r.status, r.dsn, r.reason) for r in (await bus.status(job.queue_id)).results]

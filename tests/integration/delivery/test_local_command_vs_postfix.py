@@ -88,7 +88,7 @@ async def test_mailbox_command_outcomes_as_postfix(
     user = PASSWD_USER if ROOT else pwd.getpwuid(os.geteuid()).pw_name
     await run_agent(main, "local", {
         "myhostname": "mail.postbus.test", "myorigin": "postbus.test", "mail_owner": MAIL_OWNER,
-        "recipient_delimiter": "+", "command_time_limit": "2s", "mailbox_command": str(script),
+        "recipient_delimiter": "+", "command_time_limit": "4s", "mailbox_command": str(script),
         "alias_maps": "", "forward_path": "",
     })
     job = await bus.submit("local", "localhost", [f"{user}+{e}@localhost" for e in EXTS])
