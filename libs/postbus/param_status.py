@@ -303,8 +303,6 @@ ONLY_VALUES: dict[str, frozenset[str]] = {
     "smtpd_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
     # 0 and 1 as Postfix logs them; 2 and up add OpenSSL's handshake trace, not built
     "smtpd_tls_loglevel": frozenset({"0", "1"}),
-    # alias, forward and include (local) do not propagate yet
-    "propagate_unmatched_extensions": frozenset({"", "canonical", "virtual", "generic"}),
     # the one upstream proxy protocol Postfix has
     "smtpd_upstream_proxy_protocol": frozenset({"", "haproxy"}),
     # no check_address_map tables

@@ -46,6 +46,7 @@ from delivery_local.state import State
 from delivery_local.store import Destination, config_error, store
 from delivery_local.users import LocalUser
 from postbus.cleanup import CleanupError
+from postbus.cleanup.canonical import extension_classes
 from postbus.config.loader import Config
 from postbus.delivery import Outcome
 from postbus.maps.maps import open_maps
@@ -108,6 +109,7 @@ class AliasExpander:
         self.forward_path = cfg.get("forward_path")
         self.forward_filter = cfg.get("forward_expansion_filter")
         self.delivered_for = {w.lower() for w in cfg.list("prepend_delivered_header")}
+        self.propagate = extension_classes(cfg)
         self.runner = CommandRunner(cfg)
 
     # -- aliases ------------------------------------------------------------------------
@@ -128,7 +130,9 @@ class AliasExpander:
             log.warning("no recipient in alias lookup result for %s", found)
             state.done(address, Outcome("deferred", "4.3.0", "alias database unavailable"))
             return True
-        changes: dict[str, object] = {"indirect": False}
+        changes: dict[str, object] = {"indirect": False, "unmatched": ""}
+        if found != name and "alias" in self.propagate:  # matched without its extension
+            changes["unmatched"] = name[len(user):]
         owner = await self._owner(found)
         if owner:  # a mailing list: its owner gets the bounces, DSN fields start afresh
             changes.update(sender=owner, owner=owner, orig_rcpt="")
@@ -174,7 +178,9 @@ class AliasExpander:
         if not fwd.targets:
             return False
         who = Who(Rights(user.uid, user.gid), user)
-        with state.below(owner=user.name, indirect=False):
+        unmatched = "" if fwd.extension_used or "forward" not in self.propagate \
+            else local[len(name):]
+        with state.below(owner=user.name, indirect=False, unmatched=unmatched):
             for target in fwd.targets:
                 await self._target(state, target, address, (local, name), depth + 1,
                                    "forward", who)
@@ -193,6 +199,8 @@ class AliasExpander:
             local, _, domain = value.rpartition("@")
             if local.lower() in names and await self.resolver.is_local(domain.lower()):
                 kind, value = "local", local  # the recipient's own address
+            elif state.unmatched:  # propagate_unmatched_extensions
+                value = f"{local}{state.unmatched}@{domain}"
         if kind == "local":
             await self._local_name(state, value, address, names, depth, who)
         elif kind == "address":
@@ -225,6 +233,8 @@ class AliasExpander:
             await self.local(state, address, depth, mode)
         else:
             mode = "mailbox" if value.startswith("\\") else "all"
+            if mode == "all":
+                plain += state.unmatched.lower()  # propagate_unmatched_extensions
             await self.local(state, f"{plain}@{self.myorigin}", depth, mode)
 
     def copy(self, state: State, address: str, kind: str) -> bytes:
@@ -279,7 +289,10 @@ class AliasExpander:
             problem = f"cannot open include file {path}: {exc.strerror}"
             state.done(address, config_error(printable(problem), "5.3.5"))
             return
-        with state.below(indirect=True):  # Postfix re-queues the local names of an include
+        changes: dict[str, object] = {"indirect": True}  # Postfix re-queues its local names
+        if "include" not in self.propagate:
+            changes["unmatched"] = ""
+        with state.below(**changes):
             for inner in targets:
                 await self._target(state, inner, address, names, depth + 1, "include", who)
 

@@ -31,6 +31,7 @@ log = logging.getLogger("postbus.delivery")
 class Forward:
     path: str
     targets: list[alias.Target] | None  # None: found but unusable (warned), use the mailbox
+    extension_used: bool = False  # the file's name has the address extension
 
 
 def _find(candidates: list[str]) -> tuple[str, os.stat_result] | None:
@@ -72,7 +73,8 @@ async def find_forward(
     forward_path: str, attrs: dict[str, str | None], allowed: str, rights: Rights, uid: int
 ) -> Forward | None:
     """The user's .forward (None: no file, deliver to the mailbox)."""
-    candidates = []
+    candidates: list[str] = []
+    with_extension: set[str] = set()
     for entry in forward_path.replace(",", " ").split():
         try:
             expansion = local_expand(entry, attrs, allowed)
@@ -81,6 +83,8 @@ async def find_forward(
             continue
         if not expansion.undefined and expansion.text.startswith("/"):
             candidates.append(expansion.text)
+            if expansion.extension_used:
+                with_extension.add(expansion.text)
     if not candidates:
         return None
     found = await run_as(rights, _find, candidates)
@@ -90,4 +94,4 @@ async def find_forward(
     if not stat.S_ISREG(st.st_mode):
         log.warning("file %s is not a regular file", path)
         return Forward(path, None)
-    return Forward(path, await run_as(rights, _read, path, uid))
+    return Forward(path, await run_as(rights, _read, path, uid), path in with_extension)

@@ -37,6 +37,7 @@ class State:
     owner: str = ""  # the list owner or the .forward user: other local names are re-queued
     orig_rcpt: str | None = None  # ORCPT override ("" below an owner- alias)
     indirect: bool = False  # below an :include: file: local names not aliases are re-queued
+    unmatched: str = ""  # delimiter and extension to add to the expansion's addresses
     # Delivered-To: the job's recipient (frozen_delivered_to = yes, Postfix's default)
     delivered: str = ""
     client_of: Callable[[str], Awaitable[Client]] | None = None  # by queue ID, when asked

@@ -357,3 +357,27 @@ async def test_an_agent_that_is_not_root_ignores_other_users_dotforward(
     assert not (out / "ran").exists()
     assert (f"{job.queue_id}: ignoring {fwd}/{other}: the local delivery agent is not root "
             f"and cannot deliver as user {other}") in [r.getMessage() for r in caplog.records]
+
+
+async def test_unmatched_extensions_propagate_through_aliases_and_dotforward(
+    bus: Bus, run_agent: RunAgent, mailroot: Path, caplog
+) -> None:
+    caplog.set_level(logging.INFO, "postbus.delivery")
+    (mailroot / "aliases").write_text("team bob, friend@remote.test\n")
+    fwd = mailroot / "fwd"
+    fwd.mkdir()
+    _forward(fwd / USER, "pal@remote.test\n")
+    settings = _settings(mailroot, alias_maps=f"texthash:{mailroot}/aliases",
+                         forward_path=f"{fwd}/$user")
+    for classes, want in (("canonical, virtual", ["bob", "friend@remote.test", "pal@remote.test"]),
+                          ("alias, forward", ["bob+x", "friend+x@remote.test",
+                                              "pal+y@remote.test"])):
+        caplog.clear()
+        await run_agent(main, "local", {**settings, "propagate_unmatched_extensions": classes})
+        job = await bus.submit("local", "mail.postbus.test",
+                               ["team+x@postbus.test", f"{USER}+y@postbus.test"])
+        assert [r.status for r in (await bus.status(job.queue_id)).results] == ["sent", "sent"]
+        logs = [r.getMessage() for r in caplog.records if job.queue_id in r.getMessage()]
+        got = sorted(line.split("to=<", 1)[1].split(">", 1)[0] for line in logs)
+        assert got == sorted([want[0] + "@postbus.test", *want[1:]]), logs
+        await run_agent.stop()
