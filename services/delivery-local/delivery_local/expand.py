@@ -205,7 +205,7 @@ class AliasExpander:
             await self._local_name(state, value, address, names, depth, who)
         elif kind == "address":
             if state.first_time(f"address:{value.lower()}"):
-                state.done(value, await self.requeue(state, value, address))
+                self.forward(state, value)
         elif kind == "include":
             await self._include(state, value, address, names, depth, who)
         elif kind in ("file", "home"):
@@ -326,24 +326,42 @@ class AliasExpander:
         limit = self.cfg.size("mailbox_size_limit")
         state.done(address, await store(dest, data, size_limit=limit))
 
-    async def requeue(self, state: State, target: str, address: str) -> Outcome:
-        """Queue a copy for ``target`` with our Delivered-To (loop check) and the expansion's
-        sender (≈ forward.c); below an owner- alias, without the original DSN fields."""
+    def forward(self, state: State, target: str) -> None:
+        """Forward a copy to ``target`` once the recipient is done (:meth:`flush`)."""
+        key = (state.delivered, state.sender)
+        state.forwards.setdefault(key, []).append(Recipient(target, orig_rcpt=state.original))
+
+    async def flush(self, state: State) -> None:
+        """Queue the forwarded copies (≈ forward_finish()): one message per Delivered-To and
+        sender (a list's owner), logged once for the job's recipient; with our
+        Delivered-To (loop check); below an owner- alias without the original DSN fields.
+        None when the recipient is deferred: Postfix cancels them, the retry sends them."""
+        forwards, state.forwards = state.forwards, {}
+        if any(outcome.status == "deferred" for _, outcome in state.leaves):
+            return
+        for (delivered, sender), rcpts in forwards.items():
+            outcome = await self._send(state, delivered, sender, rcpts)
+            state.done(state.rcpt.address, outcome)
+            if outcome.status != "sent":
+                return
+
+    async def _send(
+        self, state: State, delivered: str, sender: str, rcpts: list[Recipient]
+    ) -> Outcome:
         if self.reinject is None:
             return Outcome("deferred", "4.3.0", "cannot forward: no queue")
         job = state.job
-        listed = state.sender != job.sender
+        listed = sender != job.sender
         entry = QueueEntry(
             queue_id="",
-            sender=state.sender,
-            recipients=[Recipient(target, orig_rcpt=state.original)],
+            sender=sender,
+            recipients=rcpts,
             env_id="" if listed else job.env_id,
             ret="" if listed else job.ret,
             protocol="local",
         )
         data = state.text
         if "forward" in self.delivered_for:
-            delivered = state.delivered or address
             data = f"Delivered-To: {delivered.lower()}\n".encode("utf-8", "surrogateescape") + data
         try:
             qid = await self.reinject(entry, data)

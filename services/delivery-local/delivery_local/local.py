@@ -137,6 +137,7 @@ class LocalAgent:
                     await self._virtual(state, self.virtual)
                 else:
                     await self._local(state, rcpt.address, depth=0)
+                    await self.aliases.flush(state)
             except TableRetry as exc:
                 state.leaves = [(rcpt.address, Outcome("deferred", "4.3.0", f"{exc}"))]
             if not state.leaves:
@@ -179,7 +180,7 @@ class LocalAgent:
         if mode != "mailbox" and (state.indirect or (state.owner and state.owner != user)):
             # a list member, a .forward or :include: name: a new queue file of its own
             if state.first_time(f"address:{address.lower()}"):
-                state.done(address, await self.aliases.requeue(state, address, address))
+                self.aliases.forward(state, address)
             return
         found = await find_user(user, domain.lower(), self.users)
         if found is None or (not found.in_passwd and self.cfg.get("home_mailbox")):
@@ -240,7 +241,7 @@ class LocalAgent:
             elif await self.aliases.resolver.is_local(relay.rpartition("@")[2].lower()):
                 await self._local(state, relay, depth + 1)
             elif state.first_time(f"address:{relay.lower()}"):
-                state.done(relay, await self.aliases.requeue(state, relay, address))
+                self.aliases.forward(state, relay)
             return
         if user in ("mailer-daemon", "postmaster"):
             log.warning("required alias not found: %s", user)

@@ -40,6 +40,8 @@ class State:
     unmatched: str = ""  # delimiter and extension to add to the expansion's addresses
     # Delivered-To: the job's recipient (frozen_delivered_to = yes, Postfix's default)
     delivered: str = ""
+    # copies to queue once the recipient is done: (Delivered-To, sender) -> recipients
+    forwards: dict[tuple[str, str], list[Recipient]] = field(default_factory=dict)
     client_of: Callable[[str], Awaitable[Client]] | None = None  # by queue ID, when asked
     _client: Client | None = None
 

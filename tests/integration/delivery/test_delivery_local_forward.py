@@ -177,8 +177,8 @@ async def test_dotforward_addresses_commands_files_and_own_mailbox(
     [kept] = list((mailroot / "spool" / USER / "new").iterdir())  # \user: the mailbox
     assert f"Delivered-To: {USER}@postbus.test\n".encode() in kept.read_bytes()
     logs = [r.getMessage() for r in caplog.records if job.queue_id in r.getMessage()]
-    forwarded = next(line for line in logs if "to=<friend@remote.test>" in line)
-    assert f"orig_to=<{USER}@postbus.test>" in forwarded
+    [forwarded] = [line for line in logs if "forwarded as " in line]
+    assert f"to=<{USER}@postbus.test>, relay=local," in forwarded
     new_qid = forwarded.rsplit("forwarded as ", 1)[1].rstrip(")")
     got = await bus.store.queue.get(new_qid)
     assert got is not None
@@ -241,14 +241,16 @@ async def test_owner_alias_becomes_the_envelope_sender(
             qid = line.rsplit("forwarded as ", 1)[1].rstrip(")")
             got = await bus.store.queue.get(qid)
             assert got is not None
-            queued[got[0].recipients[0].address] = (got[0].sender, got[0].recipients[0].orig_rcpt)
+            queued[line.split(", ")[0].split("to=")[1]] = (
+                got[0].sender, sorted((r.address, r.orig_rcpt) for r in got[0].recipients))
     owner = "owner-list@postbus.test" if expand_owner == "no" else "listadmin@postbus.test"
-    # the list's members, local ones too, are queued anew with the owner as sender, and
-    # without the list's original recipient (a new message: each is its own)
+    # one new message per alias: the list's members, local ones too, with the owner as
+    # sender and without the list's original recipient (each is its own)
     assert queued == {
-        "friend@remote.test": (owner, "friend@remote.test"),
-        "bob@postbus.test": (owner, "bob@postbus.test"),
-        "other@remote.test": ("alice@postbus.test", "plain@postbus.test"),
+        "<list@postbus.test>": (owner, [("bob@postbus.test", "bob@postbus.test"),
+                                        ("friend@remote.test", "friend@remote.test")]),
+        "<plain@postbus.test>": ("alice@postbus.test",
+                                 [("other@remote.test", "plain@postbus.test")]),
     }
     assert not (mailroot / "spool" / "bob").exists()
 
@@ -378,6 +380,12 @@ async def test_unmatched_extensions_propagate_through_aliases_and_dotforward(
                                ["team+x@postbus.test", f"{USER}+y@postbus.test"])
         assert [r.status for r in (await bus.status(job.queue_id)).results] == ["sent", "sent"]
         logs = [r.getMessage() for r in caplog.records if job.queue_id in r.getMessage()]
-        got = sorted(line.split("to=<", 1)[1].split(">", 1)[0] for line in logs)
-        assert got == sorted([want[0] + "@postbus.test", *want[1:]]), logs
+        got = [line.split("to=<", 1)[1].split(">", 1)[0] for line in logs
+               if "delivered to maildir" in line]
+        for line in logs:
+            if "forwarded as " in line:
+                entry = await bus.store.queue.get(line.rsplit(" ", 1)[1].rstrip(")"))
+                assert entry is not None
+                got += [r.address for r in entry[0].recipients]
+        assert sorted(got) == sorted([want[0] + "@postbus.test", *want[1:]]), logs
         await run_agent.stop()

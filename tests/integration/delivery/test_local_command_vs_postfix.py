@@ -27,6 +27,7 @@ from tests.recorded import Recording
 
 from .conftest import Bus, RunAgent
 from .localfs import MAIL_OWNER, PASSWD_USER, ROOT, mailroot
+from .peers import Peer
 
 pytestmark = pytest.mark.integration
 __all__ = ["mailroot"]  # the fixture
@@ -146,3 +147,75 @@ async def test_alias_loop_as_postfix(
     assert (result.dsn, result.status, result.reason) == tuple(postfix["log"][2:])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert [w.removeprefix("warning: ") for w in warnings] == postfix["warnings"]
+
+
+_LOCAL_LINE = re.compile(r"^\S+ \S+ \S+ \S+ postfix/local\[\d+\]: (\w+): (to=<.*)$", re.M)
+
+
+def _masked(line: str) -> str:
+    """A delivery log line without its timings and queue IDs."""
+    line = re.sub(r"delay=\S+, delays=\S+, ", "", line)
+    return re.sub(r"forwarded as \w+\)", "forwarded as QID)", line)
+
+
+def _postfix_owner_alias() -> dict[str, Any]:
+    port = free_port()
+    with Peer() as peer:
+        instance = postfix_instance.PostfixInstance(port, {
+            "alias_maps": "texthash:ALIASES", "local_recipient_maps": "",
+            "myorigin": "localhost", "relayhost": f"[127.0.0.1]:{peer.port}",
+        })
+        (instance.root / "aliases").write_text(OWNER_ALIASES)
+        mail = instance.root / "mail"
+        mail.mkdir(mode=0o1777)
+        mail.chmod(0o1777)
+        main_cf = instance.etc / "main.cf"
+        main_cf.write_text(main_cf.read_text().replace("ALIASES", str(instance.root / "aliases"))
+                           + f"mail_spool_directory = {mail}/\n")
+        instance.start()
+        try:
+            wait_port("127.0.0.1", port, 20)
+            with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+                client.sendmail("alice@example.com", ["list@localhost"],
+                                b"Subject: list\r\n\r\nx\r\n")
+            deadline = time.monotonic() + 60
+            while not peer.handler.messages:
+                assert time.monotonic() < deadline, "Postfix forwarded nothing"
+                time.sleep(0.1)
+            first = _LOCAL_LINE.findall(instance.maillog.read_text())[0][0]
+            lines = [_masked(line) for qid, line in _LOCAL_LINE.findall(
+                instance.maillog.read_text()) if qid == first]
+            sender, rcpts, _ = peer.handler.messages[0]
+            return {"sender": sender, "rcpts": rcpts, "log": sorted(lines)}
+        finally:
+            instance.stop()
+
+
+OWNER_ALIASES = "list friend@remote.test, bin\nowner-list listadmin\n"
+
+
+async def test_owner_alias_as_postfix(
+    bus: Bus, run_agent: RunAgent, mailroot: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    live = _postfix_owner_alias if postfix_instance.available() else None
+    postfix = RECORDING.answer("owner_alias", live)
+    caplog.set_level(logging.INFO, "postbus.delivery")
+    (mailroot / "aliases").write_text(OWNER_ALIASES)
+    await run_agent(main, "local", {
+        "myhostname": "mail.postbus.test", "myorigin": "localhost", "mail_owner": MAIL_OWNER,
+        "alias_maps": f"texthash:{mailroot}/aliases", "local_recipient_maps": "",
+        "compatibility_level": "3.6",  # as the private Postfix: no append_dot_mydomain
+    })
+    job = await bus.submit("local", "localhost", ["list@localhost"], sender="alice@example.com")
+    [result] = (await bus.status(job.queue_id)).results
+    assert result.status == "sent"
+    lines = [_masked(r.getMessage().split(": ", 1)[1]) for r in caplog.records
+             if r.getMessage().startswith(f"{job.queue_id}: to=")]
+    assert sorted(lines) == postfix["log"]
+    [line] = [r.getMessage() for r in caplog.records if "forwarded as " in r.getMessage()]
+    got = await bus.store.queue.get(line.rsplit("forwarded as ", 1)[1].rstrip(")"))
+    assert got is not None
+    # one message for the list's members, with the owner as sender, as Postfix's
+    assert got[0].sender == postfix["sender"]
+    assert sorted(r.address for r in got[0].recipients) == ["bin@localhost",
+                                                            *postfix["rcpts"]]
