@@ -9,6 +9,7 @@ Postfix's local(8) forwards through cleanup(8)).
 from __future__ import annotations
 
 import logging
+import time
 
 from delivery_local.local import LocalAgent, prepare_spool
 from delivery_local.state import Client
@@ -16,6 +17,7 @@ from postbus.cleanup import Cleanup
 from postbus.config.loader import Config
 from postbus.delivery import Stats
 from postbus.job_loop import serve_jobs
+from postbus.mail_date import mail_date
 from postbus.queue.entry import DeliveryJob, QueueEntry, RcptResult
 from postbus.service import ServiceContext, run
 
@@ -33,10 +35,19 @@ async def main(ctx: ServiceContext) -> None:
     cleanups = [Cleanup(ctx.cfg)]
 
     async def reinject(entry: QueueEntry, content: bytes) -> str:
-        """Queue a forwarded copy (LF lines) through cleanup; CleanupError: nothing queued."""
+        """Queue a forwarded copy (LF lines) through cleanup, under Postfix's ``Received: by
+        $myhostname ($mail_name) id QID; date`` (≈ forward.c); CleanupError: nothing
+        queued."""
+        cfg = ctx.cfg
         build = await cleanups[0].message(entry, content.replace(b"\n", b"\r\n"))
-        return await ctx.queue.enqueue(entry, b"", ctx.cfg.bool("enable_long_queue_ids"),
-                                       build=build)
+
+        def received(qid: str) -> bytes:
+            line = (f"Received: by {cfg.get('myhostname')} ({cfg.get('mail_name')})\r\n"
+                    f"\tid {qid}; {mail_date(time.time())}\r\n")
+            return line.encode() + build(qid)
+
+        return await ctx.queue.enqueue(entry, b"", cfg.bool("enable_long_queue_ids"),
+                                       build=received)
 
     async def client_of(queue_id: str) -> Client:
         """The SMTP client of a message (CLIENT_* for commands), from its queue entry."""

@@ -185,7 +185,8 @@ async def test_dotforward_addresses_commands_files_and_own_mailbox(
     assert (got[0].sender, [r.address for r in got[0].recipients]) == (
         "alice@postbus.test", ["friend@remote.test"])
     content = await bus.store.queue.content(new_qid)
-    assert content.startswith(f"Delivered-To: {USER}@postbus.test\r\n".encode())
+    assert content.startswith(b"Received: by mail.postbus.test (Postbus)\r\n\tid ")
+    assert f"\r\nDelivered-To: {USER}@postbus.test\r\nReceived: from ".encode() in content
     # the forwarded copy coming back to the same user is a loop, as Postfix reports it
     job = await bus.submit("local", "mail.postbus.test", [f"{USER}@postbus.test"], content)
     [loop] = (await bus.status(job.queue_id)).results
