@@ -95,8 +95,20 @@ def _argv(command: str, shell: str, cwd: str) -> list[str]:
     after dropping privileges), and passed as an argument, never spliced into a script."""
     argv = [*shell.split(), command] if shell.strip() else ["/bin/sh", "-c", command]
     if cwd:
-        argv = ["/bin/sh", "-c", 'cd "$1" || exit 75; shift; exec "$@"', "sh", cwd, *argv]
+        argv = ["/bin/sh", "-c", _CHDIR, "sh", cwd, *argv]
     return argv
+
+
+#: Enter $1 or fail as Postfix's pipe_command() child does (EX_TEMPFAIL, its words).
+_CHDIR = """cd "$1" 2>/dev/null || {
+  if [ ! -e "$1" ]; then e="No such file or directory"
+  elif [ ! -d "$1" ]; then e="Not a directory"; else e="Permission denied"; fi
+  echo "local: fatal: cannot change directory to \\"$1\\" for uid=$(id -u) gid=$(id -g): $e"
+  exit 75
+}
+shift
+exec "$@"
+"""
 
 
 async def deliver_command(

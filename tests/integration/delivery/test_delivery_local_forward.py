@@ -390,3 +390,33 @@ async def test_unmatched_extensions_propagate_through_aliases_and_dotforward(
                 got += [r.address for r in entry[0].recipients]
         assert sorted(got) == sorted([want[0] + "@postbus.test", *want[1:]]), logs
         await run_agent.stop()
+
+
+async def test_local_command_shell_and_execution_directory(
+    bus: Bus, run_agent: RunAgent, mailroot: Path
+) -> None:
+    out = _out(mailroot)
+    workdir = mailroot / "exec" / USER
+    workdir.mkdir(parents=True)
+    give(workdir, *uid_gid(USER))
+    settings = _settings(
+        mailroot, mailbox_command=f'echo "${{BASH_VERSION:+bash}}" > {out}/shell; pwd > {out}/cwd',
+        local_command_shell="/bin/bash -c",
+        command_execution_directory=f"{mailroot}/exec/$user")
+    await run_agent(main, "local", settings)
+    job = await bus.submit("local", "mail.postbus.test", [f"{USER}@postbus.test"])
+    [result] = (await bus.status(job.queue_id)).results
+    assert result.status == "sent", result.reason
+    assert (out / "shell").read_text() == "bash\n"
+    assert (out / "cwd").read_text() == f"{workdir}\n"
+    await run_agent.stop()
+    # a directory the command cannot enter: Postfix's child dies with EX_TEMPFAIL
+    await run_agent(main, "local", {
+        **settings, "command_execution_directory": f"{mailroot}/missing/$user"})
+    job = await bus.submit("local", "mail.postbus.test", [f"{USER}@postbus.test"])
+    [result] = (await bus.status(job.queue_id)).results
+    uid, gid = (ENTRY.pw_uid, ENTRY.pw_gid) if ROOT else (os.geteuid(), os.getegid())
+    assert (result.status, result.dsn, result.reason) == (
+        "deferred", "4.3.0", "temporary failure. Command output: local: fatal: cannot change "
+        f'directory to "{mailroot}/missing/{USER}" for uid={uid} gid={gid}: '
+        "No such file or directory ")
