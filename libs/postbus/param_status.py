@@ -195,7 +195,8 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "owner_request_special", "expand_owner_alias", "prepend_delivered_header",
     "command_execution_directory", "execution_directory_expansion_filter",
     "command_expansion_filter", "local_command_shell", "export_environment", "luser_relay",
-    "require_home_directory",
+    "require_home_directory", "mailbox_transport", "mailbox_transport_maps", "fallback_transport",
+    "fallback_transport_maps",
     # the master (postbus start)
     "mail_owner", "service_throttle_time",
 })

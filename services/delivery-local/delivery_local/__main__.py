@@ -8,6 +8,7 @@ Postfix's local(8) forwards through cleanup(8)).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -18,7 +19,8 @@ from postbus.config.loader import Config
 from postbus.delivery import Stats
 from postbus.job_loop import serve_jobs
 from postbus.mail_date import mail_date
-from postbus.queue.entry import DeliveryJob, QueueEntry, RcptResult
+from postbus.queue.entry import DeliveryJob, QueueEntry, RcptResult, Recipient
+from postbus.schedule.windows import Limits, destination_name
 from postbus.service import ServiceContext, run
 
 log = logging.getLogger("postbus.delivery")
@@ -61,17 +63,28 @@ async def main(ctx: ServiceContext) -> None:
         entry = got[0]
         return Client(entry.client_name, entry.client_addr, entry.helo, entry.protocol)
 
+    async def pass_job(job: DeliveryJob, index: int, rcpt: Recipient, service: str) -> None:
+        """A job of the same attempt for ``transport:nexthop`` (mailbox_transport...);
+        an empty next hop is the job's own, as Postfix's deliver_pass()."""
+        transport, _, nexthop = service.partition(":")
+        nexthop = nexthop or job.nexthop
+        name = destination_name(Limits.of(ctx.cfg, transport), transport, nexthop,
+                                rcpt.address, ctx.cfg.get("recipient_delimiter"))
+        await ctx.work.submit_job(dataclasses.replace(
+            job, transport=transport, nexthop=nexthop, recipients=[rcpt], indexes=[index],
+            whole=False, destination=name, queued_time=time.time()))
+
     if not is_virtual(ctx):
         prepare_spool(ctx.cfg)
     agents = [LocalAgent(ctx.cfg, ctx.service, virtual=is_virtual(ctx), reinject=reinject,
-                         client_of=client_of)]
+                         client_of=client_of, pass_job=pass_job)]
 
     def configure(cfg: Config) -> None:
         """On reload: new jobs use the new settings (mailboxes, aliases...)."""
         if not is_virtual(ctx):
             prepare_spool(cfg)
         agents[0] = LocalAgent(cfg, ctx.service, virtual=is_virtual(ctx), reinject=reinject,
-                               client_of=client_of)
+                               client_of=client_of, pass_job=pass_job)
         cleanups[0] = Cleanup(cfg)
 
     async def deliver(job: DeliveryJob, content: bytes, stats: Stats) -> list[RcptResult]:

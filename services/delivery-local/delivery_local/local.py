@@ -62,7 +62,7 @@ from delivery_local.virtual import VirtualMailboxes
 from postbus.config.loader import Config
 from postbus.delivery import Outcome, Stats, log_delivery
 from postbus.maps.addr_find import split_extension
-from postbus.maps.maps import open_maps
+from postbus.maps.maps import Maps, open_maps
 from postbus.maps.table import TableRetry
 from postbus.queue.entry import DeliveryJob, RcptResult, Recipient
 
@@ -85,6 +85,10 @@ def prepare_spool(cfg: Config) -> None:
             os.chown(spool, owner.uid, owner.gid)
     except (OSError, ConfigProblem) as exc:
         log.warning("cannot create mail_spool_directory %s: %s", spool, exc)
+
+
+#: Hand a recipient of a job to another transport: (job, index, recipient, transport:nexthop).
+PassJob = Callable[[DeliveryJob, int, Recipient, str], Awaitable[None]]
 
 
 def _home_problem(home: str) -> str:
@@ -110,14 +114,22 @@ class LocalAgent:
     def __init__(
         self, cfg: Config, service: str, *, virtual: bool, reinject: Reinject | None = None,
         client_of: Callable[[str], Awaitable[Client]] | None = None,
+        pass_job: PassJob | None = None,
     ) -> None:
         self.cfg = cfg
         self.client_of = client_of
+        self.pass_job = pass_job
         self.service = service
         self.virtual = VirtualMailboxes(cfg) if virtual else None
         self.users = open_user_tables(cfg.get("local_recipient_maps"))
         self.aliases = AliasExpander(cfg, self._local, reinject)
         self.luser_relay = cfg.get("luser_relay")
+        self.mailbox_transports = (
+            open_maps(cfg.get("mailbox_transport_maps"), "mailbox_transport_maps"),
+            cfg.get("mailbox_transport"))
+        self.fallback_transports = (
+            open_maps(cfg.get("fallback_transport_maps"), "fallback_transport_maps"),
+            cfg.get("fallback_transport"))
         self.require_home = cfg.bool("require_home_directory")
         self.command_maps = open_maps(cfg.get("mailbox_command_maps"), "mailbox_command_maps")
         self.delimiter = cfg.get("recipient_delimiter")
@@ -137,6 +149,9 @@ class LocalAgent:
                     await self._virtual(state, self.virtual)
                 else:
                     await self._local(state, rcpt.address, depth=0)
+                    if await self._hand_over(state, index):
+                        job.whole = False  # another transport reports on this recipient
+                        continue
                     await self.aliases.flush(state)
             except TableRetry as exc:
                 state.leaves = [(rcpt.address, Outcome("deferred", "4.3.0", f"{exc}"))]
@@ -184,7 +199,9 @@ class LocalAgent:
             return
         found = await find_user(user, domain.lower(), self.users)
         if found is None or (not found.in_passwd and self.cfg.get("home_mailbox")):
-            # a table user has no home for home_mailbox
+            # a table user has no home for home_mailbox; mailbox_transport takes anyone
+            if await self._pass(state, address, user, "mailbox", self.mailbox_transports):
+                return
             await self._unknown(state, address, user, depth, unknown)
             return
         if self.require_home and found.in_passwd:
@@ -197,6 +214,8 @@ class LocalAgent:
                     "deferred", "4.3.0", f"cannot access home directory {found.home}: {problem}"))
                 return
         if mode != "mailbox" and await self.aliases.dotforward(state, address, found, depth):
+            return
+        if await self._pass(state, address, user, "mailbox", self.mailbox_transports):
             return
         if not state.first_time(f"mailbox:{found.name}"):
             return
@@ -226,6 +245,8 @@ class LocalAgent:
         missing is discarded with a warning, else the bounce."""
         if not state.first_time(f"unknown:{address.lower()}"):
             return
+        if await self._pass(state, address, user, "unknown", self.fallback_transports):
+            return
         if self.luser_relay:
             try:
                 relay = local_expand(
@@ -248,6 +269,48 @@ class LocalAgent:
             state.done(address, Outcome("sent", "2.0.0", "discarded"))
             return
         state.done(address, unknown)
+
+    async def _hand_over(self, state: State, index: int) -> bool:
+        """Give the job's recipient to the transport it was passed to: a job of this
+        attempt for that transport, whose agent reports on it (Postfix's local(8) waits
+        for the other agent instead). A passed name that is not the job's recipient
+        alone (an alias member, or beside other deliveries) is forwarded instead, and
+        comes back as a recipient of its own."""
+        passes, state.passes = state.passes, []
+        if not passes:
+            return False
+        rcpt = state.rcpt
+        if (len(passes) == 1 and passes[0][0] == rcpt.address and not state.leaves
+                and not state.forwards and self.pass_job is not None):
+            service = passes[0][1]
+            transport = service.partition(":")[0]
+            if not any(e.service == transport for e in self.cfg.master):
+                log.warning("%s: mail transport %s is not in master.cf", state.job.queue_id,
+                            transport)
+                state.done(rcpt.address, Outcome("deferred", "4.3.0",
+                                                 "mail transport unavailable"))
+                return False
+            log.info("%s: passing <%s> to transport=%s", state.job.queue_id, rcpt.address,
+                     transport)
+            await self.pass_job(state.job, index, rcpt, service)
+            return True
+        for address, _ in passes:
+            self.aliases.forward(state, address)
+        return False
+
+    async def _pass(
+        self, state: State, address: str, user: str, step: str, transports: tuple[Maps, str]
+    ) -> bool:
+        """mailbox_transport(_maps) or fallback_transport(_maps): another transport takes
+        the recipient (≈ deliver_pass()), once per user (Postfix's "mailbox" duplicate
+        filter)."""
+        maps, default = transports
+        service = (await maps.find(user) if maps.tables else None) or default
+        if not service:
+            return False
+        if state.first_time(f"{step}:{user}"):
+            state.passes.append((address, service))
+        return True
 
     async def _mailbox_command(self, user: LocalUser) -> str:
         """mailbox_command_maps (by user name), else mailbox_command (≈ mailbox.c)."""

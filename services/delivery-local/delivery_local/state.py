@@ -42,6 +42,7 @@ class State:
     delivered: str = ""
     # copies to queue once the recipient is done: (Delivered-To, sender) -> recipients
     forwards: dict[tuple[str, str], list[Recipient]] = field(default_factory=dict)
+    passes: list[tuple[str, str]] = field(default_factory=list)  # (address, transport:nexthop)
     client_of: Callable[[str], Awaitable[Client]] | None = None  # by queue ID, when asked
     _client: Client | None = None
 

@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 
 from delivery_local.__main__ import main
-from postbus.queue.entry import Recipient
+from delivery_smtp.__main__ import main as smtp_main
+from postbus.bus import subjects as s
+from postbus.queue.entry import DeliveryStatus, Recipient
 
 from .conftest import MESSAGE, Bus, RunAgent
 from .localfs import MAIL_OWNER, PASSWD_USER, ROOT, give, mailroot, uid_gid
+from .peers import Peer
 
 pytestmark = pytest.mark.integration
 __all__ = ["mailroot"]  # the fixture
@@ -145,6 +148,21 @@ async def test_mailbox_command_maps_by_user_name(
     [result] = (await bus.status(job.queue_id)).results
     assert (result.status, result.reason) == ("sent", f"delivered to command: touch {out}/mapped")
     assert (out / "mapped").exists() and not (out / "default").exists()
+
+
+async def _statuses(bus: Bus, queue_id: str, count: int) -> list[DeliveryStatus]:
+    """The first ``count`` DeliveryStatus reports of a message (in any order)."""
+    js = bus.nc.jetstream()
+    sub = await js.pull_subscribe(s.status_subject(queue_id), stream=s.WORK_STREAM)
+    got: list[DeliveryStatus] = []
+    try:
+        while len(got) < count:
+            for msg in await sub.fetch(count - len(got), timeout=20):
+                await msg.ack()
+                got.append(DeliveryStatus.decode(msg.data))
+    finally:
+        await sub.unsubscribe()
+    return got
 
 
 def _forward(path: Path, text: str, mode: int = 0o644) -> None:
@@ -420,3 +438,46 @@ async def test_local_command_shell_and_execution_directory(
         "deferred", "4.3.0", "temporary failure. Command output: local: fatal: cannot change "
         f'directory to "{mailroot}/missing/{USER}" for uid={uid} gid={gid}: '
         "No such file or directory ")
+
+
+async def test_mailbox_and_fallback_transport_pass_the_recipient(
+    bus: Bus, run_agent: RunAgent, mailroot: Path, caplog
+) -> None:
+    """mailbox_transport: the local agent hands the recipient to the lmtp agent within the
+    same attempt; the lmtp agent delivers it and reports; local reports nothing for it."""
+    caplog.set_level(logging.INFO, "postbus.delivery")
+    (mailroot / "aliases").write_text("team bob, carol\n")
+    settings = _settings(mailroot, alias_maps=f"texthash:{mailroot}/aliases")
+    with Peer(lmtp=True) as peer:
+        await run_agent(smtp_main, "lmtp", {"myhostname": "mail.postbus.test"})
+        await run_agent(main, "local", {
+            **settings, "mailbox_transport": f"lmtp:inet:127.0.0.1:{peer.port}"})
+        job = await bus.submit("local", "mail.postbus.test", ["bob@postbus.test"])
+        statuses = {st.transport: st for st in await _statuses(bus, job.queue_id, 2)}
+        assert statuses["local"].results == [] and not statuses["local"].whole
+        lmtp = statuses["lmtp"]
+        assert lmtp.nexthop == f"inet:127.0.0.1:{peer.port}"
+        assert [(r.index, r.status) for r in lmtp.results] == [(0, "sent")]
+        [(sender, rcpts, content)] = peer.handler.messages
+        assert (sender, rcpts) == ("alice@postbus.test", ["bob@postbus.test"])
+        assert b"Subject: hello" in content
+        logs = [r.getMessage() for r in caplog.records]
+        assert f"{job.queue_id}: passing <bob@postbus.test> to transport=lmtp" in logs
+        assert not any("to=<bob@postbus.test>, relay=local" in line for line in logs)
+        # an alias member is not the job's recipient: forwarded, it comes back on its own
+        job = await bus.submit("local", "mail.postbus.test", ["team@postbus.test"])
+        [team] = (await bus.status(job.queue_id)).results
+        assert (team.status, team.reason[:13]) == ("sent", "forwarded as ")
+        got = await bus.store.queue.get(team.reason.rsplit(" ", 1)[1])
+        assert got is not None
+        assert sorted(r.address for r in got[0].recipients) == [
+            "bob@postbus.test", "carol@postbus.test"]
+    await run_agent.stop()
+    # fallback_transport takes unknown users only; a transport master.cf lacks defers
+    await run_agent(main, "local", {**settings, "fallback_transport": "nosuch"})
+    job = await bus.submit("local", "mail.postbus.test",
+                           ["nobody9@postbus.test", "bob@postbus.test"])
+    nobody, bob = (await bus.status(job.queue_id)).results
+    assert (nobody.status, nobody.dsn, nobody.reason) == (
+        "deferred", "4.3.0", "mail transport unavailable")
+    assert (bob.status, bob.reason) == ("sent", "delivered to maildir")
