@@ -15,9 +15,12 @@ local, for each recipient, in Postfix's order:
    reached through an owner- alias, a .forward or an :include: file is
    re-queued instead, as Postfix resubmits it);
 5. ``forward_path`` — a passwd user's ``.forward`` (:mod:`delivery_local.forward`);
-6. ``mailbox_command_maps``, ``mailbox_command`` — a command as the recipient
+6. ``mailbox_transport_maps``, ``mailbox_transport`` — another transport takes the
+   recipient (anyone, as Postfix; ``fallback_transport(_maps)`` only unknown users),
+   by a job of the same attempt (:meth:`LocalAgent._hand_over`);
+7. ``mailbox_command_maps``, ``mailbox_command`` — a command as the recipient
    (:mod:`delivery_local.runner`; table users: default_privs);
-7. the mailbox — ``home_mailbox`` under the home directory if set (passwd
+8. the mailbox — ``home_mailbox`` under the home directory if set (passwd
    users only), else ``mail_spool_directory``/name; a name ending in ``/`` is
    a Maildir, anything else an mbox file (:mod:`delivery_local.store`).
 
