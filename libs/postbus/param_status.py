@@ -241,6 +241,12 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "strict_mailbox_ownership", "virtual_mailbox_maps", "virtual_mailbox_base",
     "virtual_uid_maps", "virtual_gid_maps", "virtual_minimum_uid",
     "mailbox_size_limit", "virtual_mailbox_limit",
+    "forward_path", "forward_expansion_filter", "mailbox_command", "mailbox_command_maps",
+    "owner_request_special", "expand_owner_alias", "prepend_delivered_header",
+    "command_execution_directory", "execution_directory_expansion_filter",
+    "command_expansion_filter", "local_command_shell", "export_environment", "luser_relay",
+    "require_home_directory", "mailbox_transport", "mailbox_transport_maps", "fallback_transport",
+    "fallback_transport_maps",
     # the master (postbus start)
     "mail_owner", "service_throttle_time",
 })
@@ -279,7 +285,6 @@ NOT_APPLICABLE: dict[str, str] = {
     "mail_version": "read-only in Postfix too: the configuration language Postbus implements",
     "mail_release_date": "read-only in Postfix too",
     "import_environment": _NO_DAEMONS,
-    "export_environment": _NO_DAEMONS,
     "debugger_command": _NO_DAEMONS,
     "fault_injection_code": _NO_DAEMONS,
     "daemon_timeout": _NO_DAEMONS,
@@ -352,8 +357,6 @@ ONLY_VALUES: dict[str, frozenset[str]] = {
     "smtpd_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
     # 0 and 1 as Postfix logs them; 2 and up add OpenSSL's handshake trace, not built
     "smtpd_tls_loglevel": frozenset({"0", "1"}),
-    # alias, forward and include (local) do not propagate yet
-    "propagate_unmatched_extensions": frozenset({"", "canonical", "virtual", "generic"}),
     # the one upstream proxy protocol Postfix has
     "smtpd_upstream_proxy_protocol": frozenset({"", "haproxy"}),
     # no check_address_map tables

@@ -53,8 +53,11 @@ class WorkBus:
 
     async def submit_job(self, job: DeliveryJob, parked: int = 0) -> None:
         """Hand a job to its transport (the agents read the content themselves);
-        ``parked``: the sequence it waited under, when it is handed out again."""
-        key = f"{job.attempt_id}.{job.indexes[0]}.job" + (f".{parked}" if parked else "")
+        ``parked``: the sequence it waited under, when it is handed out again. The key
+        names the transport: local(8) may pass a recipient of its own job to another
+        (mailbox_transport) within the same attempt."""
+        key = f"{job.attempt_id}.{job.indexes[0]}.{job.transport}.job" + (
+            f".{parked}" if parked else "")
         await self._publish(s.deliver_subject(job.transport, job.queue_id), job.encode(), key)
 
     async def park_job(self, job: DeliveryJob, key: str) -> None:

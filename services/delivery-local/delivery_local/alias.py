@@ -4,6 +4,8 @@ An alias value is a comma-separated list; an entry in double quotes may
 contain commas (``"|/usr/bin/filter -a, -b"``). Each entry is one of:
 
 * ``|command`` — pipe to a command (if ``allow_mail_to_commands`` has ``alias``);
+* ``~/file`` — a file under the home directory (.forward and files it includes);
+* ``\\user`` — the user's own mailbox, without aliases or .forward;
 * ``/file/name`` — append to a file, or a Maildir when it ends in ``/``
   (if ``allow_mail_to_files`` has ``alias``);
 * ``:include:/file`` — more entries, read from that file;
@@ -16,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["command", "file", "include", "local", "address"]
+Kind = Literal["command", "file", "home", "include", "local", "address"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ def classify(entry: str) -> Target:
         return Target("command", entry[1:].strip())
     if entry.startswith("/"):
         return Target("file", entry)
+    if entry.startswith("~"):
+        return Target("home", entry)
     if entry.lower().startswith(":include:"):
         return Target("include", entry[9:].strip())
     if "@" in entry:

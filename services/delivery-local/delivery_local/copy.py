@@ -26,7 +26,8 @@ def header_lines(sender: str, orig_rcpt: str, delivered_to: str) -> bytes:
     lines = f"Return-Path: <{sender}>\n"
     if orig_rcpt:
         lines += f"X-Original-To: {orig_rcpt}\n"
-    lines += f"Delivered-To: {delivered_to.lower()}\n"
+    if delivered_to:
+        lines += f"Delivered-To: {delivered_to.lower()}\n"
     return lines.encode("utf-8", "surrogateescape")
 
 

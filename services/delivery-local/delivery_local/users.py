@@ -29,6 +29,7 @@ class LocalUser:
     uid: int = -1  # -1: no passwd entry (a table user)
     gid: int = -1
     home: str = ""
+    shell: str = ""
 
     @property
     def in_passwd(self) -> bool:
@@ -59,7 +60,7 @@ async def find_user(user: str, domain: str, tables: Maps) -> LocalUser | None:
     if entry is not None:
         if not valid_name(entry.pw_name):
             return None
-        return LocalUser(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+        return LocalUser(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir, entry.pw_shell)
     if tables.tables and (
         await tables.find(user, partial=True) is not None
         or await tables.find(f"{user}@{domain}") is not None

@@ -59,11 +59,13 @@ class Bus:
         content: bytes = MESSAGE,
         sender: str = "alice@postbus.test",
         age: float = 0.0,
+        **entry: Any,
     ) -> DeliveryJob:
         """Queue the content and hand out one delivery job, as the qmgr would
-        (``age``: seconds the message has already waited in the queue)."""
+        (``age``: seconds the message has already waited in the queue; ``entry``: more
+        QueueEntry fields)."""
         rcpts = [r if isinstance(r, Recipient) else Recipient(r) for r in recipients]
-        qid = await self.store.queue.enqueue(QueueEntry("", sender, rcpts), content)
+        qid = await self.store.queue.enqueue(QueueEntry("", sender, rcpts, **entry), content)
         now = time.time()
         got = await self.store.queue.get(qid)
         assert got is not None
