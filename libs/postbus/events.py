@@ -19,9 +19,14 @@ key; ``queue_id``; ``time``: Unix seconds):
 * ``removed``: reason: the message left the queue (Postfix's ``removed``).
 
 Version 1 grows by new fields only; readers ignore fields they do not know.
-Recording waits for JetStream's acknowledgement, so an event that was
-recorded survives a restart; but an event must never hold up mail: a failure
-is logged and counted (``postbus_events_failed``), never raised. The stream
+Recording is checked against JetStream's acknowledgement, and an event must
+never hold up mail: a failure is logged and counted
+(``postbus_events_failed``), never raised. Events observe the queue, the
+queue entry is the truth: a single-replica stream is ``persist_mode: async``
+(acknowledged before its fsync, which nats-server batches), so a crash of
+nats-server or of the host may lose the last events (a restart of it or of
+any role does not); that leaves one fsynced write per message, its queue
+file (see docs/queue.md). The stream
 keeps events within ``postbus_events_max_age``, ``postbus_events_max_bytes``
 and ``postbus_events_max_msgs``; the oldest go first. ``postbus_events_record``
 says which kinds are recorded at all (each costs a JetStream write).
@@ -371,7 +376,7 @@ def stream_spec(cfg: Config | None = None) -> StreamSpec:
     age, size, count = limits(cfg)
     return StreamSpec(
         s.EVENTS_STREAM, (s.EVENT_SUBJECTS,), RetentionPolicy.LIMITS, age, StorageType.FILE,
-        max_bytes=size, max_msgs=count, replaceable=True,
+        max_bytes=size, max_msgs=count, replaceable=True, persist_async=True,
     )
 
 
