@@ -34,9 +34,10 @@ says which kinds are recorded at all (each costs a JetStream write).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
@@ -71,8 +72,14 @@ class EventError(ValueError):
     """An event that cannot be decoded."""
 
 
+_ID_PREFIX = secrets.token_hex(8)  # this process's; a counter numbers its events
+_id_counter = itertools.count(1)
+
+
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    """Unique per event (32 hex digits, as a UUID's): a random prefix per process
+    and a counter, without a call for random bytes per event."""
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -331,7 +338,13 @@ async def publish(bus: NATS | JetStreamContext, event: Event) -> bool:
 
 async def publish_event(bus: NATS | JetStreamContext, kind: str, queue_id: str,
                         **values: Any) -> bool:
-    """Record a state change by name (what ``WorkBus.event`` calls); never raises.
+    """Record a state change by name, waiting for JetStream (postsuper); never raises."""
+    event = event_named(kind, queue_id, **values)
+    return False if event is None else await publish(bus, event)
+
+
+def event_named(kind: str, queue_id: str, **values: Any) -> Event | None:
+    """A state change by name (what ``WorkBus.event`` records); None for a bug.
 
     Names of the first emitters are mapped (incoming: received, hold: held,
     removed with reason deleted: deleted); an unknown kind or field is a bug,
@@ -344,14 +357,14 @@ async def publish_event(bus: NATS | JetStreamContext, kind: str, queue_id: str,
     if cls is None:
         log.error("%s: unknown event kind %s: not recorded", queue_id, kind)
         metrics.events_failed.labels("other").inc()
-        return False
+        return None
     checks = _FIELDS[cls]
     kept = {name: value for name, value in values.items()
             if name in checks and checks[name](value)}
     if len(kept) != len(values):
         log.error("%s: event %s: fields left out: %s", queue_id, kind,
                   ", ".join(sorted(set(values) - set(kept))))
-    return await publish(bus, make(kind, queue_id, **kept))
+    return make(kind, queue_id, **kept)
 
 
 # -- the stream ---------------------------------------------------------------------
