@@ -164,6 +164,7 @@ async def serve_jobs(ctx: ServiceContext, deliver: Deliver, *, concurrency: int 
 
     gate = Gate(ctx.cfg, ctx.work, ctx.service, suspend)
     ctx.on_reload(gate.reconfigure)
+    await gate.listen()
 
     async def handler(msg: Msg) -> None:
         await handle_job(ctx, gate, msg, deliver)

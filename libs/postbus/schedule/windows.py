@@ -41,6 +41,9 @@ PREFIX = "postbus:dest:"
 WAITING = PREFIX + "waiting"  # destinations with parked jobs
 LEASES = PREFIX + "leases"  # every busy slot, scored by when its lease runs out
 STATE_TTL = 3600.0  # seconds an idle destination's window is remembered
+#: Seconds after a "wait" verdict that freeing a slot announces it to every agent
+#: (an agent waits for a slot up to postbus.schedule.gate.LOCAL_WAIT, then parks).
+WANTED_FOR = 1.5
 SUSPENDED = "delivery temporarily suspended: "
 
 
@@ -135,6 +138,7 @@ class Released:
     held: bool  # the slot was held (False: freed already, no feedback given)
     dead: Grant | None = None
     waiting: bool = False
+    wanted: bool = False  # an agent asked for a slot lately and waits for one
 
 
 # KEYS: hash, busy, leases, waiting. ARGV: member, lease, initial, limit, rate, ttl, dest id.
@@ -165,7 +169,10 @@ if rate > 0 then window = 1 end
 if limit > 0 and window > limit then window = limit end
 if window < 1 then window = 1 end
 local queued = tostring(redis.call('SISMEMBER', KEYS[4], ARGV[7]))
-if redis.call('ZCARD', busy) >= window then return {'wait', '', '', '0', queued} end
+if redis.call('ZCARD', busy) >= window then
+  redis.call('HSET', h, 'wanted', now)  -- an agent waits: who frees a slot says so
+  return {'wait', '', '', '0', queued}
+end
 if rate > 0 then
   local after = tonumber(s[5]) or 0
   if after > now then return {'wait', '', '', tostring(after), queued} end
@@ -176,7 +183,7 @@ return take()
 
 # KEYS: hash, busy, leases, waiting. ARGV: member, hop failed (0/1), positive base,
 # positive per window (0/1), negative base, negative per window, initial, limit,
-# cohort limit, dsn, reason, backoff, rate, ttl, dest id.
+# cohort limit, dsn, reason, backoff, rate, ttl, dest id, how long a wait is wanted.
 _RELEASE = """
 local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local h, busy = KEYS[1], KEYS[2]
@@ -185,7 +192,9 @@ redis.call('ZREM', KEYS[3], ARGV[15] .. '\\n' .. ARGV[1])
 if redis.call('ZREM', busy, ARGV[1]) == 0 then return {'gone'} end
 local initial, limit = tonumber(ARGV[7]), tonumber(ARGV[8])
 local s = redis.call('HMGET', h, 'window', 'success', 'failure', 'fail_cohorts', 'dead_until',
-                     'dsn', 'reason')
+                     'dsn', 'reason', 'wanted')
+local wanted = '0'
+if now - (tonumber(s[8]) or 0) < tonumber(ARGV[16]) then wanted = '1' end
 local window = tonumber(s[1]) or initial
 local success, failure = tonumber(s[2]) or 0, tonumber(s[3]) or 0
 local cohorts, dead = tonumber(s[4]) or 0, tonumber(s[5]) or 0
@@ -233,8 +242,8 @@ redis.call('HSET', h, 'window', window, 'success', success, 'failure', failure,
            'fail_cohorts', cohorts, 'dead_until', dead)
 redis.call('EXPIRE', h, ARGV[14]); redis.call('EXPIRE', busy, ARGV[14])
 local waiting = redis.call('SISMEMBER', KEYS[4], ARGV[15])
-if dead > now then return {'dead', s[6] or '4.0.0', s[7] or '', tostring(waiting)} end
-return {'ok', '', '', tostring(waiting)}
+if dead > now then return {'dead', s[6] or '4.0.0', s[7] or '', tostring(waiting), '0'} end
+return {'ok', '', '', tostring(waiting), wanted}
 """
 
 # KEYS: leases. ARGV: how many.
@@ -345,14 +354,14 @@ class Windows:
             [member, int(bool(hop_dsn)), lim.positive.base, int(lim.positive.per_window),
              lim.negative.base, int(lim.negative.per_window), lim.initial, lim.limit,
              lim.cohort_limit, hop_dsn or "4.0.0", reason, lim.backoff, lim.rate_delay,
-             int(STATE_TTL), dest.ident],
+             int(STATE_TTL), dest.ident, WANTED_FOR],
         )
         if _text(got[0]) == "gone":
             return Released(False)
         waiting = _text(got[3]) == "1"
         if _text(got[0]) == "dead":
             return Released(True, Grant("dead", _text(got[1]), _text(got[2])), waiting)
-        return Released(True, None, waiting)
+        return Released(True, None, waiting, _text(got[4]) == "1")
 
     async def renew(self, dest: Destination, member: str) -> bool:
         """Keep a slot whose job is still on the bus; False when it was freed meanwhile."""
