@@ -15,6 +15,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -122,6 +123,20 @@ def print_nats_counts(before: dict[str, int], after: dict[str, int], count: int)
             print(f"  nats {name:<28} {delta / count:6.2f} per msg")
 
 
+def spy(pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    """Developers: with BENCH_PYSPY=<dir>, py-spy samples the busy roles during the
+    load (on CPU only), collapsed stacks in <dir>/<role>.txt."""
+    out = os.environ.get("BENCH_PYSPY")
+    if not out:
+        return []
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen(
+        [os.environ.get("PYSPY", "py-spy"), "record", "-p", str(pid), "-r", "250", "-f", "raw",
+         "-o", str(Path(out) / f"{label.replace(':', '_')}.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ) for label, pid in pids.items() if label in ("qmgr", "smtp") or ":" in label]
+
+
 def run_postbus(root: Path, args: argparse.Namespace, sink_port: int) -> dict[str, float]:
     system = MailSystem(root, {
         "relayhost": f"[127.0.0.1]:{sink_port}",
@@ -135,6 +150,7 @@ def run_postbus(root: Path, args: argparse.Namespace, sink_port: int) -> dict[st
             pids[f"{server.name}-server"] = server.proc.pid
         monitor = system.nats.extra["monitor"]
         counts_before = nats_counts(monitor)
+        spies = spy(pids)
         cpu_before = {label: cpu_seconds(pid) for label, pid in pids.items()}
         t0 = time.monotonic()
         accept_time = send_load(system.smtp_port, args.count, args.size, args.sessions)
@@ -144,6 +160,9 @@ def run_postbus(root: Path, args: argparse.Namespace, sink_port: int) -> dict[st
         # to the last delivery (start-up left out)
         cpu = {label: cpu_seconds(pid) - cpu_before[label] for label, pid in pids.items()}
         counts_after = nats_counts(monitor)
+        for proc in spies:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
     finally:
         system.stop()
     result = summarize("postbus", args, accept_time, done - t0, delays)
