@@ -61,17 +61,23 @@ async def test_a_slot_freed_in_one_agent_wakes_a_job_waiting_in_another(
         assert await asyncio.wait_for(waiting, 10), "parked instead of admitted"
         assert time.monotonic() - started < LOCAL_WAIT, "admitted only by its own retry"
         await gates[1].done(second)
-        # alone, an agent announces nothing: no job waits anywhere
-        third = job("AAAAAAAAAA3")
+        # one agent alone announces nothing: its own waiters take its slots
         heard: list[bytes] = []
 
         async def record(msg) -> None:  # type: ignore[no-untyped-def]
             heard.append(msg.data)
 
         await clients[1].subscribe("postbus.slot.>", cb=record)
-        await asyncio.sleep(LOCAL_WAIT + 0.6)  # the earlier wait is no longer "wanted"
+        await clients[1].flush()
+        await asyncio.sleep(1.6)  # agent 1's wait is no longer "wanted"
+        third, fourth = job("AAAAAAAAAA3"), job("AAAAAAAAAA4")
         assert await gates[0].admit(third)
+        waiting = asyncio.create_task(gates[0].admit(fourth))
+        await asyncio.sleep(0.2)
         await gates[0].done(third)
+        assert await asyncio.wait_for(waiting, 10)
+        await gates[0].done(fourth)
+        await clients[0].flush()
         await clients[1].flush()
         await asyncio.sleep(0.2)
         assert heard == []

@@ -11,7 +11,7 @@ trip of its result back to a qmgr.
 A job that gets no slot first waits in its agent, a short while, for a
 slot to be freed: by its own agent, or by another one, which then says so
 on ``postbus.slot.<transport>.<destination key>`` (core NATS) when the
-window's state in Redis shows that an agent waits (so one agent alone
+window's state in Redis shows that another agent waits (so one agent alone
 publishes nothing). Without that word, replicas parked what a single
 agent would have delivered at once, and two agents delivered less than
 one.
@@ -39,6 +39,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 
@@ -67,13 +68,14 @@ class Gate:
         self.work = work
         self.transport = transport
         self.suspend = suspend
+        self.agent = secrets.token_hex(6)
         self.reconfigure(cfg)
         self._timers: set[asyncio.Task[None]] = set()
         self._promoting: dict[Destination, bool] = {}  # looping now; asked again meanwhile
         self._waiters: dict[Destination, collections.deque[asyncio.Future[None]]] = {}
 
     def reconfigure(self, cfg: Config) -> None:
-        self.windows = Windows(cfg, cfg.time("postbus_delivery_lease"))
+        self.windows = Windows(cfg, cfg.time("postbus_delivery_lease"), self.agent)
 
     @staticmethod
     def destination(job: DeliveryJob) -> Destination:

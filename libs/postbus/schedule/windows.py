@@ -28,6 +28,7 @@ history, not mail.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -138,10 +139,11 @@ class Released:
     held: bool  # the slot was held (False: freed already, no feedback given)
     dead: Grant | None = None
     waiting: bool = False
-    wanted: bool = False  # an agent asked for a slot lately and waits for one
+    wanted: bool = False  # another agent asked for a slot lately and waits for one
 
 
-# KEYS: hash, busy, leases, waiting. ARGV: member, lease, initial, limit, rate, ttl, dest id.
+# KEYS: hash, busy, leases, waiting, wanted. ARGV: member, lease, initial, limit, rate, ttl,
+# dest id, agent id.
 _ACQUIRE = """
 local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local h, busy = KEYS[1], KEYS[2]
@@ -170,7 +172,8 @@ if limit > 0 and window > limit then window = limit end
 if window < 1 then window = 1 end
 local queued = tostring(redis.call('SISMEMBER', KEYS[4], ARGV[7]))
 if redis.call('ZCARD', busy) >= window then
-  redis.call('HSET', h, 'wanted', now)  -- an agent waits: who frees a slot says so
+  -- this agent waits: another that frees a slot says so (see release)
+  redis.call('HSET', KEYS[5], ARGV[8], now); redis.call('EXPIRE', KEYS[5], 60)
   return {'wait', '', '', '0', queued}
 end
 if rate > 0 then
@@ -181,9 +184,10 @@ if not s[1] then redis.call('HSET', h, 'window', window) end
 return take()
 """
 
-# KEYS: hash, busy, leases, waiting. ARGV: member, hop failed (0/1), positive base,
+# KEYS: hash, busy, leases, waiting, wanted. ARGV: member, hop failed (0/1), positive base,
 # positive per window (0/1), negative base, negative per window, initial, limit,
-# cohort limit, dsn, reason, backoff, rate, ttl, dest id, how long a wait is wanted.
+# cohort limit, dsn, reason, backoff, rate, ttl, dest id, how long a wait is wanted,
+# agent id.
 _RELEASE = """
 local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local h, busy = KEYS[1], KEYS[2]
@@ -192,9 +196,14 @@ redis.call('ZREM', KEYS[3], ARGV[15] .. '\\n' .. ARGV[1])
 if redis.call('ZREM', busy, ARGV[1]) == 0 then return {'gone'} end
 local initial, limit = tonumber(ARGV[7]), tonumber(ARGV[8])
 local s = redis.call('HMGET', h, 'window', 'success', 'failure', 'fail_cohorts', 'dead_until',
-                     'dsn', 'reason', 'wanted')
-local wanted = '0'
-if now - (tonumber(s[8]) or 0) < tonumber(ARGV[16]) then wanted = '1' end
+                     'dsn', 'reason')
+local wanted = '0'  -- another agent was refused a slot lately
+local others = redis.call('HGETALL', KEYS[5])
+for i = 1, #others, 2 do
+  if others[i] ~= ARGV[17] and now - tonumber(others[i + 1]) < tonumber(ARGV[16]) then
+    wanted = '1'
+  end
+end
 local window = tonumber(s[1]) or initial
 local success, failure = tonumber(s[2]) or 0, tonumber(s[3]) or 0
 local cohorts, dead = tonumber(s[4]) or 0, tonumber(s[5]) or 0
@@ -307,6 +316,11 @@ class Destination:
     def busy(self) -> str:
         return self.state + ":busy"
 
+    @property
+    def wanted(self) -> str:
+        """Per agent: when it was last refused a slot here."""
+        return self.state + ":wanted"
+
     @classmethod
     def from_ident(cls, ident: str) -> Destination:
         transport, _, name = ident.partition("\t")
@@ -316,9 +330,10 @@ class Destination:
 class Windows:
     """The shared windows: take and free slots, feedback, dead destinations."""
 
-    def __init__(self, cfg: Config, lease: float) -> None:
+    def __init__(self, cfg: Config, lease: float, agent: str = "") -> None:
         self.cfg = cfg
         self.lease = lease
+        self.agent = agent or secrets.token_hex(6)  # among the agents that wait for slots
         self._limits: dict[str, Limits] = {}
 
     def limits(self, transport: str) -> Limits:
@@ -336,9 +351,9 @@ class Windows:
     async def acquire(self, dest: Destination, member: str) -> Grant:
         lim = self.limits(dest.transport)
         verdict, dsn, reason, after, queued = await self._run(
-            _ACQUIRE, [dest.state, dest.busy, LEASES, WAITING],
+            _ACQUIRE, [dest.state, dest.busy, LEASES, WAITING, dest.wanted],
             [member, self.lease, lim.initial, lim.limit, lim.rate_delay, int(STATE_TTL),
-             dest.ident],
+             dest.ident, self.agent],
         )
         return Grant(_text(verdict), _text(dsn), _text(reason), float(after),  # type: ignore[arg-type]
                      _text(queued) == "1")
@@ -350,11 +365,11 @@ class Windows:
         lim = self.limits(dest.transport)
         reason = SUSPENDED + (hop_reason or "unknown error")
         got = await self._run(
-            _RELEASE, [dest.state, dest.busy, LEASES, WAITING],
+            _RELEASE, [dest.state, dest.busy, LEASES, WAITING, dest.wanted],
             [member, int(bool(hop_dsn)), lim.positive.base, int(lim.positive.per_window),
              lim.negative.base, int(lim.negative.per_window), lim.initial, lim.limit,
              lim.cohort_limit, hop_dsn or "4.0.0", reason, lim.backoff, lim.rate_delay,
-             int(STATE_TTL), dest.ident, WANTED_FOR],
+             int(STATE_TTL), dest.ident, WANTED_FOR, self.agent],
         )
         if _text(got[0]) == "gone":
             return Released(False)
@@ -415,7 +430,7 @@ async def revive_dead() -> int:
     revived, batch = 0, []
     async for key in client.scan_iter(match=f"{PREFIX}*", count=500):
         name = _text(key)
-        if name.endswith(":busy") or name in (LEASES, WAITING):
+        if name.endswith((":busy", ":wanted")) or name in (LEASES, WAITING):
             continue
         batch.append(name)
         if len(batch) == 200:
