@@ -15,6 +15,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -96,6 +97,46 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def nats_counts(monitor: int) -> dict[str, int]:
+    """Per stream, the messages written so far (last sequence); and the server's
+    JetStream API calls and client messages in, from nats-server's monitoring."""
+    import json
+    import urllib.request
+
+    base = f"http://127.0.0.1:{monitor}"
+    with urllib.request.urlopen(f"{base}/jsz?streams=true", timeout=5) as reply:
+        jsz = json.load(reply)
+    with urllib.request.urlopen(f"{base}/varz", timeout=5) as reply:
+        varz = json.load(reply)
+    counts = {"api calls": int(jsz.get("api", {}).get("total", 0)),
+              "client msgs in": int(varz.get("in_msgs", 0))}
+    for account in jsz.get("account_details") or []:
+        for stream in account.get("stream_detail") or []:
+            counts[f"writes {stream['name']}"] = int(stream["state"].get("last_seq", 0))
+    return counts
+
+
+def print_nats_counts(before: dict[str, int], after: dict[str, int], count: int) -> None:
+    for name in sorted(after):
+        delta = after[name] - before.get(name, 0)
+        if delta:
+            print(f"  nats {name:<28} {delta / count:6.2f} per msg")
+
+
+def spy(pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    """Developers: with BENCH_PYSPY=<dir>, py-spy samples the busy roles during the
+    load (on CPU only), collapsed stacks in <dir>/<role>.txt."""
+    out = os.environ.get("BENCH_PYSPY")
+    if not out:
+        return []
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen(
+        [os.environ.get("PYSPY", "py-spy"), "record", "-p", str(pid), "-r", "250", "-f", "raw",
+         "-o", str(Path(out) / f"{label.replace(':', '_')}.txt")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ) for label, pid in pids.items() if label in ("qmgr", "smtp") or ":" in label]
+
+
 def run_postbus(root: Path, args: argparse.Namespace, sink_port: int) -> dict[str, float]:
     system = MailSystem(root, {
         "relayhost": f"[127.0.0.1]:{sink_port}",
@@ -103,15 +144,25 @@ def run_postbus(root: Path, args: argparse.Namespace, sink_port: int) -> dict[st
         **dict(x.split("=", 1) for x in os.environ.get("BENCH_MAIN_CF", "").split(";") if x),
     }, master_cf=replicated(args.replicas, args.replicas) if args.replicas > 1 else None).start()
     try:
-        t0 = time.monotonic()
-        accept_time = send_load(system.smtp_port, args.count, args.size, args.sessions)
-        done, delays = wait_delivered(system.maillog, args.count, args.timeout)
         pids = {label: p.pid for label, p in system.procs.items()}
         for server in (system.nats, system.redis):
             assert server.proc is not None
             pids[f"{server.name}-server"] = server.proc.pid
+        monitor = system.nats.extra["monitor"]
+        counts_before = nats_counts(monitor)
+        spies = spy(pids)
+        cpu_before = {label: cpu_seconds(pid) for label, pid in pids.items()}
+        t0 = time.monotonic()
+        accept_time = send_load(system.smtp_port, args.count, args.size, args.sessions)
+        done, delays = wait_delivered(system.maillog, args.count, args.timeout)
         memory = {label: peak_rss_mib(pid) for label, pid in pids.items()}
-        cpu = {label: cpu_seconds(pid) for label, pid in pids.items()}
+        # the load's CPU only: what each process used from the first connection
+        # to the last delivery (start-up left out)
+        cpu = {label: cpu_seconds(pid) - cpu_before[label] for label, pid in pids.items()}
+        counts_after = nats_counts(monitor)
+        for proc in spies:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
     finally:
         system.stop()
     result = summarize("postbus", args, accept_time, done - t0, delays)
@@ -120,6 +171,7 @@ def run_postbus(root: Path, args: argparse.Namespace, sink_port: int) -> dict[st
               f" CPU {cpu[label] / args.count * 1000:6.3f} ms/msg")
     print(f"  total CPU of Postbus and its servers: "
           f"{sum(cpu.values()) / args.count * 1000:.3f} ms/msg")
+    print_nats_counts(counts_before, counts_after, args.count)
     return result
 
 

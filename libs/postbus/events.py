@@ -19,9 +19,14 @@ key; ``queue_id``; ``time``: Unix seconds):
 * ``removed``: reason: the message left the queue (Postfix's ``removed``).
 
 Version 1 grows by new fields only; readers ignore fields they do not know.
-Recording waits for JetStream's acknowledgement, so an event that was
-recorded survives a restart; but an event must never hold up mail: a failure
-is logged and counted (``postbus_events_failed``), never raised. The stream
+Recording is checked against JetStream's acknowledgement, and an event must
+never hold up mail: a failure is logged and counted
+(``postbus_events_failed``), never raised. Events observe the queue, the
+queue entry is the truth: a single-replica stream is ``persist_mode: async``
+(acknowledged before its fsync, which nats-server batches), so a crash of
+nats-server or of the host may lose the last events (a restart of it or of
+any role does not); that leaves one fsynced write per message, its queue
+file (see docs/queue.md). The stream
 keeps events within ``postbus_events_max_age``, ``postbus_events_max_bytes``
 and ``postbus_events_max_msgs``; the oldest go first. ``postbus_events_record``
 says which kinds are recorded at all (each costs a JetStream write).
@@ -29,9 +34,10 @@ says which kinds are recorded at all (each costs a JetStream write).
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, get_type_hints
@@ -66,8 +72,14 @@ class EventError(ValueError):
     """An event that cannot be decoded."""
 
 
+_ID_PREFIX = secrets.token_hex(8)  # this process's; a counter numbers its events
+_id_counter = itertools.count(1)
+
+
 def _new_id() -> str:
-    return uuid.uuid4().hex
+    """Unique per event (32 hex digits, as a UUID's): a random prefix per process
+    and a counter, without a call for random bytes per event."""
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -326,7 +338,13 @@ async def publish(bus: NATS | JetStreamContext, event: Event) -> bool:
 
 async def publish_event(bus: NATS | JetStreamContext, kind: str, queue_id: str,
                         **values: Any) -> bool:
-    """Record a state change by name (what ``WorkBus.event`` calls); never raises.
+    """Record a state change by name, waiting for JetStream (postsuper); never raises."""
+    event = event_named(kind, queue_id, **values)
+    return False if event is None else await publish(bus, event)
+
+
+def event_named(kind: str, queue_id: str, **values: Any) -> Event | None:
+    """A state change by name (what ``WorkBus.event`` records); None for a bug.
 
     Names of the first emitters are mapped (incoming: received, hold: held,
     removed with reason deleted: deleted); an unknown kind or field is a bug,
@@ -339,14 +357,14 @@ async def publish_event(bus: NATS | JetStreamContext, kind: str, queue_id: str,
     if cls is None:
         log.error("%s: unknown event kind %s: not recorded", queue_id, kind)
         metrics.events_failed.labels("other").inc()
-        return False
+        return None
     checks = _FIELDS[cls]
     kept = {name: value for name, value in values.items()
             if name in checks and checks[name](value)}
     if len(kept) != len(values):
         log.error("%s: event %s: fields left out: %s", queue_id, kind,
                   ", ".join(sorted(set(values) - set(kept))))
-    return await publish(bus, make(kind, queue_id, **kept))
+    return make(kind, queue_id, **kept)
 
 
 # -- the stream ---------------------------------------------------------------------
@@ -371,7 +389,7 @@ def stream_spec(cfg: Config | None = None) -> StreamSpec:
     age, size, count = limits(cfg)
     return StreamSpec(
         s.EVENTS_STREAM, (s.EVENT_SUBJECTS,), RetentionPolicy.LIMITS, age, StorageType.FILE,
-        max_bytes=size, max_msgs=count, replaceable=True,
+        max_bytes=size, max_msgs=count, replaceable=True, persist_async=True,
     )
 
 

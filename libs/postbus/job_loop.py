@@ -70,12 +70,23 @@ async def handle_job(ctx: ServiceContext, gate: Gate, msg: Msg, deliver: Deliver
             return
         results = await deliver(job, content, stats)
         hop = _site_failure(stats.site_failure)
-        await gate.done(job, hop.dsn if hop else "", hop.reason if hop else "")
+        await free_slot(gate, job, hop.dsn if hop else "", hop.reason if hop else "")
         await ctx.work.report(status_of(job, results))
     for result in results:
         ctx.work.record(outcome_event(job, result))
     await msg.ack()
     metrics.bus_messages_processed.labels(deliver_consumer(ctx.service), "ack").inc()
+
+
+async def free_slot(gate: Gate, job: DeliveryJob, hop_dsn: str, hop_reason: str) -> None:
+    """Free the slot of a delivery that took place. Redis away must not fail the
+    job now: handed out again, it would be delivered twice. The slot's lease
+    runs out instead, and the sweep frees it (its job is gone)."""
+    try:
+        await gate.done(job, hop_dsn, hop_reason)
+    except Exception as exc:
+        log.warning("warning: %s: cannot free the destination slot now (the sweep will):"
+                    " %s: %s", job.queue_id, type(exc).__name__, exc)
 
 
 def _site_failure(outcome: Outcome | None) -> Outcome | None:
@@ -153,6 +164,7 @@ async def serve_jobs(ctx: ServiceContext, deliver: Deliver, *, concurrency: int 
 
     gate = Gate(ctx.cfg, ctx.work, ctx.service, suspend)
     ctx.on_reload(gate.reconfigure)
+    await gate.listen()
 
     async def handler(msg: Msg) -> None:
         await handle_job(ctx, gate, msg, deliver)

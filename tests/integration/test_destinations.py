@@ -35,7 +35,7 @@ def config(tmp_path: Path, main_cf: str = "") -> Config:
 async def windows(tmp_path: Path, redis: ServerProcess) -> AsyncIterator[Windows]:
     context.configure(f"{redis.url}/0")
     yield Windows(config(tmp_path, "minimal_backoff_time = 2s\n"), lease=20.0)
-    await context.redis_client().aclose()
+    await context.aclose()
 
 
 DEST = Destination("smtp", "mx.example.test")
@@ -159,7 +159,7 @@ async def test_rate_delay_allows_one_delivery_at_a_time_spaced_out(
             assert asyncio.get_running_loop().time() < deadline
             await asyncio.sleep(0.05)
     finally:
-        await context.redis_client().aclose()
+        await context.aclose()
 
 
 async def test_expired_slots_are_handed_back_for_checking(
@@ -181,4 +181,4 @@ async def test_expired_slots_are_handed_back_for_checking(
         assert await context.redis_client().zrange(DEST.busy, 0, -1) == [b"Q1 a.0"]
         assert not await short.renew(DEST, "Q2 a.0")
     finally:
-        await context.redis_client().aclose()
+        await context.aclose()

@@ -81,6 +81,38 @@ async def test_a_failure_to_record_is_logged_and_counted_never_raised(
         await nc.close()
 
 
+async def test_the_recorder_checks_every_acknowledgement_without_waiting_for_each(
+        nats: ServerProcess, caplog: pytest.LogCaptureFixture) -> None:
+    """Roles record in the background (postbus.events_recorder): each event is
+    acknowledged by JetStream or logged and counted, and a burst keeps its order."""
+    from postbus import metrics
+    from postbus.events_recorder import EventRecorder
+
+    nc = await connect(nats.url, "test")
+    try:
+        recorder = EventRecorder(nc)
+        failed = metrics.events_failed.labels("active")._value.get()
+        recorder.record(events.make("active", "4BCD52", attempt=1))  # no stream yet
+        await asyncio.wait_for(recorder.drain(), 15)
+        assert metrics.events_failed.labels("active")._value.get() == failed + 1
+        assert "4BCD52: cannot record event active: no responders" in caplog.text
+        await ensure_streams(nc.jetstream())
+        published = metrics.events_published.labels("active")._value.get()
+        for attempt in range(1, 2501):  # more than the window of unacknowledged events
+            recorder.record(events.make("active", "4BCD53", attempt=attempt))
+        recorder.record(None)
+        await asyncio.wait_for(recorder.drain(), 30)
+        assert metrics.events_published.labels("active")._value.get() == published + 2500
+        info = await nc.jetstream().stream_info(s.EVENTS_STREAM)
+        assert info.state.messages == 2500
+        first = await nc.jetstream().get_msg(s.EVENTS_STREAM, info.state.first_seq)
+        last = await nc.jetstream().get_msg(s.EVENTS_STREAM, info.state.last_seq)
+        assert [events.decode(m.data).attempt for m in (first, last)] == [1, 2500]  # type: ignore[attr-defined]
+        assert metrics.events_failed.labels("active")._value.get() == failed + 1
+    finally:
+        await nc.close()
+
+
 async def test_postsuper_records_who_held_released_and_deleted(
         qmgr: Path, store: Bus) -> None:
     conf = qmgr.parent / "etc"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client as NATS
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import PersistMode, RetentionPolicy, StorageType, StreamConfig
 
 from postbus.bus import subjects as s
 from postbus.bus.jetstream import StreamMismatch, connect, ensure_streams
@@ -67,6 +67,27 @@ async def test_streams_that_hold_no_mail_are_made_anew(nc: NATS) -> None:
     assert counters.allow_msg_counter and counters.duplicate_window == gauges.CLAIM_WINDOW
     await gauges.move(js, None, "hold")
     assert await gauges.counter(js, "hold") == 1
+
+
+async def test_events_are_acknowledged_before_fsync_and_mail_is_not(nc: NATS) -> None:
+    js = nc.jetstream()
+    await ensure_streams(js)
+    assert (await js.stream_info(s.EVENTS_STREAM)).config.persist_mode == PersistMode.ASYNC
+    for name in (s.QUEUE_STREAM, s.CORRUPT_STREAM):
+        assert (await js.stream_info(name)).config.persist_mode in (None, PersistMode.DEFAULT)
+
+
+async def test_an_events_stream_of_an_older_release_keeps_its_events(nc: NATS) -> None:
+    """JetStream cannot change the persist mode in place: the stream stays as it
+    is (fsynced) rather than being made anew without what it holds."""
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=s.EVENTS_STREAM, subjects=[s.EVENT_SUBJECTS],
+                                     storage=StorageType.FILE))
+    await js.publish(s.event_subject("received"), b"kept", stream=s.EVENTS_STREAM)
+    await ensure_streams(js)
+    info = await js.stream_info(s.EVENTS_STREAM)
+    assert info.config.persist_mode in (None, PersistMode.DEFAULT)
+    assert info.state.messages == 1
 
 
 async def test_three_replicas_on_one_server_are_refused_naming_the_parameter(nc: NATS) -> None:
@@ -132,6 +153,9 @@ async def test_r1_streams_become_r3_on_a_three_node_cluster(
                      s.GAUGES_STREAM):
             info = await js.stream_info(name)
             assert info.config.num_replicas == 3, name
+        # async persistence is for one replica only: the events stream was made anew
+        events_config = (await js.stream_info(s.EVENTS_STREAM)).config
+        assert events_config.persist_mode in (None, PersistMode.DEFAULT)
         for _ in range(100):  # the two new peers join the stream's group
             cluster_info = (await js.stream_info(s.QUEUE_STREAM)).cluster
             if cluster_info is not None and len(cluster_info.replicas or []) == 2:

@@ -17,6 +17,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
+    PersistMode,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -51,6 +52,9 @@ class StreamSpec:
     replaceable: bool = False  # holds no mail: may be made anew when it cannot be updated
     counters: bool = False  # Nats-Incr counters only (nats-server 2.12+)
     duplicate_window: float = DUPLICATE_WINDOW
+    #: Acknowledged before it is on disk (nats-server's ``persist_mode: async``,
+    #: single-replica streams only): for what observes the queue, never for mail.
+    persist_async: bool = False
 
 
 WORK_MAX_BYTES = 512 * 1024 * 1024  # jobs and results in flight; past this, publishing waits
@@ -142,7 +146,14 @@ def _config(spec: StreamSpec, replicas: int) -> StreamConfig:
         allow_msg_schedules=spec.schedules or None,
         allow_msg_ttl=spec.schedules or None,
         allow_msg_counter=spec.counters or None,
+        persist_mode=_persist_mode(spec, replicas),
     )
+
+
+def _persist_mode(spec: StreamSpec, replicas: int) -> PersistMode | None:
+    """Async only where asked and possible (JetStream refuses it beyond one
+    replica); the default is left unset, as JetStream itself leaves it."""
+    return PersistMode.ASYNC if spec.persist_async and replicas == 1 else None
 
 
 #: What ensure_streams reconciles on an existing stream.
@@ -170,7 +181,8 @@ async def _add_or_update(
                 continue
         have = info.config
         fixed = (have.storage != config.storage or have.retention != config.retention
-                 or bool(have.allow_msg_counter) != bool(config.allow_msg_counter))
+                 or bool(have.allow_msg_counter) != bool(config.allow_msg_counter)
+                 or _async_replicated(have, config))
         if fixed and replaceable:
             log.info("making stream %s anew with this release's storage", config.name)
             with contextlib.suppress(NotFoundError):
@@ -184,6 +196,7 @@ async def _add_or_update(
                 f"and remove the stream "
                 f"(nats stream rm {config.name}) before starting"
             )
+        _keep_persist_mode(have, config)
         changed = [k for k in _RECONCILED if _differs(getattr(have, k), getattr(config, k))]
         if changed:
             log.info("updating stream %s: %s", config.name, ", ".join(
@@ -203,6 +216,25 @@ async def _add_or_update(
         f"{last.description if last else 'it keeps changing'}",
         parameter="postbus_stream_replicas" if config.num_replicas != 1 else None,
     )
+
+
+def _async_replicated(have: StreamConfig, config: StreamConfig) -> bool:
+    """An async stream that must get more than one replica (JetStream refuses
+    async there, and cannot change the mode in place)."""
+    return have.persist_mode == PersistMode.ASYNC and (config.num_replicas or 1) > 1
+
+
+def _keep_persist_mode(have: StreamConfig, config: StreamConfig) -> None:
+    """JetStream cannot change a stream's persist mode in place, and making the
+    stream anew would drop what it holds: an existing stream keeps its mode
+    (said once at start; removing the stream gives it this release's), unless
+    it must be replicated (:func:`_async_replicated`)."""
+    want = config.persist_mode or PersistMode.DEFAULT
+    if (have.persist_mode or PersistMode.DEFAULT) != want:
+        log.info("stream %s keeps persist mode %s (this release makes it %s; remove the "
+                 "stream to change it: nats stream rm %s)", config.name,
+                 _word(have.persist_mode or PersistMode.DEFAULT), _word(want), config.name)
+    config.persist_mode = have.persist_mode
 
 
 def _word(setting: object) -> str:

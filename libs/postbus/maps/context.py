@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from postbus import redis_script
 from postbus.bus.subjects import MAPS_CHANGED_SUBJECT
 from postbus.maps.cache import LookupCache
 from postbus.params import PARAMS
@@ -118,6 +119,7 @@ def _discard(ctx: MapsContext) -> None:
     ctx._client = ctx._loop = None
     if client is None:
         return
+    redis_script.forget(client)
     if loop is not None and not loop.is_closed():
         try:
             running = asyncio.get_running_loop()
@@ -143,6 +145,7 @@ async def aclose() -> None:
     ctx = get_context()
     client, ctx._client, ctx._loop = ctx._client, None, None
     if client is not None:
+        redis_script.forget(client)
         await client.aclose()
 
 

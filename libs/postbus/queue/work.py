@@ -17,10 +17,8 @@ outcome ends the attempt with :meth:`WorkBus.end_attempt`.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -31,6 +29,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from postbus import events
 from postbus.bus import subjects as s
+from postbus.events_recorder import EventRecorder
 from postbus.queue.entry import DeliveryJob, DeliveryStatus
 
 log = logging.getLogger("postbus.queue")
@@ -42,7 +41,7 @@ class WorkBus:
     def __init__(self, nc: NATS, js: JetStreamContext) -> None:
         self.nc = nc
         self.js = js
-        self._recording: set[asyncio.Task[bool]] = set()
+        self.recorder = EventRecorder(nc)
 
     async def _publish(self, subject: str, data: bytes, key: str) -> None:
         ack = await self.js.publish(
@@ -119,23 +118,17 @@ class WorkBus:
             await self.nc.publish(token, b"+ACK")
 
     async def event(self, kind: str, queue_id: str, **fields: Any) -> None:
-        """Record a state change by name (:func:`postbus.events.publish_event`)."""
-        self._background(events.publish_event(self.js, kind, queue_id, **fields))
+        """Record a state change by name (:func:`postbus.events.event_named`)."""
+        self.recorder.record(events.event_named(kind, queue_id, **fields))
 
     def record(self, event: events.Event | None) -> None:
         """Record a built event (:mod:`postbus.events`); None records nothing.
 
-        Records are made in the background: an observer must never slow the
-        mail down, and the recording itself logs and counts what fails."""
-        if event is not None and event.kind in events.recorded:
-            self._background(events.publish(self.js, event))
-
-    def _background(self, recording: Coroutine[Any, Any, bool]) -> None:
-        task = asyncio.create_task(recording)
-        self._recording.add(task)
-        task.add_done_callback(self._recording.discard)
+        Records are made in the background (:mod:`postbus.events_recorder`):
+        an observer must never slow the mail down, and the recording itself
+        logs and counts what fails."""
+        self.recorder.record(event)
 
     async def drain(self) -> None:
         """Wait for the events still being recorded (before the connection closes)."""
-        if self._recording:
-            await asyncio.gather(*self._recording, return_exceptions=True)
+        await self.recorder.drain()

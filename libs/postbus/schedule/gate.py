@@ -8,7 +8,15 @@ connects, and gives it back, with Postfix's feedback, as soon as the
 delivery is over: the slot is held for the delivery itself, not for the
 trip of its result back to a qmgr.
 
-A job that gets no slot is parked on
+A job that gets no slot first waits in its agent, a short while, for a
+slot to be freed: by its own agent, or by another one, which then says so
+on ``postbus.slot.<transport>.<destination key>`` (core NATS) when the
+window's state in Redis shows that another agent waits (so one agent alone
+publishes nothing). Without that word, replicas parked what a single
+agent would have delivered at once, and two agents delivered less than
+one.
+
+A job that still gets no slot is parked on
 ``postbus.wait.<transport>.<destination key>.<qid>`` (in the work stream,
 so every replica sees it, and the qmgr's ``in_flight`` keeps its attempt
 alive). The agent that frees a slot moves the oldest parked job of that
@@ -31,9 +39,13 @@ import asyncio
 import collections
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 
+from nats.aio.msg import Msg
+
+from postbus.bus import subjects as s
 from postbus.config.loader import Config
 from postbus.queue.entry import DeliveryJob
 from postbus.queue.work import WorkBus
@@ -56,13 +68,14 @@ class Gate:
         self.work = work
         self.transport = transport
         self.suspend = suspend
+        self.agent = secrets.token_hex(6)
         self.reconfigure(cfg)
         self._timers: set[asyncio.Task[None]] = set()
         self._promoting: dict[Destination, bool] = {}  # looping now; asked again meanwhile
         self._waiters: dict[Destination, collections.deque[asyncio.Future[None]]] = {}
 
     def reconfigure(self, cfg: Config) -> None:
-        self.windows = Windows(cfg, cfg.time("postbus_delivery_lease"))
+        self.windows = Windows(cfg, cfg.time("postbus_delivery_lease"), self.agent)
 
     @staticmethod
     def destination(job: DeliveryJob) -> Destination:
@@ -132,8 +145,21 @@ class Gate:
                 await self._drain(dest, freed.dead)
         elif freed.held and freed.waiting:
             await self.promote(dest)  # parked jobs came first
-        elif freed.held:
-            self._wake_one(dest)
+        elif freed.held and not self._wake_one(dest) and freed.wanted:
+            await self._announce(dest)  # a job waits in another agent
+
+    async def listen(self) -> None:
+        """Hear slots other agents of this transport free (:meth:`_announce`)."""
+        await self.work.nc.subscribe(s.slot_filter(self.transport), cb=self._heard)
+
+    async def _announce(self, dest: Destination) -> None:
+        with contextlib.suppress(Exception):  # a hint: without it, the wait runs out
+            await self.work.nc.publish(s.slot_subject(dest.transport, dest.key),
+                                       dest.ident.encode())
+
+    async def _heard(self, msg: Msg) -> None:
+        with contextlib.suppress(UnicodeDecodeError):
+            self._wake_one(Destination.from_ident(msg.data.decode()))
 
     async def _drain(self, dest: Destination, grant: Grant) -> None:
         """Defer every job parked for a dead destination (≈ qmgr_defer_todo)."""

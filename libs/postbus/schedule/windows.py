@@ -28,6 +28,7 @@ history, not mail.
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,6 +42,9 @@ PREFIX = "postbus:dest:"
 WAITING = PREFIX + "waiting"  # destinations with parked jobs
 LEASES = PREFIX + "leases"  # every busy slot, scored by when its lease runs out
 STATE_TTL = 3600.0  # seconds an idle destination's window is remembered
+#: Seconds after a "wait" verdict that freeing a slot announces it to every agent
+#: (an agent waits for a slot up to postbus.schedule.gate.LOCAL_WAIT, then parks).
+WANTED_FOR = 1.5
 SUSPENDED = "delivery temporarily suspended: "
 
 
@@ -135,9 +139,11 @@ class Released:
     held: bool  # the slot was held (False: freed already, no feedback given)
     dead: Grant | None = None
     waiting: bool = False
+    wanted: bool = False  # another agent asked for a slot lately and waits for one
 
 
-# KEYS: hash, busy, leases, waiting. ARGV: member, lease, initial, limit, rate, ttl, dest id.
+# KEYS: hash, busy, leases, waiting, wanted. ARGV: member, lease, initial, limit, rate, ttl,
+# dest id, agent id.
 _ACQUIRE = """
 local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local h, busy = KEYS[1], KEYS[2]
@@ -165,7 +171,11 @@ if rate > 0 then window = 1 end
 if limit > 0 and window > limit then window = limit end
 if window < 1 then window = 1 end
 local queued = tostring(redis.call('SISMEMBER', KEYS[4], ARGV[7]))
-if redis.call('ZCARD', busy) >= window then return {'wait', '', '', '0', queued} end
+if redis.call('ZCARD', busy) >= window then
+  -- this agent waits: another that frees a slot says so (see release)
+  redis.call('HSET', KEYS[5], ARGV[8], now); redis.call('EXPIRE', KEYS[5], 60)
+  return {'wait', '', '', '0', queued}
+end
 if rate > 0 then
   local after = tonumber(s[5]) or 0
   if after > now then return {'wait', '', '', tostring(after), queued} end
@@ -174,9 +184,10 @@ if not s[1] then redis.call('HSET', h, 'window', window) end
 return take()
 """
 
-# KEYS: hash, busy, leases, waiting. ARGV: member, hop failed (0/1), positive base,
+# KEYS: hash, busy, leases, waiting, wanted. ARGV: member, hop failed (0/1), positive base,
 # positive per window (0/1), negative base, negative per window, initial, limit,
-# cohort limit, dsn, reason, backoff, rate, ttl, dest id.
+# cohort limit, dsn, reason, backoff, rate, ttl, dest id, how long a wait is wanted,
+# agent id.
 _RELEASE = """
 local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local h, busy = KEYS[1], KEYS[2]
@@ -186,6 +197,13 @@ if redis.call('ZREM', busy, ARGV[1]) == 0 then return {'gone'} end
 local initial, limit = tonumber(ARGV[7]), tonumber(ARGV[8])
 local s = redis.call('HMGET', h, 'window', 'success', 'failure', 'fail_cohorts', 'dead_until',
                      'dsn', 'reason')
+local wanted = '0'  -- another agent was refused a slot lately
+local others = redis.call('HGETALL', KEYS[5])
+for i = 1, #others, 2 do
+  if others[i] ~= ARGV[17] and now - tonumber(others[i + 1]) < tonumber(ARGV[16]) then
+    wanted = '1'
+  end
+end
 local window = tonumber(s[1]) or initial
 local success, failure = tonumber(s[2]) or 0, tonumber(s[3]) or 0
 local cohorts, dead = tonumber(s[4]) or 0, tonumber(s[5]) or 0
@@ -233,8 +251,8 @@ redis.call('HSET', h, 'window', window, 'success', success, 'failure', failure,
            'fail_cohorts', cohorts, 'dead_until', dead)
 redis.call('EXPIRE', h, ARGV[14]); redis.call('EXPIRE', busy, ARGV[14])
 local waiting = redis.call('SISMEMBER', KEYS[4], ARGV[15])
-if dead > now then return {'dead', s[6] or '4.0.0', s[7] or '', tostring(waiting)} end
-return {'ok', '', '', tostring(waiting)}
+if dead > now then return {'dead', s[6] or '4.0.0', s[7] or '', tostring(waiting), '0'} end
+return {'ok', '', '', tostring(waiting), wanted}
 """
 
 # KEYS: leases. ARGV: how many.
@@ -298,6 +316,11 @@ class Destination:
     def busy(self) -> str:
         return self.state + ":busy"
 
+    @property
+    def wanted(self) -> str:
+        """Per agent: when it was last refused a slot here."""
+        return self.state + ":wanted"
+
     @classmethod
     def from_ident(cls, ident: str) -> Destination:
         transport, _, name = ident.partition("\t")
@@ -307,9 +330,10 @@ class Destination:
 class Windows:
     """The shared windows: take and free slots, feedback, dead destinations."""
 
-    def __init__(self, cfg: Config, lease: float) -> None:
+    def __init__(self, cfg: Config, lease: float, agent: str = "") -> None:
         self.cfg = cfg
         self.lease = lease
+        self.agent = agent or secrets.token_hex(6)  # among the agents that wait for slots
         self._limits: dict[str, Limits] = {}
 
     def limits(self, transport: str) -> Limits:
@@ -327,9 +351,9 @@ class Windows:
     async def acquire(self, dest: Destination, member: str) -> Grant:
         lim = self.limits(dest.transport)
         verdict, dsn, reason, after, queued = await self._run(
-            _ACQUIRE, [dest.state, dest.busy, LEASES, WAITING],
+            _ACQUIRE, [dest.state, dest.busy, LEASES, WAITING, dest.wanted],
             [member, self.lease, lim.initial, lim.limit, lim.rate_delay, int(STATE_TTL),
-             dest.ident],
+             dest.ident, self.agent],
         )
         return Grant(_text(verdict), _text(dsn), _text(reason), float(after),  # type: ignore[arg-type]
                      _text(queued) == "1")
@@ -341,18 +365,18 @@ class Windows:
         lim = self.limits(dest.transport)
         reason = SUSPENDED + (hop_reason or "unknown error")
         got = await self._run(
-            _RELEASE, [dest.state, dest.busy, LEASES, WAITING],
+            _RELEASE, [dest.state, dest.busy, LEASES, WAITING, dest.wanted],
             [member, int(bool(hop_dsn)), lim.positive.base, int(lim.positive.per_window),
              lim.negative.base, int(lim.negative.per_window), lim.initial, lim.limit,
              lim.cohort_limit, hop_dsn or "4.0.0", reason, lim.backoff, lim.rate_delay,
-             int(STATE_TTL), dest.ident],
+             int(STATE_TTL), dest.ident, WANTED_FOR, self.agent],
         )
         if _text(got[0]) == "gone":
             return Released(False)
         waiting = _text(got[3]) == "1"
         if _text(got[0]) == "dead":
             return Released(True, Grant("dead", _text(got[1]), _text(got[2])), waiting)
-        return Released(True, None, waiting)
+        return Released(True, None, waiting, _text(got[4]) == "1")
 
     async def renew(self, dest: Destination, member: str) -> bool:
         """Keep a slot whose job is still on the bus; False when it was freed meanwhile."""
@@ -406,7 +430,7 @@ async def revive_dead() -> int:
     revived, batch = 0, []
     async for key in client.scan_iter(match=f"{PREFIX}*", count=500):
         name = _text(key)
-        if name.endswith(":busy") or name in (LEASES, WAITING):
+        if name.endswith((":busy", ":wanted")) or name in (LEASES, WAITING):
             continue
         batch.append(name)
         if len(batch) == 200:

@@ -1,0 +1,87 @@
+"""Two delivery agents' gates sharing one destination window (real Redis, real
+NATS): a slot one agent frees goes to a job waiting in the other, at once,
+instead of that job being parked when its local wait runs out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from postbus.bus.jetstream import connect, ensure_streams
+from postbus.config.loader import Config
+from postbus.maps import context
+from postbus.queue.entry import DeliveryJob, Recipient
+from postbus.queue.work import WorkBus
+from postbus.schedule.gate import LOCAL_WAIT, Gate
+from postbus.schedule.windows import Grant
+from postbus.servers import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+
+def config(tmp_path: Path) -> Config:
+    conf = tmp_path / "etc"
+    conf.mkdir(exist_ok=True)
+    (conf / "main.cf").write_text("smtp_initial_destination_concurrency = 1\n"
+                                  "smtp_destination_concurrency_limit = 1\n")
+    (conf / "master.cf").write_text("smtp unix - - n - - smtp\n")
+    return Config.load(conf)
+
+
+def job(queue_id: str) -> DeliveryJob:
+    return DeliveryJob(queue_id, "smtp", "mx.remote.test", "a@client.test",
+                       [Recipient("b@remote.test")], [0], attempt=1, arrival_time=time.time(),
+                       size=10, chunks=1, attempt_id=queue_id)
+
+
+async def test_a_slot_freed_in_one_agent_wakes_a_job_waiting_in_another(
+        tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> None:
+    context.configure(f"{redis.url}/0")
+    cfg = config(tmp_path)
+
+    async def suspend(job: DeliveryJob, grant: Grant) -> None:
+        raise AssertionError("the destination is not dead")
+
+    clients = [await connect(nats.url, f"agent{i}") for i in range(2)]
+    try:
+        await ensure_streams(clients[0].jetstream())
+        gates = [Gate(cfg, WorkBus(nc, nc.jetstream()), "smtp", suspend) for nc in clients]
+        for gate in gates:
+            await gate.listen()
+        first, second = job("AAAAAAAAAA1"), job("AAAAAAAAAA2")
+        assert await gates[0].admit(first)  # the window's one slot
+        started = time.monotonic()
+        waiting = asyncio.create_task(gates[1].admit(second))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await gates[0].done(first)  # freed in agent 0: agent 1 hears of it
+        assert await asyncio.wait_for(waiting, 10), "parked instead of admitted"
+        assert time.monotonic() - started < LOCAL_WAIT, "admitted only by its own retry"
+        await gates[1].done(second)
+        # one agent alone announces nothing: its own waiters take its slots
+        heard: list[bytes] = []
+
+        async def record(msg) -> None:  # type: ignore[no-untyped-def]
+            heard.append(msg.data)
+
+        await clients[1].subscribe("postbus.slot.>", cb=record)
+        await clients[1].flush()
+        await asyncio.sleep(1.6)  # agent 1's wait is no longer "wanted"
+        third, fourth = job("AAAAAAAAAA3"), job("AAAAAAAAAA4")
+        assert await gates[0].admit(third)
+        waiting = asyncio.create_task(gates[0].admit(fourth))
+        await asyncio.sleep(0.2)
+        await gates[0].done(third)
+        assert await asyncio.wait_for(waiting, 10)
+        await gates[0].done(fourth)
+        await clients[0].flush()
+        await clients[1].flush()
+        await asyncio.sleep(0.2)
+        assert heard == []
+    finally:
+        for nc in clients:
+            await nc.close()
+        await context.aclose()
