@@ -238,3 +238,19 @@ async def test_dane_wins_over_an_mta_sts_policy_that_would_refuse(
     assert refused == ("deferred", "4.7.5", "MTA-STS policy of remote.test (id=1, mode "
                        "enforce) allows none of its MX hosts: mx.remote.test")
     assert len(peer.handler.messages) == 1
+
+
+async def test_an_insecure_mx_rrset_with_a_secure_mx_host_is_half_dane(
+    bus: Bus, run_agent: RunAgent, dns: DnsServer, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "postbus.delivery")
+    with mx_peer(pki, cn="other.example") as peer:
+        name = tlsa(dns, peer, f"3 1 1 {spki_sha256(pki.root / 'mx-other.example.crt')}")
+        dns.secure = {"mx.remote.test", name}  # remote.test's MX RRset has no AD bit
+        half = await _send(bus, run_agent, dns, peer)
+        may = await _send(bus, run_agent, dns, peer, smtp_tls_dane_insecure_mx_policy="may")
+        only = await _send(bus, run_agent, dns, peer, smtp_tls_security_level="dane-only")
+    assert half[0] == "sent" and may[0] == "sent"
+    assert only == ("deferred", "4.7.5", "non DNSSEC destination")
+    lines = _lines(caplog, "TLS connection established")
+    assert [line.split(" TLS ")[0] for line in lines] == ["Trusted", "Untrusted"]
