@@ -3,8 +3,21 @@ against real peers on loopback: a DNS server that sets the AD bit for "signed" n
 serves TLSA records, and an aiosmtpd MX with STARTTLS and a certificate made in the test.
 
 No smtp_tls_CAfile is configured: a session is only ever "Verified" by the TLSA records.
-The texts are Postfix's (smtp_tls_policy.c dane_init(), tls_verify.c, OpenSSL's
-X509_V_ERR_DANE_NO_MATCH); a live comparison would need a validating resolver."""
+The texts are Postfix's, recorded from its source (a live comparison would need a
+validating resolver on port 53 in resolv.conf):
+
+- smtp_tls_policy.c dane_init(): ``dsb_simple(tls->why, "4.7.5", "TLSA lookup error for
+  %s:%u", STR(iter->host), ntohs(iter->port))``; dane_incompat(..., "non DNSSEC
+  destination"), "no TLSA records found", "TLSA records unusable" (``vdsb_simple(tls->why,
+  "4.7.5", fmt, ap)`` for dane-only); ``"%s: %s configured with dnssec lookups disabled"``
+  (msg_warn, STR(iter->dest), policy_name(level)); MARK_INVALID's "client TLS
+  configuration problem";
+- tls_verify.c tls_log_verify_error(): ``"%s certificate verification failed for %s:
+  num=%d:%s"`` with OpenSSL's X509_V_ERR_DANE_NO_MATCH (65) "No matching DANE TLSA
+  records" and X509_V_ERR_HOSTNAME_MISMATCH (62) "hostname mismatch";
+- tls_client.c tls_log_summary(): "Verified" when secured, "Trusted" for half-dane;
+  smtp_proto.c: "Server certificate not verified" (4.7.5).
+"""
 
 from __future__ import annotations
 
