@@ -208,6 +208,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "smtp_rset_timeout", "smtp_quit_timeout", "smtp_starttls_timeout", "smtp_helo_name",
     "smtp_tls_security_level", "smtp_tls_CAfile", "smtp_tls_CApath", "smtp_skip_5xx_greeting",
     "smtp_host_lookup", "smtp_dns_support_level", "disable_dns_lookups",
+    "smtp_tls_dane_insecure_mx_policy",
     "smtp_mx_address_limit", "smtp_mx_session_limit", "smtp_connection_cache_on_demand",
     "smtp_connection_cache_time_limit", "smtp_connection_reuse_time_limit",
     "smtp_connection_reuse_count_limit", "lmtp_tcp_port", "lmtp_connect_timeout",
@@ -342,8 +343,9 @@ PARTLY: dict[str, str] = {
 #: Implemented parameters honoured for these values only (lowercase words; a
 #: list value must consist of them). Other values are refused as not_yet.
 ONLY_VALUES: dict[str, frozenset[str]] = {
-    # no DANE, no fingerprints
-    "smtp_tls_security_level": frozenset({"", "none", "may", "encrypt", "verify", "secure"}),
+    # no fingerprints (DANE: smtp only, LMTP has no MX lookups to secure)
+    "smtp_tls_security_level": frozenset({"", "none", "may", "encrypt", "dane", "dane-only",
+                                          "verify", "secure"}),
     "lmtp_tls_security_level": frozenset({"", "none", "may", "encrypt", "verify", "secure"}),
     # 0 and 1 as Postfix logs them; 2 and up add OpenSSL's handshake trace, not built
     "smtp_tls_loglevel": frozenset({"0", "1"}),
@@ -351,8 +353,8 @@ ONLY_VALUES: dict[str, frozenset[str]] = {
     # the client mechanisms are built in, as Cyrus would offer them
     "smtp_sasl_type": frozenset({"cyrus"}),
     "lmtp_sasl_type": frozenset({"cyrus"}),
-    # no DNSSEC validation
-    "smtp_dns_support_level": frozenset({"", "disabled", "enabled"}),
+    # dnssec: the resolver's AD bit is trusted (as Postfix); used by the smtp client's DANE
+    "smtp_dns_support_level": frozenset({"", "disabled", "enabled", "dnssec"}),
     # Postfix's smtpd has these three (it maps verify/secure/fingerprint to encrypt)
     "smtpd_tls_security_level": frozenset({"", "none", "may", "encrypt"}),
     # 0 and 1 as Postfix logs them; 2 and up add OpenSSL's handshake trace, not built

@@ -12,6 +12,8 @@ exchange group and no signature details. Postfix needs three of them:
 * the summary log line and Received header: ``key-exchange X25519
   server-signature RSA-PSS (2048 bits) server-digest SHA256`` for TLS 1.3
   (:func:`signature_params`, as tls_get_signature_params()).
+* DANE-TA (delivery-smtp): the certificates the server sent above its own
+  (:meth:`Native.peer_chain`); Python 3.11's ssl gives only the leaf.
 
 Everything here works on the ``SSL_CTX *`` and ``SSL *`` inside CPython's
 ``_ssl`` objects, found at their fixed offsets and checked before use
@@ -76,6 +78,10 @@ def _libssl() -> ctypes.CDLL | None:
                                         ctypes.POINTER(ctypes.c_size_t)]),
         "OBJ_nid2sn": (ctypes.c_char_p, [c]),
         "X509_verify_cert_error_string": (ctypes.c_char_p, [i]),
+        "SSL_get_peer_cert_chain": (p, [p]),
+        "OPENSSL_sk_num": (c, [p]),
+        "OPENSSL_sk_value": (p, [p, c]),
+        "i2d_X509": (c, [p, ctypes.POINTER(ctypes.c_char_p)]),
     }
     try:
         for fn, (restype, argtypes) in sigs.items():
@@ -156,6 +162,28 @@ class Native:
         code = int(lib.SSL_get_verify_result(ptr))
         text = lib.X509_verify_cert_error_string(code) if code != _X509_V_OK else b""
         return code, (text or b"").decode("ascii", "replace")
+
+    def peer_chain(self, sslobj: ssl.SSLObject) -> list[bytes]:
+        """The DER certificates the server sent, its own first (empty when out of reach)."""
+        lib = _libssl()
+        ptr = _ssl_pointer(sslobj, self.ctx) if lib is not None and self.ctx else None
+        if lib is None or ptr is None:
+            return []
+        stack = lib.SSL_get_peer_cert_chain(ptr)
+        if not stack:
+            return []
+        out: list[bytes] = []
+        for index in range(lib.OPENSSL_sk_num(stack)):
+            cert = lib.OPENSSL_sk_value(stack, index)
+            size = lib.i2d_X509(cert, None) if cert else 0
+            if size <= 0:
+                return []
+            buf = ctypes.create_string_buffer(size)
+            cursor = ctypes.c_char_p(ctypes.addressof(buf))
+            if lib.i2d_X509(cert, ctypes.byref(cursor)) != size:
+                return []
+            out.append(buf.raw)
+        return out
 
     def signature_params(self, sslobj: ssl.SSLObject) -> SignatureParams:
         """Key exchange and signatures of a TLS 1.3 session (≈ tls_get_signature_params())."""

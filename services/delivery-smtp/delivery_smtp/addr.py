@@ -12,6 +12,11 @@ Two lookup styles, as Postfix's ``smtp_host_lookup``:
 
 Failures carry Postfix's texts and codes: NXDOMAIN is a hard error
 (5.4.4), a server failure or timeout a soft one (4.4.3).
+
+With ``smtp_dns_support_level = dnssec`` every query sets the DO bit and
+an answer is "secure" only when the resolver set the AD bit: as Postfix,
+Postbus trusts its (local, validating) resolver and validates nothing
+itself. Targets carry that (``secure``, ``mx_secure``) for DANE.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import asyncio
 import ipaddress
 import random
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.nameserver
 import dns.rdatatype
 import dns.resolver
@@ -38,6 +44,8 @@ class Target:
     host: str
     addr: str
     port: int
+    secure: bool = field(default=False, compare=False)  # A/AAAA answer with the AD bit
+    mx_secure: bool | None = field(default=None, compare=False)  # None: not found by MX
 
     @property
     def namaddr(self) -> str:
@@ -105,11 +113,19 @@ class HostResolver:
         dns_servers: list[str],
         families: tuple[int, ...] = (socket.AF_INET, socket.AF_INET6),
         timeout: float = 10.0,
+        dnssec: bool = False,
     ) -> None:
         self.use_dns = use_dns
         self.families = families
+        self.dnssec = dnssec and use_dns
         self.resolver = _resolver(dns_servers)
         self.resolver.lifetime = timeout
+        if self.dnssec:  # ≈ RES_USE_DNSSEC: ask for the AD bit's verdict
+            self.resolver.use_edns(0, dns.flags.DO, 1232)
+
+    def secure(self, answer: dns.resolver.Answer) -> bool:
+        """Did the (trusted) resolver validate ``answer`` (the AD bit, with dnssec only)?"""
+        return self.dnssec and bool(answer.response.flags & dns.flags.AD)
 
     async def mx_targets(self, domain: str, port: int) -> list[Target]:
         """Targets for a domain: its MX hosts in order, or the domain as a host."""
@@ -128,10 +144,12 @@ class HostResolver:
             )
         targets: list[Target] = []
         last: HostLookupError | None = None
+        mx_secure = self.secure(answer)
         for record in records:
             host = str(record.exchange).rstrip(".")
             try:
-                targets += await self.host_targets(host, port)
+                targets += [replace(t, mx_secure=mx_secure)
+                            for t in await self.host_targets(host, port)]
             except HostLookupError as exc:
                 last = exc
         if not targets:
@@ -155,7 +173,8 @@ class HostResolver:
             except Exception as exc:
                 errors.append(_dns_error(host, rtype, exc))
                 continue
-            targets += [Target(host, r.address, port) for r in answer]
+            secure = self.secure(answer)
+            targets += [Target(host, r.address, port, secure) for r in answer]
         if not targets:
             # NXDOMAIN or a temporary failure says more than "no AAAA record"
             raise next((e for e in errors if "no data record" not in str(e)), errors[0])

@@ -13,6 +13,7 @@ import time
 
 from delivery_smtp.addr import HostResolver, families
 from delivery_smtp.connect import Connector
+from delivery_smtp.dane import insecure_mx_policy
 from delivery_smtp.generic import GenericMaps
 from delivery_smtp.mta_sts import MtaSts
 from delivery_smtp.proto import Settings
@@ -49,6 +50,7 @@ def build(cfg: Config, service: str) -> Connector:
         use_dns=use_dns,
         dns_servers=cfg.list("postbus_dns_servers"),
         families=families(cfg.list("inet_protocols")),
+        dnssec=cfg.get("smtp_dns_support_level").strip().lower() == "dnssec",
     )
     cache = SessionCache(
         idle_limit=cfg.time("smtp_connection_cache_time_limit"),
@@ -67,6 +69,7 @@ def build(cfg: Config, service: str) -> Connector:
         min_backoff=cfg.time("minimal_backoff_time"),
         sts=MtaSts(cfg, resolver) if cfg.bool("postbus_mta_sts") and not lmtp else None,
         sasl=SaslClient(cfg, lmtp),
+        dane_mx_policy=insecure_mx_policy(cfg),
     )
 
 

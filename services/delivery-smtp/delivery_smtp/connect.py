@@ -14,7 +14,9 @@ sessions that got as far as a greeting, and the last failure is what the
 recipients get when none worked. Each next hop has its TLS policy
 (:mod:`delivery_smtp.tls_policy`); a TLS handshake that fails at level may
 is retried on the same server without TLS, but only for mail that has
-waited minimal_backoff_time already, as Postfix does.
+waited minimal_backoff_time already, as Postfix does. A DANE level is settled
+per MX host (:mod:`delivery_smtp.dane`); where DANE applies it wins over
+MTA-STS (RFC 8461 §2), elsewhere MTA-STS applies as for any level.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from delivery_smtp import dane
 from delivery_smtp.addr import HostLookupError, HostResolver, Target, numeric
 from delivery_smtp.mta_sts import MtaSts, StsHop
 from delivery_smtp.proto import Settings, SiteFailure, TlsStart, handshake, probe, transfer
@@ -33,7 +36,7 @@ from delivery_smtp.reuse import SessionCache
 from delivery_smtp.sasl_auth import SaslClient, SaslStart
 from delivery_smtp.session import Chat
 from delivery_smtp.tls_client import ClientTls
-from delivery_smtp.tls_policy import TlsPolicies
+from delivery_smtp.tls_policy import DANE_LEVELS, TlsPolicies, TlsPolicy
 from postbus.delivery import Outcome, Stats
 from postbus.queue.entry import DeliveryJob
 
@@ -125,8 +128,10 @@ class Connector:
         min_backoff: float = 300.0,
         sts: MtaSts | None = None,
         sasl: SaslClient | None = None,
+        dane_mx_policy: str = "dane",
     ) -> None:
         self.st = settings
+        self.dane_mx_policy = dane_mx_policy
         self.sts = sts
         self.sasl = sasl
         self.tls = tls
@@ -159,9 +164,12 @@ class Connector:
         for hop in hops:
             start: TlsStart | None = None
             sts: StsHop | None = None
+            daned: TlsPolicy | None = None  # a DANE level, settled per MX host
             if self.tls is not None:
                 policies, client = self.tls
                 policy = await policies.policy(hop.dest, hop.mx and ":" not in hop.dest)
+                if isinstance(policy, TlsPolicy) and policy.level in DANE_LEVELS:
+                    daned = policy
                 if self.sts is not None and hop.mx and not isinstance(policy, Outcome) \
                         and not policy.site:  # a policy table entry wins over MTA-STS
                     sts, policy = await self.sts.hop(hop.host, policy, policies)
@@ -175,7 +183,7 @@ class Connector:
             except HostLookupError as exc:
                 last, relay = exc.outcome, "none"
                 continue
-            if sts is not None:
+            if sts is not None and daned is None:
                 allowed = sts.allowed(targets)
                 if isinstance(allowed, Outcome):
                     last, relay = allowed, "none"
@@ -185,6 +193,13 @@ class Connector:
                 if addresses >= self.address_limit or sessions >= self.session_limit:
                     break
                 addresses += 1
+                tstart, tsts = start, sts
+                if daned is not None and start is not None:
+                    got = await self._dane(daned, start, sts, target, hop)
+                    if isinstance(got, Outcome):
+                        last, relay = got, "none"
+                        continue
+                    tstart, tsts = got
                 try:
                     chat = await self._open(target)
                 except ConnectFailed as exc:
@@ -193,7 +208,7 @@ class Connector:
                     continue
                 sessions += 1
                 try:
-                    await handshake(chat, self.st, start, sasl)
+                    await handshake(chat, self.st, tstart, sasl)
                 except SiteFailure as exc:
                     chat.broken = True
                     self.cache.retire(chat)
@@ -206,12 +221,33 @@ class Connector:
                         continue
                     chat = retried
                 finally:
-                    if sts is not None:  # the TLS-RPT result of this session
-                        await sts.done(target)
+                    if tsts is not None:  # the TLS-RPT result of this session
+                        await tsts.done(target)
                 stats.conn_setup_done = time.time()
                 return await self._transfer(key, chat, job, content), chat.relay
         stats.site_failure = last  # no server took a session: the destination failed
         return [last] * count, relay
+
+    async def _dane(self, daned: TlsPolicy, start: TlsStart, sts: StsHop | None,
+                    target: Target, hop: NextHop) -> tuple[TlsStart, StsHop | None] | Outcome:
+        """The TLS start for ``target`` under a DANE level: DANE where the MX host has
+        usable TLSA records, else MTA-STS when the domain has a policy, else the level
+        DANE fell back to; or why this MX host is skipped."""
+        assert self.tls is not None
+        policies, client = self.tls
+        settled = await dane.settle(daned, target, hop.dest, self.resolver, policies,
+                                    self.dane_mx_policy)
+        if isinstance(settled, Outcome):
+            return settled
+        if settled.tlsa or sts is None:
+            return TlsStart(settled, client, hop.host, None), None
+        allowed = sts.allowed([target])
+        if isinstance(allowed, Outcome):
+            return allowed
+        sts_policy = start.policy
+        if sts_policy.level in DANE_LEVELS:  # testing mode kept the DANE level
+            sts_policy = replace(settled, sts=sts_policy.sts)
+        return TlsStart(sts_policy, client, hop.host, sts.verdict), sts
 
     async def _plaintext(
         self, target: Target, sasl: SaslStart | None

@@ -21,6 +21,12 @@ verification failed for ...``) and the destination deferred with ``4.7.5
 Server certificate not verified``; smtp_tls_loglevel 1 logs the summary
 ``Verified TLS connection established to host[addr]:port: TLSv1.3 with
 cipher ...`` for every session.
+
+A DANE policy (``tlsa``) replaces the WebPKI checks by the TLSA match of
+:mod:`delivery_smtp.dane_match`: ``Verified`` when it matched (``Trusted``
+under an insecure MX RRset, Postfix's half-dane), else the OpenSSL error
+is logged (``num=65:No matching DANE TLSA records``) and the destination
+deferred as above.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from delivery_smtp import dane_match
 from delivery_smtp.tls_policy import TlsPolicy
 from postbus.config.loader import Config
 from postbus.delivery import Outcome
@@ -128,7 +135,14 @@ class ClientTls:
             facts.peer_trusted = False
         matched = False
         code, text = facts.verify_code, facts.verify_text
-        if facts.peer_present and facts.peer_trusted and policy.must_match:
+        purpose = "server"
+        if policy.tlsa and facts.peer_present:  # DANE: the TLSA records, not the CAs
+            chain = native.peer_chain(sslobj) or [sslobj.getpeercert(binary_form=True) or b""]
+            dane = dane_match.verify(policy.tlsa, chain, [peer.host])
+            facts.peer_trusted = matched = dane.ok
+            code, text = dane.code, dane.text
+            purpose = "CA" if dane.depth > 0 and not dane.ok else purpose
+        elif facts.peer_present and facts.peer_trusted and policy.must_match:
             names = certificate_names(sslobj.getpeercert() or {})
             matched = any(name_matches(name, pattern, peer) for name in names
                           for pattern in policy.match)
@@ -140,9 +154,10 @@ class ClientTls:
                                        sslobj.getpeercert() or {}, peer))
         if policy.must_match and not matched:
             log.info("%s", _verify_error(code, text, facts.issuer_oneline, peer.namaddrport,
-                                         facts.peer_present))
+                                         facts.peer_present, purpose))
         if self.loglevel >= 1:
-            trust = ("Anonymous" if not facts.peer_present else "Verified" if matched
+            trust = ("Anonymous" if not facts.peer_present
+                     else "Verified" if matched and policy.level != "half-dane"
                      else "Trusted" if trusted else "Untrusted")
             log.info("%s TLS connection established to %s: %s with cipher %s (%d/%d bits)%s",
                      trust, peer.namaddrport, facts.protocol, facts.cipher, facts.usebits,
@@ -174,8 +189,10 @@ def _as_client(params: SignatureParams) -> SignatureParams:
                    clnt_bits=p.srvr_bits, clnt_dgst=p.srvr_dgst)
 
 
-def _verify_error(code: int, text: str, issuer: str, namaddr: str, present: bool) -> str:
-    """tls_log_verify_error() for a server certificate (the leaf's error)."""
+def _verify_error(code: int, text: str, issuer: str, namaddr: str, present: bool,
+                  purpose: str = "server") -> str:
+    """tls_log_verify_error() for a server certificate (``purpose`` "CA" when the error
+    is above the leaf, as Postfix's PURPOSE)."""
     if not present:
         return f"server certificate verification failed for {namaddr}: num=50:" \
                "application verification failure"
@@ -185,11 +202,11 @@ def _verify_error(code: int, text: str, issuer: str, namaddr: str, present: bool
         return (f"certificate verification failed for {namaddr}: untrusted issuer "
                 f"{issuer or '<unknown>'}")
     if code in (9, 13):
-        return (f"server certificate verification failed for {namaddr}: certificate not "
+        return (f"{purpose} certificate verification failed for {namaddr}: certificate not "
                 "yet valid")
     if code in (10, 14):
-        return f"server certificate verification failed for {namaddr}: certificate has expired"
-    return f"server certificate verification failed for {namaddr}: num={code}:{text}"
+        return f"{purpose} certificate verification failed for {namaddr}: certificate has expired"
+    return f"{purpose} certificate verification failed for {namaddr}: num={code}:{text}"
 
 
 def certificate_names(decoded: Mapping[str, Any]) -> list[str]:

@@ -15,9 +15,10 @@ is a level and attributes, separated by spaces or commas::
 the main.cf defaults for that destination. Anything Postfix would refuse (an unknown level or
 attribute, a repeated one, an empty value, ``match`` below verify, a
 table that cannot answer) defers with Postfix's warning and ``4.7.5
-client TLS configuration problem``; so do the levels and attributes
-Postbus does not build yet (dane, dane-only, fingerprint; tafile,
-connection_reuse), with a warning saying so.
+client TLS configuration problem``; so do the level and attributes
+Postbus does not build yet (fingerprint; tafile, connection_reuse), with a
+warning saying so. ``dane`` and ``dane-only`` are settled per MX host once
+its addresses are known (:mod:`delivery_smtp.dane`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
+from delivery_smtp.dane_match import Tlsa
 from postbus.config.loader import Config
 from postbus.delivery import Outcome
 from postbus.maps.maps import Maps, open_maps
@@ -33,8 +35,9 @@ from postbus.maps.table import TableRetry
 
 log = logging.getLogger("postbus.delivery")
 
-LEVELS = ("none", "may", "encrypt", "verify", "secure")
-NOT_BUILT = ("dane", "dane-only", "fingerprint")
+LEVELS = ("none", "may", "encrypt", "dane", "dane-only", "verify", "secure")
+DANE_LEVELS = ("dane", "dane-only")
+NOT_BUILT = ("fingerprint",)
 PROBLEM = Outcome("deferred", "4.7.5", "client TLS configuration problem")
 NOT_BUILT_ATTRS = ("tafile", "connection_reuse")
 _SEP = re.compile(r"[,\s]+")
@@ -54,16 +57,19 @@ class TlsPolicy:
     sni: str = ""  # servername: "", "hostname", "nexthop" or a name
     site: bool = field(default=False, compare=False)  # from a table entry: wins over MTA-STS
     sts: str = ""  # MTA-STS mode behind this policy: "", "enforce" or "testing"
+    attrs: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # the table's
+    tlsa: tuple[Tlsa, ...] = ()  # DANE (level dane or half-dane): the MX host's usable TLSA
 
     @property
     def required(self) -> bool:
         """TLS or nothing (encrypt and up): never falls back to plain text."""
-        return self.level in ("encrypt", "verify", "secure")
+        return self.level in ("encrypt", "verify", "secure", *DANE_LEVELS, "half-dane")
 
     @property
     def must_match(self) -> bool:
-        """The server certificate must be trusted and name a match pattern."""
-        return self.level in ("verify", "secure")
+        """The server certificate must be trusted and name a match pattern (or match
+        the TLSA records)."""
+        return self.level in ("verify", "secure", *DANE_LEVELS, "half-dane")
 
 
 class _Invalid(Exception):
@@ -120,7 +126,7 @@ class TlsPolicies:
         if exclude is None:
             exclude = " ".join(w for w in (self.exclude, self.mandatory_exclude if mandatory
                                            else "") if w)
-        also = {"encrypt": "eNULL", "verify": "aNULL", "secure": "aNULL"}.get(level, "")
+        also = "eNULL" if level == "encrypt" else "" if level == "may" else "aNULL"
         matches = attrs.get("match", "")
         if not matches and level in ("verify", "secure"):
             matches = self.verify_match if level == "verify" else self.secure_match
@@ -134,6 +140,7 @@ class TlsPolicies:
             match=tuple(m for m in re.split(r"[,\s:]+", matches) if m),
             sni=sni,
             site=site,
+            attrs=tuple(attrs.items()),
         )
 
     async def _lookup(self, dest: str, domain: bool) -> tuple[str, dict[str, str]] | None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -164,13 +165,17 @@ class SmtpSink:
 class DnsServer(asyncio.DatagramProtocol):
     """Answers from a dict {(name, type): [rdata, ...]}; unknown names get NXDOMAIN.
 
-    ``servfail`` names get SERVFAIL (a temporary error).
+    ``servfail`` names get SERVFAIL (a temporary error). Answers for names in ``secure``
+    (or every name, with ``"*"``) carry the AD bit when the query sets DO, as a validating
+    resolver's do for a signed zone; TLSA records are given as ``"3 1 1 <hex>"``.
     """
 
-    def __init__(self, zone: dict[tuple[str, str], list[str]], servfail: tuple[str, ...] = ()):
+    def __init__(self, zone: dict[tuple[str, str], list[str]], servfail: tuple[str, ...] = (),
+                 secure: tuple[str, ...] = ()):
         self.zone = {(n.lower().rstrip("."), t): v for (n, t), v in zone.items()}
         self.names = {n for n, _ in self.zone}
         self.servfail = servfail
+        self.secure = set(secure)
         self.transport: asyncio.DatagramTransport | None = None
         self.port = 0
 
@@ -193,8 +198,11 @@ class DnsServer(asyncio.DatagramProtocol):
         question = query.question[0]
         name = question.name.to_text().lower().rstrip(".")
         rtype = dns.rdatatype.to_text(question.rdtype)
+        if query.ednsflags & dns.flags.DO and (name in self.secure or "*" in self.secure):
+            reply.flags |= dns.flags.AD
         if name in self.servfail:
             reply.set_rcode(dns.rcode.SERVFAIL)
+            reply.flags &= ~dns.flags.AD
         elif name not in self.names:
             reply.set_rcode(dns.rcode.NXDOMAIN)
         elif (name, rtype) in self.zone:

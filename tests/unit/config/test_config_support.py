@@ -105,15 +105,24 @@ def test_defaults_and_harmless_settings_pass(lines: str) -> None:
     assert load(lines).unsupported == []
 
 
+def test_dane_and_dnssec_are_accepted() -> None:
+    cfg = ("smtp_tls_security_level = dane\nsmtp_dns_support_level = dnssec\n"
+           "smtp_tls_dane_insecure_mx_policy = may\n")
+    assert load(cfg).unsupported == []
+    assert load("smtp_tls_security_level = dane-only\n").unsupported == []
+
+
 @pytest.mark.parametrize(("lines", "text"), [
-    ("smtp_tls_security_level = dane\n",
-     "line 2: parameter smtp_tls_security_level: dane is not supported yet by Postbus"),
+    ("smtp_tls_security_level = fingerprint\n",
+     "line 2: parameter smtp_tls_security_level: fingerprint is not supported yet by Postbus"),
+    ("lmtp_tls_security_level = dane\n",
+     "line 2: parameter lmtp_tls_security_level: dane is not supported yet by Postbus"),
     ("smtpd_tls_security_level = dane\n",
      "line 2: parameter smtpd_tls_security_level: dane is not supported yet by Postbus"),
     ("smtpd_tls_loglevel = 2\n",
      "line 2: parameter smtpd_tls_loglevel: 2 is not supported yet by Postbus"),
-    ("smtp_dns_support_level = dnssec\n",
-     "line 2: parameter smtp_dns_support_level: dnssec is not supported yet by Postbus"),
+    ("smtp_dns_support_level = dnssec-ish\n",
+     "line 2: parameter smtp_dns_support_level: dnssec-ish is not supported yet by Postbus"),
     ("local_header_rewrite_clients = permit_mynetworks, check_address_map hash:/x\n",
      "parameter local_header_rewrite_clients: check_address_map is not supported yet"),
 ])

@@ -51,7 +51,9 @@ async def test_servername_from_the_entry_or_main_cf() -> None:
     ("may foo=bar", 'invalid attribute name: "foo"'),
     ("may protocols", 'malformed attribute/value pair "protocols"'),
     ("verify ciphers=", 'attribute "ciphers" has empty value'),
-    ("dane", 'TLS security level "dane" for x.test is not supported yet by Postbus'),
+    ("fingerprint", 'TLS security level "fingerprint" for x.test is not supported yet by '
+     'Postbus'),
+    ("dane match=x.test", 'attribute "match" invalid at security level "dane"'),
     ("verify tafile=/etc/ta.pem", 'attribute "tafile" is not supported yet by Postbus'),
     ("may servername=bad_name", '"servername=bad_name" specifies an invalid hostname'),
 ])
@@ -64,7 +66,7 @@ async def test_entries_postfix_refuses_defer_the_destination(
     assert (got.status, got.dsn, got.reason) == (
         "deferred", "4.7.5", "client TLS configuration problem")
     assert any(warning in r.getMessage() for r in caplog.records), caplog.text
-    if not entry.startswith("dane"):
+    if not entry.startswith("fingerprint"):
         assert caplog.records[0].getMessage().startswith(
             'smtp_tls_policy_maps, next-hop destination "x.test": ')
 
