@@ -36,19 +36,24 @@ ALIASES = (
     "plaincmd |\"exit 67\"\n"
     "looplist friend@remote.test\nowner-looplist boss@remote.test\n"
 )
-#: case -> (recipient's local part, extra header); each bounces once, nothing else leaves
+#: case -> (sender, recipient's local part, extra header); each bounces once, nothing
+#: else leaves (a bounce, from the null sender, still tells the owner)
 CASES = {
-    "include": ("inclist", ""),
-    "command": ("cmdlist", ""),
-    "command-no-owner": ("plaincmd", ""),
-    "loop": ("looplist", "Delivered-To: looplist@{domain}\r\n"),
+    "include": ("alice@client.test", "inclist", ""),
+    "command": ("alice@client.test", "cmdlist", ""),
+    "command-null-sender": ("", "cmdlist", ""),
+    "command-no-owner": ("alice@client.test", "plaincmd", ""),
+    "loop": ("alice@client.test", "looplist", "Delivered-To: looplist@{domain}\r\n"),
 }
+
+#: failures inside an owner- alias's expansion: Postfix's report has no Original-Recipient
+ORCPT_RESET = ("include", "command", "command-null-sender")
 
 
 def _send(port: int, domain: str) -> None:
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
-        for case, (local, extra) in CASES.items():
-            client.sendmail("alice@client.test", [f"{local}@{domain}"],
+        for case, (sender, local, extra) in CASES.items():
+            client.sendmail(sender, [f"{local}@{domain}"],
                             f"{extra.format(domain=domain)}Subject: case {case}\r\n\r\nx\r\n")
 
 
@@ -68,8 +73,10 @@ def _answers(messages: list[Received], domain: str) -> dict[str, Any]:
             "rcpts": message.recipients,
             "to": _field(text, "To").partition("@")[0],
             "final": _field(text, "Final-Recipient").replace(domain, "DOMAIN"),
+            "orcpt": _field(text, "Original-Recipient").replace(domain, "DOMAIN"),
             "status": _field(text, "Status"),
-            "orig_sender": _field(text, r"X-\w+-Sender"),  # X-$mail_name-Sender
+            "orig_sender": re.sub(r"MAILER-DAEMON@\S+", "MAILER-DAEMON@HOST",
+                                  _field(text, r"X-\w+-Sender")),  # X-$mail_name-Sender
         })
     return out
 
@@ -132,6 +139,12 @@ def test_owner_alias_gets_local_bounces_as_postfix(tmp_path: Path) -> None:
 
             assert system.wait_for(system.quiet, timeout=60), system.maillog.read_text()
             ours = _answers(peer.handler.messages, "postbus.test")
+            # not yet ours: Postfix drops the ORCPT of what fails inside an owner- alias's
+            # expansion (alias.c resets it there); ours still names it
+            for case in ORCPT_RESET:
+                assert [n.pop("orcpt") for n in postfix[case]] == [""]
+                assert [n.pop("orcpt") for n in ours[case]] == [
+                    f"rfc822;{CASES[case][1]}@DOMAIN"]
             assert ours == postfix, system.maillog.read_text()
             log = system.maillog.read_text()
             assert "sender non-delivery notification" in log
