@@ -29,6 +29,7 @@ class Outcome:
     status: Status
     dsn: str
     reason: str
+    bounce_to: str = ""  # a bounce goes to this address, not to the sender (local's owner-)
 
     @classmethod
     def from_reply(cls, reply: Reply, reason: str | None = None) -> Outcome:

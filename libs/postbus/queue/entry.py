@@ -45,6 +45,7 @@ class Recipient:
     relay: str = ""  # host[addr]:port of the last attempt
     transport: str = ""  # transport:nexthop of the last attempt
     reported: bool = False  # the notice its final state asks for (bounce, success) went out
+    bounce_to: str = ""  # its non-delivery notice goes here, not to the sender (an owner- alias)
 
     @property
     def final(self) -> bool:
@@ -101,6 +102,7 @@ class QueueEntry:
                 continue  # a stale deferral: the current attempt decides
             rcpt.state = result.status
             rcpt.dsn, rcpt.reason, rcpt.relay = result.dsn, result.reason, result.relay
+            rcpt.bounce_to = result.bounce_to
             changed = True
         return changed
 
@@ -124,6 +126,8 @@ class QueueEntry:
 #: Fields written only when set, so that an entry without them stays readable by
 #: the version before them (a rolling upgrade): they decode to their defaults.
 OPTIONAL = ("filter",)
+#: The same for the items of a nested list (a recipient, a recipient's result).
+ITEM_OPTIONAL = "bounce_to"
 
 
 def _dump(obj: Any, nested: str, optional: tuple[str, ...] = ()) -> bytes:
@@ -133,9 +137,15 @@ def _dump(obj: Any, nested: str, optional: tuple[str, ...] = ()) -> bytes:
     for name in optional:
         if not data[name]:
             del data[name]
-    data[nested] = [item.__dict__ for item in data[nested]]
+    data[nested] = [_item(item.__dict__) for item in data[nested]]
     data["v"] = CODEC_VERSION
     return orjson.dumps(data)
+
+
+def _item(data: dict[str, Any]) -> dict[str, Any]:
+    if data.get(ITEM_OPTIONAL, True):
+        return data
+    return {k: v for k, v in data.items() if k != ITEM_OPTIONAL}
 
 
 def _load(raw: bytes) -> dict[str, Any]:
@@ -194,6 +204,7 @@ class RcptResult:
     dsn: str
     reason: str
     relay: str = ""
+    bounce_to: str = ""  # notify this address of a bounce instead of the sender (owner- alias)
 
 
 @dataclass

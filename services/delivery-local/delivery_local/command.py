@@ -32,7 +32,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from delivery_local.privs import AGENT, Rights, is_root
 from postbus.delivery import Outcome
@@ -89,6 +89,17 @@ def _dsn_text(said: str) -> tuple[str, str] | None:
 _DSN_OUTPUT = re.compile(r"([245]\.\d{1,3}\.\d{1,3})(?:\s+|$)(.*)", re.S)
 
 
+def _become(uid: int, gid: int) -> Callable[[], None]:
+    """A preexec_fn: no supplementary groups, then the target's gid and uid."""
+
+    def become() -> None:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+    return become
+
+
 def _argv(command: str, shell: str, cwd: str) -> list[str]:
     """``local_command_shell`` (split at spaces) or /bin/sh -c; a working directory is
     entered by the command's own shell, with the command's rights (as Postfix chdir()s
@@ -127,7 +138,8 @@ async def deliver_command(
     if is_root():
         if rights.uid <= 0 or rights.gid < 0:
             return Outcome("deferred", "4.3.0", f"refusing to run a command as {rights}")
-        extra.update({"user": rights.uid, "group": rights.gid, "extra_groups": []})
+        # not user=/group=/extra_groups=: uvloop (the services' loop) refuses them
+        extra["preexec_fn"] = _become(rights.uid, rights.gid)
     argv = _argv(command, shell, cwd)
     if file_limit > 0:
         if PRLIMIT is not None:

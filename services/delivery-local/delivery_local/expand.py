@@ -23,6 +23,13 @@ recipient's own goes to its mailbox; with an ``owner-<alias>`` alias
 its local names are re-queued with that sender, as are the local names of a
 ``.forward`` file and of ``:include:`` files; re-queued copies carry
 ``Delivered-To:`` so that forwarding loops bounce (``mail forwarding loop``).
+
+Where a bounce goes (≈ bounce_workaround.c): a failed ``/file`` (mbox) or
+``|command`` delivery, ``mail to file is restricted`` and a forwarding loop
+of an address that has an ``owner-`` alias are reported to that owner
+(:meth:`AliasExpander.owner_notice`: the result's ``bounce_to``, which the
+qmgr honours); every other failure, a bad ``:include:`` file included, goes
+to the message's sender, as Postfix's live answers show.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import os
 import pwd
 import stat
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from delivery_local import alias
@@ -49,6 +56,7 @@ from postbus.cleanup import CleanupError
 from postbus.cleanup.canonical import extension_classes
 from postbus.config.loader import Config
 from postbus.delivery import Outcome
+from postbus.maps.addr_find import split_extension
 from postbus.maps.maps import open_maps
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.resolve import Resolver
@@ -152,6 +160,20 @@ class AliasExpander:
         owner = value.strip() if self.expand_owner else f"owner-{name}"
         return owner if "@" in owner else f"{owner}@{self.myorigin}"
 
+    async def owner_notice(self, address: str, outcome: Outcome) -> Outcome:
+        """A bounce of ``address`` (the alias, .forward or loop address being delivered)
+        goes to ``owner-<its local part>`` (or without its extension) when that alias
+        exists (≈ bounce_workaround(): Postfix's bounce_one() to the owner). A deferral
+        stays the sender's, as Postfix's defer_append()."""
+        if outcome.status != "bounced" or not self.owner_special:
+            return outcome
+        name = (address.rpartition("@")[0] or address).lower()
+        owner = await self._owner(name)
+        user = split_extension(name, self.delimiter)[0]
+        if not owner and user != name:
+            owner = await self._owner(user)
+        return replace(outcome, bounce_to=owner) if owner else outcome
+
     # -- .forward -----------------------------------------------------------------------
 
     async def dotforward(self, state: State, address: str, user: LocalUser, depth: int) -> bool:
@@ -210,7 +232,8 @@ class AliasExpander:
             await self._include(state, value, address, names, depth, who)
         elif kind in ("file", "home"):
             if cls not in self.files:
-                state.done(address, Outcome("bounced", "5.7.1", "mail to file is restricted"))
+                state.done(address, await self.owner_notice(
+                    address, Outcome("bounced", "5.7.1", "mail to file is restricted")))
             elif kind == "home":
                 await self._home_file(state, value, address, who)
             else:
@@ -221,7 +244,7 @@ class AliasExpander:
             data = self.copy(state, address, "command")
             outcome = await self.runner.run(state, value, address, who, data)
             if outcome is not None:
-                state.done(address, outcome)
+                state.done(address, await self.owner_notice(address, outcome))
 
     async def _local_name(
         self, state: State, value: str, address: str, names: tuple[str, str], depth: int,
@@ -323,8 +346,9 @@ class AliasExpander:
         dest = Destination("file", head, (tail,), maildir, rights=rights, recipient=address)
         headers = state.headers(address, delivered="file" in self.delivered_for)
         data = headers + state.text if maildir else mbox_message(state.text, state.sender, headers)
-        limit = self.cfg.size("mailbox_size_limit")
-        state.done(address, await store(dest, data, size_limit=limit))
+        outcome = await store(dest, data, size_limit=self.cfg.size("mailbox_size_limit"))
+        # an mbox file's failure goes to the owner; a Maildir's to the sender (as maildir.c)
+        state.done(address, outcome if maildir else await self.owner_notice(address, outcome))
 
     def forward(self, state: State, target: str) -> None:
         """Forward a copy to ``target`` once the recipient is done (:meth:`flush`)."""

@@ -104,10 +104,12 @@ def _home_problem(home: str) -> str:
 
 
 def worst(leaves: list[tuple[str, Outcome]]) -> Outcome:
+    """Deferred over bounced over sent; of the bounces, one for the sender before one
+    for an owner- alias (the result names one notice address: the owner's is lost then)."""
     for status in ("deferred", "bounced"):
-        for _, outcome in leaves:
-            if outcome.status == status:
-                return outcome
+        found = [outcome for _, outcome in leaves if outcome.status == status]
+        if found:
+            return next((o for o in found if not o.bounce_to), found[0])
     return leaves[0][1]
 
 
@@ -170,9 +172,8 @@ class LocalAgent:
                     outcome.reason, transport=self.service, resolution=self.resolution, now=now,
                 )
             outcome = worst(state.leaves)
-            results.append(
-                RcptResult(index, outcome.status, outcome.dsn, outcome.reason, self.service)
-            )
+            results.append(RcptResult(index, outcome.status, outcome.dsn, outcome.reason,
+                                      self.service, bounce_to=outcome.bounce_to))
         return results
 
     # -- local(8) ---------------------------------------------------------------
@@ -186,8 +187,9 @@ class LocalAgent:
             log.warning("recipient nesting limit exceeded for %s", address)
             state.done(address, Outcome("bounced", "5.4.6", "recipient nesting limit exceeded"))
             return
-        if delivered_to_seen(state.text, address):
-            state.done(address, Outcome("bounced", "5.4.6", f"mail forwarding loop for {address}"))
+        if delivered_to_seen(state.text, address):  # reported to its owner- alias if any
+            state.done(address, await self.aliases.owner_notice(
+                address, Outcome("bounced", "5.4.6", f"mail forwarding loop for {address}")))
             return
         unknown = Outcome("bounced", "5.1.1", f'unknown user: "{printable(user)}"')
         if not valid_name(user):
@@ -228,7 +230,7 @@ class LocalAgent:
             data = self.aliases.copy(state, address, "command")
             outcome = await self.aliases.runner.run(state, command, address, who, data)
             if outcome is not None:
-                state.done(address, outcome)
+                state.done(address, await self.aliases.owner_notice(address, outcome))
             return
         dest = self._mailbox(found, address)
         if isinstance(dest, Outcome):

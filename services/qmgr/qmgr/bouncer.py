@@ -125,13 +125,15 @@ class Bouncer:
         self.templates(cfg)
 
     async def failure(
-        self, entry: QueueEntry, recipients: Iterable[Recipient] | None = None
+        self, entry: QueueEntry, recipients: Iterable[Recipient] | None = None,
+        to: str | None = None,
     ) -> list[str]:
         """Non-delivery notices for ``recipients`` (default: every bounced or expired
-        one); returns the new queue IDs. The caller records that they were sent."""
+        one); returns the new queue IDs. The caller records that they were sent.
+        ``to``: tell this address instead of the message's sender (an owner- alias)."""
         rcpts = [r for r in entry.recipients if r.state in ("bounced", "expired")] \
             if recipients is None else list(recipients)
-        return await self._send(entry, rcpts, plan_failure)
+        return await self._send(entry, rcpts, lambda p, e, r: plan_failure(p, e, r, to), to)
 
     async def delay(
         self, entry: QueueEntry, recipients: Iterable[Recipient] | None = None
@@ -162,12 +164,13 @@ class Bouncer:
     async def _send(
         self, entry: QueueEntry, rcpts: list[Recipient],
         plan: Callable[[Policy, QueueEntry, Sequence[Recipient]], list[Plan]],
+        to: str | None = None,
     ) -> list[str]:
         if not rcpts:
             return []
         cfg = self.cfg()
         policy = Policy.from_config(cfg)
-        if policy.is_double_bounce(entry.sender):
+        if policy.is_double_bounce(entry.sender if to is None else to):
             log.warning("%s: undeliverable postmaster notification discarded", entry.queue_id)
             return []
         return await self._queue(cfg, entry, plan(policy, entry, rcpts))

@@ -4,6 +4,7 @@ trace services, and the qmgr's decision to call them).
 Three notices, each sent by the qmgr at the end of a delivery attempt:
 
 * :meth:`Bouncer.failure`: recipients that bounced or expired. The sender
+  (or the owner- alias that local(8) named for a recipient: ``bounce_to``)
   is told of those whose NOTIFY asks for FAILURE (or that gave no NOTIFY),
   from the null sender, returning the message (headers only for RET=HDRS
   or past bounce_size_limit). With ``bounce`` in notify_classes,
@@ -112,12 +113,17 @@ def qualify_header(rules: RewriteRules, value: str) -> list[str]:
     return lines[:1] + [line if line[:1] in (" ", "\t") else "\t" + line for line in lines[1:]]
 
 
-def plan_failure(policy: Policy, entry: QueueEntry, rcpts: Sequence[Recipient]) -> list[Plan]:
-    """The non-delivery notices for ``rcpts`` (≈ bounce_notify_service())."""
+def plan_failure(
+    policy: Policy, entry: QueueEntry, rcpts: Sequence[Recipient], sender: str | None = None
+) -> list[Plan]:
+    """The non-delivery notices for ``rcpts`` (≈ bounce_notify_service()); ``sender``:
+    the address told instead of the message's sender (an owner- alias, ≈
+    bounce_one_service(), whose rules are the same)."""
     rows = tuple((r, "failed") for r in rcpts)
-    if policy.is_double_bounce(entry.sender):
+    sender = entry.sender if sender is None else sender
+    if policy.is_double_bounce(sender):
         return []
-    if not entry.sender:
+    if not sender:
         if not policy.classes & {"bounce", "2bounce"}:
             return []
         return [Plan("failure", True, policy.double_bounce, policy.twobounce_rcpt, rows, False,
@@ -125,7 +131,7 @@ def plan_failure(policy: Policy, entry: QueueEntry, rcpts: Sequence[Recipient]) 
     plans = []
     told = tuple(row for row in rows if wants(row[0], "FAILURE"))
     if told:
-        plans.append(Plan("failure", False, "", entry.sender, told, entry.ret.upper() == "HDRS",
+        plans.append(Plan("failure", False, "", sender, told, entry.ret.upper() == "HDRS",
                           "sender non-delivery notification"))
     if "bounce" in policy.classes:
         plans.append(Plan("failure", True, policy.double_bounce, policy.bounce_rcpt, rows, True,

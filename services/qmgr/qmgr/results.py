@@ -98,8 +98,11 @@ class Recorder:
                   if r.state in ("bounced", "expired") and not r.reported]
         sent = [r for r in entry.recipients
                 if r.state == "sent" and not r.reported and notice_rules.wants(r, "SUCCESS")]
-        if failed:
-            await self.notices.failure(entry, failed)
+        if mine := [r for r in failed if not r.bounce_to]:
+            await self.notices.failure(entry, mine)
+        for rcpt in failed:  # one notice each to an owner- alias, as local's bounce_one()
+            if rcpt.bounce_to:
+                await self.notices.failure(entry, [rcpt], to=rcpt.bounce_to)
         if sent:
             await self.notices.success(entry, [(r, notice_rules.default_action(r)) for r in sent])
         for rcpt in failed + sent:

@@ -445,3 +445,36 @@ def test_a_notice_that_cannot_be_queued_raises_for_the_caller_to_retry() -> None
         asyncio.run(b.failure(QueueEntry("Q1", "alice@client.test", [rcpt("a@r.test")])))
     with pytest.raises(ConnectionError):  # a double bounce is the notice itself
         asyncio.run(b.failure(QueueEntry("Q2", "", [rcpt("a@r.test")])))
+
+
+# -- an owner- alias told instead of the sender (local's bounce_workaround) ---------------
+
+def test_failure_plan_for_an_owner_follows_the_senders_rules() -> None:
+    """bounce_one_service(): the same rules with the owner in the sender's place; the
+    message's own sender (null or not) is not asked."""
+    rows = [rcpt("list@postbus.test")]
+    for sender in ("alice@client.test", "", DOUBLE):
+        entry = QueueEntry("Q1", sender, rows)
+        assert summary(plan_failure(policy("bounce"), entry, rows, "owner-list@postbus.test")) == [
+            ("failure", False, "", "owner-list@postbus.test", ["list@postbus.test"], False,
+             "sender non-delivery notification"),
+            ("failure", True, DOUBLE, "postmaster@mx.postbus.test", ["list@postbus.test"], True,
+             "postmaster non-delivery notification"),
+        ]
+    never = [rcpt("list@postbus.test", "NEVER")]
+    entry = QueueEntry("Q1", "alice@client.test", never)
+    assert plan_failure(policy(), entry, never, "owner-list@postbus.test") == []
+    assert plan_failure(policy(), entry, never, DOUBLE) == []
+
+
+def test_bouncer_tells_the_owner_and_keeps_the_original_sender_in_the_report() -> None:
+    capture = Capture()
+    entry = QueueEntry("Q1", "alice@client.test", [rcpt("list@postbus.test")])
+    ids = asyncio.run(bouncer(capture).failure(entry, entry.recipients,
+                                               to="owner-list@postbus.test"))
+    assert ids == ["N1"]
+    [(notice, text)] = capture.queued
+    assert (notice.sender, [r.address for r in notice.recipients]) == (
+        "", ["owner-list@postbus.test"])
+    assert b"\r\nTo: owner-list@postbus.test\r\n" in text
+    assert b"\r\nX-Postbus-Sender: rfc822; alice@client.test\r\n" in text
