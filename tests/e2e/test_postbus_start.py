@@ -223,9 +223,10 @@ def test_a_role_that_cannot_start_fails_the_start_with_its_fatal_line(
              f' smtpd_recipient_restrictions: unknown smtpd restriction: "bogus_restriction"')
     assert result.stderr.splitlines()[0] == fatal, result.stderr
     assert "did not start" in result.stderr.splitlines()[-1]
-    # within 5 s of the failure (the time smtpd wrote its fatal line), all stopped
+    # soon after the failure (the time smtpd wrote its fatal line), all stopped: 5 s on an
+    # idle machine; the bound is generous for a loaded one (every role has to exit)
     smtpd_stderr = next((shared_tmp_path / "var/master/stderr").glob("127.0.0.1_*"))
-    assert done - smtpd_stderr.stat().st_mtime < 5.0
+    assert done - smtpd_stderr.stat().st_mtime < 20.0
     last = state(shared_tmp_path)
     assert all(not alive(c["pid"]) for c in last["children"] if c["pid"])
     assert all(not alive(pid) for pid in last["server_pids"].values())

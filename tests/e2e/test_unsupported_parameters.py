@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 FEATURES = (
     "always_bcc = archive@example.com\n"
-    "smtpd_milters = inet:127.0.0.1:8891\n"
+    "milter_header_checks = pcre:/etc/postbus/milter_header_checks\n"
 )
 
 
@@ -97,7 +97,7 @@ def test_warn_switch_starts_and_warns_once_per_parameter(
     assert [w.split(": ", 1)[1] for w in warnings] == [
         f"warning: {conf}/main.cf, line 2: parameter always_bcc is not supported yet by "
         "Postbus; ignored (postbus_unsupported_parameters = warn)",
-        f"warning: {conf}/main.cf, line 3: parameter smtpd_milters is not supported yet by "
+        f"warning: {conf}/main.cf, line 3: parameter milter_header_checks is not supported yet by "
         "Postbus; ignored (postbus_unsupported_parameters = warn)",
     ]
     assert all(" postbus/qmgr[" in w for w in warnings)
@@ -120,7 +120,7 @@ def _wait_for(predicate: object, timeout: float = 30) -> None:
 
 
 def test_sendmail_refuses_but_queue_tools_still_work(tmp_path: Path) -> None:
-    """sendmail injects mail (non_smtpd_milters, always_bcc would apply): it refuses;
+    """sendmail injects mail (always_bcc would apply): it refuses;
     postconf shows and edits such a main.cf as Postfix's does."""
     conf = write_conf(tmp_path, FEATURES, "qmgr unix n - n 300 1 qmgr\n")
 
@@ -132,7 +132,7 @@ def test_sendmail_refuses_but_queue_tools_still_work(tmp_path: Path) -> None:
     assert sent.returncode == 1
     assert sent.stderr == (f"postbus: fatal: {conf}/main.cf, line 2: parameter always_bcc "
                            "is not supported yet by Postbus\n")
-    shown = postbus("postconf", "-n", "always_bcc", "smtpd_milters")
+    shown = postbus("postconf", "-n", "always_bcc", "milter_header_checks")
     assert (shown.returncode, shown.stderr) == (0, "")
     assert shown.stdout == ("always_bcc = archive@example.com\n"
-                            "smtpd_milters = inet:127.0.0.1:8891\n")
+                            "milter_header_checks = pcre:/etc/postbus/milter_header_checks\n")
