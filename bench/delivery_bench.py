@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -102,10 +104,8 @@ def maildir_count(base: Path) -> Callable[[], int]:
     def count() -> int:
         total = 0
         for user in USERS:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 total += len(os.listdir(base / user / "new"))
-            except FileNotFoundError:
-                pass
         return total
     return count
 
@@ -176,18 +176,41 @@ def postbus_run(args: argparse.Namespace, agent: str, settings: dict[str, str],
         system.start(only=[])
         asyncio.run(enqueue(system.nats.url, args.count, args.size, rcpt))
         start = time.monotonic()
-        system.start_role("qmgr")
-        system.start_role(agent)
+        for label in ("qmgr", agent):
+            if args.profile:
+                start_profiled(system, label, args.profile)
+            else:
+                system.start_role(label)
 
         def pids() -> dict[str, int]:
             assert system.nats.proc is not None and system.redis.proc is not None
             return {"qmgr": system.procs["qmgr"].pid, agent: system.procs[agent].pid,
                     "nats-server": system.nats.proc.pid, "redis-server": system.redis.proc.pid}
 
-        return clock(count, args.count, pids, start, args.timeout)
+        result = clock(count, args.count, pids, start, args.timeout)
+        if args.counters:
+            for label in ("qmgr", agent):
+                port = system.children[label].metrics_port
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as reply:
+                    text = reply.read().decode()
+                for line in text.splitlines():
+                    if line.startswith(("postbus_bus_", "postbus_delivery_attempts")):
+                        print(f"  {label}: {line}")
+        return result
     finally:
         system.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def start_profiled(system: MailSystem, label: str, directory: str) -> None:
+    """A role under bench/cpu_profile.py: its profile lands in ``directory`` at exit."""
+    argv = system.children[label].argv(system.conf)
+    wrapper = [argv[0], str(Path(__file__).with_name("cpu_profile.py")), *argv[2:]]
+    log = open(system.root / f"{label}.out", "ab")  # noqa: SIM115
+    system.procs[label] = subprocess.Popen(
+        wrapper, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "POSTBUS_PROFILE_DIR": directory})
+    log.close()
 
 
 def virtual_settings(base: Path) -> dict[str, str]:
@@ -322,6 +345,10 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--only", choices=["smtp", "smtp-cache", "virtual"])
     parser.add_argument("--no-postfix", action="store_true")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="profile qmgr and the agent (CPU time) into DIR")
+    parser.add_argument("--counters", action="store_true",
+                        help="print the bus and delivery counters of qmgr and the agent")
     parser.add_argument("--main-cf", action="append", default=[],
                         help="name=value for Postbus's main.cf (repeatable)")
     args = parser.parse_args()
