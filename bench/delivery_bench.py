@@ -40,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from postbus.bus.jetstream import connect, ensure_streams
+from postbus.bus.subjects import WORK_STREAM
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.queue.file import QueueFile
 from postbus.servers import free_port, wait_port
@@ -145,6 +146,8 @@ def clock(count: Callable[[], int], n: int, pids: Callable[[], dict[str, int]],
 
 def report(name: str, n: int, result: dict[str, float], extra: str = "") -> None:
     per = {k[4:]: v / result["counted"] * 1000 for k, v in result.items() if k[:4] == "cpu:"}
+    if "work" in result:
+        extra += f", {result['work'] / n:.1f} work-stream writes per delivery"
     cpus = ", ".join(f"{k} {v:.3f}" for k, v in sorted(per.items(), key=lambda x: -x[1]))
     print(f"{name}: {n} msgs, {result['rate']:.0f} msgs/s from start, "
           f"{result['steady']:.0f} msgs/s steady{extra}; CPU ms/delivery: {cpus}", flush=True)
@@ -165,6 +168,16 @@ async def enqueue(url: str, n: int, size: int, rcpt: Callable[[int], str]) -> No
                           content(size, i))
             for i in range(start, min(n, start + 200))))
     await nc.close()
+
+
+async def work_writes(url: str) -> float:
+    """Messages written to the work stream so far (jobs, parked jobs, results...)."""
+    nc = await connect(url, "bench", closing=lambda: True)
+    try:
+        info = await nc.jetstream().stream_info(WORK_STREAM)
+        return float(info.state.last_seq)
+    finally:
+        await nc.close()
 
 
 def postbus_run(args: argparse.Namespace, agent: str, settings: dict[str, str],
@@ -188,6 +201,7 @@ def postbus_run(args: argparse.Namespace, agent: str, settings: dict[str, str],
                     "nats-server": system.nats.proc.pid, "redis-server": system.redis.proc.pid}
 
         result = clock(count, args.count, pids, start, args.timeout)
+        result["work"] = asyncio.run(work_writes(system.nats.url))
         if args.counters:
             for label in ("qmgr", agent):
                 port = system.children[label].metrics_port
