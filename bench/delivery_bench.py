@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -228,11 +229,12 @@ def start_profiled(system: MailSystem, label: str, directory: str) -> None:
 
 
 def virtual_settings(base: Path) -> dict[str, str]:
-    owner = shutil.which("id") and subprocess.run(["id", "-u", MAIL_OWNER], capture_output=True,
-                                                 text=True).stdout.strip()
-    uid = owner if os.geteuid() == 0 else str(os.geteuid())
-    gid = str(os.getgid()) if os.geteuid() != 0 else subprocess.run(
-        ["id", "-g", MAIL_OWNER], capture_output=True, text=True).stdout.strip()
+    """Four virtual Maildir users under ``base``, owned by mail_owner as root (else by us)."""
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam(MAIL_OWNER)
+        uid, gid = owner.pw_uid, owner.pw_gid
+    else:
+        uid, gid = os.geteuid(), os.getegid()
     maps = ", ".join(f"{u}@{VIRTUAL_DOMAIN}={u}/" for u in USERS)
     return {"virtual_mailbox_domains": VIRTUAL_DOMAIN, "virtual_mailbox_base": str(base),
             "virtual_mailbox_maps": f"inline:{{{maps}}}", "virtual_minimum_uid": "1",
