@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from postbus import metrics
 from postbus.queue.entry import DeliveryJob, Recipient
@@ -155,9 +156,29 @@ def log_delivery(
     line += "/".join(format_tv(x, 2, resolution) for x in parts)
     line += f", dsn={dsn}, status={status} ({reason})"
     log.info("%s", line)
-    metrics.delivery_attempts.labels(transport, status, dsn[:1] or "4").inc()
-    for stage, value in zip(metrics.QUEUE_STAGES, parts, strict=True):
-        metrics.delivery_duration.labels(transport, stage).observe(value)
-    if status != "deferred":
-        metrics.delivery_delay.labels(transport, status).observe(delay)
+    attempts, stages, total = _children(transport, status, dsn[:1] or "4")
+    attempts.inc()
+    for child, value in zip(stages, parts, strict=True):
+        child.observe(value)
+    if total is not None:
+        total.observe(delay)
     return line
+
+
+_Children = tuple[Any, tuple[Any, ...], Any]
+_bound: dict[tuple[str, str, str], _Children] = {}
+
+
+def _children(transport: str, status: str, dsn_class: str) -> _Children:
+    """The labelled metrics of one kind of outcome, bound once: ``labels()`` costs more
+    than the counting itself, six times per delivery."""
+    key = (transport, status, dsn_class)
+    got = _bound.get(key)
+    if got is None:
+        got = _bound[key] = (
+            metrics.delivery_attempts.labels(transport, status, dsn_class),
+            tuple(metrics.delivery_duration.labels(transport, stage)
+                  for stage in metrics.QUEUE_STAGES),
+            None if status == "deferred" else metrics.delivery_delay.labels(transport, status),
+        )
+    return got

@@ -106,3 +106,36 @@ def test_outcome_helpers() -> None:
     assert Outcome.by_dsn("4.4.1", "x").status == "deferred"
     assert Outcome.from_reply(Reply(250, "2.0.0 Ok")).reason == "250 2.0.0 Ok"
     assert soften("5.7.1") == "4.7.1" and soften("4.1.1") == "4.1.1"
+
+
+def test_log_delivery_counts_each_outcome_under_its_own_labels() -> None:
+    """The labelled metrics are bound once per kind of outcome: each kind still counts
+    apart, and a deferral adds no arrival-to-disposition delay."""
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    sent = {"transport": "benchlog", "status": "sent", "dsn_class": "2"}
+    deferred = {"transport": "benchlog", "status": "deferred", "dsn_class": "4"}
+    before = (sample("postbus_delivery_attempts_total", **sent),
+              sample("postbus_delivery_attempts_total", **deferred),
+              sample("postbus_delivery_delay_seconds_count", transport="benchlog",
+                     status="sent"),
+              sample("postbus_delivery_duration_seconds_count", transport="benchlog",
+                     stage="transmission"))
+    rcpt = Recipient("bob@example.com")
+    for _ in range(2):
+        log_delivery("4F2A1C7D3E", rcpt, "mx[192.0.2.1]:25", _stats(), "2.0.0", "sent",
+                     "250 2.0.0 Ok", transport="benchlog", now=1001.0)
+    log_delivery("4F2A1C7D3E", rcpt, "mx[192.0.2.1]:25", _stats(), "4.4.1", "deferred",
+                 "connect timed out", transport="benchlog", now=1001.0)
+    after = (sample("postbus_delivery_attempts_total", **sent),
+             sample("postbus_delivery_attempts_total", **deferred),
+             sample("postbus_delivery_delay_seconds_count", transport="benchlog",
+                    status="sent"),
+             sample("postbus_delivery_duration_seconds_count", transport="benchlog",
+                    stage="transmission"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2.0, 1.0, 2.0, 3.0]
+    assert sample("postbus_delivery_delay_seconds_count", transport="benchlog",
+                  status="deferred") == 0.0
