@@ -39,16 +39,19 @@ class XforwardHandler(Handler):
     """Offers XFORWARD with ``offered`` attribute names; records each XFORWARD command,
     answering ``reply``."""
 
-    def __init__(self, offered: str = ALL, reply: str = "250 2.0.0 Ok") -> None:
+    def __init__(self, offered: str = ALL, reply: str = "250 2.0.0 Ok",
+                 pipelining: bool = False) -> None:
         super().__init__()
         self.offered = offered
+        self.pipelining = pipelining
         self.reply = reply
         self.commands: list[str] = []
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
         session.host_name = hostname
-        return [*responses[:-1], f"250-XFORWARD {self.offered}", responses[-1]]
+        more = [f"250-XFORWARD {self.offered}"] + ["250-PIPELINING"] * self.pipelining
+        return [*responses[:-1], *more, responses[-1]]
 
 
 class XforwardSMTP(SMTP):
@@ -119,15 +122,17 @@ async def _send(bus: Bus, run_agent: RunAgent, peer: XforwardPeer, send: str = "
     return result
 
 
-@pytest.mark.parametrize("case, offered", [
-    ("all attributes", ALL), ("name and helo only", "NAME HELO"),
+@pytest.mark.parametrize("case, offered, pipelining", [
+    ("all attributes", ALL, False), ("all attributes", ALL, True),
+    ("name and helo only", "NAME HELO", False),
 ])
 async def test_xforward_lines_as_postfix_sends_them(
-    bus: Bus, run_agent: RunAgent, case: str, offered: str
+    bus: Bus, run_agent: RunAgent, case: str, offered: str, pipelining: bool
 ) -> None:
+    """Pipelined (aiosmtpd reads commands one by one either way) or not, the same lines."""
     live = (lambda: _postfix_sends(offered)) if postfix_instance.available() else None
     postfix = RECORDING.answer(case, live)
-    handler = XforwardHandler(offered)
+    handler = XforwardHandler(offered, pipelining=pipelining)
     with XforwardPeer(handler) as peer:
         result = await _send(bus, run_agent, peer)
     assert result.status == "sent"
