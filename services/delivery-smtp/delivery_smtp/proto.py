@@ -271,7 +271,7 @@ def smtputf8(job: DeliveryJob, content: bytes) -> tuple[bool, bool]:
     Requested: the sender said SMTPUTF8 (MAIL FROM, ``sendmail -SMTPUTF8``), or the
     envelope is not ASCII (a job of a version without the flag, or an address that
     rewriting made UTF-8: Postfix would send that without SMTPUTF8, against RFC 6531).
-    Required: requested, and the envelope or a header is UTF-8. MAIL FROM says
+    Required: requested, and the envelope is UTF-8 or a header is not ASCII. MAIL FROM says
     SMTPUTF8 whenever it was requested and the server offers it."""
     envelope = not (job.sender.isascii() and all(r.address.isascii() for r in job.recipients))
     if envelope:
@@ -280,13 +280,7 @@ def smtputf8(job: DeliveryJob, content: bytes) -> tuple[bool, bool]:
         return False, False
     end = _HEADER_END.search(content)
     headers = content if end is None else content[: end.start()]
-    if headers.isascii():
-        return True, False
-    try:
-        headers.decode("utf-8")
-    except UnicodeDecodeError:
-        return True, False  # 8-bit junk is not UTF-8 (valid_utf8_string())
-    return True, True
+    return True, not headers.isascii()  # any 8-bit header: SMTPUTF8_FLAG_HEADER
 
 
 def _rcpt_command(chat: Chat, rcpt: Recipient) -> bytes:

@@ -8,6 +8,8 @@ import orjson
 
 from delivery_smtp.proto import smtputf8
 from delivery_smtp.xforward import commands
+from postbus.cli.sendmail import wants_smtputf8
+from postbus.config.loader import Config
 from postbus.queue.entry import DeliveryJob, QueueEntry, Recipient
 
 ALL = "NAME ADDR PROTO HELO SOURCE PORT IDENT"
@@ -58,7 +60,21 @@ def test_smtputf8_requested_and_required_as_postfix_decides() -> None:
     assert smtputf8(_job(smtputf8=True), ascii_body) == (True, False)
     # requested and a UTF-8 header: required (the body does not count)
     assert smtputf8(_job(smtputf8=True), utf8_header) == (True, True)
-    # 8-bit octets that are not UTF-8 do not make it required (valid_utf8_string())
-    assert smtputf8(_job(smtputf8=True), b"Subject: caf\xe9\r\n\r\n") == (True, False)
+    # any 8-bit header does (cleanup_out.c sets SMTPUTF8_FLAG_HEADER without a UTF-8 check)
+    assert smtputf8(_job(smtputf8=True), b"Subject: caf\xe9\r\n\r\n") == (True, True)
     # a UTF-8 envelope: requested and required
     assert smtputf8(_job(rcpt="j\u00f8rn@y.test"), ascii_body) == (True, True)
+
+
+def test_sendmail_autodetects_smtputf8_as_postfix_cleanup() -> None:
+    """smtputf8_autodetect_classes (default sendmail, verify) with smtputf8_enable."""
+    default = Config.from_text("compatibility_level = 3.6\n")
+    header = b"Subject: caf\xc3\xa9\r\n\r\nbody\r\n"
+    assert wants_smtputf8(default, "a@x.test", ["b@y.test"], header)
+    assert wants_smtputf8(default, "a@x.test", ["j\u00f8rn@y.test"], b"Subject: x\r\n\r\n")
+    body = b"Subject: x\r\n\r\ncaf\xc3\xa9\r\n"  # the body does not count
+    assert not wants_smtputf8(default, "a@x.test", ["b@y.test"], body)
+    off = Config.from_text("compatibility_level = 3.6\nsmtputf8_autodetect_classes = verify\n")
+    assert not wants_smtputf8(off, "a@x.test", ["b@y.test"], header)
+    disabled = Config.from_text("compatibility_level = 3.6\nsmtputf8_enable = no\n")
+    assert not wants_smtputf8(disabled, "a@x.test", ["b@y.test"], header)
