@@ -69,6 +69,7 @@ class Amavis:
     port: int  # the re-injection listener
     xforward: list[list[str]] = field(default_factory=list)
     reinjected: list[tuple[int, bytes]] = field(default_factory=list)
+    mail_options: list[list[str]] = field(default_factory=list)
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
@@ -81,6 +82,7 @@ class Amavis:
         lines = list(getattr(session, "xforward", []))
         session.xforward = []
         self.xforward.append(lines)
+        self.mail_options.append(list(envelope.mail_options))
         content = b"X-Virus-Scanned: amavis at postbus.test\r\n" + (envelope.original_content
                                                                      or b"")
         try:
@@ -96,7 +98,8 @@ class Amavis:
             assert client.has_extn("xforward"), client.esmtp_features
             for line in lines:
                 self.reinjected.append(client.docmd("XFORWARD", line))
-            client.sendmail(sender, rcpts, content)
+            client.sendmail(sender, rcpts, content, mail_options=[
+                o for o in self.mail_options[-1] if o == "SMTPUTF8"])
 
 
 def test_amavis_setup_starts_and_delivers_once_with_the_client_forwarded(
@@ -109,11 +112,12 @@ def test_amavis_setup_starts_and_delivers_once_with_the_client_forwarded(
         def factory(self) -> SMTP:
             return AmavisSMTP(self.handler, **self.SMTP_kwargs)
 
-    controller = _Controller(amavis, hostname="127.0.0.1", port=free_port(), decode_data=False)
+    controller = _Controller(amavis, hostname="127.0.0.1", port=free_port(), decode_data=False,
+                             enable_SMTPUTF8=True)
     controller.start()
     try:
         with Peer() as sink:
-            main = {"relayhost": f"[127.0.0.1]:{sink.port}",
+            main = {"relayhost": f"[127.0.0.1]:{sink.port}", "smtputf8_enable": "yes",
                     "content_filter": f"smtp-amavis:[127.0.0.1]:{controller.port}"}
             master = MASTER_CF + AMAVIS_MASTER_CF.replace("{reinject}", str(reinject))
             system = MailSystem(tmp_path / "sys", main, master)
@@ -138,6 +142,14 @@ def test_amavis_setup_starts_and_delivers_once_with_the_client_forwarded(
                     r"orig_client=unknown\[127\.0\.0\.1\]$", log, re.M), log
                 assert (f"{qid}: to=<x@remote.test>, relay=127.0.0.1[127.0.0.1]:"
                         f"{controller.port}, ") in log, log
+                # the sender's SMTPUTF8 request goes through the queue to the filter
+                with smtplib.SMTP("127.0.0.1", system.smtp_port, timeout=30) as client:
+                    client.ehlo("client.postbus.test")
+                    client.sendmail("a@client.test", ["y@remote.test"],
+                                    b"Subject: plain\r\n\r\nbody\r\n", mail_options=["SMTPUTF8"])
+                assert system.wait_for(lambda: len(sink.handler.messages) == 2, timeout=60)
+                assert [o for o in amavis.mail_options[0] if o == "SMTPUTF8"] == []
+                assert "SMTPUTF8" in amavis.mail_options[1], amavis.mail_options
             finally:
                 system.stop()
     finally:
