@@ -81,7 +81,7 @@ class QueueEntry:
     filter: str = ""  # content_filter or a FILTER action: transport:nexthop for every recipient
     client_port: str = ""  # the client's TCP port (XFORWARD PORT)
     log_ident: str = ""  # an upstream queue ID given by XFORWARD IDENT (else our own)
-    rewrite_context: str = ""  # "remote" or "local" (smtpd); "": local (Postfix's default)
+    rewrite_context: str = ""  # "remote", or "" for local (Postfix's qmgr default)
 
     def record(self, status: DeliveryStatus) -> bool:
         """Apply a delivery report to the recipients it covers (as Postfix's agents

@@ -185,8 +185,8 @@ def apply(session: Session, entry: QueueEntry) -> None:
     forwarded one when XFORWARD gave it (≈ FORWARD_NAME() and friends)."""
     peer = getattr(session.conn, "peer", None)
     entry.client_port = str(peer[1]) if peer and peer[1] else ""
-    # SOURCE has already set the session's header context
-    entry.rewrite_context = "local" if session.header_context == "local" else "remote"
+    # SOURCE has already set the session's header context; "" is local, as in Postfix's qmgr
+    entry.rewrite_context = "" if session.header_context == "local" else "remote"
     fwd = session.xforward
     if fwd is None:
         return
