@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from delivery_smtp.__main__ import main
@@ -62,14 +63,19 @@ class XforwardSMTP(SMTP):
         await self.push(handler.reply)
 
 
+class XforwardLMTP(LMTP):
+    smtp_XFORWARD = XforwardSMTP.smtp_XFORWARD
+
+
 class XforwardPeer:
-    def __init__(self, handler: XforwardHandler) -> None:
+    def __init__(self, handler: XforwardHandler, lmtp: bool = False) -> None:
         self.handler = handler
         self.port = free_port()
 
         class _Controller(Controller):
             def factory(self) -> SMTP:
-                return XforwardSMTP(self.handler, **self.SMTP_kwargs)
+                cls = XforwardLMTP if lmtp else XforwardSMTP
+                return cls(self.handler, **self.SMTP_kwargs)
 
         self.controller = _Controller(handler, hostname="127.0.0.1", port=self.port,
                                       decode_data=False)
@@ -109,13 +115,14 @@ def _postfix_sends(offered: str) -> list[str]:
 
 
 async def _send(bus: Bus, run_agent: RunAgent, peer: XforwardPeer, send: str = "yes",
-                **job: Any) -> Any:
-    await run_agent(main, "smtp", {"myhostname": "mail.postbus.test",
-                                   "smtp_send_xforward_command": send})
+                lmtp: bool = False, **job: Any) -> Any:
+    name = "lmtp" if lmtp else "smtp"
+    await run_agent(main, name, {"myhostname": "mail.postbus.test",
+                                 f"{name}_send_xforward_command": send})
     attrs = {"client_name": "unknown", "client_addr": "127.0.0.1", "client_port": "40123",
              "helo": "client.example", "protocol": "ESMTP", "log_ident": "ABCDEF",
              "rewrite_context": "local", **job}
-    queued = await bus.submit("smtp", f"[127.0.0.1]:{peer.port}", ["bob@remote.test"],
+    queued = await bus.submit(name, f"[127.0.0.1]:{peer.port}", ["bob@remote.test"],
                               content=MESSAGE, sender="alice@client.test", job=attrs)
     [result] = (await bus.status(queued.queue_id)).results
     await run_agent.stop()
@@ -171,3 +178,15 @@ async def test_not_sent_unless_configured_and_refusal_is_a_warning(
     assert (f"host 127.0.0.1[127.0.0.1]:{peer.port} said: 550 5.7.0 Error: insufficient "
             "authorization (in reply to XFORWARD name/address command)") in [
         r.getMessage() for r in caplog.records]
+
+
+async def test_lmtp_sends_xforward_with_its_own_parameter(bus: Bus, run_agent: RunAgent) -> None:
+    """lmtp_send_xforward_command, not smtp_'s, for the lmtp transport."""
+    handler = XforwardHandler()
+    with XforwardPeer(handler, lmtp=True) as peer:
+        result = await _send(bus, run_agent, peer, lmtp=True, client_name="mx.client.test")
+    assert result.status == "sent"
+    assert handler.commands == [
+        "XFORWARD NAME=mx.client.test ADDR=127.0.0.1 PORT=40123",
+        "XFORWARD PROTO=ESMTP HELO=client.example IDENT=ABCDEF SOURCE=LOCAL",
+    ]
