@@ -4,7 +4,8 @@ With ``smtp_send_xforward_command = yes`` (``lmtp_...`` for LMTP) and a
 server whose EHLO offers XFORWARD, the original client of the message goes
 before MAIL FROM in up to two commands, as Postfix's smtp client sends
 them: ``XFORWARD NAME= ADDR= PORT=`` and ``XFORWARD PROTO= HELO= IDENT=
-SOURCE=``, each attribute only when the server named it and the message
+SOURCE=`` (SOURCE is smtp_proto.c's XFORWARD_DOMAIN: LOCAL or REMOTE, the
+rewriting context), each attribute only when the server named it and the message
 has it (a client name, address, port or protocol of ``unknown`` is not
 sent; local submissions have no client at all, so only ``SOURCE=LOCAL``
 goes). A reply other than 2xx is logged as a warning and the delivery goes
