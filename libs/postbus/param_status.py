@@ -117,6 +117,11 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "smtpd_proxy_filter", "smtpd_proxy_timeout", "smtpd_proxy_ehlo", "smtpd_proxy_options",
     # XFORWARD from a content filter (ingress_smtpd/xforward.py)
     "smtpd_authorized_xforward_hosts",
+    # XFORWARD to a content filter (delivery_smtp/xforward.py)
+    "smtp_send_xforward_command", "lmtp_send_xforward_command", "smtp_xforward_timeout",
+    "lmtp_xforward_timeout",
+    # SMTPUTF8 requested by the sender (delivery_smtp/proto.py smtputf8(), postbus sendmail)
+    "smtputf8_autodetect_classes",
     # header and body checks (postbus.cleanup.checks, postbus.cleanup.mime)
     # the milter client (postbus.milter; smtpd and cleanup)
     "smtpd_milters", "non_smtpd_milters", "milter_protocol", "milter_default_action",
@@ -361,9 +366,11 @@ ONLY_VALUES: dict[str, frozenset[str]] = {
     "smtpd_tls_loglevel": frozenset({"0", "1"}),
     # the one upstream proxy protocol Postfix has
     "smtpd_upstream_proxy_protocol": frozenset({"", "haproxy"}),
-    # no check_address_map tables
+    # autodetection in mail from sendmail (verify: a UTF-8 envelope always asks for it)
+    "smtputf8_autodetect_classes": frozenset({"", "sendmail", "verify"}),
+    # no check_address_map tables ("": no client is local, as amavis's re-injection has it)
     "local_header_rewrite_clients": frozenset(
-        {"permit_inet_interfaces", "permit_mynetworks", "permit_sasl_authenticated",
+        {"", "permit_inet_interfaces", "permit_mynetworks", "permit_sasl_authenticated",
          "static:all"}
     ),
 }

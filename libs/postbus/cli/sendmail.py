@@ -72,8 +72,20 @@ def header_recipients(content: bytes) -> list[str]:
     return plain if resent is None else resent
 
 
+def wants_smtputf8(cfg: Config, sender: str, recipients: list[str], content: bytes) -> bool:
+    """SMTPUTF8 autodetection for the sendmail class (smtputf8_autodetect_classes, as
+    Postfix's cleanup does with CLEANUP_FLAG_AUTOUTF8): a UTF-8 envelope address or a
+    header that is not ASCII asks for SMTPUTF8, as ``-SMTPUTF8`` does."""
+    if not cfg.bool("smtputf8_enable") or "sendmail" not in [
+            w.lower() for w in cfg.list("smtputf8_autodetect_classes")]:
+        return False
+    if not (sender.isascii() and all(r.isascii() for r in recipients)):
+        return True
+    return not split_headers(content, 1 << 30).block.isascii()
+
+
 async def submit(cfg: Config, sender: str, recipients: list[str], content: bytes,
-                 context: Context | None = "local") -> str:
+                 context: Context | None = "local", smtputf8: bool = False) -> str:
     """Cleanup, then the queue; raises CleanupError when the message must not be queued,
     MessageDiscarded when a DISCARD action dropped it. Header and body checks apply
     (unless receive_override_options has no_header_body_checks), naming the message
@@ -81,7 +93,8 @@ async def submit(cfg: Config, sender: str, recipients: list[str], content: bytes
     long_ids = cfg.bool("enable_long_queue_ids")
     entry = QueueEntry(queue_id=new_queue_id(long_ids), sender=sender,
                        recipients=[Recipient(address) for address in recipients],
-                       client_name="localhost", client_addr="127.0.0.1", protocol="sendmail")
+                       client_name="localhost", client_addr="127.0.0.1", protocol="sendmail",
+                       smtputf8=smtputf8 or wants_smtputf8(cfg, sender, recipients, content))
     maps_context.configure(cfg.get("postbus_redis_url"))
     try:
         cleanup = Cleanup(cfg)
@@ -117,6 +130,8 @@ def main(argv: list[str]) -> int:
                         help="gateway submission: headers in the remote rewriting context")
     parser.add_argument("-i", "-oi", action="store_true", dest="ignore_dots")
     parser.add_argument("-o", action="append", default=[], help="ignored sendmail options")
+    parser.add_argument("-SMTPUTF8", action="store_true", dest="smtputf8",
+                        help="the message requires SMTPUTF8")
     parser.add_argument("-B", "-N", "-R", "-V", "-X", dest="ignored", action="append")
     parser.add_argument("recipients", nargs="*")
     args, _ignored = parser.parse_known_args(argv)
@@ -136,7 +151,7 @@ def main(argv: list[str]) -> int:
     if args.gateway:
         context = Cleanup(cfg).header_context(local=False)
     try:
-        qid = asyncio.run(submit(cfg, sender, recipients, content, context))
+        qid = asyncio.run(submit(cfg, sender, recipients, content, context, args.smtputf8))
     except MessageDiscarded as exc:
         log.info("%s: uid=%d from=<%s>", exc, os.getuid(), user)
         return 0

@@ -80,6 +80,9 @@ class QueueEntry:
     attempt_id: str = ""  # the current attempt; '' before the first
     holder: int = 0  # stream sequence of the trigger or wake-up holding that attempt open
     filter: str = ""  # content_filter or a FILTER action: transport:nexthop for every recipient
+    client_port: str = ""  # the client's TCP port (XFORWARD PORT)
+    log_ident: str = ""  # an upstream queue ID given by XFORWARD IDENT (else our own)
+    rewrite_context: str = ""  # "remote", or "" for local (Postfix's qmgr default)
 
     def record(self, status: DeliveryStatus) -> bool:
         """Apply a delivery report to the recipients it covers (as Postfix's agents
@@ -125,9 +128,13 @@ class QueueEntry:
 
 #: Fields written only when set, so that an entry without them stays readable by
 #: the version before them (a rolling upgrade): they decode to their defaults.
-OPTIONAL = ("filter",)
+OPTIONAL = ("filter", "client_port", "log_ident", "rewrite_context")
 #: The same for the items of a nested list (a recipient, a recipient's result).
 ITEM_OPTIONAL = "bounce_to"
+
+#: The same for a job: agents of the version before them still read jobs without them.
+JOB_OPTIONAL = ("client_name", "client_addr", "client_port", "helo", "protocol", "log_ident",
+                "rewrite_context", "smtputf8")
 
 
 def _dump(obj: Any, nested: str, optional: tuple[str, ...] = ()) -> bytes:
@@ -181,6 +188,16 @@ class DeliveryJob:
     token: str = ""  # the ack subject of the trigger or wake-up that holds the attempt
     recheck: bool = False  # an attempt taken up again: check it is current before delivery
     destination: str = ""  # the scheduler's name for the next hop (Postfix's queue name)
+    # the entry's client attributes, for XFORWARD (smtp_send_xforward_command), and its
+    # SMTPUTF8 request; written only when set (JOB_OPTIONAL)
+    client_name: str = ""
+    client_addr: str = ""
+    client_port: str = ""
+    helo: str = ""
+    protocol: str = ""
+    log_ident: str = ""
+    rewrite_context: str = ""
+    smtputf8: bool = False
 
     @property
     def key(self) -> str:
@@ -188,7 +205,7 @@ class DeliveryJob:
         return f"{self.queue_id} {self.attempt_id}.{self.indexes[0] if self.indexes else 0}"
 
     def encode(self) -> bytes:
-        return _dump(self, "recipients")
+        return _dump(self, "recipients", JOB_OPTIONAL)
 
     @classmethod
     def decode(cls, raw: bytes) -> DeliveryJob:

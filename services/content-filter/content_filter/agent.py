@@ -135,7 +135,7 @@ class FilterAgent:
             recipients=[Recipient(r.address, orig_rcpt=r.orig_rcpt, notify=r.notify)
                         for r in job.recipients],
             env_id=job.env_id, ret=job.ret, protocol="ESMTP", client_name="localhost",
-            client_addr="127.0.0.1", helo="localhost",
+            client_addr="127.0.0.1", helo="localhost", smtputf8=job.smtputf8,
         )
         # headers as they are: rewriting them again (masquerading...) would break the
         # signature just made; the envelope maps as receive_override_options says

@@ -383,6 +383,7 @@ class AliasExpander:
             env_id="" if listed else job.env_id,
             ret="" if listed else job.ret,
             protocol="local",
+            smtputf8=job.smtputf8,  # local(8) passes the sender's request on (sendopts)
         )
         data = state.text
         if "forward" in self.delivered_for:

@@ -13,6 +13,7 @@ recipient. Reasons read exactly as Postfix writes them::
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from delivery_smtp.sasl_auth import SaslStart, Who
 from delivery_smtp.session import Chat, HandshakeFailed, Lost, TimedOut, message_data
 from delivery_smtp.tls_client import ClientTls, Peer
 from delivery_smtp.tls_policy import PROBLEM, TlsPolicy
+from delivery_smtp.xforward import REQUESTS, STATES
+from delivery_smtp.xforward import commands as xforward_commands
 from postbus.config.loader import Config
 from postbus.delivery import Outcome, soften
 from postbus.queue.entry import DeliveryJob, Recipient
@@ -30,6 +33,7 @@ from postbus.smtp.reply import Reply
 from postbus.tls import TlsConfigError
 
 log = logging.getLogger("postbus.delivery")
+_HEADER_END = re.compile(rb"\n\r?\n")
 
 @dataclass(frozen=True)
 class Settings:
@@ -53,6 +57,8 @@ class Settings:
     myhostname: str = "localhost"  # names a UNIX-domain LMTP server in texts, as Postfix
     mime_conversion: bool = True  # not disable_mime_output_conversion
     nesting_limit: int = 100  # mime_nesting_limit
+    send_xforward: bool = False  # smtp_send_xforward_command
+    xforward_timeout: float = 300.0
 
     @classmethod
     def from_config(cls, cfg: Config, lmtp: bool) -> Settings:
@@ -91,6 +97,8 @@ class Settings:
             myhostname=cfg.get("myhostname"),
             mime_conversion=not cfg.bool("disable_mime_output_conversion"),
             nesting_limit=cfg.int("mime_nesting_limit"),
+            send_xforward=cfg.bool(name("smtp_send_xforward_command")),
+            xforward_timeout=seconds("smtp_xforward_timeout"),
         )
 
 
@@ -256,6 +264,25 @@ def _mail_command(
     return (" ".join(args) + "\r\n").encode()
 
 
+def smtputf8(job: DeliveryJob, content: bytes) -> tuple[bool, bool]:
+    """Whether SMTPUTF8 was requested, and whether delivery requires it (≈ Postfix's
+    SMTPUTF8_FLAG_REQUESTED and DELIVERY_REQUIRES_SMTPUTF8()).
+
+    Requested: the sender said SMTPUTF8 (MAIL FROM, ``sendmail -SMTPUTF8``), or the
+    envelope is not ASCII (a job of a version without the flag, or an address that
+    rewriting made UTF-8: Postfix would send that without SMTPUTF8, against RFC 6531).
+    Required: requested, and the envelope is UTF-8 or a header is not ASCII. MAIL FROM says
+    SMTPUTF8 whenever it was requested and the server offers it."""
+    envelope = not (job.sender.isascii() and all(r.address.isascii() for r in job.recipients))
+    if envelope:
+        return True, True
+    if not job.smtputf8:
+        return False, False
+    end = _HEADER_END.search(content)
+    headers = content if end is None else content[: end.start()]
+    return True, not headers.isascii()  # any 8-bit header: SMTPUTF8_FLAG_HEADER
+
+
 def _rcpt_command(chat: Chat, rcpt: Recipient) -> bytes:
     words = [f"RCPT TO:<{quote_local(rcpt.address)}>"]
     if "dsn" in chat.features:
@@ -305,14 +332,14 @@ async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -
     """
     count = len(job.recipients)
     out: list[Outcome | None] = [None] * count
-    utf8 = not (job.sender.isascii() and all(r.address.isascii() for r in job.recipients))
+    utf8, required = smtputf8(job, content)
     limit = chat.features.get("size", "")
     if limit.isdigit() and 0 < int(limit) < len(content):
         text = (
             f"message size {len(content)} exceeds size limit {limit} of server {chat.namaddr}"
         )
         return [Outcome("bounced", "5.3.4", text)] * count
-    if utf8 and "smtputf8" not in chat.features:
+    if required and "smtputf8" not in chat.features:
         text = f"SMTPUTF8 is required, but was not offered by host {chat.namaddr}"
         return [Outcome("bounced", "5.6.7", text)] * count
     pipelining = "pipelining" in chat.features
@@ -323,12 +350,26 @@ async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -
     size: int | None = len(content)
     if eight_bit and "8bitmime" not in chat.features and st.mime_conversion:
         content, size = downgrade(content, st.nesting_limit), None  # ≈ SMTP_MIME_DOWNGRADE
-    mail = _mail_command(chat, job, size, utf8, eight_bit)
+    mail = _mail_command(chat, job, size, utf8 and "smtputf8" in chat.features, eight_bit)
     rcpts = [_rcpt_command(chat, rcpt) for rcpt in job.recipients]
+    forward = xforward_commands(chat.features.get("xforward", ""), job) if (
+        st.send_xforward and "xforward" in chat.features) else []
     where = "sending MAIL FROM"
     accepted: list[int] = []
     try:
-        chat.write(b"".join([mail, *rcpts, b"DATA\r\n"]) if pipelining else mail)
+        if pipelining:
+            chat.write(b"".join([*(line for _, line in forward), mail, *rcpts, b"DATA\r\n"]))
+        for index, line in forward:
+            where = STATES[index]
+            if not pipelining:
+                chat.write(line)
+            got = await chat.reply(st.xforward_timeout)
+            if got.code // 100 != 2:  # Postfix warns and goes on
+                log.warning("host %s said: %s (in reply to %s)", chat.relay, got,
+                            REQUESTS[index])
+        where = "sending MAIL FROM"
+        if not pipelining:
+            chat.write(mail)
         got = await chat.reply(st.mail_timeout)
         mail_ok = got.code // 100 == 2
         if not mail_ok:

@@ -180,9 +180,20 @@ def orig_fields(session: Session) -> str:
 
 
 def apply(session: Session, entry: QueueEntry) -> None:
-    """The queue entry's client is the forwarded one (Postfix's log_client_* attributes)."""
+    """The queue entry's client as Postfix records it for logging and for its smtp
+    client's XFORWARD (log_client_* attributes, log_ident, rewrite_context): the
+    forwarded one when XFORWARD gave it (≈ FORWARD_NAME() and friends)."""
+    peer = getattr(session.conn, "peer", None)
+    entry.client_port = str(peer[1]) if peer and peer[1] else ""
+    # SOURCE has already set the session's header context; "" is local, as in Postfix's qmgr
+    entry.rewrite_context = "" if session.header_context == "local" else "remote"
     fwd = session.xforward
-    if fwd is None or not fwd.received & CLIENT_ATTRS:
+    if fwd is None:
+        return
+    if fwd.ident is not None:
+        entry.log_ident = fwd.ident
+    if not fwd.received & CLIENT_ATTRS:
         return
     entry.client_name, entry.client_addr = fwd.name, fwd.addr
     entry.helo, entry.protocol = fwd.helo or "", fwd.protocol
+    entry.client_port = fwd.port

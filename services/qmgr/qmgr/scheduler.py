@@ -99,6 +99,14 @@ class Scheduler:
                     token=token,
                     recheck=recheck,
                     destination=name,
+                    client_name=entry.client_name,
+                    client_addr=entry.client_addr,
+                    client_port=entry.client_port,
+                    helo=entry.helo,
+                    protocol=entry.protocol,
+                    log_ident=entry.log_ident or entry.queue_id,
+                    rewrite_context=entry.rewrite_context,
+                    smtputf8=entry.smtputf8,
                 ))
         return jobs
 

@@ -59,25 +59,26 @@ class Bus:
         content: bytes = MESSAGE,
         sender: str = "alice@postbus.test",
         age: float = 0.0,
+        job: dict[str, Any] | None = None,
         **entry: Any,
     ) -> DeliveryJob:
         """Queue the content and hand out one delivery job, as the qmgr would
-        (``age``: seconds the message has already waited in the queue; ``entry``: more
-        QueueEntry fields)."""
+        (``age``: seconds the message has already waited in the queue; ``job``: more
+        DeliveryJob fields; ``entry``: more QueueEntry fields)."""
         rcpts = [r if isinstance(r, Recipient) else Recipient(r) for r in recipients]
         qid = await self.store.queue.enqueue(QueueEntry("", sender, rcpts, **entry), content)
         now = time.time()
         got = await self.store.queue.get(qid)
         assert got is not None
         entry = got[0]
-        job = DeliveryJob(
+        made = DeliveryJob(
             queue_id=qid, transport=transport, nexthop=nexthop, sender=sender,
             recipients=rcpts, indexes=list(range(len(rcpts))), attempt=1,
             arrival_time=entry.arrival_time - age, size=entry.size, chunks=entry.chunks,
-            queued_time=now, active_time=now, attempt_id=entry.attempt_id,
+            queued_time=now, active_time=now, attempt_id=entry.attempt_id, **(job or {}),
         )
-        await self.store.work.submit_job(job)
-        return job
+        await self.store.work.submit_job(made)
+        return made
 
     async def status(self, queue_id: str, timeout: float = 20.0) -> DeliveryStatus:
         """The one DeliveryStatus the agent reports for a message."""

@@ -43,8 +43,11 @@ async def test_forwarded_client_is_the_messages_client(
     e = first[0]
     assert (e.client_name, e.client_addr, e.helo, e.protocol) == (
         "mail.example", "192.0.2.7", "outside.example", "ESMTP")
+    # what our own smtp client forwards from here (smtp_send_xforward_command)
+    assert (e.client_port, e.log_ident, e.rewrite_context) == ("4567", "ABC123", "remote")
     e = second[0]
     assert (e.client_name, e.client_addr, e.helo) == ("unknown", "127.0.0.1", "filter.example")
+    assert e.client_port.isdigit() and (e.log_ident, e.rewrite_context) == ("", "")
     assert (f"{qids[0]}: client=unknown[127.0.0.1], orig_queue_id=ABC123, "
             "orig_client=mail.example[192.0.2.7]") in caplog.messages
     assert f"{qids[1]}: client=unknown[127.0.0.1]" in caplog.messages

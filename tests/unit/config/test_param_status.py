@@ -61,6 +61,7 @@ INDIRECT = {
         "lmtp_data_init_timeout", "lmtp_data_xfer_timeout", "lmtp_data_done_timeout",
         "lmtp_rset_timeout", "lmtp_quit_timeout", "lmtp_starttls_timeout", "lmtp_lhlo_name",
         "lmtp_tls_security_level", "lmtp_line_length_limit",
+        "lmtp_send_xforward_command", "lmtp_xforward_timeout",
     )},
     # postbus/cleanup/checks.py ContentChecks reads prefix + "header_checks" and the rest
     **{name: 'cleanup/checks.py reads f"{prefix}{name}" for the delivery agents (postbus.hbc)'
