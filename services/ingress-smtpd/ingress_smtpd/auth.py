@@ -6,7 +6,8 @@ once TLS is on; STARTTLS forgets an earlier login and takes the mechanisms
 anew under smtpd_sasl_tls_security_options.  An inactive AUTH is ``503
 5.5.1 Error: authentication not enabled``, as Postfix answers.  The
 mechanisms come from the backend (:mod:`postbus.sasl`), filtered by the
-security options; EHLO offers ``AUTH mechs`` (and ``AUTH=mechs`` with
+security options, then by smtpd_sasl_mechanism_filter (AUTH accepts only what
+EHLO offered, where Postfix leaves that to the backend); EHLO offers ``AUTH mechs`` (and ``AUTH=mechs`` with
 broken_sasl_auth_clients), except to smtpd_sasl_exceptions_networks.  Every
 response line is bounded by smtpd_sasl_response_limit; ``*`` cancels; every
 failure is logged with the client, the mechanism, the reason and the user
@@ -32,6 +33,7 @@ from postbus.sasl import (
     open_backend,
     security_options,
 )
+from postbus.sasl.mech_filter import MechanismFilter
 from postbus.smtp import replies as r
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ class AuthSettings:
     response_limit: int
     backend: Backend | None
     exceptions: NetworkList | None  # smtpd_sasl_exceptions_networks: not offered AUTH
+    mech_filter: MechanismFilter | None = None  # smtpd_sasl_mechanism_filter
 
     @classmethod
     def from_config(cls, cfg: Config) -> AuthSettings:
@@ -73,6 +76,7 @@ class AuthSettings:
             response_limit=_response_limit(cfg),
             backend=open_backend(cfg) if enable else None,
             exceptions=_exceptions(cfg),
+            mech_filter=MechanismFilter.from_config(cfg) if enable else None,
         )
 
 
@@ -118,11 +122,12 @@ async def mechanisms(session: Session) -> list[str]:
             state.mechanisms = []  # warned by the backend; Postfix would stop here
         else:
             options = a.tls_options if session.tls is not None else a.options
-            # smtpd_sasl_mechanism_filter's default, "!external, static:rest"
-            state.mechanisms = [m for m in filter_mechanisms(offered, options)
-                                if m.upper() != "EXTERNAL"]
-            if not state.mechanisms:
+            names = filter_mechanisms(offered, options)
+            if not names:
                 log.warning("no SASL authentication mechanisms")
+            elif a.mech_filter is not None:  # then smtpd_sasl_mechanism_filter
+                names = await a.mech_filter.apply(names) or []
+            state.mechanisms = names
     return state.mechanisms
 
 
