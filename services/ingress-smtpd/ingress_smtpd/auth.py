@@ -6,12 +6,12 @@ once TLS is on; STARTTLS forgets an earlier login and takes the mechanisms
 anew under smtpd_sasl_tls_security_options.  An inactive AUTH is ``503
 5.5.1 Error: authentication not enabled``, as Postfix answers.  The
 mechanisms come from the backend (:mod:`postbus.sasl`), filtered by the
-security options, then by smtpd_sasl_mechanism_filter (AUTH accepts only what
-EHLO offered, where Postfix leaves that to the backend); EHLO offers ``AUTH mechs`` (and ``AUTH=mechs`` with
-broken_sasl_auth_clients), except to smtpd_sasl_exceptions_networks.  Every
-response line is bounded by smtpd_sasl_response_limit; ``*`` cancels; every
-failure is logged with the client, the mechanism, the reason and the user
-name, as Postfix does.
+security options, then by smtpd_sasl_mechanism_filter (AUTH accepts only
+what EHLO offered, where Postfix leaves that to the backend); EHLO offers
+``AUTH mechs`` (and ``AUTH=mechs`` with broken_sasl_auth_clients), except
+to smtpd_sasl_exceptions_networks.  Every response line is bounded by
+smtpd_sasl_response_limit; ``*`` cancels; every failure is logged with the
+client, the mechanism, the reason and the user name, as Postfix does.
 """
 
 from __future__ import annotations
