@@ -395,3 +395,61 @@ def test_mechanism_filter_bad_values_are_refused_at_start(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="smtpd_sasl_mechanism_filter: open file "):
         Settings.from_config(make_config(smtpd_sasl_auth_enable="yes", smtpd_sasl_type="postbus",
                                          smtpd_sasl_mechanism_filter=f"{tmp_path}/none"))
+
+
+async def scram_login(c: Client, mechanism: str, user: str, password: str,
+                      initial: bool = True) -> str:
+    """A SCRAM exchange with the SMTP client's own SCRAM code; the last reply."""
+    from postbus.sasl.client import ClientExchange, SaslClientError
+
+    exchange = ClientExchange(mechanism, user, password)
+    first = exchange.initial
+    assert first is not None
+    if initial:
+        reply = await c.cmd(f"AUTH {mechanism} {b64(first)}")
+    else:
+        assert await c.cmd(f"AUTH {mechanism}") == "334 "
+        reply = await c.cmd(b64(first))
+    while reply.startswith("334 "):
+        try:
+            answer = exchange.step(base64.b64decode(reply[4:]))
+        except SaslClientError as exc:
+            return f"client: {exc}"
+        reply = await c.cmd(b64(answer))
+    return reply
+
+
+async def test_scram_logins_and_keys_for_older_users(
+    smtpd: StartSmtpd, users: UserStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """postbus_sasl_scram = yes: SCRAM-SHA-256 and -1 against the keys saslpasswd stored,
+    the server's signature checked by the client; a wrong password, an unknown user and
+    a user from before SCRAM keys fail alike, and that user's next PLAIN login adds them."""
+    run = await smtpd(**auth_cf(postbus_sasl_scram="yes"))
+    c = await run.client()
+    assert "250-AUTH PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-1\n" in await c.cmd("EHLO c.example")
+    assert await scram_login(c, "SCRAM-SHA-256", "alice", "s3cret") == r.AUTH_OK
+    c = await run.client()
+    await c.cmd("EHLO c.example")
+    assert await scram_login(c, "SCRAM-SHA-1", "bob@postbus.test", "b0b", initial=False) == \
+        r.AUTH_OK
+    c = await run.client()
+    await c.cmd("EHLO c.example")
+    failed = "535 5.7.8 Error: authentication failed: (reason unavailable)"
+    assert await scram_login(c, "SCRAM-SHA-256", "alice", "wrong") == failed
+    assert await scram_login(c, "SCRAM-SHA-256", "nobody", "x") == failed
+    assert await c.cmd(f"AUTH SCRAM-SHA-256 {b64('p=tls-unique,,n=alice,r=abc')}") == \
+        "535 5.7.8 Error: authentication failed: Invalid client-first message"
+    from argon2 import PasswordHasher
+
+    await users.redis.hset(users.key, "old", PasswordHasher().hash("0ld"))  # no SCRAM keys
+    assert await scram_login(c, "SCRAM-SHA-256", "old", "0ld") == failed
+    assert await c.cmd(f"AUTH PLAIN {b64(chr(0) + 'old' + chr(0) + '0ld')}") == r.AUTH_OK
+    c = await run.client()
+    await c.cmd("EHLO c.example")
+    assert await scram_login(c, "SCRAM-SHA-256", "old", "0ld") == r.AUTH_OK
+    plain = await smtpd(**auth_cf())  # postbus_sasl_scram = no (the default)
+    d = await plain.client()
+    assert "250-AUTH PLAIN LOGIN\n" in await d.cmd("EHLO c.example")
+    assert await d.cmd("AUTH SCRAM-SHA-256") == \
+        "535 5.7.8 Error: authentication failed: Invalid authentication mechanism"
