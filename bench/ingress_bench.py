@@ -35,12 +35,17 @@ TICKS = os.sysconf("SC_CLK_TCK")
 INGRESS_MASTER_CF = "\n".join(MASTER_CF.splitlines()[:2]) + "\n"
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a live process."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICKS
+        return 0.0, 0.0
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
 
 
 def run_postbus(root: Path, args: argparse.Namespace) -> tuple[float, float]:
@@ -54,9 +59,10 @@ def run_postbus(root: Path, args: argparse.Namespace) -> tuple[float, float]:
         send_load(system.smtp_port, min(500, args.count), args.size, args.sessions)  # warm up
         assert system.nats.proc is not None
         nats_pid = system.nats.proc.pid
-        cpu0, nats0 = cpu_seconds(smtpd.pid), cpu_seconds(nats_pid)
+        (user0, sys0), nats0 = cpu_split(smtpd.pid), cpu_seconds(nats_pid)
         wall = send_load(system.smtp_port, args.count, args.size, args.sessions)
-        cpu = cpu_seconds(smtpd.pid) - cpu0
+        user, sys_ = (b - a for a, b in zip((user0, sys0), cpu_split(smtpd.pid), strict=True))
+        cpu = user + sys_
         nats_cpu = cpu_seconds(nats_pid) - nats0
         qmgr_cpu = cpu_seconds(system.procs["qmgr"].pid)
     finally:
@@ -64,6 +70,7 @@ def run_postbus(root: Path, args: argparse.Namespace) -> tuple[float, float]:
     rate, per = args.count / wall, cpu / args.count * 1000
     print(f"postbus ingress-smtpd: {args.count} msgs x {args.size} B, {args.sessions} sessions, "
           f"1 msg/connection: {rate:.0f} msgs/s accepted, {per:.3f} ms CPU/msg in ingress "
+          f"({user / args.count * 1000:.3f} user + {sys_ / args.count * 1000:.3f} system) "
           f"(nats-server {nats_cpu / args.count * 1000:.3f} ms/msg; qmgr beside it: "
           f"{qmgr_cpu / (args.count + min(500, args.count)) * 1000:.3f} ms/msg)")
     return rate, per
