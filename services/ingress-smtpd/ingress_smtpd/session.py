@@ -201,7 +201,8 @@ class Session:
             self._lost()
         finally:
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
-                await asyncio.wait_for(conn.flush(), 5)
+                async with asyncio.timeout(5):  # no task per session, as wait_for() makes
+                    await conn.flush()
             drop_proxy(self)
             await self.limits.disconnect()  # before the close, as Postfix tells anvil
             if self.milters is not None:
