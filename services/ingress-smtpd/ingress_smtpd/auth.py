@@ -6,8 +6,8 @@ once TLS is on; STARTTLS forgets an earlier login and takes the mechanisms
 anew under smtpd_sasl_tls_security_options.  An inactive AUTH is ``503
 5.5.1 Error: authentication not enabled``, as Postfix answers.  The
 mechanisms come from the backend (:mod:`postbus.sasl`), filtered by the
-security options, then by smtpd_sasl_mechanism_filter (AUTH accepts only
-what EHLO offered, where Postfix leaves that to the backend); EHLO offers
+security options, then by smtpd_sasl_mechanism_filter (which only hides a
+mechanism from EHLO: AUTH takes it, as Postfix does); EHLO offers
 ``AUTH mechs`` (and ``AUTH=mechs`` with broken_sasl_auth_clients), except
 to smtpd_sasl_exceptions_networks.  Every response line is bounded by
 smtpd_sasl_response_limit; ``*`` cancels; every failure is logged with the
@@ -17,7 +17,7 @@ client, the mechanism, the reason and the user name, as Postfix does.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ingress_smtpd import milter
@@ -105,7 +105,8 @@ def _exceptions(cfg: Config) -> NetworkList | None:
 class AuthState:
     """What one session knows of SMTP AUTH; STARTTLS starts a new one."""
 
-    mechanisms: list[str] | None = None  # None: not yet asked of the backend
+    mechanisms: list[str] | None = None  # offered; None: not yet asked of the backend
+    usable: list[str] = field(default_factory=list)  # AUTH takes these (before the filter)
     username: str | None = None
     method: str | None = None
 
@@ -122,7 +123,7 @@ async def mechanisms(session: Session) -> list[str]:
             state.mechanisms = []  # warned by the backend; Postfix would stop here
         else:
             options = a.tls_options if session.tls is not None else a.options
-            names = filter_mechanisms(offered, options)
+            names = state.usable = filter_mechanisms(offered, options)
             if not names:
                 log.warning("no SASL authentication mechanisms")
             elif a.mech_filter is not None:  # then smtpd_sasl_mechanism_filter
@@ -173,8 +174,10 @@ async def do_auth(session: Session, arg: str) -> bool:
         return False
     method = words[0]
     assert s.auth.backend is not None
-    if method.upper() not in (m.upper() for m in await mechanisms(session)):
-        step = Step(Status.FAIL, "Invalid authentication mechanism")  # filtered out, or none
+    if method.upper() not in (m.upper() for m in session.auth.usable):
+        # not the backend's under the security options (smtpd_sasl_mechanism_filter only
+        # hides a mechanism from EHLO: Postfix hands AUTH to the backend all the same)
+        step = Step(Status.FAIL, "Invalid authentication mechanism")
         return await _failed(session, method, step)
     exchange = s.auth.backend.exchange(
         service=s.auth.service, client_addr=session.client_addr,

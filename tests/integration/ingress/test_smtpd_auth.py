@@ -355,16 +355,17 @@ async def test_mechanism_filter_names_tables_files_and_nothing_left(
     smtpd: StartSmtpd, users: UserStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """smtpd_sasl_mechanism_filter: names case-insensitively, type:table and /file
-    patterns with ``!``, after the security options; a filter that leaves nothing
-    offers no AUTH and logs Postfix's words."""
+    patterns with ``!``, after the security options, on what EHLO offers; a filter that
+    leaves nothing offers no AUTH and logs Postfix's words."""
     run = await smtpd(**auth_cf(smtpd_sasl_mechanism_filter="Login"))
     c = await run.client()
     assert "250-AUTH LOGIN\n" in await c.cmd("EHLO c.example")
-    assert await c.cmd(f"AUTH PLAIN {b64(chr(0) + 'alice' + chr(0) + 's3cret')}") == \
-        "535 5.7.8 Error: authentication failed: Invalid authentication mechanism"
     assert await c.cmd("AUTH LOGIN") == "334 VXNlcm5hbWU6"
     assert await c.cmd(b64("alice")) == "334 UGFzc3dvcmQ6"
     assert await c.cmd(b64("s3cret")) == r.AUTH_OK
+    c = await run.client()  # hidden from EHLO, but AUTH hands it to the backend, as Postfix
+    assert "250-AUTH LOGIN\n" in await c.cmd("EHLO c.example")
+    assert await c.cmd(f"AUTH PLAIN {b64(chr(0) + 'alice' + chr(0) + 's3cret')}") == r.AUTH_OK
     (tmp_path / "mechs").write_text("plain yes\n")
     (tmp_path / "list").write_text("# the file's lines are patterns\n!login\n")
     for value, offered in ((f"texthash:{tmp_path}/mechs", "PLAIN"),

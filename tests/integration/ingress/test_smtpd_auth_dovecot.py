@@ -105,8 +105,7 @@ async def test_challenge_response_mechanism_passes_through(smtpd: StartSmtpd) ->
                                     smtpd_sasl_mechanism_filter="!plain, static:rest"))
         d = await filtered.client()
         assert "250-AUTH LOGIN CRAM-MD5\n" in await d.cmd("EHLO c.example")
-        assert await d.cmd(PLAIN_ALICE) == \
-            "535 5.7.8 Error: authentication failed: Invalid authentication mechanism"
+        assert await d.cmd(PLAIN_ALICE) == r.AUTH_OK  # hidden, not refused (as Postfix)
     finally:
         server.stop()
 
