@@ -11,6 +11,7 @@ CIDR blocks, ``!`` exclusions and tables. :class:`Interfaces` answers
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -23,6 +24,16 @@ log = logging.getLogger("postbus.resolve")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_ip(text: str) -> Address | None:
+    """``ipaddress.ip_address(text)``, or None; cached, because each session asks it of
+    the same client address in several lists (the objects are immutable)."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def parse_network(text: str) -> Network | None:
@@ -110,9 +121,8 @@ class NetworkList:
                 self.entries.append((negate, net))
 
     async def matches(self, addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
+        ip = parse_ip(addr)
+        if ip is None:
             return False
         for negate, net in self.entries:
             if isinstance(net, Maps):

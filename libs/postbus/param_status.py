@@ -169,8 +169,8 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "smtpd_sasl_security_options", "smtpd_sasl_tls_security_options",
     "smtpd_sasl_local_domain", "smtpd_sasl_authenticated_header", "smtpd_sasl_response_limit",
     "smtpd_tls_auth_only", "broken_sasl_auth_clients", "smtpd_sender_login_maps",
-    "smtpd_sasl_exceptions_networks",
-    "postbus_sasl_users_key",
+    "smtpd_sasl_exceptions_networks", "smtpd_sasl_mechanism_filter",
+    "postbus_sasl_users_key", "postbus_sasl_scram",
     # smtpd restrictions
     "smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions",
     "smtpd_relay_restrictions", "smtpd_recipient_restrictions", "allow_untrusted_routing",

@@ -723,6 +723,9 @@ _TABLE: tuple[Param, ...] = (
     _p("postbus_sasl_users_key", "str", "postbus:sasl:users",
        "Redis hash of the smtpd_sasl_type = postbus users (name -> argon2 hash), "
        "managed with postbus saslpasswd."),
+    _p("postbus_sasl_scram", "bool", "no",
+       "smtpd_sasl_type = postbus also offers SCRAM-SHA-256 and SCRAM-SHA-1 (keys stored by "
+       "postbus saslpasswd, or at a user's next PLAIN/LOGIN login)."),
     _p("postbus_ack_wait", "time", "60s",
        "Time a bus consumer has to acknowledge a message before it is redelivered.", min=1),
     _p("postbus_metrics_port", "int", "9100",

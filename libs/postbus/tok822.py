@@ -13,6 +13,7 @@ in its external form) or the operator character itself.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 ATOM: Final = "atom"
@@ -25,11 +26,19 @@ Token = tuple[str, str]
 OPERATORS: Final = frozenset("|%!()<>@,;:\\\".[]")
 _WORDS: Final = frozenset({ATOM, QSTRING, DOMLIT, COMMENT})
 _BLANKS: Final = " \t\r\n"
+#: An atom's characters (no blank, operator or backslash): the common case in one step.
+_ATOM_RUN: Final = re.compile(r'[^ \t\r\n|%!()<>@,;:\\".\[\]]+')
+#: A character that makes an atom's text a quoted string (blank, control, operator).
+NEEDS_QUOTE: Final = re.compile(r'[\x00-\x1f\x7f |%!()<>@,;:\\".\[\]]')
 
 
 def _collect(text: str, i: int, stop: str | None) -> tuple[str, int]:
     """Characters from ``i`` until ``stop`` (an atom when None); backslash escapes
     the next character; blanks inside read as one space (≈ COLLECT)."""
+    if stop is None:  # the common atom: one regex step, unless a backslash follows
+        run = _ATOM_RUN.match(text, i)
+        if run is not None and (run.end() >= len(text) or text[run.end()] != "\\"):
+            return run.group(), run.end()
     out: list[str] = []
     n = len(text)
     while i < n:
@@ -90,8 +99,7 @@ def scan(text: str) -> list[Token]:
             tokens.append((ch, ch))
         else:
             value, i = _collect(text, i - 1, None)
-            quoted = any(c == " " or ord(c) < 32 or c == "\x7f" or c in OPERATORS for c in value)
-            tokens.append((QSTRING if quoted else ATOM, value))
+            tokens.append((QSTRING if NEEDS_QUOTE.search(value) else ATOM, value))
     return tokens
 
 

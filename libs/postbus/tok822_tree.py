@@ -18,7 +18,15 @@ import logging
 import re
 from typing import Final
 
-from postbus.tok822 import ATOM, COMMENT, DOMLIT, OPERATORS, QSTRING, quote_822_local
+from postbus.tok822 import (
+    ATOM,
+    COMMENT,
+    DOMLIT,
+    NEEDS_QUOTE,
+    OPERATORS,
+    QSTRING,
+    quote_822_local,
+)
 
 ADDR: Final = "addr"
 STARTGRP: Final = "startgrp"
@@ -220,8 +228,7 @@ def scan(text: str, limit: int = 0) -> tuple[Tok | None, Tok | None]:
             tp = Tok(ch)
         else:
             value, i = _collect(text, i - 1, None)
-            quoted = any(c == " " or ord(c) < 32 or c == "\x7f" or c in OPERATORS for c in value)
-            tp = Tok(QSTRING if quoted else ATOM, value)
+            tp = Tok(QSTRING if NEEDS_QUOTE.search(value) else ATOM, value)
         if head is None or tail is None:
             head = tail = tp
         else:

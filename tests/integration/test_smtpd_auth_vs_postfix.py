@@ -49,6 +49,7 @@ CONFIGS: dict[str, dict[str, str]] = {
     "submission": {"smtpd_tls_security_level": "encrypt",
                    "smtpd_recipient_restrictions": "permit_sasl_authenticated, reject"},
     "limit": {"smtpd_sasl_response_limit": "12288"},
+    "mech_filter": {"smtpd_sasl_mechanism_filter": "!plain, static:rest"},
     "sasl_access": {"smtpd_recipient_restrictions":
                     "check_sasl_access texthash:{files}/logins, permit_sasl_authenticated, reject"},
     "logins": {"smtpd_sender_restrictions": "reject_sender_login_mismatch",
@@ -169,6 +170,9 @@ def dialogues(pki: Pki) -> dict[str, tuple[str, list[Line]]]:
             "AUTH LOGIN", "A" * 12287, "QUIT",
         ]),
         "hangup_in_exchange": ("auth", ["EHLO c", "AUTH LOGIN", b64("alice")]),
+        "mechanism_filter": ("mech_filter", [  # hidden from EHLO, still taken by AUTH
+            "EHLO c", "STARTTLS", Tls(tls), "EHLO c2", PLAIN_ALICE, "QUIT",
+        ]),
         "pipelined": ("submission", [
             "EHLO c", "STARTTLS", Tls(tls),
             (f"EHLO c2\r\n{PLAIN_ALICE}\r\nMAIL FROM:<a@b.example>\r\n"
@@ -199,6 +203,7 @@ def dialogues(pki: Pki) -> dict[str, tuple[str, list[Line]]]:
 
 NAMES = ["plain_ok", "login_fail_then_ok", "plain_unknown_user_and_proxy", "bad_input",
          "tls_only", "broken_clients", "submission", "response_limit", "hangup_in_exchange",
+         "mechanism_filter",
          "pipelined", "nul_and_utf8", "sasl_access_reject", "sasl_access_defer",
          "sender_logins"]
 

@@ -5,7 +5,9 @@
     postbus saslpasswd list
 
 Users live in Redis (postbus_redis_url, hash postbus_sasl_users_key) as
-argon2 hashes, so every ingress replica sees a change at once.  A name is
+argon2 hashes, with SCRAM-SHA-256/-1 keys beside them (hash
+``<postbus_sasl_users_key>:scram``, for postbus_sasl_scram = yes), so every
+ingress replica sees a change at once.  A name is
 stored as given; with smtpd_sasl_local_domain set, smtpd looks up
 ``user@<that domain>`` for a login without ``@``, so add that form.
 """

@@ -405,8 +405,8 @@ async def find_transport(
     rules: ExtensionRules = _DEFAULT_RULES,
 ) -> str | None:
     """The raw transport_maps result for a recipient (transport(5) order, then ``*``)."""
-    if not address or address.endswith("@") or "@" not in address:
-        return None
+    if not maps or not address or address.endswith("@") or "@" not in address:
+        return None  # no table: nothing to search (every resolve passes here)
     strategy = Strategy.FULL | Strategy.NOEXT | Strategy.DOMAIN
     strategy |= Strategy.PDMS if parent_matches_subdomains else Strategy.PDDMDS
     found = await mail_addr_find(

@@ -1,4 +1,5 @@
-"""smtpd_sasl_type = postbus: PLAIN and LOGIN against the Redis user store.
+"""smtpd_sasl_type = postbus: PLAIN and LOGIN against the Redis user store, and
+SCRAM-SHA-256 and SCRAM-SHA-1 (:mod:`.scram_server`) with postbus_sasl_scram = yes.
 
 The conversation is Dovecot's, so that a client sees the same thing with
 either backend: PLAIN without an initial response gets an empty challenge,
@@ -19,12 +20,16 @@ from redis.exceptions import RedisError
 
 from postbus.config.loader import Config
 from postbus.sasl import Mechanism, Status, Step
+from postbus.sasl.scram import HASHES
+from postbus.sasl.scram_server import ScramExchange
 from postbus.sasl.users import UserStore, valid_username
 
 log = logging.getLogger("postbus.smtpd")
 
 MECHANISMS = [Mechanism("PLAIN", frozenset({"plaintext"})),
               Mechanism("LOGIN", frozenset({"plaintext"}))]
+SCRAM = [Mechanism("SCRAM-SHA-256", frozenset({"dictionary", "mutual-auth"})),
+         Mechanism("SCRAM-SHA-1", frozenset({"dictionary", "mutual-auth"}))]
 USERNAME_CHALLENGE = base64.b64encode(b"Username:").decode()
 PASSWORD_CHALLENGE = base64.b64encode(b"Password:").decode()
 MAX_RESPONSE = 4096  # decoded bytes; Dovecot's limit on an auth request is of this order
@@ -34,13 +39,15 @@ MAX_RESPONSE = 4096  # decoded bytes; Dovecot's limit on an auth request is of t
 class BuiltinBackend:
     key: str
     realm: str
+    scram: bool = False  # postbus_sasl_scram: offer SCRAM-SHA-256 and SCRAM-SHA-1 too
 
     @classmethod
     def from_config(cls, cfg: Config) -> BuiltinBackend:
-        return cls(cfg.get("postbus_sasl_users_key"), cfg.get("smtpd_sasl_local_domain").strip())
+        return cls(cfg.get("postbus_sasl_users_key"), cfg.get("smtpd_sasl_local_domain").strip(),
+                   cfg.bool("postbus_sasl_scram"))
 
     async def mechanisms(self) -> list[Mechanism] | None:
-        return list(MECHANISMS)
+        return MECHANISMS + SCRAM if self.scram else list(MECHANISMS)
 
     def exchange(self, *, service: str, client_addr: str, server_addr: str,
                  secured: bool) -> BuiltinExchange:
@@ -60,9 +67,16 @@ class BuiltinExchange:
     backend: BuiltinBackend
     mechanism: str = ""
     username: str | None = None
+    scram: ScramExchange | None = None
 
     async def first(self, mechanism: str, response: str | None) -> Step:
         self.mechanism = mechanism.upper()
+        if self.backend.scram and self.mechanism in HASHES:
+            self.scram = ScramExchange(self.backend.store(), self.mechanism, self.backend.realm)
+            data = None if response is None else _decode(response, initial=True)
+            if response is not None and data is None:
+                return Step(Status.FAIL, "Invalid base64 data in initial response")
+            return await self.scram.first(data)
         if self.mechanism not in ("PLAIN", "LOGIN"):
             return Step(Status.FAIL, "Invalid authentication mechanism")
         if response is None:
@@ -71,6 +85,12 @@ class BuiltinExchange:
         return await self._take(response, "initial")
 
     async def next(self, response: str) -> Step:
+        if self.scram is not None:
+            data = _decode(response, initial=False)
+            if data is None:
+                return Step(Status.FAIL, "Invalid base64 data in continued response")
+            return await (self.scram.next(data) if self.scram.username is not None
+                          else self.scram.first(data))
         return await self._take(response, "continued")
 
     async def _take(self, response: str, which: str) -> Step:

@@ -24,7 +24,7 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 
-from postbus.sasl import Mechanism, filter_mechanisms
+from postbus.sasl import Mechanism, filter_mechanisms, scram
 
 __all__ = ["MECHANISMS", "ClientExchange", "NoMechanism", "SaslClientError", "choose", "start"]
 
@@ -44,7 +44,6 @@ _CYRUS_FLAGS = {
     "PLAIN": frozenset({"noanonymous"}),
     "LOGIN": frozenset({"noanonymous"}),
 }
-_SCRAM_HASH = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-1": "sha1"}
 
 
 class SaslClientError(Exception):
@@ -83,18 +82,17 @@ class ClientExchange:
         """The initial response (RFC 4954), or None when the server speaks first."""
         if self.mechanism == "PLAIN":
             return b"\0" + self.username.encode() + b"\0" + self.password.encode()
-        if self.mechanism in _SCRAM_HASH:
+        if self.mechanism in scram.HASHES:
             return b"n,," + self._first_bare()
         return None
 
     def _first_bare(self) -> bytes:
-        name = self.username.replace("=", "=3D").replace(",", "=2C")
-        return f"n={name},r={self.nonce}".encode()
+        return f"n={scram.escape_name(self.username)},r={self.nonce}".encode()
 
     def step(self, challenge: bytes) -> bytes:
         """The answer to one decoded server challenge."""
         self.steps += 1
-        if self.mechanism in _SCRAM_HASH:
+        if self.mechanism in scram.HASHES:
             return self._scram_step(challenge)
         if self.mechanism == "CRAM-MD5":
             if self.steps > 1:
@@ -115,12 +113,12 @@ class ClientExchange:
         """RFC 5802: the client-final message for the server-first one, then an empty
         answer once the server's signature proves it knew the password too."""
         try:
-            attrs = dict(part.split("=", 1) for part in challenge.decode().split(","))
+            attrs = scram.attributes(challenge)
         except (UnicodeDecodeError, ValueError) as exc:
             raise SaslClientError("authentication protocol error") from exc
         if "e" in attrs:
             raise SaslClientError(f"authentication failure: {attrs['e']}")
-        algo = _SCRAM_HASH[self.mechanism]
+        algo = scram.HASHES[self.mechanism]
         if self.steps == 2:
             if attrs.get("v", "").encode() != base64.b64encode(self._server_signature):
                 raise SaslClientError("server signature does not verify")
@@ -132,15 +130,10 @@ class ClientExchange:
             salt = base64.b64decode(attrs.get("s", ""), validate=True)
         except ValueError as exc:
             raise SaslClientError("authentication protocol error") from exc
-        salted = hashlib.pbkdf2_hmac(algo, self.password.encode(), salt, int(attrs["i"]))
-        client_key = hmac.new(salted, b"Client Key", algo).digest()
-        stored_key = hashlib.new(algo, client_key).digest()
+        salted = scram.salted_password(algo, self.password, salt, int(attrs["i"]))
         without_proof = f"c=biws,r={attrs['r']}".encode()
         auth_message = self._first_bare() + b"," + challenge + b"," + without_proof
-        signature = hmac.new(stored_key, auth_message, algo).digest()
-        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-        server_key = hmac.new(salted, b"Server Key", algo).digest()
-        self._server_signature = hmac.new(server_key, auth_message, algo).digest()
+        proof, self._server_signature = scram.client_proof(algo, salted, auth_message)
         return without_proof + b",p=" + base64.b64encode(proof)
 
 

@@ -6,6 +6,12 @@ postbus_sasl_users_key.  Hashing and checking run in a thread: argon2 is
 meant to be slow, and the event loop has other sessions to serve.  A hash
 made with weaker parameters than argon2-cffi's current ones is renewed at
 the next successful login.
+
+SCRAM cannot use an argon2 hash: beside it, in the hash ``<key>:scram``,
+each user has SCRAM-SHA-256 and SCRAM-SHA-1 keys (:class:`ScramKeys`,
+4096 iterations), written whenever the password is set.  Users made before
+there were SCRAM keys get them at their next password set, or at their next
+successful PLAIN or LOGIN, the only moments the password is known.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import contextlib
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from redis.asyncio import Redis
+
+from postbus.sasl.scram import HASHES, ScramKeys
 
 __all__ = ["UserStore", "valid_username"]
 
@@ -35,12 +43,32 @@ class UserStore:
         self.redis = redis
         self.key = key
 
+    @property
+    def scram_key(self) -> str:
+        return self.key + ":scram"
+
     async def set(self, name: str, password: str) -> None:
-        hashed = await asyncio.to_thread(_HASHER.hash, password)
-        await self.redis.hset(self.key, name, hashed)
+        hashed, keys = await asyncio.to_thread(_hash_all, password)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key, name, hashed)
+            pipe.hset(self.scram_key, name, keys)
+            await pipe.execute()
 
     async def delete(self, name: str) -> bool:
-        return bool(await self.redis.hdel(self.key, name))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.key, name)
+            pipe.hdel(self.scram_key, name)
+            deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def scram_keys(self, name: str, mechanism: str) -> ScramKeys | None:
+        """The user's keys for one SCRAM mechanism, or None (no user, or none yet)."""
+        stored = await self.redis.hget(self.scram_key, name)
+        for item in _text(stored).split() if stored is not None else ():
+            mech, _, text = item.partition("=")
+            if mech == mechanism:
+                return ScramKeys.parse(text)
+        return None
 
     async def names(self) -> list[str]:
         return sorted(_text(k) for k in await self.redis.hkeys(self.key))
@@ -52,9 +80,17 @@ class UserStore:
         ok = False
         with contextlib.suppress(VerificationError, InvalidHashError):
             ok = await asyncio.to_thread(_HASHER.verify, hashed, password)
-        if ok and stored is not None and _HASHER.check_needs_rehash(hashed):
-            await self.set(name, password)  # stored with older argon2 parameters
+        if ok and stored is not None and (_HASHER.check_needs_rehash(hashed)
+                                          or not await self.redis.hexists(self.scram_key, name)):
+            await self.set(name, password)  # older argon2 parameters, or no SCRAM keys yet
         return ok and stored is not None
+
+
+def _hash_all(password: str) -> tuple[str, str]:
+    """The argon2 hash and the SCRAM keys (``MECH=i:salt:stored:server`` words)."""
+    keys = " ".join(f"{mech}={ScramKeys.derive(algo, password).text()}"
+                    for mech, algo in HASHES.items())
+    return _HASHER.hash(password), keys
 
 
 def _text(value: bytes | str) -> str:

@@ -6,17 +6,18 @@ once TLS is on; STARTTLS forgets an earlier login and takes the mechanisms
 anew under smtpd_sasl_tls_security_options.  An inactive AUTH is ``503
 5.5.1 Error: authentication not enabled``, as Postfix answers.  The
 mechanisms come from the backend (:mod:`postbus.sasl`), filtered by the
-security options; EHLO offers ``AUTH mechs`` (and ``AUTH=mechs`` with
-broken_sasl_auth_clients), except to smtpd_sasl_exceptions_networks.  Every
-response line is bounded by smtpd_sasl_response_limit; ``*`` cancels; every
-failure is logged with the client, the mechanism, the reason and the user
-name, as Postfix does.
+security options, then by smtpd_sasl_mechanism_filter (which only hides a
+mechanism from EHLO: AUTH takes it, as Postfix does); EHLO offers
+``AUTH mechs`` (and ``AUTH=mechs`` with broken_sasl_auth_clients), except
+to smtpd_sasl_exceptions_networks.  Every response line is bounded by
+smtpd_sasl_response_limit; ``*`` cancels; every failure is logged with the
+client, the mechanism, the reason and the user name, as Postfix does.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ingress_smtpd import milter
@@ -32,6 +33,7 @@ from postbus.sasl import (
     open_backend,
     security_options,
 )
+from postbus.sasl.mech_filter import MechanismFilter
 from postbus.smtp import replies as r
 
 if TYPE_CHECKING:
@@ -56,6 +58,7 @@ class AuthSettings:
     response_limit: int
     backend: Backend | None
     exceptions: NetworkList | None  # smtpd_sasl_exceptions_networks: not offered AUTH
+    mech_filter: MechanismFilter | None = None  # smtpd_sasl_mechanism_filter
 
     @classmethod
     def from_config(cls, cfg: Config) -> AuthSettings:
@@ -73,6 +76,7 @@ class AuthSettings:
             response_limit=_response_limit(cfg),
             backend=open_backend(cfg) if enable else None,
             exceptions=_exceptions(cfg),
+            mech_filter=MechanismFilter.from_config(cfg) if enable else None,
         )
 
 
@@ -101,7 +105,8 @@ def _exceptions(cfg: Config) -> NetworkList | None:
 class AuthState:
     """What one session knows of SMTP AUTH; STARTTLS starts a new one."""
 
-    mechanisms: list[str] | None = None  # None: not yet asked of the backend
+    mechanisms: list[str] | None = None  # offered; None: not yet asked of the backend
+    usable: list[str] = field(default_factory=list)  # AUTH takes these (before the filter)
     username: str | None = None
     method: str | None = None
 
@@ -118,11 +123,12 @@ async def mechanisms(session: Session) -> list[str]:
             state.mechanisms = []  # warned by the backend; Postfix would stop here
         else:
             options = a.tls_options if session.tls is not None else a.options
-            # smtpd_sasl_mechanism_filter's default, "!external, static:rest"
-            state.mechanisms = [m for m in filter_mechanisms(offered, options)
-                                if m.upper() != "EXTERNAL"]
-            if not state.mechanisms:
+            names = state.usable = filter_mechanisms(offered, options)
+            if not names:
                 log.warning("no SASL authentication mechanisms")
+            elif a.mech_filter is not None:  # then smtpd_sasl_mechanism_filter
+                names = await a.mech_filter.apply(names) or []
+            state.mechanisms = names
     return state.mechanisms
 
 
@@ -168,8 +174,10 @@ async def do_auth(session: Session, arg: str) -> bool:
         return False
     method = words[0]
     assert s.auth.backend is not None
-    if method.upper() not in (m.upper() for m in await mechanisms(session)):
-        step = Step(Status.FAIL, "Invalid authentication mechanism")  # filtered out, or none
+    if method.upper() not in (m.upper() for m in session.auth.usable):
+        # not the backend's under the security options (smtpd_sasl_mechanism_filter only
+        # hides a mechanism from EHLO: Postfix hands AUTH to the backend all the same)
+        step = Step(Status.FAIL, "Invalid authentication mechanism")
         return await _failed(session, method, step)
     exchange = s.auth.backend.exchange(
         service=s.auth.service, client_addr=session.client_addr,

@@ -27,14 +27,13 @@ no limit applies (logged once by :mod:`postbus.anvil`).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
 from postbus.anvil import Anvil
 from postbus.config.loader import Config
 from postbus.maps.maps import Maps, open_maps
-from postbus.match_lists import Network, parse_network
+from postbus.match_lists import Network, parse_ip, parse_network
 
 if TYPE_CHECKING:
     from ingress_smtpd.session import Session
@@ -68,10 +67,7 @@ class ClientList:
                 self.entries.append((negate, word.lower()))
 
     async def matches(self, name: str, addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            ip = None
+        ip = parse_ip(addr)
         name = name.lower()
         for negate, entry in self.entries:
             if isinstance(entry, Maps):

@@ -39,7 +39,7 @@ from postbus.config.conv import ConfigError, split_list
 from postbus.config.loader import Config
 from postbus.maps.maps import Maps, open_maps
 from postbus.master_plan import process_count
-from postbus.match_lists import DomainList
+from postbus.match_lists import DomainList, parse_ip
 from postbus.milter import MilterSettings
 from postbus.params import PARAMS
 from postbus.queue.entry import QueueEntry
@@ -289,9 +289,8 @@ class SmtpServer:
         return False
 
     def _local_address(self, addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
+        ip = parse_ip(addr)
+        if ip is None:
             return False
         words = self.cfg.list("inet_interfaces")
         if ip.is_loopback and ("all" in words or "loopback-only" in words):

@@ -57,6 +57,7 @@ from postbus.tls_session import TlsSession
 
 if TYPE_CHECKING:
     from ingress_smtpd.server import SmtpServer
+    from postbus.resolve import ResolveReply
 
 log = logging.getLogger("postbus.smtpd")
 _SURROGATES = re.compile("[\udc80-\udcff]")
@@ -123,6 +124,7 @@ class Session:
         self.milter_sender: str | None = None  # the sender and recipient milters are told
         self.milter_rcpt: tuple[str | None, str | None] = (None, None)  # (address, reject)
         self.milter_routes: list[tuple[str, str, str] | None] = [None, None]  # resolved
+        self._addr_reply: ResolveReply | None = None  # _check_addr()'s last answer
         if self.milters is not None and getattr(self, "milter_abort", False):
             self.milters.abort()
         self.milter_abort = False
@@ -199,7 +201,8 @@ class Session:
             self._lost()
         finally:
             with contextlib.suppress(TimeoutError, ConnectionError, OSError):
-                await asyncio.wait_for(conn.flush(), 5)
+                async with asyncio.timeout(5):  # no task per session, as wait_for() makes
+                    await conn.flush()
             drop_proxy(self)
             await self.limits.disconnect()  # before the close, as Postfix tells anvil
             if self.milters is not None:
@@ -405,13 +408,16 @@ class Session:
             await self.reply(exc.reply)
             return False
         smtputf8 = self.mail is not None and self.mail.smtputf8
-        if not await self._check_addr(rcpt.address, smtputf8, "RCPT", rcpt.path):
+        if not await self._check_addr(rcpt.address, smtputf8, "RCPT", rcpt.path, self.sender):
             await self.reply(r.BAD_RECIPIENT_SYNTAX)
             return False
         if len(self.recipients) >= self.s.recipient_limit:
             await self.reply(r.TOO_MANY_RECIPIENTS)
             return False
-        reject = await self.server.policy.check_rcpt(self._check_state(rcpt.address))
+        state = self._check_state(rcpt.address)
+        if self._addr_reply is not None:  # one resolve per RCPT (smtpd_resolve_addr()'s cache)
+            state.resolved[rcpt.address] = self._addr_reply
+        reject = await self.server.policy.check_rcpt(state)
         if milter.active(self):
             reject = await self._milter_rcpt(rcpt.address, arg, reject)
         if reject is not None:
@@ -442,17 +448,22 @@ class Session:
             self.check_memory.queue_id = new_queue_id(self.s.long_queue_ids)
         return reject if err is None else "milter:" + err
 
-    async def _check_addr(self, address: str, smtputf8: bool, verb: str, path: str) -> bool:
+    async def _check_addr(self, address: str, smtputf8: bool, verb: str, path: str,
+                          sender: str = "") -> bool:
         """The address resolves to something usable (≈ smtpd_check_addr()): a valid
-        domain after rewriting, and an ASCII domain unless the client said SMTPUTF8."""
+        domain after rewriting, and an ASCII domain unless the client said SMTPUTF8.
+        The answer (for mail from ``sender``) stays in ``_addr_reply`` for the
+        restrictions, as Postfix's smtpd_resolve_addr() cache keeps it."""
+        self._addr_reply = None
         if not address:
             return True
         if _SURROGATES.search(address):
             return False  # not UTF-8 (smtputf8_enable = no): cannot be queued
         try:
-            reply = await self.server.policy.resolver.resolve(address)
+            reply = await self.server.policy.resolver.resolve(address, sender)
         except TableRetry:
             return True  # the restrictions meet the same failure and answer 451
+        self._addr_reply = reply
         domain = reply.recipient.rpartition("@")[2]
         if not reply.error and (smtputf8 or domain.isascii()):
             return True

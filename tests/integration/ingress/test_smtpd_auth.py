@@ -349,3 +349,108 @@ async def test_saslpasswd_refusals(tmp_path: Path, redis: ServerProcess) -> None
     redis.stop()
     down = run("add", "alice", stdin="pw\n")
     assert down.returncode == 75 and "saslpasswd: fatal: cannot reach Redis" in down.stderr
+
+
+async def test_mechanism_filter_names_tables_files_and_nothing_left(
+    smtpd: StartSmtpd, users: UserStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """smtpd_sasl_mechanism_filter: names case-insensitively, type:table and /file
+    patterns with ``!``, after the security options, on what EHLO offers; a filter that
+    leaves nothing offers no AUTH and logs Postfix's words."""
+    run = await smtpd(**auth_cf(smtpd_sasl_mechanism_filter="Login"))
+    c = await run.client()
+    assert "250-AUTH LOGIN\n" in await c.cmd("EHLO c.example")
+    assert await c.cmd("AUTH LOGIN") == "334 VXNlcm5hbWU6"
+    assert await c.cmd(b64("alice")) == "334 UGFzc3dvcmQ6"
+    assert await c.cmd(b64("s3cret")) == r.AUTH_OK
+    c = await run.client()  # hidden from EHLO, but AUTH hands it to the backend, as Postfix
+    assert "250-AUTH LOGIN\n" in await c.cmd("EHLO c.example")
+    assert await c.cmd(f"AUTH PLAIN {b64(chr(0) + 'alice' + chr(0) + 's3cret')}") == r.AUTH_OK
+    (tmp_path / "mechs").write_text("plain yes\n")
+    (tmp_path / "list").write_text("# the file's lines are patterns\n!login\n")
+    for value, offered in ((f"texthash:{tmp_path}/mechs", "PLAIN"),
+                           (f"{tmp_path}/list, static:rest", "PLAIN"),
+                           (f"!{tmp_path}/list", "LOGIN"),
+                           ("!!plain, !external, static:rest", "PLAIN LOGIN")):
+        run = await smtpd(**auth_cf(smtpd_sasl_mechanism_filter=value))
+        c = await run.client()
+        assert f"250-AUTH {offered}\n" in await c.cmd("EHLO c.example"), value
+    caplog.set_level(logging.WARNING)
+    run = await smtpd(**auth_cf(smtpd_sasl_mechanism_filter="external, cram-md5"))
+    c = await run.client()
+    assert "AUTH" not in await c.cmd("EHLO c.example")
+    assert await c.cmd("AUTH PLAIN") == "503 5.5.1 Error: authentication not enabled"
+    assert [(rec.levelname, rec.getMessage()) for rec in caplog.records
+            if "discards" in rec.getMessage()] == \
+        [("CRITICAL", "smtpd_sasl_mechanism_filter discards all mechanisms in 'PLAIN LOGIN'")]
+
+
+def test_mechanism_filter_bad_values_are_refused_at_start(tmp_path: Path) -> None:
+    from ingress_smtpd.server import Settings
+    from postbus.config.conv import ConfigError
+    from tests.integration.ingress.conftest import make_config
+
+    with pytest.raises(ConfigError, match="smtpd_sasl_mechanism_filter: no pattern after '!'"):
+        Settings.from_config(make_config(smtpd_sasl_auth_enable="yes", smtpd_sasl_type="postbus",
+                                         smtpd_sasl_mechanism_filter="plain, !"))
+    with pytest.raises(ConfigError, match="smtpd_sasl_mechanism_filter: open file "):
+        Settings.from_config(make_config(smtpd_sasl_auth_enable="yes", smtpd_sasl_type="postbus",
+                                         smtpd_sasl_mechanism_filter=f"{tmp_path}/none"))
+
+
+async def scram_login(c: Client, mechanism: str, user: str, password: str,
+                      initial: bool = True) -> str:
+    """A SCRAM exchange with the SMTP client's own SCRAM code; the last reply."""
+    from postbus.sasl.client import ClientExchange, SaslClientError
+
+    exchange = ClientExchange(mechanism, user, password)
+    first = exchange.initial
+    assert first is not None
+    if initial:
+        reply = await c.cmd(f"AUTH {mechanism} {b64(first)}")
+    else:
+        assert await c.cmd(f"AUTH {mechanism}") == "334 "
+        reply = await c.cmd(b64(first))
+    while reply.startswith("334 "):
+        try:
+            answer = exchange.step(base64.b64decode(reply[4:]))
+        except SaslClientError as exc:
+            return f"client: {exc}"
+        reply = await c.cmd(b64(answer))
+    return reply
+
+
+async def test_scram_logins_and_keys_for_older_users(
+    smtpd: StartSmtpd, users: UserStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """postbus_sasl_scram = yes: SCRAM-SHA-256 and -1 against the keys saslpasswd stored,
+    the server's signature checked by the client; a wrong password, an unknown user and
+    a user from before SCRAM keys fail alike, and that user's next PLAIN login adds them."""
+    run = await smtpd(**auth_cf(postbus_sasl_scram="yes"))
+    c = await run.client()
+    assert "250-AUTH PLAIN LOGIN SCRAM-SHA-256 SCRAM-SHA-1\n" in await c.cmd("EHLO c.example")
+    assert await scram_login(c, "SCRAM-SHA-256", "alice", "s3cret") == r.AUTH_OK
+    c = await run.client()
+    await c.cmd("EHLO c.example")
+    assert await scram_login(c, "SCRAM-SHA-1", "bob@postbus.test", "b0b", initial=False) == \
+        r.AUTH_OK
+    c = await run.client()
+    await c.cmd("EHLO c.example")
+    failed = "535 5.7.8 Error: authentication failed: (reason unavailable)"
+    assert await scram_login(c, "SCRAM-SHA-256", "alice", "wrong") == failed
+    assert await scram_login(c, "SCRAM-SHA-256", "nobody", "x") == failed
+    assert await c.cmd(f"AUTH SCRAM-SHA-256 {b64('p=tls-unique,,n=alice,r=abc')}") == \
+        "535 5.7.8 Error: authentication failed: Invalid client-first message"
+    from argon2 import PasswordHasher
+
+    await users.redis.hset(users.key, "old", PasswordHasher().hash("0ld"))  # no SCRAM keys
+    assert await scram_login(c, "SCRAM-SHA-256", "old", "0ld") == failed
+    assert await c.cmd(f"AUTH PLAIN {b64(chr(0) + 'old' + chr(0) + '0ld')}") == r.AUTH_OK
+    c = await run.client()
+    await c.cmd("EHLO c.example")
+    assert await scram_login(c, "SCRAM-SHA-256", "old", "0ld") == r.AUTH_OK
+    plain = await smtpd(**auth_cf())  # postbus_sasl_scram = no (the default)
+    d = await plain.client()
+    assert "250-AUTH PLAIN LOGIN\n" in await d.cmd("EHLO c.example")
+    assert await d.cmd("AUTH SCRAM-SHA-256") == \
+        "535 5.7.8 Error: authentication failed: Invalid authentication mechanism"

@@ -101,6 +101,11 @@ async def test_challenge_response_mechanism_passes_through(smtpd: StartSmtpd) ->
         challenge = base64.b64decode(reply[4:])
         digest = hmac.new(b"s3cret", challenge, hashlib.md5).hexdigest()
         assert await c.cmd(base64.b64encode(f"alice {digest}".encode()).decode()) == r.AUTH_OK
+        filtered = await smtpd(**cf(f"inet:127.0.0.1:{server.port}",
+                                    smtpd_sasl_mechanism_filter="!plain, static:rest"))
+        d = await filtered.client()
+        assert "250-AUTH LOGIN CRAM-MD5\n" in await d.cmd("EHLO c.example")
+        assert await d.cmd(PLAIN_ALICE) == r.AUTH_OK  # hidden, not refused (as Postfix)
     finally:
         server.stop()
 

@@ -28,7 +28,7 @@ NOT_YET = [
      "smtpd_tls_dcert_file"),
     ("smtpd_tls_session_cache_database = btree:/var/lib/postfix/smtpd_scache\n",
      "smtpd_tls_session_cache_database"),
-    ("smtpd_sasl_mechanism_filter = plain\n", "smtpd_sasl_mechanism_filter"),
+    ("smtpd_noop_commands = foo\n", "smtpd_noop_commands"),
     ("smtpd_client_port_logging = yes\n", "smtpd_client_port_logging"),
     ("smtp_sasl_path = /etc/sasl2\n", "smtp_sasl_path"),
     ("smtpd_reject_footer = call us\n", "smtpd_reject_footer"),
@@ -135,11 +135,11 @@ def test_master_cf_override_names_master_cf_and_its_line() -> None:
     master = (
         "smtp inet n - n - - smtpd\n"
         "submission inet n - n - - smtpd\n"
-        "  -o smtpd_sasl_mechanism_filter=plain\n"
+        "  -o smtpd_reject_footer=call-us\n"
         "  -o syslog_name=postfix/submission\n"
     )
     load("", master, service="smtp/inet")  # another service's -o is not smtp's problem
-    expected = ("/etc/postbus/master.cf, line 2: parameter smtpd_sasl_mechanism_filter "
+    expected = ("/etc/postbus/master.cf, line 2: parameter smtpd_reject_footer "
                 "is not supported yet by Postbus")
     with pytest.raises(UnsupportedParameter) as info:
         load("", master, service="submission/inet")
