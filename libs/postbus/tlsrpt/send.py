@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 
 from postbus.cleanup import Cleanup, Origin
 from postbus.config.loader import Config
+from postbus.dns_config import async_resolver
 from postbus.queue.admin import open_queue
 from postbus.queue.entry import QueueEntry, Recipient
 from postbus.queue.ids import new_queue_id
@@ -46,23 +47,7 @@ def reporter(cfg: Config) -> report.Reporter:
 
 def resolver(cfg: Config) -> dns.asyncresolver.Resolver:
     """postbus_dns_servers (``host`` or ``host:port``), else the system's resolver."""
-    servers = cfg.list("postbus_dns_servers")
-    if not servers:
-        return dns.asyncresolver.Resolver()
-    made = dns.asyncresolver.Resolver(configure=False)
-    made.nameservers = [dns.nameserver.Do53Nameserver(*_host_port(s)) for s in servers]
-    return made
-
-
-def _host_port(entry: str) -> tuple[str, int]:
-    host = entry.strip()
-    if host.startswith("["):
-        host, _, rest = host[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") else 53
-    if host.count(":") == 1:
-        name, _, port = host.partition(":")
-        return name, int(port)
-    return host, 53
+    return async_resolver(cfg.list("postbus_dns_servers"))
 
 
 async def rua(dns_resolver: dns.asyncresolver.Resolver, domain: str) -> list[str]:

@@ -22,7 +22,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import dkim
 import dns.asyncresolver
@@ -33,38 +32,18 @@ import spf
 
 from postbus import metrics
 from postbus.config.loader import Config
+from postbus.dns_config import async_resolver, sync_resolver
 
 log = logging.getLogger("postbus.content-filter")
 
-R = TypeVar("R", bound=dns.resolver.BaseResolver)
 _TAG = re.compile(rb"\s*([a-zA-Z][a-zA-Z0-9_]*)\s*=\s*([^;]*)")
 _AR_NAME = b"authentication-results"
 
 
-def nameservers(cfg: Config) -> list[str | dns.nameserver.Nameserver]:
-    named: list[str | dns.nameserver.Nameserver] = []
-    for server in cfg.list("postbus_dns_servers"):
-        host, _, port = server.rpartition(":") if server.count(":") == 1 else ("", "", "")
-        named.append(dns.nameserver.Do53Nameserver(host, int(port)) if port.isdigit()
-                     else server.strip("[]"))
-    return named
-
-
 def resolvers(cfg: Config) -> tuple[dns.asyncresolver.Resolver, dns.resolver.Resolver]:
     """An async resolver (DKIM keys, DMARC) and a sync one (pyspf), same servers."""
-    return _resolver(cfg, dns.asyncresolver.Resolver), _resolver(cfg, dns.resolver.Resolver)
-
-
-def _resolver(cfg: Config, cls: type[R]) -> R:
     servers = cfg.list("postbus_dns_servers")
-    try:
-        resolver = cls(configure=not servers)
-    except dns.resolver.NoResolverConfiguration:
-        resolver = cls(configure=False)
-    if servers or not resolver.nameservers:
-        resolver.nameservers = nameservers(cfg) or ["127.0.0.1"]
-    resolver.lifetime = 10.0
-    return resolver
+    return async_resolver(servers), sync_resolver(servers)
 
 
 Answers = list[tuple[tuple[str, str], object]]

@@ -35,6 +35,7 @@ import dns.rdatatype
 import dns.resolver
 
 from postbus.delivery import Outcome
+from postbus.dns_config import async_resolver
 
 
 @dataclass(frozen=True)
@@ -88,20 +89,6 @@ def _dns_error(name: str, rtype: str, exc: Exception) -> HostLookupError:
     return HostLookupError(Outcome.by_dsn(dsn, reason))
 
 
-def _resolver(dns_servers: list[str]) -> dns.asyncresolver.Resolver:
-    """The configured servers, else the system's; without /etc/resolv.conf the
-    local name server, as the C library's resolver (and so Postfix) does."""
-    if dns_servers:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = [_nameserver(s) for s in dns_servers]
-        return resolver
-    try:
-        return dns.asyncresolver.Resolver()
-    except dns.resolver.NoResolverConfiguration:
-        resolver = dns.asyncresolver.Resolver(configure=False)
-        resolver.nameservers = ["127.0.0.1"]
-        return resolver
-
 
 class HostResolver:
     """Turns next-hop names into :class:`Target` lists with one configuration."""
@@ -118,7 +105,7 @@ class HostResolver:
         self.use_dns = use_dns
         self.families = families
         self.dnssec = dnssec and use_dns
-        self.resolver = _resolver(dns_servers)
+        self.resolver = async_resolver(dns_servers)
         self.resolver.lifetime = timeout
         if self.dnssec:  # ≈ RES_USE_DNSSEC: ask for the AD bit's verdict
             self.resolver.use_edns(0, dns.flags.DO, 1232)
@@ -197,18 +184,6 @@ class HostResolver:
             raise HostLookupError(Outcome.by_dsn("5.4.4", reason))
         return list(seen.values())
 
-
-def _nameserver(entry: str) -> dns.nameserver.Nameserver:
-    """``1.2.3.4``, ``1.2.3.4:5353``, ``[::1]:5353`` or ``::1``."""
-    host, port = entry.strip(), 53
-    if host.startswith("["):
-        host, _, rest = host[1:].partition("]")
-        if rest.startswith(":"):
-            port = int(rest[1:])
-    elif host.count(":") == 1:
-        host, _, text = host.partition(":")
-        port = int(text)
-    return dns.nameserver.Do53Nameserver(host, port)
 
 
 def families(inet_protocols: list[str]) -> tuple[int, ...]:

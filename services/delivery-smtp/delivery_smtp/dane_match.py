@@ -116,7 +116,7 @@ def _below_anchor(chain: list[x509.Certificate], names: Sequence[str]) -> DaneRe
             return DaneResult(9, "certificate is not yet valid", depth)
         if now > cert.not_valid_after_utc:
             return DaneResult(10, "certificate has expired", depth)
-    if not any(_name_ok(name, want) for name in leaf_names(chain[0]) for want in names):
+    if not any(name_matches(name, want) for name in leaf_names(chain[0]) for want in names):
         return DaneResult(*HOSTNAME_MISMATCH, 0)
     return DaneResult(0, "")
 
@@ -135,7 +135,9 @@ def leaf_names(cert: x509.Certificate) -> list[str]:
         x509.oid.NameOID.COMMON_NAME)][:1]
 
 
-def _name_ok(name: str, want: str) -> bool:
+def name_matches(name: str, want: str) -> bool:
+    """Certificate name ``name`` for host ``want``: equal, or a wildcard for one whole
+    first label (as OpenSSL's X509_check_host() without partial wildcards)."""
     name, want = name.lower().rstrip("."), want.lower().rstrip(".")
     if not want:
         return False

@@ -241,9 +241,4 @@ def name_matches(name: str, pattern: str, peer: Peer) -> bool:
         return False
     if subdomain:  # any proper subdomain; a wildcard name stands for one of them
         return name.endswith("." + want) and name.count(".") > want.count(".")
-    if name == want:
-        return True
-    if name.startswith("*.") and name.count(".") >= 2:  # one whole label, no partial wildcards
-        head, dot, rest = want.partition(".")
-        return bool(head and dot) and rest == name[2:]
-    return False
+    return dane_match.name_matches(name, want)

@@ -29,6 +29,7 @@ from ingress_smtpd.restrictions.registry import Step, restriction
 from ingress_smtpd.restrictions.state import PERMIT, CheckState, reject_text
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
+from postbus.dns_config import async_resolver
 from postbus.smtp import replies as r
 
 if TYPE_CHECKING:
@@ -39,21 +40,7 @@ TEMPFAIL_ACTIONS = ("defer_if_permit", "defer")
 
 
 def make_resolver(cfg: Config) -> dns.asyncresolver.Resolver:
-    servers = cfg.list("postbus_dns_servers")
-    if not servers:
-        try:
-            return dns.asyncresolver.Resolver()
-        except dns.resolver.NoResolverConfiguration:
-            servers = ["127.0.0.1"]
-    resolver = dns.asyncresolver.Resolver(configure=False)
-    named: list[str | dns.nameserver.Nameserver] = []
-    for server in servers:
-        host, _, port = server.rpartition(":") if server.count(":") == 1 else ("", "", "")
-        named.append(dns.nameserver.Do53Nameserver(host, int(port)) if port.isdigit()
-                     else server.strip("[]"))
-    resolver.nameservers = named
-    resolver.lifetime = 10.0
-    return resolver
+    return async_resolver(cfg.list("postbus_dns_servers"))
 
 
 def tempfail_action(cfg: Config, param: str) -> str:
