@@ -85,11 +85,21 @@ def system(shared_tmp_path: Path) -> Iterator[dict[str, Any]]:
 
 
 def exited(pid: int) -> bool:
-    """Gone, or a zombie: its sockets are closed either way."""
+    """Gone, or every thread of it a zombie. The main thread alone is not enough: its
+    files (the listening socket) close when the last thread exits, and uvloop's worker
+    threads can outlive it by a moment, in which the kernel still hands that socket
+    new connections, then resets them."""
     try:
-        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except FileNotFoundError:
         return True
+    for task in tasks:
+        try:
+            if "State:\tZ" not in (task / "status").read_text():
+                return False
+        except FileNotFoundError:
+            continue
+    return True
 
 
 def smtpd_children(root: Path, port: int) -> list[dict[str, Any]]:
