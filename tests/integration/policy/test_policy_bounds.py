@@ -8,18 +8,13 @@ or disconnected with one warning line, and the next client is served.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import httpx
 import pytest
 
 from postbus.policy_protocol import MAX_ATTRIBUTES, MAX_LINE, MAX_REQUEST
-from postbus.servers import free_port
+from tests.integration.policy.policy_process import PolicyProcess, start_policy
 
 REQUEST = (
     b"request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\n"
@@ -29,62 +24,12 @@ REQUEST = (
 DUNNO = b"action=DUNNO\n\n"
 
 
-@dataclass
-class Policy:
-    port: int
-    log: Path
-    proc: subprocess.Popen[bytes]
-    seen: int = 0  # log lines already matched by wait_log()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_log(self, text: str, timeout: float = 20) -> str:
-        """The first log line after those already matched that contains ``text``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            lines = self.output().splitlines()
-            for n, line in enumerate(lines[self.seen:], self.seen):
-                if text in line:
-                    self.seen = n + 1
-                    return line
-            assert time.monotonic() < deadline, f"no {text!r} in:\n{self.output()}"
-            time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
-def policy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Policy]:
-    tmp = tmp_path_factory.mktemp("policy")
-    conf = tmp / "etc"
-    conf.mkdir()
-    port, metrics = free_port(), free_port()
-    (conf / "main.cf").write_text(
-        f"data_directory = {tmp}\npostbus_policy_max_idle = 1s\npostbus_policy_timeout = 2s\n"
-    )
-    (conf / "master.cf").write_text(f"127.0.0.1:{port} inet n - n - - policy\n")
-    log = tmp / "policy.out"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "policy", "-c", str(conf), "-n", f"127.0.0.1:{port}",
-             "--metrics", f"127.0.0.1:{metrics}"],
-            stdout=out, stderr=subprocess.STDOUT,
-        )
-    server = Policy(port, log, proc)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{metrics}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"policy did not start:\n{server.output()}")
-        time.sleep(0.05)
+def policy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyProcess]:
+    server = start_policy(tmp_path_factory.mktemp("policy"),
+                          "postbus_policy_max_idle = 1s\npostbus_policy_timeout = 2s\n")
     yield server
-    proc.terminate()
-    assert proc.wait(10) == 0, server.output()
-    assert "Traceback" not in server.output(), server.output()
+    server.stop()
 
 
 def exchange(port: int, data: bytes, *, shut: bool = False) -> tuple[bytes, float]:
@@ -106,17 +51,17 @@ def exchange(port: int, data: bytes, *, shut: bool = False) -> tuple[bytes, floa
     return out, time.monotonic() - start
 
 
-def still_serves(policy: Policy) -> None:
+def still_serves(policy: PolicyProcess) -> None:
     out, _ = exchange(policy.port, REQUEST, shut=True)
     assert out == DUNNO
 
 
-def test_requests_on_one_connection(policy: Policy) -> None:
+def test_requests_on_one_connection(policy: PolicyProcess) -> None:
     out, _ = exchange(policy.port, REQUEST + REQUEST + b"request=x\r\n\r\n", shut=True)
     assert out == DUNNO * 3
 
 
-def test_line_too_long(policy: Policy) -> None:
+def test_line_too_long(policy: PolicyProcess) -> None:
     out, _ = exchange(policy.port, b"sender=" + b"a" * MAX_LINE + b"\n\n")
     assert out == b""
     line = policy.wait_log(f"string length > {MAX_LINE} characters")
@@ -124,14 +69,14 @@ def test_line_too_long(policy: Policy) -> None:
     still_serves(policy)
 
 
-def test_line_at_the_limit_is_served(policy: Policy) -> None:
+def test_line_at_the_limit_is_served(policy: PolicyProcess) -> None:
     line = b"sender=" + b"a" * (MAX_LINE - len(b"sender=") - 1) + b"\n"
     assert len(line) == MAX_LINE
     out, _ = exchange(policy.port, line + b"\n", shut=True)
     assert out == DUNNO
 
 
-def test_too_many_attributes(policy: Policy) -> None:
+def test_too_many_attributes(policy: PolicyProcess) -> None:
     attrs = b"".join(b"a%d=x\n" % i for i in range(MAX_ATTRIBUTES + 1))
     out, _ = exchange(policy.port, attrs + b"\n")
     assert out == b""
@@ -140,7 +85,7 @@ def test_too_many_attributes(policy: Policy) -> None:
     still_serves(policy)
 
 
-def test_endless_request_without_empty_line(policy: Policy) -> None:
+def test_endless_request_without_empty_line(policy: PolicyProcess) -> None:
     """Long lines, few attributes, no end: closed at the request size limit, not buffered."""
     value = b"v" * (MAX_LINE - 100)
     lines = b"".join(b"a%d=%s\n" % (i, value) for i in range(MAX_REQUEST // len(value) + 2))
@@ -151,7 +96,7 @@ def test_endless_request_without_empty_line(policy: Policy) -> None:
     still_serves(policy)
 
 
-def test_silent_in_the_middle_of_a_request(policy: Policy) -> None:
+def test_silent_in_the_middle_of_a_request(policy: PolicyProcess) -> None:
     out, took = exchange(policy.port, b"request=smtpd_access_policy\nsender=a@b")
     assert out == b""
     assert took >= 1.5  # postbus_policy_timeout = 2s, counted from the first byte
@@ -160,7 +105,7 @@ def test_silent_in_the_middle_of_a_request(policy: Policy) -> None:
     still_serves(policy)
 
 
-def test_silent_client_is_disconnected(policy: Policy) -> None:
+def test_silent_client_is_disconnected(policy: PolicyProcess) -> None:
     start = time.monotonic()
     with socket.create_connection(("127.0.0.1", policy.port), timeout=20) as s:
         assert s.recv(100) == b""  # closed by the server after postbus_policy_max_idle
@@ -170,7 +115,7 @@ def test_silent_client_is_disconnected(policy: Policy) -> None:
     still_serves(policy)
 
 
-def test_idle_between_requests_then_disconnected(policy: Policy) -> None:
+def test_idle_between_requests_then_disconnected(policy: PolicyProcess) -> None:
     with socket.create_connection(("127.0.0.1", policy.port), timeout=20) as s:
         s.sendall(REQUEST)
         out = b""
@@ -186,14 +131,14 @@ def test_idle_between_requests_then_disconnected(policy: Policy) -> None:
     (b"GET / HTTP/1.0\r\n\r\n", "warning: missing value for string attribute GET / HTTP/1.0"),
     (b"request=smtpd_access_policy\nsender=a@b", "warning: premature end-of-input on"),
 ])
-def test_garbage_is_refused(policy: Policy, garbage: bytes, warning: str) -> None:
+def test_garbage_is_refused(policy: PolicyProcess, garbage: bytes, warning: str) -> None:
     out, _ = exchange(policy.port, garbage, shut=True)
     assert out == b""
     policy.wait_log(warning)
     still_serves(policy)
 
 
-def test_non_utf8_values_are_answered(policy: Policy) -> None:
+def test_non_utf8_values_are_answered(policy: PolicyProcess) -> None:
     request = REQUEST.replace(b"alice@example.com", b"\xe9l\xe8ve\xff@exa\xc3mple.com")
     out, _ = exchange(policy.port, request + b"=\n\n" + b"\xff=\xfe\n\n", shut=True)
     assert out == DUNNO * 3  # "=" alone: an empty name and value, still a request
