@@ -152,6 +152,21 @@ QUEUE_STAGES = ("before_queue_manager", "queue_manager", "connection_setup", "tr
 for _queue in ("incoming", "active", "deferred", "hold", "corrupt"):
     queue_messages.labels(_queue).set(0)
 
+# smtpd_proxy_filter (before-queue filtering)
+proxy_filter_results = Counter(
+    "postbus_proxy_filter_results", "the before-queue filter's answer at end of message "
+    "(accept, reject, tempfail; error: it could not be talked to)", ["result"],
+)
+proxy_filter_errors = Counter(
+    "postbus_proxy_filter_errors", "failures talking to the before-queue filter "
+    "(connect, timeout, lost, garbage)", ["kind"],
+)
+proxy_filter_seconds = Histogram(
+    "postbus_proxy_filter_seconds", "time from sending the message to the before-queue "
+    "filter to its reply",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 120),
+)
+
 # milter client (smtpd_milters, non_smtpd_milters)
 milter_replies = Counter(
     "postbus_milter_replies", "milter decisions by milter, event and action (continue, accept, "

@@ -29,14 +29,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ingress_smtpd.xforward import CLIENT_ATTRS
+from postbus import metrics
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
 from postbus.smtp import replies as r
 from postbus.smtp.address import quote_local
+from postbus.smtp.dotstuff import crlf, stuff
 
 if TYPE_CHECKING:
     from ingress_smtpd.session import Session
@@ -101,7 +104,7 @@ class Proxy:
             errno = getattr(exc, "errno", None)
             why = "Connection timed out" if isinstance(exc, TimeoutError) else \
                 os.strerror(errno) if errno else str(exc)
-            log.warning("connect to proxy filter %s: %s", service, why)
+            _failed("connect", "connect to proxy filter %s: %s", service, why)
             raise ProxyDown from None
 
     async def cmd(self, line: str, expect: str) -> str | None:
@@ -116,10 +119,10 @@ class Proxy:
                     await self.writer.drain()
                 self.last = await self._reply()
         except TimeoutError:
-            log.warning("timeout talking to proxy %s", self.s.service)
+            _failed("timeout", "timeout talking to proxy %s", self.s.service)
             raise ProxyDown from None
         except (OSError, EOFError):
-            log.warning("lost connection with proxy %s", self.s.service)
+            _failed("lost", "lost connection with proxy %s", self.s.service)
             raise ProxyDown from None
         if not expect or self.last[:1] == expect:
             return None
@@ -148,7 +151,7 @@ class Proxy:
                     continue
                 if text[3:4] in ("", " "):
                     return "\r\n".join(lines)
-            log.warning("received garbage from proxy %s: %.100s", self.s.service, text)
+            _failed("garbage", "received garbage from proxy %s: %.100s", self.s.service, text)
 
     async def open(self, xforward: list[tuple[str, str]]) -> str | None:
         """Connect, greeting, EHLO, XFORWARD when the filter offers it, the client's
@@ -175,22 +178,17 @@ class Proxy:
     async def content(self, content: bytes) -> str:
         """The message (CRLF, unstuffed) and the final dot: the filter's reply."""
         assert self.writer is not None
-        stuffed = content.replace(b"\r\n.", b"\r\n..")
-        if stuffed.startswith(b"."):
-            stuffed = b"." + stuffed
-        if stuffed and not stuffed.endswith(b"\r\n"):
-            stuffed += b"\r\n"
         try:
             async with asyncio.timeout(self.s.timeout):
-                self.writer.write(stuffed)
+                self.writer.write(stuff(crlf(content)))  # the final "." included
                 await self.writer.drain()
         except TimeoutError:
-            log.warning("timeout talking to proxy %s", self.s.service)
+            _failed("timeout", "timeout talking to proxy %s", self.s.service)
             raise ProxyDown from None
         except OSError:
-            log.warning("lost connection with proxy %s", self.s.service)
+            _failed("lost", "lost connection with proxy %s", self.s.service)
             raise ProxyDown from None
-        await self.cmd(".", "")
+        await self.cmd("", "")
         return self.last
 
     def close(self) -> None:
@@ -204,6 +202,12 @@ class Proxy:
 
 XFORWARD_LIMIT = 512 - len("250 XFORWARD\r\n")  # PAYLOAD_LIMIT
 UNAVAILABLE = "[UNAVAILABLE]"
+
+
+def _failed(kind: str, warning: str, *args: object) -> None:
+    """A filter that cannot be talked to: Postfix's warning, and a count per kind."""
+    log.warning(warning, *args)
+    metrics.proxy_filter_errors.labels(kind).inc()
 
 
 def _xforward_offered(ehlo: str) -> frozenset[str]:
@@ -307,12 +311,17 @@ async def proxy_message(session: Session, top: bytes, content: bytes) -> bool:
     if reply is None:
         reply = await proxy_data(session)
     if reply is None:
+        started = time.perf_counter()
         try:
             reply = await proxy.content(top + content)
         except ProxyDown:
             proxy.broken = True
             reply = PROXY_ERROR
+        metrics.proxy_filter_seconds.observe(time.perf_counter() - started)
     ok = reply[:1] == "2"
+    metrics.proxy_filter_results.labels(
+        "accept" if ok else "error" if reply == PROXY_ERROR else
+        "reject" if reply[:1] == "5" else "tempfail").inc()
     log.info("proxy-%s: %s: %s;%s", "accept" if ok else "reject", session.where, reply,
              _whatsup(session))
     if ok:

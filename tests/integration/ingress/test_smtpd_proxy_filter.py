@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from prometheus_client import REGISTRY
 
 from postbus.servers import free_port
 from postbus.smtp import replies as r
@@ -116,9 +117,14 @@ async def _transaction(run: Running, rcpts: list[str], subject: str) -> list[str
     return replies
 
 
+def _count(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(f"postbus_proxy_filter_{name}_total", labels) or 0.0
+
+
 async def test_the_filter_answers_before_our_250(
         smtpd: StartSmtpd, proxy_filter: Filter, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "postbus.smtpd")
+    before = {k: _count("results", result=k) for k in ("accept", "reject")}
     run = await _start(smtpd, proxy_filter.port)  # type: ignore[attr-defined]
     replies = await _transaction(run, ["a@postbus.test", "no@postbus.test"], "hello")
     assert replies == [r.MAIL_OK, r.RCPT_OK,
@@ -144,6 +150,8 @@ async def test_the_filter_answers_before_our_250(
     assert "proxy-reject: END-OF-MESSAGE: 554 5.7.1 filtered: spam; " + WHATSUP \
         in caplog.messages
     assert [e.queue_id async for e in run.store.queue.entries()] == []  # queued by none
+    assert {k: _count("results", result=k) - before[k] for k in before} == \
+        {"accept": 1, "reject": 1}
 
 
 async def test_a_stalled_filter_times_out(
@@ -151,8 +159,11 @@ async def test_a_stalled_filter_times_out(
     caplog.set_level(logging.INFO, "postbus.smtpd")
     port = proxy_filter.port  # type: ignore[attr-defined]
     run = await _start(smtpd, port, smtpd_proxy_timeout="1s")
+    errors, timeouts = _count("results", result="error"), _count("errors", kind="timeout")
     replies = await _transaction(run, ["a@postbus.test"], "stall")
     assert replies[-1] == PROXY_ERROR
+    assert (_count("results", result="error") - errors,
+            _count("errors", kind="timeout") - timeouts) == (1, 1)
     assert f"timeout talking to proxy 127.0.0.1:{port}" in caplog.messages
     assert f"proxy-reject: END-OF-MESSAGE: {PROXY_ERROR}; {WHATSUP}" in caplog.messages
 
