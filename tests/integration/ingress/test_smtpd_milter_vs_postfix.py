@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
 
@@ -25,25 +24,11 @@ from tests.milter_server import (
     quarantine,
     replycode,
 )
-from tests.recorded import Recording
+from tests.recorded import LogMasked
 
 pytestmark = pytest.mark.integration
 
-class _PortFree(Recording):
-    """Recorded with the milter's port (it differs by run) masked in the log lines."""
-
-    def answer(self, case: str, live: Callable[[], Any] | None) -> Any:
-        def masked() -> Any:
-            assert live is not None
-            value = live()
-            if isinstance(value, dict):
-                value = {**value, "log": normal(value["log"])}
-            return value
-
-        return super().answer(case, None if live is None else masked)
-
-
-RECORDING = _PortFree("smtpd_milter")
+RECORDING = LogMasked("smtpd_milter", lambda log: normal(log))  # defined below
 
 BY_LOCAL = {
     "rej": [REJECT], "temp": [TEMPFAIL], "code": [replycode("553 5.1.8 sender refused")],

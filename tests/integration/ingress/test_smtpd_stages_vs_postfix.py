@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,27 +21,13 @@ from postbus.servers import free_port
 from tests.integration.ingress.conftest import BASE_MAIN_CF, StartSmtpd
 from tests.integration.policy_recorder import PolicyRecorder, recorder_thread
 from tests.integration.postfix_dialogue import READ, Line, LivePostfix, compare
-from tests.recorded import Recording
+from tests.recorded import LogMasked
 
 pytestmark = pytest.mark.integration
 
 
 
-class _PortFree(Recording):
-    """Recorded with the policy server's port (it differs by run) and queue IDs masked."""
-
-    def answer(self, case: str, live: Callable[[], Any] | None) -> Any:
-        def masked() -> Any:
-            assert live is not None
-            value = live()
-            if isinstance(value, dict):
-                value = {**value, "log": normal_log(value["log"])}
-            return value
-
-        return super().answer(case, None if live is None else masked)
-
-
-RECORDING = _PortFree("smtpd_stages")
+RECORDING = LogMasked("smtpd_stages", lambda log: normal_log(log))  # defined below
 
 #: What the policy server answers at RCPT, by the recipient's local part.
 RCPT_ANSWERS = {
