@@ -185,6 +185,7 @@ class ScriptConnection:
             collections.deque())
         self._connecting: asyncio.Lock | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._batch: tuple[asyncio.StreamWriter, list[bytes]] | None = None
 
     async def call(self, *args: str | int | float) -> Any:
         writer = self._writer
@@ -197,10 +198,24 @@ class ScriptConnection:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((future, loop.time()))
-        writer.write(_pack(args))
+        batch = self._batch
+        if batch is None or batch[0] is not writer:
+            batch = self._batch = (writer, [])
+            loop.call_soon(self._flush, batch)
+        batch[1].append(_pack(args))
         if self._timer is None:
             self._timer = loop.call_later(self.timeout, self._check_overdue)
         return future
+
+    def _flush(self, batch: tuple[asyncio.StreamWriter, list[bytes]]) -> None:
+        """One write for every command sent in the same turn of the event loop:
+        callers woken together by one read of replies mostly call again together,
+        and a system call per command was most of the client's cost."""
+        if self._batch is batch:
+            self._batch = None
+        writer, commands = batch
+        if not writer.is_closing():
+            writer.write(b"".join(commands))
 
     async def _connect(self) -> asyncio.StreamWriter:
         if self._connecting is None:
