@@ -85,3 +85,46 @@ async def test_a_slot_freed_in_one_agent_wakes_a_job_waiting_in_another(
         for nc in clients:
             await nc.close()
         await context.aclose()
+
+
+async def script_calls() -> int:
+    """Lua script calls Redis has answered so far (EVALSHA and EVAL)."""
+    stats = await context.redis_client().info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
+               for name in ("evalsha", "eval", "script|load"))
+
+
+async def test_a_slot_freed_goes_to_the_job_waiting_in_the_same_agent_in_one_call(
+        tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> None:
+    context.configure(f"{redis.url}/0")
+    cfg = config(tmp_path)
+
+    async def suspend(job: DeliveryJob, grant: Grant) -> None:
+        raise AssertionError("the destination is not dead")
+
+    nc = await connect(nats.url, "agent")
+    try:
+        await ensure_streams(nc.jetstream())
+        gate = Gate(cfg, WorkBus(nc, nc.jetstream()), "smtp", suspend)
+        jobs = [job(f"BBBBBBBBBB{i}") for i in range(4)]
+        assert await gate.admit(jobs[0])  # the window's one slot
+        waiting = [asyncio.create_task(gate.admit(j)) for j in jobs[1:]]
+        await asyncio.sleep(0.2)
+        assert not any(task.done() for task in waiting)
+        await gate.done(jobs[0])  # the first hand-over loads the script
+        assert await asyncio.wait_for(waiting[0], 10)
+        before = await script_calls()
+        await gate.done(jobs[1])
+        assert await asyncio.wait_for(waiting[1], 10), "parked instead of admitted"
+        # one call freed the slot and gave it to the next job, which asked nothing more
+        assert await script_calls() - before == 1
+        assert not waiting[2].done()  # the window still has one slot
+        await gate.done(jobs[2])
+        assert await asyncio.wait_for(waiting[2], 10)
+        await gate.done(jobs[3])
+        busy = await context.redis_client().zcard(
+            gate.destination(jobs[3]).busy)
+        assert busy == 0  # every slot given back
+    finally:
+        await nc.close()
+        await context.aclose()

@@ -57,6 +57,9 @@ SWEEP_INTERVAL = 1.0  # seconds between sweeps
 LOCAL_WAIT = 1.0  # seconds a job may wait in its agent for a slot before it is parked
 
 
+#: What a job waiting here is told when parked jobs are owed the slot that came free.
+BEHIND_PARKED = Grant("wait", queued=True)
+
 #: Defers a job's recipients without a connection (the agent's report).
 Suspend = Callable[[DeliveryJob, Grant], Awaitable[None]]
 
@@ -72,7 +75,7 @@ class Gate:
         self.reconfigure(cfg)
         self._timers: set[asyncio.Task[None]] = set()
         self._promoting: dict[Destination, bool] = {}  # looping now; asked again meanwhile
-        self._waiters: dict[Destination, collections.deque[asyncio.Future[None]]] = {}
+        self._waiters: dict[Destination, collections.deque[_Waiter]] = {}
 
     def reconfigure(self, cfg: Config) -> None:
         self.windows = Windows(cfg, cfg.time("postbus_delivery_lease"), self.agent)
@@ -87,36 +90,45 @@ class Gate:
 
         Without a slot, a job first waits here, a short while, for a slot this
         process frees (a burst of jobs to one destination is the common case,
-        and parking costs four bus operations); it is parked when that wait
-        runs out, when jobs are parked for the destination already (they go
-        first), or under a rate delay."""
+        and parking costs four bus operations): the job that frees it hands
+        it over in the same Redis call (:meth:`Windows.hand_over`). It is parked
+        when that wait runs out, when jobs are parked for the destination
+        already (they go first), or under a rate delay."""
         dest = self.destination(job)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LOCAL_WAIT
+        grant = await self.windows.acquire(dest, job.key)
         while True:
-            grant = await self.windows.acquire(dest, job.key)
             if grant.verdict == "go":
                 return True
             if grant.verdict == "dead":
                 await self.suspend(job, grant)
                 return False
             left = deadline - loop.time()
-            if grant.queued or grant.after or left <= 0 or not await self._wait_here(dest, left):
+            if grant.queued or grant.after or left <= 0:
                 break
+            woken, handed = await self._wait_here(dest, job.key, left)
+            if not woken:
+                break
+            # handed over, or a slot came free elsewhere: ask for it
+            grant = handed or await self.windows.acquire(dest, job.key)
         await self.work.park_job(job, dest.key)
         await self.windows.mark_waiting(dest)  # after parking: see _move_parked()
         self._wake_at(dest, grant.after)
         return False
 
-    async def _wait_here(self, dest: Destination, timeout: float) -> bool:
-        """Wait for this process to free a slot of ``dest``; False when none did."""
-        waiter = asyncio.get_running_loop().create_future()
+    async def _wait_here(self, dest: Destination, member: str,
+                         timeout: float) -> tuple[bool, Grant | None]:
+        """Wait for this process to free a slot of ``dest``: (False, None) when none
+        did in time; else (True, the grant handed over, or None: ask yourself)."""
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), member)
         self._waiters.setdefault(dest, collections.deque()).append(waiter)
         try:
-            await asyncio.wait_for(waiter, timeout)
-            return True
+            return True, await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
         except TimeoutError:
-            return False
+            if waiter.promised:  # a hand-over is under way: take its answer
+                return True, await waiter.future
+            return False, None
         finally:
             queue = self._waiters.get(dest)
             if queue is not None:
@@ -125,27 +137,46 @@ class Gate:
                 if not queue:
                     del self._waiters[dest]
 
+    def _next_waiter(self, dest: Destination) -> _Waiter | None:
+        for waiter in self._waiters.get(dest, ()):
+            if not waiter.future.done() and not waiter.promised:
+                return waiter
+        return None
+
     def _wake_one(self, dest: Destination) -> bool:
         """Hand a freed slot's chance to a job waiting here; False when none waits."""
-        for waiter in self._waiters.get(dest, ()):
-            if not waiter.done():
-                waiter.set_result(None)
-                return True
-        return False
+        waiter = self._next_waiter(dest)
+        if waiter is None:
+            return False
+        waiter.future.set_result(None)
+        return True
 
     async def done(self, job: DeliveryJob, hop_dsn: str = "", hop_reason: str = "") -> None:
         """The delivery is over: free the slot with feedback (negative when the
-        destination itself failed), then move a parked job on, or defer them
-        all when the destination just died."""
+        destination itself failed), handing it over to a job waiting here, or
+        move a parked job on, or defer them all when the destination just died."""
         dest = self.destination(job)
-        freed = await self.windows.release(dest, job.key, hop_dsn, hop_reason)
+        waiter = self._next_waiter(dest)
+        if waiter is None:
+            freed = await self.windows.release(dest, job.key, hop_dsn, hop_reason)
+        else:
+            waiter.promised = True
+            try:
+                freed, grant = await self.windows.hand_over(dest, job.key, waiter.member,
+                                                            hop_dsn, hop_reason)
+            except BaseException:
+                waiter.settle(None)  # it asks again itself
+                raise
+            if grant is None:  # no hand-over: dead, or parked jobs go first, or freed already
+                grant = freed.dead or (BEHIND_PARKED if freed.held and freed.waiting else None)
+            waiter.settle(grant)
         if freed.dead is not None:
             log.info("%s: %s", dest.name or dest.transport, freed.dead.reason)
             if freed.waiting:
                 await self._drain(dest, freed.dead)
         elif freed.held and freed.waiting:
             await self.promote(dest)  # parked jobs came first
-        elif freed.held and not self._wake_one(dest) and freed.wanted:
+        elif freed.held and waiter is None and freed.wanted:
             await self._announce(dest)  # a job waits in another agent
 
     async def listen(self) -> None:
@@ -259,3 +290,16 @@ async def remind(windows_cfg: Config, work: WorkBus, queue_id: str) -> None:
     if job is not None:
         windows = Windows(windows_cfg, windows_cfg.time("postbus_delivery_lease"))
         await windows.mark_waiting(Gate.destination(job))
+
+
+class _Waiter:
+    """A job waiting in this agent for a slot of its destination."""
+
+    def __init__(self, future: asyncio.Future[Grant | None], member: str) -> None:
+        self.future = future
+        self.member = member
+        self.promised = False  # a job that frees a slot is handing it over to this one
+
+    def settle(self, grant: Grant | None) -> None:
+        if not self.future.done():
+            self.future.set_result(grant)
