@@ -72,6 +72,7 @@ bench: $(STAMP)  ## throughput and latency through the whole system (and Postfix
 	$(PY) bench/policy_bench.py
 	$(PY) bench/delivery_bench.py
 	$(PY) bench/ingress_bench.py
+	$(PY) bench/deferred_bench.py
 
 clean:  ## remove run state (not the venv)
 	rm -rf $(RUNDIR)
