@@ -31,6 +31,10 @@ def config(tmp_path: Path) -> Config:
     return Config.load(conf)
 
 
+async def suspend(job: DeliveryJob, grant: Grant) -> None:
+    raise AssertionError("the destination is not dead")
+
+
 def job(queue_id: str) -> DeliveryJob:
     return DeliveryJob(queue_id, "smtp", "mx.remote.test", "a@client.test",
                        [Recipient("b@remote.test")], [0], attempt=1, arrival_time=time.time(),
@@ -41,10 +45,6 @@ async def test_a_slot_freed_in_one_agent_wakes_a_job_waiting_in_another(
         tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> None:
     context.configure(f"{redis.url}/0")
     cfg = config(tmp_path)
-
-    async def suspend(job: DeliveryJob, grant: Grant) -> None:
-        raise AssertionError("the destination is not dead")
-
     clients = [await connect(nats.url, f"agent{i}") for i in range(2)]
     try:
         await ensure_streams(clients[0].jetstream())
@@ -98,10 +98,6 @@ async def test_a_slot_freed_goes_to_the_job_waiting_in_the_same_agent_in_one_cal
         tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> None:
     context.configure(f"{redis.url}/0")
     cfg = config(tmp_path)
-
-    async def suspend(job: DeliveryJob, grant: Grant) -> None:
-        raise AssertionError("the destination is not dead")
-
     nc = await connect(nats.url, "agent")
     try:
         await ensure_streams(nc.jetstream())
