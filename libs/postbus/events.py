@@ -29,7 +29,8 @@ any role does not); that leaves one fsynced write per message, its queue
 file (see docs/queue.md). The stream
 keeps events within ``postbus_events_max_age``, ``postbus_events_max_bytes``
 and ``postbus_events_max_msgs``; the oldest go first. ``postbus_events_record``
-says which kinds are recorded at all (each costs a JetStream write).
+says which kinds are recorded at all (each costs a JetStream write; by default
+every kind but ``active`` and ``removed``, which repeat the log's lines).
 """
 
 from __future__ import annotations

@@ -867,9 +867,9 @@ _TABLE: tuple[Param, ...] = (
        "contact-info of TLS-RPT reports, and their sender address."),
     # -- events and webhooks (postbus.events, the webhooks role) ---
     _p("postbus_events_record", "list",
-       "received, active, deferred, delivered, bounced, expired, held, released, requeued,"
-       " deleted, removed",
-       "Event kinds the roles record on the event stream (empty: none)."),
+       "received, deferred, delivered, bounced, expired, held, released, requeued, deleted",
+       "Event kinds the roles record on the event stream (empty: none; each costs a"
+       " JetStream write: active and removed, two more per message, only when named)."),
     _p("postbus_events_max_age", "time", "7d",
        "How long the event stream keeps an event (0: no age limit).", min=0),
     _p("postbus_events_max_bytes", "size", "1073741824",

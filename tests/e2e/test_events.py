@@ -26,8 +26,13 @@ def events_command(system: MailSystem, *args: str) -> list[str]:
     return [sys.executable, "-m", "postbus.cli.main", "-c", str(system.conf), "events", *args]
 
 
+#: Every kind of a mail flow, active and removed included (not recorded by default).
+EVERY_KIND = {"postbus_events_record": "received, active, deferred, delivered, bounced,"
+                                       " expired, removed"}
+
+
 def test_postbus_events_follows_a_mail_flow(tmp_path: Path) -> None:
-    system = MailSystem(tmp_path).start()
+    system = MailSystem(tmp_path, EVERY_KIND).start()
     try:
         # follow from a minute back, so the events are shown even should the
         # subscription be made after the mail went through
@@ -86,7 +91,8 @@ def test_a_webhook_of_a_running_system_gets_its_events(tmp_path: Path) -> None:
             "  -o postbus_webhook_events=received,active,removed\n"
             "  -o postbus_webhook_secret=$crm_secret\n"
         )
-        system = MailSystem(tmp_path, {"crm_secret": "horse-battery"}, master_cf=master).start()
+        system = MailSystem(tmp_path, {"crm_secret": "horse-battery", **EVERY_KIND},
+                            master_cf=master).start()
         try:
             assert "crm" in system.children
             qid = system.send("alice@client.test", ["bob@postbus.test"], MESSAGE)

@@ -4,8 +4,8 @@ Each master.cf line whose command is ``webhooks`` is one endpoint; its
 service name names the webhook (its durable consumer ``webhook-<name>``, its
 dead-letter subject ``postbus.webhook.dead.<name>``, the ``webhook`` label of
 its metrics), so it must be a plain word. Everything is checked at start:
-a bad URL, an unknown event kind, a missing secret stop the role with the
-parameter's name.
+a bad URL, an unknown event kind or one postbus_events_record leaves out, a
+missing secret stop the role with the parameter's name.
 """
 
 from __future__ import annotations
@@ -63,6 +63,10 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown event kind {unknown[0]!r}; known: "
                               f"{', '.join(events.KINDS)}", parameter=EVENTS)
+        unrecorded = [kind for kind in kinds if kind not in cfg.list(events.RECORD)]
+        if url and unrecorded:  # it would wait for events that never come
+            raise ConfigError(f"event kind {unrecorded[0]!r} is not recorded: add it to "
+                              f"{events.RECORD} too", parameter=EVENTS)
         keys = _keys(cfg) if url else ()
         return cls(
             name=name, url=url, kinds=frozenset(kinds), keys=keys,

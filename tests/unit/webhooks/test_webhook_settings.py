@@ -31,7 +31,7 @@ def test_defaults_and_overrides() -> None:
     assert [got.backoff(n) for n in (1, 2, 3, 10, 11, 12, 40)] == [
         5, 10, 20, 2560, 3600, 3600, 3600]
     cfg = Config.from_text(
-        "hook_secret = whsec_c2VjcmV0\n",
+        "hook_secret = whsec_c2VjcmV0\npostbus_events_record = delivered, active\n",
         MASTER + "  -o postbus_webhook_url=http://user:pw@[::1]:8080/x\n"
                  "  -o postbus_webhook_events=delivered,active\n"
                  "  -o postbus_webhook_secret=$hook_secret\n",
@@ -54,6 +54,10 @@ def test_no_url_needs_no_secret() -> None:
     ("postbus_webhook_url = https://h/\npostbus_webhook_secret = s\n"
      "postbus_webhook_events = delivered, exploded\n",
      "parameter postbus_webhook_events: unknown event kind 'exploded'; known: received, active,"),
+    ("postbus_webhook_url = https://h/\npostbus_webhook_secret = s\n"
+     "postbus_webhook_events = delivered, removed\n",
+     "parameter postbus_webhook_events: event kind 'removed' is not recorded: add it to"
+     " postbus_events_record too"),
     ("postbus_webhook_url = https://h/\n",
      "parameter postbus_webhook_secret: postbus_webhook_url is set, but no secret to sign with"),
     ("postbus_webhook_url = https://h/\npostbus_webhook_secret = whsec_%%%\n",
