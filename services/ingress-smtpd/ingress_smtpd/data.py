@@ -44,7 +44,7 @@ async def do_data(session: Session, arg: str) -> bool:
     if arg:
         await session.reply(r.DATA_SYNTAX)
         return False
-    reject = await session.server.policy.check_data(session._check_state())
+    reject = await session.server.policy.check_data(session.check_state())
     if reject is None and (milters := milter.active(session)) is not None:
         reject = milter.check(session, await milters.data())
     if reject is None:
@@ -70,7 +70,7 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
     then ``reply`` (formatted with queue_id and size)."""
     assert session.sender is not None and session.mail is not None
     s, server = session.s, session.server
-    state = session._check_state()
+    state = session.check_state()
     memory = session.check_memory
     memory.queue_id = memory.queue_id or new_queue_id(s.long_queue_ids)
     state.queue_id, state.size = memory.queue_id, size or len(content)

@@ -26,6 +26,7 @@ from ingress_smtpd.auth import AuthSettings
 from ingress_smtpd.connection import Connection
 from ingress_smtpd.etrn import FlushRequest, flush_over_bus
 from ingress_smtpd.limits import ClientLimits
+from ingress_smtpd.protocol import run
 from ingress_smtpd.proxy import HeaderOnly, families, proxy_protocol, read_endpoints
 from ingress_smtpd.proxy_filter import ProxySettings
 from ingress_smtpd.restrictions import Policy
@@ -249,7 +250,7 @@ class SmtpServer:
             if addr.startswith("::ffff:") and "." in addr:
                 addr = addr[7:]
             name = await self._peername(addr)
-            await Session(self, conn, name, addr, hangup=hangup).run()
+            await run(Session(self, conn, name, addr, hangup=hangup))
         except Exception:
             log.error("session with %s[%s] failed", "unknown", addr, exc_info=True)
             conn.close()
