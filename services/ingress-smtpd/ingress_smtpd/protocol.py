@@ -75,7 +75,9 @@ async def run(session: Session) -> None:
         if not await wrapper_mode(session) or not await session.limits.connect():
             return
         await discard_keywords(session)
-        denied = await session.server.policy.check_connect(session.check_state())
+        policy = session.server.policy
+        denied = None if policy.delay_reject else await policy.check_connect(
+            session.check_state())
         if denied is not None:  # instead of the greeting; every command but QUIT: 503
             session.access_denied = denied
             session.errors += 1
@@ -109,8 +111,9 @@ async def run(session: Session) -> None:
         _lost(session)
     finally:
         with contextlib.suppress(TimeoutError, ConnectionError, OSError):
-            async with asyncio.timeout(5):  # no task per session, as wait_for() makes
-                await conn.flush()
+            if conn.push():  # the client is not reading: give it 5 seconds
+                async with asyncio.timeout(5):  # no task per session, as wait_for() makes
+                    await conn.drain()
         drop_proxy(session)
         await session.limits.disconnect()  # before the close, as Postfix tells anvil
         if session.milters is not None:
