@@ -15,6 +15,7 @@ they fit in 70 columns, continuation lines indented with a TAB.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -103,6 +104,12 @@ def output_lines(header: str, size_limit: int) -> list[str]:
     return out
 
 
+#: A header value that is one plain address, bare or in angle brackets: what the
+#: tokenizer would give back as it is (atoms, dots, one @; no comment, quote or route).
+_PLAIN = re.compile(r"[ \t]*(?:<([\w!#$%&'*+/=?^`{|}~.-]+@[\w.-]+)>"
+                    r"|([\w!#$%&'*+/=?^`{|}~.-]+@[\w.-]+))[ \t]*", re.ASCII)
+
+
 class HeaderRewriter:
     """Rewrites the address headers of one context (local or remote)."""
 
@@ -120,6 +127,14 @@ class HeaderRewriter:
         ``header`` is the whole header, continuation lines joined with
         ``\\n``; ``mapping`` is off when address mappings are (receive_override_options)."""
         where = Classes.HDR_FROM if opts.sender else Classes.HDR_RCPT
+        if not (mapping and (self.canonical or self.masquerade.applies(where))):
+            # the usual header: one plain address that the context leaves alone
+            # needs no parse (the answer below would be None too)
+            plain = _PLAIN.fullmatch(header, len(opts.name) + 1)
+            if plain is not None:
+                text = plain.group(1) or plain.group(2)
+                if self.context.external(text) == text:
+                    return None
         tree = t.parse(header[len(opts.name) + 1 :], self.token_limit)
         changed = False
         addresses = t.addresses(tree)

@@ -124,7 +124,7 @@ async def do_bdat(session: Session, arg: str) -> bool:
         if not session.recipients:
             reply = r.NEED_RCPT if session.sender is None else r.NO_VALID_RECIPIENTS
             return await _skip(session, size, final, reply)
-        reject = await session.server.policy.check_data(session._check_state())
+        reject = await session.server.policy.check_data(session.check_state())
         if reject is None and (milters := milter.active(session)) is not None:
             reject = milter.check(session, await milters.data())
         if reject is not None:  # smtpd_data_restrictions, at the first chunk as in Postfix

@@ -4,7 +4,10 @@ Our own small reader instead of StreamReader because the protocol engine
 must know whether more input is already buffered (replies are flushed
 only when it is not: RFC 2920 pipelining costs one write per batch), must
 split over-long lines at a byte limit instead of failing, and must find
-the end of DATA in bulk.  One timer per wait enforces smtpd_timeout.
+the end of DATA in bulk.  smtpd_timeout is a deadline per wait, kept by one
+timer per connection that is moved only when it fires early (a wait that
+starts re-arms nothing while a timer is due no later than its deadline):
+no timer to create and cancel for every command.
 Replies are flushed automatically before every wait for input, so a
 client is never left waiting for a reply that sits in our buffer.
 """
@@ -34,6 +37,9 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
         self.peer: tuple[str, int] = ("", 0)
+        self._timer: asyncio.TimerHandle | None = None  # armed for _timer_at
+        self._timer_at = 0.0
+        self._due = 0.0  # when the current wait times out (loop time)
         self.data_bytes = 0  # DATA bytes read so far, for "lost connection after DATA (N bytes)"
         self.tls = False
 
@@ -69,6 +75,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.eof = True
+        self._stop_timer()
         self._wake()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
@@ -99,13 +106,32 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         self._waiter = waiter
-        timer = loop.call_later(self.timeout if timeout is None else max(timeout, 0.0),
-                                _expire, waiter)
+        self._due = due = loop.time() + (self.timeout if timeout is None else max(timeout, 0.0))
+        if self._timer is None or self._timer_at > due:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = loop.call_at(due, self._expire), due
         try:
             await waiter
         finally:
-            timer.cancel()
             self._waiter = None
+
+    def _expire(self) -> None:
+        """The timer is due: the wait it was armed for times out; a later wait moves it."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return  # not waiting: the next wait arms it again
+        if self._due <= self._timer_at:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._timer = asyncio.get_running_loop().call_at(self._due, self._expire)
+            self._timer_at = self._due
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     async def wait_input(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for more input: False at EOF, TimeoutError after."""
@@ -243,14 +269,24 @@ class Connection(asyncio.Protocol):
     def write(self, line: str) -> None:
         self.out.append(line.encode("utf-8", "surrogateescape") + b"\r\n")
 
-    async def flush(self) -> None:
+    def push(self) -> bool:
+        """Hand the pending replies to the transport; True when the transport is
+        full and :meth:`drain` must be awaited (the client is not reading)."""
         if not self.out or self.transport is None:
-            return
+            return False
         data = b"".join(self.out)
         self.out.clear()
         if self.transport.is_closing():
-            return
+            return False
         self.transport.write(data)
+        return self._write_paused
+
+    async def flush(self) -> None:
+        if self.push():
+            await self.drain()
+
+    async def drain(self) -> None:
+        """Wait until the transport takes more (TimeoutError after smtpd_timeout)."""
         if self._write_paused:
             loop = asyncio.get_running_loop()
             self._drained = loop.create_future()
@@ -262,6 +298,7 @@ class Connection(asyncio.Protocol):
                 self._drained = None
 
     def close(self) -> None:
+        self._stop_timer()
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 

@@ -44,7 +44,8 @@ async def do_data(session: Session, arg: str) -> bool:
     if arg:
         await session.reply(r.DATA_SYNTAX)
         return False
-    reject = await session.server.policy.check_data(session._check_state())
+    policy = session.server.policy
+    reject = await policy.check_data(session.check_state()) if policy.data else None
     if reject is None and (milters := milter.active(session)) is not None:
         reject = milter.check(session, await milters.data())
     if reject is None:
@@ -70,10 +71,12 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
     then ``reply`` (formatted with queue_id and size)."""
     assert session.sender is not None and session.mail is not None
     s, server = session.s, session.server
-    state = session._check_state()
+    # the restrictions' view only when smtpd_end_of_data_restrictions has a use for it
+    state = session.check_state() if server.policy.eod else None
     memory = session.check_memory
     memory.queue_id = memory.queue_id or new_queue_id(s.long_queue_ids)
-    state.queue_id, state.size = memory.queue_id, size or len(content)
+    if state is not None:
+        state.queue_id, state.size = memory.queue_id, size or len(content)
     if memory.prepend:  # PREPEND: after our Received:, before the client's headers
         content = "".join(h + "\r\n" for h in memory.prepend).encode(
             "utf-8", "surrogateescape") + content
@@ -120,12 +123,12 @@ async def queue_message(session: Session, content: bytes, reply: str, size: int 
         session.errors = session.junk = 0
         return True
     # smtpd_end_of_data_restrictions: after cleanup took the message, before 250
-    reject = await server.policy.check_eod(state)
+    reject = await server.policy.check_eod(state) if state is not None else None
     if reject is not None:
         await session.reply(reject)
         return False
     if memory.discard:  # DISCARD: claim success, keep nothing
-        session.conn.write(reply.format(queue_id=state.queue_id, size=size))
+        session.conn.write(reply.format(queue_id=memory.queue_id, size=size))
         session.errors = session.junk = 0
         return True
     entry = message.entry()

@@ -50,7 +50,7 @@ async def do_helo(session: Session, arg: str, esmtp: bool = False) -> bool:
     # (≈ printable()) so the queue entry stays valid UTF-8.
     helo = _SURROGATES.sub("?", " ".join(arg.split()))
     if not session.server.policy.delay_reject:  # smtpd_delay_reject = no: check now
-        state = session._check_state()
+        state = session.check_state()
         state.helo = helo
         reject = await session.server.policy.check_helo(state)
         if reject is not None:

@@ -70,11 +70,11 @@ async def do_etrn(session: Session, arg: str) -> bool:
     if site is None:
         await session.reply(r.ETRN_BAD_DOMAIN)
         return False
-    state = session._check_state()
+    state = session.check_state()
     state.etrn = site
     reject = await session.server.policy.check_etrn(state)
     if reject is not None:
-        session._log_reject("ETRN", reject)
+        session.log_reject("ETRN", reject)
         await session.reply(reject)
         return False
     status = await _flush_site(session, site)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from postbus.cleanup.milter_edit import MessageEdit, verdict
 from postbus.maps.table import TableRetry
 from postbus.milter import Milters
+from postbus.queue.ids import new_queue_id
 from postbus.smtp.address import quote_local
 
 if TYPE_CHECKING:
@@ -44,6 +45,35 @@ async def route(session: Session, address: str) -> tuple[str, str, str] | None:
     except TableRetry:
         return None
     return reply.recipient, reply.nexthop, reply.transport
+
+
+async def connect(session: Session) -> str | None:
+    """The milters' connect event: a reject is the greeting (≈ smtpd_proto())."""
+    err = check(session, await session.milters.connect(  # type: ignore[union-attr]
+        session.client_name, session.client_addr, session.conn.peer[1]))
+    if err is not None and err[0] == "5":
+        session.errors += 1
+        return f"554 {session.s.myhostname} ESMTP not accepting connections"
+    if err is not None and err.startswith("421"):
+        session.access_denied = "421"
+        return f"421 {session.s.myhostname} Service unavailable - try again later"
+    return None
+
+
+async def rcpt(session: Session, address: str, arg: str, reject: str | None) -> str | None:
+    """The milters' RCPT event; a rejected recipient only to those asking for it.
+    Returns the restrictions' ``reject``, or ``milter:`` and a milter's reply."""
+    assert session.milters is not None
+    session.milter_rcpt = (address, reject)
+    session.milter_routes[1] = await route(session, address) if reject is None else None
+    err = await session.milters.rcpt(args(arg, "to:"), rejected=reject is not None)
+    err = check(session, err) if reject is None else None
+    session.milter_rcpt = (address, None)
+    if err is None and reject is None and not session.check_memory.queue_id:
+        # Postfix opens the queue file (and so has the {i} macro) after the first
+        # recipient the milters accepted
+        session.check_memory.queue_id = new_queue_id(session.s.long_queue_ids)
+    return reject if err is None else "milter:" + err
 
 
 def active(session: Session) -> Milters | None:

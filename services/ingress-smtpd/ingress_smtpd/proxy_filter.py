@@ -303,7 +303,7 @@ async def proxy_message(session: Session, top: bytes, content: bytes) -> bool:
     (``top``) and the content to the filter; its reply is the client's."""
     proxy = session.proxy
     assert proxy is not None
-    reject = await session.server.policy.check_eod(session._check_state())
+    reject = await session.server.policy.check_eod(session.check_state())
     if reject is not None:
         await session.reply(reject)
         return False

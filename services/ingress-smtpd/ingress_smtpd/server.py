@@ -26,6 +26,7 @@ from ingress_smtpd.auth import AuthSettings
 from ingress_smtpd.connection import Connection
 from ingress_smtpd.etrn import FlushRequest, flush_over_bus
 from ingress_smtpd.limits import ClientLimits
+from ingress_smtpd.protocol import run
 from ingress_smtpd.proxy import HeaderOnly, families, proxy_protocol, read_endpoints
 from ingress_smtpd.proxy_filter import ProxySettings
 from ingress_smtpd.restrictions import Policy
@@ -152,6 +153,8 @@ class SmtpServer:
         self.listener = listener
         self.accepted = metrics.smtpd_messages_accepted.labels(listener)
         self.sizes = metrics.smtpd_message_size.labels(listener)
+        self.connections = metrics.smtpd_connections.labels(listener)
+        self.active = metrics.smtpd_active_connections.labels(listener)
         self.sessions: set[asyncio.Task[None]] = set()
         self.servers: list[asyncio.AbstractServer] = []
 
@@ -176,6 +179,7 @@ class SmtpServer:
             self.anvil.unit_ms = int(cfg.time("anvil_rate_time_unit") * 1000)
         self.limits = ClientLimits(cfg, self.anvil)
         self._rewrite = cfg.list("local_header_rewrite_clients")
+        self._interfaces = cfg.list("inet_interfaces")
 
     def _keep_sasl_backend(self, settings: Settings) -> None:
         """A reload keeps the SASL backend (and its Dovecot connection) when it is the
@@ -234,8 +238,8 @@ class SmtpServer:
         task.add_done_callback(self.sessions.discard)
 
     async def _session(self, conn: Connection) -> None:
-        metrics.smtpd_connections.labels(self.listener).inc()
-        active = metrics.smtpd_active_connections.labels(self.listener)
+        self.connections.inc()
+        active = self.active
         active.inc()
         addr = conn.peer[0]
         try:
@@ -249,7 +253,7 @@ class SmtpServer:
             if addr.startswith("::ffff:") and "." in addr:
                 addr = addr[7:]
             name = await self._peername(addr)
-            await Session(self, conn, name, addr, hangup=hangup).run()
+            await run(Session(self, conn, name, addr, hangup=hangup))
         except Exception:
             log.error("session with %s[%s] failed", "unknown", addr, exc_info=True)
             conn.close()
@@ -292,7 +296,7 @@ class SmtpServer:
         ip = parse_ip(addr)
         if ip is None:
             return False
-        words = self.cfg.list("inet_interfaces")
+        words = self._interfaces
         if ip.is_loopback and ("all" in words or "loopback-only" in words):
             return True
         return addr in words or f"[{addr}]" in words

@@ -177,6 +177,23 @@ async def test_idle_client_times_out(smtpd: StartSmtpd, caplog: pytest.LogCaptur
     assert "timeout after EHLO from unknown[127.0.0.1]" in [m.getMessage() for m in caplog.records]
 
 
+async def test_the_timeout_counts_from_the_last_command(
+        smtpd: StartSmtpd, caplog: pytest.LogCaptureFixture) -> None:
+    """smtpd_timeout bounds each wait for input, not the session: one timer per
+    connection is moved on as commands come (a slow but live client stays)."""
+    caplog.set_level(logging.INFO, "postbus.smtpd")
+    run = await smtpd(smtpd_timeout="1s")
+    c = await run.client()
+    loop = asyncio.get_running_loop()
+    for _ in range(4):  # 2.4 s in all, never 1 s idle
+        await asyncio.sleep(0.6)
+        assert await c.cmd("NOOP") == "250 2.0.0 Ok"
+    last = loop.time()
+    assert await c.reply(timeout=5) == "421 4.4.2 mx.postbus.test Error: timeout exceeded"
+    assert loop.time() - last >= 0.9  # a deadline from the last command, not the first
+    assert "timeout after NOOP from unknown[127.0.0.1]" in [m.getMessage() for m in caplog.records]
+
+
 async def test_binary_junk_gets_replies_not_tracebacks(smtpd: StartSmtpd) -> None:
     run = await smtpd()
     c = await run.client()
