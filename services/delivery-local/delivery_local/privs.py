@@ -9,8 +9,8 @@ kernel drops that thread's file capabilities while its fsuid is not 0, so
 every permission check applies) and switches back before the thread takes
 other work. A switch that did not take effect refuses the delivery; a switch
 back that fails ends the process (the job is redelivered), so no thread ever
-runs with someone else's identity by mistake. Supplementary groups are cleared once
-for the whole process, so root's groups never lend access.
+runs with someone else's identity by mistake. Supplementary groups are
+cleared once for the whole process, so root's groups never lend access.
 
 The delivery threads are a plain queue and a fixed set of threads rather
 than a ThreadPoolExecutor: one hop there and back per file operation, with
@@ -160,9 +160,9 @@ def _serve() -> None:
 
 
 def _start() -> None:
-    # Daemon threads: at exit nothing waits on them (a graceful stop has drained them
-    # before); a write cut short leaves at most a file in tmp/, never one in new/ unsynced
-    # that was reported.
+    # Daemon threads: nothing joins them at exit. A delivery cut short there was not
+    # reported, so its job is handed out again, as after a crash (a ThreadPoolExecutor
+    # would finish the write at exit, and not report it either).
     for index in range(WORKERS):
         thread = threading.Thread(target=_serve, name=f"delivery_{index}", daemon=True)
         thread.start()
