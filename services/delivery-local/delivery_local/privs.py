@@ -3,7 +3,7 @@
 Postfix's local(8) and virtual(8) run as root and switch their effective
 uid/gid to the recipient's around each file operation. The Postbus agent is
 one asyncio process with many deliveries under way, so it never switches the
-process: every file operation runs in a worker thread that switches its own
+process: every file operation runs in a delivery thread that switches its own
 file-system identity with Linux's per-thread setfsuid()/setfsgid() (the
 kernel drops that thread's file capabilities while its fsuid is not 0, so
 every permission check applies) and switches back before the thread takes
@@ -12,6 +12,10 @@ back that fails ends the process (the job is redelivered), so no thread ever
 runs with someone else's identity by mistake. Supplementary groups are
 cleared once for the whole process, so root's groups never lend access.
 
+The delivery threads are a plain queue and a fixed set of threads rather
+than a ThreadPoolExecutor: one hop there and back per file operation, with
+no concurrent.futures Future and its locks in between.
+
 When the agent is not root (containers run every role as one unprivileged
 user) it delivers as itself and nothing is switched.
 """
@@ -19,16 +23,18 @@ user) it delivers as itself and nothing is switched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import functools
 import logging
 import os
 import pwd
+import queue
 import stat
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from postbus.config.loader import Config
 
@@ -125,13 +131,52 @@ def _call(rights: Rights, fn: Callable[..., T], args: tuple[object, ...]) -> T:
         _restore()
 
 
-_executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="delivery")
+_Work = tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Rights, Callable[..., Any],
+              tuple[object, ...]]
+_work: queue.SimpleQueue[_Work] = queue.SimpleQueue()
+_threads: list[threading.Thread] = []
+
+
+def _settle(fut: asyncio.Future[Any], failed: bool, value: Any) -> None:
+    if fut.done():  # the delivery was cancelled meanwhile (the service stops)
+        return
+    if failed:
+        fut.set_exception(value)
+    else:
+        fut.set_result(value)
+
+
+def _serve() -> None:
+    """A delivery thread: take work, run it, hand the result back to its loop."""
+    while True:
+        loop, fut, rights, fn, args = _work.get()
+        try:
+            value, failed = _call(rights, fn, args), False
+        except BaseException as exc:  # handed to the awaiting coroutine
+            value, failed = exc, True
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(_settle, fut, failed, value)
+        del loop, fut, fn, args, value
+
+
+def _start() -> None:
+    # Daemon threads: nothing joins them at exit. A delivery cut short there was not
+    # reported, so its job is handed out again, as after a crash (a ThreadPoolExecutor
+    # would finish the write at exit, and not report it either).
+    for index in range(WORKERS):
+        thread = threading.Thread(target=_serve, name=f"delivery_{index}", daemon=True)
+        thread.start()
+        _threads.append(thread)
 
 
 async def run_as(rights: Rights, fn: Callable[..., T], *args: object) -> T:
     """``fn(*args)`` in a delivery thread with ``rights`` (raises PrivilegeError)."""
+    if not _threads:
+        _start()
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor, _call, rights, fn, args)
+    fut: asyncio.Future[T] = loop.create_future()
+    _work.put((loop, fut, rights, fn, args))
+    return await fut
 
 
 # -- who --------------------------------------------------------------------------------------

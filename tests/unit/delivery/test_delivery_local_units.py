@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -93,6 +95,22 @@ def test_a_switch_that_does_not_take_effect_refuses_the_delivery(monkeypatch) ->
     with pytest.raises(PrivilegeError, match=r"^cannot switch to UID/GID=2/2$"):
         privs._call(Rights(2, 2), ran.append, ("wrote",))
     assert ran == []
+
+
+async def test_delivery_threads_return_results_and_errors_and_outlive_a_cancel() -> None:
+    """run_as hands the work to a delivery thread and back: the value, or the exception it
+    raised; a caller cancelled meanwhile (the service stops) does not stop the threads."""
+    assert await privs.run_as(privs.AGENT, threading.current_thread) is not threading.main_thread()
+    with pytest.raises(FileNotFoundError):
+        await privs.run_as(privs.AGENT, os.stat, "/nonexistent/x")
+    release = threading.Event()
+    waiting = asyncio.ensure_future(privs.run_as(privs.AGENT, release.wait, 30))
+    await asyncio.sleep(0)  # the work is queued
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    release.set()
+    assert await privs.run_as(privs.AGENT, sum, (1, 2)) == 3
 
 
 def test_file_helpers_refuse_links_and_hard_links(tmp_path: Path) -> None:
