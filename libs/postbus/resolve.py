@@ -39,6 +39,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import logging
+import re
 from dataclasses import dataclass
 
 from postbus.config.loader import Config
@@ -230,10 +231,19 @@ class Resolver:
                     address, len(address) + 100)
         raise TableRetry(f"resolve_addr: <{address}>: giving up")
 
+    async def _strip(self, address: str) -> tuple[str, bool]:
+        """The address after :meth:`_strip_local`, internal form, and whether it is
+        remote. A plain ``local@domain`` (dot-atoms, no routing operator) leaves the
+        loop as it came, remote unless its domain is local: that is known without
+        tokenizing it (most mail)."""
+        if _PLAIN.fullmatch(address):
+            return address, not await self.is_local(address[address.rfind("@") + 1 :])
+        tokens, remote = await self._strip_local(address)
+        return internalize(tokens), remote
+
     async def resolve(self, address: str, sender: str = "") -> ResolveReply:
         """Resolve one address for mail from ``sender`` (≈ resolve_addr())."""
-        tokens, remote = await self._strip_local(address)
-        recipient = internalize(tokens)
+        recipient, remote = await self._strip(address)
         domain = recipient[recipient.rfind("@") + 1 :]
         if self.numeric_domain and _is_ip(domain):  # resolve_numeric_domain: user@[1.2.3.4]
             domain = f"[{domain}]"
@@ -304,6 +314,12 @@ async def _matches(domains: DomainList, param: str, domain: str) -> bool:
         return await domains.matches(domain)
     except TableRetry as exc:
         raise TableRetry(f"{param} lookup failure: {exc}") from exc
+
+
+#: local@domain where neither side can hold a routing operator, a quote or a
+#: comment: atext without ``!`` and ``%`` in dot-atoms; a domain of labels.
+_PLAIN = re.compile(r"[A-Za-z0-9#$&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9#$&'*+/=?^_`{|}~-]+)*"
+                    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 
 
 def _is_ip(text: str) -> bool:

@@ -235,3 +235,22 @@ async def test_find_quotes_and_knows_local_domains(resolver: Resolver) -> None:
     assert (await resolver.find(maps, "a b@postbus.test")) == Found("quoted")
     assert (await resolver.find(maps, "c@mx.postbus.test")) == Found("bare")
     assert await resolver.find(maps, "c@example.com") is None
+
+
+PLAIN = ["user@postbus.test", "User@PostBus.Test", "a.b+ext@mx.postbus.test", "x@example.com",
+         "o'neil#1~{x}@relay.example", "a-b_c=d?e^f`g|h@sub.mbox.example", "1@2.3",
+         "user@alias.example", "slow@postbus.test", "u@localhost", "u@127.0.0.1", "u@-"]
+NOT_PLAIN = ["user", "@postbus.test", "user%example.com@postbus.test", "a!b@postbus.test",
+             "user@example.com.", "user@[127.0.0.1]", '"a b"@example.com', "a..b@example.com",
+             ".a@example.com", "user@", "user@x@example.com", "a b@example.com"]
+
+
+@pytest.mark.parametrize("address", PLAIN + NOT_PLAIN)
+async def test_a_plain_address_skips_the_loop_with_its_result(
+        resolver: Resolver, address: str) -> None:
+    """The short path for plain addresses (no tokens) gives what the loop gives."""
+    from postbus import resolve
+
+    assert bool(resolve._PLAIN.fullmatch(address)) == (address in PLAIN)
+    tokens, remote = await resolver._strip_local(address)
+    assert await resolver._strip(address) == (internalize(tokens), remote)

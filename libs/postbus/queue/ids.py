@@ -14,8 +14,14 @@ in base 52, the letter ``z``, then the "inode" part in base 51, e.g.
 
 from __future__ import annotations
 
-import secrets
+import os
+import random
 import time
+
+# The random part needs to be unlikely to repeat, not unpredictable: a seeded
+# generator, not a system call per ID (secrets); seeded again in a forked child.
+_random = random.Random(os.urandom(16))
+os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(16)))
 
 _BASE52 = "0123456789BCDFGHJKLMNPQRSTVWXYbcdfghjklmnpqrstvwxy"
 _B52 = _BASE52 + "AE"  # Postfix's 52 characters; "z" is never used in them
@@ -35,14 +41,14 @@ def short_queue_id(now: float | None = None) -> str:
     """``4F2A1C7D3E``: 5 hex digits of microseconds + 5-6 hex random digits."""
     t = time.time() if now is None else now
     usec = int((t % 1) * 1_000_000)
-    return f"{usec:05X}{secrets.randbits(24):06X}"
+    return f"{usec:05X}{_random.getrandbits(24):06X}"
 
 
 def long_queue_id(now: float | None = None) -> str:
     t = time.time() if now is None else now
     sec, usec = int(t), int((t % 1) * 1_000_000)
     return _encode(sec, _B52, 6) + _encode(usec, _B52, 4) + "z" + _encode(
-        secrets.randbits(32), _B51
+        _random.getrandbits(32), _B51
     )
 
 
