@@ -260,11 +260,11 @@ async def consume(
 class _Puller:
     """Pull requests of one durable consumer, each message handed on as it arrives.
 
-    nats.py's ``fetch`` returns a batch only when it is full or its time is up
-    (a message could wait up to a second behind the others of its request),
-    and it spends a task, a timer and a UUID on every message. Here one
-    request is out at a time, for as many messages as there are free handler
-    slots; every message starts its handler at once (``start(msg, slot)``;
+    nats.py's ``fetch`` spends a task, a timer (``wait_for``) and a UUID on
+    every message it hands back, and a second request when the first found
+    nothing. Here one request is out at a time, for as many messages as there
+    are free handler slots; every message starts its handler at once
+    (``start(msg, slot)``;
     ``slot``: the current request asked for it, so it holds one of its slots).
     Messages come on their own subjects, a request's statuses on its reply
     subject. A request ends when it brought all it asked for, or JetStream
