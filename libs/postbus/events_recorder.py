@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 import time
 
@@ -78,6 +77,7 @@ class EventRecorder:
         if not self._prefix:
             self._prefix = self.nc.new_inbox() + "."
             await self.nc.subscribe(self._prefix + "*", cb=self._acked)
+        loop = asyncio.get_running_loop()
         last_check = time.monotonic()
         while True:
             self._wake.clear()  # what is recorded from here on wakes the wait below
@@ -87,9 +87,11 @@ class EventRecorder:
             if not self._queue and not self._sent:
                 self._idle.set()
             if not self._queue or len(self._sent) >= WINDOW:
-                wait = CHECK_EVERY if self._sent else None
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                # a timer rather than wait_for (a task per wait): a spurious wake is harmless
+                timer = loop.call_later(CHECK_EVERY, self._wake.set) if self._sent else None
+                await self._wake.wait()
+                if timer is not None:
+                    timer.cancel()
             now = time.monotonic()
             if now - last_check >= CHECK_EVERY:
                 last_check = now

@@ -36,7 +36,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
+import orjson
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import (
     ConnectionClosedError,
     ConnectionDrainingError,
@@ -45,7 +48,6 @@ from nats.errors import (
     OutboundBufferLimitError,
     StaleConnectionError,
 )
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError, ServiceUnavailableError
@@ -68,6 +70,7 @@ Handler = Callable[[Msg], Awaitable[None]]
 PoisonHook = Callable[[Msg], Awaitable[None]]
 
 FIRST_DELAY = 1.0  # seconds before the second delivery; doubles each time
+PULL_EXPIRES = 1.0  # seconds a pull request waits on the server for messages
 
 #: Failures that say nothing about the message: retried, never poison.
 TRANSIENT: tuple[type[Exception], ...] = (
@@ -180,27 +183,32 @@ async def consume(
         max_ack_pending=max_ack_pending or max(1000, concurrency * 4),
         filter_subject=subject,
     )
+    if not config.filter_subjects:  # as nats.py's pull_subscribe declares it
+        config.filter_subject = subject
+    config.name = config.durable_name = durable
 
-    async def subscribe() -> JetStreamContext.PullSubscription | None:
+    async def declare() -> bool:
+        """Bind to the durable consumer, creating it when it is missing."""
         while not ctx.stopping.is_set():
             try:
-                return await js.pull_subscribe(subject, durable=durable, stream=stream,
-                                               config=config)
+                try:
+                    await js.consumer_info(stream, durable)
+                except NotFoundError:
+                    await js.add_consumer(stream, config=config)
+                return True
             except Exception as exc:
                 log.warning("cannot subscribe %s: %s; retrying", durable, exc)
                 await asyncio.sleep(0.5)
-        return None
+        return False
 
-    sub = await subscribe()
-    if sub is None:
+    if not await declare():
         return
     policy = RetryPolicy(ctx, durable, on_poison)
     failures = 0
     slots = asyncio.Semaphore(concurrency)
     tasks: set[asyncio.Task[None]] = set()
-    ctx.ready = True
 
-    async def handle(msg: Msg) -> None:
+    async def handle(msg: Msg, slot: bool) -> None:
         try:
             if msg.metadata.num_delivered and msg.metadata.num_delivered > 1:
                 metrics.bus_redeliveries.labels(durable).inc()
@@ -208,38 +216,116 @@ async def consume(
         except Exception as exc:
             await policy.failed(msg, exc)
         finally:
-            slots.release()
+            if slot:
+                slots.release()
 
-    while not ctx.stopping.is_set():
-        await slots.acquire()
-        free = 1
-        while free < batch and not slots.locked():
+    def start(msg: Msg, slot: bool) -> None:
+        task = asyncio.create_task(handle(msg, slot))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    puller = _Puller(ctx.nc, stream, durable, start)
+    await puller.open()
+    ctx.ready = True
+    try:
+        while not ctx.stopping.is_set():
             await slots.acquire()
-            free += 1
-        try:
-            msgs = await sub.fetch(free, timeout=1.0)
-            failures = 0
-        except (NatsTimeout, TimeoutError):
-            msgs = []
-        except (ConnectionClosedError, Exception) as exc:
-            msgs = []
-            if not ctx.stopping.is_set():
-                log.debug("%s: fetch failed: %s", durable, exc)
+            free = 1
+            while free < batch and not slots.locked():
+                await slots.acquire()
+                free += 1
+            try:
+                taken, trouble = await puller.pull(free, PULL_EXPIRES)
+            except Exception as exc:  # closed, reconnecting, a full reconnect buffer
+                taken, trouble = 0, str(exc) or type(exc).__name__
+            for _ in range(free - taken):
+                slots.release()
+            if not trouble:
+                failures = 0
+            elif not ctx.stopping.is_set():
+                log.debug("%s: fetch failed: %s", durable, trouble)
                 await asyncio.sleep(0.2)
                 failures += 1
                 if failures % 5 == 0 and await _missing(js, stream, durable):
                     # a nats-server restart took the stream (memory) or consumer away
                     log.warning("warning: %s: consumer gone; declaring it again", durable)
                     await ensure_streams(js, ctx.cfg.int("postbus_stream_replicas"))
-                    sub = await subscribe() or sub
-        for _ in range(free - len(msgs)):
-            slots.release()
-        for msg in msgs:
-            task = asyncio.create_task(handle(msg))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+                    await declare()
+    finally:
+        await puller.close()
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Puller:
+    """Pull requests of one durable consumer, each message handed on as it arrives.
+
+    nats.py's ``fetch`` spends a task, a timer (``wait_for``) and a UUID on
+    every message it hands back, and a second request when the first found
+    nothing. Here one request is out at a time, for as many messages as there
+    are free handler slots; every message starts its handler at once
+    (``start(msg, slot)``;
+    ``slot``: the current request asked for it, so it holds one of its slots).
+    Messages come on their own subjects, a request's statuses on its reply
+    subject. A request ends when it brought all it asked for, or JetStream
+    ends it with a status (408: it expired; 409: the consumer went away or
+    changed leader), or it is lost (a reconnect): then it is given up after
+    its expiry and a second more.
+    """
+
+    def __init__(self, nc: NATS, stream: str, durable: str,
+                 start: Callable[[Msg, bool], None]) -> None:
+        self.nc = nc
+        self.api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self.inbox = nc.new_inbox()
+        self.start = start
+        self.sub: Subscription | None = None
+        self.seq = 0
+        self.current = ""  # the reply subject of the request out, if any
+        self.wanted = 0  # messages the current request may still bring
+        self.ended = asyncio.Event()
+        self.trouble = ""
+
+    async def open(self) -> None:
+        self.sub = await self.nc.subscribe(self.inbox + ".*", cb=self._arrived)
+
+    async def close(self) -> None:
+        if self.sub is not None:
+            with contextlib.suppress(Exception):
+                await self.sub.unsubscribe()
+
+    async def pull(self, count: int, expires: float) -> tuple[int, str]:
+        """Ask for up to ``count`` messages; returns how many came (each holding a
+        slot) and what went wrong, if anything ('' when nothing did)."""
+        self.seq += 1
+        self.current = f"{self.inbox}.{self.seq}"
+        self.wanted, self.trouble = count, ""
+        self.ended.clear()
+        request = orjson.dumps({"batch": count, "expires": int(expires * 1e9)})
+        try:
+            await self.nc.publish(self.api, request, reply=self.current)
+            try:
+                await asyncio.wait_for(self.ended.wait(), expires + 1.0)
+            except TimeoutError:
+                self.trouble = "no answer to a pull request"
+        finally:
+            self.current = ""
+        return count - self.wanted, self.trouble
+
+    async def _arrived(self, msg: Msg) -> None:
+        headers = msg.headers
+        status = None if msg.reply or not headers else headers.get("Status")
+        if status is None or headers is None:  # a message of the stream (its own subject)
+            slot = bool(self.current) and self.wanted > 0
+            if slot:
+                self.wanted -= 1
+                if self.wanted == 0:
+                    self.ended.set()
+            self.start(msg, slot)
+        elif msg.subject == self.current and status != "100":  # not an idle heartbeat
+            if status not in ("404", "408"):  # 409: the consumer went away, or its leader
+                self.trouble = f"{status} {headers.get('Description', '')}".strip()
+            self.ended.set()
 
 
 async def _missing(js: JetStreamContext, stream: str, durable: str) -> bool:

@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
 from postbus.bus import subjects as s
+from postbus.bus.requests import Requests
 from postbus.queue import gauges
 from postbus.queue.entry import CodecError, QueueEntry
 from postbus.queue.ids import new_queue_id
@@ -59,6 +60,7 @@ class QueueFile:
         self._queues: dict[tuple[str, int], str] = {}
         self._last: dict[str, str] = {}
         self.chunk_size = max(64 * 1024, nc.max_payload - CHUNK_HEADROOM)
+        self.requests = Requests(nc)
 
     # -- new mail -------------------------------------------------------------
 
@@ -124,7 +126,7 @@ class QueueFile:
         """Publish on a subject that must not exist yet (QueueConflict if it does)."""
         headers = {"Nats-Expected-Last-Subject-Sequence": "0", **(extra or {})}
         try:
-            await self.js.publish(subject, data, stream=s.QUEUE_STREAM, headers=headers)
+            await self.requests.js_publish(subject, data, s.QUEUE_STREAM, headers)
         except APIError as exc:
             if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise QueueConflict(subject) from exc
@@ -195,11 +197,11 @@ class QueueFile:
         if was is None:
             was = await self._queue_at(entry.queue_id, revision)
         try:
-            ack = await self.js.publish(
+            ack = await self.requests.js_publish(
                 s.entry_subject(entry.queue_id),
                 entry.encode(),
-                stream=s.QUEUE_STREAM,
-                headers={"Nats-Expected-Last-Subject-Sequence": str(revision)},
+                s.QUEUE_STREAM,
+                {"Nats-Expected-Last-Subject-Sequence": str(revision)},
             )
         except APIError as exc:
             if exc.err_code in WRONG_LAST_SEQUENCE:
@@ -261,9 +263,9 @@ class QueueFile:
         attempt: active, or on hold when postsuper -h came meanwhile)."""
         last = self._last.pop(queue_id, None)
         was = last if was is None else was
-        reply = await self.nc.request(
+        reply = await self.requests.request(
             f"$JS.API.STREAM.PURGE.{s.QUEUE_STREAM}",
-            orjson.dumps({"filter": s.message_filter(queue_id)}), timeout=PURGE_TIMEOUT,
+            orjson.dumps({"filter": s.message_filter(queue_id)}), PURGE_TIMEOUT,
         )
         answer = orjson.loads(reply.data)
         if "error" in answer:

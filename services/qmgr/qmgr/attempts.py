@@ -135,7 +135,7 @@ class Attempts:
             except QueueConflict:
                 await msg.nak(delay=self.scheduler.lease)  # another qmgr got there first
                 return
-        await self.ctx.work.event("active", entry.queue_id, attempt=entry.attempts)
+        self.ctx.work.record(events.Active(queue_id=entry.queue_id, attempt=entry.attempts))
         for rcpt in settled:  # by the qmgr itself (error:, discard:, retry:), after active
             self.ctx.work.record(events.for_recipient(entry, rcpt))
         jobs = self.scheduler.jobs(entry, token, recheck=recheck)

@@ -33,6 +33,10 @@ from qmgr.defer import backoff
 
 log = logging.getLogger("postbus.qmgr")
 
+#: The counters of removals by reason (labels() costs more than the count, per message).
+REMOVED = {reason: metrics.qmgr_messages_removed.labels(reason)
+           for reason in ("delivered", "bounced")}
+
 
 class Recorder:
     def __init__(self, ctx: ServiceContext) -> None:
@@ -131,5 +135,5 @@ class Recorder:
         await self.ctx.queue.remove(queue_id)
         log.info("%s: removed", queue_id)
         reason = "delivered" if delivered else "bounced"
-        metrics.qmgr_messages_removed.labels(reason).inc()
-        await self.ctx.work.event("removed", queue_id, reason=reason)
+        REMOVED[reason].inc()
+        self.ctx.work.record(events.Removed(queue_id=queue_id, reason=reason))
