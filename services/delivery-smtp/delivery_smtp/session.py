@@ -10,9 +10,15 @@ of the two is spoken. Broken conversations raise only :class:`Lost` and
 :class:`TimedOut`; every reply is a :class:`~postbus.delivery.Reply`,
 never an exception.
 
-Time limits are ``asyncio.timeout()`` blocks around the rare waits; a
-reply that has already arrived (the usual case for all but the first
-reply to a pipelined group) is taken without any waiting machinery.
+A reply that has already arrived (the usual case for all but the first
+reply to a pipelined group) is taken without any waiting machinery. A
+reply waited for has its time limit kept by one lazy timer per session
+rather than an ``asyncio.timeout()`` per read (an event-loop timer made
+and cancelled several times per message): each wait only moves the
+session's deadline, and the timer, when it fires, either ends the wait
+that is past its deadline or sets itself again for the wait now running.
+The rare waits (a full send buffer, the TLS handshake) keep
+``asyncio.timeout()``.
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ class HandshakeFailed(Lost):
 # A line that long without an end, or a reply with that many lines, is not SMTP.
 _MAX_LINE = 64 * 1024
 _MAX_LINES = 1000
+# uvloop's clock and timers count milliseconds (a timer may fire half of one early)
+_CLOCK_TICK = 0.001
 
 
 def message_data(content: bytes, line_limit: int) -> tuple[bytes, bool]:
@@ -84,7 +92,7 @@ class _Wire(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.replies: deque[Reply] = deque()
-        self.waiter: asyncio.Future[None] | None = None
+        self.waiter: asyncio.Future[bool] | None = None  # True: replies came or it closed
         self.closed = False
         self._partial = b""
         self._reader = ReplyLines(_MAX_LINES)
@@ -149,7 +157,7 @@ class _Wire(asyncio.Protocol):
     def _wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            waiter.set_result(True)
 
     # -- writes -----------------------------------------------------------------------
 
@@ -181,6 +189,9 @@ class Chat:
         self.created = time.monotonic()
         self.reuse_count = 0
         self.broken = False  # not fit for reuse (lost, timed out, out of sync)
+        self._deadline = 0.0  # loop time by which the reply being waited for is late
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when that timer fires (never after the deadline)
 
     @classmethod
     async def over_socket(cls, target: Target, sock: socket.socket) -> Chat:
@@ -220,15 +231,40 @@ class Chat:
             if wire.closed:
                 self.broken = True
                 raise Lost()
-            waiter = wire.waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = wire.waiter = loop.create_future()
+            if timeout is not None:
+                self._arm(loop, loop.time() + timeout)
             try:
-                async with asyncio.timeout(timeout):
-                    await waiter
-            except TimeoutError as exc:
-                self.broken = True
-                raise TimedOut() from exc
+                came = await waiter
             finally:
                 wire.waiter = None
+            if not came:
+                self.broken = True
+                raise TimedOut()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Set the deadline of the wait about to start; the timer is made anew only
+        when none is pending or the pending one would fire after the deadline."""
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or self._timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer_at = deadline
+            self._timer = loop.call_at(deadline, self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The timer fired: end the wait that is late, or follow the wait now running."""
+        self._timer = None
+        waiter = self.wire.waiter
+        if waiter is None or waiter.done():
+            return  # not waiting: the next wait sets a timer again
+        if loop.time() + _CLOCK_TICK >= self._deadline:
+            waiter.set_result(False)
+        else:
+            self._timer_at = self._deadline
+            self._timer = loop.call_at(self._deadline, self._expire, loop)
 
     async def greeting(self, timeout: float | None) -> Reply:
         """The server's banner (read once, right after the connection is made)."""
@@ -299,6 +335,9 @@ class Chat:
         return got
 
     def close(self) -> None:
+        if self._timer is not None:  # a closed session is not kept alive by its timer
+            self._timer.cancel()
+            self._timer = None
         transport = self.wire.transport
         if transport is not None:
             with contextlib.suppress(Exception):
