@@ -32,7 +32,7 @@ from collections import deque
 from typing import cast
 
 from delivery_smtp.addr import Target
-from postbus.smtp.dotstuff import crlf, stuff
+from postbus.smtp.dotstuff import crlf_lines, stuff
 from postbus.smtp.reply import NotAReply, Reply, ReplyLines, ehlo_features
 
 
@@ -59,22 +59,18 @@ def message_data(content: bytes, line_limit: int) -> tuple[bytes, bool]:
     """Content as sent after DATA: CRLF line ends, long lines broken, dots doubled, then ``.``.
 
     The flag says whether a line was broken (Postfix logs that once)."""
-    body, folded = fold_lines(crlf(content), line_limit)
-    return stuff(body), folded
+    lines = crlf_lines(content)
+    folded = 0 < line_limit < max(map(len, lines))
+    return stuff(b"\r\n".join(fold_lines(lines, line_limit) if folded else lines)), folded
 
 
-def fold_lines(body: bytes, limit: int) -> tuple[bytes, bool]:
+def fold_lines(lines: list[bytes], limit: int) -> list[bytes]:
     """Lines longer than ``limit`` octets broken as Postfix's smtp client does (smtp_text_out()).
 
     The first ``limit`` octets end with CRLF, and each further piece is a
     line of a space and at most ``limit - 1`` octets, in headers and body
     alike. Only the first piece can start with a dot, so the dot that
-    stuffing adds to it is not counted, as in Postfix. ``limit`` 0: no limit."""
-    if limit <= 0 or len(body) <= limit:
-        return body, False
-    lines = body.split(b"\r\n")
-    if max(map(len, lines)) <= limit:
-        return body, False
+    stuffing adds to it is not counted, as in Postfix."""
     step = max(limit - 1, 1)
     out: list[bytes] = []
     for line in lines:
@@ -83,7 +79,7 @@ def fold_lines(body: bytes, limit: int) -> tuple[bytes, bool]:
             continue
         out.append(line[:limit])
         out += [b" " + line[i : i + step] for i in range(limit, len(line), step)]
-    return b"\r\n".join(out), True
+    return out
 
 
 class _Wire(asyncio.Protocol):
