@@ -105,13 +105,16 @@ class _Wire(asyncio.Protocol):
             return
         if self._partial:
             data = self._partial + data
-        start = 0
-        find = data.find
-        while (end := find(b"\n", start)) >= 0:
-            if not self._line(data[start:end]):
-                return
-            start = end + 1
-        self._partial = data[start:]
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        add, append = self._reader.add, self.replies.append
+        try:
+            for line in lines:
+                if (reply := add(line)) is not None:
+                    append(reply)
+        except NotAReply:
+            self._garbled()
+            return
         if len(self._partial) > _MAX_LINE:
             self._garbled()
             return
@@ -130,17 +133,6 @@ class _Wire(asyncio.Protocol):
         self._resume()
 
     # -- replies --------------------------------------------------------------------
-
-    def _line(self, line: bytes) -> bool:
-        """Add one reply line; False when it is not one (the connection is then dropped)."""
-        try:
-            reply = self._reader.add(line)
-        except NotAReply:
-            self._garbled()
-            return False
-        if reply is not None:
-            self.replies.append(reply)
-        return True
 
     def _garbled(self) -> None:
         """Not SMTP: keep the replies read so far, then behave as a lost connection."""
