@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 import ssl
 import time
@@ -223,6 +224,8 @@ class Chat:
             waiter = wire.waiter = loop.create_future()
             if timeout is not None:
                 self._arm(loop, loop.time() + timeout)
+            else:  # no limit: a timer left by an earlier wait must not end this one
+                self._deadline = math.inf
             try:
                 came = await waiter
             finally:

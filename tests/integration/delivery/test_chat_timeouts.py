@@ -118,3 +118,16 @@ def test_every_wait_keeps_its_own_limit(
         assert 0.49 <= time.monotonic() - started < 2.5
 
     _run(body, loop_factory)
+
+
+@LOOPS
+def test_a_wait_without_a_limit_outlives_the_timer_of_an_earlier_one(
+    loop_factory: Callable[[], asyncio.AbstractEventLoop],
+) -> None:
+    async def body(chat: Chat) -> None:
+        assert await chat.command(b"NOOP", timeout=0.2) == Reply(250, "2.0.0 NOOP")
+        got = await asyncio.wait_for(chat.command(b"WAIT", b"0.6", timeout=None), 10)
+        assert got == Reply(250, "2.0.0 WAIT 0.6")
+        assert not chat.broken
+
+    _run(body, loop_factory)
