@@ -127,9 +127,10 @@ _BLANKS = " \t"  # what separates SMTP words: only these, as Postfix's smtpd_tok
 _BLANK_RUN = re.compile("[ \t]+")
 _DOMAIN_JUNK = re.compile(r'["\\()<>\s]')
 _LOCAL_SPECIALS = frozenset('<>],;:" \t')
-_ATEXT = frozenset(
-    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
-)
+# RFC 5321's Dot-string (atoms of atext joined by single dots), UTF-8 allowed as Postfix's
+# 8BITCLEAN: a local part that needs no quoting
+_ATEXT = r"A-Za-z0-9!#$%&'*+\-/=?^_`{|}~\x80-\U0010ffff"
+_DOT_ATOM = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -281,16 +282,10 @@ def quote_local(address: str) -> str:
     local, at, domain = address.rpartition("@")
     if not at:
         local, domain = address, ""
-    if not local or _is_dot_atom(local):
+    if not local or _DOT_ATOM.fullmatch(local):
         return address
     quoted = '"' + local.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return f"{quoted}@{domain}" if at else quoted
-
-
-def _is_dot_atom(local: str) -> bool:
-    if local.startswith(".") or local.endswith(".") or ".." in local:
-        return False
-    return all(ch in _ATEXT or ch == "." or ord(ch) > 127 for ch in local)
 
 
 def _path_token(tokens: list[str], keyword: str) -> tuple[str, list[str]] | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["END", "crlf", "stuff", "unstuff"]
+__all__ = ["END", "crlf", "crlf_lines", "stuff", "unstuff"]
 
 #: The line that ends the data.
 END = b".\r\n"
@@ -32,14 +32,33 @@ def unstuff(raw: bytes) -> bytes:
 def crlf(content: bytes) -> bytes:
     """Content with CRLF line ends only and a CRLF after the last line.
 
-    Queued content already has CRLF line ends (cleanup writes them), so the
-    common case is two C-speed scans, not a regex pass."""
-    pairs = content.count(b"\r\n")
-    if content.count(b"\n") != pairs or content.count(b"\r") != pairs:
+    Queued content already has CRLF line ends (cleanup writes them): that is
+    checked without a regex pass and without copying (see :func:`crlf_lines`)."""
+    if _lone_ends(content.split(b"\r\n")):
         content = _LINE_ENDS.sub(b"\r\n", content)
     if content and not content.endswith(b"\r\n"):
         content += b"\r\n"
     return content
+
+
+def crlf_lines(content: bytes) -> list[bytes]:
+    """The lines of :func:`crlf`'s result without their CRLF, and an empty last item
+    (``b"\\r\\n".join()`` of them is that result)."""
+    lines = content.split(b"\r\n")
+    if _lone_ends(lines):
+        lines = _LINE_ENDS.split(content)
+    if lines[-1]:
+        lines.append(b"")
+    return lines
+
+
+def _lone_ends(lines: list[bytes]) -> bool:
+    """Whether a CR or LF is left once content is split at its CRLFs.
+
+    Two C-speed passes (a join, then memchr for each byte) cost less than
+    counting each kind of line end over the whole content."""
+    rest = b"".join(lines)
+    return b"\r" in rest or b"\n" in rest
 
 
 def stuff(body: bytes) -> bytes:

@@ -84,11 +84,14 @@ class ReplyLines:
         code = line[:3]
         if len(code) != 3 or not code.isdigit() or len(self.lines) >= self.max_lines:
             raise NotAReply(line[:80].decode("latin-1"))
-        self.lines.append(line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape"))
+        text = line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape")
         if line[3:4] == b"-":
+            self.lines.append(text)
             return None
-        text = "\n".join(self.lines)
-        self.lines = []
+        if self.lines:  # the last line of several
+            self.lines.append(text)
+            text = "\n".join(self.lines)
+            self.lines = []
         return Reply(int(code), text)
 
 

@@ -10,15 +10,22 @@ of the two is spoken. Broken conversations raise only :class:`Lost` and
 :class:`TimedOut`; every reply is a :class:`~postbus.delivery.Reply`,
 never an exception.
 
-Time limits are ``asyncio.timeout()`` blocks around the rare waits; a
-reply that has already arrived (the usual case for all but the first
-reply to a pipelined group) is taken without any waiting machinery.
+A reply that has already arrived (the usual case for all but the first
+reply to a pipelined group) is taken without any waiting machinery. A
+reply waited for has its time limit kept by one lazy timer per session
+rather than an ``asyncio.timeout()`` per read (an event-loop timer made
+and cancelled several times per message): each wait only moves the
+session's deadline, and the timer, when it fires, either ends the wait
+that is past its deadline or sets itself again for the wait now running.
+The rare waits (a full send buffer, the TLS handshake) keep
+``asyncio.timeout()``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 import ssl
 import time
@@ -26,7 +33,7 @@ from collections import deque
 from typing import cast
 
 from delivery_smtp.addr import Target
-from postbus.smtp.dotstuff import crlf, stuff
+from postbus.smtp.dotstuff import crlf_lines, stuff
 from postbus.smtp.reply import NotAReply, Reply, ReplyLines, ehlo_features
 
 
@@ -45,28 +52,26 @@ class HandshakeFailed(Lost):
 # A line that long without an end, or a reply with that many lines, is not SMTP.
 _MAX_LINE = 64 * 1024
 _MAX_LINES = 1000
+# uvloop's clock and timers count milliseconds (a timer may fire half of one early)
+_CLOCK_TICK = 0.001
 
 
 def message_data(content: bytes, line_limit: int) -> tuple[bytes, bool]:
     """Content as sent after DATA: CRLF line ends, long lines broken, dots doubled, then ``.``.
 
     The flag says whether a line was broken (Postfix logs that once)."""
-    body, folded = fold_lines(crlf(content), line_limit)
-    return stuff(body), folded
+    lines = crlf_lines(content)
+    folded = 0 < line_limit < max(map(len, lines))
+    return stuff(b"\r\n".join(fold_lines(lines, line_limit) if folded else lines)), folded
 
 
-def fold_lines(body: bytes, limit: int) -> tuple[bytes, bool]:
+def fold_lines(lines: list[bytes], limit: int) -> list[bytes]:
     """Lines longer than ``limit`` octets broken as Postfix's smtp client does (smtp_text_out()).
 
     The first ``limit`` octets end with CRLF, and each further piece is a
     line of a space and at most ``limit - 1`` octets, in headers and body
     alike. Only the first piece can start with a dot, so the dot that
-    stuffing adds to it is not counted, as in Postfix. ``limit`` 0: no limit."""
-    if limit <= 0 or len(body) <= limit:
-        return body, False
-    lines = body.split(b"\r\n")
-    if max(map(len, lines)) <= limit:
-        return body, False
+    stuffing adds to it is not counted, as in Postfix."""
     step = max(limit - 1, 1)
     out: list[bytes] = []
     for line in lines:
@@ -75,7 +80,7 @@ def fold_lines(body: bytes, limit: int) -> tuple[bytes, bool]:
             continue
         out.append(line[:limit])
         out += [b" " + line[i : i + step] for i in range(limit, len(line), step)]
-    return b"\r\n".join(out), True
+    return out
 
 
 class _Wire(asyncio.Protocol):
@@ -84,7 +89,7 @@ class _Wire(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.replies: deque[Reply] = deque()
-        self.waiter: asyncio.Future[None] | None = None
+        self.waiter: asyncio.Future[bool] | None = None  # True: replies came or it closed
         self.closed = False
         self._partial = b""
         self._reader = ReplyLines(_MAX_LINES)
@@ -101,13 +106,16 @@ class _Wire(asyncio.Protocol):
             return
         if self._partial:
             data = self._partial + data
-        start = 0
-        find = data.find
-        while (end := find(b"\n", start)) >= 0:
-            if not self._line(data[start:end]):
-                return
-            start = end + 1
-        self._partial = data[start:]
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        add, append = self._reader.add, self.replies.append
+        try:
+            for line in lines:
+                if (reply := add(line)) is not None:
+                    append(reply)
+        except NotAReply:
+            self._garbled()
+            return
         if len(self._partial) > _MAX_LINE:
             self._garbled()
             return
@@ -127,17 +135,6 @@ class _Wire(asyncio.Protocol):
 
     # -- replies --------------------------------------------------------------------
 
-    def _line(self, line: bytes) -> bool:
-        """Add one reply line; False when it is not one (the connection is then dropped)."""
-        try:
-            reply = self._reader.add(line)
-        except NotAReply:
-            self._garbled()
-            return False
-        if reply is not None:
-            self.replies.append(reply)
-        return True
-
     def _garbled(self) -> None:
         """Not SMTP: keep the replies read so far, then behave as a lost connection."""
         self.closed = True
@@ -149,7 +146,7 @@ class _Wire(asyncio.Protocol):
     def _wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            waiter.set_result(True)
 
     # -- writes -----------------------------------------------------------------------
 
@@ -181,6 +178,9 @@ class Chat:
         self.created = time.monotonic()
         self.reuse_count = 0
         self.broken = False  # not fit for reuse (lost, timed out, out of sync)
+        self._deadline = 0.0  # loop time by which the reply being waited for is late
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when that timer fires (never after the deadline)
 
     @classmethod
     async def over_socket(cls, target: Target, sock: socket.socket) -> Chat:
@@ -220,15 +220,42 @@ class Chat:
             if wire.closed:
                 self.broken = True
                 raise Lost()
-            waiter = wire.waiter = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            waiter = wire.waiter = loop.create_future()
+            if timeout is not None:
+                self._arm(loop, loop.time() + timeout)
+            else:  # no limit: a timer left by an earlier wait must not end this one
+                self._deadline = math.inf
             try:
-                async with asyncio.timeout(timeout):
-                    await waiter
-            except TimeoutError as exc:
-                self.broken = True
-                raise TimedOut() from exc
+                came = await waiter
             finally:
                 wire.waiter = None
+            if not came:
+                self.broken = True
+                raise TimedOut()
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Set the deadline of the wait about to start; the timer is made anew only
+        when none is pending or the pending one would fire after the deadline."""
+        self._deadline = deadline
+        timer = self._timer
+        if timer is None or self._timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer_at = deadline
+            self._timer = loop.call_at(deadline, self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The timer fired: end the wait that is late, or follow the wait now running."""
+        self._timer = None
+        waiter = self.wire.waiter
+        if waiter is None or waiter.done():
+            return  # not waiting: the next wait sets a timer again
+        if loop.time() + _CLOCK_TICK >= self._deadline:
+            waiter.set_result(False)
+        else:
+            self._timer_at = self._deadline
+            self._timer = loop.call_at(self._deadline, self._expire, loop)
 
     async def greeting(self, timeout: float | None) -> Reply:
         """The server's banner (read once, right after the connection is made)."""
@@ -299,6 +326,9 @@ class Chat:
         return got
 
     def close(self) -> None:
+        if self._timer is not None:  # a closed session is not kept alive by its timer
+            self._timer.cancel()
+            self._timer = None
         transport = self.wire.transport
         if transport is not None:
             with contextlib.suppress(Exception):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from delivery_smtp.connect import NextHop, parse_nexthops
@@ -124,3 +126,26 @@ def test_a_long_line_is_cut_at_the_limit_and_continued_with_a_space() -> None:
     assert folded
     assert data == b"xxxxxxxxxx\r\n xxxxxxxxx\r\n xxxxxx\r\n.\r\n"
     assert message_data(b"x" * 25 + b"\r\n", 0) == (b"x" * 25 + b"\r\n.\r\n", False)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"no line end",
+        b"Subject: x\r\n\r\n.dot\r\n" + b"y" * 1200 + b"\r\nend\r\n",  # the usual CRLF content
+        b"Subject: x\n\n.dot\n" + b"y" * 1200 + b"\nend",  # lone LFs, no last line end
+        b"a\rb\r\n.\r" + b"z" * 2100 + b"\r\r\n",  # lone CRs, a long last line
+    ],
+)
+@pytest.mark.parametrize("limit", [0, 10, 998])
+def test_data_is_the_same_with_or_without_lone_line_ends(body: bytes, limit: int) -> None:
+    """Content with lone CRs or LFs (not what cleanup queues) is sent as its CRLF twin."""
+    canonical = re.sub(rb"\r\n|\r|\n", b"\r\n", body)
+    if canonical and not canonical.endswith(b"\r\n"):
+        canonical += b"\r\n"
+    data, folded = message_data(body, limit)
+    assert (data, folded) == message_data(canonical, limit)
+    assert data == (_postfix_text_out(canonical, limit) if folded else
+                    re.sub(rb"(?m)^\.", b"..", canonical) + b".\r\n")
+    assert folded == (0 < limit < max(map(len, canonical.split(b"\r\n"))))

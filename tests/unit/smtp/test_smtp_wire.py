@@ -6,7 +6,7 @@ import pytest
 
 from postbus.smtp import xtext
 from postbus.smtp.address import parse_address, quote_local
-from postbus.smtp.dotstuff import crlf, stuff, unstuff
+from postbus.smtp.dotstuff import crlf, crlf_lines, stuff, unstuff
 from postbus.smtp.reply import NotAReply, Reply, ReplyLines, ehlo_features
 
 # -- dot-stuffing (RFC 5321 4.5.2) ---------------------------------------------------
@@ -34,6 +34,30 @@ def test_stuff_doubles_leading_dots_and_ends_with_the_dot_line() -> None:
     assert stuff(crlf(b"a\n.b\r\n..c\rd")) == b"a\r\n..b\r\n...c\r\nd\r\n.\r\n"
     assert stuff(crlf(b"")) == b".\r\n"
     assert stuff(b".\r\n") == b"..\r\n.\r\n"  # a lone dot line is not the end
+
+
+@pytest.mark.parametrize(
+    ("content", "lines"),
+    [
+        (b"", [b""]),
+        (b"a", [b"a", b""]),
+        (b"a\r\nb\r\n", [b"a", b"b", b""]),
+        (b"a\r\nb", [b"a", b"b", b""]),
+        (b"a\nb\r\n", [b"a", b"b", b""]),  # a lone LF ends a line
+        (b"a\rb\r\n", [b"a", b"b", b""]),  # so does a lone CR
+        (b"a\r\r\nb\n\r", [b"a", b"", b"b", b"", b""]),
+        (b"\r\n\r\n", [b"", b"", b""]),
+        (b"\n", [b"", b""]),
+    ],
+)
+def test_crlf_and_its_lines(content: bytes, lines: list[bytes]) -> None:
+    assert crlf_lines(content) == lines
+    assert crlf(content) == b"\r\n".join(lines)
+
+
+def test_crlf_keeps_content_that_needs_nothing() -> None:
+    content = b"Subject: x\r\n\r\nbody\r\n" * 100
+    assert crlf(content) is content  # no copy of every message
 
 
 @pytest.mark.parametrize(
@@ -90,6 +114,12 @@ def test_xtext_invalid(bad: str) -> None:
         ('a"b@example.com', '"a\\"b"@example.com'),
         ("a..b@example.com", '"a..b"@example.com'),
         (".a@example.com", '".a"@example.com'),
+        ("a.@example.com", '"a."@example.com'),
+        ("first.last+tag@example.com", "first.last+tag@example.com"),
+        ("{a}|b~!#$%&'*/=?^_`@example.com", "{a}|b~!#$%&'*/=?^_`@example.com"),
+        ("a,b@example.com", '"a,b"@example.com'),
+        ("a\x7fb@example.com", '"a\x7fb"@example.com'),
+        ("\u00e9.\u00f8@example.com", "\u00e9.\u00f8@example.com"),
         ("a\\b@example.com", '"a\\\\b"@example.com'),
         ("", ""),
     ],
