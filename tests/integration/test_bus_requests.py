@@ -14,7 +14,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import StreamConfig
-from nats.js.errors import APIError, NoStreamResponseError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from postbus.bus.consumer import consume
 from postbus.bus.jetstream import connect
@@ -44,6 +44,19 @@ async def test_writes_are_acknowledged_with_their_sequence_and_duplicates_said(n
     assert (again.seq, again.duplicate) == (1, True)
     stored = await nc.jetstream().get_msg("T", 2)
     assert stored.data == b"two"
+
+
+async def test_the_last_message_of_a_subject_by_direct_get(nc: NATS) -> None:
+    js = nc.jetstream()
+    await js.update_stream(StreamConfig(name="T", subjects=["t.>"], allow_direct=True))
+    requests = Requests(nc)
+    await requests.js_publish("t.d", b"old", "T")
+    await requests.js_publish("t.d", b"new", "T", {"X-Kept": "yes"})
+    got = await requests.last_by_subject("T", "t.d")
+    assert got.data == b"new" and got.headers is not None and got.headers["X-Kept"] == "yes"
+    assert got.headers["Nats-Sequence"] == str((await js.get_last_msg("T", "t.d")).seq)
+    with pytest.raises(NotFoundError):
+        await requests.last_by_subject("T", "t.none")
 
 
 async def test_jetstream_errors_are_nats_pys(nc: NATS) -> None:

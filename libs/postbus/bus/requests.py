@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.errors import APIError, NoStreamResponseError
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 PUBLISH_TIMEOUT = 5.0  # seconds to wait for JetStream's acknowledgement (nats.py's default)
 
@@ -94,6 +94,20 @@ class Requests:
         if "error" in answer:
             raise APIError.from_error(answer["error"])
         return Stored(int(answer["seq"]), bool(answer.get("duplicate", False)))
+
+
+    async def last_by_subject(self, stream: str, subject: str,
+                              timeout: float = PUBLISH_TIMEOUT) -> Msg:
+        """The last message of ``subject`` by direct get (``js.get_last_msg(...,
+        direct=True)``): NotFoundError when there is none, APIError for another
+        status."""
+        msg = await self.request(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", timeout)
+        status = msg.headers.get("Status") if msg.headers else None
+        if status and not msg.data:
+            if status == "404":
+                raise NotFoundError
+            raise APIError.from_msg(msg)
+        return msg
 
 
 def _expire(future: asyncio.Future[Msg]) -> None:

@@ -149,12 +149,12 @@ class QueueFile:
 
     async def content(self, queue_id: str, chunks: int = 1) -> bytes:
         """The message as queued; NotFoundError when it is gone."""
-        first = self.js.get_last_msg(s.QUEUE_STREAM, s.msg_subject(queue_id), direct=True)
-        rest = [
-            self.js.get_last_msg(s.QUEUE_STREAM, s.part_subject(queue_id, i), direct=True)
-            for i in range(1, chunks)
-        ]
-        msgs = await asyncio.gather(first, *rest)
+        last = self.requests.last_by_subject
+        if chunks <= 1:
+            return (await last(s.QUEUE_STREAM, s.msg_subject(queue_id))).data or b""
+        msgs = await asyncio.gather(
+            last(s.QUEUE_STREAM, s.msg_subject(queue_id)),
+            *(last(s.QUEUE_STREAM, s.part_subject(queue_id, i)) for i in range(1, chunks)))
         return b"".join(m.data or b"" for m in msgs)
 
     # -- entries --------------------------------------------------------------

@@ -29,6 +29,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from postbus import events
 from postbus.bus import subjects as s
+from postbus.bus.requests import Requests
 from postbus.events_recorder import EventRecorder
 from postbus.queue.entry import DeliveryJob, DeliveryStatus
 
@@ -42,11 +43,10 @@ class WorkBus:
         self.nc = nc
         self.js = js
         self.recorder = EventRecorder(nc)
+        self.requests = Requests(nc)
 
     async def _publish(self, subject: str, data: bytes, key: str) -> None:
-        ack = await self.js.publish(
-            subject, data, stream=s.WORK_STREAM, headers={"Nats-Msg-Id": key}
-        )
+        ack = await self.requests.js_publish(subject, data, s.WORK_STREAM, {"Nats-Msg-Id": key})
         if ack.duplicate:
             log.debug("%s: %s was published already", subject, key)
 
