@@ -32,8 +32,8 @@ from typing import Any, TypeVar
 import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.connection import Connection, UnixDomainSocketConnection
+from redis.exceptions import BusyLoadingError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 T = TypeVar("T")
@@ -305,7 +305,11 @@ class ScriptConnection:
 _MORE = object()  # hiredis: not enough data for a whole reply yet
 
 
-def _error(text: str) -> ResponseError:
+def _error(text: str) -> RedisError:
+    """The error redis-py raises for that reply: a Redis still loading its data after
+    a restart is not there yet (BusyLoadingError, a ConnectionError: try again)."""
+    if text.startswith("LOADING"):
+        return BusyLoadingError(text)
     return NoScriptError(text) if text.startswith("NOSCRIPT") else ResponseError(text)
 
 
