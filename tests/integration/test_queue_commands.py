@@ -136,10 +136,21 @@ async def test_gauges_of_two_replicas_follow_the_queue(
         assert qmgrs.log().count("recounted the queue") == 1
 
 
+async def counted(store: Bus, queue: str, count: int) -> bool:
+    return await gauges.counter(store.js, queue) == count
+
+
 async def test_a_recount_corrects_drift(conf: Path, qmgrs: Qmgrs, store: Bus) -> None:
     qmgrs.start(1)
+
+    async def recounted() -> bool:  # the qmgr's first recount (counters are new) is done:
+        return "recounted the queue" in qmgrs.log()  # it cannot race our deferrals
+
+    await until(recounted)
     ids = await queued(store, "x@later.test", "y@later.test")
     await until(lambda: all_deferred(store, ids))
+    # the qmgr moves the counter just after it writes the entry: wait for that too
+    await until(lambda: counted(store, "deferred", 2))
     qmgrs.stop()  # its own gauge loop may recount too: the drift below must stay until ours
     await gauges.move(store.js, None, "hold")  # as if a writer died after its write
     await gauges.move(store.js, "deferred", None)
