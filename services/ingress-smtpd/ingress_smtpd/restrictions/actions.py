@@ -67,9 +67,12 @@ async def table_result(
     policy: Policy, state: CheckState, table: str, value: str, datum: str, kind: str
 ) -> str | None:
     """Apply one access(5) result ``value`` found in ``table`` for ``datum``,
-    with ``kind`` (the reply class) as the party a reject names."""
+    with ``kind`` (the reply class) as the party a reject names. Trailing white space
+    stays, as in Postfix: tables trim their values, a policy server's action is taken
+    as sent (policyd-spf's ``prepend Received-SPF: ... receiver=example.org `` keeps
+    its last space in the header)."""
     state.reply_class = kind
-    value = value.strip()
+    value = value.lstrip()
     word = re.split(r"[ \t]", value, maxsplit=1)[0]
     text = value[len(word):].lstrip(" \t")
     upper = word.upper()
