@@ -10,7 +10,9 @@ foreground (``dovecot -F -c``) and stopped by its process id.
 from __future__ import annotations
 
 import contextlib
+import grp
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -95,8 +97,11 @@ class Dovecot:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         (self.root / "users").write_text(
             "".join(f"{name}:{{PLAIN}}{pw}\n" for name, pw in self.users.items()))
-        own = "" if os.getuid() == 0 else (
-            f"default_internal_user = {os.getlogin()}\ndefault_login_user = {os.getlogin()}")
+        own = "" if os.getuid() == 0 else "".join(  # not root: Dovecot runs as ourselves
+            f"{name} = {value}\n" for name, value in (
+                ("default_internal_user", pwd.getpwuid(os.getuid()).pw_name),
+                ("default_internal_group", grp.getgrgid(os.getgid()).gr_name),
+                ("default_login_user", pwd.getpwuid(os.getuid()).pw_name)))
         conf = self.root / "dovecot.conf"
         conf.write_text(CONFIG.format(root=self.root, port=self.port, users=own,
                                      mechanisms=self.mechanisms))

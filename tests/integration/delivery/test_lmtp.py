@@ -4,11 +4,20 @@ Against a real Dovecot LMTP server (Debian's dovecot-core and dovecot-lmtpd,
 started by the test on loopback and on a UNIX-domain socket, users from a
 passwd-file, a quota that one of them is over) and against an aiosmtpd LMTP
 server that answers 250, 550 and 451 after DATA for different recipients.
+
+As root Dovecot runs as it is installed (its processes as the users dovecot and
+dovenull, the mail written as a virtual uid); as any other user it runs as that
+user throughout (its internal and login users, and the mail users' uid and gid),
+which Dovecot allows: the same test runs either way.
 """
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -19,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from delivery_smtp.__main__ import main
-from postbus.servers import free_port, wait_port
+from postbus.servers import free_port
 
 from .conftest import Bus, RunAgent
 from .localfs import ROOT, VIRTUAL_ID, give
@@ -37,8 +46,9 @@ protocols = lmtp
 listen = 127.0.0.1
 ssl = no
 auth_username_format = %Ln
-default_internal_user = dovecot
-default_login_user = dovenull
+default_internal_user = {internal_user}
+default_internal_group = {internal_group}
+default_login_user = {login_user}
 first_valid_uid = 1
 mail_location = maildir:~/Maildir
 mail_plugins = quota
@@ -63,6 +73,10 @@ service lmtp {{
     mode = 0666
   }}
 }}
+service anvil {{
+  # no chroot: only root may chroot, and the tests need no jail
+  chroot =
+}}
 """
 
 
@@ -86,31 +100,50 @@ def dovecot() -> Iterator[Dovecot]:
     binary = shutil.which("dovecot") or "/usr/sbin/dovecot"
     if not Path(binary).exists() or not Path("/usr/lib/dovecot/lmtp").exists():
         pytest.skip("dovecot is not installed (Debian packages dovecot-core, dovecot-lmtpd)")
-    if not ROOT:
-        pytest.skip("Dovecot's LMTP must start as root to deliver as the mail user")
     root = Path(tempfile.mkdtemp(prefix="postbus-dovecot-"))  # Dovecot's users must enter it
     root.chmod(0o755)
     (root / "mail").mkdir()
-    give(root / "mail", VIRTUAL_ID, VIRTUAL_ID)
+    if ROOT:
+        users = {"internal_user": "dovecot", "internal_group": "dovecot",
+                 "login_user": "dovenull"}
+        uid = gid = VIRTUAL_ID
+        give(root / "mail", VIRTUAL_ID, VIRTUAL_ID)
+    else:  # all of it as ourselves
+        me = pwd.getpwuid(os.getuid()).pw_name
+        users = {"internal_user": me, "internal_group": grp.getgrgid(os.getgid()).gr_name,
+                 "login_user": me}
+        uid, gid = os.getuid(), os.getgid()
     (root / "users").write_text(
-        f"bob::{VIRTUAL_ID}:{VIRTUAL_ID}::{root}/mail/bob::\n"
-        f"carol::{VIRTUAL_ID}:{VIRTUAL_ID}::{root}/mail/carol::userdb_quota_rule=*:storage=1\n"
+        f"bob::{uid}:{gid}::{root}/mail/bob::\n"
+        f"carol::{uid}:{gid}::{root}/mail/carol::userdb_quota_rule=*:storage=1\n"
     )
     port = free_port()
-    (root / "dovecot.conf").write_text(DOVECOT_CONF.format(root=root, port=port))
-    proc = subprocess.Popen([binary, "-F", "-c", str(root / "dovecot.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (root / "dovecot.conf").write_text(DOVECOT_CONF.format(root=root, port=port, **users))
+    err = root / "dovecot.err"
+    with open(err, "wb") as out:
+        proc = subprocess.Popen([binary, "-F", "-c", str(root / "dovecot.conf")],
+                                stdout=out, stderr=subprocess.STDOUT)
     try:
-        wait_port("127.0.0.1", port, 20)
         deadline = time.monotonic() + 20
-        while not (root / "run" / "lmtp").exists():
-            assert time.monotonic() < deadline, (root / "dovecot.log").read_text()
+        while not (root / "run" / "lmtp").exists() or not listening(port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log = root / "dovecot.log"
+                pytest.fail(f"Dovecot's LMTP did not start: {err.read_text()}"
+                            f"{log.read_text() if log.exists() else ''}")
             time.sleep(0.05)
         yield Dovecot(root, port)
     finally:
         proc.terminate()
         proc.wait(20)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 BIG = (b"From: alice@postbus.test\r\nTo: bob@dove.test\r\nSubject: lmtp\r\n"
