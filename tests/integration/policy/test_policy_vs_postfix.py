@@ -136,11 +136,9 @@ async def test_postfix_and_our_smtpd_give_the_policy_answers_alike(
 ) -> None:
     dns = await DnsServer(DNS).start()
     try:
-        live = None
-        if postfix_instance.available():
-            answer = await postfix_answer(dns.port, redis.url, tmp_path)
-            live = lambda: answer  # noqa: E731
-        expected = RECORDING.answer(CASE, live)
+        answer = (await postfix_answer(dns.port, redis.url, tmp_path)
+                  if postfix_instance.available() else None)
+        expected = RECORDING.answer(CASE, None if answer is None else lambda: answer)
 
         policy = start_policy(tmp_path, f"postbus_redis_url = {redis.url}/1\n"
                               f"postbus_dns_servers = 127.0.0.1:{dns.port}\n{POLICY_CF}", "ours")
