@@ -2,7 +2,10 @@
 nats-server configured as Postbus runs it (file store, fsync before every
 acknowledgement): a 5 KiB fsynced publish (the queue file), the same on an
 async-persisted stream (events), the purge that removes a message, and a
-consumer's ack, nak with delay (an attempt's lease) and ack.
+consumer's ack, nak with delay (an attempt's lease) and ack; and, for the
+design notes (docs/queue.md), a removal that writes nothing: messages that
+expire by their own ``Nats-TTL`` (nats-server's CPU while they expire, less
+what it spends idle in as long).
 Run: .venv/bin/python bench/nats_ops_bench.py [-n N]"""
 
 from __future__ import annotations
@@ -13,16 +16,19 @@ import itertools
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, PersistMode, StreamConfig
 
 from postbus.bus.jetstream import connect
 from postbus.servers import nats_server
 
 BODY = b"x" * 5200
+TTL = 2  # seconds the expiring messages live
 
 
 def cpu(pid: int) -> float:
@@ -33,7 +39,8 @@ def cpu(pid: int) -> float:
 async def run(url: str, pid: int, n: int) -> None:
     nc = await connect(url, "bench")
     js = nc.jetstream()
-    await js.add_stream(StreamConfig(name="Q", subjects=["q.>"], max_msgs_per_subject=1))
+    await js.add_stream(StreamConfig(name="Q", subjects=["q.>"], max_msgs_per_subject=1,
+                                     allow_msg_ttl=True))
     await js.add_stream(StreamConfig(name="E", subjects=["e.>"],
                                      persist_mode=PersistMode.ASYNC))
     marks = [cpu(pid)]
@@ -61,11 +68,28 @@ async def run(url: str, pid: int, n: int) -> None:
     for i in range(n):
         await js.purge_stream("Q", subject=f"q.{i}.>")
     marks.append(cpu(pid))
+    expiry = await expiring(js, pid, n)
     await nc.close()
     per = [(b - a) * 1000 for a, b in itertools.pairwise(marks)]
     print(f"nats-server CPU per operation, ms: fsynced publish 5 KiB {per[0] / n:.3f}; "
           f"async-persisted publish {per[1] / n:.3f}; ack {per[3] / (n // 2):.3f}; "
-          f"nak with delay + ack {per[4] / (n - n // 2):.3f}; purge {per[5] / n:.3f}")
+          f"nak with delay + ack {per[4] / (n - n // 2):.3f}; purge {per[5] / n:.3f}; "
+          f"expiry by Nats-TTL {expiry:.3f}")
+
+
+async def expiring(js: JetStreamContext, pid: int, n: int) -> float:
+    """nats-server's CPU per message for ``n`` messages expiring by their TTL
+    (no tombstone, so no fsync), less its idle CPU over as long."""
+    for i in range(n):
+        await js.publish(f"q.t{i}.msg", BODY, headers={"Nats-TTL": f"{TTL}s"})
+    start, began = cpu(pid), time.monotonic()
+    while (await js.stream_info("Q")).state.messages > 0:
+        await asyncio.sleep(0.2)
+    spent, took = cpu(pid) - start, time.monotonic() - began
+    idle = cpu(pid)
+    await asyncio.sleep(took)
+    idle = cpu(pid) - idle
+    return max(0.0, spent - idle) * 1000 / n
 
 
 def main() -> None:
