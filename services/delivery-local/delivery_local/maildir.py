@@ -15,19 +15,23 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
 import os
 import socket
 import time
 from collections.abc import Sequence
 
+from delivery_local import quicksys
 from delivery_local.safefile import open_dir, walk, write_all
 
 _serial = itertools.count()
 _FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+@functools.cache
 def _hostname() -> str:
+    """The host part of the names, looked up once (as Postfix's get_hostname())."""
     return socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 
 
@@ -57,7 +61,7 @@ def deliver_maildir(base: str, parts: Sequence[str], data: bytes, size_limit: in
     try:
         return _deliver(box, where, tmp_name, tmp_path, sec, usec, host, data, size_limit)
     finally:
-        os.close(box)
+        quicksys.close(box)
 
 
 def _deliver(
@@ -80,29 +84,28 @@ def _deliver(
             os.fsync(fd)
             st = os.fstat(fd)
         except OSError as exc:
-            os.close(fd)
+            quicksys.close(fd)
             with contextlib.suppress(OSError):
-                os.unlink(tmp_name, dir_fd=tmp)
+                quicksys.unlink(tmp, tmp_name)
             raise MaildirWriteError(exc.errno, exc.strerror, tmp_path) from None
-        os.close(fd)
+        quicksys.close(fd)
         new_name = f"{sec}.V{st.st_dev:x}I{st.st_ino:x}M{usec}.{host}"
         new_path = os.path.join(where, "new", new_name)
         try:
             new = _subdir(box, "new")
             try:
-                os.link(tmp_name, new_name, src_dir_fd=tmp, dst_dir_fd=new,
-                        follow_symlinks=False)
+                quicksys.link(tmp, tmp_name, new, new_name)
                 os.fsync(new)
             finally:
-                os.close(new)
+                quicksys.close(new)
         except OSError as exc:
             raise MaildirError(exc.errno, exc.strerror, new_path) from None
         finally:
             with contextlib.suppress(OSError):
-                os.unlink(tmp_name, dir_fd=tmp)
+                quicksys.unlink(tmp, tmp_name)
         return new_path
     finally:
-        os.close(tmp)
+        quicksys.close(tmp)
 
 
 def _subdir(box: int, name: str) -> int:
@@ -111,5 +114,5 @@ def _subdir(box: int, name: str) -> int:
         return open_dir(box, name)
     except FileNotFoundError:
         for sub in ("tmp", "new", "cur"):
-            os.close(open_dir(box, sub, create=True))
+            quicksys.close(open_dir(box, sub, create=True))
         return open_dir(box, name)
