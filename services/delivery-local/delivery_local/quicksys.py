@@ -40,8 +40,10 @@ libc = _load()
 AT_FDCWD = -100
 
 
-def _failed(name: str) -> OSError:
+def _failed(name: str | None = None) -> OSError:
     code = ctypes.get_errno()
+    if name is None:
+        return OSError(code, os.strerror(code))
     return OSError(code, os.strerror(code), name)
 
 
@@ -56,7 +58,7 @@ def _open_dir(dir_fd: int, name: str, flags: int) -> int:
 def _close(fd: int) -> None:
     assert libc is not None
     if libc.close(fd) < 0:
-        raise _failed("")
+        raise _failed()
 
 
 def _link(src_dir: int, src: str, dst_dir: int, dst: str) -> None:
