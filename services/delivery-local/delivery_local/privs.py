@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import logging
 import os
@@ -35,7 +36,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from delivery_local import quicksys
 from postbus.config.loader import Config
 
 log = logging.getLogger("postbus.delivery")
@@ -75,9 +75,17 @@ def is_root() -> bool:
 
 # -- the switch -------------------------------------------------------------------------------
 
-#: setfsuid()/setfsgid() keep the GIL (:mod:`delivery_local.quicksys`); None: not glibc,
-#: root cannot deliver safely.
-_libc = quicksys.libc
+def _load_libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.setfsuid.argtypes = [ctypes.c_int]
+        libc.setfsgid.argtypes = [ctypes.c_int]
+    except (OSError, AttributeError):  # not Linux/glibc: root cannot deliver safely
+        return None
+    return libc
+
+
+_libc = _load_libc()
 
 _groups_cleared = False
 
