@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import itertools
 import os
 import socket
@@ -27,7 +28,9 @@ _serial = itertools.count()
 _FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
+@functools.cache
 def _hostname() -> str:
+    """The host part of the names, looked up once (as Postfix's get_hostname())."""
     return socket.gethostname().replace("/", "\\057").replace(":", "\\072")
 
 
