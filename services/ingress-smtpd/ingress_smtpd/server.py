@@ -253,7 +253,11 @@ class SmtpServer:
             if addr.startswith("::ffff:") and "." in addr:
                 addr = addr[7:]
             name = await self._peername(addr)
-            await run(Session(self, conn, name, addr, hangup=hangup))
+            session = Session(self, conn, name, addr, hangup=hangup)
+            try:
+                await run(session)
+            finally:
+                session.release()
         except Exception:
             log.error("session with %s[%s] failed", "unknown", addr, exc_info=True)
             conn.close()
