@@ -15,10 +15,13 @@ import logging
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import asyncio
+
+_START = getattr(logging, "_startTime", time.time())  # relativeCreated counts from it
 
 _SEVERITY = {
     logging.WARNING: "warning: ",
@@ -35,6 +38,51 @@ BUILT_IN_PROGRAMS = {
     "postbus.bounce": "bounce",
     "postbus.qmgr": "qmgr",
 }
+
+
+_UNKNOWN_FILE = "(unknown file)"  # the pathname of every record once _srcfile is None
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class _Record(logging.LogRecord):
+    """A LogRecord with the attributes the standard one has under :func:`setup_logging`'s
+    settings (no caller, thread or process lookups), without recomputing the constant
+    ones (file name, module) for every line: a service logs on its hot path."""
+
+    def __init__(self, name: str, level: int, pathname: str, lineno: int, msg: object,
+                 args: Any, exc_info: Any, func: str | None = None, sinfo: str | None = None,
+                 **kwargs: Any) -> None:
+        if pathname != _UNKNOWN_FILE or logging.logThreads or logging.logProcesses \
+                or logging.logMultiprocessing:
+            super().__init__(name, level, pathname, lineno, msg, args, exc_info, func, sinfo,
+                             **kwargs)
+            return
+        ct = time.time()
+        self.name = name
+        self.msg = msg
+        if args and len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+            args = args[0]
+        self.args = args
+        self.levelname = logging.getLevelName(level)
+        self.levelno = level
+        self.pathname = self.filename = self.module = pathname
+        self.exc_info = exc_info
+        self.exc_text = None
+        self.stack_info = sinfo
+        self.lineno = lineno
+        self.funcName = func  # type: ignore[assignment]  # None as in LogRecord itself
+        self.created = ct
+        self.msecs = int((ct - int(ct)) * 1000) + 0.0
+        self.relativeCreated = (ct - _START) * 1000
+        self.thread = self.threadName = self.processName = self.process = None
 
 
 class PostfixFormatter(logging.Formatter):
@@ -63,7 +111,7 @@ class PostfixFormatter(logging.Formatter):
         if record.exc_info and record.levelno >= logging.ERROR:
             text += " (" + repr(record.exc_info[1]) + ")"
         ident = self.idents.get(record.name, self.ident)
-        return f"{stamp} {self.hostname} {ident}[{os.getpid()}]: {prefix}{text}"
+        return f"{stamp} {self.hostname} {ident}[{_pid}]: {prefix}{text}"
 
 
 class JsonFormatter(PostfixFormatter):
@@ -73,7 +121,7 @@ class JsonFormatter(PostfixFormatter):
                 "time": record.created,
                 "host": self.hostname,
                 "program": self.idents.get(record.name, self.ident),
-                "pid": os.getpid(),
+                "pid": _pid,
                 "level": record.levelname.lower(),
                 "message": record.getMessage(),
             }
@@ -86,6 +134,13 @@ class _AppendHandler(logging.Handler):
     def __init__(self, path: str) -> None:
         super().__init__()
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """As Handler.handle() without its lock: one O_APPEND write needs none."""
+        if not self.filter(record):
+            return False
+        self.emit(record)
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -123,6 +178,7 @@ def setup_logging(
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    logging.setLogRecordFactory(_Record)
     formatter_cls = JsonFormatter if json_format else PostfixFormatter
     formatter = formatter_cls(ident, hostname)
     root = logging.getLogger()

@@ -332,7 +332,8 @@ def _is_ip(text: str) -> bool:
 
 def _valid_result(recipient: str, domain: str) -> bool:
     """The resolved address is usable: a valid host name or address literal, valid UTF-8."""
-    if "@" not in recipient or any("\udc80" <= ch <= "\udcff" for ch in recipient):
+    if "@" not in recipient or (not recipient.isascii() and any(
+            "\udc80" <= ch <= "\udcff" for ch in recipient)):
         return False
     if domain.startswith("["):
         return parse_literal(domain) is not None

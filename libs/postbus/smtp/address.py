@@ -223,6 +223,8 @@ def _split_at(addr: str) -> int:
 
 def _unquoted_rfind(text: str, char: str) -> int:
     """Index of the last ``char`` outside double quotes (backslash escapes), or -1."""
+    if '"' not in text and "\\" not in text:  # the usual address: nothing to skip
+        return text.rfind(char)
     found = -1
     quote = False
     i = 0

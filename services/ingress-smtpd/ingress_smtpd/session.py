@@ -95,6 +95,14 @@ class Session:
         self.milter_abort = False
         self.milter_hold, self.milter_discard = "", False
 
+    def release(self) -> None:
+        """The session has ended: drop the references back to it (its limits, its milters'
+        macro lookup), so that reference counting frees it and all it holds at once. Left
+        in a cycle, every session waited for the garbage collector, whose collections
+        then walked each one's objects."""
+        del self.limits
+        self.milters = None
+
     # -- output -----------------------------------------------------------------------
 
     async def reply(self, text: str) -> None:
