@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NATS
 from nats.errors import NoServersError
 
-from postbus import events, fatal, metrics
+from postbus import collector, events, fatal, metrics
 from postbus.bus.jetstream import connect, ensure_streams
 from postbus.config.conv import ConfigError
 from postbus.config.loader import Config
@@ -183,7 +183,8 @@ async def _serve(
             js = ctx.nc.jetstream()
             ctx.queue_file, ctx.work_bus = QueueFile(ctx.nc, js), WorkBus(ctx.nc, js)
         await _open_maps(ctx)
-        await main(ctx)
+        with collector.settled():  # what startup made stays out of the collector's way
+            await main(ctx)
     finally:
         with contextlib.suppress(Exception):
             await maps_context.aclose()

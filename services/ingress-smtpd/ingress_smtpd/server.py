@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import ipaddress
 import logging
 from collections.abc import Callable
@@ -324,23 +323,6 @@ class SmtpServer:
             await self.settings.auth.backend.aclose()
 
 
-YOUNG_OBJECTS = 10_000  # the collector's first threshold (CPython's default: 700)
-
-
-def settle_collector() -> tuple[int, int, int]:
-    """Once started, freeze what startup made (modules, configuration, tables: some 55,000
-    objects) out of the cyclic garbage collector, and let its youngest generation grow
-    to YOUNG_OBJECTS. A finished session is freed by reference counting, so a
-    collection finds nothing, yet at 700 one ran every ~20 messages walking the
-    in-flight sessions' objects, and a full one every few thousand walked everything:
-    about 2% of the CPU per message. Returns the thresholds it replaced."""
-    threshold = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(YOUNG_OBJECTS, threshold[1], threshold[2])
-    return threshold
-
-
 async def main(ctx: ServiceContext) -> None:
     cfg = ctx.cfg
     master = ctx.master_entry()
@@ -360,13 +342,8 @@ async def main(ctx: ServiceContext) -> None:
     host, port = where
     bound = await server.start(host, port, reuse_port=process_count(master) > 1)
     log.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in bound))
-    threshold = settle_collector()
     ctx.ready = True
-    try:
-        await ctx.stopping.wait()
-        ctx.ready = False
-        await server.stop()
-    finally:  # as it was (a test may run this role in its own process)
-        gc.unfreeze()
-        gc.set_threshold(*threshold)
+    await ctx.stopping.wait()
+    ctx.ready = False
+    await server.stop()
 
