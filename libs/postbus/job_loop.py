@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from postbus import events, metrics
+from postbus.bus.ack_subject import deliveries
 from postbus.bus.consumer import consume, keep_alive
 from postbus.bus.subjects import WORK_STREAM, deliver_consumer, deliver_filter
 from postbus.config.loader import Config
@@ -53,7 +54,7 @@ async def handle_job(ctx: ServiceContext, gate: Gate, msg: Msg, deliver: Deliver
     raises CodecError: the consumer loop moves it to the corrupt queue.
     """
     job = WorkBus.read_job(msg)
-    redelivered = (msg.metadata.num_delivered or 1) > 1
+    redelivered = deliveries(msg) > 1
     if (job.recheck or redelivered) and not await attempt_is_current(ctx.queue, job):
         log.info("%s: delivery job of attempt %s dropped: the queue no longer wants it",
                  job.queue_id, job.attempt_id)

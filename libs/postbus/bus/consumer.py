@@ -55,6 +55,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from postbus import metrics
+from postbus.bus.ack_subject import deliveries
 from postbus.bus.jetstream import ensure_streams
 from postbus.maps.table import TableRetry
 from postbus.queue import corrupt
@@ -210,7 +211,7 @@ async def consume(
 
     async def handle(msg: Msg, slot: bool) -> None:
         try:
-            if msg.metadata.num_delivered and msg.metadata.num_delivered > 1:
+            if deliveries(msg) > 1:
                 metrics.bus_redeliveries.labels(durable).inc()
             await handler(msg)
         except Exception as exc:
