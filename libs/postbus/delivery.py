@@ -50,6 +50,10 @@ def soften(dsn: str) -> str:
 # -- the log line ---------------------------------------------------------------
 
 
+#: format_tv(x) for x below one second at the default digits, by hundredths.
+_HUNDREDTHS = ["0"] + [f"0.{q:02d}".rstrip("0") for q in range(1, 100)]
+
+
 def format_tv(seconds: float, sig_dig: int = 2, max_dig: int = 2) -> str:
     """A time with only the digits that matter (≈ format_tv.c, to the digit).
 
@@ -57,8 +61,19 @@ def format_tv(seconds: float, sig_dig: int = 2, max_dig: int = 2) -> str:
     significant digits but never more than ``max_dig`` decimals
     (delay_logging_resolution_limit); trailing zeros are dropped.
     """
+    total = max(0, round(seconds * 1_000_000))
+    if sig_dig == 2 and max_dig == 2 and total < 10_000_000:
+        # the common case (five times per delivery): below 1s hundredths, below 10s tenths
+        if total < 995_000:
+            return _HUNDREDTHS[(total + 5000) // 10000]
+        tenths = (total + 50000) // 100000
+        return str(tenths // 10) if tenths % 10 == 0 else f"{tenths // 10}.{tenths % 10}"
+    return _format_usec(total, sig_dig, max_dig)
+
+
+def _format_usec(total: int, sig_dig: int, max_dig: int) -> str:
+    """format_tv() of ``total`` microseconds, digit by digit as format_tv.c."""
     million = 1_000_000
-    total = max(0, round(seconds * million))
     sec, usec = divmod(total, million)
     ures = million // 10**max_dig
     wid = 10**sig_dig
@@ -115,14 +130,14 @@ class Stats:
 
     def delays(self, now: float) -> tuple[float, float, float, float, float]:
         """delay and delays=a/b/c/d as log_adhoc() computes them."""
-        a = self.active - self.arrival
-        b = self.handoff - self.active
-        if self.conn_setup_done:
-            c, d = self.conn_setup_done - self.handoff, now - self.conn_setup_done
+        arrival, active, handoff, setup = (
+            self.arrival, self.active, self.handoff, self.conn_setup_done)
+        if setup:
+            c, d = setup - handoff, now - setup
         else:
-            c, d = 0.0, now - self.handoff
-        a, b, c, d = (max(0.0, x) for x in (a, b, c, d))
-        return max(0.0, now - self.arrival), a, b, c, d
+            c, d = 0.0, now - handoff
+        return (max(0.0, now - arrival), max(0.0, active - arrival), max(0.0, handoff - active),
+                max(0.0, c), max(0.0, d))
 
 
 def log_delivery(
@@ -145,21 +160,22 @@ def log_delivery(
     only when it differs (case-insensitively) from the recipient.
     """
     now = time.time() if now is None else now
-    line = f"{queue_id}: to=<{rcpt.address}>"
-    if rcpt.orig_rcpt and rcpt.orig_rcpt.lower() != rcpt.address.lower():
-        line += f", orig_to=<{rcpt.orig_rcpt}>"
-    line += f", relay={relay}"
-    if stats.reuse_count > 0:
-        line += f", conn_use={stats.reuse_count + 1}"
-    delay, *parts = stats.delays(now)
-    line += f", delay={format_tv(delay, 2, resolution)}, delays="
-    line += "/".join(format_tv(x, 2, resolution) for x in parts)
-    line += f", dsn={dsn}, status={status} ({reason})"
+    address, orig = rcpt.address, rcpt.orig_rcpt
+    orig_to = f", orig_to=<{orig}>" if orig and orig.lower() != address.lower() else ""
+    use = f", conn_use={stats.reuse_count + 1}" if stats.reuse_count > 0 else ""
+    delay, a, b, c, d = stats.delays(now)
+    line = (f"{queue_id}: to=<{address}>{orig_to}, relay={relay}{use}, "
+            f"delay={format_tv(delay, 2, resolution)}, delays={format_tv(a, 2, resolution)}/"
+            f"{format_tv(b, 2, resolution)}/{format_tv(c, 2, resolution)}/"
+            f"{format_tv(d, 2, resolution)}, dsn={dsn}, status={status} ({reason})")
     log.info("%s", line)
-    attempts, stages, total = _children(transport, status, dsn[:1] or "4")
+    attempts, (stage_a, stage_b, stage_c, stage_d), total = _children(
+        transport, status, dsn[:1] or "4")
     attempts.inc()
-    for child, value in zip(stages, parts, strict=True):
-        child.observe(value)
+    stage_a.observe(a)
+    stage_b.observe(b)
+    stage_c.observe(c)
+    stage_d.observe(d)
     if total is not None:
         total.observe(delay)
     return line

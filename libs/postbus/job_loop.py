@@ -15,14 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
 from postbus import events, metrics
+from postbus.bus.ack_subject import deliveries
 from postbus.bus.consumer import consume, keep_alive
 from postbus.bus.subjects import WORK_STREAM, deliver_consumer, deliver_filter
+from postbus.config.loader import Config
 from postbus.delivery import Outcome, Stats, log_delivery
 from postbus.queue.entry import CodecError, DeliveryJob, DeliveryStatus, RcptResult
 from postbus.queue.file import QueueFile
@@ -50,7 +54,7 @@ async def handle_job(ctx: ServiceContext, gate: Gate, msg: Msg, deliver: Deliver
     raises CodecError: the consumer loop moves it to the corrupt queue.
     """
     job = WorkBus.read_job(msg)
-    redelivered = (msg.metadata.num_delivered or 1) > 1
+    redelivered = deliveries(msg) > 1
     if (job.recheck or redelivered) and not await attempt_is_current(ctx.queue, job):
         log.info("%s: delivery job of attempt %s dropped: the queue no longer wants it",
                  job.queue_id, job.attempt_id)
@@ -60,7 +64,7 @@ async def handle_job(ctx: ServiceContext, gate: Gate, msg: Msg, deliver: Deliver
         await msg.ack()
         return
     stats = Stats.for_job(job)
-    async with keep_alive(msg, max(1.0, ctx.cfg.time("postbus_ack_wait") / 3)):
+    async with keep_alive(msg, beat_interval(ctx.cfg)):
         try:
             content = await ctx.queue.content(job.queue_id, job.chunks)
         except NotFoundError:
@@ -75,7 +79,25 @@ async def handle_job(ctx: ServiceContext, gate: Gate, msg: Msg, deliver: Deliver
     for result in results:
         ctx.work.record(outcome_event(job, result))
     await msg.ack()
-    metrics.bus_messages_processed.labels(deliver_consumer(ctx.service), "ack").inc()
+    acked = _acked.get(ctx.service)
+    if acked is None:
+        acked = _acked[ctx.service] = metrics.bus_messages_processed.labels(
+            deliver_consumer(ctx.service), "ack")
+    acked.inc()
+
+
+#: Per service, its counter of acknowledged jobs (``labels()`` costs thrice the count).
+_acked: dict[str, Any] = {}
+_beats: weakref.WeakKeyDictionary[Config, float] = weakref.WeakKeyDictionary()
+
+
+def beat_interval(cfg: Config) -> float:
+    """How often a long delivery tells JetStream it is at work: a third of
+    postbus_ack_wait, read once per configuration (not parsed for every job)."""
+    got = _beats.get(cfg)
+    if got is None:
+        got = _beats[cfg] = max(1.0, cfg.time("postbus_ack_wait") / 3)
+    return got
 
 
 async def free_slot(gate: Gate, job: DeliveryJob, hop_dsn: str, hop_reason: str) -> None:

@@ -13,10 +13,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import StreamConfig
+from nats.js.api import ConsumerConfig, StreamConfig
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
-from postbus.bus.consumer import consume
+from postbus.bus.consumer import consume, keep_alive
 from postbus.bus.jetstream import connect
 from postbus.bus.requests import Requests
 from postbus.config.loader import Config
@@ -161,3 +161,20 @@ async def test_each_message_is_handled_while_its_pull_request_is_open(
         await asyncio.wait_for(task, 10)
     info = await js.consumer_info("T", "worker")
     assert (info.num_pending, info.num_ack_pending) == (0, 0)
+
+
+async def test_keep_alive_holds_a_message_past_its_ack_wait(nc: NATS) -> None:
+    """A job held longer than ack_wait under keep_alive is not handed out again: its
+    beats (in_progress) reset JetStream's clock; once the block ends they stop."""
+    js = nc.jetstream()
+    sub = await js.pull_subscribe("t.long", "long", config=ConsumerConfig(ack_wait=1.0))
+    await js.publish("t.long", b"job")
+    msg = (await sub.fetch(1, timeout=5))[0]
+    async with keep_alive(msg, 0.3):
+        await asyncio.sleep(2.5)  # the delivery itself, longer than ack_wait
+        with pytest.raises(NatsTimeout):  # not redelivered meanwhile
+            await sub.fetch(1, timeout=0.5)
+    info = await js.consumer_info("T", "long")
+    assert info.num_redelivered == 0 and info.num_ack_pending == 1
+    again = (await sub.fetch(1, timeout=5))[0]  # no beats any more: ack_wait runs out
+    assert again.data == b"job" and again.metadata.num_delivered == 2

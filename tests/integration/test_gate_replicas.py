@@ -124,3 +124,26 @@ async def test_a_slot_freed_goes_to_the_job_waiting_in_the_same_agent_in_one_cal
     finally:
         await nc.close()
         await context.aclose()
+
+
+async def test_a_job_whose_local_wait_runs_out_is_parked(
+        tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> None:
+    context.configure(f"{redis.url}/0")
+    cfg = config(tmp_path)
+    nc = await connect(nats.url, "agent")
+    try:
+        await ensure_streams(nc.jetstream())
+        work = WorkBus(nc, nc.jetstream())
+        gate = Gate(cfg, work, "smtp", suspend)
+        first, second = job("CCCCCCCCCC1"), job("CCCCCCCCCC2")
+        assert await gate.admit(first)  # the window's one slot, kept
+        started = time.monotonic()
+        assert not await asyncio.wait_for(gate.admit(second), 10)  # parked
+        assert time.monotonic() - started >= LOCAL_WAIT * 0.9
+        dest = gate.destination(second)
+        parked = await work.first_parked("smtp", dest.key)
+        assert parked is not None and parked[1].queue_id == "CCCCCCCCCC2"
+        assert gate._waiters == {}  # nobody is left waiting here
+    finally:
+        await nc.close()
+        await context.aclose()

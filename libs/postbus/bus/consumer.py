@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -55,6 +55,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeout
 
 from postbus import metrics
+from postbus.bus.ack_subject import deliveries
 from postbus.bus.jetstream import ensure_streams
 from postbus.maps.table import TableRetry
 from postbus.queue import corrupt
@@ -210,7 +211,7 @@ async def consume(
 
     async def handle(msg: Msg, slot: bool) -> None:
         try:
-            if msg.metadata.num_delivered and msg.metadata.num_delivered > 1:
+            if deliveries(msg) > 1:
                 metrics.bus_redeliveries.labels(durable).inc()
             await handler(msg)
         except Exception as exc:
@@ -338,27 +339,34 @@ async def _missing(js: JetStreamContext, stream: str, durable: str) -> bool:
     return False
 
 
-@contextlib.asynccontextmanager
-async def keep_alive(msg: Msg, interval: float) -> AsyncIterator[None]:
+def keep_alive(msg: Msg, interval: float) -> _KeepAlive:
     """Tell JetStream we are still working on ``msg`` (long deliveries).
 
-    A timer, not a task: most deliveries end long before the first beat."""
-    loop = asyncio.get_running_loop()
-    handle: asyncio.TimerHandle | None = None
-    beats: set[asyncio.Task[None]] = set()
+    A timer, not a task: most deliveries end long before the first beat. A class,
+    not an asynccontextmanager: that costs a generator and its steps on every job."""
+    return _KeepAlive(msg, interval)
 
-    def beat() -> None:
-        nonlocal handle
-        task = loop.create_task(_in_progress(msg))
-        beats.add(task)
-        task.add_done_callback(beats.discard)
-        handle = loop.call_later(interval, beat)
 
-    handle = loop.call_later(interval, beat)
-    try:
-        yield
-    finally:
-        handle.cancel()
+class _KeepAlive:
+    def __init__(self, msg: Msg, interval: float) -> None:
+        self.msg = msg
+        self.interval = interval
+        self.handle: asyncio.TimerHandle | None = None
+        self.beats: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> None:
+        self.handle = asyncio.get_running_loop().call_later(self.interval, self._beat)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+
+    def _beat(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(_in_progress(self.msg))
+        self.beats.add(task)
+        task.add_done_callback(self.beats.discard)
+        self.handle = loop.call_later(self.interval, self._beat)
 
 
 async def _in_progress(msg: Msg) -> None:

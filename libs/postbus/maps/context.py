@@ -26,6 +26,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.driver_info import DriverInfo
 
 from postbus import redis_script
 from postbus.bus.subjects import MAPS_CHANGED_SUBJECT
@@ -95,6 +96,18 @@ def get_context() -> MapsContext:
     return _ctx
 
 
+_driver: DriverInfo | None = None
+
+
+def _driver_info() -> DriverInfo:
+    """redis-py's name and version for CLIENT SETINFO, looked up once: without it
+    redis-py asks importlib.metadata (a walk of sys.path) for every new connection."""
+    global _driver
+    if _driver is None:
+        _driver = DriverInfo()
+    return _driver
+
+
 def redis_client() -> Redis:
     """The Redis client of the running event loop (created on first use)."""
     ctx = get_context()
@@ -108,6 +121,7 @@ def redis_client() -> Redis:
             socket_connect_timeout=ctx.connect_timeout,
             retry=Retry(NoBackoff(), 1),  # once, for a connection Redis closed; no backoff
             decode_responses=False,
+            driver_info=_driver_info(),
         )
         ctx._loop = loop
     return ctx._client

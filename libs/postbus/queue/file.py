@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 
 from postbus.bus import subjects as s
+from postbus.bus.ack_subject import stream_sequence
 from postbus.bus.requests import Requests
 from postbus.queue import gauges
 from postbus.queue.entry import CodecError, QueueEntry
@@ -141,7 +142,7 @@ class QueueFile:
         if raw is None:
             raise CodecError("queue file without a queue entry")
         entry = QueueEntry.decode(raw.encode())
-        seq = msg.metadata.sequence.stream
+        seq = stream_sequence(msg)
         entry.attempt_id, entry.holder = first_attempt_id(seq), seq
         return entry, 0
 

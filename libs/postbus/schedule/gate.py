@@ -121,15 +121,17 @@ class Gate:
                          timeout: float) -> tuple[bool, Grant | None]:
         """Wait for this process to free a slot of ``dest``: (False, None) when none
         did in time; else (True, the grant handed over, or None: ask yourself)."""
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), member)
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.create_future(), member)
         self._waiters.setdefault(dest, collections.deque()).append(waiter)
+        # a plain timer, not wait_for(shield()): in a burst to one destination most jobs
+        # wait here, and those cost a task switch and two futures more each
+        timer = loop.call_later(timeout, waiter.expire)
         try:
-            return True, await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
-        except TimeoutError:
-            if waiter.promised:  # a hand-over is under way: take its answer
-                return True, await waiter.future
-            return False, None
+            got = await waiter.future
+            return (False, None) if got is _EXPIRED else (True, got)
         finally:
+            timer.cancel()
             queue = self._waiters.get(dest)
             if queue is not None:
                 with contextlib.suppress(ValueError):
@@ -303,3 +305,12 @@ class _Waiter:
     def settle(self, grant: Grant | None) -> None:
         if not self.future.done():
             self.future.set_result(grant)
+
+    def expire(self) -> None:
+        """The wait ran out: end it, unless a hand-over is under way (its answer ends it)."""
+        if not self.promised:
+            self.settle(_EXPIRED)
+
+
+#: What a wait that ran out gets (compared by identity).
+_EXPIRED = Grant("wait", reason="no slot came free in time")

@@ -275,8 +275,9 @@ class Connector:
     async def _transfer(
         self, key: str, chat: Chat, job: DeliveryJob, content: bytes
     ) -> list[Outcome]:
+        last = not (self.caching and self.cache.reusable(chat))  # decided before the "."
         try:
-            return await transfer(chat, self.st, job, content)
+            return await transfer(chat, self.st, job, content, last=last)
         finally:
             self.cache.release(key, chat, self.caching)
 

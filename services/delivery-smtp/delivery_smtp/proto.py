@@ -316,7 +316,8 @@ def _final(chat: Chat, got: Reply) -> Outcome:
     return Outcome.from_reply(got, reason)
 
 
-async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -> list[Outcome]:
+async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes, *,
+                   last: bool = False) -> list[Outcome]:
     """MAIL, RCPT per recipient, DATA, body; one outcome per job recipient (≈ smtp_xfer()).
 
     When the server offers PIPELINING, MAIL, every RCPT and DATA go out in one
@@ -328,7 +329,10 @@ async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -
     was accepted although no recipient was gets just "." (an empty message,
     RFC 2197), never the content, and the reply to it is ignored. Without
     PIPELINING each command waits for its reply, and RSET ends the
-    transaction as soon as it cannot succeed.
+    transaction as soon as it cannot succeed. When the session ends after
+    this message (``last``: not cached) and the server pipelines, QUIT goes
+    out with the end of data, as Postfix's smtp_loop() sends it; the reply to
+    the "." still decides, and the one to QUIT is read as the session closes.
     """
     count = len(job.recipients)
     out: list[Outcome | None] = [None] * count
@@ -409,6 +413,9 @@ async def transfer(chat: Chat, st: Settings, job: DeliveryJob, content: bytes) -
             if folded:
                 log.info("%s: breaking line > %d bytes with <CR><LF>SPACE",
                          job.queue_id, st.line_limit)
+            if last and pipelining:
+                data += b"QUIT\r\n"
+                chat.quit_sent = True
             await chat.send(data, st.data_xfer_timeout)
             where = "sending end of data -- message may be sent more than once"
             if st.lmtp:  # one reply per accepted recipient, in RCPT order

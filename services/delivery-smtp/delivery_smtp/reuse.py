@@ -42,7 +42,7 @@ class SessionCache:
         return None
 
     def reusable(self, chat: Chat) -> bool:
-        if chat.broken or not chat.connected:
+        if chat.broken or chat.quit_sent or not chat.connected:
             return False
         if time.monotonic() - chat.created >= self.time_limit:
             return False

@@ -178,6 +178,7 @@ class Chat:
         self.created = time.monotonic()
         self.reuse_count = 0
         self.broken = False  # not fit for reuse (lost, timed out, out of sync)
+        self.quit_sent = False  # QUIT went out with the end of data: the session ends
         self._deadline = 0.0  # loop time by which the reply being waited for is late
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0  # when that timer fires (never after the deadline)
@@ -335,8 +336,12 @@ class Chat:
                 transport.close()
 
     async def quit(self, timeout: float | None) -> None:
-        """Say goodbye if we still can; never raises."""
+        """Say goodbye if we still can (or read the answer to a QUIT that went out with
+        the end of data); never raises."""
         if self.connected and not self.broken:
             with contextlib.suppress(Exception):
-                await self.command(b"QUIT", timeout=timeout)
+                if self.quit_sent:
+                    await self.reply(timeout)
+                else:
+                    await self.command(b"QUIT", timeout=timeout)
         self.close()

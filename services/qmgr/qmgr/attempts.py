@@ -36,6 +36,7 @@ import time
 from nats.aio.msg import Msg
 
 from postbus import events, metrics
+from postbus.bus.ack_subject import deliveries
 from postbus.queue.entry import QueueEntry
 from postbus.queue.file import QueueConflict, QueueFile
 from postbus.service import ServiceContext
@@ -59,7 +60,7 @@ class Attempts:
 
     async def on_incoming(self, msg: Msg) -> None:
         entry, revision = QueueFile.trigger_entry(msg)
-        if (msg.metadata.num_delivered or 1) > 1:
+        if deliveries(msg) > 1:
             await self.lease_ended(msg, entry.queue_id)
             return
         if entry.queue == "hold":  # cleanup's HOLD action: it waits for postsuper -H
@@ -75,7 +76,7 @@ class Attempts:
 
     async def on_wakeup(self, msg: Msg) -> None:
         queue_id, _ = QueueFile.read_wakeup(msg.data)
-        if (msg.metadata.num_delivered or 1) > 1:
+        if deliveries(msg) > 1:
             await self.lease_ended(msg, queue_id)
             return
         got = await self.ctx.queue.get(queue_id)

@@ -151,12 +151,12 @@ async def recorder() -> AsyncIterator[Remote]:
         server.close()
 
 
-def connector(lmtp: bool = False) -> Connector:
+def connector(lmtp: bool = False, caching: bool = True) -> Connector:
     st = Settings(lmtp=lmtp, helo_name="mail.postbus.test", mail_timeout=5, rcpt_timeout=5,
                   data_init_timeout=5, data_done_timeout=5)
     cache = SessionCache(idle_limit=10, time_limit=300, count_limit=0, quit_timeout=2)
     resolver = HostResolver(use_dns=False, dns_servers=[], families=(socket.AF_INET,))
-    return Connector(st, resolver, cache)
+    return Connector(st, resolver, cache, caching=caching)
 
 
 def job(nexthop: str, rcpts: list[str], sender: str = "alice@postbus.test") -> DeliveryJob:
@@ -194,6 +194,27 @@ async def test_envelope_in_one_segment_when_pipelining(recorder: Remote) -> None
     assert recorder.script.messages == [
         ("alice@postbus.test", ["b@x.test", "c@x.test"], BODY[:-3])
     ]
+
+
+async def test_quit_goes_with_the_end_of_data_when_the_session_is_not_kept(
+        recorder: Remote) -> None:
+    """Without the connection cache QUIT follows "." in the same write, as Postfix's
+    smtp_loop() pipelines it; the reply to the "." still decides the outcome."""
+    con = connector(caching=False)
+    nexthop = f"[127.0.0.1]:{recorder.port}"
+    reject = "554 5.7.1 Error: content rejected"
+    try:
+        got = await deliver(con, job(nexthop, ["b@x.test"]))
+        recorder.script.dot_reply = reject
+        refused = await deliver(con, job(nexthop, ["c@x.test"]))
+    finally:
+        await con.cache.close()
+    assert got == [SENT]
+    assert refused == [Outcome("bounced", "5.7.1", said(reject, "end of DATA command"))]
+    assert recorder.script.connections == 2
+    assert [s for s in recorder.script.segments if s.endswith(b"QUIT\r\n")] == [
+        BODY + b"QUIT\r\n", BODY + b"QUIT\r\n"]
+    assert recorder.script.commands.count("QUIT") == 2
 
 
 async def test_one_command_per_segment_without_pipelining(recorder: Remote) -> None:

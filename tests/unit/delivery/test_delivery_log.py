@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from postbus.delivery import Outcome, Stats, format_tv, log_delivery, soften
+from postbus.delivery import Outcome, Stats, _format_usec, format_tv, log_delivery, soften
 from postbus.queue.entry import Recipient
 from postbus.smtp.reply import Reply, reply_dsn, reply_status
 
@@ -28,6 +28,15 @@ from postbus.smtp.reply import Reply, reply_dsn, reply_status
 )
 def test_format_tv_matches_postfix(seconds: float, text: str) -> None:
     assert format_tv(seconds) == text
+
+
+def test_format_tv_shortcut_agrees_with_format_tv_c_digit_by_digit() -> None:
+    """The default digits below 10 s take a shortcut; it must say what the digit-by-digit
+    algorithm says, at every rounding edge (each 5 ms, each 50 ms) and in between."""
+    edges = [e + d for e in range(0, 10_000_001, 5000) for d in (-1, 0, 1)]
+    for total in [*edges, *range(0, 10_000_001, 997)]:
+        if total >= 0:
+            assert format_tv(total / 1e6) == _format_usec(total, 2, 2), total
 
 
 def test_format_tv_with_more_resolution() -> None:
