@@ -141,14 +141,10 @@ def wait_filter(transport: str, key: str) -> str:
     return f"{ROOT}.wait.{transport}.{key}.*"
 
 
-def slot_subject(transport: str, key: str) -> str:
-    """Core NATS, not a stream: a slot of a destination was freed while an agent
-    waited for one (payload: the destination); every agent of the transport hears it."""
-    return f"{ROOT}.slot.{transport}.{key}"
-
-
-def slot_filter(transport: str) -> str:
-    return f"{ROOT}.slot.{transport}.*"
+def slot_subject(transport: str, agent: str) -> str:
+    """Core NATS, not a stream: a slot freed in one agent was given to a job waiting
+    in ``agent`` (payload: the destination and the job's slot member)."""
+    return f"{ROOT}.slot.{transport}.{agent}"
 
 
 def status_subject(queue_id: str) -> str:

@@ -12,8 +12,8 @@ A job that gets no slot first waits in its agent, a short while, in line
 for a slot (a ticket, :meth:`Windows.acquire`): the job that frees one, in
 any agent, gives it to the oldest ticket in the same Redis call, and says
 so on ``postbus.slot.<transport>.<destination key>`` (core NATS) when that
-ticket's job waits in another agent (so one agent alone publishes
-nothing). With each agent handing its slots only to its own waiters,
+ticket's job waits in another agent (to that agent alone; one agent alone
+publishes nothing). With each agent handing its slots only to its own waiters,
 replicas parked what a single agent would have delivered at once, and two
 agents delivered less than one: an agent that held few of the window's
 slots could not serve the jobs it had taken within the wait.
@@ -55,7 +55,8 @@ from postbus.schedule.windows import Destination, Grant, Windows
 log = logging.getLogger("postbus.schedule")
 
 SWEEP_INTERVAL = 1.0  # seconds between sweeps
-LOCAL_WAIT = 1.0  # seconds a job may wait in its agent for a slot before it is parked
+LOCAL_WAIT = 1.0  # seconds a job may wait in its agent for a slot while the line stands still
+MOST_WAIT = 5.0  # seconds it may wait in all, while the line moves
 
 
 #: What a job waiting here is told when parked jobs are owed the slot that came free.
@@ -80,6 +81,7 @@ class Gate:
         self._promoting: dict[Destination, bool] = {}  # looping now; asked again meanwhile
         # jobs waiting here for a slot, by member, oldest first
         self._waiters: dict[Destination, dict[str, asyncio.Future[Grant]]] = {}
+        self._moved: dict[Destination, float] = {}  # when a ticket was last served (loop time)
 
     def reconfigure(self, cfg: Config) -> None:
         self.windows = Windows(cfg, cfg.time("postbus_delivery_lease"), self.agent)
@@ -116,22 +118,44 @@ class Gate:
     async def _wait_here(self, dest: Destination, member: str) -> Grant:
         """Wait in line for a slot of ``dest``: "go" when the job's ticket was served;
         else (the wait ran out, or it was told the slot is not for it) as asked
-        again without a ticket."""
-        future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
+        again without a ticket.
+
+        The wait runs out when the line has not moved for LOCAL_WAIT (a stalled
+        destination: park, and let the agent take other work), or after
+        MOST_WAIT. A line that moves is worth waiting in: the jobs that several
+        agents hold for a busy destination may be more than its window serves
+        in LOCAL_WAIT, and each park costs more than the wait."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Grant] = loop.create_future()
         waiting = self._waiters.setdefault(dest, {})
         waiting[member] = future
+        started = loop.time()
+        deadline = started + LOCAL_WAIT
         try:
-            told = await asyncio.wait_for(future, LOCAL_WAIT)
-            if told.verdict == "go":
-                return told
-        except TimeoutError:
-            pass
+            while True:
+                try:
+                    told = await asyncio.wait_for(asyncio.shield(future),
+                                                  deadline - loop.time())
+                except TimeoutError:
+                    moved = self._moved.get(dest, started)
+                    deadline = min(max(moved, started) + LOCAL_WAIT, started + MOST_WAIT)
+                    if deadline > loop.time():
+                        continue
+                    break
+                if told.verdict == "go":
+                    return told
+                break
         finally:
             if waiting.get(member) is future:
                 del waiting[member]
             if not waiting and self._waiters.get(dest) is waiting:
                 del self._waiters[dest]
+                self._moved.pop(dest, None)
         return await self.windows.give_up(dest, member)
+
+    def _line_moved(self, dest: Destination) -> None:
+        if dest in self._waiters:
+            self._moved[dest] = asyncio.get_running_loop().time()
 
     def _tell(self, dest: Destination, grant: Grant, member: str = "", every: bool = False) -> None:
         """Settle the wait of ``member`` (else of the oldest, or ``every`` job) waiting here."""
@@ -150,11 +174,13 @@ class Gate:
         defer them all when the destination just died."""
         dest = self.destination(job)
         freed = await self.windows.free(dest, job.key, hop_dsn, hop_reason)
+        if freed.granted:
+            self._line_moved(dest)
         for agent, member in freed.granted:
             if agent == self.agent:
                 self._tell(dest, GO, member)
             else:
-                await self._announce(dest, member)
+                await self._announce(dest, agent, member)
         if freed.dead is not None:
             log.info("%s: %s", dest.name or dest.transport, freed.dead.reason)
             self._tell(dest, freed.dead, every=True)
@@ -167,18 +193,21 @@ class Gate:
             self._tell(dest, Grant("wait", after=freed.after))
 
     async def listen(self) -> None:
-        """Hear slots other agents of this transport free (:meth:`_announce`)."""
-        await self.work.nc.subscribe(s.slot_filter(self.transport), cb=self._heard)
+        """Hear of the slots other agents of this transport give to jobs waiting here
+        (:meth:`_announce`)."""
+        await self.work.nc.subscribe(s.slot_subject(self.transport, self.agent), cb=self._heard)
 
-    async def _announce(self, dest: Destination, member: str) -> None:
+    async def _announce(self, dest: Destination, agent: str, member: str) -> None:
         with contextlib.suppress(Exception):  # without it, the wait runs out, then finds the slot
-            await self.work.nc.publish(s.slot_subject(dest.transport, dest.key),
+            await self.work.nc.publish(s.slot_subject(dest.transport, agent),
                                        f"{dest.ident}\n{member}".encode())
 
     async def _heard(self, msg: Msg) -> None:
         with contextlib.suppress(UnicodeDecodeError):
             ident, _, member = msg.data.decode().rpartition("\n")
-            self._tell(Destination.from_ident(ident), GO, member)
+            dest = Destination.from_ident(ident)
+            self._line_moved(dest)
+            self._tell(dest, GO, member)
 
     async def _drain(self, dest: Destination, grant: Grant) -> None:
         """Defer every job parked for a dead destination (≈ qmgr_defer_todo)."""
@@ -278,3 +307,4 @@ async def remind(windows_cfg: Config, work: WorkBus, queue_id: str) -> None:
     if job is not None:
         windows = Windows(windows_cfg, windows_cfg.time("postbus_delivery_lease"))
         await windows.mark_waiting(Gate.destination(job))
+

@@ -48,9 +48,9 @@ PREFIX = "postbus:dest:"
 WAITING = PREFIX + "waiting"  # destinations with parked jobs
 LEASES = PREFIX + "leases"  # every busy slot, scored by when its lease runs out
 STATE_TTL = 3600.0  # seconds an idle destination's window is remembered
-#: Seconds a ticket is served (its job waits up to postbus.schedule.gate.LOCAL_WAIT,
+#: Seconds a ticket is served (its job waits up to postbus.schedule.gate.MOST_WAIT,
 #: then gives it up; older ones are left by an agent that died).
-TICKET_TTL = 3.0
+TICKET_TTL = 8.0
 SUSPENDED = "delivery temporarily suspended: "
 
 
