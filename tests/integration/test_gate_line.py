@@ -67,7 +67,7 @@ async def test_the_oldest_waiting_job_gets_the_slot_whichever_agent_holds_it(
         first, older, newer = job("CCCCCCCCCC1"), job("CCCCCCCCCC2"), job("CCCCCCCCCC3")
         assert await one.admit(first)  # the window's one slot
         waiting_older = asyncio.create_task(two.admit(older))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)  # more than OWN_FIRST
         waiting_newer = asyncio.create_task(one.admit(newer))
         await asyncio.sleep(0.1)
         await one.done(first)  # not to the job waiting in the same agent: it came later
@@ -89,11 +89,13 @@ async def test_a_moving_line_is_waited_in_a_standing_one_is_left(
         jobs = [job(f"DDDDDDDDDD{i}") for i in range(4)]
         assert await one.admit(jobs[0])
         started = time.monotonic()
-        waiting = [asyncio.create_task(gate.admit(j))
-                   for gate, j in ((two, jobs[1]), (one, jobs[2]), (two, jobs[3]))]
-        # each delivery takes 0.6s: the last job waits about 1.8s, and is not parked
+        waiting = []
+        for gate, waiter in ((two, jobs[1]), (one, jobs[2]), (two, jobs[3])):
+            waiting.append(asyncio.create_task(gate.admit(waiter)))
+            await asyncio.sleep(0.15)  # more than OWN_FIRST: the order is the line's
+        # each delivery takes 0.6s: the last job waits about 1.5s, and is not parked
         for index, gate in ((0, one), (1, two), (2, one)):
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(0.6 if index else 0.15)
             await gate.done(jobs[index])
             assert await asyncio.wait_for(waiting[index], 10), "parked in a moving line"
         assert time.monotonic() - started > LOCAL_WAIT

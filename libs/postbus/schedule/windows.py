@@ -51,6 +51,9 @@ STATE_TTL = 3600.0  # seconds an idle destination's window is remembered
 #: Seconds a ticket is served (its job waits up to postbus.schedule.gate.MOST_WAIT,
 #: then gives it up; older ones are left by an agent that died).
 TICKET_TTL = 8.0
+#: Seconds by which a job waiting in the agent that frees a slot may go before an older
+#: one waiting in another: no word between agents, and the slot never idles meanwhile.
+OWN_FIRST = 0.1
 SUSPENDED = "delivery temporarily suspended: "
 
 
@@ -198,7 +201,8 @@ _ACQUIRE = _ACQUIRE_FN + "return acquire(KEYS, ARGV)\n"
 
 # KEYS: hash, busy, leases, waiting, tickets. ARGV: member, hop failed (0/1), positive base,
 # positive per window (0/1), negative base, negative per window, initial, limit,
-# cohort limit, dsn, reason, backoff, rate, ttl, dest id, lease, how long a ticket counts.
+# cohort limit, dsn, reason, backoff, rate, ttl, dest id, lease, how long a ticket counts,
+# agent id, how much younger its own ticket may be (grant).
 _RELEASE_FN = """
 local function release(KEYS, ARGV)
 local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -266,7 +270,8 @@ end
 _RELEASE = _RELEASE_FN + "return release(KEYS, ARGV)\n"
 
 # After a release that left room (not dead, no parked job owed it, no rate delay):
-# the oldest live tickets take the free slots, each as its job had asked.
+# the oldest live tickets take the free slots, each as its job had asked; among those
+# at most OWN_FIRST younger than the oldest, the releasing agent's own first.
 _GRANT_FN = """
 local function grant(KEYS, ARGV, out)
 local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -277,14 +282,22 @@ if limit > 0 and window > limit then window = limit end
 if window < 1 then window = 1 end
 local room = window - redis.call('ZCARD', busy)
 while room > 0 do
-  local head = redis.call('ZRANGE', tickets, 0, 0, 'WITHSCORES')
+  local head = redis.call('ZRANGE', tickets, 0, 15, 'WITHSCORES')
   if #head == 0 then break end
-  redis.call('ZREM', tickets, head[1])
-  if tonumber(head[2]) >= now - tonumber(ARGV[17]) then
-    local member = string.sub(head[1], string.find(head[1], '\\n', 1, true) + 1)
+  local oldest = tonumber(head[2])
+  if oldest < now - tonumber(ARGV[17]) then
+    redis.call('ZREM', tickets, head[1])  -- its agent died
+  else
+    local pick, mine = head[1], ARGV[18] .. '\\n'
+    for i = 1, #head, 2 do
+      if tonumber(head[i + 1]) > oldest + tonumber(ARGV[19]) then break end
+      if string.sub(head[i], 1, #mine) == mine then pick = head[i]; break end
+    end
+    redis.call('ZREM', tickets, pick)
+    local member = string.sub(pick, #(string.match(pick, '^[^\\n]*')) + 2)
     redis.call('ZADD', busy, now + lease, member)
     redis.call('ZADD', KEYS[3], now + lease, ARGV[15] .. '\\n' .. member)
-    table.insert(out, head[1]); room = room - 1
+    table.insert(out, pick); room = room - 1
   end
 end
 return out
@@ -449,7 +462,7 @@ class Windows:
         return [member, int(bool(hop_dsn)), lim.positive.base, int(lim.positive.per_window),
                 lim.negative.base, int(lim.negative.per_window), lim.initial, lim.limit,
                 lim.cohort_limit, hop_dsn or "4.0.0", reason, lim.backoff, lim.rate_delay,
-                int(STATE_TTL), dest.ident, self.lease, TICKET_TTL]
+                int(STATE_TTL), dest.ident, self.lease, TICKET_TTL, self.agent, OWN_FIRST]
 
     async def renew(self, dest: Destination, member: str) -> bool:
         """Keep a slot whose job is still on the bus; False when it was freed meanwhile."""
