@@ -45,10 +45,10 @@ What is queued lives in files, what is in flight in memory:
 * ``POSTBUS_GAUGES`` (memory, counters): the deferred and hold queue sizes,
   ``postbus.gauge.<queue>``, moved with ``Nats-Incr`` as entries change
   queue; see :mod:`postbus.queue.gauges`.
-* ``postbus.slot.<transport>.<destination key>`` (core NATS, not a stream):
-  an agent freed a slot of a destination for which some agent waits; each
-  agent of the transport wakes one job it holds waiting for that
-  destination (:mod:`postbus.schedule.gate`). A lost one costs a wait.
+* ``postbus.slot.<transport>.<agent>`` (core NATS, not a stream): a slot
+  freed in one agent was given to a job waiting in ``agent`` (its ticket was
+  the oldest; :mod:`postbus.schedule.gate`). A lost one costs a wait: the
+  job finds its slot when it stops waiting.
 * ``postbus.maps.changed`` (core NATS, not a stream) announces that a lookup
   table was loaded or edited; the payload is the table's ``type:name``.
   Services drop that table from their lookup cache.
@@ -141,14 +141,10 @@ def wait_filter(transport: str, key: str) -> str:
     return f"{ROOT}.wait.{transport}.{key}.*"
 
 
-def slot_subject(transport: str, key: str) -> str:
-    """Core NATS, not a stream: a slot of a destination was freed while an agent
-    waited for one (payload: the destination); every agent of the transport hears it."""
-    return f"{ROOT}.slot.{transport}.{key}"
-
-
-def slot_filter(transport: str) -> str:
-    return f"{ROOT}.slot.{transport}.*"
+def slot_subject(transport: str, agent: str) -> str:
+    """Core NATS, not a stream: a slot freed in one agent was given to a job waiting
+    in ``agent`` (payload: the destination and the job's slot member)."""
+    return f"{ROOT}.slot.{transport}.{agent}"
 
 
 def status_subject(queue_id: str) -> str:

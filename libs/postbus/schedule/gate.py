@@ -8,13 +8,15 @@ connects, and gives it back, with Postfix's feedback, as soon as the
 delivery is over: the slot is held for the delivery itself, not for the
 trip of its result back to a qmgr.
 
-A job that gets no slot first waits in its agent, a short while, for a
-slot to be freed: by its own agent, or by another one, which then says so
-on ``postbus.slot.<transport>.<destination key>`` (core NATS) when the
-window's state in Redis shows that another agent waits (so one agent alone
-publishes nothing). Without that word, replicas parked what a single
-agent would have delivered at once, and two agents delivered less than
-one.
+A job that gets no slot first waits in its agent, a short while, in line
+for a slot (a ticket, :meth:`Windows.acquire`): the job that frees one, in
+any agent, gives it to the oldest ticket in the same Redis call, and says
+so on ``postbus.slot.<transport>.<agent>`` (core NATS) when that
+ticket's job waits in another agent (to that agent alone; one agent alone
+publishes nothing). With each agent handing its slots only to its own waiters,
+replicas parked what a single agent would have delivered at once, and two
+agents delivered less than one: an agent that held few of the window's
+slots could not serve the jobs it had taken within the wait.
 
 A job that still gets no slot is parked on
 ``postbus.wait.<transport>.<destination key>.<qid>`` (in the work stream,
@@ -36,7 +38,6 @@ the job's idempotency key makes the second publish a duplicate.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import secrets
@@ -54,11 +55,16 @@ from postbus.schedule.windows import Destination, Grant, Windows
 log = logging.getLogger("postbus.schedule")
 
 SWEEP_INTERVAL = 1.0  # seconds between sweeps
-LOCAL_WAIT = 1.0  # seconds a job may wait in its agent for a slot before it is parked
+LOCAL_WAIT = 1.0  # seconds a job may wait in its agent for a slot while the line stands still
+MOST_WAIT = 5.0  # seconds it may wait in all, while the line moves
 
 
 #: What a job waiting here is told when parked jobs are owed the slot that came free.
 BEHIND_PARKED = Grant("wait", queued=True)
+#: What a job waiting here is told when its ticket was served: it holds a slot.
+GO = Grant("go")
+#: What a job waiting here is told when its wait ran out (it gives its ticket up).
+RAN_OUT = Grant("wait", reason="no slot came free in time")
 
 #: Defers a job's recipients without a connection (the agent's report).
 Suspend = Callable[[DeliveryJob, Grant], Awaitable[None]]
@@ -75,7 +81,9 @@ class Gate:
         self.reconfigure(cfg)
         self._timers: set[asyncio.Task[None]] = set()
         self._promoting: dict[Destination, bool] = {}  # looping now; asked again meanwhile
-        self._waiters: dict[Destination, collections.deque[_Waiter]] = {}
+        # jobs waiting here for a slot, by member, oldest first
+        self._waiters: dict[Destination, dict[str, asyncio.Future[Grant]]] = {}
+        self._moved: dict[Destination, float] = {}  # when a ticket was last served (loop time)
 
     def reconfigure(self, cfg: Config) -> None:
         self.windows = Windows(cfg, cfg.time("postbus_delivery_lease"), self.agent)
@@ -88,111 +96,124 @@ class Gate:
         """True when the job has a slot; otherwise it was parked, or deferred
         because its destination is dead.
 
-        Without a slot, a job first waits here, a short while, for a slot this
-        process frees (a burst of jobs to one destination is the common case,
-        and parking costs four bus operations): the job that frees it hands
-        it over in the same Redis call (:meth:`Windows.hand_over`). It is parked
-        when that wait runs out, when jobs are parked for the destination
-        already (they go first), or under a rate delay."""
+        Without a slot, a job first waits here, a short while, in line for one
+        (a burst of jobs to one destination is the common case, and parking
+        costs four bus operations): the job that frees a slot, in this agent or
+        another, gives it to the oldest waiting in the same Redis call
+        (:meth:`Windows.free`). It is parked when that wait runs out, when jobs
+        are parked for the destination already (they go first), or under a rate
+        delay."""
         dest = self.destination(job)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LOCAL_WAIT
-        grant = await self.windows.acquire(dest, job.key)
-        while True:
-            if grant.verdict == "go":
-                return True
-            if grant.verdict == "dead":
-                await self.suspend(job, grant)
-                return False
-            left = deadline - loop.time()
-            if grant.queued or grant.after or left <= 0:
-                break
-            woken, handed = await self._wait_here(dest, job.key, left)
-            if not woken:
-                break
-            # handed over, or a slot came free elsewhere: ask for it
-            grant = handed or await self.windows.acquire(dest, job.key)
+        grant = await self.windows.acquire(dest, job.key, ticket=True)
+        if grant.verdict == "wait" and not grant.queued and not grant.after:
+            grant = await self._wait_here(dest, job.key)
+        if grant.verdict == "go":
+            return True
+        if grant.verdict == "dead":
+            await self.suspend(job, grant)
+            return False
         await self.work.park_job(job, dest.key)
         await self.windows.mark_waiting(dest)  # after parking: see _move_parked()
         self._wake_at(dest, grant.after)
         return False
 
-    async def _wait_here(self, dest: Destination, member: str,
-                         timeout: float) -> tuple[bool, Grant | None]:
-        """Wait for this process to free a slot of ``dest``: (False, None) when none
-        did in time; else (True, the grant handed over, or None: ask yourself)."""
+    async def _wait_here(self, dest: Destination, member: str) -> Grant:
+        """Wait in line for a slot of ``dest``: "go" when the job's ticket was served;
+        else (the wait ran out, or it was told the slot is not for it) as asked
+        again without a ticket.
+
+        The wait runs out when the line has not moved for LOCAL_WAIT (a stalled
+        destination: park, and let the agent take other work), or after
+        MOST_WAIT. A line that moves is worth waiting in: the jobs that several
+        agents hold for a busy destination may be more than its window serves
+        in LOCAL_WAIT, and each park costs more than the wait."""
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop.create_future(), member)
-        self._waiters.setdefault(dest, collections.deque()).append(waiter)
-        # a plain timer, not wait_for(shield()): in a burst to one destination most jobs
-        # wait here, and those cost a task switch and two futures more each
-        timer = loop.call_later(timeout, waiter.expire)
+        future: asyncio.Future[Grant] = loop.create_future()
+        waiting = self._waiters.setdefault(dest, {})
+        waiting[member] = future
+        started = loop.time()
+        timer: asyncio.TimerHandle
+
+        def check() -> None:  # a plain timer, not wait_for(shield()): most jobs of a burst wait
+            nonlocal timer
+            if future.done():
+                return
+            moved = self._moved.get(dest, started)
+            deadline = min(max(moved, started) + LOCAL_WAIT, started + MOST_WAIT)
+            if deadline > loop.time():
+                timer = loop.call_at(deadline, check)
+            else:
+                future.set_result(RAN_OUT)
+
+        timer = loop.call_at(started + LOCAL_WAIT, check)
         try:
-            got = await waiter.future
-            return (False, None) if got is _EXPIRED else (True, got)
+            told = await future
+            if told.verdict == "go":
+                return told
         finally:
             timer.cancel()
-            queue = self._waiters.get(dest)
-            if queue is not None:
-                with contextlib.suppress(ValueError):
-                    queue.remove(waiter)
-                if not queue:
-                    del self._waiters[dest]
+            if waiting.get(member) is future:
+                del waiting[member]
+            if not waiting and self._waiters.get(dest) is waiting:
+                del self._waiters[dest]
+                self._moved.pop(dest, None)
+        return await self.windows.give_up(dest, member)
 
-    def _next_waiter(self, dest: Destination) -> _Waiter | None:
-        for waiter in self._waiters.get(dest, ()):
-            if not waiter.future.done() and not waiter.promised:
-                return waiter
-        return None
+    def _line_moved(self, dest: Destination) -> None:
+        if dest in self._waiters:
+            self._moved[dest] = asyncio.get_running_loop().time()
 
-    def _wake_one(self, dest: Destination) -> bool:
-        """Hand a freed slot's chance to a job waiting here; False when none waits."""
-        waiter = self._next_waiter(dest)
-        if waiter is None:
-            return False
-        waiter.future.set_result(None)
-        return True
+    def _tell(self, dest: Destination, grant: Grant, member: str = "", every: bool = False) -> None:
+        """Settle the wait of ``member`` (else of the oldest, or ``every`` job) waiting here."""
+        waiting = self._waiters.get(dest, {})
+        futures = [waiting.get(member)] if member else list(waiting.values())
+        for future in futures:
+            if future is not None and not future.done():
+                future.set_result(grant)
+                if not every:
+                    return
 
     async def done(self, job: DeliveryJob, hop_dsn: str = "", hop_reason: str = "") -> None:
         """The delivery is over: free the slot with feedback (negative when the
-        destination itself failed), handing it over to a job waiting here, or
-        move a parked job on, or defer them all when the destination just died."""
+        destination itself failed), giving it to the oldest job waiting for one
+        (here, or in another agent: then say so), or move a parked job on, or
+        defer them all when the destination just died."""
         dest = self.destination(job)
-        waiter = self._next_waiter(dest)
-        if waiter is None:
-            freed = await self.windows.release(dest, job.key, hop_dsn, hop_reason)
-        else:
-            waiter.promised = True
-            try:
-                freed, grant = await self.windows.hand_over(dest, job.key, waiter.member,
-                                                            hop_dsn, hop_reason)
-            except BaseException:
-                waiter.settle(None)  # it asks again itself
-                raise
-            if grant is None:  # no hand-over: dead, or parked jobs go first, or freed already
-                grant = freed.dead or (BEHIND_PARKED if freed.held and freed.waiting else None)
-            waiter.settle(grant)
+        freed = await self.windows.free(dest, job.key, hop_dsn, hop_reason)
+        if freed.granted:
+            self._line_moved(dest)
+        for agent, member in freed.granted:
+            if agent == self.agent:
+                self._tell(dest, GO, member)
+            else:
+                await self._announce(dest, agent, member)
         if freed.dead is not None:
             log.info("%s: %s", dest.name or dest.transport, freed.dead.reason)
+            self._tell(dest, freed.dead, every=True)
             if freed.waiting:
                 await self._drain(dest, freed.dead)
         elif freed.held and freed.waiting:
+            self._tell(dest, BEHIND_PARKED)
             await self.promote(dest)  # parked jobs came first
-        elif freed.held and waiter is None and freed.wanted:
-            await self._announce(dest)  # a job waits in another agent
+        elif freed.held and freed.after:
+            self._tell(dest, Grant("wait", after=freed.after))
 
     async def listen(self) -> None:
-        """Hear slots other agents of this transport free (:meth:`_announce`)."""
-        await self.work.nc.subscribe(s.slot_filter(self.transport), cb=self._heard)
+        """Hear of the slots other agents of this transport give to jobs waiting here
+        (:meth:`_announce`)."""
+        await self.work.nc.subscribe(s.slot_subject(self.transport, self.agent), cb=self._heard)
 
-    async def _announce(self, dest: Destination) -> None:
-        with contextlib.suppress(Exception):  # a hint: without it, the wait runs out
-            await self.work.nc.publish(s.slot_subject(dest.transport, dest.key),
-                                       dest.ident.encode())
+    async def _announce(self, dest: Destination, agent: str, member: str) -> None:
+        with contextlib.suppress(Exception):  # without it, the wait runs out, then finds the slot
+            await self.work.nc.publish(s.slot_subject(dest.transport, agent),
+                                       f"{dest.ident}\n{member}".encode())
 
     async def _heard(self, msg: Msg) -> None:
         with contextlib.suppress(UnicodeDecodeError):
-            self._wake_one(Destination.from_ident(msg.data.decode()))
+            ident, _, member = msg.data.decode().rpartition("\n")
+            dest = Destination.from_ident(ident)
+            self._line_moved(dest)
+            self._tell(dest, GO, member)
 
     async def _drain(self, dest: Destination, grant: Grant) -> None:
         """Defer every job parked for a dead destination (≈ qmgr_defer_todo)."""
@@ -293,24 +314,3 @@ async def remind(windows_cfg: Config, work: WorkBus, queue_id: str) -> None:
         windows = Windows(windows_cfg, windows_cfg.time("postbus_delivery_lease"))
         await windows.mark_waiting(Gate.destination(job))
 
-
-class _Waiter:
-    """A job waiting in this agent for a slot of its destination."""
-
-    def __init__(self, future: asyncio.Future[Grant | None], member: str) -> None:
-        self.future = future
-        self.member = member
-        self.promised = False  # a job that frees a slot is handing it over to this one
-
-    def settle(self, grant: Grant | None) -> None:
-        if not self.future.done():
-            self.future.set_result(grant)
-
-    def expire(self) -> None:
-        """The wait ran out: end it, unless a hand-over is under way (its answer ends it)."""
-        if not self.promised:
-            self.settle(_EXPIRED)
-
-
-#: What a wait that ran out gets (compared by identity).
-_EXPIRED = Grant("wait", reason="no slot came free in time")

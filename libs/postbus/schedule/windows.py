@@ -23,6 +23,12 @@ to the sweep (:mod:`postbus.schedule.gate`), which keeps it while the job is
 still on the bus (a delivery may take longer than a lease) and frees it
 otherwise (its agent died). Redis losing its data costs the windows'
 history, not mail.
+
+A job refused a slot may take a ticket: the destination's tickets, one
+queue for every agent, oldest first, get the slots freed next, granted in
+the same call that frees them (:meth:`Windows.free`). So jobs waiting in
+several agents are served in the order they came, as in one agent, instead
+of each agent serving its own from the slots it happens to hold.
 """
 
 from __future__ import annotations
@@ -42,9 +48,12 @@ PREFIX = "postbus:dest:"
 WAITING = PREFIX + "waiting"  # destinations with parked jobs
 LEASES = PREFIX + "leases"  # every busy slot, scored by when its lease runs out
 STATE_TTL = 3600.0  # seconds an idle destination's window is remembered
-#: Seconds after a "wait" verdict that freeing a slot announces it to every agent
-#: (an agent waits for a slot up to postbus.schedule.gate.LOCAL_WAIT, then parks).
-WANTED_FOR = 1.5
+#: Seconds a ticket is served (its job waits up to postbus.schedule.gate.MOST_WAIT,
+#: then gives it up; older ones are left by an agent that died).
+TICKET_TTL = 8.0
+#: Seconds by which a job waiting in the agent that frees a slot may go before an older
+#: one waiting in another: no word between agents, and the slot never idles meanwhile.
+OWN_FIRST = 0.1
 SUSPENDED = "delivery temporarily suspended: "
 
 
@@ -139,11 +148,12 @@ class Released:
     held: bool  # the slot was held (False: freed already, no feedback given)
     dead: Grant | None = None
     waiting: bool = False
-    wanted: bool = False  # another agent asked for a slot lately and waits for one
+    after: float = 0.0  # under a rate delay: when the next may start
+    granted: tuple[tuple[str, str], ...] = ()  # (agent, member) of tickets given the slot
 
 
-# KEYS: hash, busy, leases, waiting, wanted. ARGV: member, lease, initial, limit, rate, ttl,
-# dest id, agent id.
+# KEYS: hash, busy, leases, waiting, tickets. ARGV: member, lease, initial, limit, rate, ttl,
+# dest id, the ticket to take when refused ('' for none: "agent\nmember").
 _ACQUIRE_FN = """
 local function acquire(KEYS, ARGV)
 local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -173,8 +183,10 @@ if limit > 0 and window > limit then window = limit end
 if window < 1 then window = 1 end
 local queued = tostring(redis.call('SISMEMBER', KEYS[4], ARGV[7]))
 if redis.call('ZCARD', busy) >= window then
-  -- this agent waits: another that frees a slot says so (see release)
-  redis.call('HSET', KEYS[5], ARGV[8], now); redis.call('EXPIRE', KEYS[5], 60)
+  -- no parked job goes first: the job waits for a slot, in the tickets' order (see grant)
+  if ARGV[8] ~= '' and queued == '0' then
+    redis.call('ZADD', KEYS[5], 'NX', now, ARGV[8]); redis.call('EXPIRE', KEYS[5], 60)
+  end
   return {'wait', '', '', '0', queued}
 end
 if rate > 0 then
@@ -187,10 +199,10 @@ end
 """
 _ACQUIRE = _ACQUIRE_FN + "return acquire(KEYS, ARGV)\n"
 
-# KEYS: hash, busy, leases, waiting, wanted. ARGV: member, hop failed (0/1), positive base,
+# KEYS: hash, busy, leases, waiting, tickets. ARGV: member, hop failed (0/1), positive base,
 # positive per window (0/1), negative base, negative per window, initial, limit,
-# cohort limit, dsn, reason, backoff, rate, ttl, dest id, how long a wait is wanted,
-# agent id.
+# cohort limit, dsn, reason, backoff, rate, ttl, dest id, lease, how long a ticket counts,
+# agent id, how much younger its own ticket may be (grant).
 _RELEASE_FN = """
 local function release(KEYS, ARGV)
 local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
@@ -201,13 +213,7 @@ if redis.call('ZREM', busy, ARGV[1]) == 0 then return {'gone'} end
 local initial, limit = tonumber(ARGV[7]), tonumber(ARGV[8])
 local s = redis.call('HMGET', h, 'window', 'success', 'failure', 'fail_cohorts', 'dead_until',
                      'dsn', 'reason')
-local wanted = '0'  -- another agent was refused a slot lately
-local others = redis.call('HGETALL', KEYS[5])
-for i = 1, #others, 2 do
-  if others[i] ~= ARGV[17] and now - tonumber(others[i + 1]) < tonumber(ARGV[16]) then
-    wanted = '1'
-  end
-end
+local after = '0'
 local window = tonumber(s[1]) or initial
 local success, failure = tonumber(s[2]) or 0, tonumber(s[3]) or 0
 local cohorts, dead = tonumber(s[4]) or 0, tonumber(s[5]) or 0
@@ -215,7 +221,9 @@ local function feedback(base, per_window)
   if per_window == '1' then return tonumber(base) / window end
   return tonumber(base)
 end
-if tonumber(ARGV[13]) > 0 then redis.call('HSET', h, 'next_start', now + tonumber(ARGV[13])) end
+if tonumber(ARGV[13]) > 0 then
+  after = tostring(now + tonumber(ARGV[13])); redis.call('HSET', h, 'next_start', after)
+end
 if ARGV[2] == '1' then
   if dead == 0 then
     cohorts = cohorts + 1 / window
@@ -256,24 +264,59 @@ redis.call('HSET', h, 'window', window, 'success', success, 'failure', failure,
 redis.call('EXPIRE', h, ARGV[14]); redis.call('EXPIRE', busy, ARGV[14])
 local waiting = redis.call('SISMEMBER', KEYS[4], ARGV[15])
 if dead > now then return {'dead', s[6] or '4.0.0', s[7] or '', tostring(waiting), '0'} end
-return {'ok', '', '', tostring(waiting), wanted}
+return {'ok', '', '', tostring(waiting), after}
 end
 """
 _RELEASE = _RELEASE_FN + "return release(KEYS, ARGV)\n"
 
-# The release's KEYS and ARGV, then ARGV[18] the member of a job that waits in the same agent
-# and ARGV[19] its lease: the slot freed goes on to that job at once when no parked job is
-# owed it (the release said 'ok' and nothing waits), as if it had asked (one call instead
-# of two for every delivery that follows another to a busy destination). Its grant is
-# items 6-10 of the answer.
-_HAND_OVER = _RELEASE_FN + _ACQUIRE_FN + """
-local r = release(KEYS, ARGV)
-if r[1] == 'ok' and r[4] == '0' then
-  local g = acquire(KEYS, {ARGV[18], ARGV[19], ARGV[7], ARGV[8], ARGV[13], ARGV[14], ARGV[15],
-                           ARGV[17]})
-  for i = 1, 5 do r[5 + i] = g[i] end
+# After a release that left room (not dead, no parked job owed it, no rate delay):
+# the oldest live tickets take the free slots, each as its job had asked; among those
+# at most OWN_FIRST younger than the oldest, the releasing agent's own first.
+_GRANT_FN = """
+local function grant(KEYS, ARGV, out)
+local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local busy, tickets, lease = KEYS[2], KEYS[5], tonumber(ARGV[16])
+local window = tonumber(redis.call('HGET', KEYS[1], 'window')) or tonumber(ARGV[7])
+local limit = tonumber(ARGV[8])
+if limit > 0 and window > limit then window = limit end
+if window < 1 then window = 1 end
+local room = window - redis.call('ZCARD', busy)
+while room > 0 do
+  local head = redis.call('ZRANGE', tickets, 0, 15, 'WITHSCORES')
+  if #head == 0 then break end
+  local oldest = tonumber(head[2])
+  if oldest < now - tonumber(ARGV[17]) then
+    redis.call('ZREM', tickets, head[1])  -- its agent died
+  else
+    local pick, mine = head[1], ARGV[18] .. '\\n'
+    for i = 1, #head, 2 do
+      if tonumber(head[i + 1]) > oldest + tonumber(ARGV[19]) then break end
+      if string.sub(head[i], 1, #mine) == mine then pick = head[i]; break end
+    end
+    redis.call('ZREM', tickets, pick)
+    local member = string.sub(pick, #(string.match(pick, '^[^\\n]*')) + 2)
+    redis.call('ZADD', busy, now + lease, member)
+    redis.call('ZADD', KEYS[3], now + lease, ARGV[15] .. '\\n' .. member)
+    table.insert(out, pick); room = room - 1
+  end
 end
+return out
+end
+"""
+
+# The release, then the grants: items 6... of the answer are the tickets served (one call
+# for every delivery that follows another to a busy destination, in any agent).
+_FREE = _RELEASE_FN + _GRANT_FN + """
+local r = release(KEYS, ARGV)
+if r[1] == 'ok' and r[4] == '0' and r[5] == '0' then grant(KEYS, ARGV, r) end
 return r
+"""
+
+# The acquire's KEYS and ARGV: the job stops waiting; its ticket is dropped unless it was
+# served already (then it holds its slot: go), and it asks once more without one.
+_GIVE_UP = _ACQUIRE_FN + """
+redis.call('ZREM', KEYS[5], ARGV[8])
+return acquire(KEYS, {ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ''})
 """
 
 # KEYS: leases. ARGV: how many.
@@ -338,9 +381,9 @@ class Destination:
         return self.state + ":busy"
 
     @property
-    def wanted(self) -> str:
-        """Per agent: when it was last refused a slot here."""
-        return self.state + ":wanted"
+    def tickets(self) -> str:
+        """Jobs waiting in the agents for a slot here, by when they were refused."""
+        return self.state + ":tickets"
 
     @classmethod
     def from_ident(cls, ident: str) -> Destination:
@@ -369,13 +412,24 @@ class Windows:
     async def _run(self, script: str, keys: list[str], args: list[str | int | float]) -> Any:
         return await run_script(self.redis(), script, keys, args)
 
-    async def acquire(self, dest: Destination, member: str) -> Grant:
+    async def acquire(self, dest: Destination, member: str, ticket: bool = False) -> Grant:
+        """A slot for a job; ``ticket``: when refused, and no parked job goes first,
+        the job waits in line for the next slot freed (:meth:`free` serves it; a job
+        that stops waiting calls :meth:`give_up`)."""
+        return _grant(await self._run(_ACQUIRE, self._keys(dest),
+                                      self._acquire_args(dest, member, ticket)))
+
+    async def give_up(self, dest: Destination, member: str) -> Grant:
+        """Stop waiting in line: "go" when the ticket was served meanwhile (or a slot is
+        free now), else as :meth:`acquire` without a ticket."""
+        return _grant(await self._run(_GIVE_UP, self._keys(dest),
+                                      self._acquire_args(dest, member, True)))
+
+    def _acquire_args(self, dest: Destination, member: str,
+                      ticket: bool) -> list[str | int | float]:
         lim = self.limits(dest.transport)
-        return _grant(await self._run(
-            _ACQUIRE, self._keys(dest),
-            [member, self.lease, lim.initial, lim.limit, lim.rate_delay, int(STATE_TTL),
-             dest.ident, self.agent],
-        ))
+        return [member, self.lease, lim.initial, lim.limit, lim.rate_delay, int(STATE_TTL),
+                dest.ident, f"{self.agent}\n{member}" if ticket else ""]
 
     async def release(self, dest: Destination, member: str, hop_dsn: str = "",
                       hop_reason: str = "") -> Released:
@@ -385,22 +439,20 @@ class Windows:
                               self._release_args(dest, member, hop_dsn, hop_reason))
         return _released(got)
 
-    async def hand_over(self, dest: Destination, member: str, to: str, hop_dsn: str = "",
-                        hop_reason: str = "") -> tuple[Released, Grant | None]:
-        """:meth:`release`, then :meth:`acquire` for ``to`` (a job waiting in this
-        agent) in the same call, unless the destination died or parked jobs are
-        owed the slot (then no grant: as after a release)."""
-        got = await self._run(
-            _HAND_OVER, self._keys(dest),
-            [*self._release_args(dest, member, hop_dsn, hop_reason), to, self.lease])
+    async def free(self, dest: Destination, member: str, hop_dsn: str = "",
+                   hop_reason: str = "") -> Released:
+        """:meth:`release`, then the oldest tickets take the room left, in the same
+        call, unless the destination died, parked jobs are owed the slot, or a
+        rate delay runs (``granted``: whose tickets were served)."""
+        got = await self._run(_FREE, self._keys(dest),
+                              self._release_args(dest, member, hop_dsn, hop_reason))
         freed = _released(got)
-        if len(got) < 10:
-            return freed, None
-        return freed, _grant(got[5:10])
+        served = tuple(_ticket(t) for t in got[5:])
+        return Released(freed.held, freed.dead, freed.waiting, freed.after, served)
 
     @staticmethod
     def _keys(dest: Destination) -> list[str]:
-        return [dest.state, dest.busy, LEASES, WAITING, dest.wanted]
+        return [dest.state, dest.busy, LEASES, WAITING, dest.tickets]
 
     def _release_args(self, dest: Destination, member: str, hop_dsn: str,
                       hop_reason: str) -> list[str | int | float]:
@@ -409,7 +461,7 @@ class Windows:
         return [member, int(bool(hop_dsn)), lim.positive.base, int(lim.positive.per_window),
                 lim.negative.base, int(lim.negative.per_window), lim.initial, lim.limit,
                 lim.cohort_limit, hop_dsn or "4.0.0", reason, lim.backoff, lim.rate_delay,
-                int(STATE_TTL), dest.ident, WANTED_FOR, self.agent]
+                int(STATE_TTL), dest.ident, self.lease, TICKET_TTL, self.agent, OWN_FIRST]
 
     async def renew(self, dest: Destination, member: str) -> bool:
         """Keep a slot whose job is still on the bus; False when it was freed meanwhile."""
@@ -463,7 +515,7 @@ async def revive_dead() -> int:
     revived, batch = 0, []
     async for key in client.scan_iter(match=f"{PREFIX}*", count=500):
         name = _text(key)
-        if name.endswith((":busy", ":wanted")) or name in (LEASES, WAITING):
+        if name.endswith((":busy", ":tickets", ":wanted")) or name in (LEASES, WAITING):
             continue
         batch.append(name)
         if len(batch) == 200:
@@ -486,7 +538,13 @@ def _released(got: list[Any]) -> Released:
     waiting = _text(got[3]) == "1"
     if _text(got[0]) == "dead":
         return Released(True, Grant("dead", _text(got[1]), _text(got[2])), waiting)
-    return Released(True, None, waiting, _text(got[4]) == "1")
+    return Released(True, None, waiting, float(_text(got[4])))
+
+
+def _ticket(value: bytes | str) -> tuple[str, str]:
+    """A ticket's (agent, member)."""
+    agent, _, member = _text(value).partition("\n")
+    return agent, member
 
 
 def _text(value: bytes | str | int) -> str:
