@@ -6,7 +6,8 @@ messages are relayed to the sink on an empty queue; then N messages go to
 ``defer.test``, whose transport is ``smtp:[127.0.0.1]:<a closed port>``: a dead
 site, so each is deferred (a written entry and a timer, as mail for a dead
 site has; most without a connection once the site is marked dead) with a
-backoff of three hours: none comes due during the run; then M new
+backoff of three hours: none comes due during the run; then, once the
+qmgr has recorded every deferral (nothing pending on any consumer), M new
 messages again, with the N deferred beside them. Figures for both loads:
 delivered per second and CPU per message of every role and server (the
 load only, as bench/run.py counts it). Last, how long ``postbus postqueue
