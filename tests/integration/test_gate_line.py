@@ -10,54 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from postbus.bus.jetstream import connect, ensure_streams
-from postbus.config.loader import Config
 from postbus.maps import context
-from postbus.queue.entry import DeliveryJob, Recipient
-from postbus.queue.work import WorkBus
-from postbus.schedule.gate import LOCAL_WAIT, Gate
-from postbus.schedule.windows import Grant
+from postbus.queue.entry import DeliveryJob
+from postbus.schedule.gate import LOCAL_WAIT
 from postbus.servers import ServerProcess
+from tests.integration.gates import close, config, gates
+from tests.integration.gates import job as any_job
 
 pytestmark = pytest.mark.integration
 
 
-def config(tmp_path: Path) -> Config:
-    conf = tmp_path / "etc"
-    conf.mkdir(exist_ok=True)
-    (conf / "main.cf").write_text("smtp_initial_destination_concurrency = 1\n"
-                                  "smtp_destination_concurrency_limit = 1\n")
-    (conf / "master.cf").write_text("smtp unix - - n - - smtp\n")
-    return Config.load(conf)
-
-
-async def suspend(job: DeliveryJob, grant: Grant) -> None:
-    raise AssertionError("the destination is not dead")
-
-
 def job(queue_id: str) -> DeliveryJob:
-    return DeliveryJob(queue_id, "smtp", "mx.line.test", "a@client.test",
-                       [Recipient("b@line.test")], [0], attempt=1, arrival_time=time.time(),
-                       size=10, chunks=1, attempt_id=queue_id)
-
-
-async def gates(nats: ServerProcess, redis: ServerProcess, cfg: Config,
-                count: int) -> list[Gate]:
-    context.configure(f"{redis.url}/0")
-    out = []
-    for i in range(count):
-        nc = await connect(nats.url, f"agent{i}")
-        await ensure_streams(nc.jetstream())
-        gate = Gate(cfg, WorkBus(nc, nc.jetstream()), "smtp", suspend)
-        await gate.listen()
-        out.append(gate)
-    return out
-
-
-async def close(gates: list[Gate]) -> None:
-    for gate in gates:
-        await gate.work.nc.close()
-    await context.aclose()
+    return any_job(queue_id, "line.test")  # this file's own destination
 
 
 async def test_the_oldest_waiting_job_gets_the_slot_whichever_agent_holds_it(

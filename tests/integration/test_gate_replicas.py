@@ -10,57 +10,29 @@ from pathlib import Path
 
 import pytest
 
-from postbus.bus.jetstream import connect, ensure_streams
-from postbus.config.loader import Config
 from postbus.maps import context
-from postbus.queue.entry import DeliveryJob, Recipient
-from postbus.queue.work import WorkBus
-from postbus.schedule.gate import LOCAL_WAIT, Gate
-from postbus.schedule.windows import Grant
+from postbus.schedule.gate import LOCAL_WAIT
 from postbus.servers import ServerProcess
+from tests.integration.gates import close, config, gates, job
 
 pytestmark = pytest.mark.integration
 
 
-def config(tmp_path: Path) -> Config:
-    conf = tmp_path / "etc"
-    conf.mkdir(exist_ok=True)
-    (conf / "main.cf").write_text("smtp_initial_destination_concurrency = 1\n"
-                                  "smtp_destination_concurrency_limit = 1\n")
-    (conf / "master.cf").write_text("smtp unix - - n - - smtp\n")
-    return Config.load(conf)
-
-
-async def suspend(job: DeliveryJob, grant: Grant) -> None:
-    raise AssertionError("the destination is not dead")
-
-
-def job(queue_id: str) -> DeliveryJob:
-    return DeliveryJob(queue_id, "smtp", "mx.remote.test", "a@client.test",
-                       [Recipient("b@remote.test")], [0], attempt=1, arrival_time=time.time(),
-                       size=10, chunks=1, attempt_id=queue_id)
-
-
 async def test_a_slot_freed_in_one_agent_wakes_a_job_waiting_in_another(
         tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> None:
-    context.configure(f"{redis.url}/0")
-    cfg = config(tmp_path)
-    clients = [await connect(nats.url, f"agent{i}") for i in range(2)]
+    agents = await gates(nats, redis, config(tmp_path), 2)
+    clients = [gate.work.nc for gate in agents]
     try:
-        await ensure_streams(clients[0].jetstream())
-        gates = [Gate(cfg, WorkBus(nc, nc.jetstream()), "smtp", suspend) for nc in clients]
-        for gate in gates:
-            await gate.listen()
         first, second = job("AAAAAAAAAA1"), job("AAAAAAAAAA2")
-        assert await gates[0].admit(first)  # the window's one slot
+        assert await agents[0].admit(first)  # the window's one slot
         started = time.monotonic()
-        waiting = asyncio.create_task(gates[1].admit(second))
+        waiting = asyncio.create_task(agents[1].admit(second))
         await asyncio.sleep(0.2)
         assert not waiting.done()
-        await gates[0].done(first)  # freed in agent 0: agent 1 hears of it
+        await agents[0].done(first)  # freed in agent 0: agent 1 hears of it
         assert await asyncio.wait_for(waiting, 10), "parked instead of admitted"
         assert time.monotonic() - started < LOCAL_WAIT, "admitted only by its own retry"
-        await gates[1].done(second)
+        await agents[1].done(second)
         # one agent alone announces nothing: its own waiters take its slots
         heard: list[bytes] = []
 
@@ -71,20 +43,18 @@ async def test_a_slot_freed_in_one_agent_wakes_a_job_waiting_in_another(
         await clients[1].flush()
         await asyncio.sleep(1.6)  # agent 1's wait is no longer "wanted"
         third, fourth = job("AAAAAAAAAA3"), job("AAAAAAAAAA4")
-        assert await gates[0].admit(third)
-        waiting = asyncio.create_task(gates[0].admit(fourth))
+        assert await agents[0].admit(third)
+        waiting = asyncio.create_task(agents[0].admit(fourth))
         await asyncio.sleep(0.2)
-        await gates[0].done(third)
+        await agents[0].done(third)
         assert await asyncio.wait_for(waiting, 10)
-        await gates[0].done(fourth)
+        await agents[0].done(fourth)
         await clients[0].flush()
         await clients[1].flush()
         await asyncio.sleep(0.2)
         assert heard == []
     finally:
-        for nc in clients:
-            await nc.close()
-        await context.aclose()
+        await close(agents)
 
 
 async def script_calls() -> int:
@@ -96,12 +66,9 @@ async def script_calls() -> int:
 
 async def test_a_slot_freed_goes_to_the_job_waiting_in_the_same_agent_in_one_call(
         tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> None:
-    context.configure(f"{redis.url}/0")
-    cfg = config(tmp_path)
-    nc = await connect(nats.url, "agent")
+    agents = await gates(nats, redis, config(tmp_path), 1)
+    gate = agents[0]
     try:
-        await ensure_streams(nc.jetstream())
-        gate = Gate(cfg, WorkBus(nc, nc.jetstream()), "smtp", suspend)
         jobs = [job(f"BBBBBBBBBB{i}") for i in range(4)]
         assert await gate.admit(jobs[0])  # the window's one slot
         waiting = [asyncio.create_task(gate.admit(j)) for j in jobs[1:]]
@@ -122,19 +89,15 @@ async def test_a_slot_freed_goes_to_the_job_waiting_in_the_same_agent_in_one_cal
             gate.destination(jobs[3]).busy)
         assert busy == 0  # every slot given back
     finally:
-        await nc.close()
-        await context.aclose()
+        await close(agents)
 
 
 async def test_a_job_whose_local_wait_runs_out_is_parked(
         tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> None:
-    context.configure(f"{redis.url}/0")
-    cfg = config(tmp_path)
-    nc = await connect(nats.url, "agent")
+    agents = await gates(nats, redis, config(tmp_path), 1)
+    gate = agents[0]
+    work = gate.work
     try:
-        await ensure_streams(nc.jetstream())
-        work = WorkBus(nc, nc.jetstream())
-        gate = Gate(cfg, work, "smtp", suspend)
         first, second = job("CCCCCCCCCC1"), job("CCCCCCCCCC2")
         assert await gate.admit(first)  # the window's one slot, kept
         started = time.monotonic()
@@ -145,5 +108,4 @@ async def test_a_job_whose_local_wait_runs_out_is_parked(
         assert parked is not None and parked[1].queue_id == "CCCCCCCCCC2"
         assert gate._waiters == {}  # nobody is left waiting here
     finally:
-        await nc.close()
-        await context.aclose()
+        await close(agents)
