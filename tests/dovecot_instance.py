@@ -112,7 +112,7 @@ class Dovecot:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise RuntimeError(f"dovecot exited: {err} {self.log()}")
-            if self.socket_path.exists() and _listening(self.port):
+            if self.socket_path.exists() and listening(self.port):
                 return self
             time.sleep(0.05)
         self.stop()
@@ -142,7 +142,8 @@ class Dovecot:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
+    """Something accepts connections on 127.0.0.1:``port``."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1):
             return True

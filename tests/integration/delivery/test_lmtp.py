@@ -17,7 +17,6 @@ import grp
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,7 @@ import pytest
 
 from delivery_smtp.__main__ import main
 from postbus.servers import free_port
+from tests.dovecot_instance import listening
 
 from .conftest import Bus, RunAgent
 from .localfs import ROOT, VIRTUAL_ID, give
@@ -136,14 +136,6 @@ def dovecot() -> Iterator[Dovecot]:
         proc.terminate()
         proc.wait(20)
         shutil.rmtree(root, ignore_errors=True)
-
-
-def listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 BIG = (b"From: alice@postbus.test\r\nTo: bob@dove.test\r\nSubject: lmtp\r\n"
