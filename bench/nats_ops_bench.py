@@ -5,7 +5,9 @@ async-persisted stream (events), the purge that removes a message, and a
 consumer's ack, nak with delay (an attempt's lease) and ack; and, for the
 design notes (docs/queue.md), a removal that writes nothing: messages that
 expire by their own ``Nats-TTL`` (nats-server's CPU while they expire, less
-what it spends idle in as long).
+what it spends idle in as long); and a removal of many messages at once:
+messages grouped under one subject prefix (a bucket) and purged by it, one
+tombstone flush for the whole bucket.
 Run: .venv/bin/python bench/nats_ops_bench.py [-n N]"""
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from postbus.servers import nats_server
 
 BODY = b"x" * 5200
 TTL = 2  # seconds the expiring messages live
+BUCKET = 100  # messages purged together by one filter
 
 
 def cpu(pid: int) -> float:
@@ -69,12 +72,25 @@ async def run(url: str, pid: int, n: int) -> None:
         await js.purge_stream("Q", subject=f"q.{i}.>")
     marks.append(cpu(pid))
     expiry = await expiring(js, pid, n)
+    grouped = await bucket_purge(js, pid, n)
     await nc.close()
     per = [(b - a) * 1000 for a, b in itertools.pairwise(marks)]
     print(f"nats-server CPU per operation, ms: fsynced publish 5 KiB {per[0] / n:.3f}; "
           f"async-persisted publish {per[1] / n:.3f}; ack {per[3] / (n // 2):.3f}; "
           f"nak with delay + ack {per[4] / (n - n // 2):.3f}; purge {per[5] / n:.3f}; "
-          f"expiry by Nats-TTL {expiry:.3f}")
+          f"expiry by Nats-TTL {expiry:.3f}; purge by a bucket of {BUCKET} {grouped:.3f} (per message)")
+
+
+async def bucket_purge(js: JetStreamContext, pid: int, n: int) -> float:
+    """nats-server's CPU per message when ``BUCKET`` messages share a subject
+    prefix and one purge filtered on it removes them all."""
+    buckets = max(1, n // BUCKET)
+    for i in range(buckets * BUCKET):
+        await js.publish(f"q.b{i // BUCKET}.{i}.msg", BODY)
+    start = cpu(pid)
+    for b in range(buckets):
+        await js.purge_stream("Q", subject=f"q.b{b}.>")
+    return (cpu(pid) - start) * 1000 / (buckets * BUCKET)
 
 
 async def expiring(js: JetStreamContext, pid: int, n: int) -> float:
