@@ -78,7 +78,8 @@ async def run(url: str, pid: int, n: int) -> None:
     print(f"nats-server CPU per operation, ms: fsynced publish 5 KiB {per[0] / n:.3f}; "
           f"async-persisted publish {per[1] / n:.3f}; ack {per[3] / (n // 2):.3f}; "
           f"nak with delay + ack {per[4] / (n - n // 2):.3f}; purge {per[5] / n:.3f}; "
-          f"expiry by Nats-TTL {expiry:.3f}; purge by a bucket of {BUCKET} {grouped:.3f} (per message)")
+          f"expiry by Nats-TTL {expiry:.3f}; "
+          f"purge by a bucket of {BUCKET} {grouped:.3f} (per message)")
 
 
 async def bucket_purge(js: JetStreamContext, pid: int, n: int) -> float:

@@ -139,6 +139,7 @@ class Master:
             monitor_port=self.cfg.int("postbus_nats_monitor_port"),
             host=nats_url.hostname or "127.0.0.1",
             run_dir=master_dir(self.cfg),
+            max_procs=self.cfg.int("postbus_nats_max_procs"),
         )
         redis = redis_server(
             Path(self.cfg.get("postbus_redis_dir")),

@@ -53,6 +53,7 @@ IMPLEMENTED: frozenset[str] = frozenset({
     "postbus_unsupported_parameters", "data_directory", "syslog_name", "maillog_file",
     "postbus_log_format", "postbus_metrics_port", "postbus_start_servers",
     "postbus_nats_dir", "postbus_redis_dir", "postbus_nats_monitor_port",
+    "postbus_nats_max_procs",
     # the bus, the queue, the tables
     "postbus_nats_url", "postbus_redis_url", "postbus_ack_wait", "postbus_stream_replicas",
     "postbus_bus_retry_limit", "postbus_bus_retry_max_delay", "postbus_maps_api_url",

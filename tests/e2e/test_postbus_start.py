@@ -316,3 +316,17 @@ def test_smtpd_on_a_port_below_1024(shared_tmp_path: Path) -> None:
             assert client.noop()[0] == 250
     finally:
         postbus(conf, "stop")
+
+
+def test_nats_server_runs_with_the_configured_go_processors(shared_tmp_path: Path) -> None:
+    """postbus_nats_max_procs becomes the GOMAXPROCS of the nats-server that
+    postbus start runs (0, the default, is half the CPUs: see servers.nats_max_procs)."""
+    conf, _ = sample_config(shared_tmp_path, "postbus_nats_max_procs = 3\n")
+    result = postbus(conf, "start")
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        pid = state(shared_tmp_path)["server_pids"]["nats"]
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        assert b"GOMAXPROCS=3" in environ
+    finally:
+        postbus(conf, "stop")
