@@ -62,8 +62,10 @@ def split_headers(content: bytes, size_limit: int, line_limit: int = 2048) -> He
     """
     end = content.find(b"\r\n\r\n")
     if 0 < end < size_limit and _BLOCK.fullmatch(content, 0, end + 2):
-        block = _SPACE_COLON.sub(rb"\1:", content[: end + 2])
-        seen = {name.decode("ascii").lower() for name in _NAMES.findall(block)}
+        block = content[: end + 2]
+        if b" :" in block or b"\t:" in block:  # else the substitution cannot match
+            block = _SPACE_COLON.sub(rb"\1:", block)
+        seen = {name.decode("ascii") for name in _NAMES.findall(block.lower())}
         message_id = ""
         if "message-id" in seen:
             found = _MESSAGE_ID.search(block)

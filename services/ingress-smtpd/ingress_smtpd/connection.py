@@ -42,6 +42,7 @@ class Connection(asyncio.Protocol):
         self._due = 0.0  # when the current wait times out (loop time)
         self.data_bytes = 0  # DATA bytes read so far, for "lost connection after DATA (N bytes)"
         self.tls = False
+        self.loop: asyncio.AbstractEventLoop | None = None  # the loop the connection runs on
 
     def local_addr(self) -> str:
         """Our end's address (the ``lip=`` a SASL server is told), or ""."""
@@ -53,6 +54,7 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.loop = asyncio.get_running_loop()  # once, not per wait (3.11 asks getpid() each time)
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1])) if peer else ("", 0)
         self.on_connect(self)
@@ -97,13 +99,14 @@ class Connection(asyncio.Protocol):
     async def _wait(self, timeout: float | None = None) -> None:
         """Wait for more input (flushing replies first); TimeoutError after smtpd_timeout
         (or ``timeout``)."""
-        await self.flush()
+        if self.out and self.push():  # the flush, without a coroutine per wait
+            await self.drain()
         if self.eof:
             raise ConnectionResetError("client went away")
         if self._paused and self.transport is not None:
             self._paused = False
             self.transport.resume_reading()
-        loop = asyncio.get_running_loop()
+        loop = self.loop or asyncio.get_running_loop()
         waiter = loop.create_future()
         self._waiter = waiter
         self._due = due = loop.time() + (self.timeout if timeout is None else max(timeout, 0.0))
@@ -125,7 +128,7 @@ class Connection(asyncio.Protocol):
         if self._due <= self._timer_at:
             waiter.set_exception(TimeoutError())
         else:
-            self._timer = asyncio.get_running_loop().call_at(self._due, self._expire)
+            self._timer = (self.loop or asyncio.get_running_loop()).call_at(self._due, self._expire)
             self._timer_at = self._due
 
     def _stop_timer(self) -> None:
