@@ -17,11 +17,12 @@ The state lives in Redis, so that it holds across any number of qmgr and
 delivery replicas: per destination a hash (window, feedback counters,
 dead-until, next start) and a sorted set of busy slots, one per job being
 delivered, scored by when its lease runs out (as KumoMTA keeps connection
-leases). Each change is one Lua script, atomic and one round trip. A slot
-whose lease ran out is not simply dropped: :meth:`Windows.expired` hands it
-to the sweep (:mod:`postbus.schedule.gate`), which keeps it while the job is
-still on the bus (a delivery may take longer than a lease) and frees it
-otherwise (its agent died). Redis losing its data costs the windows'
+leases). Each change is one Lua script (:mod:`postbus.schedule.window_scripts`),
+atomic and one round trip. A slot whose lease ran out is not simply
+dropped: :meth:`Windows.expired` hands it to the sweep
+(:mod:`postbus.schedule.gate`), which keeps it while the job is still on
+the bus (a delivery may take longer than a lease) and frees it otherwise
+(its agent died). Redis losing its data costs the windows'
 history, not mail.
 
 A job refused a slot may take a ticket: the destination's tickets, one
@@ -43,6 +44,16 @@ from redis.asyncio import Redis
 from postbus.config.loader import Config
 from postbus.maps import context
 from postbus.redis_script import run_script
+from postbus.schedule.window_scripts import (
+    ACQUIRE,
+    EXPIRED,
+    FREE,
+    GIVE_UP,
+    READY,
+    RELEASE,
+    RENEW,
+    REVIVE,
+)
 
 PREFIX = "postbus:dest:"
 WAITING = PREFIX + "waiting"  # destinations with parked jobs
@@ -55,7 +66,6 @@ TICKET_TTL = 8.0
 #: one waiting in another: no word between agents, and the slot never idles meanwhile.
 OWN_FIRST = 0.1
 SUSPENDED = "delivery temporarily suspended: "
-
 
 
 @dataclass(frozen=True)
@@ -152,213 +162,6 @@ class Released:
     granted: tuple[tuple[str, str], ...] = ()  # (agent, member) of tickets given the slot
 
 
-# KEYS: hash, busy, leases, waiting, tickets. ARGV: member, lease, initial, limit, rate, ttl,
-# dest id, the ticket to take when refused ('' for none: "agent\nmember").
-_ACQUIRE_FN = """
-local function acquire(KEYS, ARGV)
-local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local h, busy = KEYS[1], KEYS[2]
-local member, lease = ARGV[1], tonumber(ARGV[2])
-local initial, limit, rate = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local s = redis.call('HMGET', h, 'window', 'dead_until', 'dsn', 'reason', 'next_start')
-local window = tonumber(s[1]) or initial
-local dead = tonumber(s[2]) or 0
-if dead > 0 then
-  if dead > now then return {'dead', s[3] or '4.0.0', s[4] or 'unknown error', '0', '0'} end
-  local n = redis.call('ZCARD', busy)
-  if n > 0 then window = n else window = initial end
-  redis.call('HSET', h, 'window', window, 'dead_until', 0, 'success', 0, 'failure', 0,
-             'fail_cohorts', 0)
-  redis.call('HDEL', h, 'dsn', 'reason')
-end
-local function take()
-  redis.call('ZADD', busy, now + lease, member)
-  redis.call('ZADD', KEYS[3], now + lease, ARGV[7] .. '\\n' .. member)
-  redis.call('EXPIRE', h, ARGV[6]); redis.call('EXPIRE', busy, ARGV[6])
-  return {'go', '', '', '0', '0'}
-end
-if redis.call('ZSCORE', busy, member) then return take() end
-if rate > 0 then window = 1 end
-if limit > 0 and window > limit then window = limit end
-if window < 1 then window = 1 end
-local queued = tostring(redis.call('SISMEMBER', KEYS[4], ARGV[7]))
-if redis.call('ZCARD', busy) >= window then
-  -- no parked job goes first: the job waits for a slot, in the tickets' order (see grant)
-  if ARGV[8] ~= '' and queued == '0' then
-    redis.call('ZADD', KEYS[5], 'NX', now, ARGV[8]); redis.call('EXPIRE', KEYS[5], 60)
-  end
-  return {'wait', '', '', '0', queued}
-end
-if rate > 0 then
-  local after = tonumber(s[5]) or 0
-  if after > now then return {'wait', '', '', tostring(after), queued} end
-end
-if not s[1] then redis.call('HSET', h, 'window', window) end
-return take()
-end
-"""
-_ACQUIRE = _ACQUIRE_FN + "return acquire(KEYS, ARGV)\n"
-
-# KEYS: hash, busy, leases, waiting, tickets. ARGV: member, hop failed (0/1), positive base,
-# positive per window (0/1), negative base, negative per window, initial, limit,
-# cohort limit, dsn, reason, backoff, rate, ttl, dest id, lease, how long a ticket counts,
-# agent id, how much younger its own ticket may be (grant).
-_RELEASE_FN = """
-local function release(KEYS, ARGV)
-local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local h, busy = KEYS[1], KEYS[2]
-local n = redis.call('ZCARD', busy)
-redis.call('ZREM', KEYS[3], ARGV[15] .. '\\n' .. ARGV[1])
-if redis.call('ZREM', busy, ARGV[1]) == 0 then return {'gone'} end
-local initial, limit = tonumber(ARGV[7]), tonumber(ARGV[8])
-local s = redis.call('HMGET', h, 'window', 'success', 'failure', 'fail_cohorts', 'dead_until',
-                     'dsn', 'reason')
-local after = '0'
-local window = tonumber(s[1]) or initial
-local success, failure = tonumber(s[2]) or 0, tonumber(s[3]) or 0
-local cohorts, dead = tonumber(s[4]) or 0, tonumber(s[5]) or 0
-local function feedback(base, per_window)
-  if per_window == '1' then return tonumber(base) / window end
-  return tonumber(base)
-end
-if tonumber(ARGV[13]) > 0 then
-  after = tostring(now + tonumber(ARGV[13])); redis.call('HSET', h, 'next_start', after)
-end
-if ARGV[2] == '1' then
-  if dead == 0 then
-    cohorts = cohorts + 1 / window
-    local cohort_limit = tonumber(ARGV[9])
-    if cohort_limit > 0 and cohorts >= cohort_limit then
-      dead = now + tonumber(ARGV[12])
-      window = 0
-      s[6], s[7] = ARGV[10], ARGV[11]
-      redis.call('HSET', h, 'dsn', ARGV[10], 'reason', ARGV[11])
-    else
-      local f = feedback(ARGV[5], ARGV[6])
-      failure = failure - f
-      while failure - f / 2 < 0 do
-        window = window - 1; success = 0; failure = failure + 1
-      end
-      if window < 1 then window = 1 end
-    end
-  end
-else
-  cohorts = 0
-  if dead > 0 then
-    dead = 0; success = 0; failure = 0
-    if n > 0 then window = n else window = initial end
-    redis.call('HDEL', h, 'dsn', 'reason')
-  elseif limit == 0 or limit > window then
-    if window < n + initial then
-      local f = feedback(ARGV[3], ARGV[4])
-      success = success + f
-      while success + f / 2 >= 1 do
-        window = window + 1; success = success - 1; failure = 0
-      end
-      if limit > 0 and window > limit then window = limit end
-    end
-  end
-end
-redis.call('HSET', h, 'window', window, 'success', success, 'failure', failure,
-           'fail_cohorts', cohorts, 'dead_until', dead)
-redis.call('EXPIRE', h, ARGV[14]); redis.call('EXPIRE', busy, ARGV[14])
-local waiting = redis.call('SISMEMBER', KEYS[4], ARGV[15])
-if dead > now then return {'dead', s[6] or '4.0.0', s[7] or '', tostring(waiting), '0'} end
-return {'ok', '', '', tostring(waiting), after}
-end
-"""
-_RELEASE = _RELEASE_FN + "return release(KEYS, ARGV)\n"
-
-# After a release that left room (not dead, no parked job owed it, no rate delay):
-# the oldest live tickets take the free slots, each as its job had asked; among those
-# at most OWN_FIRST younger than the oldest, the releasing agent's own first.
-_GRANT_FN = """
-local function grant(KEYS, ARGV, out)
-local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local busy, tickets, lease = KEYS[2], KEYS[5], tonumber(ARGV[16])
-local window = tonumber(redis.call('HGET', KEYS[1], 'window')) or tonumber(ARGV[7])
-local limit = tonumber(ARGV[8])
-if limit > 0 and window > limit then window = limit end
-if window < 1 then window = 1 end
-local room = window - redis.call('ZCARD', busy)
-while room > 0 do
-  local head = redis.call('ZRANGE', tickets, 0, 15, 'WITHSCORES')
-  if #head == 0 then break end
-  local oldest = tonumber(head[2])
-  if oldest < now - tonumber(ARGV[17]) then
-    redis.call('ZREM', tickets, head[1])  -- its agent died
-  else
-    local pick, mine = head[1], ARGV[18] .. '\\n'
-    for i = 1, #head, 2 do
-      if tonumber(head[i + 1]) > oldest + tonumber(ARGV[19]) then break end
-      if string.sub(head[i], 1, #mine) == mine then pick = head[i]; break end
-    end
-    redis.call('ZREM', tickets, pick)
-    local member = string.sub(pick, #(string.match(pick, '^[^\\n]*')) + 2)
-    redis.call('ZADD', busy, now + lease, member)
-    redis.call('ZADD', KEYS[3], now + lease, ARGV[15] .. '\\n' .. member)
-    table.insert(out, pick); room = room - 1
-  end
-end
-return out
-end
-"""
-
-# The release, then the grants: items 6... of the answer are the tickets served (one call
-# for every delivery that follows another to a busy destination, in any agent).
-_FREE = _RELEASE_FN + _GRANT_FN + """
-local r = release(KEYS, ARGV)
-if r[1] == 'ok' and r[4] == '0' and r[5] == '0' then grant(KEYS, ARGV, r) end
-return r
-"""
-
-# The acquire's KEYS and ARGV: the job stops waiting; its ticket is dropped unless it was
-# served already (then it holds its slot: go), and it asks once more without one.
-_GIVE_UP = _ACQUIRE_FN + """
-redis.call('ZREM', KEYS[5], ARGV[8])
-return acquire(KEYS, {ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ''})
-"""
-
-# KEYS: leases. ARGV: how many.
-_EXPIRED = """
-local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-"""
-
-# KEYS: waiting. ARGV: the key prefix. Destinations with parked jobs that may move:
-# room in the window and no rate delay running, or dead (to be drained or revived).
-_READY = """
-local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local out = {}
-for _, ident in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local tab = string.find(ident, '\t', 1, true)
-  if tab then
-    local base = ARGV[1] .. string.sub(ident, 1, tab - 1) .. ':' .. string.sub(ident, tab + 1)
-    local s = redis.call('HMGET', base, 'window', 'dead_until', 'next_start')
-    local window = tonumber(s[1]) or 1
-    if window < 1 then window = 1 end
-    if (tonumber(s[2]) or 0) > 0 or (redis.call('ZCARD', base .. ':busy') < window
-        and (tonumber(s[3]) or 0) <= now) then
-      table.insert(out, ident)
-    end
-  end
-end
-return out
-"""
-
-# KEYS: busy, leases. ARGV: member, lease, dest id: keep a slot whose job still runs.
-_RENEW = """
-local t = redis.call('TIME'); local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3] .. '\\n' .. ARGV[1])
-  return 1
-end
-redis.call('ZREM', KEYS[2], ARGV[3] .. '\\n' .. ARGV[1])
-return 0
-"""
-
-
 @dataclass(frozen=True)
 class Destination:
     transport: str
@@ -416,13 +219,13 @@ class Windows:
         """A slot for a job; ``ticket``: when refused, and no parked job goes first,
         the job waits in line for the next slot freed (:meth:`free` serves it; a job
         that stops waiting calls :meth:`give_up`)."""
-        return _grant(await self._run(_ACQUIRE, self._keys(dest),
+        return _grant(await self._run(ACQUIRE, self._keys(dest),
                                       self._acquire_args(dest, member, ticket)))
 
     async def give_up(self, dest: Destination, member: str) -> Grant:
         """Stop waiting in line: "go" when the ticket was served meanwhile (or a slot is
         free now), else as :meth:`acquire` without a ticket."""
-        return _grant(await self._run(_GIVE_UP, self._keys(dest),
+        return _grant(await self._run(GIVE_UP, self._keys(dest),
                                       self._acquire_args(dest, member, True)))
 
     def _acquire_args(self, dest: Destination, member: str,
@@ -435,7 +238,7 @@ class Windows:
                       hop_reason: str = "") -> Released:
         """Free a job's slot with Postfix's feedback: negative when the destination
         itself failed (``hop_dsn`` set), positive otherwise."""
-        got = await self._run(_RELEASE, self._keys(dest),
+        got = await self._run(RELEASE, self._keys(dest),
                               self._release_args(dest, member, hop_dsn, hop_reason))
         return _released(got)
 
@@ -444,7 +247,7 @@ class Windows:
         """:meth:`release`, then the oldest tickets take the room left, in the same
         call, unless the destination died, parked jobs are owed the slot, or a
         rate delay runs (``granted``: whose tickets were served)."""
-        got = await self._run(_FREE, self._keys(dest),
+        got = await self._run(FREE, self._keys(dest),
                               self._release_args(dest, member, hop_dsn, hop_reason))
         freed = _released(got)
         served = tuple(_ticket(t) for t in got[5:])
@@ -465,7 +268,7 @@ class Windows:
 
     async def renew(self, dest: Destination, member: str) -> bool:
         """Keep a slot whose job is still on the bus; False when it was freed meanwhile."""
-        kept = await self._run(_RENEW, [dest.busy, LEASES], [member, self.lease, dest.ident])
+        kept = await self._run(RENEW, [dest.busy, LEASES], [member, self.lease, dest.ident])
         return bool(kept)
 
     async def forget(self, dest: Destination, member: str) -> None:
@@ -475,12 +278,12 @@ class Windows:
 
     async def ready(self) -> list[Destination]:
         """Destinations with parked jobs that may move on now."""
-        raw = await self._run(_READY, [WAITING], [PREFIX])
+        raw = await self._run(READY, [WAITING], [PREFIX])
         return [Destination.from_ident(_text(i)) for i in raw]
 
     async def expired(self, limit: int = 200) -> list[tuple[Destination, str]]:
         """Slots whose lease ran out, oldest first."""
-        raw = await self._run(_EXPIRED, [LEASES], [limit])
+        raw = await self._run(EXPIRED, [LEASES], [limit])
         out = []
         for item in raw:
             ident, _, member = _text(item).rpartition("\n")
@@ -494,24 +297,11 @@ class Windows:
         await self.redis().srem(WAITING, dest.ident)
 
 
-# KEYS: destination hashes. Dead ones come back at their next request (as when
-# their backoff has passed): the window starts again, cohorts are forgotten.
-_REVIVE = """
-local n = 0
-for _, h in ipairs(KEYS) do
-  if (tonumber(redis.call('HGET', h, 'dead_until')) or 0) > 1 then
-    redis.call('HSET', h, 'dead_until', 1); n = n + 1
-  end
-end
-return n
-"""
-
-
 async def revive_dead() -> int:
     """Postfix's QMGR_REQ_FLUSH_DEAD (postqueue -f, sendmail -q): every destination
     suspended as dead may be tried again now. How many were dead."""
     client = context.redis_client()
-    script = client.register_script(_REVIVE)
+    script = client.register_script(REVIVE)
     revived, batch = 0, []
     async for key in client.scan_iter(match=f"{PREFIX}*", count=500):
         name = _text(key)
