@@ -76,8 +76,10 @@ def is_root() -> bool:
 # -- the switch -------------------------------------------------------------------------------
 
 def _load_libc() -> ctypes.CDLL | None:
+    """setfsuid() and setfsgid() without letting the GIL go: they take no time, and a
+    delivery thread that let it go would wait for it to come back, eight times a switch."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        libc = ctypes.PyDLL(None, use_errno=True)
         libc.setfsuid.argtypes = [ctypes.c_int]
         libc.setfsgid.argtypes = [ctypes.c_int]
     except (OSError, AttributeError):  # not Linux/glibc: root cannot deliver safely
