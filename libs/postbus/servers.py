@@ -195,7 +195,8 @@ def nats_max_procs(setting: int = 0) -> int:
     ``setting`` when above 0, else half the CPUs this process may run on (at
     least one). Go's default, one processor per CPU, makes the scheduler spin
     looking for work on CPUs the roles need: on the two-core bench box
-    nats-server spent about 15 % more CPU per message with it."""
+    nats-server spent about 5 % more CPU per message with it, 15 % when other
+    work loaded the box."""
     if setting > 0:
         return setting
     return max(1, len(os.sched_getaffinity(0)) // 2)
