@@ -167,7 +167,7 @@ def nats_server(
 ) -> ServerProcess:
     """nats-server with JetStream in data_dir; its config and log in run_dir
     (default data_dir); ``max_procs``: its Go scheduler's processors
-    (:func:`nats_max_procs`, postbus_nats_max_procs)."""
+    (GOMAXPROCS, postbus_nats_max_procs; 0: Go's default, one per CPU)."""
     port = port or free_port()
     monitor_port = monitor_port or free_port()
     run_dir = run_dir or data_dir
@@ -186,20 +186,9 @@ def nats_server(
         run_dir / "nats-server.log",
         extra={"monitor": monitor_port},
         files={"nats-server.conf": conf},
-        env={"GOMAXPROCS": str(nats_max_procs(max_procs))},
+        env={"GOMAXPROCS": str(max_procs)} if max_procs > 0 else {},
     )
 
-
-def nats_max_procs(setting: int = 0) -> int:
-    """GOMAXPROCS for a nats-server that shares its host with every Postbus role:
-    ``setting`` when above 0, else half the CPUs this process may run on (at
-    least one). Go's default, one processor per CPU, makes the scheduler spin
-    looking for work on CPUs the roles need: on the two-core bench box
-    nats-server spent about 5 % more CPU per message with it, 15 % when other
-    work loaded the box."""
-    if setting > 0:
-        return setting
-    return max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 def redis_server(

@@ -320,7 +320,7 @@ def test_smtpd_on_a_port_below_1024(shared_tmp_path: Path) -> None:
 
 def test_nats_server_runs_with_the_configured_go_processors(shared_tmp_path: Path) -> None:
     """postbus_nats_max_procs becomes the GOMAXPROCS of the nats-server that
-    postbus start runs (0, the default, is half the CPUs: see servers.nats_max_procs)."""
+    postbus start runs (0, the default, leaves Go's own)."""
     conf, _ = sample_config(shared_tmp_path, "postbus_nats_max_procs = 3\n")
     result = postbus(conf, "start")
     try:
