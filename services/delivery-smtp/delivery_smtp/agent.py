@@ -16,9 +16,9 @@ from delivery_smtp.connect import Connector
 from delivery_smtp.dane import insecure_mx_policy
 from delivery_smtp.generic import GenericMaps
 from delivery_smtp.mta_sts import MtaSts
-from delivery_smtp.proto import Settings
 from delivery_smtp.reuse import SessionCache
 from delivery_smtp.sasl_auth import SaslClient
+from delivery_smtp.settings import Settings
 from delivery_smtp.tls_client import ClientTls
 from delivery_smtp.tls_policy import TlsPolicies
 from postbus.config.loader import Config

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field, replace
 from delivery_smtp import dane
 from delivery_smtp.addr import HostLookupError, HostResolver, Target, numeric
 from delivery_smtp.mta_sts import MtaSts, StsHop
-from delivery_smtp.proto import Settings, SiteFailure, TlsStart, handshake, probe, transfer
+from delivery_smtp.proto import SiteFailure, TlsStart, handshake, probe, transfer
 from delivery_smtp.reuse import SessionCache
 from delivery_smtp.sasl_auth import SaslClient, SaslStart
 from delivery_smtp.session import Chat
+from delivery_smtp.settings import Settings
 from delivery_smtp.tls_client import ClientTls
 from delivery_smtp.tls_policy import DANE_LEVELS, TlsPolicies, TlsPolicy
 from postbus.delivery import Outcome, Stats

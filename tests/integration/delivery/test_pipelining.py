@@ -17,8 +17,8 @@ import pytest
 
 from delivery_smtp.addr import HostResolver
 from delivery_smtp.connect import Connector
-from delivery_smtp.proto import Settings
 from delivery_smtp.reuse import SessionCache
+from delivery_smtp.settings import Settings
 from postbus.delivery import Outcome, Stats
 from postbus.queue.entry import DeliveryJob, Recipient
 

@@ -60,7 +60,7 @@ def test_garbage_ends_the_conversation_after_the_good_replies() -> None:
 
 
 async def test_tls_settings_read_cafile_and_capath_and_lmtp_twins() -> None:
-    from delivery_smtp.proto import Settings
+    from delivery_smtp.settings import Settings
     from delivery_smtp.tls_client import ClientTls
     from delivery_smtp.tls_policy import TlsPolicies
     from postbus.config.loader import Config
