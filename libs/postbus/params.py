@@ -834,8 +834,7 @@ _TABLE: tuple[Param, ...] = (
        min=0, max=65535),
     _p("postbus_nats_max_procs", "int", "0",
        "Go scheduler processors (GOMAXPROCS) of the nats-server postbus start runs"
-       " (0: Go's default, one per CPU).", min=0,
-       max=1024),
+       " (0: Go's default, one per CPU).", min=0, max=1024),
     _p("postbus_stream_replicas", "int", "1",
        "JetStream replicas of every Postbus stream (3 on a NATS cluster).", min=1, max=5),
     _p("postbus_bus_retry_limit", "int", "10",

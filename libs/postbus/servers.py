@@ -190,7 +190,6 @@ def nats_server(
     )
 
 
-
 def redis_server(
     data_dir: Path, port: int = 0, host: str = "127.0.0.1", run_dir: Path | None = None
 ) -> ServerProcess:
