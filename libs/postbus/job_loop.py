@@ -66,7 +66,7 @@ async def handle_job(ctx: ServiceContext, gate: Gate, msg: Msg, deliver: Deliver
     stats = Stats.for_job(job)
     async with keep_alive(msg, beat_interval(ctx.cfg)):
         try:
-            content = await ctx.queue.content(job.queue_id, job.chunks)
+            content = await ctx.queue.content(job.queue_id, job.chunks, job.bucket)
         except NotFoundError:
             log.warning("%s: message content is gone; dropping delivery job", job.queue_id)
             await gate.done(job)
@@ -134,7 +134,8 @@ def outcome_event(job: DeliveryJob, result: RcptResult) -> events.Event | None:
 
 def status_of(job: DeliveryJob, results: list[RcptResult]) -> DeliveryStatus:
     return DeliveryStatus(job.queue_id, job.attempt, job.transport, job.nexthop, results,
-                          attempt_id=job.attempt_id, token=job.token, whole=job.whole)
+                          attempt_id=job.attempt_id, token=job.token, whole=job.whole,
+                          bucket=job.bucket)
 
 
 async def attempt_is_current(queue: QueueFile, job: DeliveryJob) -> bool:

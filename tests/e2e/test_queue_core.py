@@ -125,15 +125,25 @@ def test_a_queue_id_used_again_within_the_duplicate_window_is_delivered(
             qid = system.send("a@client.test", ["first@remote.test"], BODY)
             assert system.wait_for(lambda: f"{qid}: removed" in system.maillog.read_text())
 
+            async def gone() -> bool:  # its time bucket swept: the ID is free again
+                nc = await connect(system.nats.url, "test")
+                info = await nc.jetstream().stream_info(
+                    s.QUEUE_STREAM, subjects_filter=s.message_filter(qid))
+                await nc.close()
+                return not info.state.subjects
+
             async def queue_again() -> None:
                 nc = await connect(system.nats.url, "test")
                 entry = QueueEntry(qid, "a@client.test", [Recipient("second@remote.test")])
                 await nc.jetstream().publish(
-                    s.msg_subject(qid), BODY.encode(), stream=s.QUEUE_STREAM,
+                    s.msg_subject(qid, s.time_bucket(time.time())), BODY.encode(),
+                    stream=s.QUEUE_STREAM,
                     headers={ENTRY_HEADER: entry.encode().decode(),
-                             "Nats-Expected-Last-Subject-Sequence": "0"})
+                             "Nats-Expected-Last-Subject-Sequence": "0",
+                             "Nats-Expected-Last-Subject-Sequence-Subject": s.find_msg(qid)})
                 await nc.close()
 
+            assert system.wait_for(lambda: asyncio.run(gone()), timeout=30)
             asyncio.run(queue_again())  # well inside JetStream's 120s duplicate window
             assert system.wait_for(
                 lambda: delivered(peer) == ["first@remote.test", "second@remote.test"],
@@ -187,8 +197,8 @@ def test_deferred_mail_waits_on_a_timer_not_on_the_bus(tmp_path: Path) -> None:
                     got = await QueueFile(nc, js).get(qid)
                     if got is None or got[0].queue != "deferred":
                         return None
-                    msg = await js.get_last_msg(s.QUEUE_STREAM, s.timer_subject(qid),
-                                                direct=True)
+                    msg = await js.get_last_msg(s.QUEUE_STREAM,
+                                                s.timer_subject(qid, got[0].bucket))
                     return got[0], dict(msg.headers or {})
                 except Exception:
                     return None

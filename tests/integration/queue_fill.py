@@ -10,6 +10,8 @@ nats-server without fsync.
 
 from __future__ import annotations
 
+import time
+
 from nats.aio.client import Client as NATS
 
 from postbus.bus import subjects as s
@@ -33,13 +35,14 @@ async def fill(nc: NATS, count: int, *, prefix: str = "B", recipient: str = "x@r
     template = QueueEntry("QUEUEID", sender, [Recipient(recipient)], size=len(BODY))
     raw = template.encode().decode()
     ids = [queue_id(i, prefix) for i in range(count)]
+    bucket = s.time_bucket(time.time())
     for start in range(0, count, BATCH):
         batch = ids[start:start + BATCH]
         for qid in batch[:-1]:
-            await nc.publish(s.msg_subject(qid), BODY,
+            await nc.publish(s.msg_subject(qid, bucket), BODY,
                              headers={ENTRY_HEADER: raw.replace("QUEUEID", qid, 1)})
         last = batch[-1]
-        await js.publish(s.msg_subject(last), BODY, stream=s.QUEUE_STREAM,
+        await js.publish(s.msg_subject(last, bucket), BODY, stream=s.QUEUE_STREAM,
                          headers={ENTRY_HEADER: raw.replace("QUEUEID", last, 1)})
     return ids
 

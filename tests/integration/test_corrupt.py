@@ -128,16 +128,22 @@ def versioned(data: dict[str, object]) -> bytes:
 
 # -- each kind of poison, published by hand ------------------------------------------
 
+BUCKET = "t.1"  # a time bucket long closed: what is live in it stays
+
+
+def in_bucket(queue_id: str) -> str:
+    return s.msg_subject(queue_id, BUCKET)
+
 
 async def undecodable_trigger(store: Bus, qid: str) -> None:
-    await store.js.publish(s.msg_subject(qid), b"Subject: x\r\n\r\nbody\r\n",
+    await store.js.publish(s.msg_subject(qid, BUCKET), b"Subject: x\r\n\r\nbody\r\n",
                            stream=s.QUEUE_STREAM, headers={ENTRY_HEADER: "{not json"})
 
 
 async def trigger_that_raises(store: Bus, qid: str) -> None:
     """Decodes, but names a queue ID that is no bus subject: every write fails."""
     entry = QueueEntry("no such id", "alice@client.test", [Recipient("x@remote.test")])
-    await store.js.publish(s.msg_subject(qid), b"Subject: x\r\n\r\nbody\r\n",
+    await store.js.publish(s.msg_subject(qid, BUCKET), b"Subject: x\r\n\r\nbody\r\n",
                            stream=s.QUEUE_STREAM, headers={ENTRY_HEADER: entry.encode().decode()})
 
 
@@ -149,7 +155,7 @@ async def status_that_raises(store: Bus, qid: str) -> None:
     """A held message and a status for it that names a queue ID that is no bus
     subject: reading its entry fails every time."""
     await store.js.publish(
-        s.msg_subject(qid), b"\r\nbody\r\n", stream=s.QUEUE_STREAM,
+        s.msg_subject(qid, BUCKET), b"\r\nbody\r\n", stream=s.QUEUE_STREAM,
         headers={ENTRY_HEADER: QueueEntry(qid, "a@client.test", [Recipient("x@remote.test")],
                                           queue="hold").encode().decode()},
     )
@@ -165,9 +171,9 @@ async def undecodable_wakeup(store: Bus, qid: str) -> None:
 KINDS = {
     # name: (publish, kind, durable, stream, subject, deliveries, reason)
     "undecodable trigger": (undecodable_trigger, "message", s.QMGR_INCOMING_CONSUMER,
-                            s.QUEUE_STREAM, s.msg_subject, 1, "not JSON"),
+                            s.QUEUE_STREAM, in_bucket, 1, "not JSON"),
     "trigger that raises": (trigger_that_raises, "message", s.QMGR_INCOMING_CONSUMER,
-                            s.QUEUE_STREAM, s.msg_subject, LIMIT,
+                            s.QUEUE_STREAM, in_bucket, LIMIT,
                             f"failed {LIMIT} times: BadSubjectError"),
     "undecodable status": (undecodable_status, "status", s.QMGR_STATUS_CONSUMER,
                            s.WORK_STREAM, s.status_subject, 1, "not JSON"),
@@ -261,11 +267,12 @@ async def test_unreadable_wakeup_does_not_strand_its_deferred_message(
     await corrupt_record(store, qid)
 
     async def timer() -> bool:
-        info = await store.js.stream_info(s.QUEUE_STREAM, subjects_filter=s.timer_subject(qid))
+        info = await store.js.stream_info(s.QUEUE_STREAM,
+                                          subjects_filter=f"{s.ROOT}.q.*.*.{qid}.timer")
         return bool(info.state.subjects)
 
     await wait_for(timer, "a new timer")
-    msg = await store.js.get_last_msg(s.QUEUE_STREAM, s.timer_subject(qid), direct=True)
+    msg = await store.js.get_last_msg(s.QUEUE_STREAM, f"{s.ROOT}.q.*.*.{qid}.timer")
     assert (msg.headers or {})["Nats-Schedule-Target"] == s.wake_subject(qid)
     at = (msg.headers or {})["Nats-Schedule"].removeprefix("@at ")
     when = datetime.strptime(at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()

@@ -131,7 +131,7 @@ async def test_a_message_the_qmgr_has_taken_is_listed_active(
     sub = await js.pull_subscribe(s.MSG_TRIGGER_FILTER, durable=s.QMGR_INCOMING_CONSUMER,
                                   stream=s.QUEUE_STREAM)
     (msg,) = await sub.fetch(1)
-    assert msg.subject == s.msg_subject(first)
+    assert s.queue_id_of(msg.subject) == first
     conf = write_conf(tmp_path / "etc", fast_nats)
     out = (await asyncio.to_thread(postbus, conf, "postqueue", "-p")).stdout
     assert dict(LISTED.findall(out)) == {first: "*", second: ""}

@@ -32,13 +32,13 @@ async def test_settings_of_an_existing_stream_are_brought_to_this_release(nc: NA
         name=s.QUEUE_STREAM, subjects=[s.QUEUE_SUBJECTS], retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE, max_age=3600, max_msgs_per_subject=5,
     ))
-    await js.publish(s.msg_subject("ABCDEF12345"), b"kept", stream=s.QUEUE_STREAM)
+    await js.publish(s.msg_subject("ABCDEF12345", "t.1"), b"kept", stream=s.QUEUE_STREAM)
     await ensure_streams(js)
     config = (await js.stream_info(s.QUEUE_STREAM)).config
     assert sorted(config.subjects or []) == sorted([s.QUEUE_SUBJECTS, s.WAKE_SUBJECTS])
     assert (config.max_age, config.max_msgs_per_subject) == (0, 1)
     assert config.allow_msg_schedules and config.allow_direct
-    msg = await js.get_last_msg(s.QUEUE_STREAM, s.msg_subject("ABCDEF12345"))
+    msg = await js.get_last_msg(s.QUEUE_STREAM, s.msg_subject("ABCDEF12345", "t.1"))
     assert msg.data == b"kept"  # updated in place, nothing lost
 
 
@@ -147,7 +147,7 @@ async def test_r1_streams_become_r3_on_a_three_node_cluster(
             except Exception:
                 await asyncio.sleep(0.2)
         assert (await js.stream_info(s.QUEUE_STREAM)).config.num_replicas == 1
-        await js.publish(s.msg_subject("ABCDEF12345"), b"kept", stream=s.QUEUE_STREAM)
+        await js.publish(s.msg_subject("ABCDEF12345", "t.1"), b"kept", stream=s.QUEUE_STREAM)
         await ensure_streams(js, 3)
         for name in (s.QUEUE_STREAM, s.WORK_STREAM, s.EVENTS_STREAM, s.CORRUPT_STREAM,
                      s.GAUGES_STREAM):
@@ -162,7 +162,7 @@ async def test_r1_streams_become_r3_on_a_three_node_cluster(
                 break
             await asyncio.sleep(0.1)
         assert cluster_info is not None and len(cluster_info.replicas or []) == 2
-        msg = await js.get_last_msg(s.QUEUE_STREAM, s.msg_subject("ABCDEF12345"))
+        msg = await js.get_last_msg(s.QUEUE_STREAM, s.msg_subject("ABCDEF12345", "t.1"))
         assert msg.data == b"kept"
     finally:
         await client.close()

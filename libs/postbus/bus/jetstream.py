@@ -51,6 +51,7 @@ class StreamSpec:
     schedules: bool = False  # message schedules and per-message TTLs (timers)
     replaceable: bool = False  # holds no mail: may be made anew when it cannot be updated
     counters: bool = False  # Nats-Incr counters only (nats-server 2.12+)
+    atomic: bool = False  # atomic batch publish (nats-server 2.12+): marks written in groups
     duplicate_window: float = DUPLICATE_WINDOW
     #: Acknowledged before it is on disk (nats-server's ``persist_mode: async``,
     #: single-replica streams only): for what observes the queue, never for mail.
@@ -62,7 +63,7 @@ WORK_MAX_BYTES = 512 * 1024 * 1024  # jobs and results in flight; past this, pub
 STREAMS: tuple[StreamSpec, ...] = (
     # The queue file: what was accepted stays until it is delivered, bounced or deleted.
     StreamSpec(s.QUEUE_STREAM, (s.QUEUE_SUBJECTS, s.WAKE_SUBJECTS), RetentionPolicy.LIMITS,
-               per_subject=1, schedules=True),
+               per_subject=1, schedules=True, atomic=True),
     # Work in flight: lost with a nats-server restart, and then redone (see subjects).
     StreamSpec(s.WORK_STREAM, (s.DELIVER_SUBJECTS, s.WAIT_SUBJECTS, s.STATUS_SUBJECTS),
                RetentionPolicy.WORK_QUEUE, storage=StorageType.MEMORY,
@@ -146,6 +147,7 @@ def _config(spec: StreamSpec, replicas: int) -> StreamConfig:
         allow_msg_schedules=spec.schedules or None,
         allow_msg_ttl=spec.schedules or None,
         allow_msg_counter=spec.counters or None,
+        allow_atomic=spec.atomic or None,
         persist_mode=_persist_mode(spec, replicas),
     )
 
@@ -159,7 +161,7 @@ def _persist_mode(spec: StreamSpec, replicas: int) -> PersistMode | None:
 #: What ensure_streams reconciles on an existing stream.
 _RECONCILED = ("subjects", "num_replicas", "max_age", "max_bytes", "max_msgs_per_subject",
                "max_msgs", "discard", "allow_direct", "allow_msg_schedules", "allow_msg_ttl",
-               "duplicate_window")
+               "duplicate_window", "allow_atomic")
 
 
 async def _add_or_update(

@@ -110,6 +110,48 @@ class Requests:
         return msg
 
 
+    async def last_matching(self, stream: str, subject_filter: str,
+                            timeout: float = PUBLISH_TIMEOUT) -> Found | None:
+        """The last message on any subject matching ``subject_filter`` (wildcards
+        allowed), by direct get; None when there is none. Its subject, headers
+        and payload are on the answer (:class:`Found`)."""
+        msg = await self.request(f"$JS.API.DIRECT.GET.{stream}",
+                                 orjson.dumps({"last_by_subj": subject_filter}), timeout)
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status and not msg.data:
+            if status == "404":
+                return None
+            raise APIError.from_msg(msg)
+        return Found(int(headers.get("Nats-Sequence", 0)), False,
+                     headers.get("Nats-Subject", ""), headers, msg.data or b"")
+
+    async def atomic_batch(
+        self, items: list[tuple[str, bytes, dict[str, str]]], stream: str, batch_id: str
+    ) -> Stored:
+        """Publish ``items`` (subject, payload, headers) as one atomic batch
+        (nats-server 2.12+, ``allow_atomic``): all are stored, with one write to
+        disk, or none (APIError: a compare-and-set among them failed, the batch
+        was incomplete)."""
+        last = len(items) - 1
+        for index, (subject, data, headers) in enumerate(items[:-1]):
+            await self.nc.publish(subject, data, headers={
+                **headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(index + 1)})
+        subject, data, headers = items[last]
+        return await self.js_publish(subject, data, stream, {
+            **headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(last + 1),
+            "Nats-Batch-Commit": "1"})
+
+
+@dataclass
+class Found(Stored):
+    """A message read by direct get: where it is and what it holds."""
+
+    subject: str = ""
+    headers: dict[str, str] | None = None
+    data: bytes = b""
+
+
 def _expire(future: asyncio.Future[Msg]) -> None:
     if not future.done():
         future.set_exception(NatsTimeout())

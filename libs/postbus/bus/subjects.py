@@ -3,15 +3,24 @@
 What is queued lives in files, what is in flight in memory:
 
 * ``POSTBUS_QUEUE`` (file, fsynced) holds every queued message under
-  ``postbus.q.<qid>.>`` (the queue file): chunk 0 of the content on
-  ``.msg``, which carries the entry as it was received and doubles as the
-  "new mail" trigger the qmgr consumes; larger bodies continue on
-  ``.part.<n>``; ``.entry`` holds the entry once the qmgr has had to write
-  it (deferred, held, partly delivered), changed by compare-and-set and
-  kept once per subject; ``.timer`` is the message's one timer, a
-  JetStream message schedule that fires on ``postbus.wake.<qid>`` when a
-  deferred message is due (or a lost attempt must be taken up again).
-  Removing a message is one purge of ``postbus.q.<qid>.>``.
+  ``postbus.q.<bucket>.<qid>.>`` (the queue file). The bucket is where the
+  file lives: new mail goes to the time bucket of its arrival,
+  ``t.<n>`` (``n``: the arrival time over :data:`BUCKET_SECONDS`), and
+  moves to the long-lived ``d.0`` when it is deferred. Chunk 0 of the
+  content is on ``.msg``, which carries the entry as it was received and,
+  in a time bucket, doubles as the "new mail" trigger the qmgr consumes;
+  larger bodies continue on ``.part.<n>``; ``.entry`` holds the entry once
+  the qmgr has had to write it (deferred, held, partly delivered), changed
+  by compare-and-set and kept once per subject; ``.timer`` is the
+  message's one timer, a JetStream message schedule that fires on
+  ``postbus.wake.<qid>`` when a deferred message is due.
+  A message in a time bucket is removed by a mark on its ``.entry`` (header
+  ``Postbus-Gone: done``; a message moved to ``d.0`` leaves ``moved``),
+  written for many messages in one atomic batch; the bucket goes in one
+  purge once every message in it is marked (:mod:`postbus.queue.buckets`).
+  A message in ``d.0`` is removed by one purge of its own subjects.
+  Readers that know only the queue ID look it up across buckets
+  (``postbus.q.*.*.<qid>.entry``: the last one written wins).
 * ``POSTBUS_WORK`` (memory) carries work in flight: delivery jobs on
   ``postbus.deliver.<transport>`` (the master.cf service name, so
   transport_maps results route straight to subjects; the queue ID follows)
@@ -37,7 +46,7 @@ What is queued lives in files, what is in flight in memory:
   ``postbus.corrupt.<id>`` (``<id>`` is the queue ID when the work names
   one, else a fresh one), with its payload, its original headers and
   ``Postbus-Corrupt-*`` headers: reason, kind, original subject and
-  stream, time. A queue file (``postbus.q.<qid>.>``) moves there whole.
+  stream, time. A queue file (``postbus.q.<bucket>.<qid>.>``) moves there whole.
 * ``postbus.cmd.<verb>`` (core NATS request/reply, not a stream): queue
   commands the qmgr carries out, answered by one qmgr replica (queue group
   ``qmgr``): ``flush`` (postqueue -f), ``send_file`` (-i), ``send_site``
@@ -55,6 +64,8 @@ What is queued lives in files, what is in flight in memory:
 """
 
 from __future__ import annotations
+
+from nats.errors import BadSubjectError
 
 ROOT = "postbus"
 
@@ -76,9 +87,13 @@ WAKE_SUBJECTS = f"{ROOT}.wake.*"
 DELIVER_SUBJECTS = f"{ROOT}.deliver.*.*"
 WAIT_SUBJECTS = f"{ROOT}.wait.*.*.*"
 STATUS_SUBJECTS = f"{ROOT}.status.*"
-MSG_TRIGGER_FILTER = f"{ROOT}.q.*.msg"
-ENTRY_FILTER = f"{ROOT}.q.*.entry"
-TIMER_FILTER = f"{ROOT}.q.*.timer"
+#: New mail: chunk 0 of a message in a time bucket (a message moved to ``d.0`` is not new).
+MSG_TRIGGER_FILTER = f"{ROOT}.q.t.*.*.msg"
+MSG_FILTER = f"{ROOT}.q.*.*.*.msg"
+ENTRY_FILTER = f"{ROOT}.q.*.*.*.entry"
+TIMER_FILTER = f"{ROOT}.q.*.*.*.timer"
+#: The oldest time bucket on disk is where the first message on this filter lives.
+TIME_BUCKETS = f"{ROOT}.q.t.>"
 CORRUPT_SUBJECTS = f"{ROOT}.corrupt.*"
 EVENT_SUBJECTS = f"{ROOT}.event.*"
 WEBHOOK_DEAD_SUBJECTS = f"{ROOT}.webhook.dead.*"
@@ -91,29 +106,83 @@ COMMAND_GROUP = "qmgr"
 MAPS_CHANGED_SUBJECT = f"{ROOT}.maps.changed"
 
 
-def entry_subject(queue_id: str) -> str:
+#: Seconds of arrivals that share a time bucket (and its one purge).
+BUCKET_SECONDS = 4
+#: Where mail that outlives its time bucket (deferred) lives until it is removed.
+LONG_BUCKET = "d.0"
+
+
+def time_bucket(now: float) -> str:
+    """The time bucket of mail arriving at ``now``."""
+    return f"t.{int(now // BUCKET_SECONDS)}"
+
+
+def bucket_number(bucket: str) -> int:
+    """``t.<n>`` -> n; -1 for ``d.0`` (or anything that is not a time bucket)."""
+    area, _, number = bucket.partition(".")
+    return int(number) if area == "t" and number.isdigit() else -1
+
+
+def entry_subject(queue_id: str, bucket: str) -> str:
     """A message's queue entry (the latest version only)."""
-    return f"{ROOT}.q.{queue_id}.entry"
+    return f"{ROOT}.q.{bucket}.{queue_id}.entry"
 
 
-def msg_subject(queue_id: str) -> str:
+def msg_subject(queue_id: str, bucket: str) -> str:
     """Chunk 0 of a message's content: also the qmgr's new-mail trigger."""
-    return f"{ROOT}.q.{queue_id}.msg"
+    return f"{ROOT}.q.{bucket}.{queue_id}.msg"
 
 
-def part_subject(queue_id: str, index: int) -> str:
+def part_subject(queue_id: str, bucket: str, index: int) -> str:
     """Continuation chunk ``index`` (1-based) of a large message."""
-    return f"{ROOT}.q.{queue_id}.part.{index}"
+    return f"{ROOT}.q.{bucket}.{queue_id}.part.{index}"
+
+
+def timer_subject(queue_id: str, bucket: str) -> str:
+    """The message's one timer (a JetStream message schedule)."""
+    return f"{ROOT}.q.{bucket}.{queue_id}.timer"
+
+
+def _token(queue_id: str) -> str:
+    """A queue ID as one subject token: a filter built from anything else would
+    match other subjects, or none, where a publish would have failed."""
+    if not queue_id or any(c in queue_id for c in " \t\r\n.*>"):
+        raise BadSubjectError(f"not a queue ID: {queue_id!r}")
+    return queue_id
+
+
+def find_entry(queue_id: str) -> str:
+    """A message's entries in every bucket (the last written is the current one)."""
+    return f"{ROOT}.q.*.*.{_token(queue_id)}.entry"
+
+
+def find_msg(queue_id: str) -> str:
+    return f"{ROOT}.q.*.*.{_token(queue_id)}.msg"
+
+
+def find_part(queue_id: str, index: int) -> str:
+    return f"{ROOT}.q.*.*.{_token(queue_id)}.part.{index}"
 
 
 def message_filter(queue_id: str) -> str:
-    """Everything stored for one message, for removing it in one purge."""
-    return f"{ROOT}.q.{queue_id}.>"
+    """Everything stored for one message, in any bucket, for removing it in one purge."""
+    return f"{ROOT}.q.*.*.{_token(queue_id)}.>"
+
+
+def bucket_filter(bucket: str) -> str:
+    """Everything in one bucket (its purge)."""
+    return f"{ROOT}.q.{bucket}.>"
 
 
 def queue_id_of(subject: str) -> str:
-    """``postbus.q.<qid>.msg`` -> ``<qid>``."""
-    return subject.split(".")[2]
+    """``postbus.q.<bucket>.<qid>.msg`` -> ``<qid>``."""
+    return subject.split(".")[4]
+
+
+def bucket_of(subject: str) -> str:
+    """``postbus.q.<bucket>.<qid>.msg`` -> ``<bucket>`` (two tokens)."""
+    parts = subject.split(".")
+    return f"{parts[2]}.{parts[3]}"
 
 
 def deliver_subject(transport: str, queue_id: str) -> str:
@@ -149,11 +218,6 @@ def slot_subject(transport: str, agent: str) -> str:
 
 def status_subject(queue_id: str) -> str:
     return f"{ROOT}.status.{queue_id}"
-
-
-def timer_subject(queue_id: str) -> str:
-    """The message's one timer (a JetStream message schedule)."""
-    return f"{ROOT}.q.{queue_id}.timer"
 
 
 def wake_subject(queue_id: str) -> str:
@@ -193,8 +257,8 @@ def gauge_subject(name: str) -> str:
 def subject_queue_id(subject: str) -> str:
     """The queue ID a subject names (queue file, status, wake-up, corrupt); '' if none."""
     parts = subject.split(".")
-    if len(parts) >= 4 and parts[:2] == [ROOT, "q"]:
-        return parts[2]
+    if len(parts) >= 6 and parts[:2] == [ROOT, "q"]:
+        return parts[4]
     if len(parts) == 3 and parts[0] == ROOT and parts[1] in ("status", "wake", "corrupt"):
         return parts[2]
     if len(parts) == 4 and parts[:2] == [ROOT, "deliver"]:

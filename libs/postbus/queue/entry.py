@@ -83,6 +83,7 @@ class QueueEntry:
     client_port: str = ""  # the client's TCP port (XFORWARD PORT)
     log_ident: str = ""  # an upstream queue ID given by XFORWARD IDENT (else our own)
     rewrite_context: str = ""  # "remote", or "" for local (Postfix's qmgr default)
+    bucket: str = ""  # where its queue file lives (postbus.bus.subjects); set by who reads it
 
     def record(self, status: DeliveryStatus) -> bool:
         """Apply a delivery report to the recipients it covers (as Postfix's agents
@@ -128,7 +129,7 @@ class QueueEntry:
 
 #: Fields written only when set, so that an entry without them stays readable by
 #: the version before them (a rolling upgrade): they decode to their defaults.
-OPTIONAL = ("filter", "client_port", "log_ident", "rewrite_context")
+OPTIONAL = ("filter", "client_port", "log_ident", "rewrite_context", "bucket")
 #: The same for the items of a nested list (a recipient, a recipient's result).
 ITEM_OPTIONAL = "bounce_to"
 
@@ -188,6 +189,7 @@ class DeliveryJob:
     token: str = ""  # the ack subject of the trigger or wake-up that holds the attempt
     recheck: bool = False  # an attempt taken up again: check it is current before delivery
     destination: str = ""  # the scheduler's name for the next hop (Postfix's queue name)
+    bucket: str = ""  # where the message's queue file lives (its content, its removal)
     # the entry's client attributes, for XFORWARD (smtp_send_xforward_command), and its
     # SMTPUTF8 request; written only when set (JOB_OPTIONAL)
     client_name: str = ""
@@ -236,6 +238,7 @@ class DeliveryStatus:
     attempt_id: str = ""
     token: str = ""  # the job's token, handed back so any qmgr can end the attempt
     whole: bool = False  # the job held every recipient of the message
+    bucket: str = ""  # the job's: where the queue file lives, for removing it
 
     def encode(self) -> bytes:
         return _dump(self, "results")

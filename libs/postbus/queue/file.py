@@ -7,10 +7,17 @@ JetStream has acknowledged the message: the caller may then answer ``250``.
 
 The entry lives in the header of chunk 0 (``.msg``) as received, and on
 ``.entry`` once the qmgr has had to write it; :meth:`get` reads whichever
-is newer. Entries change only by compare-and-set (:meth:`update`,
-:meth:`modify`). A message's one timer (:meth:`set_timer`) is a JetStream
-message schedule in the same queue file, so removing the message removes
-its timer too.
+is newer, in whichever bucket the message lives. Entries change only by
+compare-and-set (:meth:`update`, :meth:`modify`). A message's one timer
+(:meth:`set_timer`) is a JetStream message schedule in the same queue file,
+so removing the message removes its timer too.
+
+Removal (:meth:`remove`) costs nats-server an fsync of its own only for mail
+in the long-lived bucket; mail in a time bucket gets a "done" mark on its
+entry, written with others in one atomic batch (:mod:`postbus.bus.group_commit`),
+and leaves with its bucket (:mod:`postbus.queue.buckets`). Deferring a message
+moves it out of its time bucket (:meth:`move_out`), so that no bucket waits
+for a retry.
 """
 
 from __future__ import annotations
@@ -29,13 +36,16 @@ from nats.js.errors import APIError, NotFoundError
 
 from postbus.bus import subjects as s
 from postbus.bus.ack_subject import stream_sequence
-from postbus.bus.requests import Requests
+from postbus.bus.group_commit import GroupCommit
+from postbus.bus.requests import Found, Requests
 from postbus.queue import gauges
 from postbus.queue.entry import CodecError, QueueEntry
 from postbus.queue.ids import new_queue_id
 
 WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: expected last subject sequence differs
 ENTRY_HEADER = "Postbus-Entry"
+#: On an entry that is a mark, not an entry: "done" (removed) or "moved" (to the long bucket).
+GONE_HEADER = "Postbus-Gone"
 CHUNK_HEADROOM = 16 * 1024  # room for headers inside max_payload
 WAKE_TTL = "3600s"  # how long a fired wake-up stays in the stream (consumed at once normally)
 SEEN_MAX = 4096  # revisions whose queue is remembered (the qmgr reads, then writes)
@@ -62,6 +72,7 @@ class QueueFile:
         self._last: dict[str, str] = {}
         self.chunk_size = max(64 * 1024, nc.max_payload - CHUNK_HEADROOM)
         self.requests = Requests(nc)
+        self.marks = GroupCommit(self.requests, s.QUEUE_STREAM)
 
     # -- new mail -------------------------------------------------------------
 
@@ -93,6 +104,8 @@ class QueueFile:
         its log lines). An entry on hold (a HOLD action) is counted there.
         """
         given_size = entry.size
+        bucket = s.LONG_BUCKET if entry.queue == "hold" else s.time_bucket(time.time())
+        entry.bucket = bucket
         # the caller's ID first (cleanup named the message by it in its log lines,
         # smtpd showed it to policy servers), if it is free
         wanted = queue_id or entry.queue_id
@@ -108,11 +121,14 @@ class QueueFile:
             try:
                 if len(chunks) > 1:
                     await asyncio.gather(*(
-                        self._publish_new(s.part_subject(qid, i), chunk)
+                        self._publish_new(s.part_subject(qid, bucket, i), chunk)
                         for i, chunk in enumerate(chunks[1:], start=1)
                     ))
                 await self._publish_new(
-                    s.msg_subject(qid), chunks[0], {ENTRY_HEADER: entry.encode().decode()}
+                    s.msg_subject(qid, bucket), chunks[0],
+                    {ENTRY_HEADER: entry.encode().decode(),
+                     # the ID is free in every bucket, not only in this one
+                     "Nats-Expected-Last-Subject-Sequence-Subject": s.find_msg(qid)}
                 )
                 if entry.queue == "hold":
                     await gauges.move(self.js, None, "hold")
@@ -144,49 +160,70 @@ class QueueFile:
         entry = QueueEntry.decode(raw.encode())
         seq = stream_sequence(msg)
         entry.attempt_id, entry.holder = first_attempt_id(seq), seq
+        entry.bucket = s.bucket_of(msg.subject)
         return entry, 0
 
     # -- content --------------------------------------------------------------
 
-    async def content(self, queue_id: str, chunks: int = 1) -> bytes:
-        """The message as queued; NotFoundError when it is gone."""
+    async def content(self, queue_id: str, chunks: int = 1, bucket: str = "") -> bytes:
+        """The message as queued (``bucket``: where, when the caller knows);
+        NotFoundError when it is gone."""
+        if not bucket:
+            return await self._content_anywhere(queue_id, chunks)
         last = self.requests.last_by_subject
         if chunks <= 1:
-            return (await last(s.QUEUE_STREAM, s.msg_subject(queue_id))).data or b""
+            return (await last(s.QUEUE_STREAM, s.msg_subject(queue_id, bucket))).data or b""
         msgs = await asyncio.gather(
-            last(s.QUEUE_STREAM, s.msg_subject(queue_id)),
-            *(last(s.QUEUE_STREAM, s.part_subject(queue_id, i)) for i in range(1, chunks)))
+            last(s.QUEUE_STREAM, s.msg_subject(queue_id, bucket)),
+            *(last(s.QUEUE_STREAM, s.part_subject(queue_id, bucket, i))
+              for i in range(1, chunks)))
         return b"".join(m.data or b"" for m in msgs)
+
+    async def _content_anywhere(self, queue_id: str, chunks: int) -> bytes:
+        found = await asyncio.gather(
+            self.requests.last_matching(s.QUEUE_STREAM, s.find_msg(queue_id)),
+            *(self.requests.last_matching(s.QUEUE_STREAM, s.find_part(queue_id, i))
+              for i in range(1, chunks)))
+        if any(chunk is None for chunk in found):
+            raise NotFoundError
+        return b"".join(chunk.data for chunk in found if chunk is not None)
 
     # -- entries --------------------------------------------------------------
 
     async def get(self, queue_id: str) -> tuple[QueueEntry, int] | None:
         """The entry and its revision, or None when the message is gone."""
-        try:
-            msg = await self.js.get_last_msg(
-                s.QUEUE_STREAM, s.entry_subject(queue_id), direct=True
-            )
-        except NotFoundError:
+        found = await self.requests.last_matching(s.QUEUE_STREAM, s.find_entry(queue_id))
+        if found is None:
             return await self._as_received(queue_id)
-        if not msg.data or msg.seq is None:
+        gone = (found.headers or {}).get(GONE_HEADER)
+        if gone == "moved":  # its entry is written in the long bucket, just before this mark
+            found = await self.requests.last_matching(
+                s.QUEUE_STREAM, s.entry_subject(queue_id, s.LONG_BUCKET))
+            if found is None:
+                return None
+        elif gone is not None or not found.data:
             return None
-        entry = QueueEntry.decode(msg.data)
-        self._seen(queue_id, msg.seq, entry.queue)
-        return entry, msg.seq
+        entry = QueueEntry.decode(found.data)
+        entry.bucket = s.bucket_of(found.subject)
+        self._seen(queue_id, found.seq, entry.queue)
+        return entry, found.seq
 
     async def _as_received(self, queue_id: str) -> tuple[QueueEntry, int] | None:
         """A message whose entry was never written: the one its trigger carries."""
-        try:
-            msg = await self.js.get_last_msg(s.QUEUE_STREAM, s.msg_subject(queue_id), direct=True)
-        except NotFoundError:
+        found = await self.requests.last_matching(s.QUEUE_STREAM, s.find_msg(queue_id))
+        if found is None:
             return None
-        raw = (msg.headers or {}).get(ENTRY_HEADER)
+        return self.received_entry(found), 0
+
+    @staticmethod
+    def received_entry(found: Found) -> QueueEntry:
+        raw = (found.headers or {}).get(ENTRY_HEADER)
         if raw is None:
             raise CodecError("queue file without a queue entry")
         entry = QueueEntry.decode(raw.encode())
-        if msg.seq is not None:
-            entry.attempt_id, entry.holder = first_attempt_id(msg.seq), msg.seq
-        return entry, 0
+        entry.attempt_id, entry.holder = first_attempt_id(found.seq), found.seq
+        entry.bucket = s.bucket_of(found.subject)
+        return entry
 
     async def update(self, entry: QueueEntry, revision: int, *, was: str | None = None) -> int:
         """Write an entry only if its subject is still at ``revision`` (0: never
@@ -199,7 +236,7 @@ class QueueFile:
             was = await self._queue_at(entry.queue_id, revision)
         try:
             ack = await self.requests.js_publish(
-                s.entry_subject(entry.queue_id),
+                s.entry_subject(entry.queue_id, entry.bucket),
                 entry.encode(),
                 s.QUEUE_STREAM,
                 {"Nats-Expected-Last-Subject-Sequence": str(revision)},
@@ -255,15 +292,21 @@ class QueueFile:
                 await asyncio.sleep(0.005)
         raise QueueConflict(queue_id)
 
-    async def remove(self, queue_id: str, *, was: str | None = None) -> int:
-        """Forget a message entirely, entry, content and timer, in one purge;
-        returns how many stream messages went (0: it was gone already).
+    async def remove(self, queue_id: str, *, was: str | None = None, bucket: str = "") -> int:
+        """Forget a message entirely, entry, content and timer; returns how many
+        stream messages went (0: it was gone already; 1: marked done).
 
+        In a time bucket (``bucket``, when the caller knows it) a message is
+        marked done and leaves with its bucket; elsewhere it goes in one purge.
         ``was``: the queue it was in, for the queue counters; else the last
         queue this process saw it in (the qmgr removes mail at the end of an
         attempt: active, or on hold when postsuper -h came meanwhile)."""
         last = self._last.pop(queue_id, None)
         was = last if was is None else was
+        if s.bucket_number(bucket) >= 0:
+            await self.marks.write(s.entry_subject(queue_id, bucket), b"", {GONE_HEADER: "done"})
+            await gauges.move(self.js, was, None)
+            return 1
         reply = await self.requests.request(
             f"$JS.API.STREAM.PURGE.{s.QUEUE_STREAM}",
             orjson.dumps({"filter": s.message_filter(queue_id)}), PURGE_TIMEOUT,
@@ -276,9 +319,49 @@ class QueueFile:
             await gauges.move(self.js, was, None)
         return purged
 
+    async def move_out(self, entry: QueueEntry, revision: int) -> int:
+        """Write ``entry`` in the long bucket, the message's content with it, so
+        that its time bucket need not wait for it; returns the new revision.
+        QueueConflict when the entry changed since ``revision`` was read.
+
+        The content is copied first (a copy left by a crash is overwritten by
+        the next move, or goes with the message); then one atomic batch writes
+        the entry in the long bucket and the "moved" mark over the old one, by
+        compare-and-set: the move happens whole or not at all."""
+        old = entry.bucket
+        content = await self.content(entry.queue_id, entry.chunks, old)
+        chunks = [content[i : i + self.chunk_size]
+                  for i in range(0, len(content), self.chunk_size)] or [b""]
+        new = s.LONG_BUCKET
+        await asyncio.gather(*(
+            self.requests.js_publish(s.part_subject(entry.queue_id, new, i), chunk,
+                                     s.QUEUE_STREAM)
+            for i, chunk in enumerate(chunks[1:], start=1)))
+        await self.requests.js_publish(s.msg_subject(entry.queue_id, new), chunks[0],
+                                       s.QUEUE_STREAM)
+        entry.bucket = new
+        was = await self._queue_at(entry.queue_id, revision)
+        try:
+            ack = await self.requests.atomic_batch([
+                (s.entry_subject(entry.queue_id, new), entry.encode(),
+                 {"Nats-Expected-Last-Subject-Sequence": "0"}),
+                (s.entry_subject(entry.queue_id, old), b"",
+                 {GONE_HEADER: "moved", "Nats-Expected-Last-Subject-Sequence": str(revision)}),
+            ], s.QUEUE_STREAM, f"move.{entry.queue_id}.{revision}")
+        except APIError as exc:
+            entry.bucket = old
+            if exc.err_code in WRONG_LAST_SEQUENCE:
+                raise QueueConflict(entry.queue_id) from exc
+            raise
+        new_revision = int(ack.seq) - 1  # the entry, stored just before the mark
+        self._seen(entry.queue_id, new_revision, entry.queue)
+        await gauges.move(self.js, was, entry.queue)
+        return new_revision
+
     # -- the timer ------------------------------------------------------------
 
-    async def set_timer(self, queue_id: str, when: float, attempt_id: str = "") -> None:
+    async def set_timer(self, queue_id: str, when: float, attempt_id: str = "",
+                        bucket: str = s.LONG_BUCKET) -> None:
         """Wake the qmgr for this message at ``when`` (replacing any earlier timer).
 
         A time that has come fires at once, as a plain wake-up."""
@@ -288,7 +371,7 @@ class QueueFile:
             return
         at = datetime.fromtimestamp(math.ceil(when), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         await self.js.publish(
-            s.timer_subject(queue_id), payload, stream=s.QUEUE_STREAM,
+            s.timer_subject(queue_id, bucket), payload, stream=s.QUEUE_STREAM,
             headers={
                 "Nats-Schedule": f"@at {at}",
                 "Nats-Schedule-Target": s.wake_subject(queue_id),

@@ -3,10 +3,12 @@
 A listing reads the queue file with two ordered (ephemeral) JetStream
 consumers, one subject each, last message per subject:
 
-1. ``postbus.q.*.entry``: every entry the qmgr (or postsuper) has written;
-2. ``postbus.q.*.msg`` with headers only: every message as received (its
-   entry rides in the ``Postbus-Entry`` header), skipping those listed in
-   step 1 (a written entry wins).
+1. ``postbus.q.*.*.*.entry``: every entry the qmgr (or postsuper) has
+   written, in every bucket; a mark ("done", "moved") is no entry, but
+   hides the message as received;
+2. ``postbus.q.*.*.*.msg`` with headers only: every message as received
+   (its entry rides in the ``Postbus-Entry`` header), skipping those seen
+   in step 1 (a written entry wins).
 
 Entries come out as they arrive, so the first line of ``postqueue -p`` is
 out long before the last, and nothing is left out however large the queue
@@ -104,8 +106,10 @@ async def last_per_subject(
 
 def _written(msg: Msg) -> QueueEntry | None:
     if not msg.data:
-        return None
-    return QueueEntry.decode(msg.data)
+        return None  # a mark: removed, or moved to the entry in the long bucket
+    entry = QueueEntry.decode(msg.data)
+    entry.bucket = s.bucket_of(msg.subject)
+    return entry
 
 
 def _as_received(msg: Msg, now_taken: Taken) -> QueueEntry | None:
@@ -115,6 +119,7 @@ def _as_received(msg: Msg, now_taken: Taken) -> QueueEntry | None:
     entry = QueueEntry.decode(raw.encode())
     seq = msg.metadata.sequence.stream
     entry.attempt_id, entry.holder = first_attempt_id(seq), seq
+    entry.bucket = s.bucket_of(msg.subject)
     if entry.queue == "incoming" and now_taken.active(seq):
         entry.queue = "active"
     return entry
@@ -141,7 +146,7 @@ async def listing(
     if not received:
         return
     now_taken = await taken(js)
-    async for msg in last_per_subject(js, s.MSG_TRIGGER_FILTER, headers_only=True):
+    async for msg in last_per_subject(js, s.MSG_FILTER, headers_only=True):
         if s.queue_id_of(msg.subject) in written:
             continue
         try:

@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 
 from postbus.bus import subjects as s
 from postbus.bus.consumer import consume
+from postbus.queue.buckets import Sweeper
 from postbus.queue.entry import CodecError
 from postbus.queue.file import QueueFile
 from postbus.service import ServiceContext, run
@@ -30,7 +31,8 @@ HANDLING_TIME = 5.0  # seconds a qmgr may take over one trigger, wake-up or resu
 
 async def main(ctx: ServiceContext) -> None:
     recorder = Recorder(ctx)
-    attempts = Attempts(ctx, recorder)
+    sweeper = Sweeper(ctx.queue.js, ctx.queue.requests)
+    attempts = Attempts(ctx, recorder, sweeper)
     active_limit = ctx.cfg.int("qmgr_message_active_limit")
 
     async def after_bad_wakeup(msg: Msg) -> None:
@@ -46,10 +48,12 @@ async def main(ctx: ServiceContext) -> None:
         got = await ctx.queue.get(queue_id) if queue_id else None
         if got is not None and got[0].queue == "deferred":
             entry = got[0]
-            await ctx.queue.set_timer(queue_id, entry.next_attempt, entry.attempt_id)
+            await ctx.queue.set_timer(queue_id, entry.next_attempt, entry.attempt_id,
+                                      entry.bucket)
 
     await asyncio.gather(
         refresh_gauges(ctx),
+        sweeper.run(ctx.stopping),
         Commands(ctx).serve(),
         consume(ctx, stream=s.QUEUE_STREAM, subject=s.MSG_TRIGGER_FILTER,
                 durable=s.QMGR_INCOMING_CONSUMER, handler=attempts.on_incoming,

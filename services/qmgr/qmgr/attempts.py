@@ -37,6 +37,7 @@ from nats.aio.msg import Msg
 
 from postbus import events, metrics
 from postbus.bus.ack_subject import deliveries
+from postbus.queue.buckets import Sweeper
 from postbus.queue.entry import QueueEntry
 from postbus.queue.file import QueueConflict, QueueFile
 from postbus.service import ServiceContext
@@ -53,13 +54,15 @@ def new_attempt_id() -> str:
 
 
 class Attempts:
-    def __init__(self, ctx: ServiceContext, recorder: Recorder) -> None:
+    def __init__(self, ctx: ServiceContext, recorder: Recorder, sweeper: Sweeper) -> None:
         self.ctx = ctx
         self.recorder = recorder
         self.scheduler = Scheduler(ctx)
+        self.sweeper = sweeper
 
     async def on_incoming(self, msg: Msg) -> None:
         entry, revision = QueueFile.trigger_entry(msg)
+        self.sweeper.saw(entry.bucket)
         if deliveries(msg) > 1:
             await self.lease_ended(msg, entry.queue_id)
             return

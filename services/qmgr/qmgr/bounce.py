@@ -44,7 +44,7 @@ def wire(ctx: ServiceContext) -> bouncer.Bouncer:
                                        build=build)
 
     async def content(entry: QueueEntry) -> bytes:
-        return await ctx.queue.content(entry.queue_id, entry.chunks)
+        return await ctx.queue.content(entry.queue_id, entry.chunks, entry.bucket)
 
     notices = bouncer.Bouncer(lambda: ctx.cfg, enqueue, content)
     notices.templates(ctx.cfg)  # bounce_template_file: refused at start if unusable

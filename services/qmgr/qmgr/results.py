@@ -5,8 +5,9 @@ The qmgr alone changes a message's state: agents report, this module
 records. Any qmgr replica can take any report: what to do is derived from
 the queue file and the report, nothing else.
 
-The common case costs one purge: a report for a job that held every
-recipient (``whole``), all sent, means the message is done. Otherwise the
+The common case costs one "done" mark, written with others in one batch: a
+report for a job that held every recipient (``whole``), all sent, means the
+message is done. Otherwise the
 entry is read (as received when nothing was written yet: then every
 recipient was handed out in the first attempt, and is still ``pending``
 there), the results recorded, and
@@ -24,6 +25,7 @@ import time
 from nats.aio.msg import Msg
 
 from postbus import events, metrics
+from postbus.bus import subjects as s
 from postbus.queue.entry import DeliveryStatus, QueueEntry
 from postbus.queue.file import QueueConflict
 from postbus.service import ServiceContext
@@ -46,7 +48,7 @@ class Recorder:
     async def on_status(self, msg: Msg) -> None:
         status = DeliveryStatus.decode(msg.data)
         if status.whole and all(r.status == "sent" for r in status.results):
-            await self.remove(status.queue_id, delivered=True)
+            await self.remove(status.queue_id, delivered=True, bucket=status.bucket)
             await self.ctx.work.end_attempt(status.token)
         else:
             await self.record(status)
@@ -88,13 +90,18 @@ class Recorder:
         self._defer_or_expire(entry, now)
         await self._notify(entry, now)
         if entry.finished():
-            await self.remove(entry.queue_id, delivered=entry.all_sent())
+            await self.remove(entry.queue_id, delivered=entry.all_sent(), bucket=entry.bucket)
+        elif entry.queue == "deferred":
+            if s.bucket_number(entry.bucket) >= 0:
+                await queue.move_out(entry, revision)  # no time bucket waits for a retry
+            else:
+                await queue.update(entry, revision)
+            await queue.set_timer(entry.queue_id, entry.next_attempt, entry.attempt_id,
+                                  entry.bucket)
+            await self.ctx.work.event("deferred", entry.queue_id,
+                                      next_attempt=entry.next_attempt)
         else:
             await queue.update(entry, revision)
-            if entry.queue == "deferred":
-                await queue.set_timer(entry.queue_id, entry.next_attempt, entry.attempt_id)
-                await self.ctx.work.event("deferred", entry.queue_id,
-                                          next_attempt=entry.next_attempt)
         await self.ctx.work.end_attempt(token)
 
     async def _notify(self, entry: QueueEntry, now: float) -> None:
@@ -130,9 +137,9 @@ class Recorder:
         entry.queue = "deferred"
         entry.next_attempt = now + backoff(self.ctx.cfg, entry.arrival_time, now)
 
-    async def remove(self, queue_id: str, *, delivered: bool) -> None:
+    async def remove(self, queue_id: str, *, delivered: bool, bucket: str) -> None:
         """Forget a message whose every recipient is final (≈ qmgr's "removed")."""
-        await self.ctx.queue.remove(queue_id)
+        await self.ctx.queue.remove(queue_id, bucket=bucket)
         log.info("%s: removed", queue_id)
         reason = "delivered" if delivered else "bounced"
         REMOVED[reason].inc()

@@ -87,6 +87,7 @@ class Scheduler:
                     arrival_time=entry.arrival_time,
                     size=entry.size,
                     chunks=entry.chunks,
+                    bucket=entry.bucket,
                     queued_time=now,
                     active_time=entry.last_attempt or now,
                     env_id=entry.env_id,
