@@ -1,0 +1,163 @@
+"""Time buckets: done marks written in groups, a bucket purged whole once every
+message in it is marked, deferred mail moved out (postbus.queue.buckets,
+QueueFile.remove and move_out), against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from nats.js.errors import APIError
+
+from postbus.bus import subjects as s
+from postbus.queue.admin import Bus
+from postbus.queue.buckets import Sweeper
+from postbus.queue.entry import QueueEntry, Recipient
+from postbus.queue.file import QueueConflict
+
+BODY = b"Subject: t\r\n\r\n" + b"x" * 5000 + b"\r\n"
+
+
+def entry(queue: str = "incoming") -> QueueEntry:
+    return QueueEntry("", "a@client.test", [Recipient("b@remote.test")], queue=queue)
+
+
+async def subjects(store: Bus, subject_filter: str) -> dict[str, int]:
+    info = await store.js.stream_info(s.QUEUE_STREAM, subjects_filter=subject_filter)
+    return info.state.subjects or {}
+
+
+def sweeper(store: Bus) -> Sweeper:
+    return Sweeper(store.js, store.queue.requests)
+
+
+async def bucket_of(store: Bus, queue_id: str) -> str:
+    got = await store.queue.get(queue_id)
+    assert got is not None
+    return got[0].bucket
+
+
+async def test_a_removed_message_is_marked_then_goes_with_its_bucket(store: Bus) -> None:
+    queue = store.queue
+    ids = [await queue.enqueue(entry(), BODY) for _ in range(30)]
+    buckets = {q: await bucket_of(store, q) for q in ids}  # one, or two at a boundary
+    assert all(s.bucket_number(b) >= 0 for b in buckets.values())
+    # removed together: the marks share atomic batches, and each reads as gone at once
+    assert await asyncio.gather(*(queue.remove(q, bucket=buckets[q]) for q in ids)) == [1] * 30
+    assert [await queue.get(q) for q in ids] == [None] * 30
+    on_disk = [await subjects(store, s.bucket_filter(b)) for b in set(buckets.values())]
+    assert sum(len(found) for found in on_disk) == 60  # content and mark: not purged yet
+    # a bucket is closed once its seconds are past; then one purge takes it all
+    sweep = sweeper(store)
+    newest = max(s.bucket_number(b) for b in buckets.values())
+    await sweep.sweep(now=(newest + 1) * s.BUCKET_SECONDS + 0.5)
+    for bucket in set(buckets.values()):
+        assert await subjects(store, s.bucket_filter(bucket)) == {}
+    assert sweep.known == {}
+
+
+async def test_a_bucket_keeps_the_mail_still_in_flight(store: Bus) -> None:
+    """The purge stops below the first subject of a message not marked yet, so a
+    large message in flight keeps its parts; once it is marked, it goes too."""
+    queue = store.queue
+    queue.chunk_size = 2048  # three chunks
+    for _ in range(3):  # three in one bucket (they may straddle a bucket's end: again)
+        first, in_flight, last = [await queue.enqueue(entry(), BODY) for _ in range(3)]
+        bucket = await bucket_of(store, in_flight)
+        if {await bucket_of(store, first), await bucket_of(store, last)} == {bucket}:
+            break
+    await queue.remove(first, bucket=bucket)
+    await queue.remove(last, bucket=bucket)
+    sweep = sweeper(store)
+    assert not await sweep.sweep_bucket(bucket)
+    assert await queue.content(in_flight, 3) == BODY
+    # below it: gone, but for the mark written after it (a mark of nothing: harmless)
+    left = await subjects(store, f"{s.ROOT}.q.{bucket}.{first}.>")
+    assert list(left) == [s.entry_subject(first, bucket)]
+    assert await queue.get(first) is None
+    assert await queue.get(last) is None
+    await queue.remove(in_flight, bucket=bucket)
+    assert await sweep.sweep_bucket(bucket)
+    assert await subjects(store, s.bucket_filter(bucket)) == {}
+
+
+async def test_deferred_mail_moves_to_the_long_bucket_whole(store: Bus) -> None:
+    queue = store.queue
+    qid = await queue.enqueue(entry(), BODY)
+    got = await queue.get(qid)
+    assert got is not None
+    deferred, revision = got
+    old = deferred.bucket
+    deferred.queue, deferred.next_attempt = "deferred", time.time() + 3600
+    new_revision = await queue.move_out(deferred, revision)
+    assert deferred.bucket == s.LONG_BUCKET
+    moved = await queue.get(qid)
+    assert moved is not None
+    assert (moved[0].bucket, moved[0].queue, moved[1]) == (s.LONG_BUCKET, "deferred",
+                                                          new_revision)
+    # the time bucket no longer waits for it, and the message outlives its purge
+    assert await sweeper(store).sweep_bucket(old)
+    assert await subjects(store, s.bucket_filter(old)) == {}
+    assert await queue.content(qid) == BODY
+    assert (await queue.get(qid)) == moved
+    # an entry written in the long bucket is changed there, by compare-and-set
+    moved[0].queue = "hold"
+    assert await queue.update(moved[0], moved[1]) > moved[1]
+    with pytest.raises(QueueConflict):
+        await queue.update(moved[0], moved[1])
+    # removing it there is a purge of its own subjects
+    assert await queue.remove(qid, bucket=s.LONG_BUCKET) == 2  # content and entry
+    assert await queue.get(qid) is None
+
+
+async def test_a_move_that_lost_the_race_leaves_the_message_where_it_was(store: Bus) -> None:
+    queue = store.queue
+    qid = await queue.enqueue(entry(), BODY)
+    got = await queue.get(qid)
+    assert got is not None
+    first, revision = got
+    first.queue = "hold"
+    await queue.update(first, revision)  # someone else was faster
+    first.queue = "deferred"
+    with pytest.raises(QueueConflict):
+        await queue.move_out(first, revision)
+    now = await queue.get(qid)
+    assert now is not None
+    assert (now[0].queue, now[0].bucket) == ("hold", first.bucket)
+    assert s.bucket_number(now[0].bucket) >= 0
+
+
+async def test_an_id_in_use_in_another_bucket_is_not_given_again(store: Bus) -> None:
+    queue = store.queue
+    qid = await queue.enqueue(entry(), BODY)
+    got = await queue.get(qid)
+    assert got is not None
+    deferred, revision = got
+    old = deferred.bucket
+    deferred.queue = "deferred"
+    await queue.move_out(deferred, revision)
+    assert await sweeper(store).sweep_bucket(old)  # only d.0 holds it now
+    again = await queue.enqueue(entry(), BODY, queue_id=qid)
+    assert again != qid
+
+
+async def test_discovery_finds_buckets_no_trigger_named(store: Bus) -> None:
+    for bucket in ("t.5", "t.9", "t.7"):
+        await store.js.publish(s.msg_subject(f"ABC{bucket[2]}DEF000", bucket), b"x",
+                               stream=s.QUEUE_STREAM)
+    sweep = sweeper(store)
+    await sweep.discover()
+    assert sorted(sweep.known) == [5, 7, 9]
+
+
+async def test_marks_fail_together_when_the_batch_fails(store: Bus) -> None:
+    """A batch that JetStream refuses tells every writer in it: none is told stored."""
+    queue = store.queue
+    await store.js.update_stream(
+        (await store.js.stream_info(s.QUEUE_STREAM)).config.evolve(allow_atomic=False))
+    ids = [await queue.enqueue(entry(), BODY) for _ in range(3)]
+    bucket = s.time_bucket(time.time())
+    results = await asyncio.gather(*(queue.remove(q, bucket=bucket) for q in ids),
+                                   return_exceptions=True)
+    assert all(isinstance(r, APIError) for r in results), results
