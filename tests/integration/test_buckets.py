@@ -14,7 +14,8 @@ from postbus.bus import subjects as s
 from postbus.queue.admin import Bus
 from postbus.queue.buckets import Sweeper
 from postbus.queue.entry import QueueEntry, Recipient
-from postbus.queue.file import QueueConflict
+from postbus.queue.file import ENTRY_HEADER, QueueConflict
+from postbus.queue.upgrade import move_old_layout
 
 BODY = b"Subject: t\r\n\r\n" + b"x" * 5000 + b"\r\n"
 
@@ -161,3 +162,33 @@ async def test_marks_fail_together_when_the_batch_fails(store: Bus) -> None:
     results = await asyncio.gather(*(queue.remove(q, bucket=bucket) for q in ids),
                                    return_exceptions=True)
     assert all(isinstance(r, APIError) for r in results), results
+
+
+async def test_queue_files_of_an_older_release_are_moved_into_buckets(store: Bus) -> None:
+    """Nothing queued before an upgrade is lost: the old layout (postbus.q.<qid>.>) is
+    copied into buckets at the qmgr's start, then removed."""
+    js, queue = store.js, store.queue
+    received = QueueEntry("OLDRCVD0001", "a@client.test", [Recipient("b@remote.test")],
+                          chunks=2)
+    await js.publish(f"{s.ROOT}.q.OLDRCVD0001.part.1", b"second half", stream=s.QUEUE_STREAM)
+    await js.publish(f"{s.ROOT}.q.OLDRCVD0001.msg", b"first half, ", stream=s.QUEUE_STREAM,
+                     headers={ENTRY_HEADER: received.encode().decode()})
+    deferred = QueueEntry("OLDDEFR0001", "a@client.test", [Recipient("c@remote.test")],
+                          queue="deferred", next_attempt=time.time() + 3600)
+    await js.publish(f"{s.ROOT}.q.OLDDEFR0001.msg", BODY, stream=s.QUEUE_STREAM,
+                     headers={ENTRY_HEADER: received.encode().decode()})
+    await js.publish(f"{s.ROOT}.q.OLDDEFR0001.entry", deferred.encode(), stream=s.QUEUE_STREAM)
+
+    assert await move_old_layout(queue) == 2
+    assert await move_old_layout(queue) == 0
+    got = await queue.get("OLDRCVD0001")
+    assert got is not None
+    assert (got[0].queue, got[1], s.bucket_number(got[0].bucket) >= 0) == ("incoming", 0, True)
+    assert await queue.content("OLDRCVD0001", 2) == b"first half, second half"
+    got = await queue.get("OLDDEFR0001")
+    assert got is not None
+    assert (got[0].queue, got[0].bucket) == ("deferred", s.LONG_BUCKET)
+    assert await queue.content("OLDDEFR0001") == BODY
+    assert await subjects(store, s.timer_subject("OLDDEFR0001", s.LONG_BUCKET))
+    assert await subjects(store, f"{s.ROOT}.q.*.msg") == {}
+    assert await subjects(store, f"{s.ROOT}.q.*.part.*") == {}

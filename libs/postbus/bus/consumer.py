@@ -193,9 +193,15 @@ async def consume(
         while not ctx.stopping.is_set():
             try:
                 try:
-                    await js.consumer_info(stream, durable)
+                    info = await js.consumer_info(stream, durable)
                 except NotFoundError:
                     await js.add_consumer(stream, config=config)
+                    return True
+                if not config.filter_subjects and (
+                        info.config.filter_subject != config.filter_subject):
+                    log.info("consumer %s: filter %s -> %s", durable,
+                             info.config.filter_subject, config.filter_subject)
+                    await js.add_consumer(stream, config=config)  # an older release's
                 return True
             except Exception as exc:
                 log.warning("cannot subscribe %s: %s; retrying", durable, exc)

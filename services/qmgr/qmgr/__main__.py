@@ -20,6 +20,7 @@ from postbus.bus.consumer import consume
 from postbus.queue.buckets import Sweeper
 from postbus.queue.entry import CodecError
 from postbus.queue.file import QueueFile
+from postbus.queue.upgrade import move_old_layout
 from postbus.service import ServiceContext, run
 from qmgr.attempts import Attempts
 from qmgr.commands import Commands
@@ -31,6 +32,7 @@ HANDLING_TIME = 5.0  # seconds a qmgr may take over one trigger, wake-up or resu
 
 async def main(ctx: ServiceContext) -> None:
     recorder = Recorder(ctx)
+    await move_old_layout(ctx.queue)
     sweeper = Sweeper(ctx.queue.js, ctx.queue.requests)
     attempts = Attempts(ctx, recorder, sweeper)
     active_limit = ctx.cfg.int("qmgr_message_active_limit")
