@@ -17,8 +17,8 @@ def test_retry_delay_doubles_up_to_the_limit(deliveries: int, delay: float) -> N
 
 
 @pytest.mark.parametrize(("subject", "kind", "qid"), [
-    ("postbus.q.4F2A1C7D3E1.msg", "message", "4F2A1C7D3E1"),
-    ("postbus.q.4F2A1C7D3E1.part.3", "message", "4F2A1C7D3E1"),
+    ("postbus.q.t.123.4F2A1C7D3E1.msg", "message", "4F2A1C7D3E1"),
+    ("postbus.q.d.0.4F2A1C7D3E1.part.3", "message", "4F2A1C7D3E1"),
     ("postbus.status.4F2A1C7D3E1", "status", "4F2A1C7D3E1"),
     ("postbus.wake.4F2A1C7D3E1", "wakeup", "4F2A1C7D3E1"),
     ("postbus.deliver.smtp.4F2A1C7D3E1", "job", "4F2A1C7D3E1"),
