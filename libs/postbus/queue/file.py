@@ -231,9 +231,13 @@ class QueueFile:
 
         When the entry changes queue, the shared queue counters move with it
         (:mod:`postbus.queue.gauges`); ``was``, the queue the entry was read
-        in, spares a lookup when the caller knows it."""
+        in, spares a lookup when the caller knows it. A message deferred or
+        held in a time bucket moves out of it (:meth:`move_out`): no bucket
+        waits for a retry or an administrator."""
         if was is None:
             was = await self._queue_at(entry.queue_id, revision)
+        if entry.queue in ("deferred", "hold") and s.bucket_number(entry.bucket) >= 0:
+            return await self.move_out(entry, revision, was)
         try:
             ack = await self.requests.js_publish(
                 s.entry_subject(entry.queue_id, entry.bucket),
@@ -319,13 +323,15 @@ class QueueFile:
             await gauges.move(self.js, was, None)
         return purged
 
-    async def move_out(self, entry: QueueEntry, revision: int) -> int:
+    async def move_out(self, entry: QueueEntry, revision: int, was: str | None) -> int:
         """Write ``entry`` in the long bucket, the message's content with it, so
         that its time bucket need not wait for it; returns the new revision.
         QueueConflict when the entry changed since ``revision`` was read.
 
-        The content is copied first (a copy left by a crash is overwritten by
-        the next move, or goes with the message); then one atomic batch writes
+        The content is copied first (a copy left by a crash, or by a move that
+        lost its compare-and-set, is overwritten by the next move, or goes with
+        the message: never removed here, as it may be the winner's); then one
+        atomic batch writes
         the entry in the long bucket and the "moved" mark over the old one, by
         compare-and-set: the move happens whole or not at all."""
         old = entry.bucket
@@ -340,7 +346,6 @@ class QueueFile:
         await self.requests.js_publish(s.msg_subject(entry.queue_id, new), chunks[0],
                                        s.QUEUE_STREAM)
         entry.bucket = new
-        was = await self._queue_at(entry.queue_id, revision)
         try:
             ack = await self.requests.atomic_batch([
                 (s.entry_subject(entry.queue_id, new), entry.encode(),

@@ -25,7 +25,6 @@ import time
 from nats.aio.msg import Msg
 
 from postbus import events, metrics
-from postbus.bus import subjects as s
 from postbus.queue.entry import DeliveryStatus, QueueEntry
 from postbus.queue.file import QueueConflict
 from postbus.service import ServiceContext
@@ -92,10 +91,7 @@ class Recorder:
         if entry.finished():
             await self.remove(entry.queue_id, delivered=entry.all_sent(), bucket=entry.bucket)
         elif entry.queue == "deferred":
-            if s.bucket_number(entry.bucket) >= 0:
-                await queue.move_out(entry, revision)  # no time bucket waits for a retry
-            else:
-                await queue.update(entry, revision)
+            await queue.update(entry, revision)  # out of its time bucket, if in one
             await queue.set_timer(entry.queue_id, entry.next_attempt, entry.attempt_id,
                                   entry.bucket)
             await self.ctx.work.event("deferred", entry.queue_id,
