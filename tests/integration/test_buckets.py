@@ -33,10 +33,20 @@ def sweeper(store: Bus) -> Sweeper:
     return Sweeper(store.js, store.queue.requests)
 
 
-async def bucket_of(store: Bus, queue_id: str) -> str:
+async def read(store: Bus, queue_id: str) -> tuple[QueueEntry, int]:
     got = await store.queue.get(queue_id)
     assert got is not None
-    return got[0].bucket
+    return got
+
+
+async def bucket_of(store: Bus, queue_id: str) -> str:
+    return (await read(store, queue_id))[0].bucket
+
+
+async def queued(store: Bus) -> tuple[str, QueueEntry, int]:
+    """A new message: its queue ID, entry and revision."""
+    qid = await store.queue.enqueue(entry(), BODY)
+    return (qid, *await read(store, qid))
 
 
 async def test_a_removed_message_is_marked_then_goes_with_its_bucket(store: Bus) -> None:
@@ -85,16 +95,12 @@ async def test_a_bucket_keeps_the_mail_still_in_flight(store: Bus) -> None:
 
 async def test_deferred_mail_moves_to_the_long_bucket_whole(store: Bus) -> None:
     queue = store.queue
-    qid = await queue.enqueue(entry(), BODY)
-    got = await queue.get(qid)
-    assert got is not None
-    deferred, revision = got
+    qid, deferred, revision = await queued(store)
     old = deferred.bucket
     deferred.queue, deferred.next_attempt = "deferred", time.time() + 3600
     new_revision = await queue.update(deferred, revision)
     assert deferred.bucket == s.LONG_BUCKET
-    moved = await queue.get(qid)
-    assert moved is not None
+    moved = await read(store, qid)
     assert (moved[0].bucket, moved[0].queue, moved[1]) == (s.LONG_BUCKET, "deferred",
                                                           new_revision)
     # the time bucket no longer waits for it, and the message outlives its purge
@@ -114,20 +120,15 @@ async def test_deferred_mail_moves_to_the_long_bucket_whole(store: Bus) -> None:
 
 async def test_a_move_that_lost_the_race_leaves_the_message_where_it_was(store: Bus) -> None:
     queue = store.queue
-    qid = await queue.enqueue(entry(), BODY)
-    got = await queue.get(qid)
-    assert got is not None
-    first, revision = got
+    qid, first, revision = await queued(store)
     bucket = first.bucket
-    other = await queue.get(qid)
-    assert other is not None
+    other = await read(store, qid)
     other[0].attempts = 5
     await queue.update(*other)  # someone else was faster
     first.queue = "deferred"
     with pytest.raises(QueueConflict):
         await queue.update(first, revision)
-    now = await queue.get(qid)
-    assert now is not None
+    now = await read(store, qid)
     assert (now[0].queue, now[0].bucket, now[0].attempts) == ("incoming", bucket, 5)
     # no entry in the long bucket (a copy of the content may stay there: the next move
     # overwrites it, and a winner's copy is never removed by a loser)
@@ -136,17 +137,13 @@ async def test_a_move_that_lost_the_race_leaves_the_message_where_it_was(store: 
     # held, it moves out too: no time bucket waits for an administrator
     now[0].queue = "hold"
     await queue.update(*now)
-    held = await queue.get(qid)
-    assert held is not None
+    held = await read(store, qid)
     assert (held[0].queue, held[0].bucket) == ("hold", s.LONG_BUCKET)
 
 
 async def test_an_id_in_use_in_another_bucket_is_not_given_again(store: Bus) -> None:
     queue = store.queue
-    qid = await queue.enqueue(entry(), BODY)
-    got = await queue.get(qid)
-    assert got is not None
-    deferred, revision = got
+    qid, deferred, revision = await queued(store)
     old = deferred.bucket
     deferred.queue = "deferred"
     await queue.update(deferred, revision)
