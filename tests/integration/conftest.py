@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -16,8 +17,9 @@ from postbus.queue.work import WorkBus
 from postbus.servers import ServerProcess, free_port
 
 
-@pytest.fixture
-def qmgr(tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> Iterator[Path]:
+@contextlib.contextmanager
+def running_qmgr(tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> Iterator[Path]:
+    """A qmgr process on its own test configuration; yields its log."""
     conf = tmp_path / "etc"
     conf.mkdir()
     (conf / "main.cf").write_text(
@@ -44,9 +46,17 @@ def qmgr(tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> Iterator[
         stdout=log, stderr=subprocess.STDOUT,
     )
     log.close()
-    yield tmp_path / "qmgr.out"
-    proc.terminate()
-    proc.wait(10)
+    try:
+        yield tmp_path / "qmgr.out"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def qmgr(tmp_path: Path, nats: ServerProcess, redis: ServerProcess) -> Iterator[Path]:
+    with running_qmgr(tmp_path, nats, redis) as log:
+        yield log
 
 
 @pytest.fixture

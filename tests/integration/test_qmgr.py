@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from postbus.bus import subjects as s
 from postbus.queue.admin import Bus
 from postbus.queue.entry import DeliveryJob, DeliveryStatus, QueueEntry, RcptResult, Recipient
 from postbus.queue.work import WorkBus
+from postbus.servers import ServerProcess
+from tests.integration.conftest import running_qmgr
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +162,41 @@ async def test_main_cf_change_is_picked_up_and_a_bad_one_is_refused(
                               b"\r\nbody\r\n")
     job = await next_job(store, "smtp")
     assert job.queue_id == qid and job.nexthop == "[127.0.0.2]:2599"
+
+
+async def test_triggers_handed_out_again_after_a_restart_are_read_against_the_queue(
+    tmp_path: Path, nats: ServerProcess, redis: ServerProcess, store: Bus
+) -> None:
+    """After a kill -9 of nats-server, JetStream may hand out as new a trigger that
+    was acknowledged (it writes acks to disk a little later). A qmgr reads every
+    trigger older than its start or the restart against the queue: one marked done
+    is not delivered again, one with an entry of its own is left to that entry;
+    new mail goes on. (A fresh qmgr-incoming consumer hands out every trigger as
+    new, as one that lost its acks does.)"""
+    queue = store.queue
+    body = b"Subject: t\r\n\r\nbody\r\n"
+    done = await queue.enqueue(QueueEntry("", "a@client.test", [Recipient("d@remote.test")]),
+                               body)
+    got = await queue.get(done)
+    assert got is not None
+    await queue.remove(done, bucket=got[0].bucket)
+    later = await queue.enqueue(QueueEntry("", "a@client.test", [Recipient("l@remote.test")]),
+                                body)
+    got = await queue.get(later)
+    assert got is not None
+    got[0].queue, got[0].next_attempt = "deferred", time.time() + 3600
+    await queue.update(*got)
+    new = await queue.enqueue(QueueEntry("", "a@client.test", [Recipient("n@remote.test")]),
+                              body)
+    with running_qmgr(tmp_path, nats, redis) as log:
+        job = await next_job(store, "smtp")
+        assert job.queue_id == new
+        await store.work.report(status(job, [RcptResult(0, "sent", "2.0.0", "250 ok")]))
+        assert await wait_gone(store, new)
+        assert not await store.work.in_flight(done)
+        assert not await store.work.in_flight(later)
+        text = log.read_text()
+        assert f"{new}: from=<a@client.test>" in text
+        assert f"{done}: from=" not in text and f"{later}: from=" not in text
+        assert (await wait_queue(store, later, "deferred")).attempts == 0
+        assert await queue.get(done) is None

@@ -29,6 +29,7 @@ discard:) or the attempt was taken up again.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -36,6 +37,7 @@ import time
 from nats.aio.msg import Msg
 
 from postbus import events, metrics
+from postbus.bus import subjects as s
 from postbus.bus.ack_subject import deliveries
 from postbus.queue.buckets import Sweeper
 from postbus.queue.entry import QueueEntry
@@ -59,6 +61,9 @@ class Attempts:
         self.recorder = recorder
         self.scheduler = Scheduler(ctx)
         self.sweeper = sweeper
+        self.reconnects = -1  # nats-server restarts seen (-1: none looked at yet)
+        self.recheck_below = 0  # triggers up to this stream sequence may be stale
+        self.restarted = asyncio.Lock()
 
     async def on_incoming(self, msg: Msg) -> None:
         entry, revision = QueueFile.trigger_entry(msg)
@@ -66,6 +71,14 @@ class Attempts:
         if deliveries(msg) > 1:
             await self.lease_ended(msg, entry.queue_id)
             return
+        if await self.may_be_stale(entry.holder):
+            got = await self.ctx.queue.get(entry.queue_id)
+            if got is None:
+                await msg.ack()  # delivered or bounced before the restart
+                return
+            if got[1] != 0:  # it has an entry of its own: as a lease that came back
+                await self.lease_ended(msg, entry.queue_id)
+                return
         if entry.queue == "hold":  # cleanup's HOLD action: it waits for postsuper -H
             await msg.ack()
             return
@@ -76,6 +89,23 @@ class Attempts:
         entry.attempts = 1
         entry.last_attempt = time.time()
         await self.start(msg, entry, revision, write=False)
+
+    async def may_be_stale(self, seq: int) -> bool:
+        """Whether a trigger handed out as new may be one acknowledged already:
+        JetStream writes a consumer's acks to disk a little after taking them, so
+        after a kill -9 of nats-server it may hand out again a trigger whose
+        message was removed (marked done) or given an entry of its own. Every
+        trigger written before the qmgr's start or the last nats-server restart
+        it saw is read against the queue; later ones cannot be stale."""
+        assert self.ctx.nc is not None
+        reconnects = self.ctx.nc.stats["reconnects"]
+        if reconnects != self.reconnects:
+            async with self.restarted:  # the triggers handled meanwhile wait for the answer
+                if reconnects != self.reconnects:
+                    self.recheck_below = (await self.ctx.queue.js.stream_info(
+                        s.QUEUE_STREAM)).state.last_seq
+                    self.reconnects = reconnects
+        return seq <= self.recheck_below
 
     async def on_wakeup(self, msg: Msg) -> None:
         queue_id, _ = QueueFile.read_wakeup(msg.data)
