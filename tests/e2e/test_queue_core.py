@@ -81,6 +81,30 @@ def test_nats_killed_under_load_loses_nothing_and_drains(tmp_path: Path) -> None
             system.stop()
 
 
+def test_nats_killed_just_after_removals_delivers_nothing_twice(tmp_path: Path) -> None:
+    """kill -9 of nats-server right after the last messages were marked done and their
+    triggers acknowledged: JetStream writes consumer acks to disk a little later, so it
+    may hand those triggers out again as new, while their time bucket is still on
+    disk. The qmgr reads such triggers against the queue: none is delivered twice."""
+    with Peer() as peer:
+        system = relaying(tmp_path, peer).start()
+        try:
+            rcpts = [f"k{i}@remote.test" for i in range(20)]
+            qids = [system.send("a@client.test", [rcpt], BODY) for rcpt in rcpts]
+            removed = system.wait_for(lambda: all(
+                f"{q}: removed" in system.maillog.read_text() for q in qids), interval=0.01)
+            assert removed, system.maillog.read_text()[-3000:]
+            system.nats.stop(sig_kill=True)
+            system.nats.start()
+            later = system.send("a@client.test", ["after@remote.test"], BODY)
+            assert system.wait_for(
+                lambda: f"{later}: removed" in system.maillog.read_text(), timeout=60)
+            assert system.wait_for(system.quiet, timeout=30)
+            assert delivered(peer) == sorted([*rcpts, "after@remote.test"])  # none twice
+        finally:
+            system.stop()
+
+
 def test_an_attempt_whose_work_was_lost_is_taken_up_again(tmp_path: Path) -> None:
     """Jobs gone from the bus (as with a nats-server restart): after the lease the
     qmgr starts a new attempt, and the message is delivered once."""
