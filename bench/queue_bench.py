@@ -60,9 +60,10 @@ async def write_deferred(url: str, ids: list[str]) -> None:
     for start in range(0, len(ids), BATCH):
         batch = ids[start:start + BATCH]
         for qid in batch[:-1]:
-            await nc.publish(s.entry_subject(qid), raw.replace("QUEUEID", qid, 1).encode())
+            await nc.publish(s.entry_subject(qid, s.LONG_BUCKET),
+                             raw.replace("QUEUEID", qid, 1).encode())
         last = batch[-1]
-        await nc.jetstream().publish(s.entry_subject(last),
+        await nc.jetstream().publish(s.entry_subject(last, s.LONG_BUCKET),
                                      raw.replace("QUEUEID", last, 1).encode(),
                                      stream=s.QUEUE_STREAM)
     await gauges.recount(nc.jetstream())
