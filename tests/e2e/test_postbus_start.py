@@ -60,6 +60,10 @@ def sample_config(tmp_path: Path, extra: str = "", master_cf: str = "") -> tuple
         f"postbus_nats_url = nats://127.0.0.1:{free_port()}\n"
         f"postbus_nats_monitor_port = {free_port()}\n"  # not one master picks: it may be ours
         f"postbus_redis_url = redis://127.0.0.1:{free_port()}/0\n"
+        # maps-api's other listeners default to fixed ports: two starts at once (xdist) clashed
+        f"postbus_maps_api_url = http://127.0.0.1:{maps_api}\n"
+        f"postbus_maps_api_socketmap_listen = 127.0.0.1:{free_port()}\n"
+        f"postbus_maps_api_tcp_listen = 127.0.0.1:{free_port()}\n"
     )
     (conf / "main.cf").write_text(main)
     roles = len(plan(Config.load(conf))[0])  # a metrics port each, none another server's
