@@ -9,6 +9,10 @@ RUNDIR := $(CURDIR)/var
 CONF   := $(RUNDIR)/etc
 # mail_owner of etc/postbus/main.cf: the user the roles run as when started as root
 MAIL_OWNER := postbus
+# make test's parallel pytest workers (pytest-xdist): most tests wait on servers and
+# timers, not the CPU; each test file stays on one worker (its module fixtures start
+# Postfix, Dovecot, ... once). WORKERS=0 runs the suite in this process, serially.
+WORKERS ?= 3
 
 .PHONY: help install mail-owner run stop status test test-unit fuzz lint docs bench clean
 
@@ -62,7 +66,7 @@ fuzz: $(STAMP)  ## the fuzzers of tests/fuzz with many more examples and random 
 
 test: $(STAMP) mail-owner  ## the whole suite: lint, unit, integration, end to end, fuzzers (fixed seed)
 	$(MAKE) lint
-	$(VENV)/bin/pytest -q tests
+	$(VENV)/bin/pytest -q -n $(WORKERS) --dist loadfile tests
 
 bench: $(STAMP)  ## throughput and latency through the whole system (and Postfix when installed)
 	$(PY) bench/run.py $(BENCH_ARGS)

@@ -6,13 +6,34 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
+from postbus import servers
 from postbus.servers import ServerProcess, nats_server, redis_server
 from tests.harness import MailSystem
+
+
+def worker_ports(environ: Mapping[str, str]) -> str | None:
+    """POSTBUS_TEST_PORTS for a pytest-xdist worker (gw0, gw1 ...): its own slice of the
+    range free_port picks from (POSTBUS_TEST_PORTS if set, else all of it), so two workers
+    never pick the same port; inherited by what the tests start (`postbus start` picks the
+    nats monitoring port itself). None outside xdist."""
+    worker = environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if not (worker.startswith("gw") and worker[2:].isdigit()) or count < 1:
+        return None
+    low, high = servers.port_range(environ)
+    size = (high - low) // count
+    start = low + int(worker[2:]) * size
+    return f"{start}-{start + size}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if (ports := worker_ports(os.environ)) is not None:
+        os.environ["POSTBUS_TEST_PORTS"] = ports
 
 
 @pytest.fixture

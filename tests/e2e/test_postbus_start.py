@@ -25,6 +25,8 @@ from typing import Any
 
 import pytest
 
+from postbus.config.loader import Config
+from postbus.master_plan import plan
 from postbus.servers import free_port
 
 pytestmark = pytest.mark.e2e
@@ -56,10 +58,17 @@ def sample_config(tmp_path: Path, extra: str = "", master_cf: str = "") -> tuple
         f"\ndata_directory = {tmp_path}/var\n"
         f"mail_spool_directory = {tmp_path}/var/mail/\n"
         f"postbus_nats_url = nats://127.0.0.1:{free_port()}\n"
+        f"postbus_nats_monitor_port = {free_port()}\n"  # not one master picks: it may be ours
         f"postbus_redis_url = redis://127.0.0.1:{free_port()}/0\n"
-        f"postbus_metrics_port = {free_port()}\n"
-    ) + extra
+        # maps-api's other listeners default to fixed ports: two starts at once (xdist) clashed
+        f"postbus_maps_api_url = http://127.0.0.1:{maps_api}\n"
+        f"postbus_maps_api_socketmap_listen = 127.0.0.1:{free_port()}\n"
+        f"postbus_maps_api_tcp_listen = 127.0.0.1:{free_port()}\n"
+    )
     (conf / "main.cf").write_text(main)
+    roles = len(plan(Config.load(conf))[0])  # a metrics port each, none another server's
+    (conf / "main.cf").write_text(
+        main + f"postbus_metrics_port = {free_port(span=max(roles, 1))}\n" + extra)
     return conf, smtp
 
 

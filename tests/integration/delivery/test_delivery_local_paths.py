@@ -184,7 +184,8 @@ async def test_virtual_table_values_that_escape_defer_with_a_warning(
     assert not os.path.exists(ABSOLUTE)
 
 
-@pytest.mark.parametrize("home_mailbox", ["../escape/", f"{ABSOLUTE}/abs/", "Mail/../../x"])
+@pytest.mark.parametrize("home_mailbox", ["../escape/", f"{ABSOLUTE}/abs/", "Mail/../../x"],
+                         ids=["../escape/", "ABSOLUTE/abs/", "Mail/../../x"])  # same in each worker
 async def test_home_mailbox_must_stay_in_the_home(
     bus: Bus, run_agent: RunAgent, mailroot: Path, caplog, home_mailbox: str
 ) -> None:

@@ -64,6 +64,22 @@ def age(directory: Path) -> None:
         os.utime(path, (past, past))
 
 
+@pytest.fixture
+def tmp_path(tmp_path: Path) -> Path:
+    """pytest's tmp_path, where a run without xdist has it: postconf -f folds a line at
+    80 columns, config_directory's too, so the recorded answers hold only for paths as
+    long as those they were made with; an xdist worker's are longer (.../popen-gw2/...),
+    and -nf answered differently. (With --dist loadfile, no other worker takes the name.)"""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path
+    path = tmp_path.parent.parent / tmp_path.name  # basetemp/popen-gwN/NAME -> basetemp/NAME
+    try:
+        path.mkdir()
+    except FileExistsError:  # not --dist loadfile: another worker ran a test of this name
+        return tmp_path
+    return path
+
+
 def copy_case(case: str, target: Path) -> Path:
     shutil.copytree(DATA / case, target)
     age(target)
