@@ -11,10 +11,11 @@ import pytest
 from nats.js.errors import APIError
 
 from postbus.bus import subjects as s
+from postbus.bus.group_commit import GroupCommit
 from postbus.queue.admin import Bus
 from postbus.queue.buckets import Sweeper
 from postbus.queue.entry import QueueEntry, Recipient
-from postbus.queue.file import ENTRY_HEADER, QueueConflict
+from postbus.queue.file import ENTRY_HEADER, GONE_HEADER, QueueConflict
 from postbus.queue.upgrade import move_old_layout
 
 BODY = b"Subject: t\r\n\r\n" + b"x" * 5000 + b"\r\n"
@@ -201,3 +202,19 @@ async def test_queue_files_of_an_older_release_are_moved_into_buckets(store: Bus
     assert await subjects(store, s.timer_subject("OLDDEFR0001", s.LONG_BUCKET))
     assert await subjects(store, f"{s.ROOT}.q.*.msg") == {}
     assert await subjects(store, f"{s.ROOT}.q.*.part.*") == {}
+
+
+async def test_without_a_window_a_group_is_what_came_while_the_last_was_written(
+    store: Bus,
+) -> None:
+    """A tool that removes many messages at once (postsuper) does not wait for company:
+    its marks still share batches, the ones that arrived while a batch was written."""
+    commit = GroupCommit(store.queue.requests, s.QUEUE_STREAM, window=0)
+    subjects_written = [s.entry_subject(f"GRP{i:08d}", "t.3") for i in range(200)]
+    started = time.monotonic()
+    await asyncio.gather(*(commit.write(subject, b"", {GONE_HEADER: "done"})
+                           for subject in subjects_written))
+    assert time.monotonic() - started < 5
+    assert len(await subjects(store, "postbus.q.t.3.*.entry")) == 200
+    batches = next(commit._names)
+    assert batches < 20, batches  # 200 marks, at most 48 a batch: a handful

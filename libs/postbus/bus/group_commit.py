@@ -6,8 +6,10 @@ that may wait a little (a message's "done" mark: only the trigger's
 acknowledgement waits for it, never a client) are gathered for up to
 :data:`WINDOW` seconds, or until :data:`MAX_GROUP` are waiting, and stored
 as one atomic batch: one fsync for the group, each writer told once the
-batch is on disk. Should the batch fail, every writer in it gets the error
-(and retries through its own bus policy): none is told "stored" unless it is.
+batch is on disk. With no window (a tool removing many messages at once),
+a group is what arrived while the previous one was being written. Should
+the batch fail, every writer in it gets the error (and retries through its
+own bus policy): none is told "stored" unless it is.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class GroupCommit:
 
     async def _commit(self) -> None:
         while self.waiting:
-            if len(self.waiting) < MAX_GROUP:
+            if self.window and len(self.waiting) < MAX_GROUP:
                 self.full.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.full.wait(), self.window)

@@ -75,7 +75,8 @@ async def delete(bus: admin.Bus, ids: list[str], queues: set[str] | None) -> int
         if await admin.load(store, target, now_taken):
             assert target.entry is not None
             if (live is None or target.entry.queue in live) \
-                    and await store.remove(target.queue_id, was=target.entry.queue):
+                    and await store.remove(target.queue_id, was=target.entry.queue,
+                                           bucket=target.entry.bucket):
                 log.info("%s: removed", target.queue_id)
                 count += 1
                 await events.publish_event(bus.js, "deleted", target.queue_id, who=who,

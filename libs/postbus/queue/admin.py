@@ -62,7 +62,7 @@ async def open_queue(cfg: Config, name: str) -> AsyncIterator[Bus]:
     try:
         await ensure_streams(nc.jetstream(), cfg.int("postbus_stream_replicas"))
         js = nc.jetstream()
-        bus = Bus(QueueFile(nc, js), WorkBus(nc, js))
+        bus = Bus(QueueFile(nc, js, mark_window=0), WorkBus(nc, js))  # bulk: no waiting
         yield bus
         await bus.work.drain()
     finally:

@@ -36,7 +36,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from postbus.bus import subjects as s
 from postbus.bus.ack_subject import stream_sequence
-from postbus.bus.group_commit import GroupCommit
+from postbus.bus.group_commit import WINDOW, GroupCommit
 from postbus.bus.requests import Found, Requests
 from postbus.queue import gauges
 from postbus.queue.entry import CodecError, QueueEntry
@@ -65,14 +65,16 @@ def first_attempt_id(seq: int) -> str:
 class QueueFile:
     """Read and change what is queued: every role that queues or reads mail has one."""
 
-    def __init__(self, nc: NATS, js: JetStreamContext) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, *, mark_window: float = WINDOW) -> None:
+        """``mark_window``: how long a done mark waits for company (0: only while the
+        previous group is being written, for a tool that removes many at once)."""
         self.nc = nc
         self.js = js
         self._queues: dict[tuple[str, int], str] = {}
         self._last: dict[str, str] = {}
         self.chunk_size = max(64 * 1024, nc.max_payload - CHUNK_HEADROOM)
         self.requests = Requests(nc)
-        self.marks = GroupCommit(self.requests, s.QUEUE_STREAM)
+        self.marks = GroupCommit(self.requests, s.QUEUE_STREAM, mark_window)
 
     # -- new mail -------------------------------------------------------------
 
