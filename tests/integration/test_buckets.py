@@ -218,3 +218,26 @@ async def test_without_a_window_a_group_is_what_came_while_the_last_was_written(
     assert len(await subjects(store, "postbus.q.t.3.*.entry")) == 200
     batches = next(commit._names)
     assert batches < 20, batches  # 200 marks, at most 48 a batch: a handful
+
+
+async def test_a_failed_compare_and_set_fails_only_its_own_writer(store: Bus) -> None:
+    """Moves ride in the marks' batches; one whose compare-and-set fails sinks the
+    batch, which is then stored writer by writer: only that one hears of it."""
+    commit = GroupCommit(store.queue.requests, s.QUEUE_STREAM, window=0.2)
+    done = {GONE_HEADER: "done"}
+    results = await asyncio.gather(
+        commit.write(s.entry_subject("CASA0000001", "t.4"), b"", done),
+        commit.write_all([
+            (s.entry_subject("CASB0000001", s.LONG_BUCKET), b"{}",
+             {"Nats-Expected-Last-Subject-Sequence": "0"}),
+            (s.entry_subject("CASB0000001", "t.4"), b"",
+             {GONE_HEADER: "moved", "Nats-Expected-Last-Subject-Sequence": "999"}),
+        ]),
+        commit.write(s.entry_subject("CASC0000001", "t.4"), b"", done),
+        return_exceptions=True)
+    assert isinstance(results[1], APIError)
+    assert isinstance(results[0], int) and isinstance(results[2], int)
+    stored = await subjects(store, f"{s.ROOT}.q.*.*.*.entry")
+    assert sorted(stored) == [s.entry_subject("CASA0000001", "t.4"),
+                              s.entry_subject("CASC0000001", "t.4")]  # nothing of B
+    assert next(commit._names) == 4  # the batch of three, then each on its own

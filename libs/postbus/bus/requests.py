@@ -22,6 +22,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
+WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: expected last subject sequence differs
 PUBLISH_TIMEOUT = 5.0  # seconds to wait for JetStream's acknowledgement (nats.py's default)
 
 

@@ -37,12 +37,11 @@ from nats.js.errors import APIError, NotFoundError
 from postbus.bus import subjects as s
 from postbus.bus.ack_subject import stream_sequence
 from postbus.bus.group_commit import WINDOW, GroupCommit
-from postbus.bus.requests import Found, Requests
+from postbus.bus.requests import WRONG_LAST_SEQUENCE, Found, Requests
 from postbus.queue import gauges
 from postbus.queue.entry import CodecError, QueueEntry
 from postbus.queue.ids import new_queue_id
 
-WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream: expected last subject sequence differs
 ENTRY_HEADER = "Postbus-Entry"
 #: On an entry that is a mark, not an entry: "done" (removed) or "moved" (to the long bucket).
 GONE_HEADER = "Postbus-Gone"
@@ -348,19 +347,18 @@ class QueueFile:
         await self.requests.js_publish(s.msg_subject(entry.queue_id, new), chunks[0],
                                        s.QUEUE_STREAM)
         entry.bucket = new
-        try:
-            ack = await self.requests.atomic_batch([
+        try:  # with other moves and marks, in one batch
+            new_revision, _ = await self.marks.write_all([
                 (s.entry_subject(entry.queue_id, new), entry.encode(),
                  {"Nats-Expected-Last-Subject-Sequence": "0"}),
                 (s.entry_subject(entry.queue_id, old), b"",
                  {GONE_HEADER: "moved", "Nats-Expected-Last-Subject-Sequence": str(revision)}),
-            ], s.QUEUE_STREAM, f"move.{entry.queue_id}.{revision}")
+            ])
         except APIError as exc:
             entry.bucket = old
             if exc.err_code in WRONG_LAST_SEQUENCE:
                 raise QueueConflict(entry.queue_id) from exc
             raise
-        new_revision = int(ack.seq) - 1  # the entry, stored just before the mark
         self._seen(entry.queue_id, new_revision, entry.queue)
         await gauges.move(self.js, was, entry.queue)
         return new_revision
