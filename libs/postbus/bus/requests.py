@@ -116,8 +116,13 @@ class Requests:
         """The last message on any subject matching ``subject_filter`` (wildcards
         allowed), by direct get; None when there is none. Its subject, headers
         and payload are on the answer (:class:`Found`)."""
-        msg = await self.request(f"$JS.API.DIRECT.GET.{stream}",
-                                 orjson.dumps({"last_by_subj": subject_filter}), timeout)
+        return await self.direct_get(stream, {"last_by_subj": subject_filter}, timeout)
+
+    async def direct_get(self, stream: str, query: dict[str, object],
+                         timeout: float = PUBLISH_TIMEOUT) -> Found | None:
+        """The message a direct get's ``query`` names (``last_by_subj``, ``seq``
+        with ``next_by_subj``); None when there is none."""
+        msg = await self.request(f"$JS.API.DIRECT.GET.{stream}", orjson.dumps(query), timeout)
         headers = msg.headers or {}
         status = headers.get("Status")
         if status and not msg.data:
@@ -126,6 +131,20 @@ class Requests:
             raise APIError.from_msg(msg)
         return Found(int(headers.get("Nats-Sequence", 0)), False,
                      headers.get("Nats-Subject", ""), headers, msg.data or b"")
+
+    async def purge(self, stream: str, subject_filter: str, below: int = 0,
+                    timeout: float = PUBLISH_TIMEOUT) -> int:
+        """Remove the messages on subjects matching ``subject_filter`` (only those
+        with a sequence below ``below``, when given); how many went."""
+        query: dict[str, object] = {"filter": subject_filter}
+        if below:
+            query["seq"] = below
+        reply = await self.request(f"$JS.API.STREAM.PURGE.{stream}", orjson.dumps(query),
+                                   timeout)
+        answer = orjson.loads(reply.data)
+        if "error" in answer:
+            raise APIError.from_error(answer["error"])
+        return int(answer.get("purged", 0))
 
     async def atomic_batch(
         self, items: list[tuple[str, bytes, dict[str, str]]], stream: str, batch_id: str

@@ -24,8 +24,8 @@ import contextlib
 import logging
 import time
 
-import orjson
 from nats.js import JetStreamContext
+from nats.js.errors import APIError
 
 from postbus.bus import subjects as s
 from postbus.bus.requests import Requests
@@ -37,7 +37,6 @@ log = logging.getLogger("postbus.queue")
 SWEEP_INTERVAL = 1.0  # seconds between sweeps
 DISCOVER_INTERVAL = 60.0  # seconds between walks over the buckets on disk
 RECHECK = 5.0  # seconds before a bucket held by mail in flight is read again
-TIMEOUT = 5.0
 
 
 class Sweeper:
@@ -82,21 +81,14 @@ class Sweeper:
         """Every time bucket on disk, oldest first (one direct get per bucket)."""
         seq = 1
         while True:
-            found = await self._direct({"seq": seq, "next_by_subj": s.TIME_BUCKETS})
+            found = await self.requests.direct_get(
+                s.QUEUE_STREAM, {"seq": seq, "next_by_subj": s.TIME_BUCKETS})
             if found is None:
                 return
-            bucket = s.bucket_of(found[0])
+            bucket = s.bucket_of(found.subject)
             self.saw(bucket)
-            last = await self._direct({"last_by_subj": s.bucket_filter(bucket)})
-            seq = max(found[1], last[1] if last else 0) + 1
-
-    async def _direct(self, request: dict[str, object]) -> tuple[str, int] | None:
-        msg = await self.requests.request(
-            f"$JS.API.DIRECT.GET.{s.QUEUE_STREAM}", orjson.dumps(request), TIMEOUT)
-        headers = msg.headers or {}
-        if headers.get("Status"):
-            return None
-        return headers.get("Nats-Subject", ""), int(headers.get("Nats-Sequence", 0))
+            last = await self.requests.last_matching(s.QUEUE_STREAM, s.bucket_filter(bucket))
+            seq = max(found.seq, last.seq if last else 0) + 1
 
     async def sweep_bucket(self, bucket: str) -> bool:
         """Purge what is marked in ``bucket``; True when nothing is left in it."""
@@ -114,17 +106,15 @@ class Sweeper:
         live = queued - marked
         bound = last_seq + 1
         for queue_id in live:  # mail in flight: purge only below its first subject
-            first = await self._direct(
-                {"seq": 1, "next_by_subj": f"{s.ROOT}.q.{bucket}.{queue_id}.>"})
+            first = await self.requests.direct_get(
+                s.QUEUE_STREAM, {"seq": 1, "next_by_subj": f"{s.ROOT}.q.{bucket}.{queue_id}.>"})
             if first is not None:
-                bound = min(bound, first[1])
-        reply = await self.requests.request(
-            f"$JS.API.STREAM.PURGE.{s.QUEUE_STREAM}",
-            orjson.dumps({"filter": s.bucket_filter(bucket), "seq": bound}), TIMEOUT)
-        answer = orjson.loads(reply.data)
-        if "error" in answer:
-            log.debug("bucket %s not purged: %s", bucket, answer["error"])
+                bound = min(bound, first.seq)
+        try:
+            purged = await self.requests.purge(s.QUEUE_STREAM, s.bucket_filter(bucket), bound)
+        except APIError as exc:
+            log.debug("bucket %s not purged: %s", bucket, exc)
             return False
-        if answer.get("purged"):
-            log.debug("bucket %s: %d purged", bucket, answer["purged"])
+        if purged:
+            log.debug("bucket %s: %d purged", bucket, purged)
         return not live and bound == last_seq + 1

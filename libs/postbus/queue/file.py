@@ -312,14 +312,8 @@ class QueueFile:
             await self.marks.write(s.entry_subject(queue_id, bucket), b"", {GONE_HEADER: "done"})
             await gauges.move(self.js, was, None)
             return 1
-        reply = await self.requests.request(
-            f"$JS.API.STREAM.PURGE.{s.QUEUE_STREAM}",
-            orjson.dumps({"filter": s.message_filter(queue_id)}), PURGE_TIMEOUT,
-        )
-        answer = orjson.loads(reply.data)
-        if "error" in answer:
-            raise APIError.from_error(answer["error"])
-        purged = int(answer.get("purged", 0))
+        purged = await self.requests.purge(s.QUEUE_STREAM, s.message_filter(queue_id),
+                                           timeout=PURGE_TIMEOUT)
         if purged:
             await gauges.move(self.js, was, None)
         return purged
