@@ -22,6 +22,7 @@ import socket
 import time
 from collections.abc import Sequence
 
+from delivery_local import quickcalls
 from delivery_local.safefile import open_dir, walk, write_all
 
 _serial = itertools.count()
@@ -60,7 +61,7 @@ def deliver_maildir(base: str, parts: Sequence[str], data: bytes, size_limit: in
     try:
         return _deliver(box, where, tmp_name, tmp_path, sec, usec, host, data, size_limit)
     finally:
-        os.close(box)
+        quickcalls.close(box)
 
 
 def _deliver(
@@ -73,7 +74,7 @@ def _deliver(
         raise MaildirError(exc.errno, exc.strerror, tmp_path) from None
     try:
         try:
-            fd = os.open(tmp_name, _FILE, 0o600, dir_fd=tmp)
+            fd = quickcalls.open_at(tmp, tmp_name, _FILE, 0o600)
         except OSError as exc:
             raise MaildirError(exc.errno, exc.strerror, tmp_path) from None
         try:
@@ -83,29 +84,28 @@ def _deliver(
             os.fsync(fd)
             st = os.fstat(fd)
         except OSError as exc:
-            os.close(fd)
+            quickcalls.close(fd)
             with contextlib.suppress(OSError):
-                os.unlink(tmp_name, dir_fd=tmp)
+                quickcalls.unlink_at(tmp, tmp_name)
             raise MaildirWriteError(exc.errno, exc.strerror, tmp_path) from None
-        os.close(fd)
+        quickcalls.close(fd)
         new_name = f"{sec}.V{st.st_dev:x}I{st.st_ino:x}M{usec}.{host}"
         new_path = os.path.join(where, "new", new_name)
         try:
             new = _subdir(box, "new")
             try:
-                os.link(tmp_name, new_name, src_dir_fd=tmp, dst_dir_fd=new,
-                        follow_symlinks=False)
+                quickcalls.link_at(tmp, tmp_name, new, new_name)
                 os.fsync(new)
             finally:
-                os.close(new)
+                quickcalls.close(new)
         except OSError as exc:
             raise MaildirError(exc.errno, exc.strerror, new_path) from None
         finally:
             with contextlib.suppress(OSError):
-                os.unlink(tmp_name, dir_fd=tmp)
+                quickcalls.unlink_at(tmp, tmp_name)
         return new_path
     finally:
-        os.close(tmp)
+        quickcalls.close(tmp)
 
 
 def _subdir(box: int, name: str) -> int:
@@ -114,5 +114,5 @@ def _subdir(box: int, name: str) -> int:
         return open_dir(box, name)
     except FileNotFoundError:
         for sub in ("tmp", "new", "cur"):
-            os.close(open_dir(box, sub, create=True))
+            quickcalls.close(open_dir(box, sub, create=True))
         return open_dir(box, name)
