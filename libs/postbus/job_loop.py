@@ -2,9 +2,10 @@
 agents, qmgr_deliver.c's crash handling).
 
 An agent takes a job, checks that its message still wants it when it was
-handed out again, passes the destination's gate
+handed out again, reads the content (a small message: before the gate, so
+that the slot is not held during the read), passes the destination's gate
 (:mod:`postbus.schedule.gate`: a slot in its concurrency window, or parked,
-or deferred because the destination is dead), reads the content, delivers,
+or deferred because the destination is dead), delivers,
 frees the slot with feedback, reports, and only then acknowledges the job:
 a crash anywhere before means the job is handed out again (at least once,
 never lost).
@@ -41,6 +42,11 @@ log = logging.getLogger("postbus.delivery")
 CRASH_DSN = "4.3.0"
 CRASH_TEXT = "unknown mail transport error"
 
+#: Messages up to this size are read before their job asks for a slot: a
+#: destination's window counts deliveries, and the read (a bus round trip,
+#: several milliseconds on a busy agent) would otherwise hold a slot too.
+READ_AHEAD = 256 * 1024
+
 Deliver = Callable[[DeliveryJob, bytes, Stats], Awaitable[list[RcptResult]]]
 
 
@@ -60,18 +66,27 @@ async def handle_job(ctx: ServiceContext, gate: Gate, msg: Msg, deliver: Deliver
                  job.queue_id, job.attempt_id)
         await msg.ack()
         return
+    content = None
+    if job.size <= READ_AHEAD:  # read before the slot, so the slot is held for less
+        try:
+            content = await ctx.queue.content(job.queue_id, job.chunks, job.bucket)
+        except NotFoundError:
+            _gone(job)
+            await msg.ack()
+            return
     if not await gate.admit(job):  # parked for a slot, or deferred: its destination is dead
         await msg.ack()
         return
     stats = Stats.for_job(job)
     async with keep_alive(msg, beat_interval(ctx.cfg)):
-        try:
-            content = await ctx.queue.content(job.queue_id, job.chunks, job.bucket)
-        except NotFoundError:
-            log.warning("%s: message content is gone; dropping delivery job", job.queue_id)
-            await gate.done(job)
-            await msg.ack()
-            return
+        if content is None:
+            try:
+                content = await ctx.queue.content(job.queue_id, job.chunks, job.bucket)
+            except NotFoundError:
+                _gone(job)
+                await gate.done(job)
+                await msg.ack()
+                return
         results = await deliver(job, content, stats)
         hop = _site_failure(stats.site_failure)
         await free_slot(gate, job, hop.dsn if hop else "", hop.reason if hop else "")
@@ -84,6 +99,10 @@ async def handle_job(ctx: ServiceContext, gate: Gate, msg: Msg, deliver: Deliver
         acked = _acked[ctx.service] = metrics.bus_messages_processed.labels(
             deliver_consumer(ctx.service), "ack")
     acked.inc()
+
+
+def _gone(job: DeliveryJob) -> None:
+    log.warning("%s: message content is gone; dropping delivery job", job.queue_id)
 
 
 #: Per service, its counter of acknowledged jobs (``labels()`` costs thrice the count).
