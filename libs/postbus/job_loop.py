@@ -160,7 +160,7 @@ def status_of(job: DeliveryJob, results: list[RcptResult]) -> DeliveryStatus:
 async def attempt_is_current(queue: QueueFile, job: DeliveryJob) -> bool:
     """The message is still queued, this job's attempt is its current one, and the
     job's recipients still wait for it."""
-    got = await queue.get(job.queue_id)
+    got = await queue.get(job.queue_id, job.bucket)
     if got is None:
         return False
     entry, _ = got

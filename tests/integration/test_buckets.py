@@ -241,3 +241,47 @@ async def test_a_failed_compare_and_set_fails_only_its_own_writer(store: Bus) ->
     assert sorted(stored) == [s.entry_subject("CASA0000001", "t.4"),
                               s.entry_subject("CASC0000001", "t.4")]  # nothing of B
     assert next(commit._names) == 4  # the batch of three, then each on its own
+
+
+async def test_a_read_in_the_named_bucket_finds_what_the_search_finds(store: Bus) -> None:
+    """QueueFile.get(qid, bucket), as a trigger or a job names the bucket: exact
+    subjects while the bucket holds the message, the search over every bucket once
+    it holds nothing of it, the same answer as get(qid) either way."""
+    queue = store.queue
+    asked: list[str] = []
+    search = queue.requests.last_matching
+
+    async def recorded(stream: str, subject: str, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+        asked.append(subject)
+        return await search(stream, subject, timeout)
+
+    queue.requests.last_matching = recorded  # type: ignore[method-assign]
+
+    async def both(qid: str, bucket: str) -> tuple[object, list[str]]:
+        asked.clear()
+        named = await queue.get(qid, bucket)
+        looked = list(asked)
+        assert named == await queue.get(qid)
+        return named, looked
+
+    qid, received, _ = await queued(store)
+    bucket = received.bucket
+    got, looked = await both(qid, bucket)  # as received: no entry of its own yet
+    assert got == (received, 0) and not any("*" in subject for subject in looked)
+    received.queue = "active"
+    revision = await queue.update(received, 0)  # written in its time bucket
+    got, looked = await both(qid, bucket)
+    assert got == (received, revision) and looked == [s.entry_subject(qid, bucket)]
+    received.queue, received.next_attempt = "deferred", time.time() + 3600
+    await queue.update(received, revision)  # moved: followed from the mark
+    got, looked = await both(qid, bucket)
+    assert got is not None and got[0].bucket == s.LONG_BUCKET
+    assert not any("*" in subject for subject in looked)
+    assert await sweeper(store).sweep_bucket(bucket)  # the bucket holds nothing of it now
+    got, looked = await both(qid, bucket)
+    assert got is not None and got[0].bucket == s.LONG_BUCKET
+    assert any("*" in subject for subject in looked)  # found by the search
+    done, done_entry, _ = await queued(store)
+    await queue.remove(done, bucket=done_entry.bucket)
+    got, looked = await both(done, done_entry.bucket)  # marked done: gone at once
+    assert got is None and looked == [s.entry_subject(done, done_entry.bucket)]

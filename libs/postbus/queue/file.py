@@ -191,17 +191,36 @@ class QueueFile:
 
     # -- entries --------------------------------------------------------------
 
-    async def get(self, queue_id: str) -> tuple[QueueEntry, int] | None:
-        """The entry and its revision, or None when the message is gone."""
+    async def get(self, queue_id: str, bucket: str = "") -> tuple[QueueEntry, int] | None:
+        """The entry and its revision, or None when the message is gone.
+
+        ``bucket``: where the caller saw the message (a trigger, a job): read
+        there by exact subject, which costs nats-server less than the wildcard
+        search over every bucket; that search still runs when the bucket holds
+        nothing of the message any more (swept after a move, or after its
+        removal)."""
+        if bucket:
+            last = self.requests.last_matching
+            found = await last(s.QUEUE_STREAM, s.entry_subject(queue_id, bucket))
+            if found is not None:
+                return await self._entry_of(queue_id, found)
+            received = await last(s.QUEUE_STREAM, s.msg_subject(queue_id, bucket))
+            if received is not None:  # an entry is written in its bucket, or moved from it
+                return self.received_entry(received), 0
         found = await self.requests.last_matching(s.QUEUE_STREAM, s.find_entry(queue_id))
         if found is None:
             return await self._as_received(queue_id)
+        return await self._entry_of(queue_id, found)
+
+    async def _entry_of(self, queue_id: str, found: Found) -> tuple[QueueEntry, int] | None:
+        """The entry a lookup found (following a "moved" mark), None for a "done" one."""
         gone = (found.headers or {}).get(GONE_HEADER)
         if gone == "moved":  # its entry is written in the long bucket, just before this mark
-            found = await self.requests.last_matching(
+            moved = await self.requests.last_matching(
                 s.QUEUE_STREAM, s.entry_subject(queue_id, s.LONG_BUCKET))
-            if found is None:
+            if moved is None:
                 return None
+            found = moved
         elif gone is not None or not found.data:
             return None
         entry = QueueEntry.decode(found.data)

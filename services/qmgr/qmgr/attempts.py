@@ -69,15 +69,15 @@ class Attempts:
         entry, revision = QueueFile.trigger_entry(msg)
         self.sweeper.saw(entry.bucket)
         if deliveries(msg) > 1:
-            await self.lease_ended(msg, entry.queue_id)
+            await self.lease_ended(msg, entry.queue_id, entry.bucket)
             return
         if await self.may_be_stale(entry.holder):
-            got = await self.ctx.queue.get(entry.queue_id)
+            got = await self.ctx.queue.get(entry.queue_id, entry.bucket)
             if got is None:
                 await msg.ack()  # delivered or bounced before the restart
                 return
             if got[1] != 0:  # it has an entry of its own: as a lease that came back
-                await self.lease_ended(msg, entry.queue_id)
+                await self.lease_ended(msg, entry.queue_id, entry.bucket)
                 return
         if entry.queue == "hold":  # cleanup's HOLD action: it waits for postsuper -H
             await msg.ack()
@@ -123,9 +123,10 @@ class Attempts:
             return
         await self.begin(msg, entry, revision)
 
-    async def lease_ended(self, msg: Msg, queue_id: str) -> None:
-        """A trigger or wake-up came back: is its attempt still running, or lost?"""
-        got = await self.ctx.queue.get(queue_id)
+    async def lease_ended(self, msg: Msg, queue_id: str, bucket: str = "") -> None:
+        """A trigger or wake-up came back: is its attempt still running, or lost?
+        (``bucket``: where a trigger's message was written.)"""
+        got = await self.ctx.queue.get(queue_id, bucket)
         if got is None:
             await msg.ack()  # the message is gone: delivered, bounced or deleted
             return

@@ -56,7 +56,7 @@ class Recorder:
     async def record(self, status: DeliveryStatus) -> None:
         queue = self.ctx.queue
         for _ in range(50):
-            got = await queue.get(status.queue_id)
+            got = await queue.get(status.queue_id, status.bucket)
             if got is None:
                 return  # removed meanwhile: a duplicate or late report
             entry, revision = got
