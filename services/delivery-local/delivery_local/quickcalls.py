@@ -10,8 +10,7 @@ else runs for those microseconds, and nobody is woken); only the calls that
 wait on the disk (``os.fsync()``) still let it go.
 
 They raise OSError as ``os`` does (FileNotFoundError, FileExistsError...
-by errno), with the name given, and ValueError for a name with a NUL in it,
-so callers handle them the same way.
+by errno), with the name given, so callers handle them the same way.
 """
 
 from __future__ import annotations
@@ -40,15 +39,6 @@ _unlinkat.restype = ctypes.c_int
 _EINTR = 4
 
 
-def _path(name: str) -> bytes:
-    """The name as the kernel takes it; a NUL would cut it short there, so it is
-    refused as ``os`` refuses it."""
-    path = os.fsencode(name)
-    if b"\0" in path:
-        raise ValueError("embedded null byte")
-    return path
-
-
 def _failed(name: str | None = None) -> OSError:
     code = ctypes.get_errno()
     return OSError(code, os.strerror(code), name) if name is not None else OSError(
@@ -57,7 +47,7 @@ def _failed(name: str | None = None) -> OSError:
 
 def open_at(dir_fd: int, name: str, flags: int, mode: int = 0o777) -> int:
     """``os.open(name, flags, mode, dir_fd=dir_fd)``."""
-    path = _path(name)
+    path = os.fsencode(name)
     while True:
         fd: int = _openat(dir_fd, path, flags, mode)
         if fd >= 0:
@@ -87,11 +77,11 @@ def close(fd: int) -> None:
 
 def link_at(src_dir_fd: int, src: str, dst_dir_fd: int, dst: str) -> None:
     """``os.link(src, dst, src_dir_fd=..., dst_dir_fd=..., follow_symlinks=False)``."""
-    if _linkat(src_dir_fd, _path(src), dst_dir_fd, _path(dst), 0) < 0:
+    if _linkat(src_dir_fd, os.fsencode(src), dst_dir_fd, os.fsencode(dst), 0) < 0:
         raise _failed(dst)
 
 
 def unlink_at(dir_fd: int, name: str) -> None:
     """``os.unlink(name, dir_fd=dir_fd)``."""
-    if _unlinkat(dir_fd, _path(name), 0) < 0:
+    if _unlinkat(dir_fd, os.fsencode(name), 0) < 0:
         raise _failed(name)
