@@ -22,7 +22,6 @@ import socket
 import time
 from collections.abc import Sequence
 
-from delivery_local import quickcalls
 from delivery_local.safefile import open_dir, walk, write_all
 
 _serial = itertools.count()
@@ -61,7 +60,7 @@ def deliver_maildir(base: str, parts: Sequence[str], data: bytes, size_limit: in
     try:
         return _deliver(box, where, tmp_name, tmp_path, sec, usec, host, data, size_limit)
     finally:
-        quickcalls.close(box)
+        os.close(box)
 
 
 def _deliver(
@@ -74,7 +73,7 @@ def _deliver(
         raise MaildirError(exc.errno, exc.strerror, tmp_path) from None
     try:
         try:
-            fd = quickcalls.open_at(tmp, tmp_name, _FILE, 0o600)
+            fd = os.open(tmp_name, _FILE, 0o600, dir_fd=tmp)
         except OSError as exc:
             raise MaildirError(exc.errno, exc.strerror, tmp_path) from None
         try:
@@ -84,28 +83,29 @@ def _deliver(
             os.fsync(fd)
             st = os.fstat(fd)
         except OSError as exc:
-            quickcalls.close(fd)
+            os.close(fd)
             with contextlib.suppress(OSError):
-                quickcalls.unlink_at(tmp, tmp_name)
+                os.unlink(tmp_name, dir_fd=tmp)
             raise MaildirWriteError(exc.errno, exc.strerror, tmp_path) from None
-        quickcalls.close(fd)
+        os.close(fd)
         new_name = f"{sec}.V{st.st_dev:x}I{st.st_ino:x}M{usec}.{host}"
         new_path = os.path.join(where, "new", new_name)
         try:
             new = _subdir(box, "new")
             try:
-                quickcalls.link_at(tmp, tmp_name, new, new_name)
+                os.link(tmp_name, new_name, src_dir_fd=tmp, dst_dir_fd=new,
+                        follow_symlinks=False)
                 os.fsync(new)
             finally:
-                quickcalls.close(new)
+                os.close(new)
         except OSError as exc:
             raise MaildirError(exc.errno, exc.strerror, new_path) from None
         finally:
             with contextlib.suppress(OSError):
-                quickcalls.unlink_at(tmp, tmp_name)
+                os.unlink(tmp_name, dir_fd=tmp)
         return new_path
     finally:
-        quickcalls.close(tmp)
+        os.close(tmp)
 
 
 def _subdir(box: int, name: str) -> int:
@@ -114,5 +114,5 @@ def _subdir(box: int, name: str) -> int:
         return open_dir(box, name)
     except FileNotFoundError:
         for sub in ("tmp", "new", "cur"):
-            quickcalls.close(open_dir(box, sub, create=True))
+            os.close(open_dir(box, sub, create=True))
         return open_dir(box, name)

@@ -21,16 +21,13 @@ import os
 import stat
 from collections.abc import Sequence
 
-from delivery_local import quickcalls
-
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_CWD = -100  # AT_FDCWD
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def open_base(base: str) -> int:
     """The base directory itself (configured by the administrator: links are followed)."""
-    return quickcalls.open_at(_CWD, base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return os.open(base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
 
 def open_dir(parent: int, name: str, *, create: bool = False, mode: int = 0o700) -> int:
@@ -47,7 +44,7 @@ def open_dir(parent: int, name: str, *, create: bool = False, mode: int = 0o700)
 
 def _open_dir(parent: int, name: str) -> int:
     try:
-        return quickcalls.open_at(parent, name, _DIR)
+        return os.open(name, _DIR, dir_fd=parent)
     except NotADirectoryError:  # O_DIRECTORY|O_NOFOLLOW on a link: say that it is one
         if stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
             raise OSError(errno.ELOOP, os.strerror(errno.ELOOP)) from None
@@ -60,10 +57,10 @@ def walk(base: str, parts: Sequence[str], *, create: bool = False) -> int:
     try:
         for part in parts:
             child = open_dir(fd, part, create=create)
-            quickcalls.close(fd)
+            os.close(fd)
             fd = child
     except BaseException:
-        quickcalls.close(fd)
+        os.close(fd)
         raise
     return fd
 
@@ -116,4 +113,7 @@ def open_append(
         raise _refused(code, f"cannot change file ownership: {exc.strerror}") from None
 
 
-write_all = quickcalls.write_all
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
