@@ -171,7 +171,9 @@ def postfix_cleanup_log(maillog: Path, start: int, qid: str | None) -> list[str]
     while time.monotonic() < deadline:
         text = maillog.read_text(errors="replace")[start:]
         lines = [m.group(1) for m in map(_CLEANUP.match, text.splitlines()) if m]
-        if qid is None or any(f"{qid}: message-id=" in x or "reject" in x for x in lines):
+        if qid is None and any(_ACTION.match(x) for x in lines):
+            break  # refused: its action's line (postlogd writes it a little later)
+        if qid is not None and any(f"{qid}: message-id=" in x or "reject" in x for x in lines):
             break
         time.sleep(0.05)
     return [normalized(x) for x in lines if _ACTION.match(x)]
