@@ -205,7 +205,7 @@ class QueueFile:
             if found is not None:
                 return await self._entry_of(queue_id, found)
             received = await last(s.QUEUE_STREAM, s.msg_subject(queue_id, bucket))
-            if received is not None:  # an entry is written in its bucket, or moved from it
+            if received is not None:  # no entry written (nor moved): as received
                 return self.received_entry(received), 0
         found = await self.requests.last_matching(s.QUEUE_STREAM, s.find_entry(queue_id))
         if found is None:
