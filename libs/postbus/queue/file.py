@@ -199,17 +199,17 @@ class QueueFile:
         search over every bucket; that search still runs when the bucket holds
         nothing of the message any more (swept after a move, or after its
         removal)."""
+        last = self.requests.last_matching
         if bucket:
-            last = self.requests.last_matching
             found = await last(s.QUEUE_STREAM, s.entry_subject(queue_id, bucket))
             if found is not None:
                 return await self._entry_of(queue_id, found)
-            received = await last(s.QUEUE_STREAM, s.msg_subject(queue_id, bucket))
-            if received is not None:  # no entry written (nor moved): as received
-                return self.received_entry(received), 0
-        found = await self.requests.last_matching(s.QUEUE_STREAM, s.find_entry(queue_id))
+            received = await self._as_received(s.msg_subject(queue_id, bucket))
+            if received is not None:  # no entry written (nor moved)
+                return received
+        found = await last(s.QUEUE_STREAM, s.find_entry(queue_id))
         if found is None:
-            return await self._as_received(queue_id)
+            return await self._as_received(s.find_msg(queue_id))
         return await self._entry_of(queue_id, found)
 
     async def _entry_of(self, queue_id: str, found: Found) -> tuple[QueueEntry, int] | None:
@@ -228,9 +228,10 @@ class QueueFile:
         self._seen(queue_id, found.seq, entry.queue)
         return entry, found.seq
 
-    async def _as_received(self, queue_id: str) -> tuple[QueueEntry, int] | None:
-        """A message whose entry was never written: the one its trigger carries."""
-        found = await self.requests.last_matching(s.QUEUE_STREAM, s.find_msg(queue_id))
+    async def _as_received(self, where: str) -> tuple[QueueEntry, int] | None:
+        """A message whose entry was never written: the one its trigger carries
+        (``where``: its chunk 0's subject, or a filter over every bucket)."""
+        found = await self.requests.last_matching(s.QUEUE_STREAM, where)
         if found is None:
             return None
         return self.received_entry(found), 0
